@@ -1,1 +1,30 @@
-pub const X: u8 = 0;
+//! What every SkillUp service shares: layered config, telemetry, the gRPC server bootstrap
+//! (health driven by real readiness, reflection, per-RPC metrics, graceful shutdown), the ops
+//! HTTP endpoints, database connections and migrations, and the two infrastructure ports —
+//! [`cache::Cache`] and [`bus::Bus`] — each with a real adapter (Redis, RabbitMQ) and an
+//! in-process one for `skillup up`.
+
+pub mod bus;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod keys;
+pub mod ops;
+pub mod readiness;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testing;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use readiness::Readiness;
+pub use shutdown::Shutdown;
+
+/// rustls has two crypto providers in this tree (sqlx brings ring; reqwest, lapin and fred
+/// bring aws-lc-rs), so it has no default: install one before any TLS client is built.
+/// Safe to call many times.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,318 @@
+//! Layered configuration: defaults → optional TOML file → `DATABASE_URL` / `REDIS_URL` /
+//! `AMQP_URL` → `SKILLUP_*` env (`__` for nesting) → command-line flags. Validated once at
+//! start; every error names the key (and the variable that sets it).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How the process runs: everything in one process, or one component per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// `skillup up`: embedded defaults allowed (SQLite, in-process cache and bus).
+    AllInOne,
+    /// `skillup serve <component>`: real servers required.
+    Distributed,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Json,
+}
+
+/// The whole process configuration. Field names are the config keys: `grpc_addr` in the file,
+/// `SKILLUP_GRPC_ADDR` in the environment, `--grpc-addr` on the command line.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where `up` keeps its SQLite file and keys.
+    pub data_dir: PathBuf,
+    /// The gRPC listener (all services share it under `up`).
+    pub grpc_addr: SocketAddr,
+    /// The HTTP listener: the edge, `/healthz`, `/readyz`, `/metrics`.
+    pub http_addr: SocketAddr,
+    /// PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`) URL. Unset under `up` = SQLite file.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub database_url: Option<SecretString>,
+    /// Redis URL (`redis://…`). Unset under `up` = in-process cache.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub redis_url: Option<SecretString>,
+    /// RabbitMQ URL (`amqp://…`). Unset under `up` = in-process bus.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub amqp_url: Option<SecretString>,
+    /// Log format: auto, pretty or json.
+    pub log_format: LogFormat,
+    /// Prefix of every cache key (lets several deployments or tests share one Redis).
+    pub cache_prefix: String,
+    /// Database pool size per process.
+    pub db_max_connections: u32,
+    /// Message bus settings.
+    pub bus: BusConfig,
+    /// Shutdown timings.
+    pub shutdown: ShutdownConfig,
+    /// How often readiness probes run, in milliseconds.
+    pub readiness_interval_ms: u64,
+}
+
+/// Message bus settings (`SKILLUP_BUS__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Topic exchange for events.
+    pub exchange: String,
+    /// Prefix of every queue name (per deployment, or per test).
+    pub queue_prefix: String,
+    /// Unacknowledged deliveries a consumer holds at once.
+    pub prefetch: u16,
+    /// How long a publish may wait for the broker (reconnects included), in milliseconds.
+    pub publish_timeout_ms: u64,
+}
+
+/// Shutdown timings (`SKILLUP_SHUTDOWN__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, how long health reads NOT_SERVING before the listener stops, so load
+    /// balancers stop routing first. Milliseconds.
+    pub drain_ms: u64,
+    /// How long in-flight work may take to finish after that. Milliseconds.
+    pub grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./skillup-data"),
+            grpc_addr: ([127, 0, 0, 1], 50051).into(),
+            http_addr: ([127, 0, 0, 1], 8080).into(),
+            database_url: None,
+            redis_url: None,
+            amqp_url: None,
+            log_format: LogFormat::Auto,
+            cache_prefix: "skillup:".into(),
+            db_max_connections: 10,
+            bus: BusConfig {
+                exchange: "skillup.events".into(),
+                queue_prefix: String::new(),
+                prefetch: 16,
+                publish_timeout_ms: 10_000,
+            },
+            shutdown: ShutdownConfig { drain_ms: 2_000, grace_ms: 30_000 },
+            readiness_interval_ms: 2_000,
+        }
+    }
+}
+
+fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(v.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Values given on the command line; only the ones set override lower layers.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads every layer. `file` is the `--config` path (or `SKILLUP_CONFIG`), if any.
+    pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Self> {
+        Self::figment(file, overrides).extract().map_err(|e| Error::Config(describe(e)))
+    }
+
+    /// The layered sources, for tests and for `skillup config` style tooling.
+    pub fn figment(file: Option<&std::path::Path>, overrides: &Overrides) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(Env::raw().only(&["DATABASE_URL", "REDIS_URL", "AMQP_URL"]).map(|k| {
+            k.as_str().to_ascii_lowercase().into()
+        }))
+        .merge(
+            Env::prefixed("SKILLUP_")
+                .ignore(&["CONFIG"])
+                .split("__")
+                .map(|k| k.as_str().to_ascii_lowercase().into()),
+        )
+        .merge(Serialized::defaults(overrides))
+    }
+
+    /// Checks the values once, for the way the process runs. The message names the key and
+    /// the variable that sets it.
+    pub fn validate(&self, mode: RunMode, needs: Needs) -> Result<()> {
+        if let Some(url) = &self.database_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
+                return Err(bad("database_url", "DATABASE_URL", "must start with postgres://, postgresql:// or sqlite:"));
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(bad("redis_url", "REDIS_URL", "must start with redis:// or rediss://"));
+            }
+        }
+        if let Some(url) = &self.amqp_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(bad("amqp_url", "AMQP_URL", "must start with amqp:// or amqps://"));
+            }
+        }
+        if self.bus.prefetch == 0 {
+            return Err(bad("bus.prefetch", "SKILLUP_BUS__PREFETCH", "must be at least 1"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(bad("db_max_connections", "SKILLUP_DB_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        if self.readiness_interval_ms < 100 {
+            return Err(bad("readiness_interval_ms", "SKILLUP_READINESS_INTERVAL_MS", "must be at least 100"));
+        }
+        if mode == RunMode::Distributed {
+            if needs.database && self.database_url.is_none() {
+                return Err(missing("database_url", "DATABASE_URL", "a PostgreSQL URL, e.g. postgres://user@host:5432/skillup"));
+            }
+            if needs.cache && self.redis_url.is_none() {
+                return Err(missing("redis_url", "REDIS_URL", "a Redis URL, e.g. redis://host:6379 (the in-process cache only works under `skillup up`)"));
+            }
+            if needs.bus && self.amqp_url.is_none() {
+                return Err(missing("amqp_url", "AMQP_URL", "a RabbitMQ URL, e.g. amqp://user:pass@host:5672/%2f (the in-process bus only works under `skillup up`)"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn readiness_interval(&self) -> Duration {
+        Duration::from_millis(self.readiness_interval_ms)
+    }
+
+    /// The database URL to use: the configured one, or the SQLite file under `data_dir`.
+    pub fn database_url_or_embedded(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("skillup.db").display()),
+        }
+    }
+}
+
+/// Which infrastructure a component needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    pub database: bool,
+    pub cache: bool,
+    pub bus: bool,
+}
+
+fn bad(key: &str, var: &str, why: &str) -> Error {
+    Error::Config(format!("`{key}` ({var}) {why}"))
+}
+
+fn missing(key: &str, var: &str, what: &str) -> Error {
+    Error::Config(format!("`{key}` is required here: set {var} to {what}"))
+}
+
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::from("(root)") } else { e.path.join(".") };
+            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            format!("`{key}`: {} (from {source})", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "grpc_addr = \"127.0.0.1:1111\"\nhttp_addr = \"127.0.0.1:2222\"\ncache_prefix = \"file:\"")?;
+            jail.set_env("SKILLUP_HTTP_ADDR", "127.0.0.1:3333");
+            jail.set_env("SKILLUP_BUS__PREFETCH", "7");
+            jail.set_env("DATABASE_URL", "postgres://u@h/db");
+            let over = Overrides { grpc_addr: Some("127.0.0.1:4444".parse().unwrap()), ..Default::default() };
+            let c = Config::load(Some("c.toml".as_ref()), &over).map_err(|e| e.to_string())?;
+            assert_eq!(c.grpc_addr.port(), 4444, "flag beats file");
+            assert_eq!(c.http_addr.port(), 3333, "env beats file");
+            assert_eq!(c.cache_prefix, "file:", "file beats default");
+            assert_eq!(c.bus.prefetch, 7, "nested env with __");
+            assert_eq!(c.database_url.as_ref().unwrap().expose_secret(), "postgres://u@h/db");
+            assert_eq!(c.bus.exchange, "skillup.events", "default kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SKILLUP_GRPC_ADDR", "not-an-address");
+            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("`grpc_addr`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SKILLUP_GRPC_ADRR", "127.0.0.1:1");
+            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("grpc_adrr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn distributed_mode_requires_real_servers() {
+        let all = Needs { database: true, cache: true, bus: true };
+        let c = Config::default();
+        c.validate(RunMode::AllInOne, all).expect("up runs on embedded defaults");
+        let err = c.validate(RunMode::Distributed, all).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        let c = Config { database_url: Some("postgres://x/y".into()), ..Config::default() };
+        let err = c.validate(RunMode::Distributed, all).unwrap_err().to_string();
+        assert!(err.contains("REDIS_URL"), "{err}");
+        let c = Config { redis_url: Some("redis://x".into()), ..c };
+        let err = c.validate(RunMode::Distributed, all).unwrap_err().to_string();
+        assert!(err.contains("AMQP_URL"), "{err}");
+        let c = Config { amqp_url: Some("amqp://x".into()), ..c };
+        c.validate(RunMode::Distributed, all).expect("all set");
+    }
+
+    #[test]
+    fn url_schemes_are_checked() {
+        let c = Config { redis_url: Some("http://x".into()), ..Config::default() };
+        let err = c.validate(RunMode::AllInOne, Needs::default()).unwrap_err().to_string();
+        assert!(err.contains("REDIS_URL"), "{err}");
+    }
+}

@@ -1,0 +1,78 @@
+//! Database connections (PostgreSQL or SQLite, one code path through sea-orm) and migrations.
+//! Each service owns its tables and a migrator with its own history table, so services that
+//! share one database under `skillup up` never see each other's migrations.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+
+use crate::{Readiness, Result};
+
+/// Connects with sane pool settings. SQLite gets WAL, a busy timeout and foreign keys, so
+/// concurrent writers wait instead of failing.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
+    let sqlite = url.starts_with("sqlite:");
+    if sqlite {
+        if let Some(path) = sqlite_path(url) {
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)?;
+                }
+            }
+        }
+    }
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(if sqlite { max_connections.min(4) } else { max_connections })
+        .min_connections(0)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(opts).await?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
+            .await?;
+    }
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
+}
+
+/// Applies every pending migration of `M`.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<()> {
+    M::up(db, None).await?;
+    Ok(())
+}
+
+/// A readiness probe that runs `SELECT 1`.
+pub fn probe(db: DatabaseConnection) -> Readiness {
+    Readiness::new().with("database", move || {
+        let db = db.clone();
+        async move { db.ping().await.map_err(|e| e.to_string()) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(sqlite_path("sqlite://./data/x.db?mode=rwc").as_deref(), Some("./data/x.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_with_its_directory() {
+        let dir = std::env::temp_dir().join(format!("skillup-db-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/nested/x.db?mode=rwc", dir.display());
+        let db = connect(&url, 2).await.expect("connects");
+        db.ping().await.expect("pings");
+        assert!(dir.join("nested/x.db").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

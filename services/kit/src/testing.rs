@@ -1,0 +1,130 @@
+//! Test support: every test gets its own PostgreSQL database (or SQLite file), Redis key
+//! prefix and RabbitMQ exchange + queue prefix, so tests run in parallel against the one real
+//! server of each kind. A missing server is a failure that names the variable to set — never a
+//! silent skip.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use crate::{
+    bus::AmqpBus,
+    cache::RedisCache,
+    db,
+};
+
+/// One 4096-bit RSA key shared by every test (generating one per test is far too slow).
+pub const TEST_RSA_PRIVATE_PEM: &str = include_str!("../testdata/test-rsa-4096.pem");
+
+/// The server URLs tests use: the environment, or this machine's defaults.
+pub fn postgres_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A short unique name part.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A database of this test's own; PostgreSQL ones are dropped when this is dropped.
+pub struct TestDb {
+    pub url: String,
+    pub conn: DatabaseConnection,
+    cleanup: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh PostgreSQL database on the server at `DATABASE_URL`.
+    pub async fn postgres() -> Self {
+        crate::install_crypto_provider();
+        let admin_url = postgres_url();
+        let admin = db::connect(&admin_url, 1).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is required for this test: set DATABASE_URL (tried {admin_url}): {e}")
+        });
+        let name = format!("skillup_test_{}", unique());
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        let _ = admin.close().await;
+        let url = replace_db_name(&admin_url, &name);
+        let conn = db::connect(&url, 5).await.expect("connect to the test database");
+        Self { url, conn, cleanup: Some((admin_url, name)) }
+    }
+
+    /// A fresh SQLite file in the temp directory.
+    pub async fn sqlite() -> Self {
+        let path = std::env::temp_dir().join(format!("skillup-test-{}.db", unique()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let conn = db::connect(&url, 4).await.expect("open SQLite");
+        Self { url, conn, cleanup: None }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.cleanup.take() {
+            // Drop runs outside async: a short-lived thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(admin) = db::connect(&admin_url, 1).await {
+                            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A Redis cache whose keys live under a prefix of this test's own.
+pub async fn redis_cache() -> RedisCache {
+    crate::install_crypto_provider();
+    let url = redis_url();
+    RedisCache::connect(&url, format!("test:{}:", unique()))
+        .await
+        .unwrap_or_else(|e| panic!("Redis is required for this test: set REDIS_URL (tried {url}): {e}"))
+}
+
+/// A RabbitMQ bus with an exchange and queue prefix of this test's own.
+pub async fn amqp_bus() -> AmqpBus {
+    crate::install_crypto_provider();
+    let url = amqp_url();
+    let id = unique();
+    AmqpBus::connect(&url, format!("test.{id}.events"), format!("test.{id}."), Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ is required for this test: set AMQP_URL (tried {url}): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(replace_db_name("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(replace_db_name("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(replace_db_name("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    }
+}

@@ -1,0 +1,138 @@
+//! The cache port's behaviour, run against both adapters: the real Redis of this machine
+//! (`REDIS_URL`) and the in-process cache. Each case is generated once per adapter.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use skillup_kit::{
+    cache::{Cache, Expect, MemoryCache, SharedCache},
+    testing,
+};
+
+async fn redis() -> SharedCache {
+    Arc::new(testing::redis_cache().await)
+}
+
+async fn memory() -> SharedCache {
+    Arc::new(MemoryCache::new())
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod redis_adapter {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::redis().await).await })*
+        }
+        mod memory_adapter {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::memory().await).await })*
+        }
+    };
+}
+
+conformance!(
+    get_set_delete,
+    ttl_expiry,
+    set_if_absent_only_once_under_concurrency,
+    incr_is_atomic_under_concurrency,
+    incr_starts_its_window_once,
+    compare_and_set_has_one_winner,
+    compare_and_set_can_delete,
+);
+
+async fn get_set_delete(c: SharedCache) {
+    assert_eq!(c.get("k").await.unwrap(), None);
+    c.set("k", Bytes::from_static(b"v1"), None).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(Bytes::from_static(b"v1")));
+    assert_eq!(c.ttl("k").await.unwrap(), Some(None), "no TTL set");
+    c.set("k", Bytes::from_static(b"v2"), None).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(Bytes::from_static(b"v2")));
+    assert!(c.delete("k").await.unwrap());
+    assert!(!c.delete("k").await.unwrap(), "second delete finds nothing");
+    assert_eq!(c.get("k").await.unwrap(), None);
+    assert_eq!(c.ttl("k").await.unwrap(), None);
+    c.ping().await.unwrap();
+}
+
+async fn ttl_expiry(c: SharedCache) {
+    c.set("short", Bytes::from_static(b"x"), Some(Duration::from_millis(300))).await.unwrap();
+    let left = c.ttl("short").await.unwrap().flatten().expect("has a TTL");
+    assert!(left <= Duration::from_millis(300) && left > Duration::ZERO, "{left:?}");
+    assert!(c.get("short").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(c.get("short").await.unwrap(), None, "expired");
+    assert!(c.set_if_absent("short", Bytes::from_static(b"y"), None).await.unwrap(), "expired keys count as absent");
+}
+
+async fn set_if_absent_only_once_under_concurrency(c: SharedCache) {
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.set_if_absent("lock", Bytes::from(format!("{i}")), Some(Duration::from_secs(5))).await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        winners += t.await.unwrap() as u32;
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn incr_is_atomic_under_concurrency(c: SharedCache) {
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    c.incr("counter", 2, None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(c.incr("counter", 0, None).await.unwrap(), 1000);
+    assert_eq!(c.incr("counter", -1000, None).await.unwrap(), 0);
+}
+
+async fn incr_starts_its_window_once(c: SharedCache) {
+    assert_eq!(c.incr("window", 1, Some(Duration::from_millis(400))).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A later increment must not push the window's end out.
+    assert_eq!(c.incr("window", 1, Some(Duration::from_millis(400))).await.unwrap(), 2);
+    let left = c.ttl("window").await.unwrap().flatten().unwrap();
+    assert!(left <= Duration::from_millis(220), "window kept its first deadline: {left:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.incr("window", 1, Some(Duration::from_millis(400))).await.unwrap(), 1, "new window");
+}
+
+async fn compare_and_set_has_one_winner(c: SharedCache) {
+    c.set("state", Bytes::from_static(b"v0"), None).await.unwrap();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.compare_and_set("state", Expect::Value(Bytes::from_static(b"v0")), Some(Bytes::from(format!("w{i}"))), None)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        winners += t.await.unwrap() as u32;
+    }
+    assert_eq!(winners, 1, "exactly one swap from v0");
+    let now = c.get("state").await.unwrap().unwrap();
+    assert!(now.starts_with(b"w"));
+    assert!(!c.compare_and_set("state", Expect::Absent, Some(Bytes::from_static(b"x")), None).await.unwrap());
+    assert!(c.compare_and_set("fresh", Expect::Absent, Some(Bytes::from_static(b"x")), Some(Duration::from_secs(5))).await.unwrap());
+    assert!(c.ttl("fresh").await.unwrap().flatten().is_some(), "TTL applied on swap");
+}
+
+async fn compare_and_set_can_delete(c: SharedCache) {
+    c.set("del", Bytes::from_static(b"a"), None).await.unwrap();
+    assert!(!c.compare_and_set("del", Expect::Value(Bytes::from_static(b"b")), None, None).await.unwrap());
+    assert!(c.get("del").await.unwrap().is_some(), "a failed compare changes nothing");
+    assert!(c.compare_and_set("del", Expect::Value(Bytes::from_static(b"a")), None, None).await.unwrap());
+    assert_eq!(c.get("del").await.unwrap(), None);
+}
