@@ -461,7 +461,11 @@ impl Bus for AmqpBus {
         let ch = self.inner.connection().await?.create_channel().await?;
         self.inner.declare_topology(&ch, spec, false).await?;
         let _ = ch.close(200, "declared".into()).await;
-        self.inner.specs.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.name.clone(), spec.clone());
+        let mut specs = self.inner.specs.lock().unwrap_or_else(|p| p.into_inner());
+        specs.insert(spec.name.clone(), spec.clone());
+        // The dead-letter queue can be consumed (inspected, requeued from) like any other.
+        let dead = format!("{}.dead", spec.name);
+        specs.entry(dead.clone()).or_insert_with(|| QueueSpec::new(dead));
         Ok(())
     }
 
