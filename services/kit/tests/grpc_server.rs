@@ -1,0 +1,210 @@
+//! The gRPC bootstrap: health follows real readiness, reflection v1 and v1alpha list what is
+//! served, every RPC is counted, and shutdown flips health first and lets in-flight calls end.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{StreamExt, future::BoxFuture};
+use skillup_kit::{Readiness, Shutdown, grpc::GrpcServer, ops};
+use tonic::{
+    Request, Response, Status,
+    body::Body,
+    codegen::http,
+    server::{NamedService, UnaryService},
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// A hand-rolled service (`test.Slow/Wait`) that takes 600 ms, built the way tonic's
+/// generated servers are, so shutdown can be watched with a call in flight.
+#[derive(Clone)]
+struct Slow;
+
+impl NamedService for Slow {
+    const NAME: &'static str = "test.Slow";
+}
+
+struct Wait;
+
+impl UnaryService<()> for Wait {
+    type Response = ();
+    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok(Response::new(()))
+        })
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Slow {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<(), ()>::default());
+            Ok(grpc.unary(Wait, req).await)
+        })
+    }
+}
+
+async fn call_slow(channel: Channel) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/test.Slow/Wait");
+    grpc.unary::<(), (), _>(Request::new(()), path, tonic_prost::ProstCodec::default()).await.map(|_| ())
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    ready: Arc<AtomicBool>,
+    shutdown: Shutdown,
+    handle: tokio::task::JoinHandle<skillup_kit::Result<()>>,
+}
+
+async fn start() -> Running {
+    let ready = Arc::new(AtomicBool::new(false));
+    let flag = ready.clone();
+    let readiness = Readiness::new().with("switch", move || {
+        let ok = flag.load(Ordering::SeqCst);
+        async move { if ok { Ok(()) } else { Err("switched off".into()) } }
+    });
+    let server = GrpcServer::builder()
+        .add_service(Slow)
+        .readiness(readiness, Duration::from_millis(100))
+        .shutdown_timings(Duration::from_millis(300), Duration::from_secs(5))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(server.run(shutdown.clone()));
+    Running { addr, ready, shutdown, handle }
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+async fn health(ch: Channel, service: &str) -> ServingStatus {
+    let res = HealthClient::new(ch).check(HealthCheckRequest { service: service.into() }).await.unwrap();
+    res.into_inner().status()
+}
+
+async fn wait_for(ch: &Channel, service: &str, want: ServingStatus) {
+    for _ in 0..50 {
+        if health(ch.clone(), service).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{service} never became {want:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_readiness() {
+    let s = start().await;
+    let ch = channel(s.addr).await;
+    assert_eq!(health(ch.clone(), "test.Slow").await, ServingStatus::NotServing, "not ready until probes pass");
+    s.ready.store(true, Ordering::SeqCst);
+    wait_for(&ch, "test.Slow", ServingStatus::Serving).await;
+    wait_for(&ch, "", ServingStatus::Serving).await;
+    s.ready.store(false, Ordering::SeqCst);
+    wait_for(&ch, "test.Slow", ServingStatus::NotServing).await;
+    s.shutdown.trigger();
+    s.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_and_v1alpha_list_what_is_served() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let s = start().await;
+    let ch = channel(s.addr).await;
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+    let Some(Ok(res)) = stream.next().await else { panic!("no v1alpha answer") };
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = res.message_response else {
+        panic!("not a list")
+    };
+    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", "test.Slow"]
+    );
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(ch);
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "grpc.health.v1.Health".into(),
+        )),
+    };
+    let mut stream = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+    let Some(Ok(res)) = stream.next().await else { panic!("no v1 answer") };
+    assert!(matches!(
+        res.message_response,
+        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+    ));
+    s.shutdown.trigger();
+    s.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_is_counted_by_code() {
+    let handle = ops::metrics_handle();
+    let s = start().await;
+    s.ready.store(true, Ordering::SeqCst);
+    let ch = channel(s.addr).await;
+    call_slow(ch.clone()).await.unwrap();
+    let _ = HealthClient::new(ch).check(HealthCheckRequest { service: "no.such.Service".into() }).await;
+    let text = handle.render();
+    assert!(
+        text.lines().any(|l| l.starts_with("grpc_server_handled_total")
+            && l.contains(r#"service="test.Slow""#)
+            && l.contains(r#"method="Wait""#)
+            && l.contains(r#"code="OK""#)),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("grpc_server_handled_total") && l.contains(r#"code="NOT_FOUND""#)),
+        "trailers-only errors are counted: {text}"
+    );
+    assert!(text.contains("grpc_server_handling_seconds_bucket"), "{text}");
+    s.shutdown.trigger();
+    s.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flips_health_then_lets_in_flight_calls_finish() {
+    let s = start().await;
+    s.ready.store(true, Ordering::SeqCst);
+    let ch = channel(s.addr).await;
+    wait_for(&ch, "", ServingStatus::Serving).await;
+
+    let in_flight = tokio::spawn(call_slow(ch.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.shutdown.trigger();
+    // During the drain health already says NOT_SERVING, on the same connection.
+    wait_for(&ch, "test.Slow", ServingStatus::NotServing).await;
+    in_flight.await.unwrap().expect("the call in flight finished normally");
+    s.handle.await.unwrap().unwrap();
+    // And the listener is gone.
+    assert!(Endpoint::from_shared(format!("http://{}", s.addr)).unwrap().connect().await.is_err());
+}
