@@ -1,1 +1,181 @@
-fn main() {}
+//! `skillup`: the one binary. `up` runs every component in one process on embedded defaults;
+//! `serve <component>` runs one component per process (Kubernetes); `migrate`; `keys`.
+
+mod components;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use skillup_kit::{
+    Config,
+    config::{LogFormat, Overrides, RunMode},
+    keys::KeyStore,
+    telemetry,
+};
+
+use crate::components::Component;
+
+/// SkillUp turns a topic and a chosen function ("blog post", "quiz", "lesson plan", …) into
+/// AI-written text. This binary runs the whole platform or any one part of it.
+///
+/// Configuration comes from, lowest to highest: built-in defaults, a TOML file (--config or
+/// SKILLUP_CONFIG), DATABASE_URL / REDIS_URL / AMQP_URL, SKILLUP_* variables (`__` for nested
+/// keys, e.g. SKILLUP_BUS__PREFETCH), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "skillup", version, propagate_version = true)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "SKILLUP_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where `up` keeps its SQLite database and signing keys [default: ./skillup-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, global = true, value_name = "ADDR")]
+    grpc_addr: Option<std::net::SocketAddr>,
+    /// HTTP listen address: the edge, /healthz, /readyz, /metrics [default: 127.0.0.1:8080].
+    #[arg(long, global = true, value_name = "ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
+    /// Log format: auto (pretty on a terminal, JSON otherwise), pretty or json.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the whole platform in this one process. With no DATABASE_URL / REDIS_URL /
+    /// AMQP_URL it runs on embedded defaults: a SQLite file and signing keys under the data
+    /// directory, an in-process cache and an in-process message bus. Set those variables to use
+    /// real PostgreSQL, Redis and RabbitMQ instead. Prints a line per component as it becomes
+    /// ready, then the URLs. Stops cleanly on Ctrl-C / SIGTERM.
+    Up,
+    /// Run one component in this process, the way Kubernetes runs SkillUp. Needs the real
+    /// servers: DATABASE_URL (PostgreSQL), REDIS_URL and AMQP_URL; refuses the in-process
+    /// cache and bus, which cannot be shared between processes.
+    Serve {
+        /// The component to run.
+        component: Component,
+    },
+    /// Apply every component's pending database migrations (DATABASE_URL, or the SQLite file
+    /// under the data directory), then exit.
+    Migrate,
+    /// Manage the RS256 signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a 4096-bit RSA key pair, store it as `<kid>.pem` (mode 0600) in the key
+    /// directory and print its kid (the key's RFC 7638 thumbprint). Makes it the signing key
+    /// unless --verify-only; older keys stay valid for verification until removed.
+    Generate {
+        /// Key directory [default: <data dir>/keys].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Store the key for verification only; keep the current signing key.
+        #[arg(long)]
+        verify_only: bool,
+    },
+    /// List the keys in the key directory, marking the signing key.
+    List {
+        /// Key directory [default: <data dir>/keys].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    skillup_kit::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        grpc_addr: cli.grpc_addr,
+        http_addr: cli.http_addr,
+        log_format: cli.log_format.map(|f| match f {
+            LogFormatArg::Auto => LogFormat::Auto,
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        }),
+    };
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    telemetry::init(config.log_format);
+    match cli.command {
+        Command::Up => {
+            config.validate(RunMode::AllInOne, Component::all_needs())?;
+            up::run(config).await
+        }
+        Command::Serve { component } => {
+            config.validate(RunMode::Distributed, component.needs())?;
+            components::serve(component, config).await
+        }
+        Command::Migrate => {
+            config.validate(RunMode::AllInOne, Default::default())?;
+            let url = config.database_url_or_embedded();
+            let db = skillup_kit::db::connect(&url, 1).await.context("connecting to the database")?;
+            let applied = components::migrate_all(&db).await?;
+            say(&format!("database schema up to date ({applied} components with migrations)"));
+            Ok(())
+        }
+        Command::Keys { command } => keys(command, &config).await,
+    }
+}
+
+async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
+    let default_dir = config.data_dir.join("keys");
+    match command {
+        KeysCommand::Generate { dir, verify_only } => {
+            let store = KeyStore::new(dir.unwrap_or(default_dir));
+            let key = store.generate(!verify_only).await?;
+            say(&format!("generated RS256 key {} in {}", key.kid, store.dir().display()));
+            if !verify_only {
+                say("it is now the signing key; older keys still verify until you remove them");
+            }
+        }
+        KeysCommand::List { dir } => {
+            let store = KeyStore::new(dir.unwrap_or(default_dir));
+            let current = store.current_kid()?;
+            for key in store.load_all()? {
+                let mark = if current.as_deref() == Some(key.kid.as_str()) { "  (signing)" } else { "" };
+                say(&format!("{}{mark}", key.kid));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// User-facing output of the binary (not logs): stdout, one line.
+#[allow(clippy::print_stdout)]
+pub(crate) fn say(line: &str) {
+    println!("{line}");
+}

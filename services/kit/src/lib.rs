@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod infra;
 pub mod keys;
 pub mod ops;
 pub mod readiness;

@@ -1,0 +1,59 @@
+//! `skillup up`: every component and the edge in one process.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use skillup_kit::{Config, Shutdown, grpc::GrpcServer, infra::Infra, keys::KeyStore, ops};
+
+use crate::{components, say};
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+
+    let infra = Infra::connect(&config).await.context("connecting the infrastructure")?;
+    say(&format!("ready  database  ({})", infra.database_kind));
+    say(&format!("ready  cache     ({})", infra.cache_kind));
+    say(&format!("ready  bus       ({})", infra.bus_kind));
+    let applied = components::migrate_all(&infra.db).await?;
+    say(&format!("ready  migrations ({applied} components)"));
+
+    let store = KeyStore::new(config.data_dir.join("keys"));
+    let (kid, generated) = store.ensure_signing_key().await.context("preparing the signing key")?;
+    say(&format!("ready  keys      (RS256 4096-bit, kid {kid}{})", if generated { ", generated now" } else { "" }));
+
+    // One listener for every gRPC service (service issues add theirs here).
+    let grpc = GrpcServer::builder()
+        .readiness(infra.readiness.clone(), config.readiness_interval())
+        .shutdown_timings(Duration::from_millis(config.shutdown.drain_ms), Duration::from_millis(config.shutdown.grace_ms))
+        .bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
+    let grpc_addr = grpc.local_addr();
+    let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
+    say(&format!("ready  grpc      {grpc_addr} (health, reflection)"));
+
+    let http = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let http_addr = http.local_addr()?;
+    let http_task = tokio::spawn(ops::serve(http, ops::router(infra.readiness.clone()), shutdown.clone()));
+    say(&format!("ready  http      {http_addr}"));
+
+    say("");
+    say("SkillUp is up.");
+    say(&format!("  health    http://{http_addr}/healthz"));
+    say(&format!("  ready     http://{http_addr}/readyz"));
+    say(&format!("  metrics   http://{http_addr}/metrics"));
+    say(&format!("  grpc      grpcurl -plaintext {grpc_addr} list"));
+    say("Stop with Ctrl-C.");
+
+    let (grpc_res, http_res) = tokio::join!(grpc_task, http_task);
+    grpc_res.context("grpc task")??;
+    http_res.context("http task")??;
+    infra.db.close().await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}

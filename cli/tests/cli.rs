@@ -1,0 +1,220 @@
+//! The `skillup` binary as a user runs it.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use skillup_kit::{
+    keys::{KeyStore, SigningKey},
+    testing,
+};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+fn skillup() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillup"));
+    // Start from a clean slate: no inherited server URLs or SKILLUP_* settings.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKILLUP_") || ["DATABASE_URL", "REDIS_URL", "AMQP_URL"].contains(&k.as_str()) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+fn data_dir_with_test_key() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("skillup-cli-{}", testing::unique()));
+    let key = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap();
+    KeyStore::new(dir.join("keys")).store(&key, true).unwrap();
+    dir
+}
+
+struct Up {
+    child: Child,
+    grpc: String,
+    http: String,
+    lines: Vec<String>,
+}
+
+/// Starts `skillup up` on free ports and waits for its "SkillUp is up." line.
+fn start_up(cmd: &mut Command, data_dir: &std::path::Path) -> Up {
+    let mut child = cmd
+        .args(["up", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line == "SkillUp is up.";
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("`skillup up` did not get ready; it printed: {lines:#?}");
+            }
+        }
+    }
+    let addr_of = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {lines:#?}"))
+            .to_owned()
+    };
+    let grpc = addr_of("ready  grpc");
+    let http = addr_of("ready  http");
+    Up { child, grpc, http, lines }
+}
+
+fn stop(mut up: Up) -> std::process::ExitStatus {
+    let pid = up.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    for _ in 0..150 {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = up.child.kill();
+    panic!("`skillup up` did not stop within 15 s of SIGTERM");
+}
+
+async fn grpc_health(addr: &str) -> ServingStatus {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = HealthClient::new(ch);
+    for _ in 0..50 {
+        let status = client.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status();
+        if status == ServingStatus::Serving {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ServingStatus::NotServing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
+    let dir = data_dir_with_test_key();
+    let up = start_up(&mut skillup(), &dir);
+    assert!(up.lines.iter().any(|l| l.contains("database") && l.contains("SQLite")), "{:#?}", up.lines);
+    assert!(up.lines.iter().any(|l| l.contains("cache") && l.contains("in-process")));
+    assert!(up.lines.iter().any(|l| l.contains("bus") && l.contains("in-process")));
+    assert!(dir.join("skillup.db").exists(), "SQLite file under the data dir");
+
+    let res = reqwest::get(format!("http://{}/healthz", up.http)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", up.http)).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(grpc_health(&up.grpc).await, ServingStatus::Serving);
+    let metrics = reqwest::get(format!("http://{}/metrics", up.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("grpc_server_handled_total"), "{metrics}");
+
+    let status = stop(up);
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_switches_to_the_real_servers_when_their_urls_are_set() {
+    let db = testing::TestDb::postgres().await;
+    let dir = data_dir_with_test_key();
+    let mut cmd = skillup();
+    cmd.env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", testing::redis_url())
+        .env("AMQP_URL", testing::amqp_url())
+        .env("SKILLUP_CACHE_PREFIX", format!("test:{}:", testing::unique()))
+        .env("SKILLUP_BUS__EXCHANGE", format!("test.{}.events", testing::unique()));
+    let up = start_up(&mut cmd, &dir);
+    assert!(up.lines.iter().any(|l| l.contains("database") && l.contains("PostgreSQL")), "{:#?}", up.lines);
+    assert!(up.lines.iter().any(|l| l.contains("cache") && l.contains("Redis")));
+    assert!(up.lines.iter().any(|l| l.contains("bus") && l.contains("RabbitMQ")));
+    assert_eq!(grpc_health(&up.grpc).await, ServingStatus::Serving);
+    assert!(stop(up).success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_without_database_url_names_the_variable() {
+    let out = skillup().args(["serve", "auth"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DATABASE_URL"), "{err}");
+}
+
+#[test]
+fn serve_refuses_the_in_process_cache_and_bus() {
+    let out = skillup().args(["serve", "worker"]).env("DATABASE_URL", "postgres://x@127.0.0.1/x").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL"));
+    let out = skillup()
+        .args(["serve", "edge"])
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AMQP_URL"), "the edge needs no database, but a real bus: {err}");
+}
+
+#[test]
+fn a_bad_setting_stops_the_process_naming_its_key() {
+    let out = skillup().args(["up"]).env("SKILLUP_GRPC_ADDR", "nowhere").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("grpc_addr"), "{err}");
+    let out = skillup().args(["up"]).env("REDIS_URL", "http://wrong").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL"));
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = skillup().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["up", "serve", "migrate", "keys"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from:\n{help}");
+    }
+    let out = skillup().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for c in ["auth", "prompt", "subscribe", "payment", "ai", "worker", "notification", "edge"] {
+        assert!(help.contains(c), "{c} missing from serve --help");
+    }
+}
+
+#[test]
+fn keys_list_shows_the_signing_key() {
+    let dir = data_dir_with_test_key();
+    let kid = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap().kid;
+    let out = skillup().args(["keys", "list", "--dir"]).arg(dir.join("keys")).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{kid}  (signing)"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn migrate_on_the_embedded_database() {
+    let dir = std::env::temp_dir().join(format!("skillup-migrate-{}", testing::unique()));
+    let out = skillup().args(["migrate", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("skillup.db").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
