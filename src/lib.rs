@@ -104,9 +104,10 @@ mod tests {
                 for (fi, field) in msg.field.iter().enumerate() {
                     // Path: message_type (4) → index → field (2) → index.
                     let path = [4, mi as i32, 2, fi as i32];
-                    let documented = info.location.iter().any(|l| {
-                        l.path == path && !l.leading_comments().trim().is_empty()
-                    });
+                    let documented = info
+                        .location
+                        .iter()
+                        .any(|l| l.path == path && !l.leading_comments().trim().is_empty());
                     assert!(
                         documented,
                         "{}.{}.{} has no comment",

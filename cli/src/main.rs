@@ -142,7 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             config.validate(RunMode::AllInOne, Default::default())?;
             let url = config.database_url_or_embedded();
-            let db = skillup_kit::db::connect(&url, 1).await.context("connecting to the database")?;
+            let db =
+                skillup_kit::db::connect(&url, 1).await.context("connecting to the database")?;
             let applied = components::migrate_all(&db).await?;
             say(&format!("database schema up to date ({applied} components with migrations)"));
             Ok(())
@@ -166,7 +167,8 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             let store = KeyStore::new(dir.unwrap_or(default_dir));
             let current = store.current_kid()?;
             for key in store.load_all()? {
-                let mark = if current.as_deref() == Some(key.kid.as_str()) { "  (signing)" } else { "" };
+                let mark =
+                    if current.as_deref() == Some(key.kid.as_str()) { "  (signing)" } else { "" };
                 say(&format!("{}{mark}", key.kid));
             }
         }

@@ -22,12 +22,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let store = KeyStore::new(config.data_dir.join("keys"));
     let (kid, generated) = store.ensure_signing_key().await.context("preparing the signing key")?;
-    say(&format!("ready  keys      (RS256 4096-bit, kid {kid}{})", if generated { ", generated now" } else { "" }));
+    say(&format!(
+        "ready  keys      (RS256 4096-bit, kid {kid}{})",
+        if generated { ", generated now" } else { "" }
+    ));
 
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
         .readiness(infra.readiness.clone(), config.readiness_interval())
-        .shutdown_timings(Duration::from_millis(config.shutdown.drain_ms), Duration::from_millis(config.shutdown.grace_ms))
+        .shutdown_timings(
+            Duration::from_millis(config.shutdown.drain_ms),
+            Duration::from_millis(config.shutdown.grace_ms),
+        )
         .bind(config.grpc_addr)
         .await
         .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
@@ -39,7 +45,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
-    let http_task = tokio::spawn(ops::serve(http, ops::router(infra.readiness.clone()), shutdown.clone()));
+    let http_task =
+        tokio::spawn(ops::serve(http, ops::router(infra.readiness.clone()), shutdown.clone()));
     say(&format!("ready  http      {http_addr}"));
 
     say("");

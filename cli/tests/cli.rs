@@ -10,13 +10,17 @@ use skillup_kit::{
     keys::{KeyStore, SigningKey},
     testing,
 };
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 fn skillup() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillup"));
     // Start from a clean slate: no inherited server URLs or SKILLUP_* settings.
     for (k, _) in std::env::vars() {
-        if k.starts_with("SKILLUP_") || ["DATABASE_URL", "REDIS_URL", "AMQP_URL"].contains(&k.as_str()) {
+        if k.starts_with("SKILLUP_")
+            || ["DATABASE_URL", "REDIS_URL", "AMQP_URL"].contains(&k.as_str())
+        {
             cmd.env_remove(k);
         }
     }
@@ -99,10 +103,19 @@ fn stop(mut up: Up) -> std::process::ExitStatus {
 }
 
 async fn grpc_health(addr: &str) -> ServingStatus {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = HealthClient::new(ch);
     for _ in 0..50 {
-        let status = client.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status();
+        let status = client
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
         if status == ServingStatus::Serving {
             return status;
         }
@@ -115,17 +128,23 @@ async fn grpc_health(addr: &str) -> ServingStatus {
 async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     let dir = data_dir_with_test_key();
     let up = start_up(&mut skillup(), &dir);
-    assert!(up.lines.iter().any(|l| l.contains("database") && l.contains("SQLite")), "{:#?}", up.lines);
+    assert!(
+        up.lines.iter().any(|l| l.contains("database") && l.contains("SQLite")),
+        "{:#?}",
+        up.lines
+    );
     assert!(up.lines.iter().any(|l| l.contains("cache") && l.contains("in-process")));
     assert!(up.lines.iter().any(|l| l.contains("bus") && l.contains("in-process")));
     assert!(dir.join("skillup.db").exists(), "SQLite file under the data dir");
 
     let res = reqwest::get(format!("http://{}/healthz", up.http)).await.unwrap();
     assert_eq!(res.status(), 200);
-    let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", up.http)).await.unwrap().json().await.unwrap();
+    let ready: serde_json::Value =
+        reqwest::get(format!("http://{}/readyz", up.http)).await.unwrap().json().await.unwrap();
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(grpc_health(&up.grpc).await, ServingStatus::Serving);
-    let metrics = reqwest::get(format!("http://{}/metrics", up.http)).await.unwrap().text().await.unwrap();
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", up.http)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("grpc_server_handled_total"), "{metrics}");
 
     let status = stop(up);
@@ -144,7 +163,11 @@ async fn up_switches_to_the_real_servers_when_their_urls_are_set() {
         .env("SKILLUP_CACHE_PREFIX", format!("test:{}:", testing::unique()))
         .env("SKILLUP_BUS__EXCHANGE", format!("test.{}.events", testing::unique()));
     let up = start_up(&mut cmd, &dir);
-    assert!(up.lines.iter().any(|l| l.contains("database") && l.contains("PostgreSQL")), "{:#?}", up.lines);
+    assert!(
+        up.lines.iter().any(|l| l.contains("database") && l.contains("PostgreSQL")),
+        "{:#?}",
+        up.lines
+    );
     assert!(up.lines.iter().any(|l| l.contains("cache") && l.contains("Redis")));
     assert!(up.lines.iter().any(|l| l.contains("bus") && l.contains("RabbitMQ")));
     assert_eq!(grpc_health(&up.grpc).await, ServingStatus::Serving);
@@ -162,7 +185,11 @@ fn serve_without_database_url_names_the_variable() {
 
 #[test]
 fn serve_refuses_the_in_process_cache_and_bus() {
-    let out = skillup().args(["serve", "worker"]).env("DATABASE_URL", "postgres://x@127.0.0.1/x").output().unwrap();
+    let out = skillup()
+        .args(["serve", "worker"])
+        .env("DATABASE_URL", "postgres://x@127.0.0.1/x")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL"));
     let out = skillup()
@@ -191,7 +218,10 @@ fn help_explains_every_command() {
     let out = skillup().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for cmd in ["up", "serve", "migrate", "keys"] {
-        assert!(help.lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from:\n{help}");
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} missing from:\n{help}"
+        );
     }
     let out = skillup().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);

@@ -148,9 +148,11 @@ impl Config {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig.merge(Env::raw().only(&["DATABASE_URL", "REDIS_URL", "AMQP_URL"]).map(|k| {
-            k.as_str().to_ascii_lowercase().into()
-        }))
+        fig.merge(
+            Env::raw()
+                .only(&["DATABASE_URL", "REDIS_URL", "AMQP_URL"])
+                .map(|k| k.as_str().to_ascii_lowercase().into()),
+        )
         .merge(
             Env::prefixed("SKILLUP_")
                 .ignore(&["CONFIG"])
@@ -169,7 +171,11 @@ impl Config {
                 || url.starts_with("postgresql://")
                 || url.starts_with("sqlite:"))
             {
-                return Err(bad("database_url", "DATABASE_URL", "must start with postgres://, postgresql:// or sqlite:"));
+                return Err(bad(
+                    "database_url",
+                    "DATABASE_URL",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                ));
             }
         }
         if let Some(url) = &self.redis_url {
@@ -188,20 +194,40 @@ impl Config {
             return Err(bad("bus.prefetch", "SKILLUP_BUS__PREFETCH", "must be at least 1"));
         }
         if self.db_max_connections == 0 {
-            return Err(bad("db_max_connections", "SKILLUP_DB_MAX_CONNECTIONS", "must be at least 1"));
+            return Err(bad(
+                "db_max_connections",
+                "SKILLUP_DB_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
         }
         if self.readiness_interval_ms < 100 {
-            return Err(bad("readiness_interval_ms", "SKILLUP_READINESS_INTERVAL_MS", "must be at least 100"));
+            return Err(bad(
+                "readiness_interval_ms",
+                "SKILLUP_READINESS_INTERVAL_MS",
+                "must be at least 100",
+            ));
         }
         if mode == RunMode::Distributed {
             if needs.database && self.database_url.is_none() {
-                return Err(missing("database_url", "DATABASE_URL", "a PostgreSQL URL, e.g. postgres://user@host:5432/skillup"));
+                return Err(missing(
+                    "database_url",
+                    "DATABASE_URL",
+                    "a PostgreSQL URL, e.g. postgres://user@host:5432/skillup",
+                ));
             }
             if needs.cache && self.redis_url.is_none() {
-                return Err(missing("redis_url", "REDIS_URL", "a Redis URL, e.g. redis://host:6379 (the in-process cache only works under `skillup up`)"));
+                return Err(missing(
+                    "redis_url",
+                    "REDIS_URL",
+                    "a Redis URL, e.g. redis://host:6379 (the in-process cache only works under `skillup up`)",
+                ));
             }
             if needs.bus && self.amqp_url.is_none() {
-                return Err(missing("amqp_url", "AMQP_URL", "a RabbitMQ URL, e.g. amqp://user:pass@host:5672/%2f (the in-process bus only works under `skillup up`)"));
+                return Err(missing(
+                    "amqp_url",
+                    "AMQP_URL",
+                    "a RabbitMQ URL, e.g. amqp://user:pass@host:5672/%2f (the in-process bus only works under `skillup up`)",
+                ));
             }
         }
         Ok(())
@@ -248,6 +274,7 @@ fn describe(e: figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
 mod tests {
     use figment::Jail;
 
@@ -260,7 +287,10 @@ mod tests {
             jail.set_env("SKILLUP_HTTP_ADDR", "127.0.0.1:3333");
             jail.set_env("SKILLUP_BUS__PREFETCH", "7");
             jail.set_env("DATABASE_URL", "postgres://u@h/db");
-            let over = Overrides { grpc_addr: Some("127.0.0.1:4444".parse().unwrap()), ..Default::default() };
+            let over = Overrides {
+                grpc_addr: Some("127.0.0.1:4444".parse().unwrap()),
+                ..Default::default()
+            };
             let c = Config::load(Some("c.toml".as_ref()), &over).map_err(|e| e.to_string())?;
             assert_eq!(c.grpc_addr.port(), 4444, "flag beats file");
             assert_eq!(c.http_addr.port(), 3333, "env beats file");

@@ -13,14 +13,12 @@ use crate::{Readiness, Result};
 /// concurrent writers wait instead of failing.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
     let sqlite = url.starts_with("sqlite:");
-    if sqlite {
-        if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = std::path::Path::new(&path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)?;
-                }
-            }
-        }
+    if sqlite
+        && let Some(path) = sqlite_path(url)
+        && let Some(dir) = std::path::Path::new(&path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
     }
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(if sqlite { max_connections.min(4) } else { max_connections })
@@ -30,8 +28,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .sqlx_logging(false);
     let db = Database::connect(opts).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
-            .await?;
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+        )
+        .await?;
     }
     Ok(db)
 }

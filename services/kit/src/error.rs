@@ -45,7 +45,7 @@ pub trait ErrorCodeExt {
     /// The HTTP status the edge answers with.
     fn http_status(self) -> u16;
     /// The stable text form used in JSON (`"SUBSCRIPTION_REQUIRED"`).
-    fn as_text(self) -> &'static str;
+    fn code_text(self) -> &'static str;
 }
 
 impl ErrorCodeExt for ErrorCode {
@@ -86,7 +86,7 @@ impl ErrorCodeExt for ErrorCode {
         }
     }
 
-    fn as_text(self) -> &'static str {
+    fn code_text(self) -> &'static str {
         self.as_str_name()
     }
 }
@@ -169,6 +169,6 @@ mod tests {
     #[test]
     fn subscription_required_is_402() {
         assert_eq!(ErrorCode::SubscriptionRequired.http_status(), 402);
-        assert_eq!(ErrorCode::SubscriptionRequired.as_text(), "SUBSCRIPTION_REQUIRED");
+        assert_eq!(ErrorCode::SubscriptionRequired.code_text(), "SUBSCRIPTION_REQUIRED");
     }
 }

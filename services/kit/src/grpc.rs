@@ -97,12 +97,15 @@ impl GrpcServerBuilder {
             let mut b = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(skillup_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-            for name in names.iter().map(String::as_str).chain([HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA]) {
+            for name in
+                names.iter().map(String::as_str).chain([HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA])
+            {
                 b = b.with_service_name(name);
             }
             b
         };
-        let refl_err = |e: tonic_reflection::server::Error| crate::Error::Config(format!("reflection: {e}"));
+        let refl_err =
+            |e: tonic_reflection::server::Error| crate::Error::Config(format!("reflection: {e}"));
         let v1 = reflection(&self.names).build_v1().map_err(refl_err)?;
         let v1alpha = reflection(&self.names).build_v1alpha().map_err(refl_err)?;
         let mut routes = self.routes;
@@ -155,8 +158,17 @@ impl GrpcServer {
     /// Serves until `shutdown` fires, then: health NOT_SERVING → wait `drain` → stop accepting →
     /// let in-flight calls finish (at most `grace`).
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
-        let GrpcServer { listener, local_addr, routes, health, names, readiness, readiness_interval, drain, grace } =
-            self;
+        let GrpcServer {
+            listener,
+            local_addr,
+            routes,
+            health,
+            names,
+            readiness,
+            readiness_interval,
+            drain,
+            grace,
+        } = self;
         let statuses: Vec<String> = names.iter().cloned().chain([String::new()]).collect();
 
         let probe_health = health.clone();
@@ -171,14 +183,16 @@ impl GrpcServer {
                     break;
                 }
                 if last != Some(ready) {
-                    let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    let status =
+                        if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
                     for name in &probe_names {
                         probe_health.set_service_status(name, status).await;
                     }
                     if ready {
                         tracing::info!(addr = %local_addr, "grpc ready");
                     } else {
-                        let failing: Vec<_> = results.iter().filter(|r| !r.ok).map(|r| r.name.as_str()).collect();
+                        let failing: Vec<_> =
+                            results.iter().filter(|r| !r.ok).map(|r| r.name.as_str()).collect();
                         tracing::warn!(addr = %local_addr, ?failing, "grpc not ready");
                     }
                     last = Some(ready);
@@ -204,9 +218,9 @@ impl GrpcServer {
         // Layers, outermost first:
         let layers = ServiceBuilder::new()
             // trace: one span per RPC, so everything below logs inside it;
-            .layer(TraceLayer::new_for_grpc().make_span_with(|req: &Request<Body>| {
-                tracing::info_span!("grpc", path = %req.uri().path())
-            }))
+            .layer(TraceLayer::new_for_grpc().make_span_with(
+                |req: &Request<Body>| tracing::info_span!("grpc", path = %req.uri().path()),
+            ))
             // metrics: counts and times every RPC by its final grpc-status.
             .layer(MetricsLayer);
         let server = Server::builder()
@@ -256,7 +270,8 @@ where
 {
     type Response = Response<MetricsBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -269,7 +284,8 @@ where
         Box::pin(async move {
             let res = fut.await?;
             // A trailers-only response (most errors) carries grpc-status in the headers.
-            let header_code = res.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let header_code =
+                res.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
             let mut rec = Recorder { service, method, start, done: false };
             if let Some(code) = header_code {
                 rec.finish(&code);
@@ -360,7 +376,11 @@ impl<B: http_body::Body> http_body::Body for MetricsBody<B> {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")).and_then(|v| v.to_str().ok()) {
+                if let Some(code) = frame
+                    .trailers_ref()
+                    .and_then(|t| t.get("grpc-status"))
+                    .and_then(|v| v.to_str().ok())
+                {
                     this.rec.finish(code);
                 }
             }

@@ -33,7 +33,12 @@ impl Infra {
         let database_kind = if url.starts_with("sqlite:") { "SQLite" } else { "PostgreSQL" };
         let db = db::connect(&url, config.db_max_connections).await?;
         let (cache, cache_kind): (SharedCache, _) = match &config.redis_url {
-            Some(url) => (Arc::new(RedisCache::connect(url.expose_secret(), config.cache_prefix.clone()).await?), "Redis"),
+            Some(url) => (
+                Arc::new(
+                    RedisCache::connect(url.expose_secret(), config.cache_prefix.clone()).await?,
+                ),
+                "Redis",
+            ),
             None => (Arc::new(MemoryCache::new()), "in-process"),
         };
         let (bus, bus_kind): (SharedBus, _) = match &config.amqp_url {

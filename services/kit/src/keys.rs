@@ -40,7 +40,8 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Parses a PKCS#8 PEM private key and derives its kid and public parts.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        let key = PrivateKey::from_pkcs8_pem(pem).map_err(|e| Error::Keys(format!("not a PKCS#8 RSA key: {e}")))?;
+        let key = PrivateKey::from_pkcs8_pem(pem)
+            .map_err(|e| Error::Keys(format!("not a PKCS#8 RSA key: {e}")))?;
         let public = key.to_public_key();
         let n = URL_SAFE_NO_PAD.encode(public.n().as_ref().to_be_bytes_trimmed_vartime());
         let e = URL_SAFE_NO_PAD.encode(public.e().to_be_bytes_trimmed_vartime());
@@ -53,7 +54,8 @@ impl SigningKey {
     }
 
     fn generate_bits(bits: usize) -> Result<Self> {
-        let key = PrivateKey::new(&mut getrandom::SysRng, bits).map_err(|e| Error::Keys(e.to_string()))?;
+        let key = PrivateKey::new(&mut getrandom::SysRng, bits)
+            .map_err(|e| Error::Keys(e.to_string()))?;
         let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| Error::Keys(e.to_string()))?;
         Self::from_pem(pem.as_str())
     }
@@ -179,7 +181,8 @@ mod tests {
 
     #[test]
     fn the_shared_test_key_loads_with_a_stable_kid() {
-        let key = SigningKey::from_pem(crate::testing::TEST_RSA_PRIVATE_PEM).expect("test key loads");
+        let key =
+            SigningKey::from_pem(crate::testing::TEST_RSA_PRIVATE_PEM).expect("test key loads");
         assert_eq!(key.e, "AQAB");
         assert_eq!(key.n.len(), 683, "4096-bit modulus");
         assert_eq!(key.kid, thumbprint(&key.n, &key.e));
@@ -199,7 +202,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(format!("{}.pem", key.kid))).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join(format!("{}.pem", key.kid)))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let _ = std::fs::remove_dir_all(dir);

@@ -7,18 +7,15 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use crate::{
-    bus::AmqpBus,
-    cache::RedisCache,
-    db,
-};
+use crate::{bus::AmqpBus, cache::RedisCache, db};
 
 /// One 4096-bit RSA key shared by every test (generating one per test is far too slow).
 pub const TEST_RSA_PRIVATE_PEM: &str = include_str!("../testdata/test-rsa-4096.pem");
 
 /// The server URLs tests use: the environment, or this machine's defaults.
 pub fn postgres_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -45,10 +42,15 @@ impl TestDb {
         crate::install_crypto_provider();
         let admin_url = postgres_url();
         let admin = db::connect(&admin_url, 1).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL is required for this test: set DATABASE_URL (tried {admin_url}): {e}")
+            panic!(
+                "PostgreSQL is required for this test: set DATABASE_URL (tried {admin_url}): {e}"
+            )
         });
         let name = format!("skillup_test_{}", unique());
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
         let _ = admin.close().await;
         let url = replace_db_name(&admin_url, &name);
         let conn = db::connect(&url, 5).await.expect("connect to the test database");
@@ -73,7 +75,11 @@ impl Drop for TestDb {
                 if let Ok(rt) = rt {
                     rt.block_on(async {
                         if let Ok(admin) = db::connect(&admin_url, 1).await {
-                            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                            let _ = admin
+                                .execute_unprepared(&format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                ))
+                                .await;
                         }
                     });
                 }
@@ -102,9 +108,9 @@ fn replace_db_name(url: &str, name: &str) -> String {
 pub async fn redis_cache() -> RedisCache {
     crate::install_crypto_provider();
     let url = redis_url();
-    RedisCache::connect(&url, format!("test:{}:", unique()))
-        .await
-        .unwrap_or_else(|e| panic!("Redis is required for this test: set REDIS_URL (tried {url}): {e}"))
+    RedisCache::connect(&url, format!("test:{}:", unique())).await.unwrap_or_else(|e| {
+        panic!("Redis is required for this test: set REDIS_URL (tried {url}): {e}")
+    })
 }
 
 /// A RabbitMQ bus with an exchange and queue prefix of this test's own.
@@ -112,9 +118,16 @@ pub async fn amqp_bus() -> AmqpBus {
     crate::install_crypto_provider();
     let url = amqp_url();
     let id = unique();
-    AmqpBus::connect(&url, format!("test.{id}.events"), format!("test.{id}."), Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ is required for this test: set AMQP_URL (tried {url}): {e}"))
+    AmqpBus::connect(
+        &url,
+        format!("test.{id}.events"),
+        format!("test.{id}."),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!("RabbitMQ is required for this test: set AMQP_URL (tried {url}): {e}")
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +137,10 @@ mod tests {
     #[test]
     fn database_names_are_replaced() {
         assert_eq!(replace_db_name("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-        assert_eq!(replace_db_name("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            replace_db_name("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(replace_db_name("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
     }
 }

@@ -6,7 +6,10 @@
 use std::{sync::Arc, time::Duration};
 
 use skillup_kit::{
-    bus::{Bus, DEATH_REASON_HEADER, MemoryBus, Message, QueueSpec, RetryOutcome, SharedBus, SubscriptionSpec},
+    bus::{
+        DEATH_REASON_HEADER, MemoryBus, Message, QueueSpec, RetryOutcome, SharedBus,
+        SubscriptionSpec,
+    },
     testing,
 };
 use tokio::time::{Instant, timeout};
@@ -119,7 +122,8 @@ async fn requeue_hands_it_back(bus: SharedBus) {
 }
 
 async fn retries_back_off_then_dead_letter(bus: SharedBus) {
-    let spec = QueueSpec::new("flaky").retry_delays(vec![Duration::from_millis(300), Duration::from_millis(600)]);
+    let spec = QueueSpec::new("flaky")
+        .retry_delays(vec![Duration::from_millis(300), Duration::from_millis(600)]);
     bus.declare_queue(&spec).await.unwrap();
     bus.enqueue("flaky", Message::new(&b"job"[..])).await.unwrap();
     let mut c = bus.consume("flaky", 1).await.unwrap();
@@ -135,7 +139,10 @@ async fn retries_back_off_then_dead_letter(bus: SharedBus) {
     assert!(waited >= Duration::from_millis(280), "first retry waited {waited:?}");
     assert_eq!(d.attempt(), 2);
     let failed_at = Instant::now();
-    assert_eq!(d.retry("provider 503", None).await.unwrap(), RetryOutcome::Scheduled { attempt: 3, delay: Duration::from_millis(600) });
+    assert_eq!(
+        d.retry("provider 503", None).await.unwrap(),
+        RetryOutcome::Scheduled { attempt: 3, delay: Duration::from_millis(600) }
+    );
 
     let d = next(&mut c).await;
     let waited = failed_at.elapsed();
@@ -148,13 +155,17 @@ async fn retries_back_off_then_dead_letter(bus: SharedBus) {
     let mut dead = bus.consume("flaky.dead", 1).await.unwrap();
     let d = next(&mut dead).await;
     assert_eq!(d.message.id, id);
-    assert_eq!(d.message.headers.get(DEATH_REASON_HEADER).map(String::as_str), Some("provider 503"));
+    assert_eq!(
+        d.message.headers.get(DEATH_REASON_HEADER).map(String::as_str),
+        Some("provider 503")
+    );
     assert_eq!(d.attempt(), 3);
     d.ack().await.unwrap();
 }
 
 async fn retry_after_picks_a_longer_delay(bus: SharedBus) {
-    let spec = QueueSpec::new("ratelimited").retry_delays(vec![Duration::from_millis(100), Duration::from_millis(700)]);
+    let spec = QueueSpec::new("ratelimited")
+        .retry_delays(vec![Duration::from_millis(100), Duration::from_millis(700)]);
     bus.declare_queue(&spec).await.unwrap();
     bus.enqueue("ratelimited", Message::new(&b"job"[..])).await.unwrap();
     let mut c = bus.consume("ratelimited", 1).await.unwrap();
@@ -176,7 +187,10 @@ async fn dead_letter_at_once(bus: SharedBus) {
     nothing_for(&mut c, Duration::from_millis(400)).await;
     let mut dead = bus.consume("policy.dead", 1).await.unwrap();
     let d = next(&mut dead).await;
-    assert_eq!(d.message.headers.get(DEATH_REASON_HEADER).map(String::as_str), Some("content policy"));
+    assert_eq!(
+        d.message.headers.get(DEATH_REASON_HEADER).map(String::as_str),
+        Some("content policy")
+    );
     d.ack().await.unwrap();
 }
 
@@ -196,9 +210,16 @@ async fn prefetch_bounds_unsettled_deliveries(bus: SharedBus) {
 }
 
 async fn events_reach_every_group_once(bus: SharedBus) {
-    let mut notif = bus.subscribe(&SubscriptionSpec::new("notification", &["generation.*", "payment.#"]), 8).await.unwrap();
-    let mut billing = bus.subscribe(&SubscriptionSpec::new("billing", &["payment.succeeded"]), 8).await.unwrap();
-    let mut edge = bus.subscribe(&SubscriptionSpec::new("edge", &["token.revoked"]).per_instance(), 8).await.unwrap();
+    let mut notif = bus
+        .subscribe(&SubscriptionSpec::new("notification", &["generation.*", "payment.#"]), 8)
+        .await
+        .unwrap();
+    let mut billing =
+        bus.subscribe(&SubscriptionSpec::new("billing", &["payment.succeeded"]), 8).await.unwrap();
+    let mut edge = bus
+        .subscribe(&SubscriptionSpec::new("edge", &["token.revoked"]).per_instance(), 8)
+        .await
+        .unwrap();
 
     bus.publish("generation.completed", Message::new(&b"g"[..])).await.unwrap();
     bus.publish("payment.succeeded", Message::new(&b"p"[..])).await.unwrap();
@@ -253,7 +274,8 @@ async fn enqueue_to_an_undeclared_queue_is_refused(bus: SharedBus) {
 // ---- broker faults (RabbitMQ only; run serially by scripts/test) ----
 
 fn rabbitmqctl(args: &[&str]) {
-    let out = std::process::Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
+    let out =
+        std::process::Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
     assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -264,7 +286,8 @@ async fn resumes_after(fault: impl FnOnce()) {
     let mut c = bus.consume("survivor", 4).await.unwrap();
     bus.enqueue("survivor", Message::new(&b"before"[..])).await.unwrap();
     next(&mut c).await.ack().await.unwrap();
-    let mut events = bus.subscribe(&SubscriptionSpec::new("survivors", &["still.*"]), 4).await.unwrap();
+    let mut events =
+        bus.subscribe(&SubscriptionSpec::new("survivors", &["still.*"]), 4).await.unwrap();
 
     fault();
 

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use skillup_kit::{
-    cache::{Cache, Expect, MemoryCache, SharedCache},
+    cache::{Expect, MemoryCache, SharedCache},
     testing,
 };
 
@@ -59,14 +59,21 @@ async fn ttl_expiry(c: SharedCache) {
     assert!(c.get("short").await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(c.get("short").await.unwrap(), None, "expired");
-    assert!(c.set_if_absent("short", Bytes::from_static(b"y"), None).await.unwrap(), "expired keys count as absent");
+    assert!(
+        c.set_if_absent("short", Bytes::from_static(b"y"), None).await.unwrap(),
+        "expired keys count as absent"
+    );
 }
 
 async fn set_if_absent_only_once_under_concurrency(c: SharedCache) {
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let c = c.clone();
-            tokio::spawn(async move { c.set_if_absent("lock", Bytes::from(format!("{i}")), Some(Duration::from_secs(5))).await.unwrap() })
+            tokio::spawn(async move {
+                c.set_if_absent("lock", Bytes::from(format!("{i}")), Some(Duration::from_secs(5)))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut winners = 0;
@@ -102,7 +109,11 @@ async fn incr_starts_its_window_once(c: SharedCache) {
     let left = c.ttl("window").await.unwrap().flatten().unwrap();
     assert!(left <= Duration::from_millis(220), "window kept its first deadline: {left:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.incr("window", 1, Some(Duration::from_millis(400))).await.unwrap(), 1, "new window");
+    assert_eq!(
+        c.incr("window", 1, Some(Duration::from_millis(400))).await.unwrap(),
+        1,
+        "new window"
+    );
 }
 
 async fn compare_and_set_has_one_winner(c: SharedCache) {
@@ -111,9 +122,14 @@ async fn compare_and_set_has_one_winner(c: SharedCache) {
         .map(|i| {
             let c = c.clone();
             tokio::spawn(async move {
-                c.compare_and_set("state", Expect::Value(Bytes::from_static(b"v0")), Some(Bytes::from(format!("w{i}"))), None)
-                    .await
-                    .unwrap()
+                c.compare_and_set(
+                    "state",
+                    Expect::Value(Bytes::from_static(b"v0")),
+                    Some(Bytes::from(format!("w{i}"))),
+                    None,
+                )
+                .await
+                .unwrap()
             })
         })
         .collect();
@@ -124,15 +140,36 @@ async fn compare_and_set_has_one_winner(c: SharedCache) {
     assert_eq!(winners, 1, "exactly one swap from v0");
     let now = c.get("state").await.unwrap().unwrap();
     assert!(now.starts_with(b"w"));
-    assert!(!c.compare_and_set("state", Expect::Absent, Some(Bytes::from_static(b"x")), None).await.unwrap());
-    assert!(c.compare_and_set("fresh", Expect::Absent, Some(Bytes::from_static(b"x")), Some(Duration::from_secs(5))).await.unwrap());
+    assert!(
+        !c.compare_and_set("state", Expect::Absent, Some(Bytes::from_static(b"x")), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.compare_and_set(
+            "fresh",
+            Expect::Absent,
+            Some(Bytes::from_static(b"x")),
+            Some(Duration::from_secs(5))
+        )
+        .await
+        .unwrap()
+    );
     assert!(c.ttl("fresh").await.unwrap().flatten().is_some(), "TTL applied on swap");
 }
 
 async fn compare_and_set_can_delete(c: SharedCache) {
     c.set("del", Bytes::from_static(b"a"), None).await.unwrap();
-    assert!(!c.compare_and_set("del", Expect::Value(Bytes::from_static(b"b")), None, None).await.unwrap());
+    assert!(
+        !c.compare_and_set("del", Expect::Value(Bytes::from_static(b"b")), None, None)
+            .await
+            .unwrap()
+    );
     assert!(c.get("del").await.unwrap().is_some(), "a failed compare changes nothing");
-    assert!(c.compare_and_set("del", Expect::Value(Bytes::from_static(b"a")), None, None).await.unwrap());
+    assert!(
+        c.compare_and_set("del", Expect::Value(Bytes::from_static(b"a")), None, None)
+            .await
+            .unwrap()
+    );
     assert_eq!(c.get("del").await.unwrap(), None);
 }

@@ -20,7 +20,9 @@ use tonic::{
     server::{NamedService, UnaryService},
     transport::{Channel, Endpoint},
 };
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// A hand-rolled service (`test.Slow/Wait`) that takes 600 ms, built the way tonic's
 /// generated servers are, so shutdown can be watched with a call in flight.
@@ -63,7 +65,9 @@ async fn call_slow(channel: Channel) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/test.Slow/Wait");
-    grpc.unary::<(), (), _>(Request::new(()), path, tonic_prost::ProstCodec::default()).await.map(|_| ())
+    grpc.unary::<(), (), _>(Request::new(()), path, tonic_prost::ProstCodec::default())
+        .await
+        .map(|_| ())
 }
 
 struct Running {
@@ -98,7 +102,8 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
 }
 
 async fn health(ch: Channel, service: &str) -> ServingStatus {
-    let res = HealthClient::new(ch).check(HealthCheckRequest { service: service.into() }).await.unwrap();
+    let res =
+        HealthClient::new(ch).check(HealthCheckRequest { service: service.into() }).await.unwrap();
     res.into_inner().status()
 }
 
@@ -116,7 +121,11 @@ async fn wait_for(ch: &Channel, service: &str, want: ServingStatus) {
 async fn health_follows_readiness() {
     let s = start().await;
     let ch = channel(s.addr).await;
-    assert_eq!(health(ch.clone(), "test.Slow").await, ServingStatus::NotServing, "not ready until probes pass");
+    assert_eq!(
+        health(ch.clone(), "test.Slow").await,
+        ServingStatus::NotServing,
+        "not ready until probes pass"
+    );
     s.ready.store(true, Ordering::SeqCst);
     wait_for(&ch, "test.Slow", ServingStatus::Serving).await;
     wait_for(&ch, "", ServingStatus::Serving).await;
@@ -135,18 +144,28 @@ async fn reflection_v1_and_v1alpha_list_what_is_served() {
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(ch.clone());
     let req = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
-    let mut stream = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+    let mut stream =
+        client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
     let Some(Ok(res)) = stream.next().await else { panic!("no v1alpha answer") };
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = res.message_response else {
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        res.message_response
+    else {
         panic!("not a list")
     };
     let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     names.sort();
     assert_eq!(
         names,
-        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", "test.Slow"]
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "test.Slow"
+        ]
     );
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(ch);
@@ -156,7 +175,8 @@ async fn reflection_v1_and_v1alpha_list_what_is_served() {
             "grpc.health.v1.Health".into(),
         )),
     };
-    let mut stream = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+    let mut stream =
+        client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
     let Some(Ok(res)) = stream.next().await else { panic!("no v1 answer") };
     assert!(matches!(
         res.message_response,
@@ -173,7 +193,8 @@ async fn every_rpc_is_counted_by_code() {
     s.ready.store(true, Ordering::SeqCst);
     let ch = channel(s.addr).await;
     call_slow(ch.clone()).await.unwrap();
-    let _ = HealthClient::new(ch).check(HealthCheckRequest { service: "no.such.Service".into() }).await;
+    let _ =
+        HealthClient::new(ch).check(HealthCheckRequest { service: "no.such.Service".into() }).await;
     let text = handle.render();
     assert!(
         text.lines().any(|l| l.starts_with("grpc_server_handled_total")
@@ -183,7 +204,9 @@ async fn every_rpc_is_counted_by_code() {
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l.starts_with("grpc_server_handled_total") && l.contains(r#"code="NOT_FOUND""#)),
+        text.lines().any(
+            |l| l.starts_with("grpc_server_handled_total") && l.contains(r#"code="NOT_FOUND""#)
+        ),
         "trailers-only errors are counted: {text}"
     );
     assert!(text.contains("grpc_server_handling_seconds_bucket"), "{text}");

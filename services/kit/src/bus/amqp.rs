@@ -14,8 +14,9 @@ use futures::StreamExt;
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -23,8 +24,8 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ATTEMPT_HEADER, Bus, Consumer, DEATH_REASON_HEADER, Delivery, Message, QueueSpec, RetryOutcome, Settle,
-    SubscriptionSpec,
+    ATTEMPT_HEADER, Bus, Consumer, DEATH_REASON_HEADER, Delivery, Message, QueueSpec, RetryOutcome,
+    Settle, SubscriptionSpec,
 };
 use crate::{Error, Result};
 
@@ -101,10 +102,10 @@ impl Inner {
 
     async fn connection(&self) -> Result<Arc<Connection>> {
         let mut guard = self.conn.lock().await;
-        if let Some(conn) = guard.as_ref() {
-            if conn.status().connected() {
-                return Ok(conn.clone());
-            }
+        if let Some(conn) = guard.as_ref()
+            && conn.status().connected()
+        {
+            return Ok(conn.clone());
         }
         let props = ConnectionProperties::default().with_connection_name("skillup".into());
         let conn = Arc::new(
@@ -118,10 +119,10 @@ impl Inner {
 
     async fn publisher(&self) -> Result<Channel> {
         let mut guard = self.publisher.lock().await;
-        if let Some(ch) = guard.as_ref() {
-            if ch.status().connected() {
-                return Ok(ch.clone());
-            }
+        if let Some(ch) = guard.as_ref()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
         }
         let conn = self.connection().await?;
         let ch = conn.create_channel().await?;
@@ -142,7 +143,12 @@ impl Inner {
     }
 
     /// Declares a queue with its retry and dead-letter queues on `ch`. `name` is full.
-    async fn declare_topology(&self, ch: &Channel, spec: &QueueSpec, transient: bool) -> Result<()> {
+    async fn declare_topology(
+        &self,
+        ch: &Channel,
+        spec: &QueueSpec,
+        transient: bool,
+    ) -> Result<()> {
         let name = self.name(&spec.name);
         let mut args = FieldTable::default();
         if spec.max_priority > 0 {
@@ -152,15 +158,25 @@ impl Inner {
             // A per-instance queue outlives a reconnect, but not its instance.
             args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
         }
-        ch.queue_declare(name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
-            .await?;
+        ch.queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            args,
+        )
+        .await?;
         for (i, delay) in spec.retry_delays.iter().enumerate() {
             let mut args = FieldTable::default();
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
             args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(name.as_str().into()));
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(name.as_str().into()),
+            );
             if transient {
-                args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000 + delay.as_millis() as i64));
+                args.insert(
+                    "x-expires".into(),
+                    AMQPValue::LongLongInt(60_000 + delay.as_millis() as i64),
+                );
             }
             ch.queue_declare(
                 format!("{name}.retry.{i}").into(),
@@ -198,7 +214,9 @@ impl Inner {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Error::Bus(format!("publish to {routing_key} not confirmed: {last_error}")));
+                return Err(Error::Bus(format!(
+                    "publish to {routing_key} not confirmed: {last_error}"
+                )));
             }
             let attempt = async {
                 let ch = self.publisher().await?;
@@ -236,22 +254,36 @@ impl Inner {
                     tracing::debug!(error = %e, "publish failed, reconnecting");
                     self.drop_publisher().await;
                 }
-                Err(_) => return Err(Error::Bus(format!("publish to {routing_key} not confirmed in time: {last_error}"))),
+                Err(_) => {
+                    return Err(Error::Bus(format!(
+                        "publish to {routing_key} not confirmed in time: {last_error}"
+                    )));
+                }
             }
-            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
     /// Opens a channel, declares `source` and starts consuming it.
-    async fn open_consumer(&self, source: &Source, prefetch: u16) -> Result<(Channel, lapin::Consumer)> {
+    async fn open_consumer(
+        &self,
+        source: &Source,
+        prefetch: u16,
+    ) -> Result<(Channel, lapin::Consumer)> {
         let conn = self.connection().await?;
         let ch = conn.create_channel().await?;
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         self.declare_source(&ch, source).await?;
         let name = self.name(&source.spec.name);
         let consumer = ch
-            .basic_consume(name.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         Ok((ch, consumer))
     }
@@ -336,12 +368,12 @@ impl Drop for AmqpSettle {
     fn drop(&mut self) {
         // Unsettled (the handler gave up or panicked): hand it back now rather than when the
         // channel closes.
-        if let Some(acker) = self.acker.take() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                });
-            }
+        if let Some(acker) = self.acker.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            });
         }
     }
 }
@@ -359,7 +391,12 @@ impl Settle for AmqpSettle {
         Ok(())
     }
 
-    async fn retry(&mut self, msg: &Message, reason: &str, not_before: Option<Duration>) -> Result<RetryOutcome> {
+    async fn retry(
+        &mut self,
+        msg: &Message,
+        reason: &str,
+        not_before: Option<Duration>,
+    ) -> Result<RetryOutcome> {
         let attempt = msg.attempt();
         let Some(level) = self.spec.retry_level(attempt, not_before) else {
             self.dead_letter(msg, reason).await?;

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{
-    ATTEMPT_HEADER, Bus, Consumer, DEATH_REASON_HEADER, Delivery, Message, QueueSpec, RetryOutcome, Settle,
-    SubscriptionSpec, topic_matches,
+    ATTEMPT_HEADER, Bus, Consumer, DEATH_REASON_HEADER, Delivery, Message, QueueSpec, RetryOutcome,
+    Settle, SubscriptionSpec, topic_matches,
 };
 use crate::{Error, Result};
 
@@ -111,7 +111,12 @@ impl MemoryBus {
         Self::default()
     }
 
-    fn consumer(&self, queue: Arc<Queue>, prefetch: u16, on_drop: Option<Box<dyn FnOnce() + Send>>) -> Consumer {
+    fn consumer(
+        &self,
+        queue: Arc<Queue>,
+        prefetch: u16,
+        on_drop: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Consumer {
         let permits = Arc::new(Semaphore::new(prefetch.max(1) as usize));
         let state = (self.inner.clone(), queue, permits, DropGuard(on_drop));
         Consumer::new(futures::stream::unfold(state, |(inner, queue, permits, guard)| async move {
@@ -125,7 +130,12 @@ impl MemoryBus {
                 }
                 notified.await;
             };
-            let settle = MemSettle { inner: inner.clone(), queue: queue.clone(), _permit: permit, pending: Some(pending.message.clone()) };
+            let settle = MemSettle {
+                inner: inner.clone(),
+                queue: queue.clone(),
+                _permit: permit,
+                pending: Some(pending.message.clone()),
+            };
             let delivery = Delivery::new(pending.message, pending.redelivered, Box::new(settle));
             Some((delivery, (inner, queue, permits, guard)))
         }))
@@ -172,7 +182,12 @@ impl Settle for MemSettle {
         Ok(())
     }
 
-    async fn retry(&mut self, msg: &Message, reason: &str, not_before: Option<Duration>) -> Result<RetryOutcome> {
+    async fn retry(
+        &mut self,
+        msg: &Message,
+        reason: &str,
+        not_before: Option<Duration>,
+    ) -> Result<RetryOutcome> {
         let attempt = msg.attempt();
         let Some(level) = self.queue.spec.retry_level(attempt, not_before) else {
             self.dead_letter(msg, reason).await?;
@@ -239,7 +254,8 @@ impl Bus for MemoryBus {
         } else {
             format!("events.{}", spec.group)
         };
-        let queue = self.inner.declare(&QueueSpec::new(&name).retry_delays(spec.retry_delays.clone()));
+        let queue =
+            self.inner.declare(&QueueSpec::new(&name).retry_delays(spec.retry_delays.clone()));
         {
             let mut b = self.inner.bindings.lock().unwrap_or_else(|p| p.into_inner());
             for p in &spec.patterns {
@@ -251,7 +267,11 @@ impl Bus for MemoryBus {
         let on_drop: Option<Box<dyn FnOnce() + Send>> = if spec.per_instance {
             let inner = self.inner.clone();
             Some(Box::new(move || {
-                inner.bindings.lock().unwrap_or_else(|p| p.into_inner()).retain(|(_, q)| *q != name);
+                inner
+                    .bindings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(_, q)| *q != name);
                 let mut queues = inner.queues.lock().unwrap_or_else(|p| p.into_inner());
                 queues.remove(&name);
                 queues.remove(&format!("{name}.dead"));

@@ -134,7 +134,11 @@ impl SubscriptionSpec {
             group: group.into(),
             patterns: patterns.iter().map(|p| p.to_string()).collect(),
             per_instance: false,
-            retry_delays: vec![Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(60)],
+            retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+            ],
         }
     }
 
@@ -163,7 +167,12 @@ pub enum RetryOutcome {
 pub(crate) trait Settle: Send + Sync {
     async fn ack(&mut self) -> Result<()>;
     async fn requeue(&mut self) -> Result<()>;
-    async fn retry(&mut self, msg: &Message, reason: &str, not_before: Option<Duration>) -> Result<RetryOutcome>;
+    async fn retry(
+        &mut self,
+        msg: &Message,
+        reason: &str,
+        not_before: Option<Duration>,
+    ) -> Result<RetryOutcome>;
     async fn dead_letter(&mut self, msg: &Message, reason: &str) -> Result<()>;
 }
 
@@ -178,7 +187,10 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("message", &self.message).field("redelivered", &self.redelivered).finish()
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("redelivered", &self.redelivered)
+            .finish()
     }
 }
 
@@ -203,7 +215,11 @@ impl Delivery {
 
     /// Failed, may succeed later: schedule the next attempt after the queue's backoff (at
     /// least `not_before`), or dead-letter it after the last attempt.
-    pub async fn retry(mut self, reason: &str, not_before: Option<Duration>) -> Result<RetryOutcome> {
+    pub async fn retry(
+        mut self,
+        reason: &str,
+        not_before: Option<Duration>,
+    ) -> Result<RetryOutcome> {
         let msg = self.message.clone();
         self.settle.retry(&msg, reason, not_before).await
     }
@@ -239,7 +255,10 @@ impl Consumer {
 
 impl Stream for Consumer {
     type Item = Delivery;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Delivery>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
         self.inner.as_mut().poll_next(cx)
     }
 }
@@ -331,9 +350,24 @@ mod tests {
         assert_eq!(spec.retry_level(1, None), Some(0));
         assert_eq!(spec.retry_level(3, None), Some(2));
         assert_eq!(spec.retry_level(4, None), None, "out of attempts");
-        assert_eq!(spec.retry_level(1, Some(Duration::from_secs(4))), Some(1), "retry-after honoured");
-        assert_eq!(spec.retry_level(1, Some(Duration::from_secs(600))), Some(2), "capped at the last level");
+        assert_eq!(
+            spec.retry_level(1, Some(Duration::from_secs(4))),
+            Some(1),
+            "retry-after honoured"
+        );
+        assert_eq!(
+            spec.retry_level(1, Some(Duration::from_secs(600))),
+            Some(2),
+            "capped at the last level"
+        );
         let exp = QueueSpec::new("q").exponential_backoff(Duration::from_millis(100), 3);
-        assert_eq!(exp.retry_delays, vec![Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)]);
+        assert_eq!(
+            exp.retry_delays,
+            vec![
+                Duration::from_millis(100),
+                Duration::from_millis(200),
+                Duration::from_millis(400)
+            ]
+        );
     }
 }

@@ -47,7 +47,7 @@ impl MemoryCache {
         let now = Instant::now();
         state.writes += 1;
         // Amortised sweep so keys nobody reads again do not pile up.
-        if state.writes % 1024 == 0 {
+        if state.writes.is_multiple_of(1024) {
             state.map.retain(|_, e| e.live(now));
         }
         f(&mut state.map, now)

@@ -95,7 +95,8 @@ impl Cache for RedisCache {
 
     async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
         let exp = ttl.map(|t| Expiration::PX(ttl_ms(Some(t))));
-        let res: Value = self.client.set(self.key(key), value, exp, Some(SetOptions::NX), false).await?;
+        let res: Value =
+            self.client.set(self.key(key), value, exp, Some(SetOptions::NX), false).await?;
         Ok(!res.is_null())
     }
 
