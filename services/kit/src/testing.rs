@@ -7,7 +7,14 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use crate::{bus::AmqpBus, cache::RedisCache, db};
+use crate::{
+    Readiness, Shutdown,
+    bus::{AmqpBus, MemoryBus, SharedBus},
+    cache::{MemoryCache, RedisCache, SharedCache},
+    db,
+    grpc::GrpcServerBuilder,
+    infra::Infra,
+};
 
 /// One 4096-bit RSA key shared by every test (generating one per test is far too slow).
 pub const TEST_RSA_PRIVATE_PEM: &str = include_str!("../testdata/test-rsa-4096.pem");
@@ -128,6 +135,100 @@ pub async fn amqp_bus() -> AmqpBus {
     .unwrap_or_else(|e| {
         panic!("RabbitMQ is required for this test: set AMQP_URL (tried {url}): {e}")
     })
+}
+
+/// Infrastructure of a test's own: a fresh PostgreSQL database, a Redis prefix and a RabbitMQ
+/// exchange + queue prefix ([`TestInfra::real`]), or SQLite + the in-process adapters
+/// ([`TestInfra::embedded`]). Hand `infra` to the service under test.
+pub struct TestInfra {
+    pub infra: Infra,
+    /// Keeps the test database alive (dropped with it).
+    pub db: TestDb,
+}
+
+impl TestInfra {
+    pub async fn real() -> Self {
+        let db = TestDb::postgres().await;
+        let cache: SharedCache = std::sync::Arc::new(redis_cache().await);
+        let bus: SharedBus = std::sync::Arc::new(amqp_bus().await);
+        Self::assemble(db, cache, bus, ("PostgreSQL", "Redis", "RabbitMQ"))
+    }
+
+    pub async fn embedded() -> Self {
+        let db = TestDb::sqlite().await;
+        let cache: SharedCache = std::sync::Arc::new(MemoryCache::new());
+        let bus: SharedBus = std::sync::Arc::new(MemoryBus::new());
+        Self::assemble(db, cache, bus, ("SQLite", "in-process", "in-process"))
+    }
+
+    fn assemble(
+        db: TestDb,
+        cache: SharedCache,
+        bus: SharedBus,
+        kinds: (&'static str, &'static str, &'static str),
+    ) -> Self {
+        let readiness = Readiness::new()
+            .merge(&db::probe(db.conn.clone()))
+            .merge(&crate::cache::probe(cache.clone()))
+            .merge(&crate::bus::probe(bus.clone()));
+        let infra = Infra {
+            db: db.conn.clone(),
+            cache,
+            bus,
+            readiness,
+            database_kind: kinds.0,
+            cache_kind: kinds.1,
+            bus_kind: kinds.2,
+        };
+        Self { infra, db }
+    }
+}
+
+/// A gRPC server running in this test on `127.0.0.1:0`, with a connected channel. Wrap the
+/// channel in the generated client: `AuthServiceClient::new(server.channel())`.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    channel: tonic::transport::Channel,
+    shutdown: Shutdown,
+    handle: Option<tokio::task::JoinHandle<crate::Result<()>>>,
+}
+
+impl TestServer {
+    /// Binds the services in `builder` and connects to them.
+    pub async fn start(builder: GrpcServerBuilder) -> Self {
+        let server = builder
+            .shutdown_timings(Duration::ZERO, Duration::from_secs(5))
+            .bind(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("bind a test gRPC server");
+        let addr = server.local_addr();
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(server.run(shutdown.clone()));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid endpoint")
+            .connect()
+            .await
+            .expect("connect to the test gRPC server");
+        Self { addr, channel, shutdown, handle: Some(handle) }
+    }
+
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.channel.clone()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
 }
 
 #[cfg(test)]
