@@ -23,10 +23,7 @@ use lapin::{
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    ATTEMPT_HEADER, Bus, Consumer, DEATH_REASON_HEADER, Delivery, Message, QueueSpec, RetryOutcome,
-    Settle, SubscriptionSpec,
-};
+use super::{Bus, Consumer, Delivery, Message, QueueSpec, Settle, SubscriptionSpec};
 use crate::{Error, Result};
 
 /// What a consumer consumes, with everything needed to re-declare it after a reconnect.
@@ -127,6 +124,13 @@ impl Inner {
         let conn = self.connection().await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        self.declare_exchange(&ch).await?;
+        *guard = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// The durable topic exchange events go through.
+    async fn declare_exchange(&self, ch: &Channel) -> Result<()> {
         ch.exchange_declare(
             self.exchange.as_str().into(),
             ExchangeKind::Topic,
@@ -134,8 +138,7 @@ impl Inner {
             FieldTable::default(),
         )
         .await?;
-        *guard = Some(ch.clone());
-        Ok(ch)
+        Ok(())
     }
 
     async fn drop_publisher(&self) {
@@ -293,13 +296,7 @@ impl Inner {
         self.declare_topology(ch, &source.spec, source.transient).await?;
         let name = self.name(&source.spec.name);
         if !source.bindings.is_empty() {
-            ch.exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..Default::default() },
-                FieldTable::default(),
-            )
-            .await?;
+            self.declare_exchange(ch).await?;
         }
         for pattern in &source.bindings {
             ch.queue_bind(
@@ -380,6 +377,10 @@ impl Drop for AmqpSettle {
 
 #[async_trait]
 impl Settle for AmqpSettle {
+    fn spec(&self) -> &QueueSpec {
+        &self.spec
+    }
+
     async fn ack(&mut self) -> Result<()> {
         self.ack_now().await
     }
@@ -391,29 +392,15 @@ impl Settle for AmqpSettle {
         Ok(())
     }
 
-    async fn retry(
-        &mut self,
-        msg: &Message,
-        reason: &str,
-        not_before: Option<Duration>,
-    ) -> Result<RetryOutcome> {
-        let attempt = msg.attempt();
-        let Some(level) = self.spec.retry_level(attempt, not_before) else {
-            self.dead_letter(msg, reason).await?;
-            return Ok(RetryOutcome::DeadLettered);
-        };
-        let delay = self.spec.retry_delays[level];
-        let next = msg.clone().with_header(ATTEMPT_HEADER, (attempt + 1).to_string());
+    async fn schedule_retry(&mut self, next: Message, level: usize) -> Result<()> {
         // The retry copy is confirmed before the original is acked: a crash in between means
         // one extra attempt, never a lost message.
         let retry_queue = format!("{}.retry.{level}", self.bus.name(&self.spec.name));
         self.bus.publish_confirmed("", &retry_queue, &next, None).await?;
-        self.ack_now().await?;
-        Ok(RetryOutcome::Scheduled { attempt: attempt + 1, delay })
+        self.ack_now().await
     }
 
-    async fn dead_letter(&mut self, msg: &Message, reason: &str) -> Result<()> {
-        let dead = msg.clone().with_header(DEATH_REASON_HEADER, reason);
+    async fn dead_letter(&mut self, dead: Message) -> Result<()> {
         let dead_queue = format!("{}.dead", self.bus.name(&self.spec.name));
         self.bus.publish_confirmed("", &dead_queue, &dead, None).await?;
         self.ack_now().await

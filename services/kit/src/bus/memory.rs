@@ -6,16 +6,12 @@ use std::{
     cmp::Ordering,
     collections::{BinaryHeap, HashMap},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::{
-    ATTEMPT_HEADER, Bus, Consumer, DEATH_REASON_HEADER, Delivery, Message, QueueSpec, RetryOutcome,
-    Settle, SubscriptionSpec, topic_matches,
-};
+use super::{Bus, Consumer, Delivery, Message, QueueSpec, Settle, SubscriptionSpec, topic_matches};
 use crate::{Error, Result};
 
 #[derive(Debug)]
@@ -170,6 +166,10 @@ impl Drop for MemSettle {
 
 #[async_trait]
 impl Settle for MemSettle {
+    fn spec(&self) -> &QueueSpec {
+        &self.queue.spec
+    }
+
     async fn ack(&mut self) -> Result<()> {
         self.pending = None;
         Ok(())
@@ -182,31 +182,20 @@ impl Settle for MemSettle {
         Ok(())
     }
 
-    async fn retry(
-        &mut self,
-        msg: &Message,
-        reason: &str,
-        not_before: Option<Duration>,
-    ) -> Result<RetryOutcome> {
-        let attempt = msg.attempt();
-        let Some(level) = self.queue.spec.retry_level(attempt, not_before) else {
-            self.dead_letter(msg, reason).await?;
-            return Ok(RetryOutcome::DeadLettered);
-        };
+    async fn schedule_retry(&mut self, next: Message, level: usize) -> Result<()> {
         let delay = self.queue.spec.retry_delays[level];
-        let next = msg.clone().with_header(ATTEMPT_HEADER, (attempt + 1).to_string());
         self.pending = None;
         let queue = self.queue.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             queue.push(next, false);
         });
-        Ok(RetryOutcome::Scheduled { attempt: attempt + 1, delay })
+        Ok(())
     }
 
-    async fn dead_letter(&mut self, msg: &Message, reason: &str) -> Result<()> {
-        let dead = self.inner.queue(&format!("{}.dead", self.queue.spec.name))?;
-        dead.push(msg.clone().with_header(DEATH_REASON_HEADER, reason), false);
+    async fn dead_letter(&mut self, dead: Message) -> Result<()> {
+        let queue = self.inner.queue(&format!("{}.dead", self.queue.spec.name))?;
+        queue.push(dead, false);
         self.pending = None;
         Ok(())
     }

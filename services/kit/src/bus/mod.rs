@@ -162,18 +162,17 @@ pub enum RetryOutcome {
     DeadLettered,
 }
 
-/// How an adapter settles one delivery.
+/// How an adapter settles one delivery (transport only: the retry policy is the port's).
 #[async_trait]
 pub(crate) trait Settle: Send + Sync {
+    /// The queue the delivery came from.
+    fn spec(&self) -> &QueueSpec;
     async fn ack(&mut self) -> Result<()>;
     async fn requeue(&mut self) -> Result<()>;
-    async fn retry(
-        &mut self,
-        msg: &Message,
-        reason: &str,
-        not_before: Option<Duration>,
-    ) -> Result<RetryOutcome>;
-    async fn dead_letter(&mut self, msg: &Message, reason: &str) -> Result<()>;
+    /// Puts `next` on retry level `level` (it returns after that level's delay), then acks.
+    async fn schedule_retry(&mut self, next: Message, level: usize) -> Result<()>;
+    /// Puts `dead` on the dead-letter queue, then acks.
+    async fn dead_letter(&mut self, dead: Message) -> Result<()>;
 }
 
 /// One message handed to a consumer. Settle it exactly once; a delivery dropped unsettled
@@ -220,14 +219,23 @@ impl Delivery {
         reason: &str,
         not_before: Option<Duration>,
     ) -> Result<RetryOutcome> {
-        let msg = self.message.clone();
-        self.settle.retry(&msg, reason, not_before).await
+        let attempt = self.message.attempt();
+        let spec = self.settle.spec();
+        let Some(level) = spec.retry_level(attempt, not_before) else {
+            let dead = self.message.clone().with_header(DEATH_REASON_HEADER, reason);
+            self.settle.dead_letter(dead).await?;
+            return Ok(RetryOutcome::DeadLettered);
+        };
+        let delay = spec.retry_delays[level];
+        let next = self.message.clone().with_header(ATTEMPT_HEADER, (attempt + 1).to_string());
+        self.settle.schedule_retry(next, level).await?;
+        Ok(RetryOutcome::Scheduled { attempt: attempt + 1, delay })
     }
 
     /// Failed for good: straight to the dead-letter queue.
     pub async fn dead_letter(mut self, reason: &str) -> Result<()> {
-        let msg = self.message.clone();
-        self.settle.dead_letter(&msg, reason).await
+        let dead = self.message.clone().with_header(DEATH_REASON_HEADER, reason);
+        self.settle.dead_letter(dead).await
     }
 }
 
