@@ -65,6 +65,60 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// How often readiness probes run, in milliseconds.
     pub readiness_interval_ms: u64,
+    /// The auth service.
+    pub auth: AuthConfig,
+    /// Outgoing email.
+    pub mail: MailConfig,
+}
+
+/// Auth service settings (`SKILLUP_AUTH__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of every token.
+    pub issuer: String,
+    /// `aud` of every token.
+    pub audience: String,
+    /// Access-token life, seconds.
+    pub access_ttl_secs: u64,
+    /// Refresh-token life, seconds.
+    pub refresh_ttl_secs: u64,
+    /// A retried refresh within this many seconds gets the same successor pair.
+    pub refresh_grace_secs: u64,
+    /// bcrypt cost (4..=31).
+    pub bcrypt_cost: u32,
+    /// Least password length in characters.
+    pub password_min_chars: usize,
+    /// Email-verification token life, seconds.
+    pub verification_ttl_secs: u64,
+    /// Password-reset token life, seconds.
+    pub reset_ttl_secs: u64,
+    /// Seconds between two verification emails to one account.
+    pub resend_interval_secs: u64,
+    /// Failed logins per account before a lockout.
+    pub max_failures_per_account: u32,
+    /// Failed logins per client IP before a lockout.
+    pub max_failures_per_ip: u32,
+    /// Window the failure counters count in, seconds.
+    pub failure_window_secs: u64,
+    /// First lockout, seconds; doubles with every further failure.
+    pub lockout_base_secs: u64,
+    /// Longest lockout, seconds.
+    pub lockout_max_secs: u64,
+    /// Where the signing keys are; empty = `<data_dir>/keys`.
+    pub keys_dir: Option<PathBuf>,
+    /// Public base URL for links in emails.
+    pub public_url: String,
+}
+
+/// Outgoing email (`SKILLUP_MAIL__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// Sender address.
+    pub from: String,
+    /// Outbox directory for the file mailer; empty = `<data_dir>/outbox`.
+    pub outbox_dir: Option<PathBuf>,
 }
 
 /// Message bus settings (`SKILLUP_BUS__…`).
@@ -112,6 +166,26 @@ impl Default for Config {
             },
             shutdown: ShutdownConfig { drain_ms: 2_000, grace_ms: 30_000 },
             readiness_interval_ms: 2_000,
+            auth: AuthConfig {
+                issuer: "skillup".into(),
+                audience: "skillup-api".into(),
+                access_ttl_secs: 3_600,
+                refresh_ttl_secs: 14 * 24 * 3_600,
+                refresh_grace_secs: 10,
+                bcrypt_cost: 12,
+                password_min_chars: 8,
+                verification_ttl_secs: 24 * 3_600,
+                reset_ttl_secs: 3_600,
+                resend_interval_secs: 60,
+                max_failures_per_account: 5,
+                max_failures_per_ip: 50,
+                failure_window_secs: 900,
+                lockout_base_secs: 30,
+                lockout_max_secs: 3_600,
+                keys_dir: None,
+                public_url: "http://127.0.0.1:8080".into(),
+            },
+            mail: MailConfig { from: "SkillUp <no-reply@skillup.local>".into(), outbox_dir: None },
         }
     }
 }
@@ -207,6 +281,24 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return Err(bad("auth.bcrypt_cost", "SKILLUP_AUTH__BCRYPT_COST", "must be 4..=31"));
+        }
+        if self.auth.password_min_chars < 8 {
+            return Err(bad(
+                "auth.password_min_chars",
+                "SKILLUP_AUTH__PASSWORD_MIN_CHARS",
+                "must be at least 8",
+            ));
+        }
+        if self.auth.access_ttl_secs < 60 || self.auth.refresh_ttl_secs <= self.auth.access_ttl_secs
+        {
+            return Err(bad(
+                "auth.access_ttl_secs",
+                "SKILLUP_AUTH__ACCESS_TTL_SECS",
+                "must be at least 60 and below auth.refresh_ttl_secs",
+            ));
+        }
         if mode == RunMode::Distributed {
             if needs.database && self.database_url.is_none() {
                 return Err(missing(
@@ -231,6 +323,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The signing-key directory.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.auth.keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// The file mailer's outbox.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.mail.outbox_dir.clone().unwrap_or_else(|| self.data_dir.join("outbox"))
     }
 
     pub fn readiness_interval(&self) -> Duration {

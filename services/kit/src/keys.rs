@@ -53,7 +53,9 @@ impl SigningKey {
         Self::generate_bits(RSA_BITS)
     }
 
-    fn generate_bits(bits: usize) -> Result<Self> {
+    /// Generates a key of another size. Only tests want this (a small throwaway key is
+    /// quick); the platform signs with [`RSA_BITS`].
+    pub fn generate_bits(bits: usize) -> Result<Self> {
         let key = PrivateKey::new(&mut getrandom::SysRng, bits)
             .map_err(|e| Error::Keys(e.to_string()))?;
         let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| Error::Keys(e.to_string()))?;

@@ -36,6 +36,7 @@ conformance!(
     incr_starts_its_window_once,
     compare_and_set_has_one_winner,
     compare_and_set_can_delete,
+    get_many_in_one_round_trip,
 );
 
 async fn get_set_delete(c: SharedCache) {
@@ -172,4 +173,14 @@ async fn compare_and_set_can_delete(c: SharedCache) {
             .unwrap()
     );
     assert_eq!(c.get("del").await.unwrap(), None);
+}
+
+async fn get_many_in_one_round_trip(c: SharedCache) {
+    assert_eq!(c.get_many(&[]).await.unwrap(), Vec::<Option<Bytes>>::new());
+    c.set("a", Bytes::from_static(b"1"), None).await.unwrap();
+    c.set("c", Bytes::from_static(b"3"), Some(Duration::from_millis(100))).await.unwrap();
+    let got = c.get_many(&["a", "b", "c"]).await.unwrap();
+    assert_eq!(got, vec![Some(Bytes::from_static(b"1")), None, Some(Bytes::from_static(b"3"))]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c.get_many(&["c", "a"]).await.unwrap(), vec![None, Some(Bytes::from_static(b"1"))]);
 }

@@ -68,6 +68,12 @@ impl Cache for MemoryCache {
         Ok(self.with(|m, now| Self::live(m, key, now).map(|e| e.value.clone())))
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        Ok(self.with(|m, now| {
+            keys.iter().map(|k| Self::live(m, k, now).map(|e| e.value.clone())).collect()
+        }))
+    }
+
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
         self.with(|m, now| m.insert(key.to_owned(), Entry { value, expires: deadline(now, ttl) }));
         Ok(())

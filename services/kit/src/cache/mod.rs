@@ -27,6 +27,8 @@ pub enum Expect {
 pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// The value, or `None` if absent or expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// Several values in one round trip, in the order of `keys`.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>>;
     /// Stores a value; `ttl = None` keeps it until deleted.
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()>;
     /// Stores only if absent; true if stored.

@@ -60,6 +60,9 @@ impl RedisCache {
                 c.connection_timeout = Duration::from_secs(5);
                 c.internal_command_timeout = Duration::from_secs(5);
             })
+            // A command waits at most 2 s, reconnects included: callers that must fail closed
+            // (token validation) answer "unavailable" instead of hanging.
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build()?;
         client.init().await?;
@@ -85,6 +88,14 @@ fn ttl_ms(ttl: Option<Duration>) -> i64 {
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         Ok(self.client.get::<Option<Bytes>, _>(self.key(key)).await?)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        Ok(self.client.mget::<Vec<Option<Bytes>>, _>(keys).await?)
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {

@@ -1,0 +1,48 @@
+//! Events on the bus: every event is a `skillup.common.v1.EventEnvelope` whose routing key is
+//! its `type` and whose payload is the event message as `google.protobuf.Any`.
+
+use prost::Message as _;
+use skillup_proto::common::v1::EventEnvelope;
+
+use crate::{
+    Result,
+    bus::{Message, SharedBus},
+};
+
+/// Publishes `payload` (a message of `type.googleapis.com/<full_name>`) as event `kind`.
+pub async fn publish<M: prost::Message>(
+    bus: &SharedBus,
+    kind: &str,
+    user_id: &str,
+    full_name: &str,
+    payload: &M,
+) -> Result<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let envelope = EventEnvelope {
+        id: id.clone(),
+        r#type: kind.to_owned(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: now.as_secs() as i64,
+            nanos: now.subsec_nanos() as i32,
+        }),
+        user_id: user_id.to_owned(),
+        payload: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/{full_name}"),
+            value: payload.encode_to_vec(),
+        }),
+        traceparent: String::new(),
+    };
+    let mut msg = Message::new(envelope.encode_to_vec());
+    msg.id = id.clone();
+    bus.publish(kind, msg).await?;
+    Ok(id)
+}
+
+/// Decodes an envelope and its payload.
+pub fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Option<(EventEnvelope, M)> {
+    let env = EventEnvelope::decode(bytes).ok()?;
+    let payload = M::decode(env.payload.as_ref()?.value.as_slice()).ok()?;
+    Some((env, payload))
+}

@@ -1,0 +1,117 @@
+//! The mailer port: auth (verification, password reset) and notification (task emails) send
+//! through it. The file outbox writes one RFC 5322 message per file under the outbox directory
+//! and logs its subject — what `skillup up` uses, and what tests read links from.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::{Error, Result};
+
+/// One outgoing email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub to: String,
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync + std::fmt::Debug + 'static {
+    async fn send(&self, email: Email) -> Result<()>;
+}
+
+pub type SharedMailer = std::sync::Arc<dyn Mailer>;
+
+/// Writes each email as `<outbox>/<uuid v7>.eml`.
+#[derive(Debug, Clone)]
+pub struct OutboxMailer {
+    dir: PathBuf,
+    from: String,
+}
+
+impl OutboxMailer {
+    pub fn new(dir: impl Into<PathBuf>, from: impl Into<String>) -> Self {
+        Self { dir: dir.into(), from: from.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every email in the outbox, oldest first (file names are UUID v7, so they sort by time).
+    pub fn read_all(&self) -> Result<Vec<Email>> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        files.sort();
+        files.iter().map(|p| parse(&std::fs::read_to_string(p)?)).collect()
+    }
+}
+
+fn parse(text: &str) -> Result<Email> {
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| Error::Io(std::io::Error::other("malformed outbox file")))?;
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    Ok(Email { to: header("To:"), subject: header("Subject:"), body: body.replace("\r\n", "\n") })
+}
+
+#[async_trait]
+impl Mailer for OutboxMailer {
+    async fn send(&self, email: Email) -> Result<()> {
+        // Header injection: no CR/LF inside header values.
+        if [&email.to, &email.subject].iter().any(|v| v.contains(['\r', '\n'])) {
+            return Err(Error::Io(std::io::Error::other("line break in an email header")));
+        }
+        tokio::fs::create_dir_all(&self.dir).await?;
+        let id = uuid::Uuid::now_v7();
+        let text = format!(
+            "Message-ID: <{id}@skillup>\r\nFrom: {}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
+            self.from,
+            email.to,
+            email.subject,
+            email.body.replace('\n', "\r\n")
+        );
+        let tmp = self.dir.join(format!("{id}.tmp"));
+        tokio::fs::write(&tmp, text).await?;
+        tokio::fs::rename(&tmp, self.dir.join(format!("{id}.eml"))).await?;
+        tracing::info!(subject = %email.subject, outbox = %self.dir.display(), "email written to the outbox");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn outbox_round_trip_and_header_injection() {
+        let dir = std::env::temp_dir().join(format!("skillup-outbox-{}", uuid::Uuid::new_v4()));
+        let m = OutboxMailer::new(&dir, "SkillUp <a@b>");
+        m.send(Email { to: "x@y.z".into(), subject: "Hi".into(), body: "line 1\nline 2".into() })
+            .await
+            .unwrap();
+        m.send(Email { to: "x@y.z".into(), subject: "Second".into(), body: "b".into() })
+            .await
+            .unwrap();
+        let all = m.read_all().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].subject, "Hi");
+        assert_eq!(all[0].body, "line 1\nline 2");
+        let bad =
+            Email { to: "x@y.z\r\nBcc: evil@x".into(), subject: "s".into(), body: String::new() };
+        assert!(m.send(bad).await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
