@@ -1,8 +1,13 @@
 //! The components `skillup` can run, what infrastructure each needs, and their migrations.
 //! Service issues register their `serve` functions here as they land.
 
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
 use sea_orm::DatabaseConnection;
-use skillup_kit::{Config, config::Needs};
+use skillup_kit::{
+    Config, Shutdown, config::Needs, grpc::GrpcServer, infra::Infra, mailer::OutboxMailer, ops,
+};
 
 /// A component that runs as its own process under `skillup serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,16 +59,58 @@ impl Component {
     }
 }
 
-/// Runs one component until SIGTERM. No component has landed yet: each service issue adds
-/// its own arm here. Until then this says so plainly instead of pretending to serve.
-pub async fn serve(component: Component, _config: Config) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "component `{}` is not built yet in this version of SkillUp; `skillup up` runs what exists",
-        component.name()
-    )
+/// Runs one component until SIGTERM: its gRPC server (health, reflection, metrics) and the
+/// ops HTTP endpoints. Components not built yet say so plainly instead of pretending to serve.
+pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let infra = Infra::connect(&config).await.context("connecting the infrastructure")?;
+    let builder = GrpcServer::builder()
+        .readiness(infra.readiness.clone(), config.readiness_interval())
+        .shutdown_timings(
+            Duration::from_millis(config.shutdown.drain_ms),
+            Duration::from_millis(config.shutdown.grace_ms),
+        );
+    let builder = match component {
+        Component::Auth => {
+            builder.add_service(auth(&config, &infra, &shutdown).await?.into_server())
+        }
+        other => anyhow::bail!(
+            "component `{}` is not built yet in this version of SkillUp; `skillup up` runs what exists",
+            other.name()
+        ),
+    };
+    let grpc = builder
+        .bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
+    tracing::info!(component = component.name(), grpc = %grpc.local_addr(), http = %config.http_addr, "serving");
+    let http = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let (g, h) = tokio::join!(
+        grpc.run(shutdown.clone()),
+        ops::serve(http, ops::router(infra.readiness.clone()), shutdown.clone())
+    );
+    g?;
+    h?;
+    Ok(())
+}
+
+/// The auth service on this process's infrastructure.
+pub async fn auth(
+    config: &Config,
+    infra: &Infra,
+    shutdown: &Shutdown,
+) -> anyhow::Result<skillup_auth::AuthGrpc> {
+    let mailer = Arc::new(OutboxMailer::new(config.outbox_dir(), config.mail.from.clone()));
+    skillup_auth::build(config.auth.clone(), config.keys_dir(), infra, mailer, shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))
 }
 
 /// Applies every component's migrations; returns how many components have any.
-pub async fn migrate_all(_db: &DatabaseConnection) -> anyhow::Result<usize> {
-    Ok(0)
+pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<usize> {
+    skillup_auth::migrate(db).await.context("auth migrations")?;
+    Ok(1)
 }

@@ -90,6 +90,13 @@ enum KeysCommand {
         #[arg(long)]
         verify_only: bool,
     },
+    /// Rotate: generate a new signing key; the previous keys keep verifying tokens they signed
+    /// until you remove their files. Running services pick the new key up within 30 s.
+    Rotate {
+        /// Key directory [default: <data dir>/keys].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// List the keys in the key directory, marking the signing key.
     List {
         /// Key directory [default: <data dir>/keys].
@@ -153,7 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
-    let default_dir = config.data_dir.join("keys");
+    let default_dir = config.keys_dir();
     match command {
         KeysCommand::Generate { dir, verify_only } => {
             let store = KeyStore::new(dir.unwrap_or(default_dir));
@@ -162,6 +169,16 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             if !verify_only {
                 say("it is now the signing key; older keys still verify until you remove them");
             }
+        }
+        KeysCommand::Rotate { dir } => {
+            let store = KeyStore::new(dir.unwrap_or(default_dir));
+            let previous = store.current_kid()?;
+            let key = store.generate(true).await?;
+            say(&format!(
+                "signing key is now {} (was {})",
+                key.kid,
+                previous.as_deref().unwrap_or("none")
+            ));
         }
         KeysCommand::List { dir } => {
             let store = KeyStore::new(dir.unwrap_or(default_dir));

@@ -20,15 +20,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let applied = components::migrate_all(&infra.db).await?;
     say(&format!("ready  migrations ({applied} components)"));
 
-    let store = KeyStore::new(config.data_dir.join("keys"));
+    let store = KeyStore::new(config.keys_dir());
     let (kid, generated) = store.ensure_signing_key().await.context("preparing the signing key")?;
     say(&format!(
         "ready  keys      (RS256 4096-bit, kid {kid}{})",
         if generated { ", generated now" } else { "" }
     ));
 
+    let auth = components::auth(&config, &infra, &shutdown).await?;
+    say(&format!(
+        "ready  auth      (skillup.auth.v1; emails go to {})",
+        config.outbox_dir().display()
+    ));
+
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
+        .add_service(auth.into_server())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
             Duration::from_millis(config.shutdown.drain_ms),
@@ -39,7 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
     let grpc_addr = grpc.local_addr();
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
-    say(&format!("ready  grpc      {grpc_addr} (health, reflection)"));
+    say(&format!("ready  grpc      {grpc_addr} (auth, health, reflection)"));
 
     let http = tokio::net::TcpListener::bind(config.http_addr)
         .await

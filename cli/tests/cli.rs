@@ -10,6 +10,7 @@ use skillup_kit::{
     keys::{KeyStore, SigningKey},
     testing,
 };
+use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -136,6 +137,35 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     assert!(up.lines.iter().any(|l| l.contains("cache") && l.contains("in-process")));
     assert!(up.lines.iter().any(|l| l.contains("bus") && l.contains("in-process")));
     assert!(dir.join("skillup.db").exists(), "SQLite file under the data dir");
+    assert!(up.lines.iter().any(|l| l.starts_with("ready  auth")), "{:#?}", up.lines);
+    // The auth service answers on the shared listener.
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", up.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut auth = AuthServiceClient::new(ch);
+    let res = auth
+        .register(pb::RegisterRequest {
+            email: "ada@example.com".into(),
+            password: "correct horse battery".into(),
+            name: String::new(),
+        })
+        .await
+        .expect("register through `up`")
+        .into_inner();
+    let me = auth
+        .validate_token(pb::ValidateTokenRequest {
+            token: res.access_token,
+            required_scopes: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(me.into_inner().tier, "free");
+    assert!(
+        std::fs::read_dir(dir.join("outbox")).unwrap().count() >= 1,
+        "verification email in the outbox"
+    );
 
     let res = reqwest::get(format!("http://{}/healthz", up.http)).await.unwrap();
     assert_eq!(res.status(), 200);
@@ -246,5 +276,89 @@ fn migrate_on_the_embedded_database() {
     let out = skillup().args(["migrate", "--data-dir"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.join("skillup.db").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_auth_runs_alone_on_the_real_servers() {
+    let db = testing::TestDb::postgres().await;
+    let dir = data_dir_with_test_key();
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = skillup()
+        .args([
+            "serve",
+            "auth",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", testing::redis_url())
+        .env("AMQP_URL", testing::amqp_url())
+        .env("SKILLUP_AUTH__BCRYPT_COST", "4")
+        .env("SKILLUP_CACHE_PREFIX", format!("test:{}:", testing::unique()))
+        .env("SKILLUP_BUS__EXCHANGE", format!("test.{}.events", testing::unique()))
+        .env("SKILLUP_BUS__QUEUE_PREFIX", format!("test.{}.", testing::unique()))
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{grpc}");
+    let mut channel = None;
+    for _ in 0..100 {
+        if let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            channel = Some(ch);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let channel = channel.expect("serve auth listens");
+    assert_eq!(grpc_health(&addr).await, ServingStatus::Serving);
+    let mut auth = AuthServiceClient::new(channel);
+    let res = auth
+        .register(pb::RegisterRequest {
+            email: "grace@example.com".into(),
+            password: "correct horse battery".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    auth.validate_token(pb::ValidateTokenRequest {
+        token: res.access_token,
+        required_scopes: vec![],
+    })
+    .await
+    .unwrap();
+    let ready = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn keys_rotate_keeps_the_old_key_for_verification() {
+    let dir = data_dir_with_test_key();
+    let old = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap().kid;
+    let out = skillup().args(["keys", "rotate", "--dir"]).arg(dir.join("keys")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = KeyStore::new(dir.join("keys"));
+    let current = store.current_kid().unwrap().unwrap();
+    assert_ne!(current, old);
+    let kids: Vec<String> = store.load_all().unwrap().into_iter().map(|k| k.kid).collect();
+    assert!(kids.contains(&old) && kids.contains(&current));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,213 @@
+//! RS256 access tokens. Verification pins the algorithm to RS256 and the key to one of ours by
+//! `kid`; `jku`, `x5u` and `jwk` headers are never read, so nothing a token says can make us
+//! fetch or trust a key. The key set reloads from disk, so `skillup keys generate` (rotation)
+//! takes effect without a restart while earlier keys keep verifying.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use skillup_kit::keys::KeyStore;
+
+/// Largest token we look at.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+/// Clock skew tolerated on `exp` / `nbf`.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// User id.
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// Always "access".
+    pub typ: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    pub tier: String,
+    pub email_verified: bool,
+    /// Session (refresh family) id.
+    pub sid: String,
+    pub email: String,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid: {0}")]
+    Invalid(&'static str),
+}
+
+/// One public key as a JWK.
+#[derive(Debug, Clone)]
+pub struct PublicJwk {
+    pub kid: String,
+    pub n: String,
+    pub e: String,
+}
+
+struct KeySet {
+    signing_kid: String,
+    signing: EncodingKey,
+    verifying: HashMap<String, DecodingKey>,
+    public: Vec<PublicJwk>,
+}
+
+/// Signs and verifies access tokens.
+#[derive(Clone)]
+pub struct TokenKeys {
+    keys: Arc<RwLock<Arc<KeySet>>>,
+    dir: PathBuf,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    /// Loads every key in the directory; the one named by `current` signs.
+    pub fn load(dir: impl Into<PathBuf>, issuer: &str, audience: &str) -> Result<Self, String> {
+        let dir = dir.into();
+        let set = load_set(&dir)?;
+        Ok(Self {
+            keys: Arc::new(RwLock::new(Arc::new(set))),
+            dir,
+            issuer: issuer.into(),
+            audience: audience.into(),
+        })
+    }
+
+    /// Re-reads the key directory (rotation); keeps the old set if the new one is broken.
+    pub fn reload(&self) -> Result<(), String> {
+        let set = load_set(&self.dir)?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
+    /// Reloads every `every` until the task is dropped.
+    pub fn spawn_reloader(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = me.reload() {
+                    tracing::warn!(error = %e, "signing keys not reloaded");
+                }
+            }
+        })
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn jwks(&self) -> Vec<PublicJwk> {
+        self.current().public.clone()
+    }
+
+    /// Signs (RSA-4096: milliseconds of CPU, so on the blocking pool).
+    pub async fn sign(&self, claims: AccessClaims) -> Result<String, String> {
+        let set = self.current();
+        tokio::task::spawn_blocking(move || {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(set.signing_kid.clone());
+            header.typ = Some("JWT".into());
+            jsonwebtoken::encode(&header, &claims, &set.signing).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Verifies signature, algorithm, `kid`, `exp`/`nbf` (± leeway), `iss`, `aud` and `typ`.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Invalid("malformed"));
+        }
+        // Unknown or `none` algorithms fail to parse here.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("malformed header"))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Invalid("algorithm not allowed"));
+        }
+        let set = self.current();
+        let kid = header.kid.as_deref().ok_or(TokenError::Invalid("no key id"))?;
+        let key = set.verifying.get(kid).ok_or(TokenError::Invalid("unknown key id"))?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet"),
+                ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer"),
+                ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience"),
+                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
+                ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("missing claim"),
+                _ => TokenError::Invalid("malformed"),
+            }
+        })?;
+        if data.claims.typ != "access" {
+            return Err(TokenError::Invalid("not an access token"));
+        }
+        Ok(data.claims)
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+}
+
+fn load_set(dir: &std::path::Path) -> Result<KeySet, String> {
+    let store = KeyStore::new(dir);
+    let keys = store.load_all().map_err(|e| e.to_string())?;
+    let current = store.current_kid().map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!("no signing key in {} (run `skillup keys generate`)", dir.display())
+    })?;
+    let mut verifying = HashMap::new();
+    let mut public = Vec::new();
+    let mut signing = None;
+    let mut seen = HashSet::new();
+    for key in keys {
+        if !seen.insert(key.kid.clone()) {
+            continue;
+        }
+        let dk = DecodingKey::from_rsa_components(&key.n, &key.e)
+            .map_err(|e| format!("key {}: {e}", key.kid))?;
+        if key.kid == current {
+            signing = Some(
+                EncodingKey::from_rsa_pem(key.private_pem.expose_secret().as_bytes())
+                    .map_err(|e| format!("key {}: {e}", key.kid))?,
+            );
+        }
+        verifying.insert(key.kid.clone(), dk);
+        public.push(PublicJwk { kid: key.kid, n: key.n, e: key.e });
+    }
+    let signing =
+        signing.ok_or_else(|| format!("signing key {current} not found in {}", dir.display()))?;
+    Ok(KeySet { signing_kid: current, signing, verifying, public })
+}

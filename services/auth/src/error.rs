@@ -1,0 +1,87 @@
+//! Auth's errors, each with the machine code the edge shows and a message a frontend can show.
+
+use skillup_kit::error::{ErrorCodeExt, invalid_field, status};
+use skillup_proto::common::v1::ErrorCode;
+use tonic::Status;
+
+pub type Result<T, E = AuthError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{1}")]
+    Invalid(&'static str, String),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("email or password is wrong")]
+    InvalidCredentials,
+    #[error("too many attempts; try again in {0} seconds")]
+    Throttled(u64),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Expired(&'static str),
+    #[error("{0}")]
+    Revoked(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// A dependency did not answer: fail closed.
+    #[error("authentication is unavailable right now, retry later")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<sea_orm::DbErr> for AuthError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        AuthError::Unavailable(format!("database: {e}"))
+    }
+}
+
+impl From<skillup_kit::Error> for AuthError {
+    fn from(e: skillup_kit::Error) -> Self {
+        AuthError::Unavailable(e.to_string())
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AuthError::Invalid(field, m) => invalid_field(field, m),
+            AuthError::EmailTaken => status(ErrorCode::AlreadyExists, msg),
+            AuthError::InvalidCredentials => status(ErrorCode::InvalidCredentials, msg),
+            AuthError::Throttled(secs) => {
+                let detail = skillup_proto::common::v1::ErrorDetail {
+                    code: ErrorCode::RateLimited as i32,
+                    message: msg.clone(),
+                    retry_after_seconds: secs.min(u32::MAX as u64) as u32,
+                    ..Default::default()
+                };
+                let mut s = Status::with_details(
+                    ErrorCode::RateLimited.grpc_code(),
+                    msg,
+                    prost::Message::encode_to_vec(&detail).into(),
+                );
+                if let Ok(v) = secs.to_string().parse() {
+                    s.metadata_mut().insert("retry-after", v);
+                }
+                s
+            }
+            AuthError::Unauthenticated(_) => status(ErrorCode::Unauthenticated, msg),
+            AuthError::Expired(_) => status(ErrorCode::TokenExpired, msg),
+            AuthError::Revoked(_) => status(ErrorCode::TokenRevoked, msg),
+            AuthError::Forbidden(_) => status(ErrorCode::PermissionDenied, msg),
+            AuthError::NotFound(_) => status(ErrorCode::NotFound, msg),
+            AuthError::Unavailable(detail) => {
+                tracing::warn!(%detail, "auth dependency unavailable");
+                status(ErrorCode::Unavailable, msg)
+            }
+            AuthError::Internal(detail) => {
+                tracing::error!(%detail, "auth internal error");
+                status(ErrorCode::Internal, msg)
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The tonic adapter: decode, call the service, encode, map errors. Protected RPCs take the
+//! caller from `authorization: Bearer <access token>` and validate it fully.
+
+use skillup_proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::{
+    error::AuthError,
+    service::{Auth, ClientInfo, Identity, Issued},
+    store::entities::{session, user},
+};
+
+/// Response metadata the edge turns into the HTTP status of a success.
+pub const HTTP_STATUS: &str = "x-http-status";
+
+#[derive(Clone)]
+pub struct AuthGrpc {
+    auth: Auth,
+}
+
+impl AuthGrpc {
+    pub fn new(auth: Auth) -> Self {
+        Self { auth }
+    }
+
+    pub fn into_server(self) -> AuthServiceServer<Self> {
+        AuthServiceServer::new(self)
+    }
+
+    async fn caller(&self, md: &MetadataMap) -> Result<Identity, Status> {
+        let token = bearer(md).ok_or_else(|| {
+            Status::from(AuthError::Unauthenticated("sign in first: no bearer token"))
+        })?;
+        Ok(self.auth.validate(token, &[]).await?)
+    }
+}
+
+fn bearer(md: &MetadataMap) -> Option<&str> {
+    let v = md.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn client<T>(req: &Request<T>) -> ClientInfo {
+    let md = req.metadata();
+    let header = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let ip = header("x-forwarded-for")
+        .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .or_else(|| req.remote_addr().map(|a| a.ip().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let user_agent = header("x-user-agent").or_else(|| header("user-agent")).unwrap_or_default();
+    ClientInfo { ip, user_agent }
+}
+
+fn with_status<T>(body: T, code: u16) -> Response<T> {
+    let mut res = Response::new(body);
+    res.metadata_mut()
+        .insert(HTTP_STATUS, code.to_string().parse().expect("digits are valid metadata"));
+    res
+}
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+pub(crate) fn user_pb(u: &user::Model) -> pb::User {
+    pb::User {
+        id: u.id.to_string(),
+        email: u.email.clone(),
+        name: u.name.clone(),
+        email_verified: u.email_verified,
+        tier: u.tier.clone(),
+        scopes: u.scopes.split_whitespace().map(str::to_owned).collect(),
+        is_active: u.is_active,
+        created_at: Some(ts(u.created_at)),
+        updated_at: Some(ts(u.updated_at)),
+    }
+}
+
+fn auth_response(u: &user::Model, i: Issued) -> pb::AuthResponse {
+    pb::AuthResponse {
+        user: Some(user_pb(u)),
+        access_token: i.access_token,
+        refresh_token: i.refresh_token,
+        token_type: "Bearer".into(),
+        expires_in: i.expires_in,
+        refresh_expires_in: i.refresh_expires_in,
+    }
+}
+
+fn session_pb(s: &session::Model, current: uuid::Uuid) -> pb::Session {
+    pb::Session {
+        id: s.id.to_string(),
+        user_agent: s.user_agent.clone(),
+        ip: s.ip.clone(),
+        created_at: Some(ts(s.created_at)),
+        last_used_at: Some(ts(s.last_used_at)),
+        expires_at: Some(ts(s.expires_at)),
+        current: s.id == current,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::auth_service_server::AuthService for AuthGrpc {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let c = client(&req);
+        let r = req.into_inner();
+        let (user, issued) = self.auth.register(&r.email, &r.password, &r.name, &c).await?;
+        Ok(with_status(auth_response(&user, issued), 201))
+    }
+
+    async fn login(
+        &self,
+        req: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let c = client(&req);
+        let r = req.into_inner();
+        let (user, issued) = self.auth.login(&r.email, &r.password, &c).await?;
+        Ok(Response::new(auth_response(&user, issued)))
+    }
+
+    async fn refresh(
+        &self,
+        req: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let c = client(&req);
+        let r = req.into_inner();
+        let (user, issued) = self.auth.refresh(&r.refresh_token, &c).await?;
+        Ok(Response::new(auth_response(&user, issued)))
+    }
+
+    async fn logout(
+        &self,
+        req: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let who = self.caller(req.metadata()).await?;
+        self.auth.logout(&who, &req.into_inner().refresh_token).await?;
+        Ok(with_status(pb::LogoutResponse {}, 204))
+    }
+
+    async fn logout_all(
+        &self,
+        req: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let who = self.caller(req.metadata()).await?;
+        self.auth.logout_all(who.user_id).await?;
+        Ok(with_status(pb::LogoutResponse {}, 204))
+    }
+
+    async fn verify_email(
+        &self,
+        req: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        self.auth.verify_email(&req.into_inner().token).await?;
+        Ok(Response::new(pb::VerifyEmailResponse { email_verified: true }))
+    }
+
+    async fn resend_verification(
+        &self,
+        req: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        let who = self.caller(req.metadata()).await?;
+        self.auth.resend_verification(who.user_id).await?;
+        Ok(with_status(pb::ResendVerificationResponse {}, 202))
+    }
+
+    async fn request_password_reset(
+        &self,
+        req: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        self.auth.request_password_reset(&req.into_inner().email).await?;
+        Ok(with_status(pb::RequestPasswordResetResponse {}, 202))
+    }
+
+    async fn reset_password(
+        &self,
+        req: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let r = req.into_inner();
+        self.auth.reset_password(&r.token, &r.new_password).await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        req: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let who = self.caller(req.metadata()).await?;
+        let r = req.into_inner();
+        self.auth.change_password(&who, &r.current_password, &r.new_password).await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn get_me(&self, req: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
+        let who = self.caller(req.metadata()).await?;
+        let user = self.auth.user(who.user_id).await?;
+        let mut out = user_pb(&user);
+        // The validated view is the newest (tier and verification may be fresher than the row
+        // read by a replica).
+        out.tier = who.tier;
+        out.email_verified |= who.email_verified;
+        Ok(Response::new(out))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let who = self.caller(req.metadata()).await?;
+        let sessions = self.auth.list_sessions(who.user_id).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.iter().take(100).map(|s| session_pb(s, who.session_id)).collect(),
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        req: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let who = self.caller(req.metadata()).await?;
+        self.auth.revoke_session(who.user_id, &req.into_inner().session_id).await?;
+        Ok(with_status(pb::RevokeSessionResponse {}, 204))
+    }
+
+    async fn validate_token(
+        &self,
+        req: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        let r = req.into_inner();
+        let id = self.auth.validate(&r.token, &r.required_scopes).await?;
+        Ok(Response::new(pb::ValidateTokenResponse {
+            user_id: id.user_id.to_string(),
+            email: id.email,
+            scopes: id.scopes,
+            tier: id.tier,
+            email_verified: id.email_verified,
+            jti: id.jti,
+            expires_at: Some(prost_types::Timestamp { seconds: id.expires_at, nanos: 0 }),
+            session_id: id.session_id.to_string(),
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        _req: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::Jwks>, Status> {
+        let keys = self
+            .auth
+            .keys
+            .jwks()
+            .into_iter()
+            .map(|k| pb::Jwk {
+                kty: "RSA".into(),
+                kid: k.kid,
+                r#use: "sig".into(),
+                alg: "RS256".into(),
+                n: k.n,
+                e: k.e,
+            })
+            .collect();
+        Ok(Response::new(pb::Jwks { keys }))
+    }
+
+    async fn set_user_active(
+        &self,
+        req: Request<pb::SetUserActiveRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let token = bearer(req.metadata()).ok_or_else(|| {
+            Status::from(AuthError::Unauthenticated("sign in first: no bearer token"))
+        })?;
+        self.auth.validate(token, &["admin".to_owned()]).await?;
+        let r = req.into_inner();
+        let user = self.auth.set_active(&r.user_id, r.active).await?;
+        Ok(Response::new(user_pb(&user)))
+    }
+}

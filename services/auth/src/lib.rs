@@ -1,0 +1,100 @@
+//! The auth service (`skillup.auth.v1`): accounts, RS256 access tokens, refresh rotation with
+//! reuse detection, revocation, email verification and password reset, brute-force limits,
+//! and `ValidateToken` for the edge and Nginx.
+//!
+//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; [`service`] holds the
+//! behaviour; [`domain`] the values and token rules; [`store`] the tables.
+
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use skillup_kit::{
+    Shutdown,
+    bus::{SharedBus, SubscriptionSpec},
+    config::AuthConfig,
+    infra::Infra,
+    mailer::SharedMailer,
+};
+
+use crate::{domain::tokens::TokenKeys, store::migration::Migrator};
+pub use crate::{grpc::AuthGrpc, service::Auth};
+
+/// Runs auth's migrations.
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
+    skillup_kit::db::migrate::<Migrator>(db).await
+}
+
+/// Builds the service on connected infrastructure: migrates, loads the signing keys (and
+/// reloads them every 30 s, so a rotation needs no restart), and starts consuming
+/// `subscription.changed` to keep tiers current. Background work stops with `shutdown`.
+pub async fn build(
+    cfg: AuthConfig,
+    keys_dir: std::path::PathBuf,
+    infra: &Infra,
+    mailer: SharedMailer,
+    shutdown: Shutdown,
+) -> Result<AuthGrpc, String> {
+    migrate(&infra.db).await.map_err(|e| format!("auth migrations: {e}"))?;
+    let keys = TokenKeys::load(&keys_dir, &cfg.issuer, &cfg.audience)?;
+    let reloader = keys.spawn_reloader(Duration::from_secs(30));
+    let auth =
+        Auth::new(infra.db.clone(), infra.cache.clone(), infra.bus.clone(), mailer, keys, cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+    let consumer =
+        tokio::spawn(consume_tier_changes(auth.clone(), infra.bus.clone(), shutdown.clone()));
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        reloader.abort();
+        consumer.abort();
+    });
+    Ok(AuthGrpc::new(auth))
+}
+
+/// Keeps users' tiers in step with their subscriptions.
+async fn consume_tier_changes(auth: Auth, bus: SharedBus, shutdown: Shutdown) {
+    let spec = SubscriptionSpec::new("auth", &["subscription.changed"]);
+    let mut consumer = match bus.subscribe(&spec, 16).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "auth cannot subscribe to subscription.changed");
+            return;
+        }
+    };
+    loop {
+        let delivery = tokio::select! {
+            d = consumer.next() => match d { Some(d) => d, None => return },
+            _ = shutdown.wait() => return,
+        };
+        let decoded = skillup_kit::events::decode::<
+            skillup_proto::subscribe::v1::SubscriptionChanged,
+        >(&delivery.message.payload);
+        let Some((_, event)) = decoded else {
+            tracing::warn!("undecodable subscription.changed event, dead-lettering it");
+            let _ = delivery.dead_letter("undecodable").await;
+            continue;
+        };
+        match auth.apply_tier(&event.user_id, &event.plan).await {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(crate::error::AuthError::Invalid(..)) => {
+                let _ = delivery.dead_letter("invalid event").await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tier change not applied yet");
+                let _ = delivery.retry(&e.to_string(), None).await;
+            }
+        }
+    }
+}
+
+/// Convenience for callers holding `Arc`s.
+pub fn shared_mailer<M: skillup_kit::mailer::Mailer>(m: M) -> SharedMailer {
+    Arc::new(m)
+}

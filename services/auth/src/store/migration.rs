@@ -1,0 +1,133 @@
+//! Auth's migrations, with their own history table so services sharing one database under
+//! `skillup up` never see each other's.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Init)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "auth_migrations".into_iden()
+    }
+}
+
+struct M0001Init;
+
+impl MigrationName for M0001Init {
+    fn name(&self) -> &str {
+        "m0001_init"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Init {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("auth_users")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(string_len("email", 254).unique_key())
+                .col(string_len("name", 100))
+                .col(string_len("password_hash", 100))
+                .col(boolean("email_verified"))
+                .col(string_len("tier", 32))
+                .col(string_len("scopes", 512))
+                .col(boolean("is_active"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("auth_sessions")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(string_len("user_agent", 512))
+                .col(string_len("ip", 64))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("last_used_at"))
+                .col(timestamp_with_time_zone("expires_at"))
+                .col(timestamp_with_time_zone_null("revoked_at"))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from("auth_sessions", "user_id")
+                        .to("auth_users", "id")
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("auth_sessions_user")
+                .table("auth_sessions")
+                .col("user_id")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("auth_refresh_tokens")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("session_id"))
+                .col(uuid("user_id"))
+                .col(string_len("token_hash", 64).unique_key())
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("expires_at"))
+                .col(timestamp_with_time_zone_null("used_at"))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from("auth_refresh_tokens", "session_id")
+                        .to("auth_sessions", "id")
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("auth_refresh_tokens_session")
+                .table("auth_refresh_tokens")
+                .col("session_id")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("auth_email_tokens")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(string_len("kind", 16))
+                .col(string_len("token_hash", 64).unique_key())
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("expires_at"))
+                .col(timestamp_with_time_zone_null("used_at"))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from("auth_email_tokens", "user_id")
+                        .to("auth_users", "id")
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["auth_email_tokens", "auth_refresh_tokens", "auth_sessions", "auth_users"] {
+            m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}

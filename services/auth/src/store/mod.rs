@@ -1,0 +1,4 @@
+//! Auth's tables (all prefixed `auth_`), its migrations, and the queries the domain needs.
+
+pub mod entities;
+pub mod migration;

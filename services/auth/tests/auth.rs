@@ -1,0 +1,898 @@
+//! The auth service through its gRPC client, on real PostgreSQL, Redis and RabbitMQ (and the
+//! embedded adapters for the core flow).
+
+use std::{sync::Arc, time::Duration};
+
+use skillup_kit::{
+    Shutdown,
+    config::{AuthConfig, Config},
+    grpc::GrpcServer,
+    keys::{KeyStore, SigningKey},
+    mailer::OutboxMailer,
+    testing::{self, TestInfra, TestServer},
+};
+use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use tonic::{Code, Request, transport::Channel};
+
+struct Harness {
+    client: AuthServiceClient<Channel>,
+    outbox: OutboxMailer,
+    t: TestInfra,
+    _server: TestServer,
+    shutdown: Shutdown,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn test_config() -> AuthConfig {
+    AuthConfig { bcrypt_cost: 4, ..Config::default().auth }
+}
+
+fn keys_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("skillup-auth-keys-{}", testing::unique()));
+    let key = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap();
+    KeyStore::new(&dir).store(&key, true).unwrap();
+    dir
+}
+
+async fn start_with(t: TestInfra, cfg: AuthConfig) -> Harness {
+    let outbox = OutboxMailer::new(
+        std::env::temp_dir().join(format!("skillup-outbox-{}", testing::unique())),
+        "test@skillup",
+    );
+    let shutdown = Shutdown::new();
+    let svc =
+        skillup_auth::build(cfg, keys_dir(), &t.infra, Arc::new(outbox.clone()), shutdown.clone())
+            .await
+            .unwrap();
+    let server = TestServer::start(GrpcServer::builder().add_service(svc.into_server())).await;
+    Harness {
+        client: AuthServiceClient::new(server.channel()),
+        outbox,
+        t,
+        _server: server,
+        shutdown,
+    }
+}
+
+async fn real() -> Harness {
+    start_with(TestInfra::real().await, test_config()).await
+}
+
+async fn embedded() -> Harness {
+    start_with(TestInfra::embedded().await, test_config()).await
+}
+
+fn email() -> String {
+    format!("user-{}@example.com", testing::unique())
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn register(h: &mut Harness, email: &str) -> pb::AuthResponse {
+    h.client
+        .register(pb::RegisterRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            name: "Ada".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn bearer<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+async fn validate(
+    h: &mut Harness,
+    token: &str,
+) -> Result<pb::ValidateTokenResponse, tonic::Status> {
+    h.client
+        .validate_token(pb::ValidateTokenRequest { token: token.into(), required_scopes: vec![] })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn reason(s: &tonic::Status) -> String {
+    skillup_kit::error::detail_of(s).map(|d| d.code().as_str_name().to_owned()).unwrap_or_default()
+}
+
+// ---------- accounts ----------
+
+async fn register_login_me_validate(mut h: Harness) {
+    let em = email();
+    let res = h
+        .client
+        .register(pb::RegisterRequest {
+            email: em.to_uppercase(),
+            password: PASSWORD.into(),
+            name: " Ada ".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "201");
+    let res = res.into_inner();
+    let user = res.user.clone().unwrap();
+    assert_eq!(user.email, em, "normalised");
+    assert_eq!(user.name, "Ada");
+    assert_eq!(user.tier, "free");
+    assert!(!user.email_verified);
+    assert_eq!(res.token_type, "Bearer");
+    assert_eq!(res.expires_in, 3600);
+    assert_eq!(res.refresh_token.len(), 43);
+
+    let me =
+        h.client.get_me(bearer(pb::GetMeRequest {}, &res.access_token)).await.unwrap().into_inner();
+    assert_eq!(me.id, user.id);
+
+    let v = validate(&mut h, &res.access_token).await.unwrap();
+    assert_eq!(v.user_id, user.id);
+    assert_eq!(v.scopes, ["user"]);
+    assert_eq!(v.tier, "free");
+    assert!(!v.email_verified);
+
+    let login = h
+        .client
+        .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(login.access_token, res.access_token);
+    let err = h
+        .client
+        .login(pb::LoginRequest { email: em.clone(), password: "wrong password".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    let err = h
+        .client
+        .login(pb::LoginRequest { email: email(), password: PASSWORD.into() })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS", "unknown email answers the same");
+    // Token metadata is in the cache under auth:jwt:{jti}.
+    let meta =
+        h.t.infra
+            .cache
+            .get(&format!("auth:jwt:{}", v.jti))
+            .await
+            .unwrap()
+            .expect("metadata stored");
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(meta["user_id"], user.id);
+    assert_eq!(meta["tier"], "free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_login_me_validate_real() {
+    register_login_me_validate(real().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_login_me_validate_embedded() {
+    register_login_me_validate(embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_reason_never_internal() {
+    let mut h = real().await;
+    let cases = [
+        ("not-an-email", PASSWORD.to_owned(), "".to_owned(), "email"),
+        ("", PASSWORD.to_owned(), "".to_owned(), "email"),
+        ("a@example.com", "short".to_owned(), "".to_owned(), "password"),
+        ("a@example.com", "é".repeat(37), "".to_owned(), "password"),
+        ("a@example.com", PASSWORD.to_owned(), "x".repeat(101), "name"),
+        ("a@example.com", PASSWORD.to_owned(), "bad\u{7}name".to_owned(), "name"),
+    ];
+    for (em, pw, name, field) in cases {
+        let err = h
+            .client
+            .register(pb::RegisterRequest { email: em.into(), password: pw, name })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert_eq!(skillup_kit::error::detail_of(&err).unwrap().field, field);
+        assert!(!err.message().is_empty());
+    }
+    let err = h
+        .client
+        .login(pb::LoginRequest { email: "x@example.com".into(), password: "".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = h.client.get_me(Request::new(pb::GetMeRequest {})).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err =
+        h.client.refresh(pb::RefreshRequest { refresh_token: "garbage".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = h
+        .client
+        .verify_email(pb::VerifyEmailRequest { token: "garbage".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_registration_makes_exactly_one_account() {
+    let h = real().await;
+    let em = email();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let mut c = h.client.clone();
+            let addr = if i % 2 == 0 { em.clone() } else { em.to_uppercase() };
+            tokio::spawn(async move {
+                c.register(pb::RegisterRequest {
+                    email: addr,
+                    password: PASSWORD.into(),
+                    name: String::new(),
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code(), Code::AlreadyExists, "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+// ---------- the JWT attack list ----------
+
+mod attacks {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    fn test_key() -> SigningKey {
+        SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap()
+    }
+
+    fn claims(user_id: &str, sid: &str) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        json!({
+            "iss": "skillup", "aud": "skillup-api", "sub": user_id, "iat": now, "nbf": now, "exp": now + 600,
+            "jti": uuid::Uuid::now_v7().to_string(), "typ": "access", "scope": "user admin", "tier": "premium",
+            "email_verified": true, "sid": sid, "email": "x@example.com"
+        })
+    }
+
+    fn sign_with(key: &SigningKey, header: Header, claims: &serde_json::Value) -> String {
+        use secrecy::ExposeSecret;
+        let ek = EncodingKey::from_rsa_pem(key.private_pem.expose_secret().as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, claims, &ek).unwrap()
+    }
+
+    fn ours(claims: &serde_json::Value) -> String {
+        let key = test_key();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(key.kid.clone());
+        sign_with(&key, h, claims)
+    }
+
+    fn raw(header: serde_json::Value, claims: &serde_json::Value, sig: &str) -> String {
+        format!("{}.{}.{sig}", B64.encode(header.to_string()), B64.encode(claims.to_string()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_forgery_is_rejected() {
+        let mut h = real().await;
+        let reg = register(&mut h, &email()).await;
+        let good = validate(&mut h, &reg.access_token).await.unwrap();
+        let (uid, sid) = (good.user_id.clone(), good.session_id.clone());
+        let kid = test_key().kid;
+        let base = claims(&uid, &sid);
+        // Sanity: a token we sign ourselves with these claims is accepted.
+        validate(&mut h, &ours(&base)).await.expect("the control token validates");
+
+        let mut forged: Vec<(&str, String)> = Vec::new();
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            forged.push(("alg none", raw(json!({"alg": alg, "kid": kid}), &base, "")));
+        }
+        // HS256 keyed with our public key (the classic algorithm confusion).
+        let public_pem = {
+            use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+            use secrecy::ExposeSecret;
+            let k =
+                rsa::PrivateKey::from_pkcs8_pem(test_key().private_pem.expose_secret()).unwrap();
+            k.to_public_key().to_public_key_pem(LineEnding::LF).unwrap()
+        };
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some(kid.clone());
+        forged.push((
+            "HS256 with the public key",
+            jsonwebtoken::encode(&hs, &base, &EncodingKey::from_secret(public_pem.as_bytes()))
+                .unwrap(),
+        ));
+
+        let token = ours(&base);
+        let (head_payload, sig) = token.rsplit_once('.').unwrap();
+        forged.push(("empty signature", format!("{head_payload}.")));
+        forged.push(("truncated signature", format!("{head_payload}.{}", &sig[..sig.len() / 2])));
+        let mut flipped = B64.decode(sig).unwrap();
+        flipped[10] ^= 0x01;
+        forged.push(("bit-flipped signature", format!("{head_payload}.{}", B64.encode(flipped))));
+        let header_part = head_payload.split('.').next().unwrap();
+        let mut tampered = base.clone();
+        tampered["scope"] = json!("user admin superuser");
+        forged.push((
+            "payload changed under the signature",
+            format!("{header_part}.{}.{sig}", B64.encode(tampered.to_string())),
+        ));
+
+        let attacker = SigningKey::generate_bits(2048).unwrap();
+        for bad_kid in ["unknown-kid", "../../../../etc/passwd", "' OR 1=1 --", ""] {
+            let mut hd = Header::new(Algorithm::RS256);
+            hd.kid = Some(bad_kid.into());
+            forged.push(("bad kid", sign_with(&attacker, hd, &base)));
+        }
+        let mut hd = Header::new(Algorithm::RS256);
+        hd.kid = None;
+        forged.push(("no kid", sign_with(&attacker, hd, &base)));
+        // jku / x5u / jwk: never fetched or trusted — signed by the attacker, pointing at them.
+        let mut hd = Header::new(Algorithm::RS256);
+        hd.kid = Some(attacker.kid.clone());
+        hd.jku = Some("http://127.0.0.1:1/jwks.json".into());
+        hd.x5u = Some("http://127.0.0.1:1/cert.pem".into());
+        forged.push(("jku/x5u", sign_with(&attacker, hd, &base)));
+        let embedded_jwk = json!({"alg": "RS256", "kid": attacker.kid, "jwk": {"kty": "RSA", "n": attacker.n, "e": attacker.e, "kid": attacker.kid}});
+        let unsigned = raw(embedded_jwk, &base, "");
+        let signed_with_attacker = {
+            let mut hd = Header::new(Algorithm::RS256);
+            hd.kid = Some(attacker.kid.clone());
+            let t = sign_with(&attacker, hd, &base);
+            let sig = t.rsplit_once('.').unwrap().1.to_owned();
+            format!("{}{sig}", unsigned)
+        };
+        forged.push(("embedded jwk", signed_with_attacker));
+        // Our own key but a kid that is ours: fine; the same claims with our kid but signed by the attacker:
+        let mut hd = Header::new(Algorithm::RS256);
+        hd.kid = Some(kid.clone());
+        forged.push(("our kid, attacker's signature", sign_with(&attacker, hd, &base)));
+
+        let now = chrono::Utc::now().timestamp();
+        let mut expired = base.clone();
+        expired["exp"] = json!(now - 120);
+        forged.push(("expired beyond leeway", ours(&expired)));
+        let mut future = base.clone();
+        future["nbf"] = json!(now + 300);
+        forged.push(("nbf in the future", ours(&future)));
+        let mut no_exp = base.clone();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        forged.push(("missing exp", ours(&no_exp)));
+        let mut iss = base.clone();
+        iss["iss"] = json!("someone-else");
+        forged.push(("wrong iss", ours(&iss)));
+        let mut aud = base.clone();
+        aud["aud"] = json!("another-api");
+        forged.push(("wrong aud", ours(&aud)));
+        for typ in ["refresh", "id", "Access", ""] {
+            let mut t = base.clone();
+            t["typ"] = json!(typ);
+            forged.push(("other typ", ours(&t)));
+        }
+        forged.push(("the refresh token as an access token", reg.refresh_token.clone()));
+        forged.push(("empty", String::new()));
+        forged.push(("garbage", "a.b.c".into()));
+        forged.push(("oversized", format!("{}.{}", "a".repeat(9000), "b")));
+
+        for (what, token) in forged {
+            let err = validate(&mut h, &token).await.expect_err(what);
+            assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
+        }
+        // Within the 60 s leeway an expiry is tolerated.
+        let mut recent = base.clone();
+        recent["exp"] = json!(now - 30);
+        validate(&mut h, &ours(&recent)).await.expect("within leeway");
+    }
+}
+
+// ---------- sessions, rotation, revocation ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_blacklists_at_once_and_ends_the_session() {
+    let mut h = real().await;
+    let reg = register(&mut h, &email()).await;
+    validate(&mut h, &reg.access_token).await.unwrap();
+    let res = h
+        .client
+        .logout(bearer(
+            pb::LogoutRequest { refresh_token: reg.refresh_token.clone() },
+            &reg.access_token,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "204");
+    let err = validate(&mut h, &reg.access_token).await.unwrap_err();
+    assert_eq!(reason(&err), "TOKEN_REVOKED");
+    let err = h
+        .client
+        .refresh(pb::RefreshRequest { refresh_token: reg.refresh_token })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "TOKEN_REVOKED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere() {
+    let mut h = real().await;
+    let em = email();
+    let a = register(&mut h, &em).await;
+    let b = h
+        .client
+        .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let sessions = h
+        .client
+        .list_sessions(bearer(pb::ListSessionsRequest {}, &a.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s.current).count(), 1);
+    h.client.logout_all(bearer(pb::LogoutAllRequest {}, &b.access_token)).await.unwrap();
+    for t in [&a.access_token, &b.access_token] {
+        assert_eq!(reason(&validate(&mut h, t).await.unwrap_err()), "TOKEN_REVOKED");
+    }
+    for r in [a.refresh_token, b.refresh_token] {
+        assert!(h.client.refresh(pb::RefreshRequest { refresh_token: r }).await.is_err());
+    }
+    // Signing in again right away works (same second as the cut-off included).
+    let c = h
+        .client
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    validate(&mut h, &c.access_token).await.expect("new tokens are not caught by the cut-off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_one_session() {
+    let mut h = real().await;
+    let em = email();
+    let a = register(&mut h, &em).await;
+    let b = h
+        .client
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let b_sid = validate(&mut h, &b.access_token).await.unwrap().session_id;
+    h.client
+        .revoke_session(bearer(
+            pb::RevokeSessionRequest { session_id: b_sid.clone() },
+            &a.access_token,
+        ))
+        .await
+        .unwrap();
+    assert!(validate(&mut h, &b.access_token).await.is_err());
+    validate(&mut h, &a.access_token).await.expect("the other session lives");
+    let err = h
+        .client
+        .revoke_session(bearer(pb::RevokeSessionRequest { session_id: b_sid }, &a.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reuse_revokes_the_family() {
+    let mut h =
+        start_with(TestInfra::real().await, AuthConfig { refresh_grace_secs: 1, ..test_config() })
+            .await;
+    let a = register(&mut h, &email()).await;
+    let b = h
+        .client
+        .refresh(pb::RefreshRequest { refresh_token: a.refresh_token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(b.refresh_token, a.refresh_token);
+    validate(&mut h, &b.access_token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Past the grace window, the spent token is a theft signal.
+    let err =
+        h.client.refresh(pb::RefreshRequest { refresh_token: a.refresh_token }).await.unwrap_err();
+    assert_eq!(reason(&err), "TOKEN_REVOKED");
+    assert!(
+        h.client.refresh(pb::RefreshRequest { refresh_token: b.refresh_token }).await.is_err(),
+        "the successor dies too"
+    );
+    assert_eq!(
+        reason(&validate(&mut h, &b.access_token).await.unwrap_err()),
+        "TOKEN_REVOKED",
+        "and its access tokens"
+    );
+    assert_eq!(reason(&validate(&mut h, &a.access_token).await.unwrap_err()), "TOKEN_REVOKED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_within_the_grace_window_gets_the_same_pair() {
+    let mut h = real().await;
+    let a = register(&mut h, &email()).await;
+    let first = h
+        .client
+        .refresh(pb::RefreshRequest { refresh_token: a.refresh_token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = h
+        .client
+        .refresh(pb::RefreshRequest { refresh_token: a.refresh_token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.refresh_token, retry.refresh_token);
+    assert_eq!(first.access_token, retry.access_token);
+    validate(&mut h, &retry.access_token).await.expect("the session is intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_yield_one_successor_line() {
+    let mut h = real().await;
+    let a = register(&mut h, &email()).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = h.client.clone();
+            let t = a.refresh_token.clone();
+            tokio::spawn(async move { c.refresh(pb::RefreshRequest { refresh_token: t }).await })
+        })
+        .collect();
+    let mut successors = std::collections::HashSet::new();
+    for t in tasks {
+        if let Ok(r) = t.await.unwrap() {
+            successors.insert(r.into_inner().refresh_token);
+        }
+    }
+    assert_eq!(successors.len(), 1, "one successor, shared by every winner");
+    let next = successors.into_iter().next().unwrap();
+    h.client.refresh(pb::RefreshRequest { refresh_token: next }).await.expect("the line continues");
+}
+
+// ---------- brute force ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_is_exact_under_fifty_parallel_wrong_passwords() {
+    let mut h = real().await;
+    let em = email();
+    register(&mut h, &em).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let mut c = h.client.clone();
+            let em = em.clone();
+            tokio::spawn(async move {
+                c.login(pb::LoginRequest { email: em, password: "wrong password".into() }).await
+            })
+        })
+        .collect();
+    let (mut wrong, mut limited) = (0i64, 0i64);
+    for t in tasks {
+        let err = t.await.unwrap().unwrap_err();
+        match reason(&err).as_str() {
+            "INVALID_CREDENTIALS" => wrong += 1,
+            "RATE_LIMITED" => {
+                assert!(err.metadata().get("retry-after").is_some());
+                limited += 1
+            }
+            other => panic!("unexpected {other}: {err:?}"),
+        }
+    }
+    assert_eq!(wrong + limited, 50);
+    let counted = h.t.infra.cache.incr(&format!("auth:fail:acct:{em}"), 0, None).await.unwrap();
+    assert_eq!(counted, wrong, "every checked wrong password counted exactly once");
+    assert!(wrong >= 5);
+    // Locked now, even with the right password.
+    let err = h
+        .client
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    let d = skillup_kit::error::detail_of(&err).unwrap();
+    assert!(d.retry_after_seconds >= 1);
+}
+
+// ---------- email tokens ----------
+
+fn token_in(body: &str) -> String {
+    body.split("token=").nth(1).unwrap().chars().take(43).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_verification_is_single_use() {
+    let mut h = real().await;
+    let em = email();
+    let reg = register(&mut h, &em).await;
+    let mail =
+        h.outbox.read_all().unwrap().into_iter().find(|m| m.to == em).expect("verification email");
+    let token = token_in(&mail.body);
+    h.client.verify_email(pb::VerifyEmailRequest { token: token.clone() }).await.unwrap();
+    assert!(
+        validate(&mut h, &reg.access_token).await.unwrap().email_verified,
+        "existing tokens see it at once"
+    );
+    let me =
+        h.client.get_me(bearer(pb::GetMeRequest {}, &reg.access_token)).await.unwrap().into_inner();
+    assert!(me.email_verified);
+    let err = h.client.verify_email(pb::VerifyEmailRequest { token }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("already used"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_tokens_expire_and_resend_is_throttled() {
+    let mut h = start_with(
+        TestInfra::real().await,
+        AuthConfig { verification_ttl_secs: 1, ..test_config() },
+    )
+    .await;
+    let em = email();
+    let reg = register(&mut h, &em).await;
+    let token = token_in(&h.outbox.read_all().unwrap()[0].body);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = h.client.verify_email(pb::VerifyEmailRequest { token }).await.unwrap_err();
+    assert!(err.message().contains("expired"), "{}", err.message());
+    let res = h
+        .client
+        .resend_verification(bearer(pb::ResendVerificationRequest {}, &reg.access_token))
+        .await
+        .unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "202");
+    let err = h
+        .client
+        .resend_verification(bearer(pb::ResendVerificationRequest {}, &reg.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    assert_eq!(h.outbox.read_all().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_reset_and_change() {
+    let mut h = real().await;
+    let em = email();
+    let reg = register(&mut h, &em).await;
+    h.client
+        .request_password_reset(pb::RequestPasswordResetRequest { email: email() })
+        .await
+        .expect("unknown email: same answer");
+    h.client
+        .request_password_reset(pb::RequestPasswordResetRequest { email: em.clone() })
+        .await
+        .unwrap();
+    let mail = h
+        .outbox
+        .read_all()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.subject.contains("Reset"))
+        .expect("reset email");
+    let token = token_in(&mail.body);
+    let new_pw = "a brand new secret";
+    h.client
+        .reset_password(pb::ResetPasswordRequest {
+            token: token.clone(),
+            new_password: new_pw.into(),
+        })
+        .await
+        .unwrap();
+    assert!(validate(&mut h, &reg.access_token).await.is_err(), "a reset signs out every session");
+    assert!(
+        h.client
+            .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+            .await
+            .is_err()
+    );
+    let s1 = h
+        .client
+        .login(pb::LoginRequest { email: em.clone(), password: new_pw.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        h.client
+            .reset_password(pb::ResetPasswordRequest { token, new_password: "another one!".into() })
+            .await
+            .is_err()
+    );
+
+    let s2 = h
+        .client
+        .login(pb::LoginRequest { email: em.clone(), password: new_pw.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = h
+        .client
+        .change_password(bearer(
+            pb::ChangePasswordRequest {
+                current_password: "nope nope".into(),
+                new_password: "x".repeat(10),
+            },
+            &s1.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    h.client
+        .change_password(bearer(
+            pb::ChangePasswordRequest {
+                current_password: new_pw.into(),
+                new_password: "third secret!".into(),
+            },
+            &s1.access_token,
+        ))
+        .await
+        .unwrap();
+    validate(&mut h, &s1.access_token).await.expect("the session that changed it lives");
+    assert!(validate(&mut h, &s2.access_token).await.is_err(), "other sessions are revoked");
+}
+
+// ---------- keys, tiers, deactivation, fail-closed ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_serves_the_public_key() {
+    let mut h = real().await;
+    let jwks = h.client.get_jwks(pb::GetJwksRequest {}).await.unwrap().into_inner();
+    let key = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap();
+    assert_eq!(jwks.keys.len(), 1);
+    let k = &jwks.keys[0];
+    assert_eq!((k.kty.as_str(), k.alg.as_str(), k.r#use.as_str()), ("RSA", "RS256", "sig"));
+    assert_eq!(
+        (k.kid.as_str(), k.n.as_str(), k.e.as_str()),
+        (key.kid.as_str(), key.n.as_str(), key.e.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_follows_subscription_changed_events() {
+    let mut h = real().await;
+    let reg = register(&mut h, &email()).await;
+    let uid = reg.user.unwrap().id;
+    let event = skillup_proto::subscribe::v1::SubscriptionChanged {
+        user_id: uid.clone(),
+        plan: "premium".into(),
+        ..Default::default()
+    };
+    // The consumer may still be binding its queue: publish until it is seen.
+    for _ in 0..50 {
+        skillup_kit::events::publish(
+            &h.t.infra.bus,
+            "subscription.changed",
+            &uid,
+            "skillup.subscribe.v1.SubscriptionChanged",
+            &event,
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if validate(&mut h, &reg.access_token).await.unwrap().tier == "premium" {
+            return;
+        }
+    }
+    panic!("tier never changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_account_is_refused() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let mut h = real().await;
+    let admin_email = email();
+    register(&mut h, &admin_email).await;
+    let conn = &h.t.infra.db;
+    conn.execute_raw(Statement::from_string(
+        conn.get_database_backend(),
+        format!("UPDATE auth_users SET scopes = 'user admin' WHERE email = '{admin_email}'"),
+    ))
+    .await
+    .unwrap();
+    // A fresh sign-in carries the new scope.
+    let admin_tok = h
+        .client
+        .login(pb::LoginRequest { email: admin_email, password: PASSWORD.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let em = email();
+    let victim = register(&mut h, &em).await;
+    let vid = victim.user.clone().unwrap().id;
+    // Not an admin: refused.
+    let err = h
+        .client
+        .set_user_active(bearer(
+            pb::SetUserActiveRequest { user_id: vid.clone(), active: false },
+            &victim.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    h.client
+        .set_user_active(bearer(
+            pb::SetUserActiveRequest { user_id: vid.clone(), active: false },
+            &admin_tok,
+        ))
+        .await
+        .unwrap();
+    let err = validate(&mut h, &victim.access_token).await.unwrap_err();
+    assert!(matches!(err.code(), Code::PermissionDenied | Code::Unauthenticated), "{err:?}");
+    let err = h
+        .client
+        .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    h.client
+        .set_user_active(bearer(
+            pb::SetUserActiveRequest { user_id: vid, active: true },
+            &admin_tok,
+        ))
+        .await
+        .unwrap();
+    h.client
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .await
+        .expect("active again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_token_fails_closed_when_redis_stops() {
+    // A Redis of this test's own, so stopping it disturbs nobody else.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH");
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut cache = None;
+    for _ in 0..50 {
+        if let Ok(c) = skillup_kit::cache::RedisCache::connect(&url, "t:").await {
+            cache = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut t = TestInfra::real().await;
+    t.infra.cache = Arc::new(cache.expect("own redis started"));
+    let mut h = start_with(t, test_config()).await;
+    let reg = register(&mut h, &email()).await;
+    validate(&mut h, &reg.access_token).await.unwrap();
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let err = validate(&mut h, &reg.access_token).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "never valid without Redis: {err:?}");
+    assert_eq!(reason(&err), "UNAVAILABLE");
+}
