@@ -1,13 +1,11 @@
 //! The components `skillup` can run, what infrastructure each needs, and their migrations.
 //! Service issues register their `serve` functions here as they land.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
-use skillup_kit::{
-    Config, Shutdown, config::Needs, grpc::GrpcServer, infra::Infra, mailer::OutboxMailer, ops,
-};
+use skillup_kit::{Config, Shutdown, config::Needs, grpc::GrpcServer, infra::Infra, ops};
 
 /// A component that runs as its own process under `skillup serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +101,7 @@ pub async fn auth(
     infra: &Infra,
     shutdown: &Shutdown,
 ) -> anyhow::Result<skillup_auth::AuthGrpc> {
-    let mailer = Arc::new(OutboxMailer::new(config.outbox_dir(), config.mail.from.clone()));
+    let mailer = skillup_kit::mailer::from_config(config)?;
     skillup_auth::build(config.auth.clone(), config.keys_dir(), infra, mailer, shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("auth: {e}"))

@@ -62,6 +62,7 @@ pub struct Identity {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Issued {
     pub user_id: Uuid,
+    pub session_id: Uuid,
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: u32,
@@ -210,7 +211,7 @@ impl Auth {
             "skillup.auth.v1.UserLoggedIn",
             &skillup_proto::auth::v1::UserLoggedIn {
                 user_id: user.id.to_string(),
-                session_id: String::new(),
+                session_id: issued.session_id.to_string(),
                 ip: client.ip.clone(),
                 user_agent: client.user_agent.clone(),
             },
@@ -298,12 +299,13 @@ impl Auth {
         insert_refresh(&txn, sid, user.id, &refresh, t, t + refresh_ttl).await?;
         txn.commit().await?;
         let access = self.mint_access(user, sid).await?;
-        Ok(self.issued(user.id, access, refresh))
+        Ok(self.issued(user.id, sid, access, refresh))
     }
 
-    fn issued(&self, user_id: Uuid, access: String, refresh: String) -> Issued {
+    fn issued(&self, user_id: Uuid, session_id: Uuid, access: String, refresh: String) -> Issued {
         Issued {
             user_id,
+            session_id,
             access_token: access,
             refresh_token: refresh,
             expires_in: self.cfg.access_ttl_secs as u32,
@@ -396,7 +398,7 @@ impl Auth {
             .await?;
         txn.commit().await?;
         let access = self.mint_access(&user, sess.id).await?;
-        let issued = self.issued(user.id, access, next);
+        let issued = self.issued(user.id, sess.id, access, next);
         let grace = Duration::from_secs(self.cfg.refresh_grace_secs);
         if !grace.is_zero() {
             let body =

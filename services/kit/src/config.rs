@@ -119,6 +119,9 @@ pub struct MailConfig {
     pub from: String,
     /// Outbox directory for the file mailer; empty = `<data_dir>/outbox`.
     pub outbox_dir: Option<PathBuf>,
+    /// SMTP server (`smtp://host:25?tls=required`, `smtps://user:pass@host:465`); unset = outbox.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub smtp_url: Option<SecretString>,
 }
 
 /// Message bus settings (`SKILLUP_BUS__…`).
@@ -185,7 +188,11 @@ impl Default for Config {
                 keys_dir: None,
                 public_url: "http://127.0.0.1:8080".into(),
             },
-            mail: MailConfig { from: "SkillUp <no-reply@skillup.local>".into(), outbox_dir: None },
+            mail: MailConfig {
+                from: "SkillUp <no-reply@skillup.local>".into(),
+                outbox_dir: None,
+                smtp_url: None,
+            },
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The mailer port: auth (verification, password reset) and notification (task emails) send
-//! through it. The file outbox writes one RFC 5322 message per file under the outbox directory
-//! and logs its subject — what `skillup up` uses, and what tests read links from.
+//! through it. [`SmtpMailer`] (lettre) sends for real when `mail.smtp_url` is set; the file
+//! outbox writes one RFC 5322 message per file under the outbox directory and logs its subject —
+//! what `skillup up` uses by default, and what tests read links from.
 
 use std::path::{Path, PathBuf};
 
@@ -89,6 +90,74 @@ impl Mailer for OutboxMailer {
         tracing::info!(subject = %email.subject, outbox = %self.dir.display(), "email written to the outbox");
         Ok(())
     }
+}
+
+/// Sends through an SMTP server (lettre, pooled connections).
+#[derive(Clone)]
+pub struct SmtpMailer {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl std::fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpMailer").field("from", &self.from.to_string()).finish_non_exhaustive()
+    }
+}
+
+impl SmtpMailer {
+    /// `smtp://host:25` (plain; add `?tls=required` for STARTTLS) or `smtps://user:pass@host:465`.
+    /// Call it inside the tokio runtime (the connection pool starts a task).
+    pub fn from_url(url: &str, from: &str) -> Result<Self> {
+        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "`mail.smtp_url` (SKILLUP_MAIL__SMTP_URL) is not a valid SMTP URL: {e}"
+                ))
+            })?
+            .timeout(Some(std::time::Duration::from_secs(10)))
+            .build();
+        let from = from.parse().map_err(|e| {
+            Error::Config(format!("`mail.from` (SKILLUP_MAIL__FROM) is not a valid address: {e}"))
+        })?;
+        Ok(Self { transport, from })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, email: Email) -> Result<()> {
+        use lettre::AsyncTransport;
+        let to: lettre::message::Mailbox = email
+            .to
+            .parse()
+            .map_err(|e| Error::Io(std::io::Error::other(format!("recipient: {e}"))))?;
+        let message = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(email.subject)
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(email.body)
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        self.transport
+            .send(message)
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(format!("smtp: {e}"))))?;
+        Ok(())
+    }
+}
+
+/// The mailer a process uses: SMTP when configured, else the file outbox.
+pub fn from_config(config: &crate::Config) -> Result<SharedMailer> {
+    use secrecy::ExposeSecret;
+    Ok(match &config.mail.smtp_url {
+        Some(url) => {
+            std::sync::Arc::new(SmtpMailer::from_url(url.expose_secret(), &config.mail.from)?)
+        }
+        None => {
+            std::sync::Arc::new(OutboxMailer::new(config.outbox_dir(), config.mail.from.clone()))
+        }
+    })
 }
 
 #[cfg(test)]
