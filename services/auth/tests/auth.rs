@@ -59,13 +59,56 @@ async fn start_with(t: TestInfra, cfg: AuthConfig) -> Harness {
     }
 }
 
-async fn real() -> Harness {
-    start_with(TestInfra::real().await, test_config()).await
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Real,
+    Embedded,
 }
 
-async fn embedded() -> Harness {
-    start_with(TestInfra::embedded().await, test_config()).await
+async fn infra(kind: Kind) -> TestInfra {
+    match kind {
+        Kind::Real => TestInfra::real().await,
+        Kind::Embedded => TestInfra::embedded().await,
+    }
 }
+
+async fn harness(kind: Kind) -> Harness {
+    start_with(infra(kind).await, test_config()).await
+}
+
+async fn real() -> Harness {
+    harness(Kind::Real).await
+}
+
+/// Each case once on the real servers and once on SQLite + the in-process cache and bus.
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod real_servers {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Kind::Real).await })*
+        }
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Kind::Embedded).await })*
+        }
+    };
+}
+
+both!(
+    register_login_me_validate,
+    bad_input_gets_a_reason_never_internal,
+    concurrent_duplicate_registration_makes_exactly_one_account,
+    logout_blacklists_at_once_and_ends_the_session,
+    log_out_everywhere,
+    revoke_one_session,
+    rotation_reuse_revokes_the_family,
+    a_retry_within_the_grace_window_gets_the_same_pair,
+    concurrent_refreshes_yield_one_successor_line,
+    lockout_is_exact_under_fifty_parallel_wrong_passwords,
+    email_verification_is_single_use,
+    verification_tokens_expire_and_resend_is_throttled,
+    password_reset_and_change,
+    tier_follows_subscription_changed_events,
+    a_deactivated_account_is_refused,
+);
 
 fn email() -> String {
     format!("user-{}@example.com", testing::unique())
@@ -107,7 +150,8 @@ fn reason(s: &tonic::Status) -> String {
 
 // ---------- accounts ----------
 
-async fn register_login_me_validate(mut h: Harness) {
+async fn register_login_me_validate(kind: Kind) {
+    let mut h = harness(kind).await;
     let em = email();
     let res = h
         .client
@@ -172,19 +216,8 @@ async fn register_login_me_validate(mut h: Harness) {
     assert_eq!(meta["tier"], "free");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_login_me_validate_real() {
-    register_login_me_validate(real().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_login_me_validate_embedded() {
-    register_login_me_validate(embedded().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_a_reason_never_internal() {
-    let mut h = real().await;
+async fn bad_input_gets_a_reason_never_internal(kind: Kind) {
+    let mut h = harness(kind).await;
     let cases = [
         ("not-an-email", PASSWORD.to_owned(), "".to_owned(), "email"),
         ("", PASSWORD.to_owned(), "".to_owned(), "email"),
@@ -222,9 +255,8 @@ async fn bad_input_gets_a_reason_never_internal() {
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicate_registration_makes_exactly_one_account() {
-    let h = real().await;
+async fn concurrent_duplicate_registration_makes_exactly_one_account(kind: Kind) {
+    let h = harness(kind).await;
     let em = email();
     let tasks: Vec<_> = (0..12)
         .map(|i| {
@@ -404,9 +436,8 @@ mod attacks {
 
 // ---------- sessions, rotation, revocation ----------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_blacklists_at_once_and_ends_the_session() {
-    let mut h = real().await;
+async fn logout_blacklists_at_once_and_ends_the_session(kind: Kind) {
+    let mut h = harness(kind).await;
     let reg = register(&mut h, &email()).await;
     validate(&mut h, &reg.access_token).await.unwrap();
     let res = h
@@ -428,9 +459,8 @@ async fn logout_blacklists_at_once_and_ends_the_session() {
     assert_eq!(reason(&err), "TOKEN_REVOKED");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_out_everywhere() {
-    let mut h = real().await;
+async fn log_out_everywhere(kind: Kind) {
+    let mut h = harness(kind).await;
     let em = email();
     let a = register(&mut h, &em).await;
     let b = h
@@ -465,9 +495,8 @@ async fn log_out_everywhere() {
     validate(&mut h, &c.access_token).await.expect("new tokens are not caught by the cut-off");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoke_one_session() {
-    let mut h = real().await;
+async fn revoke_one_session(kind: Kind) {
+    let mut h = harness(kind).await;
     let em = email();
     let a = register(&mut h, &em).await;
     let b = h
@@ -494,11 +523,9 @@ async fn revoke_one_session() {
     assert_eq!(err.code(), Code::NotFound);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_reuse_revokes_the_family() {
+async fn rotation_reuse_revokes_the_family(kind: Kind) {
     let mut h =
-        start_with(TestInfra::real().await, AuthConfig { refresh_grace_secs: 1, ..test_config() })
-            .await;
+        start_with(infra(kind).await, AuthConfig { refresh_grace_secs: 1, ..test_config() }).await;
     let a = register(&mut h, &email()).await;
     let b = h
         .client
@@ -525,9 +552,8 @@ async fn rotation_reuse_revokes_the_family() {
     assert_eq!(reason(&validate(&mut h, &a.access_token).await.unwrap_err()), "TOKEN_REVOKED");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_within_the_grace_window_gets_the_same_pair() {
-    let mut h = real().await;
+async fn a_retry_within_the_grace_window_gets_the_same_pair(kind: Kind) {
+    let mut h = harness(kind).await;
     let a = register(&mut h, &email()).await;
     let first = h
         .client
@@ -546,9 +572,8 @@ async fn a_retry_within_the_grace_window_gets_the_same_pair() {
     validate(&mut h, &retry.access_token).await.expect("the session is intact");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_refreshes_yield_one_successor_line() {
-    let mut h = real().await;
+async fn concurrent_refreshes_yield_one_successor_line(kind: Kind) {
+    let mut h = harness(kind).await;
     let a = register(&mut h, &email()).await;
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -570,9 +595,8 @@ async fn concurrent_refreshes_yield_one_successor_line() {
 
 // ---------- brute force ----------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lockout_is_exact_under_fifty_parallel_wrong_passwords() {
-    let mut h = real().await;
+async fn lockout_is_exact_under_fifty_parallel_wrong_passwords(kind: Kind) {
+    let mut h = harness(kind).await;
     let em = email();
     register(&mut h, &em).await;
     let tasks: Vec<_> = (0..50)
@@ -617,9 +641,8 @@ fn token_in(body: &str) -> String {
     body.split("token=").nth(1).unwrap().chars().take(43).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn email_verification_is_single_use() {
-    let mut h = real().await;
+async fn email_verification_is_single_use(kind: Kind) {
+    let mut h = harness(kind).await;
     let em = email();
     let reg = register(&mut h, &em).await;
     let mail =
@@ -638,13 +661,10 @@ async fn email_verification_is_single_use() {
     assert!(err.message().contains("already used"), "{}", err.message());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verification_tokens_expire_and_resend_is_throttled() {
-    let mut h = start_with(
-        TestInfra::real().await,
-        AuthConfig { verification_ttl_secs: 1, ..test_config() },
-    )
-    .await;
+async fn verification_tokens_expire_and_resend_is_throttled(kind: Kind) {
+    let mut h =
+        start_with(infra(kind).await, AuthConfig { verification_ttl_secs: 1, ..test_config() })
+            .await;
     let em = email();
     let reg = register(&mut h, &em).await;
     let token = token_in(&h.outbox.read_all().unwrap()[0].body);
@@ -666,9 +686,8 @@ async fn verification_tokens_expire_and_resend_is_throttled() {
     assert_eq!(h.outbox.read_all().unwrap().len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_reset_and_change() {
-    let mut h = real().await;
+async fn password_reset_and_change(kind: Kind) {
+    let mut h = harness(kind).await;
     let em = email();
     let reg = register(&mut h, &em).await;
     h.client
@@ -763,9 +782,8 @@ async fn jwks_serves_the_public_key() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tier_follows_subscription_changed_events() {
-    let mut h = real().await;
+async fn tier_follows_subscription_changed_events(kind: Kind) {
+    let mut h = harness(kind).await;
     let reg = register(&mut h, &email()).await;
     let uid = reg.user.unwrap().id;
     let event = skillup_proto::subscribe::v1::SubscriptionChanged {
@@ -792,10 +810,9 @@ async fn tier_follows_subscription_changed_events() {
     panic!("tier never changed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deactivated_account_is_refused() {
+async fn a_deactivated_account_is_refused(kind: Kind) {
     use sea_orm::{ConnectionTrait, Statement};
-    let mut h = real().await;
+    let mut h = harness(kind).await;
     let admin_email = email();
     register(&mut h, &admin_email).await;
     let conn = &h.t.infra.db;

@@ -87,7 +87,13 @@ impl Mailer for OutboxMailer {
         let tmp = self.dir.join(format!("{id}.tmp"));
         tokio::fs::write(&tmp, text).await?;
         tokio::fs::rename(&tmp, self.dir.join(format!("{id}.eml"))).await?;
-        tracing::info!(subject = %email.subject, outbox = %self.dir.display(), "email written to the outbox");
+        // The outbox is the development mailer: log the first link so `skillup up` users can
+        // click through without opening the file. (The SMTP mailer never logs bodies.)
+        let link = email
+            .body
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"));
+        tracing::info!(subject = %email.subject, to = %email.to, link = link.unwrap_or(""), outbox = %self.dir.display(), "email written to the outbox");
         Ok(())
     }
 }

@@ -1,0 +1,200 @@
+//! Load generator for the auth service, run from its own process against a running
+//! `skillup serve auth` (see `scripts/bench-auth`). Prints one JSON line per scenario.
+//!
+//! - `validate`: ValidateToken (signature + the one Redis round trip) from N concurrent callers.
+//! - `login`: logins/s next to the raw bcrypt rate at the same cost on this machine.
+//! - `validate-under-login`: ValidateToken latency while a login flood runs.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Scenario: validate | login | validate-under-login | bcrypt
+    scenario: String,
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// bcrypt cost the server uses (for the raw-rate baseline).
+    #[arg(long, default_value_t = 12)]
+    bcrypt_cost: u32,
+}
+
+const PASSWORD: &str = "benchmark password 1";
+
+async fn client(addr: &str) -> AuthServiceClient<Channel> {
+    let ch = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("auth is reachable");
+    AuthServiceClient::new(ch)
+}
+
+async fn account(c: &mut AuthServiceClient<Channel>) -> (String, String) {
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let res = c
+        .register(pb::RegisterRequest {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            name: String::new(),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    (email, res.access_token)
+}
+
+struct Stats {
+    ok: u64,
+    errors: u64,
+    micros: Vec<u32>,
+    elapsed: Duration,
+}
+
+impl Stats {
+    fn pct(&mut self, p: f64) -> f64 {
+        if self.micros.is_empty() {
+            return 0.0;
+        }
+        self.micros.sort_unstable();
+        let i = ((self.micros.len() as f64 - 1.0) * p).round() as usize;
+        self.micros[i] as f64 / 1000.0
+    }
+
+    fn report(mut self, name: &str) {
+        let rps = self.ok as f64 / self.elapsed.as_secs_f64();
+        let (p50, p99) = (self.pct(0.50), self.pct(0.99));
+        println!(
+            "{{\"scenario\":\"{name}\",\"ok\":{},\"errors\":{},\"per_second\":{rps:.0},\"p50_ms\":{p50:.2},\"p99_ms\":{p99:.2}}}",
+            self.ok, self.errors
+        );
+    }
+}
+
+/// Runs `concurrency` loops of `call` until `seconds` pass, on separate HTTP/2 connections.
+async fn drive<F, Fut>(args: &Args, concurrency: usize, seconds: u64, call: F) -> Stats
+where
+    F: Fn(AuthServiceClient<Channel>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        // One HTTP/2 connection per caller, so the server sees real parallel streams.
+        let c = client(&args.addr).await;
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut micros) = (0u64, 0u64, Vec::with_capacity(100_000));
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if call(c.clone()).await {
+                    ok += 1;
+                    micros.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            (ok, errors, micros)
+        }));
+    }
+    let mut s = Stats { ok: 0, errors: 0, micros: Vec::new(), elapsed: Duration::ZERO };
+    for t in tasks {
+        let (ok, errors, micros) = t.await.unwrap();
+        s.ok += ok;
+        s.errors += errors;
+        s.micros.extend(micros);
+    }
+    s.elapsed = start.elapsed();
+    s
+}
+
+fn bcrypt_rate(cost: u32, seconds: u64) -> f64 {
+    let hash = bcrypt::hash(PASSWORD, cost).unwrap();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let hash = hash.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    assert!(bcrypt::verify(PASSWORD, &hash).unwrap());
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if args.scenario == "bcrypt" {
+        let rate = bcrypt_rate(args.bcrypt_cost, args.seconds);
+        println!(
+            "{{\"scenario\":\"bcrypt\",\"cost\":{},\"per_second\":{rate:.1}}}",
+            args.bcrypt_cost
+        );
+        return;
+    }
+    let mut c = client(&args.addr).await;
+    let (email, token) = account(&mut c).await;
+    let validate = {
+        let token = token.clone();
+        move |mut c: AuthServiceClient<Channel>| {
+            let token = token.clone();
+            async move {
+                c.validate_token(pb::ValidateTokenRequest { token, required_scopes: vec![] })
+                    .await
+                    .is_ok()
+            }
+        }
+    };
+    let login = {
+        let email = email.clone();
+        move |mut c: AuthServiceClient<Channel>| {
+            let email = email.clone();
+            async move { c.login(pb::LoginRequest { email, password: PASSWORD.into() }).await.is_ok() }
+        }
+    };
+    match args.scenario.as_str() {
+        "validate" => {
+            drive(&args, args.concurrency, args.seconds, validate).await.report("validate")
+        }
+        "login" => drive(&args, args.concurrency, args.seconds, login).await.report("login"),
+        "validate-under-login" => {
+            let flood = tokio::spawn({
+                let args = Args { scenario: String::new(), ..args_clone(&args) };
+                async move { drive(&args, 16, args.seconds, login).await }
+            });
+            let v = drive(&args, args.concurrency, args.seconds, validate).await;
+            v.report("validate-under-login");
+            flood.await.unwrap().report("login-flood");
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn args_clone(a: &Args) -> Args {
+    Args {
+        scenario: a.scenario.clone(),
+        addr: a.addr.clone(),
+        concurrency: a.concurrency,
+        seconds: a.seconds,
+        bcrypt_cost: a.bcrypt_cost,
+    }
+}
