@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rsa::{
     PrivateKey,
-    pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding},
     traits::PublicKeyParts,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -29,6 +29,8 @@ pub struct SigningKey {
     pub n: String,
     /// Public exponent, base64url without padding (JWK `e`).
     pub e: String,
+    /// The public key as DER SubjectPublicKeyInfo (RFC 5280), for verifiers.
+    pub public_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -45,7 +47,15 @@ impl SigningKey {
         let public = key.to_public_key();
         let n = URL_SAFE_NO_PAD.encode(public.n().as_ref().to_be_bytes_trimmed_vartime());
         let e = URL_SAFE_NO_PAD.encode(public.e().to_be_bytes_trimmed_vartime());
-        Ok(Self { kid: thumbprint(&n, &e), private_pem: SecretString::from(pem.to_owned()), n, e })
+        let public_der =
+            public.to_public_key_der().map_err(|e| Error::Keys(e.to_string()))?.as_bytes().to_vec();
+        Ok(Self {
+            kid: thumbprint(&n, &e),
+            private_pem: SecretString::from(pem.to_owned()),
+            n,
+            e,
+            public_der,
+        })
     }
 
     /// Generates a new 4096-bit key (CPU-heavy: seconds; run it off the async threads).
