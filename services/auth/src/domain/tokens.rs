@@ -68,10 +68,18 @@ struct KeySet {
     public: Vec<PublicJwk>,
 }
 
+/// Tokens whose signature already verified, by SHA-256 of their exact bytes (as Envoy's
+/// `jwt_authn` cache does). Only the signature check and the parse are skipped on a hit: the
+/// time claims are checked on every call, and revocation is never cached.
+const VERIFIED_CACHE_MAX: usize = 50_000;
+
+type VerifiedCache = std::sync::Mutex<HashMap<[u8; 32], Arc<AccessClaims>>>;
+
 /// Signs and verifies access tokens.
 #[derive(Clone)]
 pub struct TokenKeys {
     keys: Arc<RwLock<Arc<KeySet>>>,
+    verified: Arc<VerifiedCache>,
     dir: PathBuf,
     issuer: String,
     audience: String,
@@ -90,6 +98,7 @@ impl TokenKeys {
         let set = load_set(&dir)?;
         Ok(Self {
             keys: Arc::new(RwLock::new(Arc::new(set))),
+            verified: Arc::new(std::sync::Mutex::new(HashMap::new())),
             dir,
             issuer: issuer.into(),
             audience: audience.into(),
@@ -99,7 +108,12 @@ impl TokenKeys {
     /// Re-reads the key directory (rotation); keeps the old set if the new one is broken.
     pub fn reload(&self) -> Result<(), String> {
         let set = load_set(&self.dir)?;
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        // A key that left the set must take its tokens with it, cached or not.
+        if current.verifying.keys().any(|kid| !set.verifying.contains_key(kid)) {
+            self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        *current = Arc::new(set);
         Ok(())
     }
 
@@ -147,6 +161,35 @@ impl TokenKeys {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Invalid("malformed"));
         }
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+                .as_ref()
+                .try_into()
+                .map_err(|_| TokenError::Invalid("malformed"))?;
+        let cached = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&digest).cloned();
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signature(token)?);
+                let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= VERIFIED_CACHE_MAX {
+                    // Bounded: drop what has expired, and everything if that was not enough.
+                    let now = unix_now();
+                    cache.retain(|_, c| c.exp + LEEWAY_SECS as i64 >= now);
+                    if cache.len() >= VERIFIED_CACHE_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert(digest, claims.clone());
+                claims
+            }
+        };
+        self.check_claims(&claims)?;
+        Ok((*claims).clone())
+    }
+
+    /// Header, key and signature; then the claims parse.
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(s64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -169,12 +212,12 @@ impl TokenKeys {
         key.verify_sig(signed.as_bytes(), &signature)
             .map_err(|_| TokenError::Invalid("bad signature"))?;
 
-        let claims: AccessClaims =
-            decode_json(p64).ok_or(TokenError::Invalid("missing or malformed claims"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
+        decode_json(p64).ok_or(TokenError::Invalid("missing or malformed claims"))
+    }
+
+    /// What can change with time or config: checked on every call, cached or not.
+    fn check_claims(&self, claims: &AccessClaims) -> Result<(), TokenError> {
+        let now = unix_now();
         let leeway = LEEWAY_SECS as i64;
         if claims.exp + leeway < now {
             return Err(TokenError::Expired);
@@ -191,7 +234,7 @@ impl TokenKeys {
         if claims.typ != "access" {
             return Err(TokenError::Invalid("not an access token"));
         }
-        Ok(claims)
+        Ok(())
     }
 
     pub fn issuer(&self) -> &str {
@@ -210,6 +253,13 @@ struct JwsHeader {
     alg: String,
     kid: Option<String>,
     crit: Option<serde_json::Value>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
@@ -244,4 +294,75 @@ fn load_set(dir: &std::path::Path) -> Result<KeySet, String> {
     let signing =
         signing.ok_or_else(|| format!("signing key {current} not found in {}", dir.display()))?;
     Ok(KeySet { signing_kid: current, signing, verifying, public })
+}
+
+#[cfg(test)]
+mod tests {
+    use skillup_kit::keys::{KeyStore, SigningKey};
+
+    use super::*;
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "skillup".into(),
+            aud: "skillup-api".into(),
+            sub: uuid::Uuid::now_v7().to_string(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            jti: uuid::Uuid::now_v7().to_string(),
+            typ: "access".into(),
+            scope: "user".into(),
+            tier: "free".into(),
+            email_verified: false,
+            sid: uuid::Uuid::now_v7().to_string(),
+            email: "a@example.com".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_dies_with_its_key() {
+        let dir = std::env::temp_dir().join(format!("skillup-tok-{}", uuid::Uuid::new_v4()));
+        let store = KeyStore::new(&dir);
+        let old = SigningKey::from_pem(skillup_kit::testing::TEST_RSA_PRIVATE_PEM).unwrap();
+        store.store(&old, true).unwrap();
+        let keys = TokenKeys::load(&dir, "skillup", "skillup-api").unwrap();
+        let token = keys.sign(claims(unix_now())).await.unwrap();
+        assert!(keys.verify(&token).is_ok());
+        assert!(keys.verify(&token).is_ok(), "second call is served from the cache");
+        assert_eq!(keys.verified.lock().unwrap().len(), 1);
+
+        // Rotation alone keeps the old key for verification…
+        let new = SigningKey::generate_bits(2048).unwrap();
+        store.store(&new, true).unwrap();
+        keys.reload().unwrap();
+        assert!(keys.verify(&token).is_ok(), "old tokens verify until the old key is removed");
+        // …removing it revokes every token it signed, cached ones included.
+        std::fs::remove_file(dir.join(format!("{}.pem", old.kid))).unwrap();
+        keys.reload().unwrap();
+        assert_eq!(keys.verify(&token), Err(TokenError::Invalid("unknown key id")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn time_claims_are_checked_on_cache_hits_too() {
+        let dir = std::env::temp_dir().join(format!("skillup-tok-{}", uuid::Uuid::new_v4()));
+        KeyStore::new(&dir)
+            .store(&SigningKey::from_pem(skillup_kit::testing::TEST_RSA_PRIVATE_PEM).unwrap(), true)
+            .unwrap();
+        let keys = TokenKeys::load(&dir, "skillup", "skillup-api").unwrap();
+        // Already past exp + leeway: refused on the first call and on a (forced) cache hit.
+        let mut c = claims(unix_now() - 1000);
+        c.exp = unix_now() - 120;
+        let token = keys.sign(c.clone()).await.unwrap();
+        assert_eq!(keys.verify(&token), Err(TokenError::Expired));
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap();
+        keys.verified.lock().unwrap().insert(digest, Arc::new(c));
+        assert_eq!(keys.verify(&token), Err(TokenError::Expired));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
