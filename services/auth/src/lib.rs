@@ -11,7 +11,7 @@ pub mod grpc;
 pub mod service;
 pub mod store;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use skillup_kit::{
     Shutdown,
@@ -92,9 +92,4 @@ async fn consume_tier_changes(auth: Auth, bus: SharedBus, shutdown: Shutdown) {
             }
         }
     }
-}
-
-/// Convenience for callers holding `Arc`s.
-pub fn shared_mailer<M: skillup_kit::mailer::Mailer>(m: M) -> SharedMailer {
-    Arc::new(m)
 }

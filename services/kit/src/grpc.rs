@@ -150,11 +150,6 @@ impl GrpcServer {
         self.local_addr
     }
 
-    /// The fully qualified names of the services this server registered (not health/reflection).
-    pub fn service_names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Serves until `shutdown` fires, then: health NOT_SERVING → wait `drain` → stop accepting →
     /// let in-flight calls finish (at most `grace`).
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
