@@ -123,8 +123,12 @@ impl TokenKeys {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = me.reload() {
-                    tracing::warn!(error = %e, "signing keys not reloaded");
+                // File reads and RSA key parsing: off the async threads.
+                let keys = me.clone();
+                match tokio::task::spawn_blocking(move || keys.reload()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "signing keys not reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "key reload task failed"),
                 }
             }
         })
