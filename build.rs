@@ -4,17 +4,34 @@
 
 use std::{env, fs, path::PathBuf};
 
-use prost::Message;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let mut files = Vec::new();
-    collect(&PathBuf::from("proto/skillup"), &mut files)?;
-    files.sort();
-    let fds = protox::compile(&files, ["proto"])?;
+    println!("cargo:rerun-if-changed=proto-testing");
+    let mut served = Vec::new();
+    collect(&PathBuf::from("proto/skillup"), &mut served)?;
+    served.sort();
+    let mut testing = served.clone();
+    collect(&PathBuf::from("proto-testing/skillup"), &mut testing)?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out.join("skillup_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // `encode_file_descriptor_set` keeps extension options (`google.api.http`,
+    // `skillup.common.v1.edge`, field behaviour), which prost's own types would drop; the
+    // edge reads its routes from them.
+    let compile = |files: &[PathBuf]| -> Result<protox::Compiler, Box<dyn std::error::Error>> {
+        let mut c = protox::Compiler::new(["proto", "proto-testing"])?;
+        c.include_imports(true).include_source_info(true);
+        c.open_files(files)?;
+        Ok(c)
+    };
+    // What `skillup` serves and routes.
+    let served = compile(&served)?;
+    fs::write(out.join("skillup_descriptor.bin"), served.encode_file_descriptor_set())?;
+    // Everything, the testing service included: for the edge's tests.
+    let testing = compile(&testing)?;
+    fs::write(out.join("testing_descriptor.bin"), testing.encode_file_descriptor_set())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(testing.file_descriptor_set())?;
     Ok(())
 }
 

@@ -11,6 +11,12 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/skillup_descriptor.bin"));
 
+/// [`FILE_DESCRIPTOR_SET`] plus `skillup.testing.v1` (`proto-testing/`): a service that exists
+/// only so the edge's tests can exercise every transcoding feature. Never served by `skillup`.
+#[doc(hidden)]
+pub const TESTING_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/testing_descriptor.bin"));
+
 /// Every gRPC service name declared in `proto/`, fully qualified, for health and reflection.
 pub const SERVICE_NAMES: &[&str] = &[
     "skillup.auth.v1.AuthService",
@@ -38,6 +44,8 @@ package!(subscribe, "skillup.subscribe.v1");
 package!(payment, "skillup.payment.v1");
 package!(ai, "skillup.ai.v1");
 package!(notification, "skillup.notification.v1");
+#[doc(hidden)]
+package!(testing, "skillup.testing.v1");
 
 /// The vendored `google.api` annotation types (`HttpRule`), for the edge's transcoder.
 pub mod google {

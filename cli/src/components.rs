@@ -1,11 +1,13 @@
 //! The components `skillup` can run, what infrastructure each needs, and their migrations.
 //! Service issues register their `serve` functions here as they land.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
-use skillup_kit::{Config, Shutdown, config::Needs, grpc::GrpcServer, infra::Infra, ops};
+use skillup_kit::{
+    Config, Shutdown, config::Needs, grpc::GrpcServer, identity::IdentityKey, infra::Infra, ops,
+};
 
 /// A component that runs as its own process under `skillup serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,7 +65,18 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let infra = Infra::connect(&config).await.context("connecting the infrastructure")?;
+    let identity_key = identity_key(&config)?;
+    if component == Component::Edge {
+        let edge = edge(&config, &infra, identity_key, None, &shutdown)?;
+        let http = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        tracing::info!(component = "edge", http = %http.local_addr()?, "serving");
+        edge.serve(http, shutdown).await.context("edge")?;
+        return Ok(());
+    }
     let builder = GrpcServer::builder()
+        .identity_key(identity_key)
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
             Duration::from_millis(config.shutdown.drain_ms),
@@ -93,6 +106,41 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
     g?;
     h?;
     Ok(())
+}
+
+/// The key the edge signs identity assertions with and every service verifies them with:
+/// `identity.key_file` (a Secret in Kubernetes), or `<keys_dir>/identity.key`, created on first
+/// start when unset and missing (processes sharing a data directory share it).
+pub fn identity_key(config: &Config) -> anyhow::Result<Arc<IdentityKey>> {
+    let create = config.identity.key_file.is_none();
+    Ok(Arc::new(config.identity_key(create).context("loading the identity assertion key")?))
+}
+
+/// The edge on this process's infrastructure, routing every contract in `proto/`.
+/// `services` limits the routes to the services that exist (under `up`, the ones this version
+/// serves); `None` routes every contract.
+pub fn edge(
+    config: &Config,
+    infra: &Infra,
+    identity_key: Arc<IdentityKey>,
+    services: Option<Vec<String>>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<skillup_edge::Edge> {
+    let descriptors = prost_reflect::DescriptorPool::decode(skillup_proto::FILE_DESCRIPTOR_SET)
+        .context("reading the contracts")?;
+    skillup_edge::Edge::build(
+        skillup_edge::EdgeParts {
+            config: config.clone(),
+            descriptors,
+            cache: infra.cache.clone(),
+            bus: infra.bus.clone(),
+            identity_key,
+            readiness: infra.readiness.clone(),
+            services,
+        },
+        shutdown.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("edge: {e}"))
 }
 
 /// The auth service on this process's infrastructure.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use skillup_kit::{Config, Shutdown, grpc::GrpcServer, infra::Infra, keys::KeyStore, ops};
+use skillup_kit::{Config, Shutdown, grpc::GrpcServer, infra::Infra, keys::KeyStore};
 
 use crate::{components, say};
 
@@ -27,6 +27,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if generated { ", generated now" } else { "" }
     ));
 
+    let identity_key = components::identity_key(&config)?;
     let auth = components::auth(&config, &infra, &shutdown).await?;
     say(&format!(
         "ready  auth      (skillup.auth.v1; emails go to {})",
@@ -36,6 +37,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
         .add_service(auth.into_server())
+        .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
             Duration::from_millis(config.shutdown.drain_ms),
@@ -52,12 +54,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
-    let http_task =
-        tokio::spawn(ops::serve(http, ops::router(infra.readiness.clone()), shutdown.clone()));
-    say(&format!("ready  http      {http_addr}"));
+    // Route what this process serves (service issues add theirs next to add_service above).
+    let served = vec!["skillup.auth.v1.AuthService".to_owned()];
+    // The edge calls the services on the listener just bound (its port may have been 0).
+    let mut edge_config = config.clone();
+    edge_config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));
+    let edge = components::edge(&edge_config, &infra, identity_key, Some(served), &shutdown)?;
+    let routes = edge.inner().table.routes.len();
+    let http_task = tokio::spawn(edge.serve(http, shutdown.clone()));
+    say(&format!("ready  edge      {http_addr} ({routes} REST routes from the contracts)"));
 
     say("");
     say("SkillUp is up.");
+    say(&format!("  api       http://{http_addr}/api/openapi.json"));
     say(&format!("  health    http://{http_addr}/healthz"));
     say(&format!("  ready     http://{http_addr}/readyz"));
     say(&format!("  metrics   http://{http_addr}/metrics"));

@@ -86,7 +86,7 @@ fn start_up(cmd: &mut Command, data_dir: &std::path::Path) -> Up {
             .to_owned()
     };
     let grpc = addr_of("ready  grpc");
-    let http = addr_of("ready  http");
+    let http = addr_of("ready  edge");
     Up { child, grpc, http, lines }
 }
 
@@ -166,6 +166,37 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         std::fs::read_dir(dir.join("outbox")).unwrap().count() >= 1,
         "verification email in the outbox"
     );
+
+    // The same service through the edge's REST routes.
+    let rest = reqwest::Client::new();
+    let res = rest
+        .post(format!("http://{}/api/auth/register", up.http))
+        .json(
+            &serde_json::json!({"email": "grace@example.com", "password": "correct horse battery"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let me = rest
+        .get(format!("http://{}/api/auth/me", up.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["email"], "grace@example.com");
+    let doc: serde_json::Value = reqwest::get(format!("http://{}/api/openapi.json", up.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/api/auth/login"].is_object());
+    assert!(doc["paths"].get("/api/generate").is_none(), "only what this version serves");
 
     let res = reqwest::get(format!("http://{}/healthz", up.http)).await.unwrap();
     assert_eq!(res.status(), 200);
@@ -284,10 +315,12 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_auth_runs_alone_on_the_real_servers() {
+async fn serve_auth_and_serve_edge_as_separate_processes_on_the_real_servers() {
     let db = testing::TestDb::postgres().await;
     let dir = data_dir_with_test_key();
     let (grpc, http) = (free_port(), free_port());
+    let prefix = format!("test:{}:", testing::unique());
+    let exchange = format!("test.{}.events", testing::unique());
     let mut child = skillup()
         .args([
             "serve",
@@ -303,8 +336,8 @@ async fn serve_auth_runs_alone_on_the_real_servers() {
         .env("REDIS_URL", testing::redis_url())
         .env("AMQP_URL", testing::amqp_url())
         .env("SKILLUP_AUTH__BCRYPT_COST", "4")
-        .env("SKILLUP_CACHE_PREFIX", format!("test:{}:", testing::unique()))
-        .env("SKILLUP_BUS__EXCHANGE", format!("test.{}.events", testing::unique()))
+        .env("SKILLUP_CACHE_PREFIX", &prefix)
+        .env("SKILLUP_BUS__EXCHANGE", &exchange)
         .env("SKILLUP_BUS__QUEUE_PREFIX", format!("test.{}.", testing::unique()))
         .spawn()
         .unwrap();
@@ -341,11 +374,63 @@ async fn serve_auth_runs_alone_on_the_real_servers() {
     .unwrap();
     let ready = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert!(
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success()
-    );
+
+    // `serve edge` as a process of its own, in front of it.
+    let edge_http = free_port();
+    let mut edge = skillup()
+        .args(["serve", "edge", "--http-addr", &format!("127.0.0.1:{edge_http}"), "--data-dir"])
+        .arg(&dir)
+        .env("REDIS_URL", testing::redis_url())
+        .env("AMQP_URL", testing::amqp_url())
+        .env("SKILLUP_EDGE__UPSTREAMS__AUTH", format!("http://127.0.0.1:{grpc}"))
+        .env("SKILLUP_CACHE_PREFIX", &prefix)
+        .env("SKILLUP_BUS__EXCHANGE", &exchange)
+        .env("SKILLUP_BUS__QUEUE_PREFIX", format!("test.{}.", testing::unique()))
+        .spawn()
+        .unwrap();
+    let rest = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{edge_http}");
+    let mut login = None;
+    for _ in 0..100 {
+        if let Ok(r) = rest
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({"email": "grace@example.com", "password": "correct horse battery"}))
+            .send()
+            .await
+        {
+            login = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let login = login.expect("serve edge listens");
+    assert_eq!(login.status(), 200);
+    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = rest.get(format!("{base}/api/auth/me")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let out = rest
+        .post(format!("{base}/api/auth/logout"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let me = rest.get(format!("{base}/api/auth/me")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(me.status(), 401);
+
+    for c in [&child, &edge] {
+        assert!(
+            Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap().success()
+        );
+    }
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+    let status = tokio::task::spawn_blocking(move || edge.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "edge: {status:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

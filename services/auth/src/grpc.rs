@@ -241,6 +241,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
             jti: id.jti,
             expires_at: Some(prost_types::Timestamp { seconds: id.expires_at, nanos: 0 }),
             session_id: id.session_id.to_string(),
+            identity_version: id.version,
         }))
     }
 

@@ -56,6 +56,8 @@ pub struct Identity {
     pub jti: String,
     pub session_id: Uuid,
     pub expires_at: i64,
+    /// The account's identity stamp (`auth:ver:{user}`); empty when never changed.
+    pub version: String,
 }
 
 /// What a successful sign-in hands back.
@@ -439,12 +441,14 @@ impl Auth {
         }
         tracing::warn!(user_id = %user.id, session_id = %sess.id, "refresh token reused: revoking its session");
         self.revoke_sessions(user.id, &[sess.id]).await?;
+        self.emit_revoked(user.id, Vec::new(), None).await;
         Err(AuthError::Revoked("this refresh token was already used; the session is signed out"))
     }
 
     /// Revokes sessions: their refresh tokens stop working and their access tokens fail
     /// validation at once.
     async fn revoke_sessions(&self, user_id: Uuid, ids: &[Uuid]) -> Result<()> {
+        self.bump_identity_version(user_id).await?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -462,6 +466,20 @@ impl Auth {
                 .map_err(cache_err)?;
         }
         Ok(())
+    }
+
+    /// Stamps the account's identity as changed (`auth:ver:{user}`): an edge reuses a cached
+    /// token decision only while the stamp it saw is unchanged, so a revocation or a tier
+    /// change takes effect on the next request at every edge, before any event arrives.
+    async fn bump_identity_version(&self, user_id: Uuid) -> Result<()> {
+        self.cache
+            .set(
+                &format!("{}{user_id}", skillup_kit::identity::VERSION_KEY_PREFIX),
+                Bytes::from(Uuid::now_v7().to_string()),
+                Some(self.marker_ttl()),
+            )
+            .await
+            .map_err(cache_err)
     }
 
     async fn active_session_ids(&self, user_id: Uuid) -> Result<Vec<Uuid>> {
@@ -564,6 +582,7 @@ impl Auth {
             format!("auth:off:{}", claims.sub),
             format!("auth:tier:{}", claims.sub),
             format!("auth:ev:{}", claims.sub),
+            format!("{}{}", skillup_kit::identity::VERSION_KEY_PREFIX, claims.sub),
         ];
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let vals = self.cache.get_many(&refs).await.map_err(cache_err)?;
@@ -610,6 +629,11 @@ impl Auth {
             jti: claims.jti,
             session_id,
             expires_at: claims.exp,
+            version: vals[6]
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 
@@ -699,6 +723,7 @@ impl Auth {
             .set(&format!("auth:ev:{user_id}"), Bytes::from_static(b"1"), Some(self.marker_ttl()))
             .await
             .map_err(cache_err)?;
+        self.bump_identity_version(user_id).await?;
         self.emit(
             "user.email_verified",
             &user_id,
@@ -793,6 +818,7 @@ impl Auth {
             .filter(|s| *s != who.session_id)
             .collect();
         self.revoke_sessions(who.user_id, &others).await?;
+        self.emit_revoked(who.user_id, Vec::new(), None).await;
         self.emit_password_changed(who.user_id, false).await;
         Ok(())
     }
@@ -855,6 +881,7 @@ impl Auth {
             .set(&format!("auth:tier:{id}"), Bytes::from(tier.to_owned()), Some(self.marker_ttl()))
             .await
             .map_err(cache_err)?;
+        self.bump_identity_version(id).await?;
         Ok(())
     }
 

@@ -69,6 +69,100 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Outgoing email.
     pub mail: MailConfig,
+    /// The identity assertion the edge signs and every service verifies.
+    pub identity: IdentityConfig,
+    /// The REST/JSON edge.
+    pub edge: EdgeConfig,
+}
+
+/// Identity assertion settings (`SKILLUP_IDENTITY__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// File holding the HMAC key (at least 32 bytes; a Kubernetes Secret). Unset =
+    /// `<keys_dir>/identity.key`, created on first start when it is missing.
+    pub key_file: Option<PathBuf>,
+    /// Life of an assertion the edge mints, seconds.
+    pub ttl_secs: u64,
+}
+
+/// The edge (`SKILLUP_EDGE__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// gRPC address of each service by its short name (`auth`, `prompt`, `subscribe`,
+    /// `payment`, `ai`, `notification`), e.g. `http://auth:50051`.
+    pub upstreams: std::collections::BTreeMap<String, String>,
+    /// Address of any service not in `upstreams`; unset = this process's `grpc_addr`.
+    pub upstream_default: Option<String>,
+    /// Default deadline of an upstream call, milliseconds (a route's own rule may differ).
+    pub timeout_ms: u64,
+    /// How long a token decision is reused, milliseconds (never past the token's expiry;
+    /// revocation events evict at once). 0 = ask auth every time.
+    pub decision_cache_ms: u64,
+    /// Most decisions kept.
+    pub decision_cache_max: u64,
+    /// Largest request body, bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Largest request header section, bytes (431 above).
+    pub max_header_bytes: usize,
+    /// Networks allowed on internal routes (the Nginx validate endpoint), CIDR notation.
+    pub internal_cidrs: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed, CIDR notation; empty = none.
+    pub trusted_proxies: Vec<String>,
+    /// Origins allowed by CORS; empty = no CORS headers; `*` = any origin.
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain; with `tls_key_file`, the edge speaks HTTPS (HTTP/2 by ALPN).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Keep-alive comment interval on SSE streams, milliseconds.
+    pub sse_keepalive_ms: u64,
+    /// WebSocket ping interval, milliseconds; a socket that misses two is closed.
+    pub ws_ping_ms: u64,
+    /// How long a WebSocket may take to send its token, milliseconds.
+    pub ws_auth_timeout_ms: u64,
+    /// Rate limits.
+    pub rate: RateConfig,
+    /// Circuit breakers, one per upstream service.
+    pub breaker: BreakerConfig,
+}
+
+/// Rate limits (`SKILLUP_EDGE__RATE__…`), GCRA: a sustained rate plus a burst. 0 = no limit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Requests per second per client IP, every route.
+    pub ip_per_sec: u32,
+    /// Burst of the per-IP budget.
+    pub ip_burst: u32,
+    /// Requests per minute per client IP on sign-in, registration, refresh, verification and
+    /// reset routes.
+    pub auth_per_min: u32,
+    /// Burst of the auth budget.
+    pub auth_burst: u32,
+    /// Generation requests per minute per user, by subscription tier; tiers not listed use
+    /// `free`'s.
+    pub generate_per_min: std::collections::BTreeMap<String, u32>,
+    /// Burst of the generation budget, as a number of requests.
+    pub generate_burst: u32,
+}
+
+/// Circuit breaker per upstream (`SKILLUP_EDGE__BREAKER__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Opens after this many failures in a row (UNAVAILABLE, DEADLINE_EXCEEDED, transport
+    /// errors); 0 = never on a streak.
+    pub consecutive_failures: u32,
+    /// Also opens when at least this percent of the last `window` calls failed; 0 = off.
+    pub failure_rate_percent: u32,
+    /// Calls the failure rate is taken over (and the least before it counts).
+    pub window: u32,
+    /// How long it stays open before half-open probes, milliseconds.
+    pub open_ms: u64,
+    /// Probe calls let through while half-open; all must succeed to close.
+    pub half_open_probes: u32,
 }
 
 /// Auth service settings (`SKILLUP_AUTH__…`).
@@ -193,6 +287,42 @@ impl Default for Config {
                 outbox_dir: None,
                 smtp_url: None,
             },
+            identity: IdentityConfig { key_file: None, ttl_secs: 60 },
+            edge: EdgeConfig {
+                upstreams: Default::default(),
+                upstream_default: None,
+                timeout_ms: 30_000,
+                decision_cache_ms: 5_000,
+                decision_cache_max: 100_000,
+                max_body_bytes: 1 << 20,
+                max_header_bytes: 16 << 10,
+                internal_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+                trusted_proxies: Vec::new(),
+                cors_origins: Vec::new(),
+                tls_cert_file: None,
+                tls_key_file: None,
+                sse_keepalive_ms: 15_000,
+                ws_ping_ms: 20_000,
+                ws_auth_timeout_ms: 10_000,
+                rate: RateConfig {
+                    ip_per_sec: 50,
+                    ip_burst: 100,
+                    auth_per_min: 30,
+                    auth_burst: 10,
+                    generate_per_min: [("free", 10), ("basic", 60), ("premium", 300)]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                    generate_burst: 5,
+                },
+                breaker: BreakerConfig {
+                    consecutive_failures: 5,
+                    failure_rate_percent: 50,
+                    window: 20,
+                    open_ms: 5_000,
+                    half_open_probes: 3,
+                },
+            },
         }
     }
 }
@@ -306,6 +436,24 @@ impl Config {
                 "must be at least 60 and below auth.refresh_ttl_secs",
             ));
         }
+        if self.identity.ttl_secs == 0 || self.identity.ttl_secs > 3_600 {
+            return Err(bad("identity.ttl_secs", "SKILLUP_IDENTITY__TTL_SECS", "must be 1..=3600"));
+        }
+        if self.edge.tls_cert_file.is_some() != self.edge.tls_key_file.is_some() {
+            return Err(bad(
+                "edge.tls_cert_file",
+                "SKILLUP_EDGE__TLS_CERT_FILE",
+                "and edge.tls_key_file must be set together",
+            ));
+        }
+        for (key, var, list) in [
+            ("edge.internal_cidrs", "SKILLUP_EDGE__INTERNAL_CIDRS", &self.edge.internal_cidrs),
+            ("edge.trusted_proxies", "SKILLUP_EDGE__TRUSTED_PROXIES", &self.edge.trusted_proxies),
+        ] {
+            if let Some(bad_net) = list.iter().find(|n| n.parse::<ipnet::IpNet>().is_err()) {
+                return Err(bad(key, var, &format!("holds `{bad_net}`, which is not a CIDR")));
+            }
+        }
         if mode == RunMode::Distributed {
             if needs.database && self.database_url.is_none() {
                 return Err(missing(
@@ -335,6 +483,18 @@ impl Config {
     /// The signing-key directory.
     pub fn keys_dir(&self) -> PathBuf {
         self.auth.keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// The identity assertion key: `identity.key_file`, or `<keys_dir>/identity.key` (created
+    /// when missing only if `create`).
+    pub fn identity_key(&self, create: bool) -> Result<crate::identity::IdentityKey> {
+        match &self.identity.key_file {
+            Some(path) => crate::identity::IdentityKey::load(path, false),
+            None => crate::identity::IdentityKey::load(
+                &crate::identity::default_key_path(&self.keys_dir()),
+                create,
+            ),
+        }
     }
 
     /// The file mailer's outbox.

@@ -6,6 +6,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -23,7 +24,10 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 
-use crate::{Readiness, Result, Shutdown};
+use crate::{
+    Readiness, Result, Shutdown,
+    identity::{IdentityKey, IdentityLayer},
+};
 
 const HEALTH: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
@@ -37,6 +41,7 @@ pub struct GrpcServerBuilder {
     readiness_interval: Duration,
     drain: Duration,
     grace: Duration,
+    identity: Option<Arc<IdentityKey>>,
 }
 
 impl Default for GrpcServerBuilder {
@@ -48,6 +53,7 @@ impl Default for GrpcServerBuilder {
             readiness_interval: Duration::from_secs(2),
             drain: Duration::from_secs(2),
             grace: Duration::from_secs(30),
+            identity: None,
         }
     }
 }
@@ -88,6 +94,13 @@ impl GrpcServerBuilder {
         self
     }
 
+    /// The key the edge's identity assertions are verified with. Without it every identity
+    /// header is dropped and every assertion refused (see [`crate::identity`]).
+    pub fn identity_key(mut self, key: Arc<IdentityKey>) -> Self {
+        self.identity = Some(key);
+        self
+    }
+
     /// Binds the listener (port 0 picks a free one) and wires health and reflection.
     pub async fn bind(self, addr: SocketAddr) -> Result<GrpcServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -124,6 +137,7 @@ impl GrpcServerBuilder {
             readiness_interval: self.readiness_interval,
             drain: self.drain,
             grace: self.grace,
+            identity: self.identity,
         })
     }
 }
@@ -139,6 +153,7 @@ pub struct GrpcServer {
     readiness_interval: Duration,
     drain: Duration,
     grace: Duration,
+    identity: Option<Arc<IdentityKey>>,
 }
 
 impl GrpcServer {
@@ -163,6 +178,7 @@ impl GrpcServer {
             readiness_interval,
             drain,
             grace,
+            identity,
         } = self;
         let statuses: Vec<String> = names.iter().cloned().chain([String::new()]).collect();
 
@@ -217,7 +233,10 @@ impl GrpcServer {
                 |req: &Request<Body>| tracing::info_span!("grpc", path = %req.uri().path()),
             ))
             // metrics: counts and times every RPC by its final grpc-status.
-            .layer(MetricsLayer);
+            .layer(MetricsLayer)
+            // identity: plain identity headers out, the verified assertion's claims in, before
+            // any service code reads them.
+            .layer(IdentityLayer::new(identity));
         let server = Server::builder()
             .layer(layers)
             .add_routes(routes)

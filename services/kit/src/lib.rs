@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod identity;
 pub mod infra;
 pub mod keys;
 pub mod mailer;

@@ -1,0 +1,205 @@
+//! The services behind the edge: one lazily connected HTTP/2 channel per upstream, calls made
+//! with already-encoded bytes (the transcoder owns the message types), a deadline on every
+//! call, and a circuit breaker per upstream.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+use skillup_kit::config::{BreakerConfig, EdgeConfig};
+use tonic::{
+    Code, Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::MetadataMap,
+    transport::{Channel, Endpoint},
+};
+
+use crate::breaker::Breaker;
+
+/// Passes encoded messages through untouched.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawEncoder;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// One upstream service.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub url: String,
+    pub channel: Channel,
+    pub breaker: Breaker,
+}
+
+/// Every upstream, by short name (`auth`, `ai`, …).
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    by_name: Arc<HashMap<String, Arc<Upstream>>>,
+    default_url: String,
+    breaker: BreakerConfig,
+}
+
+impl Upstreams {
+    /// Channels for `names` (connected on first use).
+    pub fn new(
+        cfg: &EdgeConfig,
+        default_url: String,
+        names: impl IntoIterator<Item = String>,
+    ) -> Result<Self, String> {
+        let mut by_name = HashMap::new();
+        for name in names {
+            let url = cfg.upstreams.get(&name).cloned().unwrap_or_else(|| default_url.clone());
+            let up = Self::connect(&name, &url, cfg.breaker.clone())?;
+            by_name.insert(name, Arc::new(up));
+        }
+        Ok(Self { by_name: Arc::new(by_name), default_url, breaker: cfg.breaker.clone() })
+    }
+
+    fn connect(name: &str, url: &str, breaker: BreakerConfig) -> Result<Upstream, String> {
+        let channel = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("upstream {name}: bad address {url}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Upstream {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            channel,
+            breaker: Breaker::new(name, breaker),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.by_name.values()
+    }
+
+    pub fn default_url(&self) -> &str {
+        &self.default_url
+    }
+
+    pub fn breaker_config(&self) -> &BreakerConfig {
+        &self.breaker
+    }
+}
+
+/// Why a call did not happen or failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// The breaker is open; retry after this long.
+    Open(Duration),
+    /// The upstream answered with (or the transport produced) this status.
+    Status(Status),
+}
+
+fn request(body: Bytes, md: MetadataMap, timeout: Duration) -> tonic::Request<Bytes> {
+    let mut req = tonic::Request::new(body);
+    *req.metadata_mut() = md;
+    // tonic sends it as `grpc-timeout`, so the service sees the same deadline.
+    req.set_timeout(timeout);
+    req
+}
+
+/// The outcome of a call under `timeout`: the edge's own timer, or a service that gave up at
+/// the propagated `grpc-timeout` (tonic answers CANCELLED then), both read DEADLINE_EXCEEDED.
+fn deadline<T>(
+    timeout: Duration,
+    started: std::time::Instant,
+    res: Result<Result<T, Status>, tokio::time::error::Elapsed>,
+) -> Result<T, Status> {
+    match res {
+        Err(_) => Err(Status::deadline_exceeded("deadline exceeded at the edge")),
+        Ok(Err(s)) if s.code() == Code::Cancelled && started.elapsed() >= timeout.mul_f64(0.95) => {
+            Err(Status::deadline_exceeded("deadline exceeded"))
+        }
+        Ok(r) => r,
+    }
+}
+
+impl Upstream {
+    /// A unary call. The deadline is enforced here too, in case the upstream ignores it.
+    pub async fn unary(
+        &self,
+        path: &str,
+        body: Bytes,
+        md: MetadataMap,
+        timeout: Duration,
+    ) -> Result<tonic::Response<Bytes>, CallError> {
+        self.call(path, timeout, |mut grpc, path| async move {
+            grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+            grpc.unary(request(body, md, timeout), path, RawCodec).await
+        })
+        .await
+    }
+
+    /// A server-streaming call: the response headers (or the first error) arrive before this
+    /// returns; the breaker is told how the stream opened.
+    pub async fn server_streaming(
+        &self,
+        path: &str,
+        body: Bytes,
+        md: MetadataMap,
+        timeout: Duration,
+    ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, CallError> {
+        self.call(path, timeout, |mut grpc, path| async move {
+            grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+            grpc.server_streaming(request(body, md, timeout), path, RawCodec).await
+        })
+        .await
+    }
+
+    /// One call through the breaker, under the deadline.
+    async fn call<T, F, Fut>(&self, path: &str, timeout: Duration, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(tonic::client::Grpc<Channel>, PathAndQuery) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let permit = self.breaker.try_acquire().map_err(CallError::Open)?;
+        let path = PathAndQuery::try_from(path)
+            .map_err(|e| CallError::Status(Status::internal(e.to_string())))?;
+        let grpc = tonic::client::Grpc::new(self.channel.clone());
+        let started = std::time::Instant::now();
+        let res = deadline(timeout, started, tokio::time::timeout(timeout, f(grpc, path)).await);
+        permit.record(res.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
+        res.map_err(CallError::Status)
+    }
+}

@@ -1,0 +1,378 @@
+//! The caller's identity inside the cluster. The edge validates the access token (through
+//! auth's `ValidateToken`), then forwards the identity as gRPC metadata (`x-user-id`,
+//! `x-scopes`, `x-subscription-tier`, `x-email-verified`) together with a short-lived assertion
+//! it signs with HMAC-SHA256 under a key only the mesh holds (`identity.key_file`, a Kubernetes
+//! Secret). Every service's server runs [`IdentityLayer`]: plain identity headers are dropped,
+//! a valid assertion puts them back from its own claims and adds an [`Identity`] to the
+//! request's extensions, a bad or expired one is refused. So a pod that reaches a service
+//! directly cannot act as a user by setting headers.
+//!
+//! Format: `v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256 over "v1.<claims>")>`.
+
+use std::{
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aws_lc_rs::hmac;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::{HeaderValue, Request, Response};
+use serde::{Deserialize, Serialize};
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::{Error, Result};
+
+/// `x-user-id`: the validated account id.
+pub const USER_ID: &str = "x-user-id";
+/// `x-scopes`: space-separated scopes.
+pub const SCOPES: &str = "x-scopes";
+/// `x-subscription-tier`: the tier code.
+pub const TIER: &str = "x-subscription-tier";
+/// `x-email-verified`: "true" or "false".
+pub const EMAIL_VERIFIED: &str = "x-email-verified";
+/// `x-skillup-identity`: the signed assertion of the four above.
+pub const ASSERTION: &str = "x-skillup-identity";
+/// `x-request-id`: the request id the edge accepted or minted.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Cache key prefix of an account's identity stamp (`auth:ver:{user_id}`): auth rewrites it on
+/// every revocation and identity change; the edge compares it before reusing a decision.
+pub const VERSION_KEY_PREFIX: &str = "auth:ver:";
+
+/// The identity headers a client must never be able to set.
+pub const IDENTITY_HEADERS: [&str; 5] = [USER_ID, SCOPES, TIER, EMAIL_VERIFIED, ASSERTION];
+
+/// Least key length, bytes.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// A validated caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Account id (UUID text).
+    #[serde(rename = "sub")]
+    pub user_id: String,
+    /// Scopes.
+    #[serde(rename = "scp")]
+    pub scopes: Vec<String>,
+    /// Subscription tier code.
+    pub tier: String,
+    /// Whether the email address is confirmed.
+    #[serde(rename = "ev")]
+    pub email_verified: bool,
+    /// Request id of the call that minted it.
+    #[serde(rename = "rid", default)]
+    pub request_id: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// The signed form, for forwarding on service-to-service calls.
+    #[serde(skip)]
+    pub assertion: String,
+}
+
+impl Identity {
+    /// Whether the caller holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The identity the kit's interceptor verified for this request, if any.
+    pub fn of<T>(req: &tonic::Request<T>) -> Option<&Identity> {
+        req.extensions().get::<Identity>()
+    }
+
+    /// Like [`Identity::of`], or UNAUTHENTICATED.
+    pub fn require<T>(req: &tonic::Request<T>) -> std::result::Result<&Identity, tonic::Status> {
+        Self::of(req).ok_or_else(|| {
+            crate::error::status(
+                skillup_proto::common::v1::ErrorCode::Unauthenticated,
+                "sign in first: this call needs a validated caller",
+            )
+        })
+    }
+
+    /// Puts the assertion (and the plain headers) on an outgoing service-to-service call, so
+    /// the next service sees the same caller.
+    pub fn forward<T>(&self, req: &mut tonic::Request<T>) {
+        let md = req.metadata_mut();
+        let mut put = |k: &'static str, v: &str| {
+            if let Ok(v) = v.parse() {
+                md.insert(k, v);
+            }
+        };
+        put(ASSERTION, &self.assertion);
+        put(USER_ID, &self.user_id);
+        put(SCOPES, &self.scopes.join(" "));
+        put(TIER, &self.tier);
+        put(EMAIL_VERIFIED, if self.email_verified { "true" } else { "false" });
+        if !self.request_id.is_empty() {
+            put(REQUEST_ID, &self.request_id);
+        }
+    }
+}
+
+/// Why an assertion was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    #[error("the identity assertion is malformed")]
+    Malformed,
+    #[error("the identity assertion's signature does not match")]
+    BadSignature,
+    #[error("the identity assertion has expired")]
+    Expired,
+}
+
+/// The mesh's assertion key.
+#[derive(Clone)]
+pub struct IdentityKey {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityKey(..)")
+    }
+}
+
+impl IdentityKey {
+    /// A key from raw bytes (at least 32).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < MIN_KEY_BYTES {
+            return Err(Error::Keys(format!(
+                "the identity key must be at least {MIN_KEY_BYTES} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, bytes) })
+    }
+
+    /// A fresh random key (tests, and `up` on first start).
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS random source works");
+        Self::from_bytes(&bytes).expect("32 bytes")
+    }
+
+    /// Reads the key file (its trimmed contents are the key). With `create`, a missing file
+    /// is created with 32 random bytes (hex, mode 0600) — for `up` and single-machine setups;
+    /// in Kubernetes the file comes from a Secret and is never created.
+    pub fn load(path: &Path, create: bool) -> Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => Self::from_bytes(trim(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let mut raw = [0u8; 32];
+                getrandom::fill(&mut raw).map_err(|e| Error::Keys(e.to_string()))?;
+                let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                write_private(path, hex.as_bytes())?;
+                // Another process may have raced us: whatever is on disk now wins.
+                Self::from_bytes(trim(&std::fs::read(path)?))
+            }
+            Err(e) => Err(Error::Keys(format!("reading the identity key {}: {e}", path.display()))),
+        }
+    }
+
+    /// Signs `identity` (its `exp` as given).
+    pub fn sign(&self, identity: &Identity) -> String {
+        let claims = serde_json::to_vec(identity).expect("identity serialises");
+        let body = format!("v1.{}", URL_SAFE_NO_PAD.encode(claims));
+        let tag = hmac::sign(&self.key, body.as_bytes());
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// Checks signature and expiry; `now` in Unix seconds.
+    pub fn verify(
+        &self,
+        assertion: &str,
+        now: u64,
+    ) -> std::result::Result<Identity, AssertionError> {
+        if assertion.len() > 4096 {
+            return Err(AssertionError::Malformed);
+        }
+        let (body, tag) = assertion.rsplit_once('.').ok_or(AssertionError::Malformed)?;
+        let claims = body.strip_prefix("v1.").ok_or(AssertionError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| AssertionError::Malformed)?;
+        hmac::verify(&self.key, body.as_bytes(), &tag).map_err(|_| AssertionError::BadSignature)?;
+        let bytes = URL_SAFE_NO_PAD.decode(claims).map_err(|_| AssertionError::Malformed)?;
+        let mut id: Identity =
+            serde_json::from_slice(&bytes).map_err(|_| AssertionError::Malformed)?;
+        if id.exp <= now {
+            return Err(AssertionError::Expired);
+        }
+        id.assertion = assertion.to_owned();
+        Ok(id)
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(mut f) => Ok(f.write_all(data)?),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    Ok(std::fs::write(path, data)?)
+}
+
+/// The default key file: `<keys_dir>/identity.key`.
+pub fn default_key_path(keys_dir: &Path) -> PathBuf {
+    keys_dir.join("identity.key")
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// The server side of the assertion: see the module docs. Without a key nothing can be
+/// verified, so every identity header is dropped and every assertion refused (fail closed).
+#[derive(Clone, Debug, Default)]
+pub struct IdentityLayer {
+    key: Option<Arc<IdentityKey>>,
+}
+
+impl IdentityLayer {
+    pub fn new(key: Option<Arc<IdentityKey>>) -> Self {
+        Self { key }
+    }
+}
+
+impl<S> Layer<S> for IdentityLayer {
+    type Service = IdentityService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        IdentityService { inner, key: self.key.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityService<S> {
+    inner: S,
+    key: Option<Arc<IdentityKey>>,
+}
+
+type BoxFut<T, E> = Pin<Box<dyn std::future::Future<Output = std::result::Result<T, E>> + Send>>;
+
+impl<S> Service<Request<Body>> for IdentityService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFut<Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let assertion =
+            req.headers().get(ASSERTION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let headers = req.headers_mut();
+        for h in IDENTITY_HEADERS {
+            headers.remove(h);
+        }
+        if let Some(assertion) = assertion {
+            let verified = match &self.key {
+                Some(key) => key.verify(&assertion, now_secs()),
+                None => Err(AssertionError::BadSignature),
+            };
+            match verified {
+                Ok(id) => {
+                    let mut put = |k: &'static str, v: &str| {
+                        if let Ok(v) = HeaderValue::from_str(v) {
+                            headers.insert(k, v);
+                        }
+                    };
+                    put(USER_ID, &id.user_id);
+                    put(SCOPES, &id.scopes.join(" "));
+                    put(TIER, &id.tier);
+                    put(EMAIL_VERIFIED, if id.email_verified { "true" } else { "false" });
+                    put(ASSERTION, &id.assertion);
+                    req.extensions_mut().insert(id);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %req.uri().path(), "identity assertion refused");
+                    let status = crate::error::status(
+                        skillup_proto::common::v1::ErrorCode::Unauthenticated,
+                        e.to_string(),
+                    );
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(exp: u64) -> Identity {
+        Identity {
+            user_id: "u1".into(),
+            scopes: vec!["user".into()],
+            tier: "free".into(),
+            email_verified: true,
+            request_id: "r1".into(),
+            exp,
+            assertion: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_signed_identity_verifies_and_round_trips() {
+        let key = IdentityKey::random();
+        let a = key.sign(&id(100));
+        let back = key.verify(&a, 99).unwrap();
+        assert_eq!(back.user_id, "u1");
+        assert_eq!(back.assertion, a);
+        assert_eq!(key.verify(&a, 100), Err(AssertionError::Expired));
+    }
+
+    #[test]
+    fn another_key_or_a_changed_claim_is_refused() {
+        let key = IdentityKey::random();
+        let a = key.sign(&id(100));
+        assert_eq!(IdentityKey::random().verify(&a, 1), Err(AssertionError::BadSignature));
+        let forged = key.sign(&Identity { user_id: "u2".into(), ..id(100) });
+        let (forged_body, _) = forged.rsplit_once('.').unwrap();
+        let (_, tag) = a.rsplit_once('.').unwrap();
+        assert_eq!(
+            key.verify(&format!("{forged_body}.{tag}"), 1),
+            Err(AssertionError::BadSignature)
+        );
+        assert_eq!(key.verify("v1.e30", 1), Err(AssertionError::Malformed));
+        assert_eq!(key.verify("garbage", 1), Err(AssertionError::Malformed));
+    }
+
+    #[test]
+    fn short_keys_are_refused_and_files_are_created_once() {
+        assert!(IdentityKey::from_bytes(b"short").is_err());
+        let dir = std::env::temp_dir().join(format!("idkey-{}", uuid::Uuid::new_v4()));
+        let path = default_key_path(&dir);
+        assert!(IdentityKey::load(&path, false).is_err(), "no silent creation");
+        let k1 = IdentityKey::load(&path, true).unwrap();
+        let k2 = IdentityKey::load(&path, false).unwrap();
+        let a = k1.sign(&id(100));
+        assert!(k2.verify(&a, 1).is_ok(), "the same key comes back from the file");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
