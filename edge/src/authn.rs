@@ -60,6 +60,10 @@ impl Decision {
             request_id: request_id.to_owned(),
             exp,
             assertion: String::new(),
+            jti: self.jti.clone(),
+            sid: self.session_id.clone(),
+            ver: self.version.clone(),
+            token_exp: self.expires_at,
         }
     }
 }
@@ -151,7 +155,7 @@ impl Authenticator {
                 Some(wait.as_secs().max(1)),
             )
         })?;
-        let mut client = AuthServiceClient::new(self.auth.channel.clone());
+        let mut client = AuthServiceClient::new(self.auth.channel());
         let mut req = tonic::Request::new(ValidateTokenRequest {
             token: token.to_owned(),
             required_scopes: scopes.to_vec(),

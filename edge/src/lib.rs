@@ -129,7 +129,7 @@ impl Edge {
         for up in upstreams.all() {
             let up = up.clone();
             readiness = readiness.with(format!("upstream:{}", up.name), move || {
-                let channel = up.channel.clone();
+                let channel = up.channel();
                 async move {
                     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
                     let res = client
@@ -304,8 +304,9 @@ impl Inner {
         }
     }
 
-    /// The metadata every upstream call carries: request id, client address, user agent,
-    /// the caller's bearer token (auth needs it), and the few headers services read.
+    /// The metadata every upstream call carries: request id, client address, user agent, and
+    /// the few headers services read. The bearer token stays here: services get the validated
+    /// identity (and its assertion) instead.
     fn base_metadata(&self, headers: &HeaderMap, client: IpAddr, request_id: &str) -> MetadataMap {
         let mut md = MetadataMap::new();
         let mut put = |k: &'static str, v: &str| {
@@ -319,7 +320,6 @@ impl Inner {
             (header::USER_AGENT.as_str(), "x-user-agent"),
             ("idempotency-key", "idempotency-key"),
             (header::ACCEPT_LANGUAGE.as_str(), "accept-language"),
-            (header::AUTHORIZATION.as_str(), "authorization"),
         ] {
             if let Some(v) = headers.get(from).and_then(|v| v.to_str().ok()) {
                 put(to, v);

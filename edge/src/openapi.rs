@@ -218,12 +218,23 @@ fn message_schema(
             continue;
         }
         let mut s = field_schema(&f, pending);
+        if is_required(&f) {
+            required.push(f.name().to_owned());
+            // proto3 has no presence for scalars: the default value is the same as absent.
+            if f.is_list() || f.is_map() {
+                s["minItems"] = json!(1);
+            } else if matches!(f.kind(), Kind::String | Kind::Bytes) {
+                s["minLength"] = json!(1);
+            }
+        } else if s.get("$ref").is_some() {
+            // The proto3 JSON mapping reads `null` as "not set" for every field.
+            s = json!({"allOf": [s], "nullable": true});
+        } else {
+            s["nullable"] = json!(true);
+        }
         let d = field_comment(&f);
         if !d.is_empty() && s.get("$ref").is_none() {
             s["description"] = json!(d);
-        }
-        if is_required(&f) {
-            required.push(f.name().to_owned());
         }
         props.insert(f.name().to_owned(), s);
     }

@@ -56,12 +56,14 @@ impl Decoder for RawDecoder {
     }
 }
 
-/// One upstream service.
+/// One upstream service: a few HTTP/2 connections (one connection's lock and flow control
+/// become the bottleneck under many concurrent calls) and one breaker.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub url: String,
-    pub channel: Channel,
+    channels: Vec<Channel>,
+    next: std::sync::atomic::AtomicUsize,
     pub breaker: Breaker,
 }
 
@@ -83,24 +85,30 @@ impl Upstreams {
         let mut by_name = HashMap::new();
         for name in names {
             let url = cfg.upstreams.get(&name).cloned().unwrap_or_else(|| default_url.clone());
-            let up = Self::connect(&name, &url, cfg.breaker.clone())?;
+            let up = Self::connect(&name, &url, cfg.upstream_connections, cfg.breaker.clone())?;
             by_name.insert(name, Arc::new(up));
         }
         Ok(Self { by_name: Arc::new(by_name), default_url, breaker: cfg.breaker.clone() })
     }
 
-    fn connect(name: &str, url: &str, breaker: BreakerConfig) -> Result<Upstream, String> {
-        let channel = Endpoint::from_shared(url.to_owned())
+    fn connect(
+        name: &str,
+        url: &str,
+        connections: u32,
+        breaker: BreakerConfig,
+    ) -> Result<Upstream, String> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("upstream {name}: bad address {url}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channels = (0..connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
         Ok(Upstream {
             name: name.to_owned(),
             url: url.to_owned(),
-            channel,
+            channels,
+            next: Default::default(),
             breaker: Breaker::new(name, breaker),
         })
     }
@@ -156,6 +164,12 @@ fn deadline<T>(
 }
 
 impl Upstream {
+    /// The next connection, round robin.
+    pub fn channel(&self) -> Channel {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.channels[i % self.channels.len()].clone()
+    }
+
     /// A unary call. The deadline is enforced here too, in case the upstream ignores it.
     pub async fn unary(
         &self,
@@ -196,7 +210,7 @@ impl Upstream {
         let permit = self.breaker.try_acquire().map_err(CallError::Open)?;
         let path = PathAndQuery::try_from(path)
             .map_err(|e| CallError::Status(Status::internal(e.to_string())))?;
-        let grpc = tonic::client::Grpc::new(self.channel.clone());
+        let grpc = tonic::client::Grpc::new(self.channel());
         let started = std::time::Instant::now();
         let res = deadline(timeout, started, tokio::time::timeout(timeout, f(grpc, path)).await);
         permit.record(res.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));

@@ -4,6 +4,8 @@
 //! - `validate`: ValidateToken (signature + the one Redis round trip) from N concurrent callers.
 //! - `login`: logins/s next to the raw bcrypt rate at the same cost on this machine.
 //! - `validate-under-login`: ValidateToken latency while a login flood runs.
+//! - `get-me`: GetMe with a bearer token (`--token`, or a fresh account): the direct-gRPC floor
+//!   the edge benchmark (`scripts/bench-edge`) compares the edge and Nginx with.
 
 #![allow(clippy::print_stdout)] // the report is this tool's output
 
@@ -28,6 +30,12 @@ struct Args {
     /// bcrypt cost the server uses (for the raw-rate baseline).
     #[arg(long, default_value_t = 12)]
     bcrypt_cost: u32,
+    /// Access token for `get-me` (default: a fresh account's).
+    #[arg(long)]
+    token: Option<String>,
+    /// HTTP/2 connections the callers share (default: min(concurrency, 4)).
+    #[arg(long)]
+    connections: Option<usize>,
 }
 
 const PASSWORD: &str = "benchmark password 1";
@@ -93,7 +101,7 @@ where
     let mut tasks = Vec::new();
     // Callers multiplex streams over a few HTTP/2 connections, as an edge in front of auth does.
     let mut conns = Vec::new();
-    for _ in 0..concurrency.clamp(1, 4) {
+    for _ in 0..args.connections.unwrap_or(concurrency.clamp(1, 4)).max(1) {
         conns.push(client(&args.addr).await);
     }
     for i in 0..concurrency {
@@ -159,6 +167,16 @@ async fn main() {
     }
     let mut c = client(&args.addr).await;
     let (email, token) = account(&mut c).await;
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", args.token.clone().unwrap_or_else(|| token.clone())).parse().unwrap();
+    let get_me = move |mut c: AuthServiceClient<Channel>| {
+        let bearer = bearer.clone();
+        async move {
+            let mut req = tonic::Request::new(pb::GetMeRequest {});
+            req.metadata_mut().insert("authorization", bearer);
+            c.get_me(req).await.is_ok()
+        }
+    };
     let validate = {
         let token = token.clone();
         move |mut c: AuthServiceClient<Channel>| {
@@ -182,6 +200,7 @@ async fn main() {
             drive(&args, args.concurrency, args.seconds, validate).await.report("validate")
         }
         "login" => drive(&args, args.concurrency, args.seconds, login).await.report("login"),
+        "get-me" => drive(&args, args.concurrency, args.seconds, get_me).await.report("get-me"),
         "validate-under-login" => {
             let flood = tokio::spawn({
                 let args = Args { scenario: String::new(), ..args_clone(&args) };
@@ -202,5 +221,7 @@ fn args_clone(a: &Args) -> Args {
         concurrency: a.concurrency,
         seconds: a.seconds,
         bcrypt_cost: a.bcrypt_cost,
+        token: a.token.clone(),
+        connections: a.connections,
     }
 }

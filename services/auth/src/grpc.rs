@@ -1,5 +1,6 @@
 //! The tonic adapter: decode, call the service, encode, map errors. Protected RPCs take the
-//! caller from `authorization: Bearer <access token>` and validate it fully.
+//! caller from the edge's identity assertion, or else from `authorization: Bearer <access
+//! token>`, validated fully.
 
 use skillup_proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -27,8 +28,28 @@ impl AuthGrpc {
         AuthServiceServer::new(self)
     }
 
-    async fn caller(&self, md: &MetadataMap) -> Result<Identity, Status> {
-        let token = bearer(md).ok_or_else(|| {
+    /// The caller: the identity the edge validated moments ago and asserted (verified by the
+    /// kit before this runs), or — for direct gRPC callers such as operators with grpcurl — a
+    /// full validation of the bearer token.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        if let Some(id) = skillup_kit::identity::Identity::of(req)
+            && let (Ok(user_id), Ok(session_id)) =
+                (uuid::Uuid::parse_str(&id.user_id), uuid::Uuid::parse_str(&id.sid))
+            && !id.jti.is_empty()
+        {
+            return Ok(Identity {
+                user_id,
+                email: String::new(),
+                scopes: id.scopes.clone(),
+                tier: id.tier.clone(),
+                email_verified: id.email_verified,
+                jti: id.jti.clone(),
+                session_id,
+                expires_at: id.token_exp,
+                version: id.ver.clone(),
+            });
+        }
+        let token = bearer(req.metadata()).ok_or_else(|| {
             Status::from(AuthError::Unauthenticated("sign in first: no bearer token"))
         })?;
         Ok(self.auth.validate(token, &[]).await?)
@@ -137,7 +158,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let who = self.caller(req.metadata()).await?;
+        let who = self.caller(&req).await?;
         self.auth.logout(&who, &req.into_inner().refresh_token).await?;
         Ok(with_status(pb::LogoutResponse {}, 204))
     }
@@ -146,7 +167,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let who = self.caller(req.metadata()).await?;
+        let who = self.caller(&req).await?;
         self.auth.logout_all(who.user_id).await?;
         Ok(with_status(pb::LogoutResponse {}, 204))
     }
@@ -163,7 +184,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::ResendVerificationRequest>,
     ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
-        let who = self.caller(req.metadata()).await?;
+        let who = self.caller(&req).await?;
         self.auth.resend_verification(who.user_id).await?;
         Ok(with_status(pb::ResendVerificationResponse {}, 202))
     }
@@ -189,15 +210,15 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let who = self.caller(req.metadata()).await?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         self.auth.change_password(&who, &r.current_password, &r.new_password).await?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 
     async fn get_me(&self, req: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
-        let who = self.caller(req.metadata()).await?;
-        let user = self.auth.user(who.user_id).await?;
+        let who = self.caller(&req).await?;
+        let user = self.auth.profile(who.user_id, &who.version).await?;
         let mut out = user_pb(&user);
         // The validated view is the newest (tier and verification may be fresher than the row
         // read by a replica).
@@ -210,7 +231,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let who = self.caller(req.metadata()).await?;
+        let who = self.caller(&req).await?;
         let sessions = self.auth.list_sessions(who.user_id).await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.iter().take(100).map(|s| session_pb(s, who.session_id)).collect(),
@@ -221,7 +242,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let who = self.caller(req.metadata()).await?;
+        let who = self.caller(&req).await?;
         self.auth.revoke_session(who.user_id, &req.into_inner().session_id).await?;
         Ok(with_status(pb::RevokeSessionResponse {}, 204))
     }

@@ -10,7 +10,11 @@
 //! - `auth:off:{user}`  the account is deactivated
 //! - `auth:tier:{user}` / `auth:ev:{user}`  tier and email verification newer than a token
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -82,7 +86,19 @@ pub struct Auth {
     /// A real bcrypt hash at the configured cost, checked against for unknown emails so a
     /// login's timing does not reveal whether the account exists.
     dummy_hash: String,
+    /// Recently read accounts for GetMe (the hottest call of a web front end), each under the
+    /// identity stamp it was read with: every change to an account rewrites the stamp, so an
+    /// entry is used only while nothing changed, and never for longer than `PROFILE_TTL`.
+    profiles: Arc<RwLock<HashMap<Uuid, Profile>>>,
 }
+
+/// One cached account row: (identity stamp it was read under, when, the row).
+type Profile = (String, Instant, user::Model);
+
+/// Longest reuse of a cached account row.
+const PROFILE_TTL: Duration = Duration::from_secs(30);
+/// Most account rows kept.
+const PROFILE_MAX: usize = 100_000;
 
 fn now() -> DateTime<Utc> {
     Utc::now()
@@ -108,7 +124,7 @@ impl Auth {
         let dummy_hash = password::hash(SecretString::from(secrets::new_token()), cfg.bcrypt_cost)
             .await
             .map_err(AuthError::Internal)?;
-        Ok(Self { db, cache, bus, mailer, keys, cfg, dummy_hash })
+        Ok(Self { db, cache, bus, mailer, keys, cfg, dummy_hash, profiles: Arc::default() })
     }
 
     fn access_ttl(&self) -> Duration {
@@ -276,6 +292,26 @@ impl Auth {
             .one(&self.db)
             .await?
             .ok_or(AuthError::NotFound("no such account"))
+    }
+
+    /// The account as of identity stamp `version` (see `profiles`).
+    pub async fn profile(&self, id: Uuid, version: &str) -> Result<user::Model> {
+        if let Some((v, at, user)) = self.profiles.read().expect("profiles lock").get(&id)
+            && v == version
+            && at.elapsed() < PROFILE_TTL
+        {
+            return Ok(user.clone());
+        }
+        let user = self.user(id).await?;
+        let mut map = self.profiles.write().expect("profiles lock");
+        if map.len() >= PROFILE_MAX {
+            map.retain(|_, (_, at, _)| at.elapsed() < PROFILE_TTL);
+            if map.len() >= PROFILE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(id, (version.to_owned(), Instant::now(), user.clone()));
+        Ok(user)
     }
 
     // ---------- sessions and tokens ----------

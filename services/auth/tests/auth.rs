@@ -648,6 +648,11 @@ async fn email_verification_is_single_use(kind: Kind) {
     let mail =
         h.outbox.read_all().unwrap().into_iter().find(|m| m.to == em).expect("verification email");
     let token = token_in(&mail.body);
+    // GetMe keeps the row briefly; a change to the account must not be hidden by that.
+    let before =
+        h.client.get_me(bearer(pb::GetMeRequest {}, &reg.access_token)).await.unwrap().into_inner();
+    assert!(!before.email_verified);
+    tokio::time::sleep(Duration::from_millis(5)).await;
     h.client.verify_email(pb::VerifyEmailRequest { token: token.clone() }).await.unwrap();
     assert!(
         validate(&mut h, &reg.access_token).await.unwrap().email_verified,
@@ -656,6 +661,7 @@ async fn email_verification_is_single_use(kind: Kind) {
     let me =
         h.client.get_me(bearer(pb::GetMeRequest {}, &reg.access_token)).await.unwrap().into_inner();
     assert!(me.email_verified);
+    assert_ne!(me.updated_at, before.updated_at, "the row was read again, not served from memory");
     let err = h.client.verify_email(pb::VerifyEmailRequest { token }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("already used"), "{}", err.message());

@@ -95,6 +95,8 @@ pub struct EdgeConfig {
     pub upstreams: std::collections::BTreeMap<String, String>,
     /// Address of any service not in `upstreams`; unset = this process's `grpc_addr`.
     pub upstream_default: Option<String>,
+    /// HTTP/2 connections to each upstream (calls are spread over them).
+    pub upstream_connections: u32,
     /// Default deadline of an upstream call, milliseconds (a route's own rule may differ).
     pub timeout_ms: u64,
     /// How long a token decision is reused, milliseconds (never past the token's expiry;
@@ -291,6 +293,7 @@ impl Default for Config {
             edge: EdgeConfig {
                 upstreams: Default::default(),
                 upstream_default: None,
+                upstream_connections: 2,
                 timeout_ms: 30_000,
                 decision_cache_ms: 5_000,
                 decision_cache_max: 100_000,
@@ -606,6 +609,34 @@ mod tests {
         assert!(err.contains("AMQP_URL"), "{err}");
         let c = Config { amqp_url: Some("amqp://x".into()), ..c };
         c.validate(RunMode::Distributed, all).expect("all set");
+    }
+
+    #[test]
+    fn edge_settings_are_checked() {
+        let mut c = Config::default();
+        c.edge.internal_cidrs.push("10.0.0.0/33".into());
+        let err = c.validate(RunMode::AllInOne, Needs::default()).unwrap_err().to_string();
+        assert!(err.contains("edge.internal_cidrs") && err.contains("10.0.0.0/33"), "{err}");
+        let mut c = Config::default();
+        c.edge.tls_cert_file = Some("cert.pem".into());
+        let err = c.validate(RunMode::AllInOne, Needs::default()).unwrap_err().to_string();
+        assert!(err.contains("tls_key_file"), "{err}");
+        let mut c = Config::default();
+        c.identity.ttl_secs = 0;
+        assert!(c.validate(RunMode::AllInOne, Needs::default()).is_err());
+    }
+
+    #[test]
+    fn nested_edge_keys_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SKILLUP_EDGE__UPSTREAMS__AUTH", "http://auth:50051");
+            jail.set_env("SKILLUP_EDGE__RATE__GENERATE_PER_MIN__GOLD", "1000");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.edge.upstreams["auth"], "http://auth:50051");
+            assert_eq!(c.edge.rate.generate_per_min["gold"], 1000);
+            assert_eq!(c.edge.rate.generate_per_min["free"], 10, "defaults kept beside it");
+            Ok(())
+        });
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub const IDENTITY_HEADERS: [&str; 5] = [USER_ID, SCOPES, TIER, EMAIL_VERIFIED, 
 pub const MIN_KEY_BYTES: usize = 32;
 
 /// A validated caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Account id (UUID text).
     #[serde(rename = "sub")]
@@ -68,9 +68,25 @@ pub struct Identity {
     pub request_id: String,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// The access token's id, when the identity came from one (auth uses it for logout).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
+    /// The token's session (refresh family) id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sid: String,
+    /// The account's identity stamp the edge checked (see [`VERSION_KEY_PREFIX`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ver: String,
+    /// The token's own expiry, Unix seconds (0 when not from a token).
+    #[serde(rename = "texp", default, skip_serializing_if = "is_zero")]
+    pub token_exp: i64,
     /// The signed form, for forwarding on service-to-service calls.
     #[serde(skip)]
     pub assertion: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Identity {
@@ -334,6 +350,7 @@ mod tests {
             request_id: "r1".into(),
             exp,
             assertion: String::new(),
+            ..Default::default()
         }
     }
 
@@ -361,6 +378,21 @@ mod tests {
         );
         assert_eq!(key.verify("v1.e30", 1), Err(AssertionError::Malformed));
         assert_eq!(key.verify("garbage", 1), Err(AssertionError::Malformed));
+    }
+
+    #[test]
+    fn forwarding_puts_the_assertion_on_the_next_call() {
+        let key = IdentityKey::random();
+        let mut me = id(u64::MAX);
+        me.assertion = key.sign(&me);
+        let mut next = tonic::Request::new(());
+        me.forward(&mut next);
+        let md = next.metadata();
+        assert_eq!(md.get(ASSERTION).unwrap().to_str().unwrap(), me.assertion);
+        assert_eq!(md.get(USER_ID).unwrap(), "u1");
+        assert_eq!(md.get(REQUEST_ID).unwrap(), "r1");
+        let back = key.verify(md.get(ASSERTION).unwrap().to_str().unwrap(), 1).unwrap();
+        assert_eq!(back.user_id, "u1");
     }
 
     #[test]
