@@ -13,7 +13,6 @@ use std::{
 
 use http::{Request, Response};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     body::Body,
     server::NamedService,
@@ -240,7 +239,12 @@ impl GrpcServer {
         let server = Server::builder()
             .layer(layers)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            // TCP_NODELAY: a unary answer is headers, data and trailers; Nagle would hold the
+            // last of them for the peer's delayed ACK (40 ms stalls at low concurrency).
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                signal,
+            );
         let mut server = std::pin::pin!(server);
         // The server returns by itself once the drain is over and in-flight calls are done;
         // calls still running `grace` after the drain are cut off.

@@ -59,6 +59,8 @@ impl RedisCache {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(5);
                 c.internal_command_timeout = Duration::from_secs(5);
+                // Small request/answer pairs: never wait for Nagle.
+                c.tcp.nodelay = Some(true);
             })
             // A command waits at most 2 s, reconnects included: callers that must fail closed
             // (token validation) answer "unavailable" instead of hanging.
