@@ -86,6 +86,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
         Component::Auth => {
             builder.add_service(auth(&config, &infra, &shutdown).await?.into_server())
         }
+        Component::Prompt => builder.add_service(prompt(&infra).await?.into_server()),
         other => anyhow::bail!(
             "component `{}` is not built yet in this version of SkillUp; `skillup up` runs what exists",
             other.name()
@@ -155,8 +156,14 @@ pub async fn auth(
         .map_err(|e| anyhow::anyhow!("auth: {e}"))
 }
 
+/// The prompt service (catalog and prompt building) on this process's database.
+pub async fn prompt(infra: &Infra) -> anyhow::Result<skillup_prompt::PromptGrpc> {
+    skillup_prompt::build(infra).await.map_err(|e| anyhow::anyhow!("prompt: {e}"))
+}
+
 /// Applies every component's migrations; returns how many components have any.
 pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<usize> {
     skillup_auth::migrate(db).await.context("auth migrations")?;
-    Ok(1)
+    skillup_prompt::migrate(db).await.context("prompt migrations")?;
+    Ok(2)
 }

@@ -34,9 +34,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.outbox_dir().display()
     ));
 
+    let prompt = components::prompt(&infra).await?;
+    say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
+
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
         .add_service(auth.into_server())
+        .add_service(prompt.into_server())
         .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
@@ -48,14 +52,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
     let grpc_addr = grpc.local_addr();
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
-    say(&format!("ready  grpc      {grpc_addr} (auth, health, reflection)"));
+    say(&format!("ready  grpc      {grpc_addr} (auth, prompt, health, reflection)"));
 
     let http = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
     // Route what this process serves (service issues add theirs next to add_service above).
-    let served = vec!["skillup.auth.v1.AuthService".to_owned()];
+    let served = vec![
+        "skillup.auth.v1.AuthService".to_owned(),
+        "skillup.prompt.v1.PromptService".to_owned(),
+    ];
     // The edge calls the services on the listener just bound (its port may have been 0).
     let mut edge_config = config.clone();
     edge_config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));

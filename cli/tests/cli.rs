@@ -196,6 +196,14 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert!(doc["paths"]["/api/auth/login"].is_object());
+    assert!(doc["paths"]["/api/catalog/functions"].is_object());
+    let fns: serde_json::Value = reqwest::get(format!("http://{}/api/catalog/functions", up.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(fns["functions"].as_array().unwrap().iter().any(|f| f["id"] == "lesson_plan"), "{fns}");
     assert!(doc["paths"].get("/api/generate").is_none(), "only what this version serves");
 
     let res = reqwest::get(format!("http://{}/healthz", up.http)).await.unwrap();
@@ -315,7 +323,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_auth_and_serve_edge_as_separate_processes_on_the_real_servers() {
+async fn serve_auth_prompt_and_edge_as_separate_processes_on_the_real_servers() {
     let db = testing::TestDb::postgres().await;
     let dir = data_dir_with_test_key();
     let (grpc, http) = (free_port(), free_port());
@@ -375,7 +383,29 @@ async fn serve_auth_and_serve_edge_as_separate_processes_on_the_real_servers() {
     let ready = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    // `serve edge` as a process of its own, in front of it.
+    // `serve prompt` beside it, on the same database.
+    let (prompt_grpc, prompt_http) = (free_port(), free_port());
+    let mut prompt = skillup()
+        .args([
+            "serve",
+            "prompt",
+            "--grpc-addr",
+            &format!("127.0.0.1:{prompt_grpc}"),
+            "--http-addr",
+            &format!("127.0.0.1:{prompt_http}"),
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", testing::redis_url())
+        .env("AMQP_URL", testing::amqp_url())
+        .env("SKILLUP_CACHE_PREFIX", &prefix)
+        .env("SKILLUP_BUS__EXCHANGE", &exchange)
+        .env("SKILLUP_BUS__QUEUE_PREFIX", format!("test.{}.", testing::unique()))
+        .spawn()
+        .unwrap();
+
+    // `serve edge` as a process of its own, in front of them.
     let edge_http = free_port();
     let mut edge = skillup()
         .args(["serve", "edge", "--http-addr", &format!("127.0.0.1:{edge_http}"), "--data-dir"])
@@ -383,6 +413,7 @@ async fn serve_auth_and_serve_edge_as_separate_processes_on_the_real_servers() {
         .env("REDIS_URL", testing::redis_url())
         .env("AMQP_URL", testing::amqp_url())
         .env("SKILLUP_EDGE__UPSTREAMS__AUTH", format!("http://127.0.0.1:{grpc}"))
+        .env("SKILLUP_EDGE__UPSTREAMS__PROMPT", format!("http://127.0.0.1:{prompt_grpc}"))
         .env("SKILLUP_CACHE_PREFIX", &prefix)
         .env("SKILLUP_BUS__EXCHANGE", &exchange)
         .env("SKILLUP_BUS__QUEUE_PREFIX", format!("test.{}.", testing::unique()))
@@ -421,8 +452,19 @@ async fn serve_auth_and_serve_edge_as_separate_processes_on_the_real_servers() {
     assert_eq!(out.status(), 204);
     let me = rest.get(format!("{base}/api/auth/me")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(me.status(), 401);
+    let mut topics = None;
+    for _ in 0..100 {
+        let r = rest.get(format!("{base}/api/catalog/topics?locale=ru")).send().await.unwrap();
+        if r.status() == 200 {
+            topics = Some(r.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let topics = topics.expect("serve prompt answers through the edge");
+    assert!(topics["topics"].as_array().unwrap().iter().any(|t| t["title"] == "История"));
 
-    for c in [&child, &edge] {
+    for c in [&child, &edge, &prompt] {
         assert!(
             Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap().success()
         );
@@ -431,6 +473,8 @@ async fn serve_auth_and_serve_edge_as_separate_processes_on_the_real_servers() {
     assert!(status.success(), "{status:?}");
     let status = tokio::task::spawn_blocking(move || edge.wait()).await.unwrap().unwrap();
     assert!(status.success(), "edge: {status:?}");
+    let status = tokio::task::spawn_blocking(move || prompt.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "prompt: {status:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

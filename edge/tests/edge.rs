@@ -11,7 +11,8 @@ use std::{
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use skillup_kit::identity::Identity;
-use support::{Kind, code, stack};
+use skillup_kit::testing::Kind;
+use support::{code, stack};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 fn mt() -> tokio::runtime::Runtime {

@@ -24,7 +24,7 @@ use skillup_kit::{
     identity::{Identity, IdentityKey},
     keys::{KeyStore, SigningKey},
     mailer::OutboxMailer,
-    testing::{self, TestInfra, TestServer},
+    testing::{self, Kind, TestInfra, TestServer},
 };
 use skillup_proto::{
     common::v1::{ErrorCode, ErrorDetail},
@@ -248,17 +248,8 @@ pub fn base_config() -> Config {
     c
 }
 
-#[derive(Clone, Copy, Debug)]
-pub enum Kind {
-    Real,
-    Embedded,
-}
-
 pub async fn stack(kind: Kind, tweak: impl FnOnce(&mut Config)) -> Stack {
-    let t = match kind {
-        Kind::Real => TestInfra::real().await,
-        Kind::Embedded => TestInfra::embedded().await,
-    };
+    let t = kind.infra().await;
     let mut config = base_config();
     tweak(&mut config);
     let key = Arc::new(IdentityKey::random());

@@ -469,7 +469,11 @@ impl Auth {
                         .map_err(|e| AuthError::Internal(e.to_string()))?;
                     return Ok((user.clone(), issued));
                 }
-                if used_at.is_some() {
+                // A token spent moments ago: its winner may not have stored the pair yet
+                // (it commits the claim first, then mints); wait for it rather than
+                // mistaking a concurrent refresh for a replay.
+                let just_now = used_at.is_none_or(|u| now() - u <= chrono::Duration::seconds(2));
+                if !just_now {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

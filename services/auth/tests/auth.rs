@@ -9,7 +9,7 @@ use skillup_kit::{
     grpc::GrpcServer,
     keys::{KeyStore, SigningKey},
     mailer::OutboxMailer,
-    testing::{self, TestInfra, TestServer},
+    testing::{self, Kind, TestInfra, TestServer},
 };
 use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use tonic::{Code, Request, transport::Channel};
@@ -59,17 +59,8 @@ async fn start_with(t: TestInfra, cfg: AuthConfig) -> Harness {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Real,
-    Embedded,
-}
-
 async fn infra(kind: Kind) -> TestInfra {
-    match kind {
-        Kind::Real => TestInfra::real().await,
-        Kind::Embedded => TestInfra::embedded().await,
-    }
+    kind.infra().await
 }
 
 async fn harness(kind: Kind) -> Harness {
@@ -80,19 +71,7 @@ async fn real() -> Harness {
     harness(Kind::Real).await
 }
 
-/// Each case once on the real servers and once on SQLite + the in-process cache and bus.
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod real_servers {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Kind::Real).await })*
-        }
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Kind::Embedded).await })*
-        }
-    };
-}
-
-both!(
+skillup_kit::both_adapters!(
     register_login_me_validate,
     bad_input_gets_a_reason_never_internal,
     concurrent_duplicate_registration_makes_exactly_one_account,

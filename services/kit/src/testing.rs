@@ -184,6 +184,38 @@ impl TestInfra {
     }
 }
 
+/// Which adapters a behaviour test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// PostgreSQL, Redis and RabbitMQ.
+    Real,
+    /// SQLite and the in-process cache and bus.
+    Embedded,
+}
+
+impl Kind {
+    pub async fn infra(self) -> TestInfra {
+        match self {
+            Kind::Real => TestInfra::real().await,
+            Kind::Embedded => TestInfra::embedded().await,
+        }
+    }
+}
+
+/// Declares each listed `async fn case(kind: Kind)` as two tests: `real_servers::case` and
+/// `embedded::case`, so one behaviour suite runs on both adapters.
+#[macro_export]
+macro_rules! both_adapters {
+    ($($case:ident),* $(,)?) => {
+        mod real_servers {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case($crate::testing::Kind::Real).await })*
+        }
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case($crate::testing::Kind::Embedded).await })*
+        }
+    };
+}
+
 /// A gRPC server running in this test on `127.0.0.1:0`, with a connected channel. Wrap the
 /// channel in the generated client: `AuthServiceClient::new(server.channel())`.
 pub struct TestServer {

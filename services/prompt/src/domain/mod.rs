@@ -1,0 +1,4 @@
+//! Values of the catalog, valid by construction, and the template language.
+
+pub mod template;
+pub mod values;

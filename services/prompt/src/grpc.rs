@@ -1,0 +1,129 @@
+//! The tonic adapter: decode, check the caller where the RPC needs one, call the catalog, map
+//! errors. Admin RPCs need the scope `admin` in the identity the edge asserted.
+
+use skillup_kit::identity::Identity;
+use skillup_proto::prompt::v1::{self as pb, prompt_service_server::PromptServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::{error::PromptError, service::Catalog};
+
+#[derive(Clone)]
+pub struct PromptGrpc {
+    catalog: Catalog,
+}
+
+impl PromptGrpc {
+    pub fn new(catalog: Catalog) -> Self {
+        Self { catalog }
+    }
+
+    pub fn into_server(self) -> PromptServiceServer<Self> {
+        PromptServiceServer::new(self)
+    }
+}
+
+fn admin<T>(req: &Request<T>) -> Result<(), Status> {
+    let id = Identity::of(req)
+        .ok_or(PromptError::Unauthenticated("sign in first: this call needs an administrator"))?;
+    if !id.has_scope("admin") {
+        return Err(PromptError::Forbidden("this call needs the admin scope").into());
+    }
+    Ok(())
+}
+
+fn created<T>(body: T) -> Response<T> {
+    let mut res = Response::new(body);
+    res.metadata_mut().insert("x-http-status", "201".parse().expect("valid metadata"));
+    res
+}
+
+#[tonic::async_trait]
+impl pb::prompt_service_server::PromptService for PromptGrpc {
+    async fn list_topics(
+        &self,
+        req: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self.catalog.topics(&req.get_ref().locale).await?;
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn list_functions(
+        &self,
+        req: Request<pb::ListFunctionsRequest>,
+    ) -> Result<Response<pb::ListFunctionsResponse>, Status> {
+        let functions = self.catalog.functions(&req.get_ref().locale).await?;
+        Ok(Response::new(pb::ListFunctionsResponse { functions }))
+    }
+
+    async fn get_function(
+        &self,
+        req: Request<pb::GetFunctionRequest>,
+    ) -> Result<Response<pb::Function>, Status> {
+        Ok(Response::new(self.catalog.get_function(&req.get_ref().function_id, "en").await?))
+    }
+
+    async fn build_prompt(
+        &self,
+        req: Request<pb::BuildPromptRequest>,
+    ) -> Result<Response<pb::BuildPromptResponse>, Status> {
+        let b = self.catalog.build(req.get_ref()).await?;
+        Ok(Response::new(pb::BuildPromptResponse {
+            messages: vec![
+                pb::Message { role: pb::Role::System as i32, content: b.system },
+                pb::Message { role: pb::Role::User as i32, content: b.user },
+            ],
+            max_tokens: b.max_tokens,
+            class: b.class as i32,
+            template_version: b.version,
+            locale: b.locale,
+            estimated_input_tokens: b.estimated_input_tokens,
+        }))
+    }
+
+    async fn create_function(
+        &self,
+        req: Request<pb::CreateFunctionRequest>,
+    ) -> Result<Response<pb::Function>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        let (Some(f), Some(t)) = (r.function, r.template) else {
+            return Err(PromptError::Invalid(
+                "function",
+                "`function` and `template` are required".into(),
+            )
+            .into());
+        };
+        Ok(created(self.catalog.create_function(&f, &t).await?))
+    }
+
+    async fn publish_template(
+        &self,
+        req: Request<pb::PublishTemplateRequest>,
+    ) -> Result<Response<pb::Template>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        let t =
+            r.template.ok_or(PromptError::Invalid("template", "`template` is required".into()))?;
+        Ok(created(self.catalog.publish(&r.function_id, &t).await?))
+    }
+
+    async fn rollback_template(
+        &self,
+        req: Request<pb::RollbackTemplateRequest>,
+    ) -> Result<Response<pb::Template>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.catalog.rollback(&r.function_id, &r.locale, r.version).await?))
+    }
+
+    async fn list_templates(
+        &self,
+        req: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        admin(&req)?;
+        let r = req.get_ref();
+        Ok(Response::new(pb::ListTemplatesResponse {
+            templates: self.catalog.templates(&r.function_id, &r.locale).await?,
+        }))
+    }
+}

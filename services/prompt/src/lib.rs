@@ -1,0 +1,29 @@
+//! The prompt service (`skillup.prompt.v1`): the catalog of topics and functions, versioned
+//! templates per function and locale (en, ru), and `BuildPrompt`, which turns a topic, a
+//! function and parameters into provider-neutral messages. User text is data, never template
+//! code (see [`domain::template`]).
+//!
+//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; [`service`] the catalog;
+//! [`domain`] values and the template language; [`store`] the tables and the starter catalog.
+
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use skillup_kit::infra::Infra;
+
+use crate::store::migration::Migrator;
+pub use crate::{grpc::PromptGrpc, service::Catalog};
+
+/// Runs the prompt service's migrations (the starter catalog included).
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
+    skillup_kit::db::migrate::<Migrator>(db).await
+}
+
+/// Builds the service on connected infrastructure (migrating first).
+pub async fn build(infra: &Infra) -> Result<PromptGrpc, String> {
+    migrate(&infra.db).await.map_err(|e| format!("prompt migrations: {e}"))?;
+    Ok(PromptGrpc::new(Catalog::new(infra.db.clone())))
+}

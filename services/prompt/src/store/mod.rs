@@ -1,0 +1,5 @@
+//! The catalog's tables: topics, functions, and versioned templates per function and locale.
+
+pub mod entities;
+pub mod migration;
+pub mod seed;
