@@ -87,6 +87,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             builder.add_service(auth(&config, &infra, &shutdown).await?.into_server())
         }
         Component::Prompt => builder.add_service(prompt(&infra).await?.into_server()),
+        Component::Payment => builder.add_service(payment(&infra).await?.into_server()),
         other => anyhow::bail!(
             "component `{}` is not built yet in this version of SkillUp; `skillup up` runs what exists",
             other.name()
@@ -161,9 +162,15 @@ pub async fn prompt(infra: &Infra) -> anyhow::Result<skillup_prompt::PromptGrpc>
     skillup_prompt::build(infra).await.map_err(|e| anyhow::anyhow!("prompt: {e}"))
 }
 
+/// The payment service (balances and the ledger) with the sandbox card processor.
+pub async fn payment(infra: &Infra) -> anyhow::Result<skillup_payment::PaymentGrpc> {
+    skillup_payment::build(infra).await.map_err(|e| anyhow::anyhow!("payment: {e}"))
+}
+
 /// Applies every component's migrations; returns how many components have any.
 pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<usize> {
     skillup_auth::migrate(db).await.context("auth migrations")?;
     skillup_prompt::migrate(db).await.context("prompt migrations")?;
-    Ok(2)
+    skillup_payment::migrate(db).await.context("payment migrations")?;
+    Ok(3)
 }

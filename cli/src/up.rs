@@ -36,11 +36,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let prompt = components::prompt(&infra).await?;
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
+    let payment = components::payment(&infra).await?;
+    say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
 
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
         .add_service(auth.into_server())
         .add_service(prompt.into_server())
+        .add_service(payment.into_server())
         .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
@@ -51,18 +54,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
     let grpc_addr = grpc.local_addr();
+    let grpc_services = grpc.services().to_vec();
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
-    say(&format!("ready  grpc      {grpc_addr} (auth, prompt, health, reflection)"));
+    say(&format!("ready  grpc      {grpc_addr} (auth, prompt, payment, health, reflection)"));
 
     let http = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
-    // Route what this process serves (service issues add theirs next to add_service above).
-    let served = vec![
-        "skillup.auth.v1.AuthService".to_owned(),
-        "skillup.prompt.v1.PromptService".to_owned(),
-    ];
+    // Route exactly what this process serves.
+    let served = grpc_services;
     // The edge calls the services on the listener just bound (its port may have been 0).
     let mut edge_config = config.clone();
     edge_config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));

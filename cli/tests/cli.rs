@@ -189,6 +189,25 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     assert_eq!(me.status(), 200);
     let me: serde_json::Value = me.json().await.unwrap();
     assert_eq!(me["email"], "grace@example.com");
+    // Money through the edge: the Idempotency-Key header makes a retry safe.
+    let top_up = || {
+        rest.post(format!("http://{}/api/payments/top-up", up.http))
+            .bearer_auth(token)
+            .header("idempotency-key", "first-top-up")
+            .json(&serde_json::json!({"amount_minor": 1500, "currency": "USD"}))
+    };
+    assert_eq!(top_up().send().await.unwrap().status(), 201);
+    assert_eq!(top_up().send().await.unwrap().status(), 200, "a replay, not a second top-up");
+    let balance: serde_json::Value = rest
+        .get(format!("http://{}/api/payments/balance?currency=USD", up.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["available"]["amount_minor"], "1500", "{balance}");
     let doc: serde_json::Value = reqwest::get(format!("http://{}/api/openapi.json", up.http))
         .await
         .unwrap()

@@ -59,7 +59,7 @@ impl ErrorCodeExt for ErrorCode {
             }
             PermissionDenied | EmailNotVerified => Code::PermissionDenied,
             NotFound => Code::NotFound,
-            AlreadyExists | Conflict => Code::AlreadyExists,
+            AlreadyExists | Conflict | IdempotencyKeyReused => Code::AlreadyExists,
             RateLimited | QuotaExceeded | PayloadTooLarge => Code::ResourceExhausted,
             SubscriptionRequired | InsufficientFunds | ContentPolicy => Code::FailedPrecondition,
             Unavailable | ProviderError => Code::Unavailable,
@@ -76,7 +76,7 @@ impl ErrorCodeExt for ErrorCode {
             SubscriptionRequired | InsufficientFunds => 402,
             PermissionDenied | EmailNotVerified => 403,
             NotFound => 404,
-            AlreadyExists | Conflict => 409,
+            AlreadyExists | Conflict | IdempotencyKeyReused => 409,
             PayloadTooLarge => 413,
             ContentPolicy => 422,
             RateLimited | QuotaExceeded => 429,
@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_a_status() {
-        for n in 0..=20 {
+        for n in 0..=21 {
             let code = ErrorCode::try_from(n).expect("known code");
             let s = status(code, "msg");
             assert_eq!(s.code(), code.grpc_code());

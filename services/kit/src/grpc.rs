@@ -164,6 +164,11 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// The full names of the services registered (health and reflection not counted).
+    pub fn services(&self) -> &[String] {
+        &self.names
+    }
+
     /// Serves until `shutdown` fires, then: health NOT_SERVING → wait `drain` → stop accepting →
     /// let in-flight calls finish (at most `grace`).
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {

@@ -1,0 +1,121 @@
+//! Checked money values and the card-processor port.
+
+use crate::error::{PaymentError, Result};
+
+/// Largest single amount, minor units.
+pub const MAX_AMOUNT: i64 = 100_000_000;
+
+/// An ISO 4217 code: three upper-case letters.
+pub fn currency(field: &'static str, c: &str) -> Result<String> {
+    if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(c.to_owned())
+    } else {
+        Err(PaymentError::Invalid(
+            field,
+            format!("`{field}` must be an ISO 4217 code such as USD or RUB"),
+        ))
+    }
+}
+
+/// An amount of 1..=100,000,000 minor units.
+pub fn amount(field: &'static str, a: i64) -> Result<i64> {
+    if (1..=MAX_AMOUNT).contains(&a) {
+        Ok(a)
+    } else {
+        Err(PaymentError::Invalid(field, format!("`{field}` must be 1..={MAX_AMOUNT} minor units")))
+    }
+}
+
+/// An idempotency key: 1..=128 printable ASCII characters.
+pub fn idempotency_key(k: &str) -> Result<String> {
+    if (1..=128).contains(&k.len()) && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        Ok(k.to_owned())
+    } else {
+        Err(PaymentError::Invalid(
+            "idempotency_key",
+            "send an Idempotency-Key of 1..=128 printable ASCII characters".into(),
+        ))
+    }
+}
+
+/// Free text on a ledger entry.
+pub fn description(d: &str) -> Result<String> {
+    let d = d.trim();
+    if d.chars().count() > 200 || d.chars().any(char::is_control) {
+        return Err(PaymentError::Invalid(
+            "description",
+            "`description` is at most 200 characters of one line".into(),
+        ));
+    }
+    Ok(d.to_owned())
+}
+
+/// What a processor said about a card payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    Approved { reference: String },
+    Declined { reason: String },
+}
+
+/// A card processor. Implementations must deduplicate by `idempotency_key`, as real
+/// processors do, so a retried top-up never takes the money twice.
+#[async_trait::async_trait]
+pub trait PaymentProvider: Send + Sync {
+    /// A name shown on ledger entries (`sandbox`, `stripe`, …).
+    fn name(&self) -> &'static str;
+    async fn capture(
+        &self,
+        amount_minor: i64,
+        currency: &str,
+        payment_method: &str,
+        idempotency_key: &str,
+    ) -> Result<Authorization>;
+}
+
+/// The sandbox processor for `skillup up` and tests: no real money. `pm_card_declined` and
+/// `pm_card_insufficient_funds` are declined; any other method (or none) is approved.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SandboxProvider;
+
+#[async_trait::async_trait]
+impl PaymentProvider for SandboxProvider {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    async fn capture(
+        &self,
+        _amount_minor: i64,
+        _currency: &str,
+        payment_method: &str,
+        idempotency_key: &str,
+    ) -> Result<Authorization> {
+        Ok(match payment_method {
+            "pm_card_declined" => {
+                Authorization::Declined { reason: "the card was declined (sandbox)".into() }
+            }
+            "pm_card_insufficient_funds" => Authorization::Declined {
+                reason: "the card has insufficient funds (sandbox)".into(),
+            },
+            _ => Authorization::Approved { reference: format!("sandbox_{idempotency_key}") },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_checked() {
+        assert!(currency("c", "USD").is_ok());
+        assert!(currency("c", "usd").is_err());
+        assert!(currency("c", "US").is_err());
+        assert!(amount("a", 0).is_err());
+        assert!(amount("a", MAX_AMOUNT + 1).is_err());
+        assert!(idempotency_key("k-1").is_ok());
+        assert!(idempotency_key("").is_err());
+        assert!(idempotency_key("has space").is_err());
+        assert!(idempotency_key(&"k".repeat(129)).is_err());
+    }
+}

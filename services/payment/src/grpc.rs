@@ -1,0 +1,121 @@
+//! The tonic adapter. Balance, top-up and the ledger are the caller's own (the identity the
+//! edge asserted); Charge and Refund are internal RPCs for the other services.
+
+use skillup_kit::identity::Identity;
+use skillup_proto::{
+    common::v1::PageResponse,
+    payment::v1::{self as pb, payment_service_server::PaymentServiceServer},
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    error::PaymentError,
+    service::{Ledger, Outcome, transaction_pb},
+};
+
+#[derive(Clone)]
+pub struct PaymentGrpc {
+    ledger: Ledger,
+}
+
+impl PaymentGrpc {
+    pub fn new(ledger: Ledger) -> Self {
+        Self { ledger }
+    }
+
+    pub fn into_server(self) -> PaymentServiceServer<Self> {
+        PaymentServiceServer::new(self)
+    }
+}
+
+fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
+    let id = Identity::require(req)?;
+    Uuid::parse_str(&id.user_id).map_err(|_| {
+        PaymentError::Unauthenticated("the caller's identity is not an account").into()
+    })
+}
+
+/// 201 for a new entry, 200 for a replayed one.
+fn answer((t, new): Outcome) -> Response<pb::Transaction> {
+    let mut res = Response::new(transaction_pb(&t));
+    let code = if new { "201" } else { "200" };
+    res.metadata_mut().insert("x-http-status", code.parse().expect("digits"));
+    res
+}
+
+#[tonic::async_trait]
+impl pb::payment_service_server::PaymentService for PaymentGrpc {
+    async fn get_balance(
+        &self,
+        req: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::Balance>, Status> {
+        let user = caller(&req)?;
+        Ok(Response::new(self.ledger.balance(user, &req.get_ref().currency).await?))
+    }
+
+    async fn top_up(
+        &self,
+        req: Request<pb::TopUpRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let user = caller(&req)?;
+        // The edge passes the Idempotency-Key header on as metadata; the field wins if set.
+        let header =
+            req.metadata().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let r = req.into_inner();
+        let key = if r.idempotency_key.is_empty() {
+            header.unwrap_or_default()
+        } else {
+            r.idempotency_key
+        };
+        Ok(answer(
+            self.ledger.top_up(user, r.amount_minor, &r.currency, &key, &r.payment_method).await?,
+        ))
+    }
+
+    async fn list_transactions(
+        &self,
+        req: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let user = caller(&req)?;
+        let page = req.into_inner().page.unwrap_or_default();
+        let (rows, next) = self.ledger.list(user, page.page_size, &page.page_token).await?;
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: rows.iter().map(transaction_pb).collect(),
+            page: Some(PageResponse { next_page_token: next }),
+        }))
+    }
+
+    async fn charge(
+        &self,
+        req: Request<pb::ChargeRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let r = req.into_inner();
+        let user = Uuid::parse_str(&r.user_id)
+            .map_err(|_| PaymentError::Invalid("user_id", "`user_id` must be a UUID".into()))?;
+        let money = r.amount.unwrap_or_default();
+        Ok(answer(
+            self.ledger
+                .charge(
+                    user,
+                    money.amount_minor,
+                    &money.currency,
+                    &r.idempotency_key,
+                    &r.description,
+                )
+                .await?,
+        ))
+    }
+
+    async fn refund(
+        &self,
+        req: Request<pb::RefundRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let r = req.into_inner();
+        Ok(answer(
+            self.ledger
+                .refund(&r.transaction_id, r.amount_minor, &r.idempotency_key, &r.description)
+                .await?,
+        ))
+    }
+}

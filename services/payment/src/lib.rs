@@ -1,0 +1,32 @@
+//! The payment service (`skillup.payment.v1`): balances in integer minor units per currency,
+//! a double-entry ledger (every movement one transaction whose postings sum to zero; a balance
+//! always equals the sum of its postings), top-ups through a card-processor port (the sandbox
+//! processor for `up` and tests), charges and refunds, all idempotent by key.
+//!
+//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; [`service`] the ledger;
+//! [`domain`] checked values and the processor port; [`store`] the tables.
+
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use skillup_kit::infra::Infra;
+
+use crate::store::migration::Migrator;
+pub use crate::{domain::SandboxProvider, grpc::PaymentGrpc, service::Ledger};
+
+/// Runs the payment service's migrations.
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
+    skillup_kit::db::migrate::<Migrator>(db).await
+}
+
+/// Builds the service on connected infrastructure with the sandbox processor (migrating first).
+pub async fn build(infra: &Infra) -> Result<PaymentGrpc, String> {
+    migrate(&infra.db).await.map_err(|e| format!("payment migrations: {e}"))?;
+    let ledger = Ledger::new(infra.db.clone(), infra.bus.clone(), Arc::new(SandboxProvider));
+    Ok(PaymentGrpc::new(ledger))
+}

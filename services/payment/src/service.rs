@@ -1,0 +1,572 @@
+//! The ledger. Every movement is one database transaction that writes the user-facing entry,
+//! moves the balances (the debit is a conditional update, so a wallet never goes below zero,
+//! on SQLite and PostgreSQL alike) and writes two postings that sum to zero. Idempotency keys
+//! are unique per kind and user: a duplicate — sequential or concurrent — meets the first
+//! entry at the unique index and gets its answer; the same key with another request is refused.
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
+use sha2::{Digest, Sha256};
+use skillup_kit::bus::SharedBus;
+use skillup_proto::{common::v1::Money, payment::v1 as pb};
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Authorization, PaymentProvider},
+    error::{PaymentError, Result},
+    store::entities::{account, posting, transaction},
+};
+
+/// The currency of a balance asked for without one.
+pub const DEFAULT_CURRENCY: &str = "USD";
+
+#[derive(Clone)]
+pub struct Ledger {
+    db: DatabaseConnection,
+    bus: SharedBus,
+    provider: Arc<dyn PaymentProvider>,
+}
+
+/// A ledger entry and whether this call made it (false: an idempotent replay).
+pub type Outcome = (transaction::Model, bool);
+
+struct Movement {
+    kind: pb::TransactionKind,
+    user_id: Uuid,
+    amount: i64,
+    currency: String,
+    from: String,
+    to: String,
+    key: String,
+    hash: String,
+    description: String,
+    /// For refunds: the charge, whose refunded total may not exceed its amount.
+    refund_of: Option<Uuid>,
+}
+
+impl Movement {
+    fn scope(&self) -> String {
+        format!("{}:{}", self.kind as i32, self.user_id)
+    }
+}
+
+fn wallet(user: Uuid, currency: &str) -> String {
+    format!("user:{user}:{currency}")
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn backoff(attempt: u64) -> u64 {
+    Ord::min(attempt * 3, 50)
+}
+
+fn busy(e: &DbErr) -> bool {
+    e.to_string().contains("database is locked")
+}
+
+fn unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+pub fn transaction_pb(t: &transaction::Model) -> pb::Transaction {
+    let money = |amount_minor| Some(Money { amount_minor, currency: t.currency.clone() });
+    pb::Transaction {
+        id: t.id.to_string(),
+        user_id: t.user_id.to_string(),
+        kind: t.kind,
+        status: t.status,
+        amount: money(t.amount_minor),
+        balance_after: money(t.balance_after_minor),
+        idempotency_key: t.idempotency_key.clone(),
+        description: t.description.clone(),
+        refunded_transaction_id: t
+            .refunded_transaction_id
+            .map(|u| u.to_string())
+            .unwrap_or_default(),
+        failure_reason: t.failure_reason.clone(),
+        created_at: Some(ts(t.created_at)),
+    }
+}
+
+/// Why a movement did not happen.
+enum Refused {
+    Insufficient,
+    RefundTooLarge,
+}
+
+impl Ledger {
+    pub fn new(db: DatabaseConnection, bus: SharedBus, provider: Arc<dyn PaymentProvider>) -> Self {
+        Self { db, bus, provider }
+    }
+
+    pub async fn balance(&self, user: Uuid, currency: &str) -> Result<pb::Balance> {
+        let currency = if currency.is_empty() {
+            DEFAULT_CURRENCY.to_owned()
+        } else {
+            domain::currency("currency", currency)?
+        };
+        let row = account::Entity::find_by_id(wallet(user, &currency)).one(&self.db).await?;
+        Ok(pb::Balance {
+            user_id: user.to_string(),
+            available: Some(Money {
+                amount_minor: row.as_ref().map_or(0, |a| a.balance_minor),
+                currency,
+            }),
+            updated_at: row.map(|a| ts(a.updated_at)),
+        })
+    }
+
+    /// Adds money through the processor.
+    pub async fn top_up(
+        &self,
+        user: Uuid,
+        amount: i64,
+        currency: &str,
+        key: &str,
+        payment_method: &str,
+    ) -> Result<Outcome> {
+        let amount = domain::amount("amount_minor", amount)?;
+        let currency = domain::currency("currency", currency)?;
+        let key = domain::idempotency_key(key)?;
+        if payment_method.len() > 200 {
+            return Err(PaymentError::Invalid(
+                "payment_method",
+                "`payment_method` is at most 200 characters".into(),
+            ));
+        }
+        let m = Movement {
+            kind: pb::TransactionKind::TopUp,
+            user_id: user,
+            amount,
+            currency: currency.clone(),
+            from: format!("system:processor:{}:{currency}", self.provider.name()),
+            to: wallet(user, &currency),
+            hash: hash(&[
+                "top-up",
+                &user.to_string(),
+                &amount.to_string(),
+                &currency,
+                payment_method,
+            ]),
+            key,
+            description: format!("top-up ({})", self.provider.name()),
+            refund_of: None,
+        };
+        if let Some(existing) = self.existing(&m).await? {
+            return self.replay(existing, &m.hash);
+        }
+        // The processor deduplicates by the same key, so racing duplicates capture once.
+        let scoped_key = format!("{}:{}", m.scope(), m.key);
+        match self.provider.capture(amount, &currency, payment_method, &scoped_key).await? {
+            Authorization::Approved { .. } => self.execute(m).await,
+            Authorization::Declined { reason } => self.refuse(m, reason).await,
+        }
+    }
+
+    /// Debits a wallet (internal: subscriptions, usage).
+    pub async fn charge(
+        &self,
+        user: Uuid,
+        amount: i64,
+        currency: &str,
+        key: &str,
+        description: &str,
+    ) -> Result<Outcome> {
+        let amount = domain::amount("amount.amount_minor", amount)?;
+        let currency = domain::currency("amount.currency", currency)?;
+        let key = domain::idempotency_key(key)?;
+        let description = domain::description(description)?;
+        let m = Movement {
+            kind: pb::TransactionKind::Charge,
+            user_id: user,
+            amount,
+            currency: currency.clone(),
+            from: wallet(user, &currency),
+            to: format!("system:revenue:{currency}"),
+            hash: hash(&[
+                "charge",
+                &user.to_string(),
+                &amount.to_string(),
+                &currency,
+                &description,
+            ]),
+            key,
+            description,
+            refund_of: None,
+        };
+        self.execute(m).await
+    }
+
+    /// Returns (part of) a charge.
+    pub async fn refund(
+        &self,
+        charge_id: &str,
+        amount: i64,
+        key: &str,
+        description: &str,
+    ) -> Result<Outcome> {
+        let id = Uuid::parse_str(charge_id).map_err(|_| {
+            PaymentError::Invalid("transaction_id", "`transaction_id` must be a UUID".into())
+        })?;
+        let key = domain::idempotency_key(key)?;
+        let description = domain::description(description)?;
+        let charge = transaction::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .filter(|t| {
+                t.kind == pb::TransactionKind::Charge as i32
+                    && t.status == pb::TransactionStatus::Succeeded as i32
+            })
+            .ok_or_else(|| PaymentError::NotFound(format!("no successful charge {id}")))?;
+        let amount = if amount == 0 { charge.amount_minor - charge.refunded_minor } else { amount };
+        let amount = domain::amount("amount_minor", amount)?;
+        let m = Movement {
+            kind: pb::TransactionKind::Refund,
+            user_id: charge.user_id,
+            amount,
+            currency: charge.currency.clone(),
+            from: format!("system:revenue:{}", charge.currency),
+            to: wallet(charge.user_id, &charge.currency),
+            hash: hash(&["refund", charge_id, &amount.to_string(), &description]),
+            key,
+            description,
+            refund_of: Some(id),
+        };
+        self.execute(m).await
+    }
+
+    /// The caller's entries, newest first; `page_token` is the last id seen.
+    pub async fn list(
+        &self,
+        user: Uuid,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<transaction::Model>, String)> {
+        let size = match page_size {
+            0 => 20,
+            n => Ord::min(n, 100),
+        } as u64;
+        let mut q = transaction::Entity::find().filter(transaction::Column::UserId.eq(user));
+        if !page_token.is_empty() {
+            let after = Uuid::parse_str(page_token).map_err(|_| {
+                PaymentError::Invalid(
+                    "page.page_token",
+                    "`page_token` is not one this service gave".into(),
+                )
+            })?;
+            q = q.filter(transaction::Column::Id.lt(after));
+        }
+        let mut rows =
+            q.order_by_desc(transaction::Column::Id).limit(size + 1).all(&self.db).await?;
+        let next = if rows.len() as u64 > size {
+            rows.truncate(size as usize);
+            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((rows, next))
+    }
+
+    async fn existing(&self, m: &Movement) -> Result<Option<transaction::Model>> {
+        Ok(transaction::Entity::find()
+            .filter(transaction::Column::IdempotencyScope.eq(m.scope()))
+            .filter(transaction::Column::IdempotencyKey.eq(&m.key))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// The first answer for a key, or a refusal when the request differs.
+    fn replay(&self, t: transaction::Model, hash: &str) -> Result<Outcome> {
+        if t.request_hash != hash {
+            return Err(PaymentError::KeyReused);
+        }
+        if t.status == pb::TransactionStatus::Failed as i32 {
+            return Err(if t.kind == pb::TransactionKind::TopUp as i32 {
+                PaymentError::Declined(t.failure_reason)
+            } else {
+                PaymentError::InsufficientFunds(format!("{} {}", t.amount_minor, t.currency))
+            });
+        }
+        Ok((t, false))
+    }
+
+    async fn ensure_account<C: ConnectionTrait>(
+        db: &C,
+        key: &str,
+        user: Option<Uuid>,
+        currency: &str,
+    ) -> std::result::Result<(), DbErr> {
+        account::Entity::insert(account::ActiveModel {
+            key: Set(key.to_owned()),
+            user_id: Set(user),
+            currency: Set(currency.to_owned()),
+            balance_minor: Set(0),
+            allow_negative: Set(user.is_none()),
+            updated_at: Set(chrono::Utc::now()),
+        })
+        .on_conflict_do_nothing_on([account::Column::Key])
+        .exec(db)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a movement once per key; retries what SQLite reports as busy.
+    async fn execute(&self, m: Movement) -> Result<Outcome> {
+        for attempt in 0..50u64 {
+            if let Some(existing) = self.existing(&m).await? {
+                return self.replay(existing, &m.hash);
+            }
+            match self.try_execute(&m).await {
+                Ok(Ok(t)) => {
+                    self.emit("payment.succeeded", &t).await;
+                    return Ok((t, true));
+                }
+                Ok(Err(Refused::Insufficient)) => {
+                    return self.refuse(m, "insufficient funds".into()).await;
+                }
+                Ok(Err(Refused::RefundTooLarge)) => {
+                    return Err(PaymentError::Invalid(
+                        "amount_minor",
+                        "the refund is more than what is left of the charge".into(),
+                    ));
+                }
+                // A concurrent duplicate got there first: its answer is ours.
+                Err(e) if unique_violation(&e) => continue,
+                Err(e) if busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(2 + backoff(attempt))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PaymentError::Unavailable("the ledger stayed busy".into()))
+    }
+
+    async fn try_execute(
+        &self,
+        m: &Movement,
+    ) -> std::result::Result<std::result::Result<transaction::Model, Refused>, DbErr> {
+        let wallet_user = Some(m.user_id);
+        let (from_user, to_user) = match m.kind {
+            pb::TransactionKind::Charge => (wallet_user, None),
+            _ => (None, wallet_user),
+        };
+        Self::ensure_account(&self.db, &m.from, from_user, &m.currency).await?;
+        Self::ensure_account(&self.db, &m.to, to_user, &m.currency).await?;
+        let now = chrono::Utc::now();
+        let id = Uuid::now_v7();
+        let txn = self.db.begin().await?;
+        // The entry first: the unique index stops a concurrent duplicate here, before any
+        // money moves.
+        transaction::ActiveModel {
+            id: Set(id),
+            user_id: Set(m.user_id),
+            kind: Set(m.kind as i32),
+            status: Set(pb::TransactionStatus::Succeeded as i32),
+            amount_minor: Set(m.amount),
+            currency: Set(m.currency.clone()),
+            balance_after_minor: Set(0),
+            idempotency_scope: Set(m.scope()),
+            idempotency_key: Set(m.key.clone()),
+            request_hash: Set(m.hash.clone()),
+            description: Set(m.description.clone()),
+            refunded_transaction_id: Set(m.refund_of),
+            refunded_minor: Set(0),
+            failure_reason: Set(String::new()),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        if let Some(charge) = m.refund_of {
+            let done = transaction::Entity::update_many()
+                .col_expr(
+                    transaction::Column::RefundedMinor,
+                    Expr::col(transaction::Column::RefundedMinor).add(m.amount),
+                )
+                .filter(transaction::Column::Id.eq(charge))
+                .filter(
+                    Expr::col(transaction::Column::RefundedMinor)
+                        .add(m.amount)
+                        .lte(Expr::col(transaction::Column::AmountMinor)),
+                )
+                .exec(&txn)
+                .await?;
+            if done.rows_affected != 1 {
+                txn.rollback().await?;
+                return Ok(Err(Refused::RefundTooLarge));
+            }
+        }
+        // The debit is conditional: a wallet never goes below zero, whatever runs beside it.
+        let debited = account::Entity::update_many()
+            .col_expr(
+                account::Column::BalanceMinor,
+                Expr::col(account::Column::BalanceMinor).sub(m.amount),
+            )
+            .col_expr(account::Column::UpdatedAt, Expr::value(now))
+            .filter(account::Column::Key.eq(&m.from))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(account::Column::AllowNegative.eq(true))
+                    .add(account::Column::BalanceMinor.gte(m.amount)),
+            )
+            .exec(&txn)
+            .await?;
+        if debited.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(Err(Refused::Insufficient));
+        }
+        account::Entity::update_many()
+            .col_expr(
+                account::Column::BalanceMinor,
+                Expr::col(account::Column::BalanceMinor).add(m.amount),
+            )
+            .col_expr(account::Column::UpdatedAt, Expr::value(now))
+            .filter(account::Column::Key.eq(&m.to))
+            .exec(&txn)
+            .await?;
+        for (key, amount) in [(&m.from, -m.amount), (&m.to, m.amount)] {
+            posting::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                transaction_id: Set(id),
+                account_key: Set(key.clone()),
+                amount_minor: Set(amount),
+                created_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+        }
+        let after = account::Entity::find_by_id(wallet(m.user_id, &m.currency))
+            .one(&txn)
+            .await?
+            .map_or(0, |a| a.balance_minor);
+        transaction::Entity::update_many()
+            .col_expr(transaction::Column::BalanceAfterMinor, Expr::value(after))
+            .filter(transaction::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        let row = transaction::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or(DbErr::RecordNotFound("the entry just written".into()))?;
+        txn.commit().await?;
+        Ok(Ok(row))
+    }
+
+    /// Records a refused movement under its key (so a retry gets the same answer) and says why.
+    async fn refuse(&self, m: Movement, reason: String) -> Result<Outcome> {
+        for attempt in 0..50u64 {
+            let row = transaction::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                user_id: Set(m.user_id),
+                kind: Set(m.kind as i32),
+                status: Set(pb::TransactionStatus::Failed as i32),
+                amount_minor: Set(m.amount),
+                currency: Set(m.currency.clone()),
+                balance_after_minor: Set(0),
+                idempotency_scope: Set(m.scope()),
+                idempotency_key: Set(m.key.clone()),
+                request_hash: Set(m.hash.clone()),
+                description: Set(m.description.clone()),
+                refunded_transaction_id: Set(m.refund_of),
+                refunded_minor: Set(0),
+                failure_reason: Set(reason.clone()),
+                created_at: Set(chrono::Utc::now()),
+            };
+            match row.insert(&self.db).await {
+                Ok(t) => {
+                    self.emit("payment.failed", &t).await;
+                    return self.replay(t, &m.hash);
+                }
+                Err(e) if unique_violation(&e) => {
+                    if let Some(existing) = self.existing(&m).await? {
+                        return self.replay(existing, &m.hash);
+                    }
+                }
+                Err(e) if busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(2 + backoff(attempt))).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PaymentError::Unavailable("the ledger stayed busy".into()))
+    }
+
+    async fn emit(&self, kind: &str, t: &transaction::Model) {
+        let (full_name, result) = if kind == "payment.succeeded" {
+            let msg = pb::PaymentSucceeded { transaction: Some(transaction_pb(t)) };
+            (
+                "skillup.payment.v1.PaymentSucceeded",
+                skillup_kit::events::publish(
+                    &self.bus,
+                    kind,
+                    &t.user_id.to_string(),
+                    "skillup.payment.v1.PaymentSucceeded",
+                    &msg,
+                )
+                .await,
+            )
+        } else {
+            let msg = pb::PaymentFailed { transaction: Some(transaction_pb(t)) };
+            (
+                "skillup.payment.v1.PaymentFailed",
+                skillup_kit::events::publish(
+                    &self.bus,
+                    kind,
+                    &t.user_id.to_string(),
+                    "skillup.payment.v1.PaymentFailed",
+                    &msg,
+                )
+                .await,
+            )
+        };
+        if let Err(e) = result {
+            tracing::warn!(event = kind, message = full_name, error = %e, "event not published");
+        }
+    }
+
+    /// Invariant checks for tests and operators: every transaction's postings sum to zero and
+    /// every account's balance equals the sum of its postings. Returns the offenders.
+    pub async fn audit(&self) -> Result<Vec<String>> {
+        let mut bad = Vec::new();
+        let postings = posting::Entity::find().all(&self.db).await?;
+        let mut by_tx: std::collections::HashMap<Uuid, i64> = Default::default();
+        let mut by_account: std::collections::HashMap<String, i64> = Default::default();
+        for p in &postings {
+            *by_tx.entry(p.transaction_id).or_default() += p.amount_minor;
+            *by_account.entry(p.account_key.clone()).or_default() += p.amount_minor;
+        }
+        for (tx, sum) in by_tx {
+            if sum != 0 {
+                bad.push(format!("transaction {tx}: postings sum to {sum}"));
+            }
+        }
+        for a in account::Entity::find().all(&self.db).await? {
+            let sum = by_account.get(&a.key).copied().unwrap_or(0);
+            if sum != a.balance_minor {
+                bad.push(format!(
+                    "account {}: balance {} but postings sum to {sum}",
+                    a.key, a.balance_minor
+                ));
+            }
+            if !a.allow_negative && a.balance_minor < 0 {
+                bad.push(format!("account {} is negative", a.key));
+            }
+        }
+        Ok(bad)
+    }
+}

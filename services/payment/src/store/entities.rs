@@ -1,0 +1,85 @@
+//! sea-orm entities of the payment service's tables.
+
+/// One account of the double-entry ledger: a user's wallet in one currency, or a system
+/// account (the card processor's side, revenue). Its balance always equals the sum of its
+/// postings.
+pub mod account {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payment_accounts")]
+    pub struct Model {
+        /// `user:{uuid}:{CUR}`, `system:processor:{name}:{CUR}`, `system:revenue:{CUR}`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub user_id: Option<Uuid>,
+        pub currency: String,
+        pub balance_minor: i64,
+        /// System accounts may go below zero (money from outside); wallets never.
+        pub allow_negative: bool,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// One movement of money (or a refused one), as the user sees it.
+pub mod transaction {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payment_transactions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        /// `skillup.payment.v1.TransactionKind` number.
+        pub kind: i32,
+        /// `skillup.payment.v1.TransactionStatus` number.
+        pub status: i32,
+        pub amount_minor: i64,
+        pub currency: String,
+        pub balance_after_minor: i64,
+        /// What the key is unique within: `{kind}:{user}`.
+        pub idempotency_scope: String,
+        pub idempotency_key: String,
+        /// SHA-256 of the request the key was first used with.
+        pub request_hash: String,
+        pub description: String,
+        pub refunded_transaction_id: Option<Uuid>,
+        /// For charges: how much of it has been refunded.
+        pub refunded_minor: i64,
+        pub failure_reason: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// One leg of a transaction; a transaction's postings sum to zero.
+pub mod posting {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payment_postings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub transaction_id: Uuid,
+        pub account_key: String,
+        /// Signed: negative leaves the account, positive enters it.
+        pub amount_minor: i64,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

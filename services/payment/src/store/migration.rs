@@ -1,0 +1,105 @@
+//! The payment service's migrations (own history table).
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Init)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "payment_migrations".into_iden()
+    }
+}
+
+struct M0001Init;
+
+impl MigrationName for M0001Init {
+    fn name(&self) -> &str {
+        "m0001_init"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Init {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("payment_accounts")
+                .if_not_exists()
+                .col(string_len("key", 128).primary_key())
+                .col(uuid_null("user_id"))
+                .col(string_len("currency", 3))
+                .col(big_integer("balance_minor"))
+                .col(boolean("allow_negative"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("payment_transactions")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(integer("kind"))
+                .col(integer("status"))
+                .col(big_integer("amount_minor"))
+                .col(string_len("currency", 3))
+                .col(big_integer("balance_after_minor"))
+                .col(string_len("idempotency_scope", 128))
+                .col(string_len("idempotency_key", 128))
+                .col(string_len("request_hash", 64))
+                .col(string_len("description", 200))
+                .col(uuid_null("refunded_transaction_id"))
+                .col(big_integer("refunded_minor"))
+                .col(string_len("failure_reason", 500))
+                .col(timestamp_with_time_zone("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        // A key is used once per scope: concurrent duplicates meet here and execute once.
+        m.create_index(
+            Index::create()
+                .name("payment_transactions_idempotency")
+                .table("payment_transactions")
+                .col("idempotency_scope")
+                .col("idempotency_key")
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("payment_transactions_user")
+                .table("payment_transactions")
+                .col("user_id")
+                .col("id")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("payment_postings")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("transaction_id"))
+                .col(string_len("account_key", 128))
+                .col(big_integer("amount_minor"))
+                .col(timestamp_with_time_zone("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("payment_postings_account")
+                .table("payment_postings")
+                .col("account_key")
+                .to_owned(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,341 @@
+//! The payment service through its gRPC client, on real PostgreSQL and RabbitMQ and on SQLite.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use skillup_kit::{
+    grpc::GrpcServer,
+    identity::{Identity, IdentityKey, now_secs},
+    testing::{Kind, TestInfra, TestServer},
+};
+use skillup_payment::{Ledger, SandboxProvider};
+use skillup_proto::{
+    common::v1::{ErrorCode, Money, PageRequest},
+    payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
+};
+use tonic::{Code, Request, transport::Channel};
+use uuid::Uuid;
+
+struct Harness {
+    client: PaymentServiceClient<Channel>,
+    key: Arc<IdentityKey>,
+    ledger: Ledger,
+    _server: TestServer,
+    _t: TestInfra,
+}
+
+async fn harness(kind: Kind) -> Harness {
+    let t = kind.infra().await;
+    let key = Arc::new(IdentityKey::random());
+    let svc = skillup_payment::build(&t.infra).await.unwrap();
+    let ledger = Ledger::new(t.infra.db.clone(), t.infra.bus.clone(), Arc::new(SandboxProvider));
+    let server = TestServer::start(
+        GrpcServer::builder().add_service(svc.into_server()).identity_key(key.clone()),
+    )
+    .await;
+    Harness {
+        client: PaymentServiceClient::new(server.channel()),
+        key,
+        ledger,
+        _server: server,
+        _t: t,
+    }
+}
+
+skillup_kit::both_adapters!(
+    top_up_charge_refund_and_the_ledger,
+    a_declined_top_up_moves_nothing_and_replays_its_answer,
+    a_hundred_concurrent_debits_of_one_against_fifty,
+    concurrent_duplicates_execute_once,
+);
+
+fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    let id = Identity {
+        user_id: user.to_string(),
+        scopes: vec!["user".into()],
+        tier: "free".into(),
+        exp: now_secs() + 60,
+        ..Default::default()
+    };
+    req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+    req
+}
+
+fn top_up(amount: i64, key: &str, method: &str) -> pb::TopUpRequest {
+    pb::TopUpRequest {
+        amount_minor: amount,
+        currency: "USD".into(),
+        idempotency_key: key.into(),
+        payment_method: method.into(),
+    }
+}
+
+fn charge(user: Uuid, amount: i64, key: &str) -> pb::ChargeRequest {
+    pb::ChargeRequest {
+        user_id: user.to_string(),
+        amount: Some(Money { amount_minor: amount, currency: "USD".into() }),
+        idempotency_key: key.into(),
+        description: "subscription:basic:2026-11".into(),
+    }
+}
+
+async fn balance(h: &mut Harness, user: Uuid) -> i64 {
+    h.client
+        .get_balance(as_user(h, user, pb::GetBalanceRequest { currency: "USD".into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .available
+        .unwrap()
+        .amount_minor
+}
+
+fn code_of(s: &tonic::Status) -> ErrorCode {
+    skillup_kit::error::detail_of(s).map(|d| d.code()).unwrap_or(ErrorCode::Unspecified)
+}
+
+async fn top_up_charge_refund_and_the_ledger(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    let err = h.client.get_balance(pb::GetBalanceRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "the caller's own balance needs a caller");
+    assert_eq!(balance(&mut h, user).await, 0);
+
+    let res =
+        h.client.top_up(as_user(&h, user, top_up(1_000, "t-1", "pm_card_visa"))).await.unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "201");
+    let first = res.into_inner();
+    assert_eq!(first.status(), pb::TransactionStatus::Succeeded);
+    assert_eq!(first.balance_after.as_ref().unwrap().amount_minor, 1_000);
+    assert!(first.description.contains("sandbox"), "the sandbox says so: {}", first.description);
+    // The same key and body: the first answer again, money moved once.
+    let res =
+        h.client.top_up(as_user(&h, user, top_up(1_000, "t-1", "pm_card_visa"))).await.unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "200");
+    assert_eq!(res.into_inner().id, first.id);
+    // The same key with another body: refused.
+    let err =
+        h.client.top_up(as_user(&h, user, top_up(2_000, "t-1", "pm_card_visa"))).await.unwrap_err();
+    assert_eq!((err.code(), code_of(&err)), (Code::AlreadyExists, ErrorCode::IdempotencyKeyReused));
+    // The key may also come as the Idempotency-Key header (metadata).
+    let mut req = as_user(&h, user, top_up(5, "", ""));
+    req.metadata_mut().insert("idempotency-key", "t-2".parse().unwrap());
+    assert_eq!(h.client.top_up(req).await.unwrap().into_inner().idempotency_key, "t-2");
+    let err = h.client.top_up(as_user(&h, user, top_up(5, "", ""))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "a top-up needs a key");
+    assert_eq!(balance(&mut h, user).await, 1_005);
+
+    let c = h.client.charge(charge(user, 300, "c-1")).await.unwrap().into_inner();
+    assert_eq!(c.balance_after.unwrap().amount_minor, 705);
+    let r = h
+        .client
+        .refund(pb::RefundRequest {
+            transaction_id: c.id.clone(),
+            amount_minor: 100,
+            idempotency_key: "r-1".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.balance_after.unwrap().amount_minor, r.refunded_transaction_id.as_str()),
+        (805, c.id.as_str())
+    );
+    let err = h
+        .client
+        .refund(pb::RefundRequest {
+            transaction_id: c.id.clone(),
+            amount_minor: 201,
+            idempotency_key: "r-2".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "never more than what is left of the charge");
+    let rest = h
+        .client
+        .refund(pb::RefundRequest {
+            transaction_id: c.id.clone(),
+            amount_minor: 0,
+            idempotency_key: "r-3".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.amount.unwrap().amount_minor, 200, "0 = the whole rest");
+    assert_eq!(balance(&mut h, user).await, 1_005);
+
+    // The ledger, newest first, by pages.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .client
+            .list_transactions(as_user(
+                &h,
+                user,
+                pb::ListTransactionsRequest {
+                    page: Some(PageRequest { page_size: 2, page_token: token.clone() }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.transactions.into_iter().map(|t| t.kind()));
+        token = page.page.unwrap().next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    use pb::TransactionKind::*;
+    assert_eq!(seen, [Refund, Refund, Charge, TopUp, TopUp]);
+    assert!(h.ledger.audit().await.unwrap().is_empty());
+}
+
+async fn a_declined_top_up_moves_nothing_and_replays_its_answer(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    let err = h
+        .client
+        .top_up(as_user(&h, user, top_up(500, "d-1", "pm_card_declined")))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::InsufficientFunds);
+    assert!(err.message().contains("declined"), "{}", err.message());
+    let again = h
+        .client
+        .top_up(as_user(&h, user, top_up(500, "d-1", "pm_card_declined")))
+        .await
+        .unwrap_err();
+    assert_eq!(again.message(), err.message());
+    assert_eq!(balance(&mut h, user).await, 0);
+    let err = h.client.charge(charge(user, 1, "c-1")).await.unwrap_err();
+    assert_eq!(
+        (err.code(), code_of(&err)),
+        (Code::FailedPrecondition, ErrorCode::InsufficientFunds)
+    );
+    for bad in [0, -5, 100_000_001] {
+        let err = h.client.charge(charge(user, bad, "c-bad")).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+    }
+    assert!(h.ledger.audit().await.unwrap().is_empty());
+}
+
+async fn a_hundred_concurrent_debits_of_one_against_fifty(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    h.client.top_up(as_user(&h, user, top_up(50, "seed", ""))).await.unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let mut c = h.client.clone();
+            tokio::spawn(async move { c.charge(charge(user, 1, &format!("d-{i}"))).await })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(code_of(&e), ErrorCode::InsufficientFunds, "{e:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (50, 50));
+    assert_eq!(balance(&mut h, user).await, 0);
+    assert!(h.ledger.audit().await.unwrap().is_empty());
+}
+
+async fn concurrent_duplicates_execute_once(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    h.client.top_up(as_user(&h, user, top_up(100, "seed", ""))).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let mut c = h.client.clone();
+            tokio::spawn(async move {
+                c.charge(charge(user, 30, "same-key")).await.map(|r| r.into_inner().id)
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap().expect("every duplicate gets the first answer"));
+    }
+    assert_eq!(ids.len(), 1, "one charge");
+    assert_eq!(balance(&mut h, user).await, 70);
+    assert!(h.ledger.audit().await.unwrap().is_empty());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    TopUp(i64),
+    Charge(i64),
+    Refund(usize, i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1i64..500).prop_map(Op::TopUp),
+        (1i64..400).prop_map(Op::Charge),
+        (0usize..8, 0i64..300).prop_map(|(i, a)| Op::Refund(i, a)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever mix of top-ups, charges and refunds runs, the wallet matches a simple model,
+    /// never goes negative, every transaction's postings sum to zero and every balance equals
+    /// the sum of its postings.
+    #[test]
+    fn random_movements_keep_the_ledger_balanced(ops in prop::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let t = TestInfra::embedded().await;
+            skillup_payment::migrate(&t.infra.db).await.unwrap();
+            let ledger = Ledger::new(t.infra.db.clone(), t.infra.bus.clone(), Arc::new(SandboxProvider));
+            let user = Uuid::now_v7();
+            let mut model: i64 = 0;
+            let mut charges: Vec<(String, i64, i64)> = Vec::new(); // (id, amount, refunded)
+            for (n, op) in ops.iter().enumerate() {
+                let key = format!("k-{n}");
+                match op {
+                    Op::TopUp(a) => {
+                        ledger.top_up(user, *a, "USD", &key, "").await.unwrap();
+                        model += a;
+                    }
+                    Op::Charge(a) => match ledger.charge(user, *a, "USD", &key, "usage").await {
+                        Ok((t, _)) => {
+                            assert!(model >= *a);
+                            model -= a;
+                            charges.push((t.id.to_string(), *a, 0));
+                        }
+                        Err(_) => assert!(model < *a, "refused with {model} ≥ {a}"),
+                    },
+                    Op::Refund(i, a) if !charges.is_empty() => {
+                        let len = charges.len();
+                        let c = &mut charges[*i % len];
+                        let asked = if *a == 0 { c.1 - c.2 } else { *a };
+                        match ledger.refund(&c.0, *a, &key, "").await {
+                            Ok((t, _)) => {
+                                assert_eq!(t.amount_minor, asked);
+                                assert!(c.2 + asked <= c.1);
+                                c.2 += asked;
+                                model += asked;
+                            }
+                            Err(_) => assert!(asked == 0 || c.2 + asked > c.1),
+                        }
+                    }
+                    Op::Refund(..) => {}
+                }
+            }
+            let b = ledger.balance(user, "USD").await.unwrap().available.unwrap().amount_minor;
+            assert_eq!(b, model);
+            assert!(ledger.audit().await.unwrap().is_empty());
+        });
+    }
+}
