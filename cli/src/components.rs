@@ -88,6 +88,9 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
         }
         Component::Prompt => builder.add_service(prompt(&infra).await?.into_server()),
         Component::Payment => builder.add_service(payment(&infra).await?.into_server()),
+        Component::Subscribe => {
+            builder.add_service(subscribe(&config, &infra, &shutdown).await?.into_server())
+        }
         other => anyhow::bail!(
             "component `{}` is not built yet in this version of SkillUp; `skillup up` runs what exists",
             other.name()
@@ -167,10 +170,29 @@ pub async fn payment(infra: &Infra) -> anyhow::Result<skillup_payment::PaymentGr
     skillup_payment::build(infra).await.map_err(|e| anyhow::anyhow!("payment: {e}"))
 }
 
+/// The subscribe service, charging through the payment service at
+/// `config.service_url("payment")`, with its renewal and hold-expiry job every 5 s.
+pub async fn subscribe(
+    config: &Config,
+    infra: &Infra,
+    shutdown: &Shutdown,
+) -> anyhow::Result<skillup_subscribe::SubscribeGrpc> {
+    let channel = tonic::transport::Endpoint::from_shared(config.service_url("payment"))
+        .context("the payment service's address")?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(channel));
+    skillup_subscribe::build(infra, billing, Duration::from_secs(5), shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))
+}
+
 /// Applies every component's migrations; returns how many components have any.
 pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<usize> {
     skillup_auth::migrate(db).await.context("auth migrations")?;
     skillup_prompt::migrate(db).await.context("prompt migrations")?;
     skillup_payment::migrate(db).await.context("payment migrations")?;
-    Ok(3)
+    skillup_subscribe::migrate(db).await.context("subscribe migrations")?;
+    Ok(4)
 }

@@ -27,6 +27,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if generated { ", generated now" } else { "" }
     ));
 
+    // The gRPC listener first: services that call each other (subscribe → payment) and the
+    // edge need its address, and `--grpc-addr 127.0.0.1:0` picks one only when bound.
+    let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
+    let grpc_addr = listener.local_addr()?;
+    let mut config = config;
+    config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));
+
     let identity_key = components::identity_key(&config)?;
     let auth = components::auth(&config, &infra, &shutdown).await?;
     say(&format!(
@@ -38,25 +47,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
     let payment = components::payment(&infra).await?;
     say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
+    let subscribe = components::subscribe(&config, &infra, &shutdown).await?;
+    say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");
 
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
         .add_service(auth.into_server())
         .add_service(prompt.into_server())
         .add_service(payment.into_server())
+        .add_service(subscribe.into_server())
         .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
             Duration::from_millis(config.shutdown.drain_ms),
             Duration::from_millis(config.shutdown.grace_ms),
         )
-        .bind(config.grpc_addr)
+        .bind_to(listener)
         .await
-        .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
-    let grpc_addr = grpc.local_addr();
+        .context("starting gRPC")?;
     let grpc_services = grpc.services().to_vec();
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
-    say(&format!("ready  grpc      {grpc_addr} (auth, prompt, payment, health, reflection)"));
+    say(&format!(
+        "ready  grpc      {grpc_addr} (auth, prompt, payment, subscribe, health, reflection)"
+    ));
 
     let http = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -64,10 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     // Route exactly what this process serves.
     let served = grpc_services;
-    // The edge calls the services on the listener just bound (its port may have been 0).
-    let mut edge_config = config.clone();
-    edge_config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));
-    let edge = components::edge(&edge_config, &infra, identity_key, Some(served), &shutdown)?;
+    let edge = components::edge(&config, &infra, identity_key, Some(served), &shutdown)?;
     let routes = edge.inner().table.routes.len();
     let http_task = tokio::spawn(edge.serve(http, shutdown.clone()));
     say(&format!("ready  edge      {http_addr} ({routes} REST routes from the contracts)"));

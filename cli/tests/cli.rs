@@ -208,6 +208,35 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(balance["available"]["amount_minor"], "1500", "{balance}");
+    // Subscribe through the edge: charged from the balance; auth learns the tier from the event.
+    let sub = rest
+        .post(format!("http://{}/api/subscriptions", up.http))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"plan": "basic"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sub.status(), 200);
+    let sub: serde_json::Value = sub.json().await.unwrap();
+    assert_eq!(sub["plan"]["id"], "basic", "{sub}");
+    let mut tier = String::new();
+    for _ in 0..50 {
+        let me: serde_json::Value = rest
+            .get(format!("http://{}/api/auth/me", up.http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tier = me["tier"].as_str().unwrap_or_default().to_owned();
+        if tier == "basic" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tier, "basic", "subscription.changed reached auth");
     let doc: serde_json::Value = reqwest::get(format!("http://{}/api/openapi.json", up.http))
         .await
         .unwrap()

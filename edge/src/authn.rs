@@ -201,6 +201,11 @@ impl Authenticator {
         }
     }
 
+    /// How many decisions are kept (for tests and metrics).
+    pub fn cached(&self) -> usize {
+        self.decisions.read().expect("decisions lock").len()
+    }
+
     /// Forgets every decision about `user_id`.
     pub fn evict_user(&self, user_id: &str) -> usize {
         let mut map = self.decisions.write().expect("decisions lock");

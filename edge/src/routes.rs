@@ -146,6 +146,12 @@ impl PathTemplate {
             None => path,
         };
         let parts: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+        self.matches_parts(&parts)
+    }
+
+    /// Matches a path already split at `/` (without the leading one). Templates with a verb
+    /// need the whole path: see [`PathTemplate::matches`].
+    fn matches_parts(&self, parts: &[&str]) -> Option<Vec<(String, String)>> {
         let mut i = 0;
         for (n, seg) in self.segments.iter().enumerate() {
             match seg {
@@ -347,11 +353,20 @@ impl RouteTable {
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
         let mut found = Vec::new();
         let mut allowed = Vec::new();
+        // Split once for every verb-less template (all but a few).
+        let trimmed = path.strip_prefix('/').unwrap_or(path);
+        let parts: Vec<&str> =
+            if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
         for route in &self.routes {
             // HEAD is answered like GET, without a body.
             let method_ok =
                 route.method == method || (*method == Method::HEAD && route.method == Method::GET);
-            if let Some(vars) = route.template.matches(path) {
+            let matched = if route.template.verb.is_some() || !path.starts_with('/') {
+                route.template.matches(path)
+            } else {
+                route.template.matches_parts(&parts)
+            };
+            if let Some(vars) = matched {
                 if method_ok {
                     found.push((route, vars));
                 } else if !allowed.contains(&route.method) {

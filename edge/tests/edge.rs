@@ -371,6 +371,32 @@ fn a_revoked_token_fails_on_the_next_request_at_every_edge() {
 }
 
 #[test]
+fn revocation_events_evict_cached_decisions_at_every_edge() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |c| c.edge.decision_cache_ms = 60_000).await;
+        let (other, edge) = s.start_edge_handle(s.config.clone()).await;
+        let (tok, _, _) = s.register().await;
+        let status = s
+            .http
+            .get(format!("{other}/v1/echo/x"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+        assert_eq!(edge.inner().authn.cached(), 1, "the second edge keeps the decision");
+        assert_eq!(s.post("/api/auth/logout/all", Some(&tok), json!({})).await.0, 204);
+        // The token.revoked event reaches the second edge's own queue and evicts it.
+        let start = Instant::now();
+        while edge.inner().authn.cached() != 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "not evicted by the event");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+#[test]
 fn auth_unreachable_is_503_never_a_pass_through() {
     mt().block_on(async {
         let s = stack(Kind::Embedded, |c| {

@@ -302,6 +302,11 @@ pub async fn stack(kind: Kind, tweak: impl FnOnce(&mut Config)) -> Stack {
 impl Stack {
     /// Starts one more edge instance on the same infrastructure; returns its base URL.
     pub async fn start_edge(&self, config: Config) -> String {
+        self.start_edge_handle(config).await.0
+    }
+
+    /// Like [`Stack::start_edge`], with the edge itself for looking inside.
+    pub async fn start_edge_handle(&self, config: Config) -> (String, Edge) {
         let edge = Edge::build(
             EdgeParts {
                 config: config.clone(),
@@ -317,9 +322,9 @@ impl Stack {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(edge.serve(listener, self.shutdown.clone()));
+        tokio::spawn(edge.clone().serve(listener, self.shutdown.clone()));
         let scheme = if config.edge.tls_cert_file.is_some() { "https" } else { "http" };
-        format!("{scheme}://localhost:{}", addr.port())
+        (format!("{scheme}://localhost:{}", addr.port()), edge)
     }
 
     pub fn url(&self, path: &str) -> String {

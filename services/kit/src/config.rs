@@ -500,6 +500,17 @@ impl Config {
         }
     }
 
+    /// Where this process reaches service `name` (`payment`, `prompt`, …) over gRPC:
+    /// `edge.upstreams.<name>`, else `edge.upstream_default`, else this process's `grpc_addr`.
+    pub fn service_url(&self, name: &str) -> String {
+        self.edge
+            .upstreams
+            .get(name)
+            .cloned()
+            .or_else(|| self.edge.upstream_default.clone())
+            .unwrap_or_else(|| format!("http://{}", self.grpc_addr))
+    }
+
     /// The file mailer's outbox.
     pub fn outbox_dir(&self) -> PathBuf {
         self.mail.outbox_dir.clone().unwrap_or_else(|| self.data_dir.join("outbox"))

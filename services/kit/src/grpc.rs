@@ -102,7 +102,12 @@ impl GrpcServerBuilder {
 
     /// Binds the listener (port 0 picks a free one) and wires health and reflection.
     pub async fn bind(self, addr: SocketAddr) -> Result<GrpcServer> {
-        let listener = TcpListener::bind(addr).await?;
+        self.bind_to(TcpListener::bind(addr).await?).await
+    }
+
+    /// Like [`GrpcServerBuilder::bind`], on a listener bound already (so the address is known
+    /// before the services are built: `skillup up` hands it to services that call each other).
+    pub async fn bind_to(self, listener: TcpListener) -> Result<GrpcServer> {
         let local_addr = listener.local_addr()?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = |names: &[String]| {

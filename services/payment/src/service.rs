@@ -330,7 +330,21 @@ impl Ledger {
     async fn execute(&self, m: Movement) -> Result<Outcome> {
         for attempt in 0..50u64 {
             if let Some(existing) = self.existing(&m).await? {
-                return self.replay(existing, &m.hash);
+                // A charge refused for want of funds moved nothing: the same request may try
+                // again once the balance allows (the refusal is not a result to hold on to).
+                // Anything else — a success, a processor's decline — is the answer for the key.
+                let retry_refused = existing.status == pb::TransactionStatus::Failed as i32
+                    && existing.kind == pb::TransactionKind::Charge as i32
+                    && existing.request_hash == m.hash;
+                if !retry_refused {
+                    return self.replay(existing, &m.hash);
+                }
+                transaction::Entity::delete_many()
+                    .filter(transaction::Column::Id.eq(existing.id))
+                    .filter(transaction::Column::Status.eq(pb::TransactionStatus::Failed as i32))
+                    .exec(&self.db)
+                    .await?;
+                continue;
             }
             match self.try_execute(&m).await {
                 Ok(Ok(t)) => {

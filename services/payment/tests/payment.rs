@@ -217,6 +217,14 @@ async fn a_declined_top_up_moves_nothing_and_replays_its_answer(kind: Kind) {
         (err.code(), code_of(&err)),
         (Code::FailedPrecondition, ErrorCode::InsufficientFunds)
     );
+    // A charge refused for want of funds moved nothing: once funded, the same request goes
+    // through, and from then on that is the key's answer.
+    h.client.top_up(as_user(&h, user, top_up(10, "t-ok", ""))).await.unwrap();
+    let ok = h.client.charge(charge(user, 1, "c-1")).await.unwrap().into_inner();
+    assert_eq!(ok.balance_after.unwrap().amount_minor, 9);
+    let again = h.client.charge(charge(user, 1, "c-1")).await.unwrap().into_inner();
+    assert_eq!(again.id, ok.id);
+    assert_eq!(balance(&mut h, user).await, 9);
     for bad in [0, -5, 100_000_001] {
         let err = h.client.charge(charge(user, bad, "c-bad")).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}");

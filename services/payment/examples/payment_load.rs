@@ -1,0 +1,121 @@
+//! Load generator for the payment service, run from its own process against a running
+//! `skillup serve payment` (see `scripts/bench-payment`). Prints one JSON line per scenario.
+//!
+//! - `spread`: charges of 1 spread over many wallets (no two callers on one row).
+//! - `hot`: every caller charges the same wallet (the row lock serialises them).
+
+#![allow(clippy::print_stdout)] // the report is this tool's output
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use skillup_kit::identity::{Identity, IdentityKey, now_secs};
+use skillup_proto::{
+    common::v1::Money,
+    payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
+};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Scenario: spread | hot
+    scenario: String,
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// The identity key file the service verifies assertions with (for the top-ups).
+    #[arg(long)]
+    identity_key: std::path::PathBuf,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+async fn client(addr: &str) -> PaymentServiceClient<Channel> {
+    let ch = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("payment is reachable");
+    PaymentServiceClient::new(ch)
+}
+
+async fn fund(c: &mut PaymentServiceClient<Channel>, key: &IdentityKey, user: uuid::Uuid) {
+    let id = Identity { user_id: user.to_string(), exp: now_secs() + 300, ..Default::default() };
+    let mut req = tonic::Request::new(pb::TopUpRequest {
+        amount_minor: 100_000_000,
+        currency: "USD".into(),
+        idempotency_key: format!("fund-{user}"),
+        payment_method: String::new(),
+    });
+    req.metadata_mut().insert("x-skillup-identity", key.sign(&id).parse().unwrap());
+    c.top_up(req).await.expect("top-up");
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let key = IdentityKey::load(&args.identity_key, false).expect("identity key");
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(client(&args.addr).await);
+    }
+    let wallets: Vec<uuid::Uuid> = match args.scenario.as_str() {
+        "spread" => (0..args.concurrency).map(|_| uuid::Uuid::now_v7()).collect(),
+        "hot" => vec![uuid::Uuid::now_v7()],
+        other => panic!("unknown scenario {other}"),
+    };
+    for w in &wallets {
+        fund(&mut conns[0], &key, *w).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.concurrency {
+        let mut c = conns[i % conns.len()].clone();
+        let user = wallets[i % wallets.len()];
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut micros) = (0u64, 0u64, Vec::new());
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let t = Instant::now();
+                let res = c
+                    .charge(pb::ChargeRequest {
+                        user_id: user.to_string(),
+                        amount: Some(Money { amount_minor: 1, currency: "USD".into() }),
+                        idempotency_key: format!("c-{i}-{n}"),
+                        description: "bench".into(),
+                    })
+                    .await;
+                if res.is_ok() {
+                    ok += 1;
+                    micros.push(t.elapsed().as_micros() as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            (ok, errors, micros)
+        }));
+    }
+    let (mut ok, mut errors, mut micros) = (0, 0, Vec::new());
+    for t in tasks {
+        let (o, e, m) = t.await.unwrap();
+        ok += o;
+        errors += e;
+        micros.extend(m);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    micros.sort_unstable();
+    let pct = |p: f64| {
+        micros.get(((micros.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "{{\"scenario\":\"{}\",\"ok\":{ok},\"errors\":{errors},\"per_second\":{:.1},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
+        args.scenario,
+        ok as f64 / secs,
+        pct(0.5),
+        pct(0.99)
+    );
+}

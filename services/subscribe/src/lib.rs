@@ -1,0 +1,56 @@
+//! The subscribe service (`skillup.subscribe.v1`): plans (free, basic, premium by default),
+//! subscriptions charged through the payment service once per user, plan and period, switches
+//! with proration, cancellation at period end, renewal and expiry to free, entitlements, and
+//! quota as hold → settle (see [`service`]).
+//!
+//! Reads top-down: [`build`] wires it and starts the periodic job; [`grpc`] is the tonic
+//! adapter; [`service`] the rules; [`store`] the tables and default plans.
+
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use skillup_kit::{Shutdown, infra::Infra};
+
+use crate::store::migration::Migrator;
+pub use crate::{
+    grpc::SubscribeGrpc,
+    service::{Billing, PaymentBilling, Subscriptions},
+};
+
+/// Runs the subscribe service's migrations (the default plans included).
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
+    skillup_kit::db::migrate::<Migrator>(db).await
+}
+
+/// Builds the service (migrating first) and starts the periodic job — expired holds back,
+/// ended periods renewed — every `interval` until `shutdown`. The job is safe to run on every
+/// replica at once.
+pub async fn build(
+    infra: &Infra,
+    billing: Arc<dyn Billing>,
+    interval: Duration,
+    shutdown: Shutdown,
+) -> Result<SubscribeGrpc, String> {
+    migrate(&infra.db).await.map_err(|e| format!("subscribe migrations: {e}"))?;
+    let subs = Subscriptions::new(infra.db.clone(), infra.bus.clone(), billing);
+    let job = subs.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait() => return,
+            }
+            if let Err(e) = job.expire_due(None).await {
+                tracing::warn!(error = %e, "expiring holds failed");
+            }
+            if let Err(e) = job.renew_due().await {
+                tracing::warn!(error = %e, "renewals failed");
+            }
+        }
+    });
+    Ok(SubscribeGrpc::new(subs))
+}

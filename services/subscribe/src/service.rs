@@ -1,0 +1,773 @@
+//! Plans, subscriptions, entitlements and quota. Quota is **hold → settle**: a reserve takes a
+//! hold only through a conditional update (`used + held + asked <= quota`), so no mix of
+//! concurrent calls can push use past the limit; commit charges the actual use (never more
+//! than the hold), release returns it, and holds never settled expire back.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, Set, SqlErr, TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
+use skillup_kit::bus::SharedBus;
+use skillup_proto::{common::v1::Money, subscribe::v1 as pb};
+use uuid::Uuid;
+
+use crate::{
+    error::{Result, SubscribeError},
+    store::entities::{hold, plan, subscription, usage},
+};
+
+/// Longest a hold may live.
+pub const MAX_HOLD_SECS: u32 = 3_600;
+/// A hold's life when the caller does not say.
+pub const DEFAULT_HOLD_SECS: u32 = 600;
+/// The plan of everyone without a paid subscription.
+pub const FREE: &str = "free";
+
+/// Takes money for plans (the payment service).
+#[async_trait::async_trait]
+pub trait Billing: Send + Sync {
+    /// Debits `amount` once per `key`; `InsufficientFunds` when the balance does not cover it.
+    async fn charge(
+        &self,
+        user: Uuid,
+        amount: i64,
+        currency: &str,
+        key: &str,
+        description: &str,
+    ) -> Result<()>;
+}
+
+/// Billing through `skillup.payment.v1.PaymentService/Charge`.
+pub struct PaymentBilling {
+    channel: tonic::transport::Channel,
+}
+
+impl PaymentBilling {
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self { channel }
+    }
+}
+
+#[async_trait::async_trait]
+impl Billing for PaymentBilling {
+    async fn charge(
+        &self,
+        user: Uuid,
+        amount: i64,
+        currency: &str,
+        key: &str,
+        description: &str,
+    ) -> Result<()> {
+        use skillup_proto::payment::v1::{
+            ChargeRequest, payment_service_client::PaymentServiceClient,
+        };
+        let mut client = PaymentServiceClient::new(self.channel.clone());
+        let mut req = tonic::Request::new(ChargeRequest {
+            user_id: user.to_string(),
+            amount: Some(Money { amount_minor: amount, currency: currency.to_owned() }),
+            idempotency_key: key.to_owned(),
+            description: description.to_owned(),
+        });
+        req.set_timeout(Duration::from_secs(10));
+        match client.charge(req).await {
+            Ok(_) => Ok(()),
+            Err(s) => match skillup_kit::error::detail_of(&s).map(|d| d.code()) {
+                Some(skillup_proto::common::v1::ErrorCode::InsufficientFunds) => {
+                    Err(SubscribeError::InsufficientFunds)
+                }
+                _ => Err(SubscribeError::Unavailable(format!(
+                    "payment: {} {}",
+                    s.code(),
+                    s.message()
+                ))),
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Subscriptions {
+    db: DatabaseConnection,
+    bus: SharedBus,
+    billing: Arc<dyn Billing>,
+}
+
+/// A user's plan right now, with its period.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub plan: plan::Model,
+    pub sub: Option<subscription::Model>,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+fn busy(e: &DbErr) -> bool {
+    e.to_string().contains("database is locked")
+}
+
+fn unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// The free plan's period: the calendar month (UTC).
+fn month_of(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0).single().unwrap_or(t);
+    let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
+    let end = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().unwrap_or(t);
+    (start, end)
+}
+
+pub fn includes(plan: &plan::Model, function: &str) -> bool {
+    plan.functions.split_whitespace().any(|f| f == "*" || f == function)
+}
+
+pub fn plan_pb(p: &plan::Model) -> pb::Plan {
+    pb::Plan {
+        id: p.id.clone(),
+        title: p.title.clone(),
+        price: Some(Money { amount_minor: p.price_minor, currency: p.currency.clone() }),
+        period_days: p.period_days as u32,
+        functions: p.functions.split_whitespace().map(str::to_owned).collect(),
+        token_quota: p.token_quota as u64,
+        generation_quota: p.generation_quota as u32,
+        rate_limit_tier: p.rate_limit_tier.clone(),
+        priority: p.priority as u32,
+    }
+}
+
+fn usage_pb(cur: &Current, u: Option<&usage::Model>) -> pb::Usage {
+    pb::Usage {
+        period_start: Some(ts(cur.period_start)),
+        period_end: Some(ts(cur.period_end)),
+        tokens_used: u.map_or(0, |u| u.tokens_used) as u64,
+        tokens_held: u.map_or(0, |u| u.tokens_held) as u64,
+        token_quota: cur.plan.token_quota as u64,
+        generations_used: u.map_or(0, |u| u.generations_used) as u32,
+        generations_held: u.map_or(0, |u| u.generations_held) as u32,
+        generation_quota: cur.plan.generation_quota as u32,
+    }
+}
+
+impl Subscriptions {
+    pub fn new(db: DatabaseConnection, bus: SharedBus, billing: Arc<dyn Billing>) -> Self {
+        Self { db, bus, billing }
+    }
+
+    pub async fn plans(&self) -> Result<Vec<pb::Plan>> {
+        let mut plans = plan::Entity::find().all(&self.db).await?;
+        plans.sort_by_key(|p| (p.price_minor, p.id.clone()));
+        Ok(plans.iter().map(plan_pb).collect())
+    }
+
+    async fn plan(&self, id: &str) -> Result<plan::Model> {
+        plan::Entity::find_by_id(id.to_owned()).one(&self.db).await?.ok_or_else(|| {
+            SubscribeError::NotFound(format!(
+                "no plan `{}`",
+                id.chars().take(32).collect::<String>()
+            ))
+        })
+    }
+
+    /// The user's plan and period now (renewing a subscription whose period just ended).
+    pub async fn current(&self, user: Uuid) -> Result<Current> {
+        let now = Utc::now();
+        let mut sub = subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user))
+            .one(&self.db)
+            .await?;
+        if let Some(s) = &sub
+            && s.status == pb::SubscriptionStatus::Active as i32
+            && s.period_end <= now
+        {
+            self.renew(s.clone()).await?;
+            sub = subscription::Entity::find_by_id(s.id).one(&self.db).await?;
+        }
+        match sub {
+            Some(s) if s.status == pb::SubscriptionStatus::Active as i32 => Ok(Current {
+                plan: self.plan(&s.plan_id).await?,
+                period_start: s.period_start,
+                period_end: s.period_end,
+                sub: Some(s),
+            }),
+            other => {
+                let (start, end) = month_of(now);
+                Ok(Current {
+                    plan: self.plan(FREE).await?,
+                    sub: other,
+                    period_start: start,
+                    period_end: end,
+                })
+            }
+        }
+    }
+
+    async fn usage_row(&self, user: Uuid, start: DateTime<Utc>) -> Result<Option<usage::Model>> {
+        Ok(usage::Entity::find_by_id((user, start)).one(&self.db).await?)
+    }
+
+    pub async fn usage(&self, user: Uuid) -> Result<pb::Usage> {
+        let cur = self.current(user).await?;
+        let row = self.usage_row(user, cur.period_start).await?;
+        Ok(usage_pb(&cur, row.as_ref()))
+    }
+
+    pub async fn subscription_pb(&self, user: Uuid) -> Result<pb::Subscription> {
+        let cur = self.current(user).await?;
+        let row = self.usage_row(user, cur.period_start).await?;
+        let usage = usage_pb(&cur, row.as_ref());
+        let (id, status, cancel) = match &cur.sub {
+            Some(s) if s.status == pb::SubscriptionStatus::Active as i32 => {
+                (s.id.to_string(), pb::SubscriptionStatus::Active, s.cancel_at_period_end)
+            }
+            _ => (String::new(), pb::SubscriptionStatus::Active, false),
+        };
+        Ok(pb::Subscription {
+            id,
+            user_id: user.to_string(),
+            plan: Some(plan_pb(&cur.plan)),
+            status: status as i32,
+            current_period_start: Some(ts(cur.period_start)),
+            current_period_end: Some(ts(cur.period_end)),
+            cancel_at_period_end: cancel,
+            usage: Some(usage),
+        })
+    }
+
+    /// Whether the plan allows `function` and quota is left.
+    pub async fn entitlement(
+        &self,
+        user: Uuid,
+        function: &str,
+    ) -> Result<pb::CheckEntitlementResponse> {
+        let cur = self.current(user).await?;
+        let deny = |reason: pb::DenyReason, message: String| pb::CheckEntitlementResponse {
+            allowed: false,
+            reason: reason as i32,
+            message,
+            plan: cur.plan.id.clone(),
+            priority: cur.plan.priority as u32,
+        };
+        if !includes(&cur.plan, function) {
+            return Ok(deny(
+                pb::DenyReason::FunctionNotInPlan,
+                format!(
+                    "`{function}` is unavailable on the {} plan — subscribe to a plan that includes it (недоступно — оформите подписку)",
+                    cur.plan.title
+                ),
+            ));
+        }
+        let u = self.usage_row(user, cur.period_start).await?;
+        let (tu, th, gu, gh) = u.map_or((0, 0, 0, 0), |u| {
+            (u.tokens_used, u.tokens_held, u.generations_used, u.generations_held)
+        });
+        if tu + th >= cur.plan.token_quota || gu + gh >= cur.plan.generation_quota {
+            return Ok(deny(
+                pb::DenyReason::QuotaExhausted,
+                "this period's quota is used up — upgrade your plan (квота исчерпана — смените тариф)".into(),
+            ));
+        }
+        Ok(pb::CheckEntitlementResponse {
+            allowed: true,
+            reason: pb::DenyReason::Unspecified as i32,
+            message: String::new(),
+            plan: cur.plan.id.clone(),
+            priority: cur.plan.priority as u32,
+        })
+    }
+
+    /// Takes a hold of `tokens` (and one generation) only if the quota left covers it.
+    pub async fn reserve(
+        &self,
+        user: Uuid,
+        function: &str,
+        tokens: u64,
+        key: &str,
+        ttl: u32,
+    ) -> Result<(hold::Model, pb::Usage)> {
+        if tokens == 0 || tokens > 10_000_000 {
+            return Err(SubscribeError::Invalid("tokens", "`tokens` must be 1..=10000000".into()));
+        }
+        if key.len() > 128 {
+            return Err(SubscribeError::Invalid(
+                "idempotency_key",
+                "`idempotency_key` is at most 128 characters".into(),
+            ));
+        }
+        let ttl = match ttl {
+            0 => DEFAULT_HOLD_SECS,
+            t if t > MAX_HOLD_SECS => {
+                return Err(SubscribeError::Invalid(
+                    "ttl_seconds",
+                    format!("`ttl_seconds` is at most {MAX_HOLD_SECS}"),
+                ));
+            }
+            t => t,
+        };
+        let cur = self.current(user).await?;
+        if !includes(&cur.plan, function) {
+            return Err(SubscribeError::SubscriptionRequired(format!(
+                "`{function}` is not in the {} plan",
+                cur.plan.title
+            )));
+        }
+        self.expire_due(Some(user)).await?;
+        let idem = if key.is_empty() {
+            format!("{user}:{}", Uuid::now_v7())
+        } else {
+            format!("{user}:{key}")
+        };
+        let tokens = tokens as i64;
+        for attempt in 0..50u64 {
+            if let Some(h) = hold::Entity::find()
+                .filter(hold::Column::Idempotency.eq(&idem))
+                .one(&self.db)
+                .await?
+            {
+                let row = self.usage_row(user, h.period_start).await?;
+                return Ok((h, usage_pb(&cur, row.as_ref())));
+            }
+            match self.try_reserve(user, &cur, tokens, &idem, ttl).await {
+                Ok(Some(h)) => {
+                    let row = self.usage_row(user, cur.period_start).await?;
+                    return Ok((h, usage_pb(&cur, row.as_ref())));
+                }
+                Ok(None) => {
+                    let row = self.usage_row(user, cur.period_start).await?;
+                    let u = usage_pb(&cur, row.as_ref());
+                    return Err(SubscribeError::QuotaExceeded(format!(
+                        "{} of {} tokens and {} of {} generations are used or held",
+                        u.tokens_used + u.tokens_held,
+                        u.token_quota,
+                        u.generations_used + u.generations_held,
+                        u.generation_quota
+                    )));
+                }
+                Err(e) if unique_violation(&e) => continue,
+                Err(e) if busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(2 + Ord::min(attempt * 3, 50))).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SubscribeError::Unavailable("quota store stayed busy".into()))
+    }
+
+    async fn try_reserve(
+        &self,
+        user: Uuid,
+        cur: &Current,
+        tokens: i64,
+        idem: &str,
+        ttl: u32,
+    ) -> std::result::Result<Option<hold::Model>, DbErr> {
+        usage::Entity::insert(usage::ActiveModel {
+            user_id: Set(user),
+            period_start: Set(cur.period_start),
+            tokens_used: Set(0),
+            tokens_held: Set(0),
+            generations_used: Set(0),
+            generations_held: Set(0),
+        })
+        .on_conflict_do_nothing_on([usage::Column::UserId, usage::Column::PeriodStart])
+        .exec(&self.db)
+        .await?;
+        let txn = self.db.begin().await?;
+        let taken = usage::Entity::update_many()
+            .col_expr(usage::Column::TokensHeld, Expr::col(usage::Column::TokensHeld).add(tokens))
+            .col_expr(
+                usage::Column::GenerationsHeld,
+                Expr::col(usage::Column::GenerationsHeld).add(1),
+            )
+            .filter(usage::Column::UserId.eq(user))
+            .filter(usage::Column::PeriodStart.eq(cur.period_start))
+            .filter(
+                Expr::col(usage::Column::TokensUsed)
+                    .add(Expr::col(usage::Column::TokensHeld))
+                    .add(tokens)
+                    .lte(cur.plan.token_quota),
+            )
+            .filter(
+                Expr::col(usage::Column::GenerationsUsed)
+                    .add(Expr::col(usage::Column::GenerationsHeld))
+                    .add(1)
+                    .lte(cur.plan.generation_quota),
+            )
+            .exec(&txn)
+            .await?;
+        if taken.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let h = hold::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user),
+            period_start: Set(cur.period_start),
+            tokens: Set(tokens),
+            status: Set("held".into()),
+            actual_tokens: Set(0),
+            idempotency: Set(idem.to_owned()),
+            expires_at: Set(now + chrono::Duration::seconds(i64::from(ttl))),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(Some(h))
+    }
+
+    async fn find_hold(&self, id: &str) -> Result<hold::Model> {
+        let id = Uuid::parse_str(id)
+            .map_err(|_| SubscribeError::Invalid("hold_id", "`hold_id` must be a UUID".into()))?;
+        hold::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| SubscribeError::NotFound(format!("no hold {id}")))
+    }
+
+    /// Ends a hold: `commit` charges `actual` tokens (at most what was held) and one
+    /// generation; otherwise (`release`, `expire`) everything goes back. Exactly once: the
+    /// status moves from `held` by a conditional update.
+    async fn settle(
+        &self,
+        h: &hold::Model,
+        to: &str,
+        actual: i64,
+    ) -> std::result::Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        let moved = hold::Entity::update_many()
+            .col_expr(hold::Column::Status, Expr::value(to))
+            .col_expr(hold::Column::ActualTokens, Expr::value(actual))
+            .filter(hold::Column::Id.eq(h.id))
+            .filter(hold::Column::Status.eq("held"))
+            .exec(&txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        let used_gens = i32::from(to == "committed");
+        usage::Entity::update_many()
+            .col_expr(usage::Column::TokensHeld, Expr::col(usage::Column::TokensHeld).sub(h.tokens))
+            .col_expr(usage::Column::TokensUsed, Expr::col(usage::Column::TokensUsed).add(actual))
+            .col_expr(
+                usage::Column::GenerationsHeld,
+                Expr::col(usage::Column::GenerationsHeld).sub(1),
+            )
+            .col_expr(
+                usage::Column::GenerationsUsed,
+                Expr::col(usage::Column::GenerationsUsed).add(used_gens),
+            )
+            .filter(usage::Column::UserId.eq(h.user_id))
+            .filter(usage::Column::PeriodStart.eq(h.period_start))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn settle_retrying(&self, h: &hold::Model, to: &str, actual: i64) -> Result<bool> {
+        for attempt in 0..50u64 {
+            match self.settle(h, to, actual).await {
+                Ok(done) => return Ok(done),
+                Err(e) if busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(2 + Ord::min(attempt * 3, 50))).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SubscribeError::Unavailable("quota store stayed busy".into()))
+    }
+
+    pub async fn commit(&self, hold_id: &str, actual: u64) -> Result<pb::Usage> {
+        let h = self.find_hold(hold_id).await?;
+        let charged = Ord::min(actual as i64, h.tokens);
+        if !self.settle_retrying(&h, "committed", charged).await? {
+            let now = self.find_hold(hold_id).await?;
+            if now.status != "committed" {
+                return Err(SubscribeError::Conflict(format!(
+                    "the hold was already {}",
+                    now.status
+                )));
+            }
+        }
+        self.usage(h.user_id).await
+    }
+
+    pub async fn release(&self, hold_id: &str) -> Result<pb::Usage> {
+        let h = self.find_hold(hold_id).await?;
+        if !self.settle_retrying(&h, "released", 0).await? {
+            let now = self.find_hold(hold_id).await?;
+            if now.status == "committed" {
+                return Err(SubscribeError::Conflict("the hold was already committed".into()));
+            }
+        }
+        self.usage(h.user_id).await
+    }
+
+    /// Returns holds past their expiry (one user's, or everyone's); safe on many replicas.
+    pub async fn expire_due(&self, user: Option<Uuid>) -> Result<usize> {
+        let mut q = hold::Entity::find()
+            .filter(hold::Column::Status.eq("held"))
+            .filter(hold::Column::ExpiresAt.lt(Utc::now()));
+        if let Some(u) = user {
+            q = q.filter(hold::Column::UserId.eq(u));
+        }
+        let mut n = 0;
+        for h in q.limit(500).all(&self.db).await? {
+            if self.settle_retrying(&h, "expired", 0).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Subscribes to (or switches to) `plan_id`, charging the balance once per user, plan and
+    /// period; a switch credits the unused part of the current period.
+    pub async fn subscribe(
+        &self,
+        user: Uuid,
+        plan_id: &str,
+        key: &str,
+    ) -> Result<pb::Subscription> {
+        if plan_id.is_empty() {
+            return Err(SubscribeError::Invalid("plan", "`plan` is required".into()));
+        }
+        let plan = self.plan(plan_id).await?;
+        if plan.id == FREE {
+            return Err(SubscribeError::Invalid(
+                "plan",
+                "everyone has the free plan; cancel a paid plan to return to it".into(),
+            ));
+        }
+        let cur = self.current(user).await?;
+        let now = Utc::now();
+        if let Some(s) = &cur.sub
+            && s.status == pb::SubscriptionStatus::Active as i32
+            && s.plan_id == plan.id
+        {
+            if s.cancel_at_period_end {
+                subscription::Entity::update_many()
+                    .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(false))
+                    .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
+                    .filter(subscription::Column::Id.eq(s.id))
+                    .exec(&self.db)
+                    .await?;
+            }
+            return self.subscription_pb(user).await;
+        }
+        let credit = match &cur.sub {
+            Some(s)
+                if s.status == pb::SubscriptionStatus::Active as i32
+                    && cur.plan.price_minor > 0 =>
+            {
+                let total = Ord::max((s.period_end - s.period_start).num_seconds(), 1);
+                let left = (s.period_end - now).num_seconds().clamp(0, total);
+                cur.plan.price_minor * left / total
+            }
+            _ => 0,
+        };
+        let price = Ord::max(plan.price_minor - credit, 0);
+        let charge_key = if key.is_empty() {
+            format!("subscribe:{user}:{}:{}", plan.id, now.format("%Y-%m-%d"))
+        } else {
+            format!("subscribe:{user}:{}:{}", plan.id, key.chars().take(64).collect::<String>())
+        };
+        if price > 0 {
+            self.billing
+                .charge(
+                    user,
+                    price,
+                    &plan.currency,
+                    &charge_key,
+                    &format!("subscription:{}:{}", plan.id, now.format("%Y-%m")),
+                )
+                .await?;
+        }
+        let end = now + chrono::Duration::days(i64::from(plan.period_days));
+        let updated = subscription::Entity::update_many()
+            .col_expr(subscription::Column::PlanId, Expr::value(plan.id.clone()))
+            .col_expr(
+                subscription::Column::Status,
+                Expr::value(pb::SubscriptionStatus::Active as i32),
+            )
+            .col_expr(subscription::Column::PeriodStart, Expr::value(now))
+            .col_expr(subscription::Column::PeriodEnd, Expr::value(end))
+            .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(false))
+            .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
+            .filter(subscription::Column::UserId.eq(user))
+            .exec(&self.db)
+            .await?;
+        if updated.rows_affected == 0 {
+            let inserted = subscription::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                user_id: Set(user),
+                plan_id: Set(plan.id.clone()),
+                status: Set(pb::SubscriptionStatus::Active as i32),
+                period_start: Set(now),
+                period_end: Set(end),
+                cancel_at_period_end: Set(false),
+                updated_at: Set(now),
+            }
+            .insert(&self.db)
+            .await;
+            match inserted {
+                Err(e) if unique_violation(&e) => {} // a concurrent subscribe wrote it
+                other => {
+                    other?;
+                }
+            }
+        }
+        self.emit(user, &plan.id, pb::SubscriptionStatus::Active, end).await;
+        self.subscription_pb(user).await
+    }
+
+    /// Cancels at the end of the current period.
+    pub async fn cancel(&self, user: Uuid) -> Result<pb::Subscription> {
+        let cur = self.current(user).await?;
+        let Some(s) = cur.sub.filter(|s| s.status == pb::SubscriptionStatus::Active as i32) else {
+            return Err(SubscribeError::NotFound("there is no paid subscription to cancel".into()));
+        };
+        subscription::Entity::update_many()
+            .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(true))
+            .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(subscription::Column::Id.eq(s.id))
+            .exec(&self.db)
+            .await?;
+        self.emit(user, &s.plan_id, pb::SubscriptionStatus::Canceled, s.period_end).await;
+        self.subscription_pb(user).await
+    }
+
+    /// Renews one subscription whose period ended: charges the next period once (the key is
+    /// the user, plan and the period's start), advances it with a conditional update, or
+    /// expires it to free when it was cancelled or cannot be paid. Safe on many replicas.
+    async fn renew(&self, s: subscription::Model) -> Result<()> {
+        let advance_or_expire = |status: pb::SubscriptionStatus, end| {
+            let mut q = subscription::Entity::update_many()
+                .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(subscription::Column::Id.eq(s.id))
+                .filter(subscription::Column::PeriodEnd.eq(s.period_end))
+                .filter(subscription::Column::Status.eq(pb::SubscriptionStatus::Active as i32));
+            if status == pb::SubscriptionStatus::Active {
+                q = q
+                    .col_expr(subscription::Column::PeriodStart, Expr::value(s.period_end))
+                    .col_expr(subscription::Column::PeriodEnd, Expr::value(end));
+            } else {
+                q = q.col_expr(subscription::Column::Status, Expr::value(status as i32));
+            }
+            q
+        };
+        if s.cancel_at_period_end {
+            if advance_or_expire(pb::SubscriptionStatus::Expired, s.period_end)
+                .exec(&self.db)
+                .await?
+                .rows_affected
+                == 1
+            {
+                self.emit(s.user_id, FREE, pb::SubscriptionStatus::Expired, s.period_end).await;
+            }
+            return Ok(());
+        }
+        let plan = self.plan(&s.plan_id).await?;
+        let next_end = s.period_end + chrono::Duration::days(i64::from(plan.period_days));
+        let key = format!("renew:{}:{}:{}", s.user_id, plan.id, s.period_end.timestamp_millis());
+        match self
+            .billing
+            .charge(
+                s.user_id,
+                plan.price_minor,
+                &plan.currency,
+                &key,
+                &format!("subscription:{}:renewal", plan.id),
+            )
+            .await
+        {
+            Ok(()) => {
+                if advance_or_expire(pb::SubscriptionStatus::Active, next_end)
+                    .exec(&self.db)
+                    .await?
+                    .rows_affected
+                    == 1
+                {
+                    self.emit(s.user_id, &plan.id, pb::SubscriptionStatus::Active, next_end).await;
+                }
+                Ok(())
+            }
+            Err(SubscribeError::InsufficientFunds) => {
+                if advance_or_expire(pb::SubscriptionStatus::Expired, s.period_end)
+                    .exec(&self.db)
+                    .await?
+                    .rows_affected
+                    == 1
+                {
+                    tracing::info!(user_id = %s.user_id, plan = %plan.id, "renewal not paid: back to free");
+                    self.emit(s.user_id, FREE, pb::SubscriptionStatus::Expired, s.period_end).await;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The periodic job: renews every subscription whose period ended. Returns how many it
+    /// looked at.
+    pub async fn renew_due(&self) -> Result<usize> {
+        let due = subscription::Entity::find()
+            .filter(subscription::Column::Status.eq(pb::SubscriptionStatus::Active as i32))
+            .filter(subscription::Column::PeriodEnd.lte(Utc::now()))
+            .limit(500)
+            .all(&self.db)
+            .await?;
+        let n = due.len();
+        for s in due {
+            if let Err(e) = self.renew(s).await {
+                tracing::warn!(error = %e, "renewal failed; retried on the next run");
+            }
+        }
+        Ok(n)
+    }
+
+    async fn emit(
+        &self,
+        user: Uuid,
+        plan: &str,
+        status: pb::SubscriptionStatus,
+        end: DateTime<Utc>,
+    ) {
+        let msg = pb::SubscriptionChanged {
+            user_id: user.to_string(),
+            plan: plan.to_owned(),
+            status: status as i32,
+            current_period_end: Some(ts(end)),
+        };
+        if let Err(e) = skillup_kit::events::publish(
+            &self.bus,
+            "subscription.changed",
+            &user.to_string(),
+            "skillup.subscribe.v1.SubscriptionChanged",
+            &msg,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "subscription.changed not published");
+        }
+    }
+
+    /// Test and operator hook: moves a subscription's period end (to exercise renewal).
+    pub async fn set_period_end(&self, user: Uuid, end: DateTime<Utc>) -> Result<()> {
+        subscription::Entity::update_many()
+            .col_expr(subscription::Column::PeriodEnd, Expr::value(end))
+            .filter(subscription::Column::UserId.eq(user))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}

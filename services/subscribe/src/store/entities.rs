@@ -1,0 +1,105 @@
+//! sea-orm entities of the subscribe service's tables.
+
+/// A plan users can subscribe to.
+pub mod plan {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subscribe_plans")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub title: String,
+        pub price_minor: i64,
+        pub currency: String,
+        pub period_days: i32,
+        /// Space-separated function slugs; `*` = every function.
+        pub functions: String,
+        pub token_quota: i64,
+        pub generation_quota: i32,
+        pub rate_limit_tier: String,
+        pub priority: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A user's paid subscription (users without one are on the free plan).
+pub mod subscription {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subscribe_subscriptions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        #[sea_orm(unique)]
+        pub user_id: Uuid,
+        pub plan_id: String,
+        /// `skillup.subscribe.v1.SubscriptionStatus` number.
+        pub status: i32,
+        pub period_start: DateTimeUtc,
+        pub period_end: DateTimeUtc,
+        pub cancel_at_period_end: bool,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Use within one period. `used + held` never exceeds the plan's quota: holds are taken by a
+/// conditional update.
+pub mod usage {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subscribe_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub period_start: DateTimeUtc,
+        pub tokens_used: i64,
+        pub tokens_held: i64,
+        pub generations_used: i32,
+        pub generations_held: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A reservation of quota for one generation, settled by commit or release, or expired.
+pub mod hold {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subscribe_holds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        pub period_start: DateTimeUtc,
+        pub tokens: i64,
+        /// held | committed | released | expired
+        pub status: String,
+        pub actual_tokens: i64,
+        /// `{user}:{key}`; unique, so a retried reserve gets the same hold.
+        pub idempotency: String,
+        pub expires_at: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,129 @@
+//! The subscribe service's migrations (own history table) and the default plans.
+
+use sea_orm::{ActiveModelTrait, Set};
+use sea_orm_migration::{prelude::*, schema::*};
+
+use super::entities::plan;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Init)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "subscribe_migrations".into_iden()
+    }
+}
+
+struct M0001Init;
+
+impl MigrationName for M0001Init {
+    fn name(&self) -> &str {
+        "m0001_init"
+    }
+}
+
+/// (id, title, price in cents, functions, tokens, generations, priority)
+const PLANS: &[(&str, &str, i64, &str, i64, i32, i32)] = &[
+    ("free", "Free", 0, "article summary quiz flashcards social_post email", 20_000, 30, 1),
+    ("basic", "Basic", 990, "*", 200_000, 300, 5),
+    ("premium", "Premium", 2_990, "*", 1_000_000, 2_000, 9),
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Init {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("subscribe_plans")
+                .if_not_exists()
+                .col(string_len("id", 32).primary_key())
+                .col(string_len("title", 120))
+                .col(big_integer("price_minor"))
+                .col(string_len("currency", 3))
+                .col(integer("period_days"))
+                .col(text("functions"))
+                .col(big_integer("token_quota"))
+                .col(integer("generation_quota"))
+                .col(string_len("rate_limit_tier", 32))
+                .col(integer("priority"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("subscribe_subscriptions")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id").unique_key())
+                .col(string_len("plan_id", 32))
+                .col(integer("status"))
+                .col(timestamp_with_time_zone("period_start"))
+                .col(timestamp_with_time_zone("period_end"))
+                .col(boolean("cancel_at_period_end"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("subscribe_usage")
+                .if_not_exists()
+                .col(uuid("user_id"))
+                .col(timestamp_with_time_zone("period_start"))
+                .col(big_integer("tokens_used"))
+                .col(big_integer("tokens_held"))
+                .col(integer("generations_used"))
+                .col(integer("generations_held"))
+                .primary_key(Index::create().col("user_id").col("period_start"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("subscribe_holds")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(timestamp_with_time_zone("period_start"))
+                .col(big_integer("tokens"))
+                .col(string_len("status", 16))
+                .col(big_integer("actual_tokens"))
+                .col(string_len("idempotency", 200).unique_key())
+                .col(timestamp_with_time_zone("expires_at"))
+                .col(timestamp_with_time_zone("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("subscribe_holds_expiry")
+                .table("subscribe_holds")
+                .col("status")
+                .col("expires_at")
+                .to_owned(),
+        )
+        .await?;
+        let db = m.get_connection();
+        for (id, title, price, functions, tokens, generations, priority) in PLANS {
+            plan::ActiveModel {
+                id: Set((*id).into()),
+                title: Set((*title).into()),
+                price_minor: Set(*price),
+                currency: Set("USD".into()),
+                period_days: Set(30),
+                functions: Set((*functions).into()),
+                token_quota: Set(*tokens),
+                generation_quota: Set(*generations),
+                rate_limit_tier: Set((*id).into()),
+                priority: Set(*priority),
+            }
+            .insert(db)
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,4 @@
+//! Plans, subscriptions, usage per period and quota holds.
+
+pub mod entities;
+pub mod migration;

@@ -1,0 +1,380 @@
+//! The subscribe service through its gRPC client, charging through the real payment service,
+//! on real PostgreSQL and RabbitMQ and on SQLite.
+
+use std::{sync::Arc, time::Duration};
+
+use skillup_kit::{
+    grpc::GrpcServer,
+    identity::{Identity, IdentityKey, now_secs},
+    testing::{Kind, TestInfra, TestServer},
+};
+use skillup_proto::{
+    common::v1::ErrorCode,
+    payment::v1::{self as paypb, payment_service_client::PaymentServiceClient},
+    subscribe::v1::{self as pb, subscription_service_client::SubscriptionServiceClient},
+};
+use skillup_subscribe::{PaymentBilling, Subscriptions};
+use tonic::{Code, Request, transport::Channel};
+use uuid::Uuid;
+
+struct Harness {
+    client: SubscriptionServiceClient<Channel>,
+    payments: PaymentServiceClient<Channel>,
+    key: Arc<IdentityKey>,
+    channel: Channel,
+    t: TestInfra,
+    _server: TestServer,
+    _payment: TestServer,
+}
+
+async fn harness(kind: Kind) -> Harness {
+    let t = kind.infra().await;
+    let key = Arc::new(IdentityKey::random());
+    let payment = skillup_payment::build(&t.infra).await.unwrap();
+    // The subscribe service charges through the payment service's gRPC API.
+    let shutdown = skillup_kit::Shutdown::new();
+    let pay_server = TestServer::start(
+        GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
+    )
+    .await;
+    let billing = Arc::new(PaymentBilling::new(pay_server.channel()));
+    let subscribe =
+        skillup_subscribe::build(&t.infra, billing, Duration::from_secs(3600), shutdown)
+            .await
+            .unwrap();
+    let server = TestServer::start(
+        GrpcServer::builder().add_service(subscribe.into_server()).identity_key(key.clone()),
+    )
+    .await;
+    let channel = pay_server.channel();
+    Harness {
+        client: SubscriptionServiceClient::new(server.channel()),
+        payments: PaymentServiceClient::new(channel.clone()),
+        key,
+        channel,
+        t,
+        _server: server,
+        _payment: pay_server,
+    }
+}
+
+skillup_kit::both_adapters!(
+    everyone_starts_on_free_with_its_functions_and_quota,
+    subscribing_charges_once_per_period_and_switching_is_prorated,
+    fifty_concurrent_reserves_against_ten_holds_worth_of_quota,
+    holds_commit_release_and_expire_exactly_once,
+    renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free,
+);
+
+fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    let id = Identity { user_id: user.to_string(), exp: now_secs() + 60, ..Default::default() };
+    req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+    req
+}
+
+async fn fund(h: &mut Harness, user: Uuid, amount: i64) {
+    let req = as_user(
+        h,
+        user,
+        paypb::TopUpRequest {
+            amount_minor: amount,
+            currency: "USD".into(),
+            idempotency_key: format!("fund-{}", Uuid::now_v7()),
+            payment_method: String::new(),
+        },
+    );
+    h.payments.top_up(req).await.unwrap();
+}
+
+async fn balance(h: &mut Harness, user: Uuid) -> i64 {
+    let req = as_user(h, user, paypb::GetBalanceRequest { currency: "USD".into() });
+    h.payments.get_balance(req).await.unwrap().into_inner().available.unwrap().amount_minor
+}
+
+fn code_of(s: &tonic::Status) -> ErrorCode {
+    skillup_kit::error::detail_of(s).map(|d| d.code()).unwrap_or(ErrorCode::Unspecified)
+}
+
+async fn entitled(h: &mut Harness, user: Uuid, f: &str) -> pb::CheckEntitlementResponse {
+    h.client
+        .check_entitlement(pb::CheckEntitlementRequest {
+            user_id: user.to_string(),
+            function_id: f.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn everyone_starts_on_free_with_its_functions_and_quota(kind: Kind) {
+    let mut h = harness(kind).await;
+    let plans = h.client.list_plans(pb::ListPlansRequest {}).await.unwrap().into_inner().plans;
+    let ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["free", "basic", "premium"]);
+    let user = Uuid::now_v7();
+    let me = h
+        .client
+        .get_my_subscription(as_user(&h, user, pb::GetMySubscriptionRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.plan.unwrap().id, "free");
+    let usage = me.usage.unwrap();
+    assert_eq!((usage.tokens_used, usage.token_quota), (0, 20_000));
+    assert!(entitled(&mut h, user, "quiz").await.allowed);
+    let no = entitled(&mut h, user, "lesson_plan").await;
+    assert!(!no.allowed);
+    assert_eq!(no.reason(), pb::DenyReason::FunctionNotInPlan);
+    assert!(
+        no.message.contains("subscribe") && no.message.contains("оформите подписку"),
+        "{}",
+        no.message
+    );
+    let err = h
+        .client
+        .reserve_quota(pb::ReserveQuotaRequest {
+            user_id: user.to_string(),
+            function_id: "lesson_plan".into(),
+            tokens: 10,
+            idempotency_key: String::new(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), code_of(&err)),
+        (Code::FailedPrecondition, ErrorCode::SubscriptionRequired)
+    );
+}
+
+async fn subscribing_charges_once_per_period_and_switching_is_prorated(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    // No money: refused, still free.
+    let err = h
+        .client
+        .subscribe(as_user(
+            &h,
+            user,
+            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::InsufficientFunds);
+    fund(&mut h, user, 5_000).await;
+    let sub = h
+        .client
+        .subscribe(as_user(
+            &h,
+            user,
+            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sub.plan.unwrap().id, "basic");
+    assert_eq!(balance(&mut h, user).await, 5_000 - 990);
+    // Again: nothing more is charged.
+    h.client
+        .subscribe(as_user(
+            &h,
+            user,
+            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(balance(&mut h, user).await, 5_000 - 990);
+    assert!(entitled(&mut h, user, "lesson_plan").await.allowed);
+    // Upgrade: the unused part of basic (almost all of it) is credited.
+    h.client
+        .subscribe(as_user(
+            &h,
+            user,
+            pb::SubscribeRequest { plan: "premium".into(), idempotency_key: String::new() },
+        ))
+        .await
+        .unwrap();
+    let left = balance(&mut h, user).await;
+    assert!(
+        (5_000 - 990 - 2_990 + 985..=5_000 - 990 - 2_990 + 990).contains(&left),
+        "prorated: {left}"
+    );
+    // Cancel: stays premium until the period ends.
+    let c = h
+        .client
+        .cancel_subscription(as_user(&h, user, pb::CancelSubscriptionRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(c.cancel_at_period_end);
+    assert_eq!(c.plan.unwrap().id, "premium");
+    let err = h
+        .client
+        .subscribe(as_user(
+            &h,
+            user,
+            pb::SubscribeRequest { plan: "free".into(), idempotency_key: String::new() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+async fn fifty_concurrent_reserves_against_ten_holds_worth_of_quota(kind: Kind) {
+    let h = harness(kind).await;
+    let user = Uuid::now_v7();
+    // Free: 20,000 tokens per period; each reserve asks for 2,000.
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let mut c = h.client.clone();
+            tokio::spawn(async move {
+                c.reserve_quota(pb::ReserveQuotaRequest {
+                    user_id: user.to_string(),
+                    function_id: "quiz".into(),
+                    tokens: 2_000,
+                    idempotency_key: String::new(),
+                    ttl_seconds: 60,
+                })
+                .await
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(code_of(&e), ErrorCode::QuotaExceeded, "{e:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (10, 40));
+    let mut c = h.client.clone();
+    let usage = c.get_usage(as_user(&h, user, pb::GetUsageRequest {})).await.unwrap().into_inner();
+    assert_eq!((usage.tokens_held, usage.generations_held), (20_000, 10));
+    let mut h = h;
+    let no = entitled(&mut h, user, "quiz").await;
+    assert_eq!(no.reason(), pb::DenyReason::QuotaExhausted);
+}
+
+async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    let reserve = |tokens, key: &str, ttl| pb::ReserveQuotaRequest {
+        user_id: user.to_string(),
+        function_id: "summary".into(),
+        tokens,
+        idempotency_key: key.into(),
+        ttl_seconds: ttl,
+    };
+    let a = h.client.reserve_quota(reserve(1_000, "a", 60)).await.unwrap().into_inner();
+    let again = h.client.reserve_quota(reserve(1_000, "a", 60)).await.unwrap().into_inner();
+    assert_eq!(a.hold_id, again.hold_id, "a retried reserve gets the same hold");
+    // Commit charges the actual use, never more than was held; twice is once.
+    let u = h
+        .client
+        .commit_quota(pb::CommitQuotaRequest { hold_id: a.hold_id.clone(), actual_tokens: 600 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((u.tokens_used, u.tokens_held, u.generations_used), (600, 0, 1));
+    let u = h
+        .client
+        .commit_quota(pb::CommitQuotaRequest { hold_id: a.hold_id.clone(), actual_tokens: 600 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(u.tokens_used, 600);
+    let err = h
+        .client
+        .release_quota(pb::ReleaseQuotaRequest { hold_id: a.hold_id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "a committed hold cannot be released: {err:?}");
+    let b = h.client.reserve_quota(reserve(5_000, "b", 60)).await.unwrap().into_inner();
+    let u = h
+        .client
+        .commit_quota(pb::CommitQuotaRequest { hold_id: b.hold_id, actual_tokens: 9_999 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(u.tokens_used, 5_600, "capped at the hold");
+    let c = h.client.reserve_quota(reserve(1_000, "c", 60)).await.unwrap().into_inner();
+    let u = h
+        .client
+        .release_quota(pb::ReleaseQuotaRequest { hold_id: c.hold_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((u.tokens_used, u.tokens_held, u.generations_used), (5_600, 0, 2));
+    // A hold never settled comes back when it expires.
+    let d = h.client.reserve_quota(reserve(3_000, "d", 1)).await.unwrap().into_inner();
+    assert_eq!(d.usage.unwrap().tokens_held, 3_000);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let subs = Subscriptions::new(
+        h.t.infra.db.clone(),
+        h.t.infra.bus.clone(),
+        Arc::new(PaymentBilling::new(h.channel.clone())),
+    );
+    assert_eq!(subs.expire_due(None).await.unwrap(), 1);
+    assert_eq!(subs.expire_due(None).await.unwrap(), 0);
+    let usage =
+        h.client.get_usage(as_user(&h, user, pb::GetUsageRequest {})).await.unwrap().into_inner();
+    assert_eq!((usage.tokens_used, usage.tokens_held, usage.generations_held), (5_600, 0, 0));
+    let err = h
+        .client
+        .commit_quota(pb::CommitQuotaRequest { hold_id: d.hold_id, actual_tokens: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "an expired hold cannot be committed");
+}
+
+async fn renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    fund(&mut h, user, 1_500).await;
+    h.client
+        .subscribe(as_user(
+            &h,
+            user,
+            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(balance(&mut h, user).await, 510);
+    fund(&mut h, user, 1_000).await;
+    let replica = || {
+        Subscriptions::new(
+            h.t.infra.db.clone(),
+            h.t.infra.bus.clone(),
+            Arc::new(PaymentBilling::new(h.channel.clone())),
+        )
+    };
+    let (a, b) = (replica(), replica());
+    a.set_period_end(user, chrono::Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
+    let (ra, rb) = tokio::join!(a.renew_due(), b.renew_due());
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(balance(&mut h, user).await, 1_510 - 990, "charged once for the new period");
+    let me = h
+        .client
+        .get_my_subscription(as_user(&h, user, pb::GetMySubscriptionRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.plan.unwrap().id, "basic");
+    assert!(me.current_period_end.unwrap().seconds > now_secs() as i64, "the period moved on");
+    // The next period cannot be paid (520 < 990): back to free.
+    a.set_period_end(user, chrono::Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
+    a.renew_due().await.unwrap();
+    let me = h
+        .client
+        .get_my_subscription(as_user(&h, user, pb::GetMySubscriptionRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.plan.unwrap().id, "free");
+    assert_eq!(balance(&mut h, user).await, 520, "nothing taken");
+}
