@@ -92,6 +92,10 @@ async fn balance(h: &mut Harness, user: Uuid) -> i64 {
     h.payments.get_balance(req).await.unwrap().into_inner().available.unwrap().amount_minor
 }
 
+fn plan(id: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest { plan: id.into(), idempotency_key: String::new() }
+}
+
 fn code_of(s: &tonic::Status) -> ErrorCode {
     skillup_kit::error::detail_of(s).map(|d| d.code()).unwrap_or(ErrorCode::Unspecified)
 }
@@ -152,49 +156,18 @@ async fn subscribing_charges_once_per_period_and_switching_is_prorated(kind: Kin
     let mut h = harness(kind).await;
     let user = Uuid::now_v7();
     // No money: refused, still free.
-    let err = h
-        .client
-        .subscribe(as_user(
-            &h,
-            user,
-            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
-        ))
-        .await
-        .unwrap_err();
+    let err = h.client.subscribe(as_user(&h, user, plan("basic"))).await.unwrap_err();
     assert_eq!(code_of(&err), ErrorCode::InsufficientFunds);
     fund(&mut h, user, 5_000).await;
-    let sub = h
-        .client
-        .subscribe(as_user(
-            &h,
-            user,
-            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let sub = h.client.subscribe(as_user(&h, user, plan("basic"))).await.unwrap().into_inner();
     assert_eq!(sub.plan.unwrap().id, "basic");
     assert_eq!(balance(&mut h, user).await, 5_000 - 990);
     // Again: nothing more is charged.
-    h.client
-        .subscribe(as_user(
-            &h,
-            user,
-            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
-        ))
-        .await
-        .unwrap();
+    h.client.subscribe(as_user(&h, user, plan("basic"))).await.unwrap();
     assert_eq!(balance(&mut h, user).await, 5_000 - 990);
     assert!(entitled(&mut h, user, "lesson_plan").await.allowed);
     // Upgrade: the unused part of basic (almost all of it) is credited.
-    h.client
-        .subscribe(as_user(
-            &h,
-            user,
-            pb::SubscribeRequest { plan: "premium".into(), idempotency_key: String::new() },
-        ))
-        .await
-        .unwrap();
+    h.client.subscribe(as_user(&h, user, plan("premium"))).await.unwrap();
     let left = balance(&mut h, user).await;
     assert!(
         (5_000 - 990 - 2_990 + 985..=5_000 - 990 - 2_990 + 990).contains(&left),
@@ -209,15 +182,7 @@ async fn subscribing_charges_once_per_period_and_switching_is_prorated(kind: Kin
         .into_inner();
     assert!(c.cancel_at_period_end);
     assert_eq!(c.plan.unwrap().id, "premium");
-    let err = h
-        .client
-        .subscribe(as_user(
-            &h,
-            user,
-            pb::SubscribeRequest { plan: "free".into(), idempotency_key: String::new() },
-        ))
-        .await
-        .unwrap_err();
+    let err = h.client.subscribe(as_user(&h, user, plan("free"))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -335,14 +300,7 @@ async fn renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free(kind: K
     let mut h = harness(kind).await;
     let user = Uuid::now_v7();
     fund(&mut h, user, 1_500).await;
-    h.client
-        .subscribe(as_user(
-            &h,
-            user,
-            pb::SubscribeRequest { plan: "basic".into(), idempotency_key: String::new() },
-        ))
-        .await
-        .unwrap();
+    h.client.subscribe(as_user(&h, user, plan("basic"))).await.unwrap();
     assert_eq!(balance(&mut h, user).await, 510);
     fund(&mut h, user, 1_000).await;
     let replica = || {
