@@ -184,6 +184,37 @@ impl TestInfra {
     }
 }
 
+/// Per-caller results of a load run: (successes, failures, latencies in µs).
+pub type CallerTally = (u64, u64, Vec<u32>);
+
+/// Sums the callers' tallies and renders the one JSON line the load generators print:
+/// `{"scenario","ok","errors","per_second","p50_ms","p99_ms"}`.
+pub async fn load_report(
+    scenario: &str,
+    callers: Vec<tokio::task::JoinHandle<CallerTally>>,
+    start: std::time::Instant,
+) -> String {
+    let (mut ok, mut errors, mut micros) = (0u64, 0u64, Vec::new());
+    for c in callers {
+        let (o, e, m) = c.await.expect("a load caller panicked");
+        ok += o;
+        errors += e;
+        micros.extend(m);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    micros.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((micros.len().max(1) - 1) as f64 * p) as usize;
+        f64::from(micros.get(i).copied().unwrap_or(0)) / 1000.0
+    };
+    format!(
+        "{{\"scenario\":\"{scenario}\",\"ok\":{ok},\"errors\":{errors},\"per_second\":{:.1},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
+        ok as f64 / secs,
+        pct(0.5),
+        pct(0.99)
+    )
+}
+
 /// Which adapters a behaviour test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

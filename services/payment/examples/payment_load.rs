@@ -98,24 +98,5 @@ async fn main() {
             (ok, errors, micros)
         }));
     }
-    let (mut ok, mut errors, mut micros) = (0, 0, Vec::new());
-    for t in tasks {
-        let (o, e, m) = t.await.unwrap();
-        ok += o;
-        errors += e;
-        micros.extend(m);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    micros.sort_unstable();
-    let pct = |p: f64| {
-        micros.get(((micros.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0) as f64
-            / 1000.0
-    };
-    println!(
-        "{{\"scenario\":\"{}\",\"ok\":{ok},\"errors\":{errors},\"per_second\":{:.1},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
-        args.scenario,
-        ok as f64 / secs,
-        pct(0.5),
-        pct(0.99)
-    );
+    println!("{}", skillup_kit::testing::load_report(&args.scenario, tasks, start).await);
 }

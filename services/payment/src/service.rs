@@ -55,6 +55,15 @@ impl Movement {
     }
 }
 
+/// Shards of each system account: every movement locks its system account's row until commit,
+/// so one row would serialise every user's payments; a user's movements always use the same
+/// shard, and the system's balance is the sum over its shards.
+pub const SYSTEM_SHARDS: u128 = 16;
+
+fn system_account(name: &str, currency: &str, user: Uuid) -> String {
+    format!("system:{name}:{currency}:{}", user.as_u128() % SYSTEM_SHARDS)
+}
+
 fn wallet(user: Uuid, currency: &str) -> String {
     format!("user:{user}:{currency}")
 }
@@ -155,7 +164,7 @@ impl Ledger {
             user_id: user,
             amount,
             currency: currency.clone(),
-            from: format!("system:processor:{}:{currency}", self.provider.name()),
+            from: system_account(&format!("processor:{}", self.provider.name()), &currency, user),
             to: wallet(user, &currency),
             hash: hash(&[
                 "top-up",
@@ -198,7 +207,7 @@ impl Ledger {
             amount,
             currency: currency.clone(),
             from: wallet(user, &currency),
-            to: format!("system:revenue:{currency}"),
+            to: system_account("revenue", &currency, user),
             hash: hash(&[
                 "charge",
                 &user.to_string(),
@@ -241,7 +250,7 @@ impl Ledger {
             user_id: charge.user_id,
             amount,
             currency: charge.currency.clone(),
-            from: format!("system:revenue:{}", charge.currency),
+            from: system_account("revenue", &charge.currency, charge.user_id),
             to: wallet(charge.user_id, &charge.currency),
             hash: hash(&["refund", charge_id, &amount.to_string(), &description]),
             key,
@@ -380,11 +389,12 @@ impl Ledger {
             pb::TransactionKind::Charge => (wallet_user, None),
             _ => (None, wallet_user),
         };
-        Self::ensure_account(&self.db, &m.from, from_user, &m.currency).await?;
-        Self::ensure_account(&self.db, &m.to, to_user, &m.currency).await?;
         let now = chrono::Utc::now();
         let id = Uuid::now_v7();
         let txn = self.db.begin().await?;
+        // Accounts are made on first use, inside the movement (no commit of their own).
+        Self::ensure_account(&txn, &m.from, from_user, &m.currency).await?;
+        Self::ensure_account(&txn, &m.to, to_user, &m.currency).await?;
         // The entry first: the unique index stops a concurrent duplicate here, before any
         // money moves.
         transaction::ActiveModel {
@@ -520,7 +530,15 @@ impl Ledger {
         Err(PaymentError::Unavailable("the ledger stayed busy".into()))
     }
 
+    /// Publishes after the commit, off the caller's path (the broker's confirm is not the
+    /// caller's wait; a lost event is logged — see the outbox note in the README).
     async fn emit(&self, kind: &str, t: &transaction::Model) {
+        let this = self.clone();
+        let (kind, t) = (kind.to_owned(), t.clone());
+        tokio::spawn(async move { this.publish(&kind, &t).await });
+    }
+
+    async fn publish(&self, kind: &str, t: &transaction::Model) {
         let (full_name, result) = if kind == "payment.succeeded" {
             let msg = pb::PaymentSucceeded { transaction: Some(transaction_pb(t)) };
             (

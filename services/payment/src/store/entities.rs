@@ -9,7 +9,8 @@ pub mod account {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "payment_accounts")]
     pub struct Model {
-        /// `user:{uuid}:{CUR}`, `system:processor:{name}:{CUR}`, `system:revenue:{CUR}`.
+        /// `user:{uuid}:{CUR}`, or a shard of a system account:
+        /// `system:processor:{name}:{CUR}:{shard}`, `system:revenue:{CUR}:{shard}`.
         #[sea_orm(primary_key, auto_increment = false)]
         pub key: String,
         pub user_id: Option<Uuid>,
