@@ -36,7 +36,8 @@ pub async fn build(
     shutdown: Shutdown,
 ) -> Result<SubscribeGrpc, String> {
     migrate(&infra.db).await.map_err(|e| format!("subscribe migrations: {e}"))?;
-    let subs = Subscriptions::new(infra.db.clone(), infra.bus.clone(), billing);
+    let subs =
+        Subscriptions::new(infra.db.clone(), infra.bus.clone(), infra.cache.clone(), billing);
     let job = subs.clone();
     tokio::spawn(async move {
         loop {

@@ -11,7 +11,7 @@ use sea_orm::{
     QuerySelect, Set, SqlErr, TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
-use skillup_kit::bus::SharedBus;
+use skillup_kit::{bus::SharedBus, cache::SharedCache};
 use skillup_proto::{common::v1::Money, subscribe::v1 as pb};
 use uuid::Uuid;
 
@@ -93,7 +93,53 @@ impl Billing for PaymentBilling {
 pub struct Subscriptions {
     db: DatabaseConnection,
     bus: SharedBus,
+    cache: SharedCache,
     billing: Arc<dyn Billing>,
+}
+
+/// How long a user's subscription stays in the cache. Every change deletes it at once; the TTL
+/// bounds the one race left (a replica that read the row just before a change caches the old
+/// row just after the delete).
+const CACHE_TTL: Duration = Duration::from_secs(30);
+
+fn cache_key(user: Uuid) -> String {
+    format!("sub:cur:{user}")
+}
+
+/// The cached form of a subscription row: `id|plan|status|start_ms|end_ms|cancel`, or `-` for
+/// "no row".
+fn encode(s: Option<&subscription::Model>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) => format!(
+            "{}|{}|{}|{}|{}|{}",
+            s.id,
+            s.plan_id,
+            s.status,
+            s.period_start.timestamp_millis(),
+            s.period_end.timestamp_millis(),
+            u8::from(s.cancel_at_period_end)
+        ),
+    }
+}
+
+fn decode(user: Uuid, v: &str) -> Option<Option<subscription::Model>> {
+    if v == "-" {
+        return Some(None);
+    }
+    let p: Vec<&str> = v.split('|').collect();
+    let [id, plan, status, start, end, cancel] = p.as_slice() else { return None };
+    let ms = |s: &str| s.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis);
+    Some(Some(subscription::Model {
+        id: Uuid::parse_str(id).ok()?,
+        user_id: user,
+        plan_id: (*plan).to_owned(),
+        status: status.parse().ok()?,
+        period_start: ms(start)?,
+        period_end: ms(end)?,
+        cancel_at_period_end: *cancel == "1",
+        updated_at: Utc::now(),
+    }))
 }
 
 /// A user's plan right now, with its period.
@@ -157,8 +203,37 @@ fn usage_pb(cur: &Current, u: Option<&usage::Model>) -> pb::Usage {
 }
 
 impl Subscriptions {
-    pub fn new(db: DatabaseConnection, bus: SharedBus, billing: Arc<dyn Billing>) -> Self {
-        Self { db, bus, billing }
+    pub fn new(
+        db: DatabaseConnection,
+        bus: SharedBus,
+        cache: SharedCache,
+        billing: Arc<dyn Billing>,
+    ) -> Self {
+        Self { db, bus, cache, billing }
+    }
+
+    /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
+    /// the database is the truth).
+    async fn subscription_row(&self, user: Uuid) -> Result<Option<subscription::Model>> {
+        if let Ok(Some(v)) = self.cache.get(&cache_key(user)).await
+            && let Some(row) = std::str::from_utf8(&v).ok().and_then(|v| decode(user, v))
+        {
+            return Ok(row);
+        }
+        let row = subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user))
+            .one(&self.db)
+            .await?;
+        let _ =
+            self.cache.set(&cache_key(user), encode(row.as_ref()).into(), Some(CACHE_TTL)).await;
+        Ok(row)
+    }
+
+    /// Drops the cached row after a change (on every replica: the cache is shared).
+    async fn forget(&self, user: Uuid) {
+        if let Err(e) = self.cache.delete(&cache_key(user)).await {
+            tracing::warn!(error = %e, %user, "cached subscription not evicted; it expires on its own");
+        }
     }
 
     pub async fn plans(&self) -> Result<Vec<pb::Plan>> {
@@ -179,16 +254,19 @@ impl Subscriptions {
     /// The user's plan and period now (renewing a subscription whose period just ended).
     pub async fn current(&self, user: Uuid) -> Result<Current> {
         let now = Utc::now();
-        let mut sub = subscription::Entity::find()
-            .filter(subscription::Column::UserId.eq(user))
-            .one(&self.db)
-            .await?;
+        let mut sub = self.subscription_row(user).await?;
         if let Some(s) = &sub
             && s.status == pb::SubscriptionStatus::Active as i32
             && s.period_end <= now
         {
-            self.renew(s.clone()).await?;
-            sub = subscription::Entity::find_by_id(s.id).one(&self.db).await?;
+            let fresh = subscription::Entity::find_by_id(s.id).one(&self.db).await?;
+            if let Some(f) = fresh.filter(|f| {
+                f.status == pb::SubscriptionStatus::Active as i32 && f.period_end <= now
+            }) {
+                self.renew(f).await?;
+            }
+            self.forget(user).await;
+            sub = self.subscription_row(user).await?;
         }
         match sub {
             Some(s) if s.status == pb::SubscriptionStatus::Active as i32 => Ok(Current {
@@ -561,6 +639,7 @@ impl Subscriptions {
                     .filter(subscription::Column::Id.eq(s.id))
                     .exec(&self.db)
                     .await?;
+                self.forget(user).await;
             }
             return self.subscription_pb(user).await;
         }
@@ -742,6 +821,8 @@ impl Subscriptions {
         status: pb::SubscriptionStatus,
         end: DateTime<Utc>,
     ) {
+        // Every change ends in an event: the cached row goes first, on every replica.
+        self.forget(user).await;
         let msg = pb::SubscriptionChanged {
             user_id: user.to_string(),
             plan: plan.to_owned(),
@@ -768,6 +849,7 @@ impl Subscriptions {
             .filter(subscription::Column::UserId.eq(user))
             .exec(&self.db)
             .await?;
+        self.forget(user).await;
         Ok(())
     }
 }

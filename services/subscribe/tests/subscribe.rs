@@ -281,6 +281,7 @@ async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
     let subs = Subscriptions::new(
         h.t.infra.db.clone(),
         h.t.infra.bus.clone(),
+        h.t.infra.cache.clone(),
         Arc::new(PaymentBilling::new(h.channel.clone())),
     );
     assert_eq!(subs.expire_due(None).await.unwrap(), 1);
@@ -307,6 +308,7 @@ async fn renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free(kind: K
         Subscriptions::new(
             h.t.infra.db.clone(),
             h.t.infra.bus.clone(),
+            h.t.infra.cache.clone(),
             Arc::new(PaymentBilling::new(h.channel.clone())),
         )
     };
