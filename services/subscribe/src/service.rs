@@ -95,7 +95,14 @@ pub struct Subscriptions {
     bus: SharedBus,
     cache: SharedCache,
     billing: Arc<dyn Billing>,
+    plans: PlanCache,
 }
+
+/// The plans as last read, and when.
+type PlanCache = Arc<std::sync::RwLock<Option<(std::time::Instant, Arc<Vec<plan::Model>>)>>>;
+
+/// How long the plans stay in memory.
+const PLANS_TTL: Duration = Duration::from_secs(60);
 
 /// How long a user's subscription stays in the cache. Every change deletes it at once; the TTL
 /// bounds the one race left (a replica that read the row just before a change caches the old
@@ -209,7 +216,7 @@ impl Subscriptions {
         cache: SharedCache,
         billing: Arc<dyn Billing>,
     ) -> Self {
-        Self { db, bus, cache, billing }
+        Self { db, bus, cache, billing, plans: Arc::default() }
     }
 
     /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
@@ -236,14 +243,27 @@ impl Subscriptions {
         }
     }
 
-    pub async fn plans(&self) -> Result<Vec<pb::Plan>> {
+    /// Every plan, from memory: plans change only with migrations, so the table is read once
+    /// a minute, not on every reserve.
+    async fn all_plans(&self) -> Result<Arc<Vec<plan::Model>>> {
+        if let Some((at, plans)) = self.plans.read().expect("plans lock").as_ref()
+            && at.elapsed() < PLANS_TTL
+        {
+            return Ok(plans.clone());
+        }
         let mut plans = plan::Entity::find().all(&self.db).await?;
         plans.sort_by_key(|p| (p.price_minor, p.id.clone()));
-        Ok(plans.iter().map(plan_pb).collect())
+        let plans = Arc::new(plans);
+        *self.plans.write().expect("plans lock") = Some((std::time::Instant::now(), plans.clone()));
+        Ok(plans)
+    }
+
+    pub async fn plans(&self) -> Result<Vec<pb::Plan>> {
+        Ok(self.all_plans().await?.iter().map(plan_pb).collect())
     }
 
     async fn plan(&self, id: &str) -> Result<plan::Model> {
-        plan::Entity::find_by_id(id.to_owned()).one(&self.db).await?.ok_or_else(|| {
+        self.all_plans().await?.iter().find(|p| p.id == id).cloned().ok_or_else(|| {
             SubscribeError::NotFound(format!(
                 "no plan `{}`",
                 id.chars().take(32).collect::<String>()
