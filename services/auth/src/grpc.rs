@@ -2,6 +2,7 @@
 //! caller from the edge's identity assertion, or else from `authorization: Bearer <access
 //! token>`, validated fully.
 
+use skillup_kit::db::timestamp as ts;
 use skillup_proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
@@ -79,10 +80,6 @@ fn with_status<T>(body: T, code: u16) -> Response<T> {
     res.metadata_mut()
         .insert(HTTP_STATUS, code.to_string().parse().expect("digits are valid metadata"));
     res
-}
-
-fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 pub(crate) fn user_pb(u: &user::Model) -> pb::User {

@@ -56,6 +56,21 @@ pub fn probe(db: DatabaseConnection) -> Readiness {
     })
 }
 
+/// SQLite's "database is locked": another transaction holds the write lock; try again.
+pub fn is_busy(e: &sea_orm::DbErr) -> bool {
+    e.to_string().contains("database is locked")
+}
+
+/// A unique index refused the row (a concurrent duplicate got there first).
+pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// A stored time as a protobuf `Timestamp`.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

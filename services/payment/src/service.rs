@@ -8,11 +8,14 @@ use std::{sync::Arc, time::Duration};
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
 use sha2::{Digest, Sha256};
-use skillup_kit::bus::SharedBus;
+use skillup_kit::{
+    bus::SharedBus,
+    db::{is_busy as busy, is_unique_violation as unique_violation, timestamp as ts},
+};
 use skillup_proto::{common::v1::Money, payment::v1 as pb};
 use uuid::Uuid;
 
@@ -79,18 +82,6 @@ fn hash(parts: &[&str]) -> String {
 
 fn backoff(attempt: u64) -> u64 {
     Ord::min(attempt * 3, 50)
-}
-
-fn busy(e: &DbErr) -> bool {
-    e.to_string().contains("database is locked")
-}
-
-fn unique_violation(e: &DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
-}
-
-fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 pub fn transaction_pb(t: &transaction::Model) -> pb::Transaction {

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-    SqlErr, TransactionTrait, sea_query::Expr,
+    TransactionTrait, sea_query::Expr,
 };
+use skillup_kit::db::timestamp as ts;
 use skillup_proto::prompt::v1 as pb;
 
 use crate::{
@@ -38,10 +39,6 @@ pub struct Built {
     pub estimated_input_tokens: u32,
 }
 
-fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
-
 fn ru(locale: &str) -> bool {
     locale == "ru"
 }
@@ -53,8 +50,7 @@ fn declared_params(f: &function::Model) -> BTreeMap<String, String> {
 /// A conflict another attempt can resolve: a lost race for a version number, or SQLite's
 /// "database is locked" for a write lock held by another transaction.
 fn retryable(e: &sea_orm::DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
-        || e.to_string().contains("database is locked")
+    skillup_kit::db::is_unique_violation(e) || skillup_kit::db::is_busy(e)
 }
 
 fn template_error(field: &'static str, e: TemplateError) -> PromptError {
@@ -297,7 +293,7 @@ impl Catalog {
         .insert(&txn)
         .await;
         match inserted {
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Err(e) if skillup_kit::db::is_unique_violation(&e) => {
                 return Err(PromptError::Exists(format!("function `{id}` already exists")));
             }
             other => other?,

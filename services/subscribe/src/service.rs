@@ -8,10 +8,14 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, Set, SqlErr, TransactionTrait,
+    QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
-use skillup_kit::{bus::SharedBus, cache::SharedCache};
+use skillup_kit::{
+    bus::SharedBus,
+    cache::SharedCache,
+    db::{is_busy as busy, is_unique_violation as unique_violation, timestamp as ts},
+};
 use skillup_proto::{common::v1::Money, subscribe::v1 as pb};
 use uuid::Uuid;
 
@@ -156,18 +160,6 @@ pub struct Current {
     pub sub: Option<subscription::Model>,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
-}
-
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
-
-fn busy(e: &DbErr) -> bool {
-    e.to_string().contains("database is locked")
-}
-
-fn unique_violation(e: &DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 /// The free plan's period: the calendar month (UTC).
