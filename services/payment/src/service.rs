@@ -56,6 +56,33 @@ impl Movement {
     fn scope(&self) -> String {
         format!("{}:{}", self.kind as i32, self.user_id)
     }
+
+    /// The ledger entry of this movement, succeeded or refused.
+    fn entry(
+        &self,
+        id: Uuid,
+        status: pb::TransactionStatus,
+        failure_reason: String,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> transaction::ActiveModel {
+        transaction::ActiveModel {
+            id: Set(id),
+            user_id: Set(self.user_id),
+            kind: Set(self.kind as i32),
+            status: Set(status as i32),
+            amount_minor: Set(self.amount),
+            currency: Set(self.currency.clone()),
+            balance_after_minor: Set(0),
+            idempotency_scope: Set(self.scope()),
+            idempotency_key: Set(self.key.clone()),
+            request_hash: Set(self.hash.clone()),
+            description: Set(self.description.clone()),
+            refunded_transaction_id: Set(self.refund_of),
+            refunded_minor: Set(0),
+            failure_reason: Set(failure_reason),
+            created_at: Set(at),
+        }
+    }
 }
 
 /// Shards of each system account: every movement locks its system account's row until commit,
@@ -388,25 +415,7 @@ impl Ledger {
         Self::ensure_account(&txn, &m.to, to_user, &m.currency).await?;
         // The entry first: the unique index stops a concurrent duplicate here, before any
         // money moves.
-        transaction::ActiveModel {
-            id: Set(id),
-            user_id: Set(m.user_id),
-            kind: Set(m.kind as i32),
-            status: Set(pb::TransactionStatus::Succeeded as i32),
-            amount_minor: Set(m.amount),
-            currency: Set(m.currency.clone()),
-            balance_after_minor: Set(0),
-            idempotency_scope: Set(m.scope()),
-            idempotency_key: Set(m.key.clone()),
-            request_hash: Set(m.hash.clone()),
-            description: Set(m.description.clone()),
-            refunded_transaction_id: Set(m.refund_of),
-            refunded_minor: Set(0),
-            failure_reason: Set(String::new()),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
+        m.entry(id, pb::TransactionStatus::Succeeded, String::new(), now).insert(&txn).await?;
         if let Some(charge) = m.refund_of {
             let done = transaction::Entity::update_many()
                 .col_expr(
@@ -485,23 +494,12 @@ impl Ledger {
     /// Records a refused movement under its key (so a retry gets the same answer) and says why.
     async fn refuse(&self, m: Movement, reason: String) -> Result<Outcome> {
         for attempt in 0..50u64 {
-            let row = transaction::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                user_id: Set(m.user_id),
-                kind: Set(m.kind as i32),
-                status: Set(pb::TransactionStatus::Failed as i32),
-                amount_minor: Set(m.amount),
-                currency: Set(m.currency.clone()),
-                balance_after_minor: Set(0),
-                idempotency_scope: Set(m.scope()),
-                idempotency_key: Set(m.key.clone()),
-                request_hash: Set(m.hash.clone()),
-                description: Set(m.description.clone()),
-                refunded_transaction_id: Set(m.refund_of),
-                refunded_minor: Set(0),
-                failure_reason: Set(reason.clone()),
-                created_at: Set(chrono::Utc::now()),
-            };
+            let row = m.entry(
+                Uuid::now_v7(),
+                pb::TransactionStatus::Failed,
+                reason.clone(),
+                chrono::Utc::now(),
+            );
             match row.insert(&self.db).await {
                 Ok(t) => {
                     self.emit("payment.failed", &t).await;
