@@ -91,6 +91,21 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
         Component::Subscribe => {
             builder.add_service(subscribe(&config, &infra, &shutdown).await?.into_server())
         }
+        Component::Ai => builder
+            .add_service(skillup_ai::AiGrpc::new(generator(&config, &infra).await?).into_server()),
+        Component::Worker => {
+            // The worker serves no RPCs of its own: health, reflection and metrics only, so
+            // Kubernetes probes it like every other component.
+            let worker = skillup_ai::Worker::new(generator(&config, &infra).await?);
+            let grace = Duration::from_millis(config.shutdown.grace_ms);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = worker.run(stop, grace).await {
+                    tracing::error!(error = %e, "worker stopped");
+                }
+            });
+            builder
+        }
         other => anyhow::bail!(
             "component `{}` is not built yet in this version of SkillUp; `skillup up` runs what exists",
             other.name()
@@ -177,15 +192,32 @@ pub async fn subscribe(
     infra: &Infra,
     shutdown: &Shutdown,
 ) -> anyhow::Result<skillup_subscribe::SubscribeGrpc> {
-    let channel = tonic::transport::Endpoint::from_shared(config.service_url("payment"))
-        .context("the payment service's address")?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy();
-    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(channel));
+    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(channel(config, "payment")?));
     skillup_subscribe::build(infra, billing, Duration::from_secs(5), shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("subscribe: {e}"))
+}
+
+fn channel(config: &Config, service: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(config.service_url(service))
+        .with_context(|| format!("the {service} service's address"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+/// The generator the ai service and the worker share, reaching subscribe and prompt at
+/// `config.service_url(…)`.
+pub async fn generator(config: &Config, infra: &Infra) -> anyhow::Result<skillup_ai::Generator> {
+    skillup_ai::generator(
+        infra,
+        &config.ai,
+        channel(config, "subscribe")?,
+        channel(config, "prompt")?,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("ai: {e}"))
 }
 
 /// Applies every component's migrations; returns how many components have any.
@@ -194,5 +226,6 @@ pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<usize> {
     skillup_prompt::migrate(db).await.context("prompt migrations")?;
     skillup_payment::migrate(db).await.context("payment migrations")?;
     skillup_subscribe::migrate(db).await.context("subscribe migrations")?;
-    Ok(4)
+    skillup_ai::migrate(db).await.context("ai migrations")?;
+    Ok(5)
 }

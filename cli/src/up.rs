@@ -50,12 +50,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let subscribe = components::subscribe(&config, &infra, &shutdown).await?;
     say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");
 
+    let generator = components::generator(&config, &infra).await?;
+    let ai = skillup_ai::AiGrpc::new(generator.clone());
+    say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
+    let worker = skillup_ai::Worker::new(generator);
+    let worker_task =
+        tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(config.shutdown.grace_ms)));
+    say(&format!("ready  worker    (generate.long, {} at a time)", config.ai.worker_concurrency));
+
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
         .add_service(auth.into_server())
         .add_service(prompt.into_server())
         .add_service(payment.into_server())
         .add_service(subscribe.into_server())
+        .add_service(ai.into_server())
         .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
@@ -68,7 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc_services = grpc.services().to_vec();
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
     say(&format!(
-        "ready  grpc      {grpc_addr} (auth, prompt, payment, subscribe, health, reflection)"
+        "ready  grpc      {grpc_addr} (auth, prompt, payment, subscribe, ai, health, reflection)"
     ));
 
     let http = tokio::net::TcpListener::bind(config.http_addr)
@@ -94,7 +103,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (grpc_res, http_res) = tokio::join!(grpc_task, http_task);
     grpc_res.context("grpc task")??;
     http_res.context("http task")??;
+    worker_task.await.context("worker task")??;
     infra.db.close().await.ok();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The provider chain for the start-up line (never the keys).
+fn providers(generator: &skillup_ai::Generator) -> String {
+    let names = generator.chain().names();
+    if names == ["offline"] {
+        "offline — set OPENAI_API_KEY or ANTHROPIC_API_KEY for real text".into()
+    } else {
+        names.join(" → ")
+    }
 }

@@ -198,15 +198,9 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     };
     assert_eq!(top_up().send().await.unwrap().status(), 201);
     assert_eq!(top_up().send().await.unwrap().status(), 200, "a replay, not a second top-up");
-    let balance: serde_json::Value = rest
-        .get(format!("http://{}/api/payments/balance?currency=USD", up.http))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let balance: serde_json::Value =
+        get_json(&rest, format!("http://{}/api/payments/balance?currency=USD", up.http), token)
+            .await;
     assert_eq!(balance["available"]["amount_minor"], "1500", "{balance}");
     // Subscribe through the edge: charged from the balance; auth learns the tier from the event.
     let sub = rest
@@ -221,15 +215,8 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     assert_eq!(sub["plan"]["id"], "basic", "{sub}");
     let mut tier = String::new();
     for _ in 0..50 {
-        let me: serde_json::Value = rest
-            .get(format!("http://{}/api/auth/me", up.http))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let me: serde_json::Value =
+            get_json(&rest, format!("http://{}/api/auth/me", up.http), token).await;
         tier = me["tier"].as_str().unwrap_or_default().to_owned();
         if tier == "basic" {
             break;
@@ -252,7 +239,10 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert!(fns["functions"].as_array().unwrap().iter().any(|f| f["id"] == "lesson_plan"), "{fns}");
-    assert!(doc["paths"].get("/api/generate").is_none(), "only what this version serves");
+    assert!(doc["paths"]["/api/generate"]["post"].is_object(), "generation is served");
+    assert!(doc["paths"].get("/api/notifications").is_none(), "only what this version serves");
+
+    generation_through_the_edge(&rest, &up.http, token, &dir).await;
 
     let res = reqwest::get(format!("http://{}/healthz", up.http)).await.unwrap();
     assert_eq!(res.status(), 200);
@@ -538,4 +528,97 @@ fn keys_rotate_keeps_the_old_key_for_verification() {
     let kids: Vec<String> = store.load_all().unwrap().into_iter().map(|k| k.kid).collect();
     assert!(kids.contains(&old) && kids.contains(&current));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Generation as a browser uses it: refused until the email is verified, then inline (200),
+/// streamed (SSE) and queued (202, then polled) — all on the offline provider.
+async fn generation_through_the_edge(
+    rest: &reqwest::Client,
+    http: &str,
+    token: &str,
+    dir: &std::path::Path,
+) {
+    let generate = |body: serde_json::Value| {
+        rest.post(format!("http://{http}/api/generate")).bearer_auth(token).json(&body)
+    };
+    let res =
+        generate(serde_json::json!({"topic": "rust", "function": "quiz"})).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "EMAIL_NOT_VERIFIED", "{err}");
+    // Verify from the outbox (the email sent to grace@example.com).
+    let mut verify_token = String::new();
+    for entry in std::fs::read_dir(dir.join("outbox")).unwrap() {
+        let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if body.contains("To: grace@example.com") {
+            verify_token = body.split("token=").nth(1).unwrap().chars().take(43).collect();
+        }
+    }
+    let res = rest
+        .post(format!("http://{http}/api/auth/verify-email"))
+        .json(&serde_json::json!({"token": verify_token}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{:?}", res.text().await);
+
+    let res = generate(serde_json::json!({"topic": "rust ownership", "function": "quiz"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let c = &body["completion"];
+    assert_eq!(c["provider"], "offline", "labelled offline: {body}");
+    assert!(c["text"].as_str().unwrap().contains("rust ownership"), "{body}");
+    assert!(c["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    let res = generate(serde_json::json!({"topic": "rust lifetimes", "function": "quiz"}))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let sse = res.text().await.unwrap();
+    assert!(sse.contains("\"started\""), "{sse}");
+    assert!(sse.contains("\"delta\""), "{sse}");
+    assert!(sse.contains("\"finished\""), "{sse}");
+
+    let res = generate(serde_json::json!({"topic": "rust traits", "function": "article"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "a long function is queued");
+    let body: serde_json::Value = res.json().await.unwrap();
+    let url = body["task"]["status_url"].as_str().unwrap().to_owned();
+    let mut task = serde_json::Value::Null;
+    for _ in 0..100 {
+        task = get_json(rest, format!("http://{http}{url}"), token).await;
+        if task["status"] == "TASK_STATUS_COMPLETED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(task["status"], "TASK_STATUS_COMPLETED", "{task}");
+    assert!(task["text"].as_str().unwrap().contains("rust traits"), "{task}");
+    let res = rest
+        .post(format!("http://{http}/api/generate/tasks"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"topic": "rust macros", "function": "quiz"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let history: serde_json::Value =
+        get_json(rest, format!("http://{http}/api/generate?page.page_size=10"), token).await;
+    assert_eq!(history["tasks"].as_array().unwrap().len(), 2, "{history}");
+    let usage: serde_json::Value =
+        get_json(rest, format!("http://{http}/api/subscriptions/me/usage"), token).await;
+    assert!(usage["tokens_used"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{usage}");
+}
+
+/// GET with the bearer token, as JSON.
+async fn get_json(rest: &reqwest::Client, url: String, token: &str) -> serde_json::Value {
+    rest.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }

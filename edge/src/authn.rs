@@ -164,7 +164,7 @@ impl Authenticator {
         let res = tokio::time::timeout(Duration::from_secs(3), client.validate_token(req))
             .await
             .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("auth timed out")));
-        permit.record(res.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
+        permit.record(!res.as_ref().is_err_and(|s| crate::upstream::is_failure(s.code())));
         match res {
             Ok(r) => Ok(self.decision(r.into_inner())),
             Err(s) => Err(match s.code() {

@@ -9,7 +9,6 @@
 //! the OpenAPI document and the ops endpoints have handlers of their own.
 
 pub mod authn;
-pub mod breaker;
 pub mod errors;
 pub mod limits;
 pub mod net;

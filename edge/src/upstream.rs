@@ -14,7 +14,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::breaker::Breaker;
+use skillup_kit::breaker::Breaker;
 
 /// Passes encoded messages through untouched.
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,7 +109,7 @@ impl Upstreams {
             url: url.to_owned(),
             channels,
             next: Default::default(),
-            breaker: Breaker::new(name, breaker),
+            breaker: Breaker::new(format!("upstream:{name}"), breaker),
         })
     }
 
@@ -213,7 +213,48 @@ impl Upstream {
         let grpc = tonic::client::Grpc::new(self.channel());
         let started = std::time::Instant::now();
         let res = deadline(timeout, started, tokio::time::timeout(timeout, f(grpc, path)).await);
-        permit.record(res.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
+        permit.record(!res.as_ref().is_err_and(|s| is_failure(s.code())));
         res.map_err(CallError::Status)
+    }
+}
+
+/// The codes that say the upstream is in trouble (a caller's mistake is a healthy answer).
+pub fn is_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Internal
+            | Code::DataLoss
+    )
+}
+
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_never_open_the_breaker() {
+        let b = Breaker::new(
+            "t",
+            BreakerConfig {
+                consecutive_failures: 3,
+                failure_rate_percent: 50,
+                window: 10,
+                open_ms: 50,
+                half_open_probes: 2,
+            },
+        );
+        for code in [Code::InvalidArgument, Code::NotFound, Code::PermissionDenied] {
+            for _ in 0..20 {
+                b.try_acquire().unwrap().record(!is_failure(code));
+            }
+        }
+        assert_eq!(b.state(), skillup_kit::breaker::State::Closed);
+        for _ in 0..3 {
+            b.try_acquire().unwrap().record(!is_failure(Code::Unavailable));
+        }
+        assert_eq!(b.state(), skillup_kit::breaker::State::Open);
     }
 }

@@ -17,7 +17,21 @@ pub async fn publish<M: prost::Message>(
     full_name: &str,
     payload: &M,
 ) -> Result<String> {
-    let id = uuid::Uuid::now_v7().to_string();
+    publish_with_id(bus, &uuid::Uuid::now_v7().to_string(), kind, user_id, full_name, payload).await
+}
+
+/// [`publish`] under a chosen event id: a producer that may publish the same fact twice (a
+/// worker redelivered after a crash) uses a deterministic id, so consumers that deduplicate by
+/// it act once.
+pub async fn publish_with_id<M: prost::Message>(
+    bus: &SharedBus,
+    id: &str,
+    kind: &str,
+    user_id: &str,
+    full_name: &str,
+    payload: &M,
+) -> Result<String> {
+    let id = id.to_owned();
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let envelope = EventEnvelope {

@@ -25,9 +25,9 @@ use crate::{
 };
 
 /// Longest a hold may live.
-pub const MAX_HOLD_SECS: u32 = 3_600;
+pub const MAX_HOLD_SECS: u32 = 86_400;
 /// A hold's life when the caller does not say.
-pub const DEFAULT_HOLD_SECS: u32 = 600;
+pub const DEFAULT_HOLD_SECS: u32 = 3_600;
 /// The plan of everyone without a paid subscription.
 pub const FREE: &str = "free";
 

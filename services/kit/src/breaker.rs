@@ -1,11 +1,12 @@
-//! A circuit breaker per upstream service. Closed: calls flow, failures are counted (a streak,
-//! and a rate over the last `window` calls). Open: calls fail fast with 503 + `Retry-After`
-//! until `open_ms` passes. Half-open: `half_open_probes` calls go through; if all succeed it
-//! closes, one failure opens it again. Only failures that say the service is in trouble count
-//! (unavailable, timed out, crashed); a caller's mistake (400, 404, …) is a success here.
+//! A circuit breaker: one per upstream service at the edge, one per text provider in the ai
+//! service. Closed: calls flow, failures are counted (a streak, and a rate over the last
+//! `window` calls). Open: calls fail fast until `open_ms` passes. Half-open:
+//! `half_open_probes` calls go through; if all succeed it closes, one failure opens it again.
+//! Only failures that say the target is in trouble should be recorded as failures (unavailable,
+//! timed out, crashed); a caller's mistake is a success here — the caller decides which is which.
 //!
 //! Hand-written rather than a crate: the state machine is small, and what counts as a failure
-//! is a property of gRPC statuses that the general crates do not know.
+//! belongs to each caller (gRPC codes at the edge, HTTP statuses for providers).
 
 use std::{
     collections::VecDeque,
@@ -13,8 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use skillup_kit::config::BreakerConfig;
-use tonic::Code;
+use crate::config::BreakerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -157,9 +157,8 @@ impl Breaker {
         s.probes_out = 0;
         s.probes_ok = 0;
         self.gauge(State::Open);
-        metrics::counter!("edge_breaker_opened_total", "upstream" => self.name.clone())
-            .increment(1);
-        tracing::warn!(upstream = %self.name, why, open_ms = self.cfg.open_ms, "circuit opened");
+        metrics::counter!("breaker_opened_total", "name" => self.name.clone()).increment(1);
+        tracing::warn!(breaker = %self.name, why, open_ms = self.cfg.open_ms, "circuit opened");
     }
 
     fn gauge(&self, state: State) {
@@ -168,15 +167,15 @@ impl Breaker {
             State::HalfOpen => 1.0,
             State::Open => 2.0,
         };
-        metrics::gauge!("edge_breaker_state", "upstream" => self.name.clone()).set(v);
+        metrics::gauge!("breaker_state", "name" => self.name.clone()).set(v);
     }
 }
 
 impl Permit<'_> {
-    /// Reports the call's outcome by its gRPC code.
-    pub fn record(mut self, code: Code) {
+    /// Reports the call's outcome: `ok` false only when the target itself failed.
+    pub fn record(mut self, ok: bool) {
         self.done = true;
-        self.breaker.record(self.probe, !is_failure(code));
+        self.breaker.record(self.probe, ok);
     }
 }
 
@@ -187,18 +186,6 @@ impl Drop for Permit<'_> {
             self.breaker.release_probe();
         }
     }
-}
-
-/// The codes that say the upstream is in trouble.
-pub fn is_failure(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Internal
-            | Code::DataLoss
-    )
 }
 
 #[cfg(test)]
@@ -219,7 +206,7 @@ mod tests {
     fn a_streak_opens_then_probes_close() {
         let b = Breaker::new("t", cfg());
         for _ in 0..3 {
-            b.try_acquire().unwrap().record(Code::Unavailable);
+            b.try_acquire().unwrap().record(false);
         }
         assert_eq!(b.state(), State::Open);
         assert!(b.try_acquire().is_err(), "fails fast while open");
@@ -228,20 +215,20 @@ mod tests {
         assert_eq!(b.state(), State::HalfOpen);
         let p2 = b.try_acquire().expect("second probe");
         assert!(b.try_acquire().is_err(), "no more than the probes while half-open");
-        p1.record(Code::Ok);
+        p1.record(true);
         assert_eq!(b.state(), State::HalfOpen);
-        p2.record(Code::NotFound);
-        assert_eq!(b.state(), State::Closed, "a caller error is a healthy answer");
+        p2.record(true);
+        assert_eq!(b.state(), State::Closed, "the probes succeeded");
     }
 
     #[test]
     fn a_failed_probe_reopens() {
         let b = Breaker::new("t", cfg());
         for _ in 0..3 {
-            b.try_acquire().unwrap().record(Code::DeadlineExceeded);
+            b.try_acquire().unwrap().record(false);
         }
         std::thread::sleep(Duration::from_millis(60));
-        b.try_acquire().unwrap().record(Code::Unavailable);
+        b.try_acquire().unwrap().record(false);
         assert_eq!(b.state(), State::Open);
     }
 
@@ -249,30 +236,20 @@ mod tests {
     fn a_failure_rate_opens_without_a_streak() {
         let b = Breaker::new("t", cfg());
         for i in 0..10 {
-            let code = if i % 2 == 0 { Code::Unavailable } else { Code::Ok };
-            b.try_acquire().unwrap().record(code);
+            b.try_acquire().unwrap().record(i % 2 == 1);
         }
         assert_eq!(b.state(), State::Open);
-    }
-
-    #[test]
-    fn client_errors_never_open_it() {
-        let b = Breaker::new("t", cfg());
-        for _ in 0..100 {
-            b.try_acquire().unwrap().record(Code::InvalidArgument);
-        }
-        assert_eq!(b.state(), State::Closed);
     }
 
     #[test]
     fn an_abandoned_probe_frees_its_slot() {
         let b = Breaker::new("t", BreakerConfig { half_open_probes: 1, ..cfg() });
         for _ in 0..3 {
-            b.try_acquire().unwrap().record(Code::Unavailable);
+            b.try_acquire().unwrap().record(false);
         }
         std::thread::sleep(Duration::from_millis(60));
         drop(b.try_acquire().unwrap());
-        b.try_acquire().expect("the slot is free again").record(Code::Ok);
+        b.try_acquire().expect("the slot is free again").record(true);
         assert_eq!(b.state(), State::Closed);
     }
 }

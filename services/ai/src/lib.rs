@@ -1,0 +1,73 @@
+//! The ai service (`skillup.ai.v1`) and its worker: generation through OpenAI, Anthropic, any
+//! OpenAI-compatible server or the offline provider; answered inline, streamed, or queued on
+//! `generate.long` for the worker; quota held at the subscribe service and settled by the
+//! tokens actually used; identical requests answered from the result cache.
+//!
+//! Reads top-down: [`build`] / [`build_worker`] wire it; [`grpc`] is the tonic adapter;
+//! [`service`] the rules; [`worker`] the queue consumer; [`providers`] the provider port and
+//! its adapters; [`fake`] a local stand-in for the paid providers (tests and benchmarks).
+
+pub mod error;
+pub mod fake;
+pub mod grpc;
+pub mod providers;
+pub mod service;
+pub mod store;
+pub mod worker;
+
+use skillup_kit::{config::AiConfig, infra::Infra};
+use tonic::transport::Channel;
+
+pub use crate::{grpc::AiGrpc, providers::Chain, service::Generator, worker::Worker};
+
+/// Runs the ai service's migrations.
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
+    skillup_kit::db::migrate::<store::Migrator>(db).await
+}
+
+/// The generator on this process's infrastructure, reaching subscribe and prompt over gRPC
+/// (migrating first, and declaring the work queue so a 202 never races its topology).
+pub async fn generator(
+    infra: &Infra,
+    cfg: &AiConfig,
+    subscribe: Channel,
+    prompt: Channel,
+) -> Result<Generator, String> {
+    migrate(&infra.db).await.map_err(|e| format!("ai migrations: {e}"))?;
+    infra
+        .bus
+        .declare_queue(&service::queue_spec(cfg))
+        .await
+        .map_err(|e| format!("declaring {}: {e}", service::QUEUE))?;
+    let chain = Chain::from_config(cfg)?;
+    tracing::info!(providers = ?chain.names(), "generation providers, in fallback order");
+    Ok(Generator::new(
+        infra.db.clone(),
+        infra.cache.clone(),
+        infra.bus.clone(),
+        chain,
+        cfg.clone(),
+        subscribe,
+        prompt,
+    ))
+}
+
+/// The gRPC service.
+pub async fn build(
+    infra: &Infra,
+    cfg: &AiConfig,
+    subscribe: Channel,
+    prompt: Channel,
+) -> Result<AiGrpc, String> {
+    Ok(AiGrpc::new(generator(infra, cfg, subscribe, prompt).await?))
+}
+
+/// The worker (run it with [`Worker::run`]).
+pub async fn build_worker(
+    infra: &Infra,
+    cfg: &AiConfig,
+    subscribe: Channel,
+    prompt: Channel,
+) -> Result<Worker, String> {
+    Ok(Worker::new(generator(infra, cfg, subscribe, prompt).await?))
+}

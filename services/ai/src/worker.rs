@@ -1,0 +1,381 @@
+//! The worker: consumes `generate.long` and runs each task once. Idempotent by task id — a
+//! redelivery finds the row already settled and only finishes what the crash interrupted (the
+//! hold commit, the event). A delivery is acknowledged only after the result is stored, the
+//! hold settled and the event published. Provider failures retry through the queue's backoff
+//! (honouring `retry-after`); after the last attempt the task fails, its hold is released and
+//! the message rests in `generate.long.dead`. Cancels arrive as `generation.cancelled` events
+//! and stop the provider call. On shutdown it finishes what it holds within the grace period,
+//! then hands the rest back to the queue.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::Utc;
+use prost::Message as _;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, sea_query::Expr};
+use skillup_kit::{
+    Shutdown,
+    bus::{Delivery, RetryOutcome, SubscriptionSpec},
+};
+use skillup_proto::ai::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    providers::{ChatMessage, ChatRequest},
+    service::{Generator, QUEUE, queue_spec, task_pb},
+    store::task,
+};
+
+/// Running tasks by id, so a cancel event can stop one.
+type Running = Arc<Mutex<HashMap<Uuid, CancellationToken>>>;
+
+#[derive(Clone)]
+pub struct Worker {
+    generator: Generator,
+    running: Running,
+    /// Trips when shutdown's grace runs out: tasks still running are handed back.
+    hand_back: CancellationToken,
+}
+
+/// How one delivery ended (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Completed,
+    AlreadyDone,
+    Retrying,
+    Failed,
+    Cancelled,
+    HandedBack,
+    Skipped,
+}
+
+impl Worker {
+    pub fn new(generator: Generator) -> Self {
+        Self { generator, running: Default::default(), hand_back: CancellationToken::new() }
+    }
+
+    /// Consumes until `shutdown`, then drains within `grace`.
+    pub async fn run(self, shutdown: Shutdown, grace: Duration) -> skillup_kit::Result<()> {
+        let inner = &self.generator.inner;
+        let spec = queue_spec(&inner.cfg);
+        inner.bus.declare_queue(&spec).await?;
+        let mut cancels = inner
+            .bus
+            .subscribe(
+                &SubscriptionSpec::new("ai-worker-cancel", &["generation.cancelled"])
+                    .per_instance(),
+                64,
+            )
+            .await?;
+        let running = self.running.clone();
+        let cancel_task = tokio::spawn(async move {
+            while let Some(d) = cancels.next().await {
+                if let Some((_, ev)) =
+                    skillup_kit::events::decode::<pb::GenerationCancelled>(&d.message.payload)
+                    && let Ok(id) = Uuid::parse_str(&ev.task_id)
+                    && let Some(t) = running.lock().expect("running").get(&id)
+                {
+                    t.cancel();
+                }
+                let _ = d.ack().await;
+            }
+        });
+        let mut consumer = inner.bus.consume(QUEUE, inner.cfg.worker_concurrency).await?;
+        tracing::info!(queue = QUEUE, concurrency = inner.cfg.worker_concurrency, providers = ?inner.chain.names(), "worker consuming");
+        let mut jobs = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                d = consumer.next() => match d {
+                    Some(d) => {
+                        let w = self.clone();
+                        jobs.spawn(async move { w.handle(d).await });
+                    }
+                    None => break,
+                },
+                Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        drop(consumer);
+        // Finish what is in hand within the grace period; hand back the rest.
+        let drained =
+            tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            self.hand_back.cancel();
+            while jobs.join_next().await.is_some() {}
+        }
+        cancel_task.abort();
+        Ok(())
+    }
+
+    /// One delivery, settled exactly once.
+    pub async fn handle(&self, d: Delivery) -> Handled {
+        let job = match pb::GenerationJob::decode(d.message.payload.as_ref()) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "malformed job; dead-lettered");
+                let _ = d.dead_letter("malformed job").await;
+                return Handled::Skipped;
+            }
+        };
+        let Ok(id) = Uuid::parse_str(&job.task_id) else {
+            let _ = d.dead_letter("malformed task id").await;
+            return Handled::Skipped;
+        };
+        match self.run_task(id, &d).await {
+            Ok(outcome) => self.settle(d, outcome).await,
+            Err(e) => {
+                // Our own infrastructure failed (database, subscribe): try again shortly.
+                tracing::warn!(task = %id, error = %e, "task interrupted; handed back");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = d.requeue().await;
+                Handled::HandedBack
+            }
+        }
+    }
+
+    async fn settle(&self, d: Delivery, outcome: Step) -> Handled {
+        match outcome {
+            Step::Ack(h) => {
+                let _ = d.ack().await;
+                h
+            }
+            Step::Retry(reason, after) => match d.retry(&reason, after).await {
+                Ok(RetryOutcome::Scheduled { .. }) => Handled::Retrying,
+                Ok(RetryOutcome::DeadLettered) => Handled::Failed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduling a retry failed");
+                    Handled::HandedBack
+                }
+            },
+            Step::Dead(reason) => {
+                let _ = d.dead_letter(&reason).await;
+                Handled::Failed
+            }
+            Step::HandBack => {
+                let _ = d.requeue().await;
+                Handled::HandedBack
+            }
+        }
+    }
+
+    async fn run_task(&self, id: Uuid, d: &Delivery) -> crate::error::Result<Step> {
+        let g = &self.generator;
+        let db = &g.inner.db;
+        let Some(t) = task::Entity::find_by_id(id).one(db).await? else {
+            tracing::warn!(task = %id, "job for an unknown task; dropped");
+            return Ok(Step::Ack(Handled::Skipped));
+        };
+        let hold = t.hold_id.to_string();
+        match t.status.as_str() {
+            // A crash after the result was stored: finish settling, publish again (the event
+            // id is fixed, so consumers act once).
+            "completed" => {
+                if !g.commit(&hold, (t.input_tokens + t.output_tokens).max(0) as u64).await {
+                    return Err(crate::error::AiError::Unavailable("commit".into()));
+                }
+                self.announce(&t).await?;
+                return Ok(Step::Ack(Handled::AlreadyDone));
+            }
+            "failed" => {
+                g.release(&hold).await;
+                self.announce(&t).await?;
+                return Ok(Step::Ack(Handled::AlreadyDone));
+            }
+            "cancelled" => {
+                g.release(&hold).await;
+                return Ok(Step::Ack(Handled::Cancelled));
+            }
+            _ => {}
+        }
+        // Claim it: queued, or running under a lease that lapsed (its worker died), or
+        // redelivered by the broker (the consumer holding it is gone).
+        let claim = Uuid::now_v7().to_string();
+        let now = Utc::now();
+        let lease = now + chrono::Duration::seconds(g.inner.cfg.lease_secs as i64);
+        let mut stale = Condition::any().add(task::Column::LeaseUntil.lt(now));
+        if d.redelivered {
+            stale = stale.add(task::Column::Status.eq("running"));
+        }
+        let claimable = Condition::any()
+            .add(task::Column::Status.eq("queued"))
+            .add(Condition::all().add(task::Column::Status.eq("running")).add(stale));
+        let n = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value("running"))
+            .col_expr(task::Column::Claim, Expr::value(claim.clone()))
+            .col_expr(task::Column::LeaseUntil, Expr::value(lease))
+            .col_expr(task::Column::Attempts, Expr::value(d.attempt() as i32))
+            .col_expr(task::Column::UpdatedAt, Expr::value(now))
+            .filter(task::Column::Id.eq(id))
+            .filter(claimable)
+            .exec(db)
+            .await?
+            .rows_affected;
+        if n == 0 {
+            tracing::info!(task = %id, "another worker holds this task; duplicate delivery acked");
+            return Ok(Step::Ack(Handled::Skipped));
+        }
+        let messages: Vec<ChatMessage> = serde_json::from_str(&t.messages).unwrap_or_default();
+        let cancel = CancellationToken::new();
+        self.running.lock().expect("running").insert(id, cancel.clone());
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            r = g.inner.chain.complete(&t.function, |model| ChatRequest {
+                model,
+                messages: messages.clone(),
+                max_tokens: t.max_tokens.max(1) as u32,
+                temperature: g.inner.cfg.temperature,
+            }) => Some(r),
+            _ = cancel.cancelled() => None,
+            _ = self.hand_back.cancelled() => {
+                self.running.lock().expect("running").remove(&id);
+                self.unclaim(id, &claim, "queued", None).await?;
+                return Ok(Step::HandBack);
+            }
+        };
+        self.running.lock().expect("running").remove(&id);
+        let Some(result) = result else {
+            tracing::info!(task = %id, "cancelled while running; provider call stopped");
+            return Ok(Step::Ack(Handled::Cancelled));
+        };
+        metrics::histogram!("ai_provider_seconds", "mode" => "queued")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok((served, answer)) => {
+                let n = task::Entity::update_many()
+                    .col_expr(task::Column::Status, Expr::value("completed"))
+                    .col_expr(task::Column::Text, Expr::value(answer.text.clone()))
+                    .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
+                    .col_expr(task::Column::InputTokens, Expr::value(answer.usage.input as i32))
+                    .col_expr(task::Column::OutputTokens, Expr::value(answer.usage.output as i32))
+                    .col_expr(task::Column::Provider, Expr::value(served.label))
+                    .col_expr(
+                        task::Column::Model,
+                        Expr::value(answer.model.chars().take(128).collect::<String>()),
+                    )
+                    .col_expr(
+                        task::Column::FinishReason,
+                        Expr::value(answer.finish_reason.chars().take(32).collect::<String>()),
+                    )
+                    .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+                    .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+                    .filter(task::Column::Id.eq(id))
+                    .filter(task::Column::Claim.eq(claim.clone()))
+                    .filter(task::Column::Status.eq("running"))
+                    .exec(db)
+                    .await?
+                    .rows_affected;
+                if n == 0 {
+                    // Cancelled (or taken over) meanwhile: the result is not this run's to keep.
+                    return Ok(Step::Ack(Handled::Cancelled));
+                }
+                let done = self.reload(id).await?;
+                if !g.commit(&hold, answer.usage.total() as u64).await {
+                    return Err(crate::error::AiError::Unavailable("commit".into()));
+                }
+                g.cache_task(&done).await;
+                self.announce(&done).await?;
+                metrics::counter!("ai_tasks_total", "outcome" => "completed").increment(1);
+                Ok(Step::Ack(Handled::Completed))
+            }
+            Err(e) => {
+                let last = d.attempt() >= queue_spec(&g.inner.cfg).max_attempts();
+                if e.retryable() && !last {
+                    self.unclaim(
+                        id,
+                        &claim,
+                        "queued",
+                        Some(format!("retrying: {}", e.user_reason())),
+                    )
+                    .await?;
+                    return Ok(Step::Retry(e.to_string(), e.retry_after()));
+                }
+                self.unclaim(id, &claim, "failed", Some(e.user_reason())).await?;
+                let failed = self.reload(id).await?;
+                g.release(&hold).await;
+                g.cache_task(&failed).await;
+                self.announce(&failed).await?;
+                metrics::counter!("ai_tasks_total", "outcome" => "failed").increment(1);
+                if e.retryable() {
+                    // Out of attempts: the message rests in the dead-letter queue.
+                    Ok(Step::Dead(e.to_string()))
+                } else {
+                    Ok(Step::Ack(Handled::Failed))
+                }
+            }
+        }
+    }
+
+    async fn reload(&self, id: Uuid) -> crate::error::Result<task::Model> {
+        task::Entity::find_by_id(id)
+            .one(&self.generator.inner.db)
+            .await?
+            .ok_or_else(|| crate::error::AiError::NotFound("task vanished".into()))
+    }
+
+    /// Gives the task up from this run: back to the queue, or failed with a reason.
+    async fn unclaim(
+        &self,
+        id: Uuid,
+        claim: &str,
+        status: &str,
+        error: Option<String>,
+    ) -> crate::error::Result<()> {
+        task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(status))
+            .col_expr(task::Column::Error, Expr::value(error))
+            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::LeaseUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Claim.eq(claim.to_owned()))
+            .exec(&self.generator.inner.db)
+            .await?;
+        Ok(())
+    }
+
+    /// `generation.completed` / `generation.failed`, under an id fixed by the task and
+    /// outcome, so a repeat after a crash is recognisably the same event.
+    async fn announce(&self, t: &task::Model) -> crate::error::Result<()> {
+        let bus = &self.generator.inner.bus;
+        let user = t.user_id.to_string();
+        let task = task_pb(t, true);
+        let id = format!("{}:{}", t.id, t.status);
+        if t.status == "completed" {
+            let ev = pb::GenerationCompleted { task: Some(task) };
+            skillup_kit::events::publish_with_id(
+                bus,
+                &id,
+                "generation.completed",
+                &user,
+                "skillup.ai.v1.GenerationCompleted",
+                &ev,
+            )
+            .await?;
+        } else {
+            let ev = pb::GenerationFailed { task: Some(task) };
+            skillup_kit::events::publish_with_id(
+                bus,
+                &id,
+                "generation.failed",
+                &user,
+                "skillup.ai.v1.GenerationFailed",
+                &ev,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What to do with the delivery.
+enum Step {
+    Ack(Handled),
+    Retry(String, Option<Duration>),
+    Dead(String),
+    HandBack,
+}
