@@ -1,11 +1,14 @@
 //! The `skillup` binary as a user runs it.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
+use common::{free_port, skillup};
 use skillup_kit::{
     keys::{KeyStore, SigningKey},
     testing,
@@ -14,20 +17,6 @@ use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-fn skillup() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillup"));
-    // Start from a clean slate: no inherited server URLs or SKILLUP_* settings.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SKILLUP_")
-            || ["DATABASE_URL", "REDIS_URL", "AMQP_URL"].contains(&k.as_str())
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
 
 fn data_dir_with_test_key() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("skillup-cli-{}", testing::unique()));
@@ -354,10 +343,6 @@ fn migrate_on_the_embedded_database() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.join("skillup.db").exists());
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
