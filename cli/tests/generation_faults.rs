@@ -47,11 +47,13 @@ struct Deployment {
 
 async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment {
     let db = TestDb::postgres().await;
-    let mut config = Config::default();
-    config.database_url = Some(db.url.clone().into());
-    config.redis_url = Some(testing::redis_url().into());
-    config.amqp_url = Some(testing::amqp_url().into());
-    config.cache_prefix = format!("test:{}:", testing::unique());
+    let mut config = Config {
+        database_url: Some(db.url.clone().into()),
+        redis_url: Some(testing::redis_url().into()),
+        amqp_url: Some(testing::amqp_url().into()),
+        cache_prefix: format!("test:{}:", testing::unique()),
+        ..Default::default()
+    };
     config.bus.exchange = format!("test.{}.events", testing::unique());
     config.bus.queue_prefix = format!("test.{}.", testing::unique());
     config.bus.publish_timeout_ms = 30_000;
