@@ -96,6 +96,10 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
         Component::Worker => {
             // The worker serves no RPCs of its own: health, reflection and metrics only, so
             // Kubernetes probes it like every other component.
+            anyhow::ensure!(
+                config.ai.worker_concurrency > 0,
+                "`ai.worker_concurrency` (SKILLUP_AI__WORKER_CONCURRENCY) must be at least 1 for a worker"
+            );
             let worker = skillup_ai::Worker::new(generator(&config, &infra).await?);
             let grace = Duration::from_millis(config.shutdown.grace_ms);
             let stop = shutdown.clone();

@@ -53,10 +53,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let generator = components::generator(&config, &infra).await?;
     let ai = skillup_ai::AiGrpc::new(generator.clone());
     say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
-    let worker = skillup_ai::Worker::new(generator);
-    let worker_task =
-        tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(config.shutdown.grace_ms)));
-    say(&format!("ready  worker    (generate.long, {} at a time)", config.ai.worker_concurrency));
+    let worker_task = if config.ai.worker_concurrency > 0 {
+        let worker = skillup_ai::Worker::new(generator);
+        let task = tokio::spawn(
+            worker.run(shutdown.clone(), Duration::from_millis(config.shutdown.grace_ms)),
+        );
+        say(&format!(
+            "ready  worker    (generate.long, {} at a time)",
+            config.ai.worker_concurrency
+        ));
+        Some(task)
+    } else {
+        say("ready  worker    (none in this process: ai.worker_concurrency = 0)");
+        None
+    };
 
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
@@ -103,7 +113,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (grpc_res, http_res) = tokio::join!(grpc_task, http_task);
     grpc_res.context("grpc task")??;
     http_res.context("http task")??;
-    worker_task.await.context("worker task")??;
+    if let Some(w) = worker_task {
+        w.await.context("worker task")??;
+    }
     infra.db.close().await.ok();
     tracing::info!("stopped");
     Ok(())

@@ -104,6 +104,12 @@ impl FakeProvider {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the fake provider");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
+            // TCP_NODELAY as real providers' servers have it: without it Nagle holds each
+            // small SSE write until the client's delayed ACK (tens of milliseconds).
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Self { addr, state, task }

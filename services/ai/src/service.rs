@@ -335,17 +335,17 @@ impl Generator {
     }
 
     async fn remember(&self, p: &Prepared, provider: &str, answer: &Answer) {
+        self.remember_at(&self.result_key(p), provider, answer).await;
+    }
+
+    async fn remember_at(&self, key: &str, provider: &str, answer: &Answer) {
         let ttl = self.inner.cfg.cache_ttl_secs;
         if ttl == 0 || answer.finish_reason == "content_filter" {
             return;
         }
         let value = CachedAnswer { provider: provider.to_owned(), answer: answer.clone() };
         if let Ok(bytes) = serde_json::to_vec(&value) {
-            let _ = self
-                .inner
-                .cache
-                .set(&self.result_key(p), bytes.into(), Some(Duration::from_secs(ttl)))
-                .await;
+            let _ = self.inner.cache.set(key, bytes.into(), Some(Duration::from_secs(ttl))).await;
         }
     }
 
@@ -368,7 +368,7 @@ impl Generator {
             }
             return Ok(());
         }
-        let hold = self.reserve(p, tokens, key, SYNC_HOLD_TTL).await?;
+        let (hold, _) = self.reserve(p, tokens, key, SYNC_HOLD_TTL).await?;
         self.commit(&hold, tokens).await;
         Ok(())
     }
@@ -379,7 +379,7 @@ impl Generator {
         tokens: u64,
         key: &str,
         ttl: u32,
-    ) -> Result<String> {
+    ) -> Result<(String, u32)> {
         let hold = self
             .inner
             .quota
@@ -394,7 +394,7 @@ impl Generator {
             .await
             .map_err(|s| AiError::from_call("subscribe", s))?
             .into_inner();
-        Ok(hold.hold_id)
+        Ok((hold.hold_id, hold.priority))
     }
 
     /// Settles a hold by what was used; retried, since the answer was already produced (a
@@ -511,14 +511,22 @@ impl Generator {
             metrics::counter!("ai_cache_hits_total").increment(1);
             return Ok(completion(&id, &hit.provider, hit.answer, true));
         }
-        let hold = self.reserve(p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
+        let (hold, _) = self.reserve(p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
         let started = std::time::Instant::now();
         match self.inner.chain.complete(&p.req.function, |m| self.chat(p, m)).await {
             Ok((served, answer)) => {
                 metrics::histogram!("ai_provider_seconds", "mode" => "sync")
                     .record(started.elapsed().as_secs_f64());
-                self.commit(&hold, answer.usage.total() as u64).await;
-                self.remember(p, served.label, &answer).await;
+                // Settle and cache off the answer's path: the answer is produced either way, and
+                // a hold a crash leaves unsettled lapses back to the user (under-charge, never
+                // over).
+                let (this, tokens, label) =
+                    (self.clone(), answer.usage.total() as u64, served.label);
+                let (key, kept) = (self.result_key(p), answer.clone());
+                tokio::spawn(async move {
+                    this.remember_at(&key, label, &kept).await;
+                    this.commit(&hold, tokens).await;
+                });
                 Ok(completion(&id, served.label, answer, false))
             }
             Err(e) => {
@@ -569,7 +577,7 @@ impl Generator {
             return Ok(ReceiverStream::new(rx));
         }
 
-        let hold = self.reserve(&p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
+        let (hold, _) = self.reserve(&p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
         let opened = self.inner.chain.stream(&p.req.function, |m| self.chat(&p, m)).await;
         let (served, first, mut rest) = match opened {
             Ok(s) => s,
@@ -628,31 +636,35 @@ impl Generator {
                     _ => estimate_tokens(&text),
                 },
             };
-            this.commit(&hold, produced.total() as u64).await;
-            metrics::counter!("ai_streams_total", "outcome" => if left { "client_left" } else if failure.is_some() { "provider_failed" } else { "ok" }).increment(1);
+            let outcome = if left {
+                "client_left"
+            } else if failure.is_some() {
+                "provider_failed"
+            } else {
+                "ok"
+            };
+            metrics::counter!("ai_streams_total", "outcome" => outcome).increment(1);
             if left {
                 tracing::info!(generation = %id, tokens = produced.total(), "client left mid-stream; provider call cancelled");
-                return;
-            }
-            if let Some(e) = failure {
+            } else if let Some(e) = failure {
+                // Settled before the error: a client sees the end only after the charge.
+                this.commit(&hold, produced.total() as u64).await;
                 let status: tonic::Status = AiError::Provider(e).into();
                 let _ = tx.send(Err(status)).await;
                 return;
+            } else {
+                // The last event first; the stream closes once the hold is settled.
+                let finish_reason = finish.unwrap_or_else(|| "stop".into());
+                let _ = tx
+                    .send(ev(Event::Finished(pb::StreamFinished {
+                        usage: Some(token_usage(produced)),
+                        finish_reason: finish_reason.clone(),
+                    })))
+                    .await;
+                let answer = Answer { text, usage: produced, finish_reason, model: served.model };
+                this.remember(&p, served.label, &answer).await;
             }
-            let finish_reason = finish.unwrap_or_else(|| "stop".into());
-            let answer = Answer {
-                text,
-                usage: produced,
-                finish_reason: finish_reason.clone(),
-                model: served.model,
-            };
-            this.remember(&p, served.label, &answer).await;
-            let _ = tx
-                .send(ev(Event::Finished(pb::StreamFinished {
-                    usage: Some(token_usage(produced)),
-                    finish_reason,
-                })))
-                .await;
+            this.commit(&hold, produced.total() as u64).await;
         });
         Ok(ReceiverStream::new(rx))
     }
@@ -679,9 +691,7 @@ impl Generator {
         {
             return Ok(task_pb(&t, true));
         }
-        let (hold, priority) =
-            tokio::join!(self.reserve(&p, p.hold_tokens(), &key, TASK_HOLD_TTL), self.priority(&p));
-        let hold = hold?;
+        let (hold, priority) = self.reserve(&p, p.hold_tokens(), &key, TASK_HOLD_TTL).await?;
         let hold_uuid = Uuid::parse_str(&hold)
             .map_err(|_| AiError::Unavailable("subscribe returned a bad hold id".into()))?;
         let now = Utc::now();
@@ -767,11 +777,6 @@ impl Generator {
             .await
             .map_err(|s| AiError::from_call("subscribe", s))?
             .into_inner())
-    }
-
-    /// The caller's queue priority from their plan (0 when subscribe cannot say).
-    async fn priority(&self, p: &Prepared) -> u32 {
-        self.entitlement(p).await.map(|r| r.priority).unwrap_or(0)
     }
 
     /// One of the user's tasks: from the cache while fresh, else the database.

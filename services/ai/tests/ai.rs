@@ -19,6 +19,7 @@ use skillup_proto::{
         generation_service_client::GenerationServiceClient,
     },
     common::v1::ErrorCode,
+    payment::v1::{TopUpRequest, payment_service_client::PaymentServiceClient},
     subscribe::v1::{self as subpb, subscription_service_client::SubscriptionServiceClient},
 };
 use tonic::{Request, transport::Channel};
@@ -32,6 +33,7 @@ struct Harness {
     fake: FakeProvider,
     shutdown: Shutdown,
     generator: skillup_ai::Generator,
+    payments: PaymentServiceClient<Channel>,
     _core: TestServer,
     _ai: TestServer,
 }
@@ -96,6 +98,7 @@ async fn harness_with(
             .identity_key(key.clone()),
     )
     .await;
+    let payments = PaymentServiceClient::new(pay_server.channel());
     std::mem::forget(pay_server); // lives as long as the test process
     let generator =
         skillup_ai::generator(&t.infra, &cfg, core.channel(), core.channel()).await.unwrap();
@@ -117,6 +120,7 @@ async fn harness_with(
         fake,
         shutdown,
         generator,
+        payments,
         _core: core,
         _ai: ai,
     }
@@ -132,6 +136,8 @@ skillup_kit::both_adapters!(
     fifty_concurrent_generations_with_quota_for_ten,
     cancelling_stops_queued_and_running_tasks_and_returns_the_quota,
     a_task_cancelled_while_queued_is_skipped_by_the_worker,
+    a_stopping_worker_hands_unfinished_tasks_back_to_the_queue,
+    premium_tasks_jump_the_queue,
     retries_with_the_same_idempotency_key_get_the_first_answer,
 );
 
@@ -249,7 +255,7 @@ async fn inline_answers_settle_the_hold_by_usage_and_repeat_from_the_cache(kind:
         Some("Bearer sk-test-SECRET-1234567890")
     );
 
-    let used = usage(&mut h, user).await;
+    let used = settled_usage(&mut h, user).await;
     assert_eq!(
         (used.tokens_used, used.tokens_held),
         (u.total_tokens as u64, 0),
@@ -262,7 +268,7 @@ async fn inline_answers_settle_the_hold_by_usage_and_repeat_from_the_cache(kind:
     assert_eq!(again.text, c.text);
     assert_eq!(h.fake.requests(), 1, "no second provider call");
     assert_eq!(
-        usage(&mut h, user).await.tokens_used,
+        settled_usage(&mut h, user).await.tokens_used,
         u.total_tokens as u64,
         "cache hits are free by default"
     );
@@ -578,7 +584,7 @@ async fn exhausted_retries_fail_the_task_release_the_hold_and_dead_letter(kind: 
     let err =
         inline(&mut h, user, gen_req("refused inline", "quiz", pb::Mode::Sync)).await.unwrap_err();
     assert_eq!(code_of(&err), ErrorCode::ContentPolicy);
-    assert_eq!(usage(&mut h, user).await.tokens_held, 0);
+    assert_eq!(settled_usage(&mut h, user).await.tokens_held, 0);
 }
 
 async fn fifty_concurrent_generations_with_quota_for_ten(kind: Kind) {
@@ -641,7 +647,7 @@ async fn fifty_concurrent_generations_with_quota_for_ten(kind: Kind) {
     assert_eq!((ok, refused), (10, 40));
     let mut h = Arc::try_unwrap(h).ok().unwrap().into_inner();
     assert_eq!(h.fake.requests(), 10, "exactly ten reached the provider");
-    assert_eq!(usage(&mut h, user).await.tokens_held, 0);
+    assert_eq!(settled_usage(&mut h, user).await.tokens_held, 0);
 }
 
 async fn cancelling_stops_queued_and_running_tasks_and_returns_the_quota(kind: Kind) {
@@ -733,6 +739,102 @@ async fn a_task_cancelled_while_queued_is_skipped_by_the_worker(kind: Kind) {
             .into_inner();
     assert_eq!(again.status(), TaskStatus::Cancelled);
     assert_eq!(settled_usage(&mut h, user).await.tokens_used, 0);
+}
+
+async fn a_stopping_worker_hands_unfinished_tasks_back_to_the_queue(kind: Kind) {
+    let mut h = harness_with(
+        kind,
+        Behavior::Answer {
+            words: 5,
+            first_token: Duration::from_secs(30),
+            per_token: Duration::ZERO,
+        },
+        config,
+        false,
+    )
+    .await;
+    let user = Uuid::now_v7();
+    let stop = Shutdown::new();
+    let worker = tokio::spawn(
+        skillup_ai::Worker::new(h.generator.clone()).run(stop.clone(), Duration::from_millis(200)),
+    );
+    let t =
+        h.ai.submit_task(as_user(&h, user, gen_req("interrupted", "quiz", pb::Mode::Async)))
+            .await
+            .unwrap()
+            .into_inner();
+    eventually("the worker runs it", || async { h.fake.requests() == 1 }).await;
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops within its grace")
+        .unwrap()
+        .unwrap();
+    let back =
+        h.ai.get_task(as_user(&h, user, pb::GetTaskRequest { task_id: t.id.clone() }))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(back.status(), TaskStatus::Queued, "handed back, not lost and not failed");
+    // The next worker finishes it, charged once.
+    h.fake.set_default(Behavior::quick(5));
+    tokio::spawn(
+        skillup_ai::Worker::new(h.generator.clone())
+            .run(h.shutdown.clone(), Duration::from_secs(1)),
+    );
+    let done = settled(&mut h, user, &t.id).await;
+    assert_eq!(done.status(), TaskStatus::Completed);
+    let used = settled_usage(&mut h, user).await;
+    assert_eq!(
+        (used.generations_used, used.tokens_used),
+        (1, done.usage.unwrap().total_tokens as u64)
+    );
+}
+
+async fn premium_tasks_jump_the_queue(kind: Kind) {
+    let mut h = harness_with(
+        kind,
+        Behavior::quick(5),
+        |fake| AiConfig { worker_concurrency: 1, ..config(fake) },
+        false,
+    )
+    .await;
+    let (free, premium) = (Uuid::now_v7(), Uuid::now_v7());
+    let top_up = TopUpRequest {
+        amount_minor: 2_990,
+        currency: "USD".into(),
+        idempotency_key: "fund".into(),
+        payment_method: String::new(),
+    };
+    h.payments.top_up(as_user(&h, premium, top_up)).await.unwrap();
+    let sub = subpb::SubscribeRequest { plan: "premium".into(), idempotency_key: String::new() };
+    h.subs.subscribe(as_user(&h, premium, sub)).await.unwrap();
+    let mut events =
+        h.t.infra
+            .bus
+            .subscribe(
+                &skillup_kit::bus::SubscriptionSpec::new("test-order", &["generation.completed"]),
+                16,
+            )
+            .await
+            .unwrap();
+    for i in 0..3 {
+        h.ai.submit_task(as_user(&h, free, gen_req(&format!("free {i}"), "quiz", pb::Mode::Async)))
+            .await
+            .unwrap();
+    }
+    let vip =
+        h.ai.submit_task(as_user(&h, premium, gen_req("premium", "quiz", pb::Mode::Async)))
+            .await
+            .unwrap()
+            .into_inner();
+    tokio::spawn(
+        skillup_ai::Worker::new(h.generator.clone())
+            .run(h.shutdown.clone(), Duration::from_secs(1)),
+    );
+    let first =
+        tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap();
+    assert_eq!(first.message.id, format!("{}:completed", vip.id), "the premium task ran first");
 }
 
 async fn retries_with_the_same_idempotency_key_get_the_first_answer(kind: Kind) {

@@ -100,7 +100,8 @@ pub struct AiConfig {
     pub cache_ttl_secs: u64,
     /// Percent of a cached answer's tokens charged to the quota (0 = cache hits are free).
     pub cache_hit_charge_percent: u32,
-    /// Queued tasks a worker runs at once (its prefetch).
+    /// Queued tasks a worker runs at once (its prefetch). 0 under `skillup up` = no worker in
+    /// that process (tasks wait for a `skillup serve worker` elsewhere).
     pub worker_concurrency: u16,
     /// First retry delay of a queued task after a provider failure, milliseconds; doubles per
     /// retry.
@@ -681,13 +682,6 @@ impl Config {
 
     fn validate_ai(&self) -> Result<()> {
         let ai = &self.ai;
-        if ai.worker_concurrency == 0 {
-            return Err(bad(
-                "ai.worker_concurrency",
-                "SKILLUP_AI__WORKER_CONCURRENCY",
-                "must be at least 1",
-            ));
-        }
         if ai.cache_hit_charge_percent > 100 {
             return Err(bad(
                 "ai.cache_hit_charge_percent",

@@ -1,6 +1,10 @@
 //! The catalog and prompt building, on the database.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
@@ -25,6 +29,20 @@ use crate::{
 #[derive(Clone)]
 pub struct Catalog {
     db: DatabaseConnection,
+    /// Function + current template by (function, locale), read on every BuildPrompt: kept
+    /// for [`RECIPE_TTL`], cleared at once here on every catalog change (other replicas see a
+    /// change within the TTL).
+    recipes: Arc<Mutex<HashMap<(String, String), Recipe>>>,
+}
+
+/// How long a replica keeps a function and its current template in memory.
+pub const RECIPE_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+struct Recipe {
+    at: Instant,
+    function: function::Model,
+    template: template::Model,
 }
 
 /// A prompt, built.
@@ -72,7 +90,36 @@ pub fn template_pb(t: &template::Model) -> pb::Template {
 
 impl Catalog {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self { db, recipes: Default::default() }
+    }
+
+    fn forget_recipes(&self) {
+        self.recipes.lock().expect("recipes").clear();
+    }
+
+    /// The function and the template BuildPrompt uses for `locale` (falling back to the
+    /// default locale), from memory while fresh.
+    async fn recipe(
+        &self,
+        function_id: &str,
+        locale: &str,
+    ) -> Result<(function::Model, template::Model)> {
+        let key = (function_id.to_owned(), locale.to_owned());
+        if let Some(r) = self.recipes.lock().expect("recipes").get(&key)
+            && r.at.elapsed() < RECIPE_TTL
+        {
+            return Ok((r.function.clone(), r.template.clone()));
+        }
+        let f = self.function(function_id).await?;
+        let t = match self.current_template(&f.id, locale).await? {
+            Some(t) => t,
+            None => self.current_template(&f.id, DEFAULT_LOCALE).await?.ok_or_else(|| {
+                PromptError::NotFound(format!("function `{}` has no published template", f.id))
+            })?,
+        };
+        let recipe = Recipe { at: Instant::now(), function: f.clone(), template: t.clone() };
+        self.recipes.lock().expect("recipes").insert(key, recipe);
+        Ok((f, t))
     }
 
     pub async fn topics(&self, locale: &str) -> Result<Vec<pb::Topic>> {
@@ -165,16 +212,11 @@ impl Catalog {
     /// The messages for `topic` + `function_id`: user text is inserted as data, never parsed.
     pub async fn build(&self, r: &pb::BuildPromptRequest) -> Result<Built> {
         let topic = values::topic(&r.topic)?;
-        let f = self.function(&r.function_id).await?;
+        let function_id = values::slug("function_id", &r.function_id)?;
         let locale = values::locale(&r.locale)?;
+        let (f, t) = self.recipe(&function_id, &locale).await?;
         let params = values::params(&r.params, &declared_params(&f))?;
         let max_tokens = values::max_tokens(r.max_tokens, f.default_max_tokens as u32)?;
-        let t = match self.current_template(&f.id, &locale).await? {
-            Some(t) => t,
-            None => self.current_template(&f.id, DEFAULT_LOCALE).await?.ok_or_else(|| {
-                PromptError::NotFound(format!("function `{}` has no published template", f.id))
-            })?,
-        };
         let declared: Vec<String> = t.variables.split_whitespace().map(str::to_owned).collect();
         // Published templates were checked; a failure here means the row was edited by hand.
         let system = Template::parse(&t.system, &declared)
@@ -312,6 +354,7 @@ impl Catalog {
         .insert(&txn)
         .await?;
         txn.commit().await?;
+        self.forget_recipes();
         self.get_function(&id, "en").await
     }
 
@@ -370,6 +413,7 @@ impl Catalog {
             .exec(&txn)
             .await?;
         txn.commit().await?;
+        self.forget_recipes();
         Ok(template_pb(&inserted))
     }
 
@@ -405,6 +449,7 @@ impl Catalog {
         active.current = Set(true);
         let updated = active.update(&txn).await?;
         txn.commit().await?;
+        self.forget_recipes();
         Ok(template_pb(&updated))
     }
 

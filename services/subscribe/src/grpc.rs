@@ -99,7 +99,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::ReserveQuotaRequest>,
     ) -> Result<Response<pb::QuotaHold>, Status> {
         let r = req.into_inner();
-        let (h, usage) = self
+        let (h, usage, priority) = self
             .subs
             .reserve(
                 user_id(&r.user_id)?,
@@ -117,6 +117,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
                 nanos: 0,
             }),
             usage: Some(usage),
+            priority,
         }))
     }
 

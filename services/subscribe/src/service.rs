@@ -24,6 +24,13 @@ use crate::{
     store::entities::{hold, plan, subscription, usage},
 };
 
+/// Whether a settle moved the hold, and the usage row it left.
+#[derive(Debug, PartialEq)]
+enum Settled {
+    No,
+    Yes(Option<usage::Model>),
+}
+
 /// Longest a hold may live.
 pub const MAX_HOLD_SECS: u32 = 86_400;
 /// A hold's life when the caller does not say.
@@ -381,7 +388,7 @@ impl Subscriptions {
         tokens: u64,
         key: &str,
         ttl: u32,
-    ) -> Result<(hold::Model, pb::Usage)> {
+    ) -> Result<(hold::Model, pb::Usage, u32)> {
         if tokens == 0 || tokens > 10_000_000 {
             return Err(SubscribeError::Invalid("tokens", "`tokens` must be 1..=10000000".into()));
         }
@@ -408,28 +415,30 @@ impl Subscriptions {
                 cur.plan.title
             )));
         }
-        self.expire_due(Some(user)).await?;
         let idem = if key.is_empty() {
             format!("{user}:{}", Uuid::now_v7())
         } else {
             format!("{user}:{key}")
         };
         let tokens = tokens as i64;
+        let priority = Ord::max(cur.plan.priority, 0) as u32;
+        // The hot path is one transaction: a retried key is found by its unique violation (or
+        // when the quota looks spent), and lapsed holds are reclaimed only when they stand in
+        // the way (the periodic job reclaims the rest).
+        let mut reclaimed = false;
         for attempt in 0..50u64 {
-            if let Some(h) = hold::Entity::find()
-                .filter(hold::Column::Idempotency.eq(&idem))
-                .one(&self.db)
-                .await?
-            {
-                let row = self.usage_row(user, h.period_start).await?;
-                return Ok((h, usage_pb(&cur, row.as_ref())));
-            }
             match self.try_reserve(user, &cur, tokens, &idem, ttl).await {
-                Ok(Some(h)) => {
-                    let row = self.usage_row(user, cur.period_start).await?;
-                    return Ok((h, usage_pb(&cur, row.as_ref())));
-                }
+                Ok(Some((h, row))) => return Ok((h, usage_pb(&cur, Some(&row)), priority)),
                 Ok(None) => {
+                    if let Some(found) = self.hold_by_key(&cur, &idem).await? {
+                        return Ok((found.0, found.1, priority));
+                    }
+                    if !reclaimed {
+                        reclaimed = true;
+                        if self.expire_due(Some(user)).await? > 0 {
+                            continue;
+                        }
+                    }
                     let row = self.usage_row(user, cur.period_start).await?;
                     let u = usage_pb(&cur, row.as_ref());
                     return Err(SubscribeError::QuotaExceeded(format!(
@@ -440,7 +449,11 @@ impl Subscriptions {
                         u.generation_quota
                     )));
                 }
-                Err(e) if unique_violation(&e) => continue,
+                Err(e) if unique_violation(&e) => {
+                    if let Some(found) = self.hold_by_key(&cur, &idem).await? {
+                        return Ok((found.0, found.1, priority));
+                    }
+                }
                 Err(e) if busy(&e) => {
                     tokio::time::sleep(Duration::from_millis(2 + Ord::min(attempt * 3, 50))).await
                 }
@@ -450,6 +463,23 @@ impl Subscriptions {
         Err(SubscribeError::Unavailable("quota store stayed busy".into()))
     }
 
+    /// The hold a reserve key already took, with the usage of its period.
+    async fn hold_by_key(
+        &self,
+        cur: &Current,
+        idem: &str,
+    ) -> Result<Option<(hold::Model, pb::Usage)>> {
+        let Some(h) =
+            hold::Entity::find().filter(hold::Column::Idempotency.eq(idem)).one(&self.db).await?
+        else {
+            return Ok(None);
+        };
+        let row = self.usage_row(h.user_id, h.period_start).await?;
+        Ok(Some((h, usage_pb(cur, row.as_ref()))))
+    }
+
+    /// One attempt at a hold: the usage row's conditional increment (returning the row) and
+    /// the hold, in one transaction. `None` when the quota does not cover it.
     async fn try_reserve(
         &self,
         user: Uuid,
@@ -457,61 +487,73 @@ impl Subscriptions {
         tokens: i64,
         idem: &str,
         ttl: u32,
-    ) -> std::result::Result<Option<hold::Model>, DbErr> {
-        usage::Entity::insert(usage::ActiveModel {
-            user_id: Set(user),
-            period_start: Set(cur.period_start),
-            tokens_used: Set(0),
-            tokens_held: Set(0),
-            generations_used: Set(0),
-            generations_held: Set(0),
-        })
-        .on_conflict_do_nothing_on([usage::Column::UserId, usage::Column::PeriodStart])
-        .exec(&self.db)
-        .await?;
-        let txn = self.db.begin().await?;
-        let taken = usage::Entity::update_many()
-            .col_expr(usage::Column::TokensHeld, Expr::col(usage::Column::TokensHeld).add(tokens))
-            .col_expr(
-                usage::Column::GenerationsHeld,
-                Expr::col(usage::Column::GenerationsHeld).add(1),
-            )
-            .filter(usage::Column::UserId.eq(user))
-            .filter(usage::Column::PeriodStart.eq(cur.period_start))
-            .filter(
-                Expr::col(usage::Column::TokensUsed)
-                    .add(Expr::col(usage::Column::TokensHeld))
-                    .add(tokens)
-                    .lte(cur.plan.token_quota),
-            )
-            .filter(
-                Expr::col(usage::Column::GenerationsUsed)
-                    .add(Expr::col(usage::Column::GenerationsHeld))
-                    .add(1)
-                    .lte(cur.plan.generation_quota),
-            )
-            .exec(&txn)
+    ) -> std::result::Result<Option<(hold::Model, usage::Model)>, DbErr> {
+        for attempt in 0..2 {
+            let txn = self.db.begin().await?;
+            let mut taken = usage::Entity::update_many()
+                .col_expr(
+                    usage::Column::TokensHeld,
+                    Expr::col(usage::Column::TokensHeld).add(tokens),
+                )
+                .col_expr(
+                    usage::Column::GenerationsHeld,
+                    Expr::col(usage::Column::GenerationsHeld).add(1),
+                )
+                .filter(usage::Column::UserId.eq(user))
+                .filter(usage::Column::PeriodStart.eq(cur.period_start))
+                .filter(
+                    Expr::col(usage::Column::TokensUsed)
+                        .add(Expr::col(usage::Column::TokensHeld))
+                        .add(tokens)
+                        .lte(cur.plan.token_quota),
+                )
+                .filter(
+                    Expr::col(usage::Column::GenerationsUsed)
+                        .add(Expr::col(usage::Column::GenerationsHeld))
+                        .add(1)
+                        .lte(cur.plan.generation_quota),
+                )
+                .exec_with_returning(&txn)
+                .await?;
+            let Some(row) = taken.pop() else {
+                txn.rollback().await?;
+                // No room — or no usage row yet for this period (a concurrent first reserve
+                // may be creating it): make sure it exists and try once more; a second miss is
+                // a real refusal.
+                if attempt == 1 {
+                    return Ok(None);
+                }
+                usage::Entity::insert(usage::ActiveModel {
+                    user_id: Set(user),
+                    period_start: Set(cur.period_start),
+                    tokens_used: Set(0),
+                    tokens_held: Set(0),
+                    generations_used: Set(0),
+                    generations_held: Set(0),
+                })
+                .on_conflict_do_nothing_on([usage::Column::UserId, usage::Column::PeriodStart])
+                .exec(&self.db)
+                .await?;
+                continue;
+            };
+            let now = Utc::now();
+            let h = hold::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                user_id: Set(user),
+                period_start: Set(cur.period_start),
+                tokens: Set(tokens),
+                status: Set("held".into()),
+                actual_tokens: Set(0),
+                idempotency: Set(idem.to_owned()),
+                expires_at: Set(now + chrono::Duration::seconds(i64::from(ttl))),
+                created_at: Set(now),
+            }
+            .insert(&txn)
             .await?;
-        if taken.rows_affected != 1 {
-            txn.rollback().await?;
-            return Ok(None);
+            txn.commit().await?;
+            return Ok(Some((h, row)));
         }
-        let now = Utc::now();
-        let h = hold::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            user_id: Set(user),
-            period_start: Set(cur.period_start),
-            tokens: Set(tokens),
-            status: Set("held".into()),
-            actual_tokens: Set(0),
-            idempotency: Set(idem.to_owned()),
-            expires_at: Set(now + chrono::Duration::seconds(i64::from(ttl))),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        txn.commit().await?;
-        Ok(Some(h))
+        Ok(None)
     }
 
     async fn find_hold(&self, id: &str) -> Result<hold::Model> {
@@ -531,7 +573,7 @@ impl Subscriptions {
         h: &hold::Model,
         to: &str,
         actual: i64,
-    ) -> std::result::Result<bool, DbErr> {
+    ) -> std::result::Result<Settled, DbErr> {
         let txn = self.db.begin().await?;
         let moved = hold::Entity::update_many()
             .col_expr(hold::Column::Status, Expr::value(to))
@@ -542,10 +584,10 @@ impl Subscriptions {
             .await?;
         if moved.rows_affected != 1 {
             txn.rollback().await?;
-            return Ok(false);
+            return Ok(Settled::No);
         }
         let used_gens = i32::from(to == "committed");
-        usage::Entity::update_many()
+        let mut row = usage::Entity::update_many()
             .col_expr(usage::Column::TokensHeld, Expr::col(usage::Column::TokensHeld).sub(h.tokens))
             .col_expr(usage::Column::TokensUsed, Expr::col(usage::Column::TokensUsed).add(actual))
             .col_expr(
@@ -558,13 +600,13 @@ impl Subscriptions {
             )
             .filter(usage::Column::UserId.eq(h.user_id))
             .filter(usage::Column::PeriodStart.eq(h.period_start))
-            .exec(&txn)
+            .exec_with_returning(&txn)
             .await?;
         txn.commit().await?;
-        Ok(true)
+        Ok(Settled::Yes(row.pop()))
     }
 
-    async fn settle_retrying(&self, h: &hold::Model, to: &str, actual: i64) -> Result<bool> {
+    async fn settle_retrying(&self, h: &hold::Model, to: &str, actual: i64) -> Result<Settled> {
         for attempt in 0..50u64 {
             match self.settle(h, to, actual).await {
                 Ok(done) => return Ok(done),
@@ -580,7 +622,14 @@ impl Subscriptions {
     pub async fn commit(&self, hold_id: &str, actual: u64) -> Result<pb::Usage> {
         let h = self.find_hold(hold_id).await?;
         let charged = Ord::min(actual as i64, h.tokens);
-        if !self.settle_retrying(&h, "committed", charged).await? {
+        let settled = self.settle_retrying(&h, "committed", charged).await?;
+        if let Settled::Yes(Some(row)) = &settled {
+            let cur = self.current(h.user_id).await?;
+            if cur.period_start == row.period_start {
+                return Ok(usage_pb(&cur, Some(row)));
+            }
+        }
+        if settled == Settled::No {
             let now = self.find_hold(hold_id).await?;
             if now.status != "committed" {
                 return Err(SubscribeError::Conflict(format!(
@@ -594,7 +643,7 @@ impl Subscriptions {
 
     pub async fn release(&self, hold_id: &str) -> Result<pb::Usage> {
         let h = self.find_hold(hold_id).await?;
-        if !self.settle_retrying(&h, "released", 0).await? {
+        if self.settle_retrying(&h, "released", 0).await? == Settled::No {
             let now = self.find_hold(hold_id).await?;
             if now.status == "committed" {
                 return Err(SubscribeError::Conflict("the hold was already committed".into()));
@@ -613,7 +662,7 @@ impl Subscriptions {
         }
         let mut n = 0;
         for h in q.limit(500).all(&self.db).await? {
-            if self.settle_retrying(&h, "expired", 0).await? {
+            if self.settle_retrying(&h, "expired", 0).await? != Settled::No {
                 n += 1;
             }
         }

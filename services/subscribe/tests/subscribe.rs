@@ -62,6 +62,7 @@ skillup_kit::both_adapters!(
     everyone_starts_on_free_with_its_functions_and_quota,
     subscribing_charges_once_per_period_and_switching_is_prorated,
     fifty_concurrent_reserves_against_ten_holds_worth_of_quota,
+    the_first_concurrent_reserves_of_a_period_are_never_refused_falsely,
     holds_commit_release_and_expire_exactly_once,
     renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free,
 );
@@ -222,6 +223,33 @@ async fn fifty_concurrent_reserves_against_ten_holds_worth_of_quota(kind: Kind) 
     let mut h = h;
     let no = entitled(&mut h, user, "quiz").await;
     assert_eq!(no.reason(), pb::DenyReason::QuotaExhausted);
+}
+
+async fn the_first_concurrent_reserves_of_a_period_are_never_refused_falsely(kind: Kind) {
+    let h = harness(kind).await;
+    // A fresh user has no usage row yet: twenty first reserves race to create it, and every
+    // one of them fits the quota (20 × 100 of 20,000 tokens, 20 of 30 generations).
+    for _ in 0..3 {
+        let user = Uuid::now_v7();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let mut c = h.client.clone();
+                tokio::spawn(async move {
+                    c.reserve_quota(pb::ReserveQuotaRequest {
+                        user_id: user.to_string(),
+                        function_id: "quiz".into(),
+                        tokens: 100,
+                        idempotency_key: String::new(),
+                        ttl_seconds: 60,
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().expect("a reserve well inside the quota");
+        }
+    }
 }
 
 async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
