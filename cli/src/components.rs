@@ -110,10 +110,13 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             });
             builder
         }
-        other => anyhow::bail!(
-            "component `{}` is not built yet in this version of SkillUp; `skillup up` runs what exists",
-            other.name()
+        Component::Notification => builder.add_service(
+            skillup_notification::build(&infra, shutdown.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("notification: {e}"))?
+                .into_server(),
         ),
+        Component::Edge => anyhow::bail!("the edge is served on its own path above"),
     };
     let grpc = builder
         .bind(config.grpc_addr)
@@ -231,5 +234,6 @@ pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<usize> {
     skillup_payment::migrate(db).await.context("payment migrations")?;
     skillup_subscribe::migrate(db).await.context("subscribe migrations")?;
     skillup_ai::migrate(db).await.context("ai migrations")?;
-    Ok(5)
+    skillup_notification::migrate(db).await.context("notification migrations")?;
+    Ok(6)
 }

@@ -68,6 +68,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None
     };
 
+    let notification = skillup_notification::build(&infra, shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("notification: {e}"))?;
+    say("ready  notification (skillup.notification.v1; live at /api/notifications/ws)");
+
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
         .add_service(auth.into_server())
@@ -75,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(payment.into_server())
         .add_service(subscribe.into_server())
         .add_service(ai.into_server())
+        .add_service(notification.into_server())
         .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
@@ -87,7 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc_services = grpc.services().to_vec();
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
     say(&format!(
-        "ready  grpc      {grpc_addr} (auth, prompt, payment, subscribe, ai, health, reflection)"
+        "ready  grpc      {grpc_addr} (auth, prompt, payment, subscribe, ai, notification, health, reflection)"
     ));
 
     let http = tokio::net::TcpListener::bind(config.http_addr)

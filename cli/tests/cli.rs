@@ -229,7 +229,7 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         .unwrap();
     assert!(fns["functions"].as_array().unwrap().iter().any(|f| f["id"] == "lesson_plan"), "{fns}");
     assert!(doc["paths"]["/api/generate"]["post"].is_object(), "generation is served");
-    assert!(doc["paths"].get("/api/notifications").is_none(), "only what this version serves");
+    assert!(doc["paths"]["/api/notifications"]["get"].is_object(), "notifications are served");
 
     generation_through_the_edge(&rest, &up.http, token, &dir).await;
 
@@ -570,6 +570,16 @@ async fn generation_through_the_edge(
     assert!(sse.contains("\"delta\""), "{sse}");
     assert!(sse.contains("\"finished\""), "{sse}");
 
+    // The live channel: a WebSocket with the token as a subprotocol, as browsers do.
+    let mut ws = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{http}/api/notifications/ws").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("skillup.v1, bearer.{token}").parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(req).await.expect("the notification socket opens").0
+    };
     let res = generate(serde_json::json!({"topic": "rust traits", "function": "article"}))
         .send()
         .await
@@ -577,6 +587,24 @@ async fn generation_through_the_edge(
     assert_eq!(res.status(), 202, "a long function is queued");
     let body: serde_json::Value = res.json().await.unwrap();
     let url = body["task"]["status_url"].as_str().unwrap().to_owned();
+    let task_id = body["task"]["task_id"].as_str().unwrap().to_owned();
+    // Its completion is pushed over the socket (other notifications — the payment, the plan —
+    // may come first).
+    let pushed = tokio::time::timeout(Duration::from_secs(20), async {
+        use futures::StreamExt;
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                let n: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if n["kind"] == "NOTIFICATION_KIND_GENERATION_COMPLETED" {
+                    return n;
+                }
+            }
+        }
+        panic!("the socket closed before the completion");
+    })
+    .await
+    .expect("the completion reaches the open WebSocket");
+    assert_eq!(pushed["data"]["task_id"], task_id.as_str(), "{pushed}");
     let mut task = serde_json::Value::Null;
     for _ in 0..100 {
         task = get_json(rest, format!("http://{http}{url}"), token).await;

@@ -25,9 +25,7 @@ impl AiGrpc {
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
-    let id = Identity::require(req)?;
-    Uuid::parse_str(&id.user_id)
-        .map_err(|_| skillup_kit::error::invalid_field("user_id", "the caller is not an account"))
+    Identity::account(req)
 }
 
 /// The request with the `idempotency-key` header as its key when the body has none.

@@ -110,6 +110,17 @@ impl Identity {
         })
     }
 
+    /// The caller's account id, or UNAUTHENTICATED when the call carries no validated
+    /// identity of an account.
+    pub fn account<T>(req: &tonic::Request<T>) -> std::result::Result<uuid::Uuid, tonic::Status> {
+        uuid::Uuid::parse_str(&Self::require(req)?.user_id).map_err(|_| {
+            crate::error::status(
+                skillup_proto::common::v1::ErrorCode::Unauthenticated,
+                "the caller's identity is not an account",
+            )
+        })
+    }
+
     /// Puts the assertion (and the plain headers) on an outgoing service-to-service call, so
     /// the next service sees the same caller.
     pub fn forward<T>(&self, req: &mut tonic::Request<T>) {

@@ -30,10 +30,7 @@ impl PaymentGrpc {
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
-    let id = Identity::require(req)?;
-    Uuid::parse_str(&id.user_id).map_err(|_| {
-        PaymentError::Unauthenticated("the caller's identity is not an account").into()
-    })
+    Identity::account(req)
 }
 
 /// 201 for a new entry, 200 for a replayed one.

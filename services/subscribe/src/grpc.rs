@@ -26,10 +26,7 @@ impl SubscribeGrpc {
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
-    let id = Identity::require(req)?;
-    Uuid::parse_str(&id.user_id).map_err(|_| {
-        SubscribeError::Invalid("user_id", "the caller is not an account".into()).into()
-    })
+    Identity::account(req)
 }
 
 fn user_id(s: &str) -> Result<Uuid, Status> {

@@ -1,0 +1,32 @@
+//! The notification service (`skillup.notification.v1`): generation, payment and subscription
+//! events become each user's notifications (once per event), listed and marked read over the
+//! API and pushed live over a server stream — the edge's WebSocket `/api/notifications/ws` —
+//! with missed-event recovery by the last id seen and fan-out across replicas through the bus.
+//!
+//! Reads top-down: [`build`] wires it and starts the consumers; [`grpc`] is the tonic adapter;
+//! [`service`] the rules; [`store`] the tables.
+
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use skillup_kit::{Shutdown, infra::Infra};
+
+pub use crate::{grpc::NotificationGrpc, service::Notifier};
+
+/// Runs the notification service's migrations.
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
+    skillup_kit::db::migrate::<store::Migrator>(db).await
+}
+
+/// Builds the service (migrating first) and starts consuming events until `shutdown`. The
+/// consumers are subscribed before this returns, so no event published afterwards is missed.
+pub async fn build(infra: &Infra, shutdown: Shutdown) -> Result<NotificationGrpc, String> {
+    migrate(&infra.db).await.map_err(|e| format!("notification migrations: {e}"))?;
+    let notifier = Notifier::new(infra.db.clone(), infra.bus.clone());
+    let consumers =
+        notifier.consumers().await.map_err(|e| format!("notification consumers: {e}"))?;
+    tokio::spawn(notifier.clone().run(consumers, shutdown));
+    Ok(NotificationGrpc::new(notifier))
+}

@@ -1,0 +1,544 @@
+//! Events become notifications: one row per bus event (unique by the event id, so a redelivery
+//! never notifies twice), then a fan-out event every replica receives, so a user connected to
+//! any replica gets it live. A subscriber registers for live notifications first, then reads
+//! what it missed after the last id it saw, and drops duplicates by id — nothing falls in the
+//! gap between the two.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use chrono::Utc;
+use prost::Message as _;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, sea_query::Expr,
+};
+use skillup_kit::{
+    Shutdown,
+    bus::{Delivery, SharedBus, SubscriptionSpec},
+    db::timestamp as ts,
+};
+use skillup_proto::{
+    ai::v1 as aipb,
+    common::v1::EventEnvelope,
+    notification::v1::{self as pb, NotificationKind},
+    payment::v1 as paypb,
+    subscribe::v1 as subpb,
+};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+use crate::{
+    error::{NotificationError, Result},
+    store::{item, prefs},
+};
+
+/// The fan-out event: a stored notification, for every replica's live subscribers.
+pub const FANOUT: &str = "notification.created";
+/// The producers' events this service turns into notifications.
+pub const SOURCES: [&str; 5] = [
+    "generation.completed",
+    "generation.failed",
+    "payment.succeeded",
+    "payment.failed",
+    "subscription.changed",
+];
+/// Most notifications a reconnecting client is sent from the backlog.
+const MAX_BACKLOG: u64 = 500;
+
+/// A notification with its sequence number, as live subscribers get it.
+#[derive(Clone, Debug)]
+struct Live {
+    seq: i64,
+    notification: pb::Notification,
+}
+
+/// The fan-out id: the notification id and its sequence number (`{id}/{seq}`), so replicas
+/// order it without another read.
+fn fanout_id(n: &item::Model) -> String {
+    format!("{}/{}", n.id, n.seq)
+}
+
+/// The service's two subscriptions.
+pub struct Consumers {
+    events: skillup_kit::bus::Consumer,
+    fanout: skillup_kit::bus::Consumer,
+}
+
+#[derive(Clone)]
+pub struct Notifier {
+    db: DatabaseConnection,
+    bus: SharedBus,
+    /// Live subscribers of this replica, by user.
+    live: Arc<Mutex<HashMap<Uuid, broadcast::Sender<Live>>>>,
+}
+
+fn to_pb(n: &item::Model) -> pb::Notification {
+    pb::Notification {
+        id: n.id.to_string(),
+        kind: n.kind,
+        title: n.title.clone(),
+        body: n.body.clone(),
+        data: serde_json::from_str(&n.data).unwrap_or_default(),
+        created_at: Some(ts(n.created_at)),
+        read_at: n.read_at.map(ts),
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// What an event says to its user: kind, title, body, related ids. `None` for events that do
+/// not concern a user.
+pub fn describe(
+    env: &EventEnvelope,
+) -> Option<(NotificationKind, String, String, BTreeMap<String, String>)> {
+    let payload = env.payload.as_ref()?.value.as_slice();
+    let mut data = BTreeMap::new();
+    let task_line =
+        |t: &aipb::Task| format!("{} about «{}»", t.function.replace('_', " "), t.topic);
+    match env.r#type.as_str() {
+        "generation.completed" => {
+            let t = aipb::GenerationCompleted::decode(payload).ok()?.task?;
+            data.insert("task_id".into(), t.id.clone());
+            Some((
+                NotificationKind::GenerationCompleted,
+                clip(&format!("Your {} is ready", task_line(&t)), 200),
+                clip(&t.text, 280),
+                data,
+            ))
+        }
+        "generation.failed" => {
+            let t = aipb::GenerationFailed::decode(payload).ok()?.task?;
+            data.insert("task_id".into(), t.id.clone());
+            Some((
+                NotificationKind::GenerationFailed,
+                clip(&format!("Your {} could not be written", task_line(&t)), 200),
+                clip(&t.error, 2_000),
+                data,
+            ))
+        }
+        "payment.succeeded" | "payment.failed" => {
+            let ok = env.r#type == "payment.succeeded";
+            let t = if ok {
+                paypb::PaymentSucceeded::decode(payload).ok()?.transaction?
+            } else {
+                paypb::PaymentFailed::decode(payload).ok()?.transaction?
+            };
+            data.insert("transaction_id".into(), t.id.clone());
+            let money = t
+                .amount
+                .as_ref()
+                .map(|m| {
+                    format!(
+                        "{}.{:02} {}",
+                        m.amount_minor / 100,
+                        (m.amount_minor % 100).abs(),
+                        m.currency
+                    )
+                })
+                .unwrap_or_default();
+            let body = if ok { t.description.clone() } else { t.failure_reason.clone() };
+            Some((
+                if ok {
+                    NotificationKind::PaymentSucceeded
+                } else {
+                    NotificationKind::PaymentFailed
+                },
+                if ok {
+                    format!("Payment of {money} went through")
+                } else {
+                    format!("Payment of {money} was refused")
+                },
+                clip(&body, 2_000),
+                data,
+            ))
+        }
+        "subscription.changed" => {
+            let s = subpb::SubscriptionChanged::decode(payload).ok()?;
+            data.insert("plan".into(), s.plan.clone());
+            let until = s
+                .current_period_end
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| format!(" until {}", t.format("%Y-%m-%d")))
+                .unwrap_or_default();
+            Some((
+                NotificationKind::SubscriptionChanged,
+                clip(&format!("Your plan is now {}", s.plan), 200),
+                format!("The {} plan is in force{until}.", s.plan),
+                data,
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl Notifier {
+    pub fn new(db: DatabaseConnection, bus: SharedBus) -> Self {
+        Self { db, bus, live: Default::default() }
+    }
+
+    /// Subscribes to the producers' events (one queue shared by the replicas) and to the
+    /// fan-out (a queue per replica).
+    pub async fn consumers(&self) -> skillup_kit::Result<Consumers> {
+        let events =
+            self.bus.subscribe(&SubscriptionSpec::new("notification", &SOURCES), 32).await?;
+        let fanout = self
+            .bus
+            .subscribe(&SubscriptionSpec::new("notification-live", &[FANOUT]).per_instance(), 256)
+            .await?;
+        Ok(Consumers { events, fanout })
+    }
+
+    /// Consumes until `shutdown`.
+    pub async fn run(self, mut c: Consumers, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                d = c.events.next() => match d {
+                    Some(d) => self.on_event(d).await,
+                    None => return,
+                },
+                d = c.fanout.next() => match d {
+                    Some(d) => self.on_fanout(d).await,
+                    None => return,
+                },
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    async fn on_event(&self, d: Delivery) {
+        match self.record(&d.message.payload).await {
+            Ok(Some(n)) => {
+                let user = n.user_id;
+                let pbn = to_pb(&n);
+                // Fanned out even for a duplicate: a crash between storing and fanning out
+                // must not leave live subscribers without it (they drop repeats by id).
+                if let Err(e) = skillup_kit::events::publish_with_id(
+                    &self.bus,
+                    &fanout_id(&n),
+                    FANOUT,
+                    &user.to_string(),
+                    "skillup.notification.v1.Notification",
+                    &pbn,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "fan-out failed; retrying the event");
+                    let _ = d.retry("fan-out failed", None).await;
+                    return;
+                }
+                let _ = d.ack().await;
+            }
+            Ok(None) => {
+                let _ = d.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a notification failed; retrying");
+                let _ = d.retry(&e.to_string(), None).await;
+            }
+        }
+    }
+
+    /// Stores the notification an event means (once per event id); the stored row, new or
+    /// already there, or `None` when the event concerns no user.
+    pub async fn record(&self, bytes: &[u8]) -> Result<Option<item::Model>> {
+        let Ok(env) = EventEnvelope::decode(bytes) else {
+            tracing::warn!("undecodable event dropped");
+            return Ok(None);
+        };
+        let Some((kind, title, body, data)) = describe(&env) else { return Ok(None) };
+        let Ok(user) = Uuid::parse_str(&env.user_id) else { return Ok(None) };
+        let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
+        for attempt in 0..100u64 {
+            let existing = item::Entity::find()
+                .filter(item::Column::EventId.eq(env.id.clone()))
+                .one(&self.db)
+                .await?;
+            if existing.is_some() {
+                metrics::counter!("notifications_duplicate_events_total").increment(1);
+                return Ok(existing);
+            }
+            let row = item::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                user_id: Set(user),
+                seq: Set(self.newest_seq(user).await? + 1),
+                kind: Set(kind as i32),
+                title: Set(title.clone()),
+                body: Set(body.clone()),
+                data: Set(data.clone()),
+                event_id: Set(env.id.clone()),
+                created_at: Set(Utc::now()),
+                read_at: Set(None),
+            };
+            match row.insert(&self.db).await {
+                Ok(n) => {
+                    metrics::counter!("notifications_created_total").increment(1);
+                    return Ok(Some(n));
+                }
+                // Another replica took this sequence number (or stored this very event): look
+                // again.
+                Err(e)
+                    if skillup_kit::db::is_unique_violation(&e) || skillup_kit::db::is_busy(&e) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(Ord::min(attempt, 20)))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(NotificationError::Unavailable("notification sequence stayed contended".into()))
+    }
+
+    async fn on_fanout(&self, d: Delivery) {
+        if let Some((env, n)) = skillup_kit::events::decode::<pb::Notification>(&d.message.payload)
+            && let Ok(user) = Uuid::parse_str(&env.user_id)
+            && let Some(seq) = env.id.rsplit_once('/').and_then(|(_, s)| s.parse::<i64>().ok())
+            && let Some(tx) = self.live.lock().expect("live").get(&user)
+        {
+            let _ = tx.send(Live { seq, notification: n });
+        }
+        let _ = d.ack().await;
+    }
+
+    /// The user's live stream: what came after `after_id` first, in order, then each new one.
+    pub async fn subscribe(
+        &self,
+        user: Uuid,
+        after_id: &str,
+    ) -> Result<ReceiverStream<std::result::Result<pb::Notification, tonic::Status>>> {
+        let invalid = || {
+            NotificationError::Invalid(
+                "after_id",
+                "`after_id` is not one of your notifications".into(),
+            )
+        };
+        let after_seq = match after_id {
+            "" => None,
+            s => {
+                let id = Uuid::parse_str(s).map_err(|_| invalid())?;
+                let n = item::Entity::find_by_id(id)
+                    .one(&self.db)
+                    .await?
+                    .filter(|n| n.user_id == user)
+                    .ok_or_else(invalid)?;
+                Some(n.seq)
+            }
+        };
+        // Live first, then the backlog: nothing can fall between the two.
+        let mut live = {
+            let mut map = self.live.lock().expect("live");
+            map.entry(user).or_insert_with(|| broadcast::channel(256).0).subscribe()
+        };
+        // Where the stream starts: after the client's last one, or after the newest stored.
+        let mut last = match after_seq {
+            Some(s) => s,
+            None => self.newest_seq(user).await?,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if after_seq.is_some() && !this.catch_up(user, &mut last, None, &tx).await {
+                return this.forget_idle(user);
+            }
+            loop {
+                tokio::select! {
+                    got = live.recv() => match got {
+                        Ok(Live { seq, notification }) => {
+                            if seq <= last {
+                                continue; // sent already (from the store, or a repeat)
+                            }
+                            // A gap: another replica's notification whose fan-out is still on
+                            // its way; it is stored already, so send it from the store first.
+                            if seq > last + 1
+                                && !this.catch_up(user, &mut last, Some(seq - 1), &tx).await
+                            {
+                                break;
+                            }
+                            last = seq;
+                            if tx.send(Ok(notification)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Too slow for the live feed: catch up from the store.
+                            if !this.catch_up(user, &mut last, None, &tx).await {
+                                break;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = tx.closed() => break,
+                }
+            }
+            this.forget_idle(user);
+        });
+        metrics::gauge!("notification_streams").increment(1.0);
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Sends the stored notifications after `last` (up to `upto`), advancing `last`; false
+    /// when the client is gone or the store cannot answer.
+    async fn catch_up(
+        &self,
+        user: Uuid,
+        last: &mut i64,
+        upto: Option<i64>,
+        tx: &tokio::sync::mpsc::Sender<std::result::Result<pb::Notification, tonic::Status>>,
+    ) -> bool {
+        let Ok(missed) = self.after(user, *last, upto).await else { return false };
+        for n in missed {
+            *last = n.seq;
+            if tx.send(Ok(to_pb(&n))).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The user's newest sequence number (0 before the first notification).
+    async fn newest_seq(&self, user: Uuid) -> Result<i64> {
+        Ok(item::Entity::find()
+            .select_only()
+            .column_as(item::Column::Seq.max(), "max")
+            .filter(item::Column::UserId.eq(user))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten()
+            .unwrap_or(0))
+    }
+
+    /// Drops the user's live channel once nobody listens on this replica.
+    fn forget_idle(&self, user: Uuid) {
+        metrics::gauge!("notification_streams").decrement(1.0);
+        let mut map = self.live.lock().expect("live");
+        if map.get(&user).is_some_and(|tx| tx.receiver_count() <= 1) {
+            map.remove(&user);
+        }
+    }
+
+    /// Stored notifications with sequence numbers in `(after, upto]`, in order.
+    async fn after(&self, user: Uuid, after: i64, upto: Option<i64>) -> Result<Vec<item::Model>> {
+        let mut q = item::Entity::find()
+            .filter(item::Column::UserId.eq(user))
+            .filter(item::Column::Seq.gt(after));
+        if let Some(u) = upto {
+            q = q.filter(item::Column::Seq.lte(u));
+        }
+        Ok(q.order_by_asc(item::Column::Seq).limit(MAX_BACKLOG).all(&self.db).await?)
+    }
+
+    /// The user's notifications, newest first, with the unread count.
+    pub async fn list(
+        &self,
+        user: Uuid,
+        page_size: u32,
+        page_token: &str,
+        unread_only: bool,
+    ) -> Result<(Vec<pb::Notification>, String, u32)> {
+        let size = match page_size {
+            0 => 20,
+            n => n.min(100),
+        } as u64;
+        let mut q = item::Entity::find().filter(item::Column::UserId.eq(user));
+        if unread_only {
+            q = q.filter(item::Column::ReadAt.is_null());
+        }
+        if !page_token.is_empty() {
+            let before = Uuid::parse_str(page_token).map_err(|_| {
+                NotificationError::Invalid(
+                    "page.page_token",
+                    "`page_token` is not one this API gave".into(),
+                )
+            })?;
+            let before = item::Entity::find_by_id(before)
+                .one(&self.db)
+                .await?
+                .filter(|n| n.user_id == user)
+                .map(|n| n.seq)
+                .unwrap_or(0);
+            q = q.filter(item::Column::Seq.lt(before));
+        }
+        let mut rows = q.order_by_desc(item::Column::Seq).limit(size + 1).all(&self.db).await?;
+        let next = if rows.len() as u64 > size {
+            rows.truncate(size as usize);
+            rows.last().map(|n| n.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let unread = item::Entity::find()
+            .filter(item::Column::UserId.eq(user))
+            .filter(item::Column::ReadAt.is_null())
+            .count(&self.db)
+            .await?;
+        Ok((rows.iter().map(to_pb).collect(), next, unread as u32))
+    }
+
+    /// Marks the given notifications (or all) read; how many changed.
+    pub async fn mark_read(&self, user: Uuid, ids: &[String], all: bool) -> Result<u32> {
+        if !all && ids.len() > 100 {
+            return Err(NotificationError::Invalid("ids", "at most 100 `ids`".into()));
+        }
+        let ids: Vec<Uuid> =
+            ids.iter().map(|s| Uuid::parse_str(s)).collect::<std::result::Result<_, _>>().map_err(
+                |_| NotificationError::Invalid("ids", "`ids` must be notification ids".into()),
+            )?;
+        let mut q = item::Entity::update_many()
+            .col_expr(item::Column::ReadAt, Expr::value(Utc::now()))
+            .filter(item::Column::UserId.eq(user))
+            .filter(item::Column::ReadAt.is_null());
+        if !all {
+            q = q.filter(item::Column::Id.is_in(ids));
+        }
+        Ok(q.exec(&self.db).await?.rows_affected as u32)
+    }
+
+    pub async fn preferences(&self, user: Uuid) -> Result<pb::Preferences> {
+        Ok(match prefs::Entity::find_by_id(user).one(&self.db).await? {
+            Some(p) => pb::Preferences {
+                email_on_generation: p.email_on_generation,
+                email_on_payment: p.email_on_payment,
+                locale: p.locale,
+            },
+            None => pb::Preferences {
+                email_on_generation: true,
+                email_on_payment: true,
+                locale: String::new(),
+            },
+        })
+    }
+
+    pub async fn set_preferences(&self, user: Uuid, p: pb::Preferences) -> Result<pb::Preferences> {
+        let locale = p.locale.trim().to_owned();
+        if locale.len() > 16 || !locale.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(NotificationError::Invalid(
+                "locale",
+                "`locale` must be a BCP 47 tag such as \"en\"".into(),
+            ));
+        }
+        let row = prefs::ActiveModel {
+            user_id: Set(user),
+            email_on_generation: Set(p.email_on_generation),
+            email_on_payment: Set(p.email_on_payment),
+            locale: Set(locale),
+        };
+        prefs::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(prefs::Column::UserId)
+                    .update_columns([
+                        prefs::Column::EmailOnGeneration,
+                        prefs::Column::EmailOnPayment,
+                        prefs::Column::Locale,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await?;
+        self.preferences(user).await
+    }
+}

@@ -1,0 +1,126 @@
+//! The notification service's tables: each user's notifications (one per bus event, unique by
+//! the event id) and their delivery preferences.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Init)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "notification_migrations".into_iden()
+    }
+}
+
+struct M0001Init;
+
+impl MigrationName for M0001Init {
+    fn name(&self) -> &str {
+        "m0001_init"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Init {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("notification_items")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(big_integer("seq"))
+                .col(integer("kind"))
+                .col(string_len("title", 200))
+                .col(text("body"))
+                .col(text("data"))
+                .col(string_len("event_id", 200).unique_key())
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone_null("read_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("notification_items_user_seq")
+                .table("notification_items")
+                .col("user_id")
+                .col("seq")
+                .unique()
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("notification_prefs")
+                .if_not_exists()
+                .col(uuid("user_id").primary_key())
+                .col(boolean("email_on_generation"))
+                .col(boolean("email_on_payment"))
+                .col(string_len("locale", 16))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("notification_items").to_owned()).await?;
+        m.drop_table(Table::drop().table("notification_prefs").to_owned()).await
+    }
+}
+
+/// One notification.
+pub mod item {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_items")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        /// 1, 2, 3, … per user with no gaps (unique with the user): the order of delivery and
+        /// recovery, whichever replica stored it.
+        pub seq: i64,
+        /// `NotificationKind` number.
+        pub kind: i32,
+        pub title: String,
+        pub body: String,
+        /// JSON object of related ids.
+        pub data: String,
+        /// The bus event it came from; unique, so a redelivered event never notifies twice.
+        pub event_id: String,
+        pub created_at: DateTimeUtc,
+        pub read_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A user's delivery preferences (absent = the defaults).
+pub mod prefs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_prefs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: Uuid,
+        pub email_on_generation: bool,
+        pub email_on_payment: bool,
+        pub locale: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,244 @@
+//! The notification service through its gRPC API, fed by events on the bus, on real
+//! PostgreSQL and RabbitMQ and on the embedded adapters.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use skillup_kit::{
+    Shutdown,
+    grpc::GrpcServer,
+    identity::{Identity, IdentityKey, now_secs},
+    testing::{Kind, TestInfra, TestServer},
+};
+use skillup_proto::{
+    ai::v1 as aipb,
+    notification::v1::{
+        self as pb, NotificationKind, notification_service_client::NotificationServiceClient,
+    },
+};
+use tonic::{Request, Streaming, transport::Channel};
+use uuid::Uuid;
+
+struct Harness {
+    key: Arc<IdentityKey>,
+    t: TestInfra,
+    replicas: Vec<(NotificationServiceClient<Channel>, TestServer)>,
+    _shutdown: Shutdown,
+}
+
+async fn harness(kind: Kind, replicas: usize) -> Harness {
+    let t = kind.infra().await;
+    let key = Arc::new(IdentityKey::random());
+    let shutdown = Shutdown::new();
+    let mut out = Vec::new();
+    for _ in 0..replicas {
+        let svc = skillup_notification::build(&t.infra, shutdown.clone()).await.unwrap();
+        let server = TestServer::start(
+            GrpcServer::builder().add_service(svc.into_server()).identity_key(key.clone()),
+        )
+        .await;
+        out.push((NotificationServiceClient::new(server.channel()), server));
+    }
+    Harness { key, t, replicas: out, _shutdown: shutdown }
+}
+
+skillup_kit::both_adapters!(
+    a_completion_reaches_an_open_stream_once_even_when_redelivered,
+    a_reconnecting_client_gets_what_it_missed_in_order,
+    a_user_on_either_replica_gets_every_event,
+    lists_unread_counts_read_marks_and_preferences,
+);
+
+fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
+    let id = Identity { user_id: user.to_string(), exp: now_secs() + 300, ..Default::default() };
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+    req
+}
+
+/// Publishes `generation.completed` for a task of `user` under event id `event`.
+async fn completed(h: &Harness, user: Uuid, event: &str, topic: &str) {
+    let task = aipb::Task {
+        id: Uuid::now_v7().to_string(),
+        status: aipb::TaskStatus::Completed as i32,
+        topic: topic.into(),
+        function: "lesson_plan".into(),
+        text: "the text".into(),
+        ..Default::default()
+    };
+    skillup_kit::events::publish_with_id(
+        &h.t.infra.bus,
+        event,
+        "generation.completed",
+        &user.to_string(),
+        "skillup.ai.v1.GenerationCompleted",
+        &aipb::GenerationCompleted { task: Some(task) },
+    )
+    .await
+    .unwrap();
+}
+
+async fn stream(
+    h: &Harness,
+    replica: usize,
+    user: Uuid,
+    after: &str,
+) -> Streaming<pb::Notification> {
+    let mut c = h.replicas[replica].0.clone();
+    let req = as_user(h, user, pb::SubscribeRequest { after_id: after.into() });
+    c.subscribe(req).await.unwrap().into_inner()
+}
+
+async fn next(s: &mut Streaming<pb::Notification>) -> pb::Notification {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("a notification in time")
+        .expect("the stream is open")
+        .unwrap()
+}
+
+async fn nothing_more(s: &mut Streaming<pb::Notification>) {
+    if let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(500), s.next()).await {
+        panic!("unexpected notification: {n:?}");
+    }
+}
+
+async fn list(h: &Harness, user: Uuid, unread_only: bool) -> pb::ListNotificationsResponse {
+    let mut c = h.replicas[0].0.clone();
+    let req = as_user(h, user, pb::ListNotificationsRequest { page: None, unread_only });
+    c.list_notifications(req).await.unwrap().into_inner()
+}
+
+async fn a_completion_reaches_an_open_stream_once_even_when_redelivered(kind: Kind) {
+    let h = harness(kind, 1).await;
+    let user = Uuid::now_v7();
+    let mut s = stream(&h, 0, user, "").await;
+    completed(&h, user, "evt-1", "rust").await;
+    let n = next(&mut s).await;
+    assert_eq!(n.kind(), NotificationKind::GenerationCompleted);
+    assert_eq!(n.title, "Your lesson plan about «rust» is ready");
+    assert_eq!(n.body, "the text");
+    assert!(n.data.contains_key("task_id"));
+    // The same event again (a producer's retry, a broker redelivery): no second notification.
+    completed(&h, user, "evt-1", "rust").await;
+    nothing_more(&mut s).await;
+    assert_eq!(list(&h, user, false).await.notifications.len(), 1);
+    // Someone else's event does not reach this stream.
+    completed(&h, Uuid::now_v7(), "evt-2", "other").await;
+    nothing_more(&mut s).await;
+}
+
+async fn a_reconnecting_client_gets_what_it_missed_in_order(kind: Kind) {
+    let h = harness(kind, 1).await;
+    let user = Uuid::now_v7();
+    let mut s = stream(&h, 0, user, "").await;
+    completed(&h, user, "m-1", "one").await;
+    let seen = next(&mut s).await;
+    drop(s);
+    for (i, topic) in ["two", "three", "four"].iter().enumerate() {
+        completed(&h, user, &format!("m-{}", i + 2), topic).await;
+    }
+    // Wait until they are stored (the client is away).
+    for _ in 0..200 {
+        if list(&h, user, false).await.notifications.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut s = stream(&h, 0, user, &seen.id).await;
+    let mut titles = Vec::new();
+    for _ in 0..3 {
+        titles.push(next(&mut s).await.title);
+    }
+    assert_eq!(
+        titles,
+        [
+            "Your lesson plan about «two» is ready",
+            "Your lesson plan about «three» is ready",
+            "Your lesson plan about «four» is ready"
+        ]
+    );
+    // …then live ones on the same stream, without repeats.
+    completed(&h, user, "m-5", "five").await;
+    assert_eq!(next(&mut s).await.title, "Your lesson plan about «five» is ready");
+    nothing_more(&mut s).await;
+    let mut c = h.replicas[0].0.clone();
+    let bad =
+        c.subscribe(as_user(&h, user, pb::SubscribeRequest { after_id: "nope".into() })).await;
+    assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
+
+async fn a_user_on_either_replica_gets_every_event(kind: Kind) {
+    let h = harness(kind, 2).await;
+    let user = Uuid::now_v7();
+    let mut on_a = stream(&h, 0, user, "").await;
+    let mut on_b = stream(&h, 1, user, "").await;
+    for i in 0..6 {
+        completed(&h, user, &format!("r-{i}"), &format!("topic {i}")).await;
+    }
+    // The events are consumed by either replica; both streams see all six, in order.
+    for s in [&mut on_a, &mut on_b] {
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            got.push(next(s).await.title);
+        }
+        let want: Vec<String> =
+            (0..6).map(|i| format!("Your lesson plan about «topic {i}» is ready")).collect();
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(sorted, want, "every event once");
+        nothing_more(s).await;
+    }
+    assert_eq!(list(&h, user, false).await.notifications.len(), 6, "stored once each");
+}
+
+async fn lists_unread_counts_read_marks_and_preferences(kind: Kind) {
+    let h = harness(kind, 1).await;
+    let user = Uuid::now_v7();
+    for i in 0..3 {
+        completed(&h, user, &format!("l-{i}"), &format!("t{i}")).await;
+    }
+    let mut all = list(&h, user, false).await;
+    for _ in 0..200 {
+        if all.notifications.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        all = list(&h, user, false).await;
+    }
+    assert_eq!(all.unread_count, 3);
+    assert_eq!(all.notifications[0].title, "Your lesson plan about «t2» is ready", "newest first");
+    let mut c = h.replicas[0].0.clone();
+    let first = all.notifications[2].id.clone();
+    let r = c
+        .mark_read(as_user(&h, user, pb::MarkReadRequest { ids: vec![first.clone()], all: false }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.updated, 1);
+    let unread = list(&h, user, true).await;
+    assert_eq!((unread.notifications.len(), unread.unread_count), (2, 2));
+    let r = c
+        .mark_read(as_user(&h, user, pb::MarkReadRequest { ids: vec![], all: true }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.updated, 2);
+    assert_eq!(list(&h, user, false).await.unread_count, 0);
+
+    let p = c
+        .get_preferences(as_user(&h, user, pb::GetPreferencesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(p.email_on_generation && p.email_on_payment, "email on by default");
+    let want =
+        pb::Preferences { email_on_generation: false, email_on_payment: true, locale: "ru".into() };
+    let got = c.update_preferences(as_user(&h, user, want.clone())).await.unwrap().into_inner();
+    assert_eq!(got, want);
+    let bad = pb::Preferences { locale: "<script>".into(), ..want };
+    assert_eq!(
+        c.update_preferences(as_user(&h, user, bad)).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+}
