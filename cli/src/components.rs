@@ -110,12 +110,9 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             });
             builder
         }
-        Component::Notification => builder.add_service(
-            skillup_notification::build(&infra, shutdown.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("notification: {e}"))?
-                .into_server(),
-        ),
+        Component::Notification => {
+            builder.add_service(notification(&config, &infra, &shutdown).await?.into_server())
+        }
         Component::Edge => anyhow::bail!("the edge is served on its own path above"),
     };
     let grpc = builder
@@ -225,6 +222,24 @@ pub async fn generator(config: &Config, infra: &Infra) -> anyhow::Result<skillup
     )
     .await
     .map_err(|e| anyhow::anyhow!("ai: {e}"))
+}
+
+/// The notification service, emailing through the same mailer as auth.
+pub async fn notification(
+    config: &Config,
+    infra: &Infra,
+    shutdown: &Shutdown,
+) -> anyhow::Result<skillup_notification::NotificationGrpc> {
+    let mailer = skillup_kit::mailer::from_config(config)?;
+    skillup_notification::build(
+        infra,
+        mailer,
+        &config.auth.public_url,
+        Duration::from_secs(config.notification.digest_secs.max(1)),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("notification: {e}"))
 }
 
 /// Applies every component's migrations; returns how many components have any.

@@ -68,9 +68,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None
     };
 
-    let notification = skillup_notification::build(&infra, shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("notification: {e}"))?;
+    let notification = components::notification(&config, &infra, &shutdown).await?;
     say("ready  notification (skillup.notification.v1; live at /api/notifications/ws)");
 
     // One listener for every gRPC service (service issues add theirs here).

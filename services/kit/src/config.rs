@@ -75,6 +75,17 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// Generation: providers, modes, cache, the worker.
     pub ai: AiConfig,
+    /// Notifications.
+    pub notification: NotificationConfig,
+}
+
+/// Notification settings (`SKILLUP_NOTIFICATION__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// How often finished generations are emailed, seconds: one email per user per run, a
+    /// digest when several finished.
+    pub digest_secs: u64,
 }
 
 /// Generation settings (`SKILLUP_AI__…`).
@@ -494,6 +505,7 @@ impl Default for Config {
                     half_open_probes: 1,
                 },
             },
+            notification: NotificationConfig { digest_secs: 60 },
         }
     }
 }

@@ -20,6 +20,11 @@ impl NotificationGrpc {
         Self { notifier }
     }
 
+    /// The service behind the adapter (the digest job, tests).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
     pub fn into_server(self) -> NotificationServiceServer<Self> {
         NotificationServiceServer::new(self)
     }

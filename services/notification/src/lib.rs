@@ -11,7 +11,9 @@ pub mod grpc;
 pub mod service;
 pub mod store;
 
-use skillup_kit::{Shutdown, infra::Infra};
+use std::time::Duration;
+
+use skillup_kit::{Shutdown, infra::Infra, mailer::SharedMailer};
 
 pub use crate::{grpc::NotificationGrpc, service::Notifier};
 
@@ -20,13 +22,32 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()
     skillup_kit::db::migrate::<store::Migrator>(db).await
 }
 
-/// Builds the service (migrating first) and starts consuming events until `shutdown`. The
-/// consumers are subscribed before this returns, so no event published afterwards is missed.
-pub async fn build(infra: &Infra, shutdown: Shutdown) -> Result<NotificationGrpc, String> {
+/// Builds the service (migrating first), starts consuming events and sends the email digest
+/// every `digest_every`, until `shutdown`. The consumers are subscribed before this returns,
+/// so no event published afterwards is missed.
+pub async fn build(
+    infra: &Infra,
+    mailer: SharedMailer,
+    public_url: &str,
+    digest_every: Duration,
+    shutdown: Shutdown,
+) -> Result<NotificationGrpc, String> {
     migrate(&infra.db).await.map_err(|e| format!("notification migrations: {e}"))?;
-    let notifier = Notifier::new(infra.db.clone(), infra.bus.clone());
+    let notifier = Notifier::new(infra.db.clone(), infra.bus.clone(), mailer, public_url);
     let consumers =
         notifier.consumers().await.map_err(|e| format!("notification consumers: {e}"))?;
-    tokio::spawn(notifier.clone().run(consumers, shutdown));
+    tokio::spawn(notifier.clone().run(consumers, shutdown.clone()));
+    let job = notifier.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(digest_every) => {}
+                _ = shutdown.wait() => return,
+            }
+            if let Err(e) = job.send_digests().await {
+                tracing::warn!(error = %e, "sending digests failed");
+            }
+        }
+    });
     Ok(NotificationGrpc::new(notifier))
 }

@@ -19,6 +19,7 @@ use skillup_kit::{
     Shutdown,
     bus::{Delivery, SharedBus, SubscriptionSpec},
     db::timestamp as ts,
+    mailer::{Email, SharedMailer},
 };
 use skillup_proto::{
     ai::v1 as aipb,
@@ -33,7 +34,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{NotificationError, Result},
-    store::{item, prefs},
+    store::{contact, item, prefs},
 };
 
 /// The fan-out event: a stored notification, for every replica's live subscribers.
@@ -46,6 +47,8 @@ pub const SOURCES: [&str; 5] = [
     "payment.failed",
     "subscription.changed",
 ];
+/// Where a user's email address comes from.
+pub const CONTACTS: &str = "user.registered";
 /// Most notifications a reconnecting client is sent from the backlog.
 const MAX_BACKLOG: u64 = 500;
 
@@ -72,6 +75,9 @@ pub struct Consumers {
 pub struct Notifier {
     db: DatabaseConnection,
     bus: SharedBus,
+    mailer: SharedMailer,
+    /// Base of the link in emails.
+    public_url: String,
     /// Live subscribers of this replica, by user.
     live: Arc<Mutex<HashMap<Uuid, broadcast::Sender<Live>>>>,
 }
@@ -178,15 +184,21 @@ pub fn describe(
 }
 
 impl Notifier {
-    pub fn new(db: DatabaseConnection, bus: SharedBus) -> Self {
-        Self { db, bus, live: Default::default() }
+    pub fn new(
+        db: DatabaseConnection,
+        bus: SharedBus,
+        mailer: SharedMailer,
+        public_url: impl Into<String>,
+    ) -> Self {
+        Self { db, bus, mailer, public_url: public_url.into(), live: Default::default() }
     }
 
     /// Subscribes to the producers' events (one queue shared by the replicas) and to the
     /// fan-out (a queue per replica).
     pub async fn consumers(&self) -> skillup_kit::Result<Consumers> {
+        let patterns: Vec<&str> = SOURCES.iter().copied().chain([CONTACTS]).collect();
         let events =
-            self.bus.subscribe(&SubscriptionSpec::new("notification", &SOURCES), 32).await?;
+            self.bus.subscribe(&SubscriptionSpec::new("notification", &patterns), 32).await?;
         let fanout = self
             .bus
             .subscribe(&SubscriptionSpec::new("notification-live", &[FANOUT]).per_instance(), 256)
@@ -212,6 +224,21 @@ impl Notifier {
     }
 
     async fn on_event(&self, d: Delivery) {
+        if let Some((env, reg)) = skillup_kit::events::decode::<
+            skillup_proto::auth::v1::UserRegistered,
+        >(&d.message.payload)
+            && env.r#type == CONTACTS
+        {
+            match self.remember_contact(&reg).await {
+                Ok(()) => {
+                    let _ = d.ack().await;
+                }
+                Err(e) => {
+                    let _ = d.retry(&e.to_string(), None).await;
+                }
+            }
+            return;
+        }
         match self.record(&d.message.payload).await {
             Ok(Some(n)) => {
                 let user = n.user_id;
@@ -278,6 +305,17 @@ impl Notifier {
             match row.insert(&self.db).await {
                 Ok(n) => {
                     metrics::counter!("notifications_created_total").increment(1);
+                    if matches!(
+                        kind,
+                        NotificationKind::GenerationCompleted | NotificationKind::GenerationFailed
+                    ) {
+                        // The next digest emails it (when the user has an address on file).
+                        contact::Entity::update_many()
+                            .col_expr(contact::Column::MailPending, Expr::value(true))
+                            .filter(contact::Column::UserId.eq(user))
+                            .exec(&self.db)
+                            .await?;
+                    }
                     return Ok(Some(n));
                 }
                 // Another replica took this sequence number (or stored this very event): look
@@ -498,6 +536,79 @@ impl Notifier {
         Ok(q.exec(&self.db).await?.rows_affected as u32)
     }
 
+    async fn remember_contact(&self, reg: &skillup_proto::auth::v1::UserRegistered) -> Result<()> {
+        let Some(u) = &reg.user else { return Ok(()) };
+        let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
+        contact::Entity::insert(contact::ActiveModel {
+            user_id: Set(user),
+            email: Set(u.email.clone()),
+            emailed_seq: Set(0),
+            mail_pending: Set(false),
+        })
+        .on_conflict_do_nothing_on([contact::Column::UserId])
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Emails each user with generation notifications not yet emailed: one email for one, a
+    /// digest for a burst — at most one email per user per run, however many tasks finished.
+    /// Safe on every replica at once: a user's batch is claimed by a conditional update before
+    /// it is sent (and handed back if sending fails). Returns how many emails went out.
+    pub async fn send_digests(&self) -> Result<usize> {
+        let pending = contact::Entity::find()
+            .filter(contact::Column::MailPending.eq(true))
+            .limit(200)
+            .all(&self.db)
+            .await?;
+        let mut sent = 0;
+        for c in pending {
+            let items = item::Entity::find()
+                .filter(item::Column::UserId.eq(c.user_id))
+                .filter(item::Column::Seq.gt(c.emailed_seq))
+                .filter(item::Column::Kind.is_in([
+                    NotificationKind::GenerationCompleted as i32,
+                    NotificationKind::GenerationFailed as i32,
+                ]))
+                .order_by_asc(item::Column::Seq)
+                .limit(50)
+                .all(&self.db)
+                .await?;
+            let upto = items.last().map_or(c.emailed_seq, |n| n.seq);
+            let claimed = contact::Entity::update_many()
+                .col_expr(contact::Column::EmailedSeq, Expr::value(upto))
+                .col_expr(contact::Column::MailPending, Expr::value(false))
+                .filter(contact::Column::UserId.eq(c.user_id))
+                .filter(contact::Column::EmailedSeq.eq(c.emailed_seq))
+                .filter(contact::Column::MailPending.eq(true))
+                .exec(&self.db)
+                .await?
+                .rows_affected
+                == 1;
+            if !claimed
+                || items.is_empty()
+                || !self.preferences(c.user_id).await?.email_on_generation
+            {
+                continue;
+            }
+            let email = digest(&c.email, &items, &self.public_url);
+            if let Err(e) = self.mailer.send(email).await {
+                tracing::warn!(error = %e, "digest email failed; it is retried next run");
+                contact::Entity::update_many()
+                    .col_expr(contact::Column::EmailedSeq, Expr::value(c.emailed_seq))
+                    .col_expr(contact::Column::MailPending, Expr::value(true))
+                    .filter(contact::Column::UserId.eq(c.user_id))
+                    .filter(contact::Column::EmailedSeq.eq(upto))
+                    .exec(&self.db)
+                    .await?;
+                continue;
+            }
+            metrics::counter!("notification_emails_total").increment(1);
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     pub async fn preferences(&self, user: Uuid) -> Result<pb::Preferences> {
         Ok(match prefs::Entity::find_by_id(user).one(&self.db).await? {
             Some(p) => pb::Preferences {
@@ -541,4 +652,25 @@ impl Notifier {
             .await?;
         self.preferences(user).await
     }
+}
+
+/// One email for one finished task; a digest for several.
+fn digest(to: &str, items: &[item::Model], public_url: &str) -> Email {
+    let subject = match items {
+        [one] => one.title.clone(),
+        many => format!("{} of your generations have finished", many.len()),
+    };
+    let mut body = String::from("Hello,\n\n");
+    for n in items {
+        body.push_str(&format!("• {}\n", n.title));
+        let excerpt = clip(&n.body, 200);
+        if !excerpt.is_empty() {
+            body.push_str(&format!("  {excerpt}\n"));
+        }
+    }
+    body.push_str(&format!(
+        "\nRead them in SkillUp: {}/api/generate\n\nYou can turn these emails off in your notification preferences.\n",
+        public_url.trim_end_matches('/')
+    ));
+    Email { to: to.to_owned(), subject, body }
 }

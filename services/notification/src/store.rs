@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init)]
+        vec![Box::new(M0001Init), Box::new(M0002Contacts)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -72,6 +72,67 @@ impl MigrationTrait for M0001Init {
         m.drop_table(Table::drop().table("notification_items").to_owned()).await?;
         m.drop_table(Table::drop().table("notification_prefs").to_owned()).await
     }
+}
+
+struct M0002Contacts;
+
+impl MigrationName for M0002Contacts {
+    fn name(&self) -> &str {
+        "m0002_contacts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Contacts {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("notification_contacts")
+                .if_not_exists()
+                .col(uuid("user_id").primary_key())
+                .col(string_len("email", 320))
+                .col(big_integer("emailed_seq"))
+                .col(boolean("mail_pending"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("notification_contacts_pending")
+                .table("notification_contacts")
+                .col("mail_pending")
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("notification_contacts").to_owned()).await
+    }
+}
+
+/// Where a user's emails go (learnt from `user.registered`) and how far their generation
+/// notifications have been emailed.
+pub mod contact {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_contacts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: Uuid,
+        pub email: String,
+        /// The last notification sequence number an email covered.
+        pub emailed_seq: i64,
+        /// Generation notifications wait for the next digest.
+        pub mail_pending: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
 }
 
 /// One notification.

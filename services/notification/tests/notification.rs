@@ -8,6 +8,7 @@ use skillup_kit::{
     Shutdown,
     grpc::GrpcServer,
     identity::{Identity, IdentityKey, now_secs},
+    mailer::OutboxMailer,
     testing::{Kind, TestInfra, TestServer},
 };
 use skillup_proto::{
@@ -23,6 +24,8 @@ struct Harness {
     key: Arc<IdentityKey>,
     t: TestInfra,
     replicas: Vec<(NotificationServiceClient<Channel>, TestServer)>,
+    notifiers: Vec<skillup_notification::Notifier>,
+    outbox: OutboxMailer,
     _shutdown: Shutdown,
 }
 
@@ -31,15 +34,30 @@ async fn harness(kind: Kind, replicas: usize) -> Harness {
     let key = Arc::new(IdentityKey::random());
     let shutdown = Shutdown::new();
     let mut out = Vec::new();
+    let mut notifiers = Vec::new();
+    let outbox = OutboxMailer::new(
+        std::env::temp_dir().join(format!("skillup-notify-{}", skillup_kit::testing::unique())),
+        "SkillUp <no-reply@skillup.test>",
+    );
     for _ in 0..replicas {
-        let svc = skillup_notification::build(&t.infra, shutdown.clone()).await.unwrap();
+        // The digest job runs only when a test calls it.
+        let svc = skillup_notification::build(
+            &t.infra,
+            Arc::new(outbox.clone()),
+            "https://skillup.test",
+            Duration::from_secs(3600),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        notifiers.push(svc.notifier().clone());
         let server = TestServer::start(
             GrpcServer::builder().add_service(svc.into_server()).identity_key(key.clone()),
         )
         .await;
         out.push((NotificationServiceClient::new(server.channel()), server));
     }
-    Harness { key, t, replicas: out, _shutdown: shutdown }
+    Harness { key, t, replicas: out, notifiers, outbox, _shutdown: shutdown }
 }
 
 skillup_kit::both_adapters!(
@@ -47,6 +65,7 @@ skillup_kit::both_adapters!(
     a_reconnecting_client_gets_what_it_missed_in_order,
     a_user_on_either_replica_gets_every_event,
     lists_unread_counts_read_marks_and_preferences,
+    a_burst_of_finished_tasks_sends_one_digest_email,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -241,4 +260,73 @@ async fn lists_unread_counts_read_marks_and_preferences(kind: Kind) {
         c.update_preferences(as_user(&h, user, bad)).await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
+}
+
+async fn registered(h: &Harness, user: Uuid, email: &str) {
+    let reg = skillup_proto::auth::v1::UserRegistered {
+        user: Some(skillup_proto::auth::v1::User {
+            id: user.to_string(),
+            email: email.into(),
+            ..Default::default()
+        }),
+    };
+    skillup_kit::events::publish(
+        &h.t.infra.bus,
+        "user.registered",
+        &user.to_string(),
+        "skillup.auth.v1.UserRegistered",
+        &reg,
+    )
+    .await
+    .unwrap();
+}
+
+async fn stored(h: &Harness, user: Uuid, n: usize) {
+    for _ in 0..400 {
+        if list(h, user, false).await.notifications.len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{n} notifications never stored");
+}
+
+async fn a_burst_of_finished_tasks_sends_one_digest_email(kind: Kind) {
+    let h = harness(kind, 2).await;
+    let user = Uuid::now_v7();
+    registered(&h, user, "ada@example.com").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        completed(&h, user, &format!("d-{i}"), &format!("burst {i}")).await;
+    }
+    stored(&h, user, 5).await;
+    // Both replicas run the job at once: one digest, not two, and not five emails.
+    let (a, b) = tokio::join!(h.notifiers[0].send_digests(), h.notifiers[1].send_digests());
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    let mails = h.outbox.read_all().unwrap();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, "ada@example.com");
+    assert_eq!(mails[0].subject, "5 of your generations have finished");
+    for i in 0..5 {
+        assert!(mails[0].body.contains(&format!("«burst {i}»")), "{}", mails[0].body);
+    }
+    assert_eq!(h.notifiers[0].send_digests().await.unwrap(), 0, "nothing new");
+    // A single one gets its own subject.
+    completed(&h, user, "d-5", "single").await;
+    stored(&h, user, 6).await;
+    assert_eq!(h.notifiers[1].send_digests().await.unwrap(), 1);
+    let mails = h.outbox.read_all().unwrap();
+    assert!(mails.iter().any(|m| m.subject == "Your lesson plan about «single» is ready"));
+    // Turned off: no email.
+    let mut c = h.replicas[0].0.clone();
+    let off = pb::Preferences {
+        email_on_generation: false,
+        email_on_payment: true,
+        locale: String::new(),
+    };
+    c.update_preferences(as_user(&h, user, off)).await.unwrap();
+    completed(&h, user, "d-6", "quiet").await;
+    stored(&h, user, 7).await;
+    assert_eq!(h.notifiers[0].send_digests().await.unwrap(), 0);
+    assert_eq!(h.outbox.read_all().unwrap().len(), 2);
 }
