@@ -626,6 +626,22 @@ async fn generation_through_the_edge(
     let history: serde_json::Value =
         get_json(rest, format!("http://{http}/api/generate?page.page_size=10"), token).await;
     assert_eq!(history["tasks"].as_array().unwrap().len(), 2, "{history}");
+    // Enums by name in a query, as the OpenAPI document says.
+    let done =
+        get_json(rest, format!("http://{http}/api/generate?status=TASK_STATUS_COMPLETED"), token)
+            .await;
+    let done_tasks = done["tasks"].as_array().unwrap();
+    assert!(!done_tasks.is_empty(), "{done}");
+    assert!(done_tasks.iter().all(|t| t["status"] == "TASK_STATUS_COMPLETED"), "{done}");
+    let res = rest
+        .get(format!("http://{http}/api/generate?status=3"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["field"], "status", "{err}");
     let usage: serde_json::Value =
         get_json(rest, format!("http://{http}/api/subscriptions/me/usage"), token).await;
     assert!(usage["tokens_used"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{usage}");

@@ -389,16 +389,6 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         .expect("lookup found at least one");
     let (route, vars) = (chosen.0, chosen.1.clone());
     let label = route.template.source.clone();
-    if route.rpc.server_streaming && !streaming {
-        return (
-            label,
-            Err(ApiError::new(
-                406,
-                "NOT_ACCEPTABLE",
-                "this route streams: send Accept: text/event-stream, or open a WebSocket",
-            )),
-        );
-    }
     let rule = &route.rpc.rule;
     if rule.internal && !net::contains(&inner.internal, client) {
         return (label, Err(ApiError::new(403, "PERMISSION_DENIED", "this route is internal")));
@@ -437,6 +427,17 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
                 );
             }
         }
+    }
+    // Only a caller who may call it learns how (401 before 406).
+    if route.rpc.server_streaming && !streaming {
+        return (
+            label,
+            Err(ApiError::new(
+                406,
+                "NOT_ACCEPTABLE",
+                "this route streams: send Accept: text/event-stream, or open a WebSocket",
+            )),
+        );
     }
     if rule.rate_class == RateClass::Generate {
         let res = match &decision {

@@ -353,6 +353,7 @@ impl RouteTable {
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
         let mut found = Vec::new();
         let mut allowed = Vec::new();
+        let mut best: Option<(usize, usize)> = None;
         // Split once for every verb-less template (all but a few).
         let trimmed = path.strip_prefix('/').unwrap_or(path);
         let parts: Vec<&str> =
@@ -367,6 +368,18 @@ impl RouteTable {
                 route.template.matches_parts(&parts)
             };
             if let Some(vars) = matched {
+                // Only the most specific templates that match count, for dispatch and `Allow`
+                // (`/api/generate/tasks` is not `/api/generate/{task_id}`).
+                let rank = route.template.specificity();
+                match best.as_ref().map(|b| rank.cmp(b)) {
+                    Some(std::cmp::Ordering::Less) => continue,
+                    Some(std::cmp::Ordering::Greater) => {
+                        found.clear();
+                        allowed.clear();
+                    }
+                    _ => {}
+                }
+                best = Some(rank);
                 if method_ok {
                     found.push((route, vars));
                 } else if !allowed.contains(&route.method) {
@@ -463,6 +476,15 @@ mod tests {
             find(Method::GET, "/api/generate/0190"),
             ["/skillup.ai.v1.GenerationService/GetTask"]
         );
+        // A literal segment wins over a variable: `tasks` is not a task id.
+        assert_eq!(
+            find(Method::POST, "/api/generate/tasks"),
+            ["/skillup.ai.v1.GenerationService/SubmitTask"]
+        );
+        match table.lookup(&Method::GET, "/api/generate/tasks") {
+            Lookup::MethodNotAllowed(allow) => assert_eq!(allow, [Method::POST]),
+            _ => panic!("GET /api/generate/tasks must be 405 with Allow: POST"),
+        }
         // Both the inline and the streamed RPC answer POST /api/generate; Accept decides.
         let mut generate = find(Method::POST, "/api/generate");
         generate.sort();

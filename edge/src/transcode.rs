@@ -172,9 +172,10 @@ fn is_well_known(m: &MessageDescriptor) -> bool {
 /// The JSON form of one text value for a scalar (or well-known) field.
 fn scalar_json(field: &FieldDescriptor, value: &str) -> Result<Json, String> {
     Ok(match field.kind() {
+        // As the OpenAPI document says: a boolean is `true` or `false`.
         Kind::Bool => match value {
-            "true" | "1" => Json::Bool(true),
-            "false" | "0" | "" => Json::Bool(false),
+            "true" => Json::Bool(true),
+            "false" => Json::Bool(false),
             _ => return Err("must be true or false".into()),
         },
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
@@ -187,11 +188,16 @@ fn scalar_json(field: &FieldDescriptor, value: &str) -> Result<Json, String> {
             "NaN" | "Infinity" | "-Infinity" => Json::String(value.to_owned()),
             _ => Json::from(value.parse::<f64>().map_err(|_| "must be a number")?),
         },
-        // 64-bit integers, strings, bytes (base64), enums (name or number) and well-known
-        // types (RFC 3339 timestamps, "1.5s" durations) take their JSON string form.
-        Kind::Enum(_) if value.parse::<i32>().is_ok() => {
-            Json::from(value.parse::<i32>().expect("checked"))
-        }
+        // Enums by name in a query, as the OpenAPI document says.
+        Kind::Enum(e) => match e.get_value_by_name(value) {
+            Some(_) => Json::String(value.to_owned()),
+            None => {
+                let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
+                return Err(format!("must be one of {}", names.join(", ")));
+            }
+        },
+        // 64-bit integers, strings, bytes (base64) and well-known types (RFC 3339 timestamps,
+        // "1.5s" durations) take their JSON string form.
         _ => Json::String(value.to_owned()),
     })
 }
@@ -209,6 +215,23 @@ fn check_required(msg: &DynamicMessage, prefix: &str, depth: usize) -> Result<()
         };
         if is_required(&field) && !msg.has_field(&field) {
             return Err(ApiError::invalid(format!("`{path}` is required")).field(path.clone()));
+        }
+        // Proto3 enums are open, but a number the contract does not define is a mistake.
+        if let Some(e) = field.kind().as_enum() {
+            let defined = |n: i32| e.get_value(n).is_some();
+            let ok = match msg.get_field(&field).as_ref() {
+                Value::EnumNumber(n) => defined(*n),
+                Value::List(items) => items.iter().all(|v| v.as_enum_number().is_none_or(defined)),
+                _ => true,
+            };
+            if !ok {
+                let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
+                return Err(ApiError::invalid(format!(
+                    "`{path}` must be one of {}",
+                    names.join(", ")
+                ))
+                .field(path.clone()));
+            }
         }
         if let Value::Message(inner) = msg.get_field(&field).as_ref()
             && msg.has_field(&field)
