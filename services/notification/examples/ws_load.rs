@@ -37,6 +37,9 @@ struct Args {
     rate: u32,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Accounts the events are spread over (each with one open socket).
+    #[arg(long, default_value_t = 50)]
+    users: usize,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -66,10 +69,14 @@ async fn account(http: &reqwest::Client, edge: &str) -> (String, String) {
         .json()
         .await
         .expect("register json");
-    (v["access_token"].as_str().expect("token").into(), v["user"]["id"].as_str().expect("id").into())
+    (
+        v["access_token"].as_str().expect("token").into(),
+        v["user"]["id"].as_str().expect("id").into(),
+    )
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(edge: &str, token: &str) -> Ws {
     let url = format!("{}/api/notifications/ws", edge.replacen("http", "ws", 1));
@@ -100,28 +107,33 @@ async fn main() {
     let after = rss_kib(a.pid);
     let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / a.idle.max(1) as f64;
 
-    // Event-to-socket latency under `rate` events per second.
-    let (token, user) = account(&http, &a.edge).await;
-    let mut ws = open(&a.edge, &token).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Event-to-socket latency under `rate` events per second, spread over `users` accounts.
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let seen = latencies.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(m)) = ws.next().await {
-            match m {
-                Message::Text(t) => {
-                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                    if let Some(sent) = v["body"].as_str().and_then(|b| b.parse::<u128>().ok()) {
-                        seen.lock().expect("lat").push((now_micros() - sent) as u64);
+    let mut users = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..a.users {
+        let (token, user) = account(&http, &a.edge).await;
+        let mut ws = open(&a.edge, &token).await;
+        let seen = latencies.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                match m {
+                    Message::Text(t) => {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                        if let Some(sent) = v["body"].as_str().and_then(|b| b.parse::<u128>().ok()) {
+                            seen.lock().expect("lat").push((now_micros() - sent) as u64);
+                        }
                     }
+                    Message::Ping(p) => {
+                        let _ = ws.send(Message::Pong(p)).await;
+                    }
+                    _ => {}
                 }
-                Message::Ping(p) => {
-                    let _ = ws.send(Message::Pong(p)).await;
-                }
-                _ => {}
             }
-        }
-    });
+        }));
+        users.push(user);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let bus: SharedBus = Arc::new(
         AmqpBus::connect(&a.amqp, a.exchange.clone(), String::new(), Duration::from_secs(10))
             .await
@@ -134,7 +146,7 @@ async fn main() {
     while Instant::now() < end {
         tick.tick().await;
         sent += 1;
-        let (bus, user) = (bus.clone(), user.clone());
+        let (bus, user) = (bus.clone(), users[sent as usize % users.len()].clone());
         pubs.push(tokio::spawn(async move {
             let task = aipb::Task {
                 id: uuid::Uuid::now_v7().to_string(),
@@ -155,17 +167,23 @@ async fn main() {
             .is_ok()
         }));
     }
-    let published = futures::future::join_all(pubs).await.into_iter().filter(|r| matches!(r, Ok(true))).count();
+    let published =
+        futures::future::join_all(pubs).await.into_iter().filter(|r| matches!(r, Ok(true))).count();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    reader.abort();
+    for r in readers {
+        r.abort();
+    }
     let mut l = latencies.lock().expect("lat").clone();
     l.sort_unstable();
-    let pct = |p: f64| l.get(((l.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        l.get(((l.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0) as f64 / 1000.0
+    };
     println!(
-        "{{\"idle_connections\":{},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"bytes_per_idle_connection\":{per_conn:.0},\"events_sent\":{sent},\"events_published\":{published},\"events_delivered\":{},\"rate\":{},\"latency_p50_ms\":{:.2},\"latency_p99_ms\":{:.2}}}",
+        "{{\"idle_connections\":{},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"bytes_per_idle_connection\":{per_conn:.0},\"events_sent\":{sent},\"events_published\":{published},\"events_delivered\":{},\"rate\":{},\"accounts\":{},\"latency_p50_ms\":{:.2},\"latency_p99_ms\":{:.2}}}",
         idle.len(),
         l.len(),
         a.rate,
+        a.users,
         pct(0.5),
         pct(0.99)
     );

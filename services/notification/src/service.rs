@@ -49,6 +49,17 @@ pub const SOURCES: [&str; 5] = [
 ];
 /// Where a user's email address comes from.
 pub const CONTACTS: &str = "user.registered";
+/// Producer events unsettled at once (the consumer's prefetch).
+const EVENTS_IN_FLIGHT: usize = 64;
+/// Workers storing events, each for the users that hash to it.
+const PARTITIONS: usize = 16;
+
+fn partition(user: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % PARTITIONS as u64) as usize
+}
 /// Most notifications a reconnecting client is sent from the backlog.
 const MAX_BACKLOG: u64 = 500;
 
@@ -197,8 +208,10 @@ impl Notifier {
     /// fan-out (a queue per replica).
     pub async fn consumers(&self) -> skillup_kit::Result<Consumers> {
         let patterns: Vec<&str> = SOURCES.iter().copied().chain([CONTACTS]).collect();
-        let events =
-            self.bus.subscribe(&SubscriptionSpec::new("notification", &patterns), 32).await?;
+        let events = self
+            .bus
+            .subscribe(&SubscriptionSpec::new("notification", &patterns), EVENTS_IN_FLIGHT as u16)
+            .await?;
         let fanout = self
             .bus
             .subscribe(&SubscriptionSpec::new("notification-live", &[FANOUT]).per_instance(), 256)
@@ -206,12 +219,33 @@ impl Notifier {
         Ok(Consumers { events, fanout })
     }
 
-    /// Consumes until `shutdown`.
+    /// Consumes until `shutdown`. Producer events are handled by [`PARTITIONS`] workers, each
+    /// event by the worker its user hashes to: one user's events are stored in the order they
+    /// arrive, different users' in parallel. Fan-out deliveries are handed over as they come.
     pub async fn run(self, mut c: Consumers, shutdown: Shutdown) {
+        let mut lanes = Vec::with_capacity(PARTITIONS);
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..PARTITIONS {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(EVENTS_IN_FLIGHT);
+            let this = self.clone();
+            workers.spawn(async move {
+                while let Some(d) = rx.recv().await {
+                    this.on_event(d).await;
+                }
+            });
+            lanes.push(tx);
+        }
         loop {
             tokio::select! {
                 d = c.events.next() => match d {
-                    Some(d) => self.on_event(d).await,
+                    Some(d) => {
+                        let lane = EventEnvelope::decode(d.message.payload.as_ref())
+                            .map(|e| partition(&e.user_id))
+                            .unwrap_or(0);
+                        if lanes[lane].send(d).await.is_err() {
+                            return;
+                        }
+                    }
                     None => return,
                 },
                 d = c.fanout.next() => match d {
@@ -282,14 +316,6 @@ impl Notifier {
         let Ok(user) = Uuid::parse_str(&env.user_id) else { return Ok(None) };
         let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
         for attempt in 0..100u64 {
-            let existing = item::Entity::find()
-                .filter(item::Column::EventId.eq(env.id.clone()))
-                .one(&self.db)
-                .await?;
-            if existing.is_some() {
-                metrics::counter!("notifications_duplicate_events_total").increment(1);
-                return Ok(existing);
-            }
             let row = item::ActiveModel {
                 id: Set(Uuid::now_v7()),
                 user_id: Set(user),
@@ -318,11 +344,19 @@ impl Notifier {
                     }
                     return Ok(Some(n));
                 }
-                // Another replica took this sequence number (or stored this very event): look
-                // again.
-                Err(e)
-                    if skillup_kit::db::is_unique_violation(&e) || skillup_kit::db::is_busy(&e) =>
-                {
+                // This very event is stored already (a redelivery): the stored one. Otherwise
+                // another event took this sequence number: the next.
+                Err(e) if skillup_kit::db::is_unique_violation(&e) => {
+                    let existing = item::Entity::find()
+                        .filter(item::Column::EventId.eq(env.id.clone()))
+                        .one(&self.db)
+                        .await?;
+                    if existing.is_some() {
+                        metrics::counter!("notifications_duplicate_events_total").increment(1);
+                        return Ok(existing);
+                    }
+                }
+                Err(e) if skillup_kit::db::is_busy(&e) => {
                     tokio::time::sleep(std::time::Duration::from_millis(Ord::min(attempt, 20)))
                         .await;
                 }
@@ -543,12 +577,18 @@ impl Notifier {
             user_id: Set(user),
             email: Set(u.email.clone()),
             emailed_seq: Set(0),
-            mail_pending: Set(false),
+            // Events of the same user may have been stored before this one arrived.
+            mail_pending: Set(true),
         })
         .on_conflict_do_nothing_on([contact::Column::UserId])
         .exec(&self.db)
         .await?;
         Ok(())
+    }
+
+    /// The address emails to `user` go to, if one is on file.
+    pub async fn contact(&self, user: Uuid) -> Result<Option<String>> {
+        Ok(contact::Entity::find_by_id(user).one(&self.db).await?.map(|c| c.email))
     }
 
     /// Emails each user with generation notifications not yet emailed: one email for one, a

@@ -295,7 +295,13 @@ async fn a_burst_of_finished_tasks_sends_one_digest_email(kind: Kind) {
     let h = harness(kind, 2).await;
     let user = Uuid::now_v7();
     registered(&h, user, "ada@example.com").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..400 {
+        if h.notifiers[0].contact(user).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.notifiers[0].contact(user).await.unwrap().as_deref(), Some("ada@example.com"));
     for i in 0..5 {
         completed(&h, user, &format!("d-{i}"), &format!("burst {i}")).await;
     }
