@@ -120,7 +120,8 @@ async fn main() {
                 match m {
                     Message::Text(t) => {
                         let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                        if let Some(sent) = v["body"].as_str().and_then(|b| b.parse::<u128>().ok()) {
+                        if let Some(sent) = v["body"].as_str().and_then(|b| b.parse::<u128>().ok())
+                        {
                             seen.lock().expect("lat").push((now_micros() - sent) as u64);
                         }
                     }
