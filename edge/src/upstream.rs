@@ -54,6 +54,12 @@ impl Decoder for RawDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
+
+    /// A 1 KiB starting buffer (tonic's default is 8 KiB): a WebSocket holds its stream's
+    /// buffer for as long as it is open, mostly idle; the buffer grows for large messages.
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        tonic::codec::BufferSettings::new(1024, 32 * 1024)
+    }
 }
 
 /// One upstream service: a few HTTP/2 connections (one connection's lock and flow control

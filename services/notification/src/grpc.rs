@@ -4,7 +4,6 @@ use skillup_kit::identity::Identity;
 use skillup_proto::notification::v1::{
     self as pb, notification_service_server::NotificationServiceServer,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -62,7 +61,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         Ok(Response::new(pb::MarkReadResponse { updated }))
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::Notification, Status>>;
+    type SubscribeStream = crate::service::LiveStream;
 
     async fn subscribe(
         &self,

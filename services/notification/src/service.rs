@@ -29,7 +29,6 @@ use skillup_proto::{
     subscribe::v1 as subpb,
 };
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::{
@@ -74,6 +73,71 @@ struct Live {
 /// order it without another read.
 fn fanout_id(n: &item::Model) -> String {
     format!("{}/{}", n.id, n.seq)
+}
+
+/// A subscriber's notifications, as the gRPC stream answers them.
+pub type LiveStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<pb::Notification, tonic::Status>> + Send>,
+>;
+
+/// One subscriber: its live receiver, where it is in the user's sequence, and what it still
+/// has to send from the store. Dropping it (the client left) forgets the user's channel on
+/// this replica when nobody else listens.
+struct Subscriber {
+    live: broadcast::Receiver<Live>,
+    notifier: Notifier,
+    user: Uuid,
+    last: i64,
+    pending: std::collections::VecDeque<pb::Notification>,
+}
+
+impl Subscriber {
+    /// Queues the stored notifications after `last` (up to `upto`), advancing `last`.
+    async fn catch_up(&mut self, upto: Option<i64>) -> Result<()> {
+        for n in self.notifier.after(self.user, self.last, upto).await? {
+            self.last = n.seq;
+            self.pending.push_back(to_pb(&n));
+        }
+        Ok(())
+    }
+
+    /// The next notification in sequence; `None` ends the stream.
+    async fn next(&mut self) -> Option<pb::Notification> {
+        loop {
+            if let Some(n) = self.pending.pop_front() {
+                return Some(n);
+            }
+            match self.live.recv().await {
+                Ok(Live { seq, notification }) => {
+                    if seq <= self.last {
+                        continue; // sent already (from the store, or a repeat)
+                    }
+                    // A gap: another replica's notification whose fan-out is still on its
+                    // way; it is stored already, so it goes first, from the store.
+                    if seq > self.last + 1 && self.catch_up(Some(seq - 1)).await.is_err() {
+                        return None;
+                    }
+                    self.last = seq;
+                    self.pending.push_back(notification);
+                }
+                // Too slow for the live feed: catch up from the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if self.catch_up(None).await.is_err() {
+                        return None;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // Leave the receiver count first (swap in a receiver of a throwaway channel).
+        drop(std::mem::replace(&mut self.live, broadcast::channel(1).1));
+        self.notifier.forget_idle(self.user);
+    }
 }
 
 /// The service's two subscriptions.
@@ -378,11 +442,9 @@ impl Notifier {
     }
 
     /// The user's live stream: what came after `after_id` first, in order, then each new one.
-    pub async fn subscribe(
-        &self,
-        user: Uuid,
-        after_id: &str,
-    ) -> Result<ReceiverStream<std::result::Result<pb::Notification, tonic::Status>>> {
+    /// A plain stream over the user's broadcast receiver (no task and no channel per
+    /// subscriber: ten thousand idle sockets are ten thousand small states).
+    pub async fn subscribe(&self, user: Uuid, after_id: &str) -> Result<LiveStream> {
         let invalid = || {
             NotificationError::Invalid(
                 "after_id",
@@ -402,74 +464,28 @@ impl Notifier {
             }
         };
         // Live first, then the backlog: nothing can fall between the two.
-        let mut live = {
+        let live = {
             let mut map = self.live.lock().expect("live");
-            map.entry(user).or_insert_with(|| broadcast::channel(256).0).subscribe()
+            map.entry(user).or_insert_with(|| broadcast::channel(64).0).subscribe()
         };
-        // Where the stream starts: after the client's last one, or after the newest stored.
-        let mut last = match after_seq {
-            Some(s) => s,
-            None => self.newest_seq(user).await?,
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let this = self.clone();
-        tokio::spawn(async move {
-            if after_seq.is_some() && !this.catch_up(user, &mut last, None, &tx).await {
-                return this.forget_idle(user);
-            }
-            loop {
-                tokio::select! {
-                    got = live.recv() => match got {
-                        Ok(Live { seq, notification }) => {
-                            if seq <= last {
-                                continue; // sent already (from the store, or a repeat)
-                            }
-                            // A gap: another replica's notification whose fan-out is still on
-                            // its way; it is stored already, so send it from the store first.
-                            if seq > last + 1
-                                && !this.catch_up(user, &mut last, Some(seq - 1), &tx).await
-                            {
-                                break;
-                            }
-                            last = seq;
-                            if tx.send(Ok(notification)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            // Too slow for the live feed: catch up from the store.
-                            if !this.catch_up(user, &mut last, None, &tx).await {
-                                break;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                    _ = tx.closed() => break,
-                }
-            }
-            this.forget_idle(user);
-        });
         metrics::gauge!("notification_streams").increment(1.0);
-        Ok(ReceiverStream::new(rx))
-    }
-
-    /// Sends the stored notifications after `last` (up to `upto`), advancing `last`; false
-    /// when the client is gone or the store cannot answer.
-    async fn catch_up(
-        &self,
-        user: Uuid,
-        last: &mut i64,
-        upto: Option<i64>,
-        tx: &tokio::sync::mpsc::Sender<std::result::Result<pb::Notification, tonic::Status>>,
-    ) -> bool {
-        let Ok(missed) = self.after(user, *last, upto).await else { return false };
-        for n in missed {
-            *last = n.seq;
-            if tx.send(Ok(to_pb(&n))).await.is_err() {
-                return false;
+        let mut state = Subscriber {
+            live,
+            notifier: self.clone(),
+            user,
+            last: 0,
+            pending: std::collections::VecDeque::new(),
+        };
+        match after_seq {
+            Some(s) => {
+                state.last = s;
+                state.catch_up(None).await?;
             }
+            None => state.last = self.newest_seq(user).await?,
         }
-        true
+        Ok(Box::pin(futures::stream::unfold(state, |mut st| async move {
+            st.next().await.map(|n| (Ok(n), st))
+        })))
     }
 
     /// The user's newest sequence number (0 before the first notification).
@@ -489,7 +505,7 @@ impl Notifier {
     fn forget_idle(&self, user: Uuid) {
         metrics::gauge!("notification_streams").decrement(1.0);
         let mut map = self.live.lock().expect("live");
-        if map.get(&user).is_some_and(|tx| tx.receiver_count() <= 1) {
+        if map.get(&user).is_some_and(|tx| tx.receiver_count() == 0) {
             map.remove(&user);
         }
     }
