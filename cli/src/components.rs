@@ -91,8 +91,12 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
         Component::Subscribe => {
             builder.add_service(subscribe(&config, &infra, &shutdown).await?.into_server())
         }
-        Component::Ai => builder
-            .add_service(skillup_ai::AiGrpc::new(generator(&config, &infra).await?).into_server()),
+        Component::Ai => {
+            let generator = generator(&config, &infra).await?;
+            builder
+                .add_service(skillup_ai::AdminGrpc::new(generator.clone()).into_server())
+                .add_service(skillup_ai::AiGrpc::new(generator).into_server())
+        }
         Component::Worker => {
             // The worker serves no RPCs of its own: health, reflection and metrics only, so
             // Kubernetes probes it like every other component.

@@ -80,6 +80,37 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Exit 0 when the component on this machine answers ready at `/readyz` (of `--http-addr`;
+    /// an unspecified bind address is asked on loopback), 1 otherwise. For container health
+    /// checks: the runtime image has no shell or curl.
+    Health {
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Operators' tools.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Print a short-lived identity assertion signed with the mesh's identity key, for calling
+    /// services directly: `grpcurl -H "x-skillup-identity: $(skillup admin assertion)" …`.
+    /// Anyone holding the key can do this: it is the Secret every service verifies with.
+    Assertion {
+        /// Scopes to assert, comma-separated.
+        #[arg(long, default_value = "admin", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Who the calls are logged as.
+        #[arg(long, default_value = "operator")]
+        subject: String,
+        /// Life of the assertion, seconds.
+        #[arg(long, default_value_t = 300)]
+        ttl_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +129,14 @@ enum KeysCommand {
     /// Rotate: generate a new signing key; the previous keys keep verifying tokens they signed
     /// until you remove their files. Running services pick the new key up within 30 s.
     Rotate {
+        /// Key directory [default: <data dir>/keys].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Create what a deployment needs and does not have yet: a signing key (when the directory
+    /// has none) and the identity assertion key `identity.key`. Safe to run again: existing
+    /// keys are kept. `--dir ./secret` then `kubectl create secret generic … --from-file=./secret`.
+    Init {
         /// Key directory [default: <data dir>/keys].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -161,6 +200,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(command, &config).await,
+        Command::Health { timeout_ms } => health(&config, timeout_ms).await,
+        Command::Admin { command: AdminCommand::Assertion { scopes, subject, ttl_secs } } => {
+            let key = config.identity_key(false).context("the identity key (identity.key_file)")?;
+            let identity = skillup_kit::identity::Identity {
+                user_id: subject,
+                scopes,
+                exp: skillup_kit::identity::now_secs() + ttl_secs.max(1),
+                request_id: format!("admin-{}", uuid::Uuid::now_v7()),
+                ..Default::default()
+            };
+            say(&key.sign(&identity));
+            Ok(())
+        }
     }
 }
 
@@ -185,6 +237,23 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 previous.as_deref().unwrap_or("none")
             ));
         }
+        KeysCommand::Init { dir } => {
+            let dir = dir.unwrap_or(default_dir);
+            let store = KeyStore::new(dir.clone());
+            let (kid, generated) = store.ensure_signing_key().await?;
+            say(&format!(
+                "signing key {kid} ({})",
+                if generated { "generated now" } else { "kept" }
+            ));
+            let path = skillup_kit::identity::default_key_path(&dir);
+            let existed = path.exists();
+            skillup_kit::identity::IdentityKey::load(&path, true)?;
+            say(&format!(
+                "identity key {} ({})",
+                path.display(),
+                if existed { "kept" } else { "generated now" }
+            ));
+        }
         KeysCommand::List { dir } => {
             let store = KeyStore::new(dir.unwrap_or(default_dir));
             let current = store.current_kid()?;
@@ -195,6 +264,33 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `skillup health`: GET /readyz on this process's HTTP address.
+async fn health(config: &Config, timeout_ms: u64) -> anyhow::Result<()> {
+    let mut addr = config.http_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .build()
+        .context("building the HTTP client")?;
+    let res = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .with_context(|| format!("asking http://{addr}/readyz"))?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "not ready: http://{addr}/readyz answered {}",
+        res.status()
+    );
     Ok(())
 }
 

@@ -52,6 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let generator = components::generator(&config, &infra).await?;
     let ai = skillup_ai::AiGrpc::new(generator.clone());
+    let ai_admin = skillup_ai::AdminGrpc::new(generator.clone());
     say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
     let worker_task = if config.ai.worker_concurrency > 0 {
         let worker = skillup_ai::Worker::new(generator);
@@ -78,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(payment.into_server())
         .add_service(subscribe.into_server())
         .add_service(ai.into_server())
+        .add_service(ai_admin.into_server())
         .add_service(notification.into_server())
         .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())

@@ -242,9 +242,52 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     let metrics =
         reqwest::get(format!("http://{}/metrics", up.http)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("grpc_server_handled_total"), "{metrics}");
+    // The container health check: ready now, and not once the process is gone.
+    let health = |addr: &str| {
+        skillup().args(["health", "--http-addr", addr]).output().unwrap().status.success()
+    };
+    assert!(health(&up.http), "`skillup health` against a ready process");
 
+    let http = up.http.clone();
     let status = stop(up);
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    assert!(!health(&http), "`skillup health` against a stopped process");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn keys_init_creates_what_is_missing_and_keeps_the_rest() {
+    let dir = data_dir_with_test_key();
+    let keys = dir.join("keys");
+    let init = || {
+        let out = skillup().args(["keys", "init", "--dir"]).arg(&keys).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = init();
+    let kid = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap().kid;
+    assert!(first.contains(&format!("signing key {kid} (kept)")), "{first}");
+    assert!(first.contains("identity.key (generated now)"), "{first}");
+    let identity = std::fs::read(keys.join("identity.key")).unwrap();
+    let second = init();
+    assert!(second.contains("identity.key (kept)"), "{second}");
+    assert_eq!(std::fs::read(keys.join("identity.key")).unwrap(), identity, "never replaced");
+
+    // An operator's assertion for grpcurl, signed with that key.
+    let out = skillup()
+        .args(["admin", "assertion", "--scopes", "admin,catalog:write", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let assertion = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let key = skillup_kit::identity::IdentityKey::load(&keys.join("identity.key"), false).unwrap();
+    let id = key.verify(&assertion, skillup_kit::identity::now_secs()).unwrap();
+    assert_eq!(id.user_id, "operator");
+    assert_eq!(id.scopes, ["admin", "catalog:write"]);
+    assert!(id.exp <= skillup_kit::identity::now_secs() + 300);
+    let other = skillup_kit::identity::IdentityKey::random();
+    assert!(other.verify(&assertion, skillup_kit::identity::now_secs()).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -313,7 +356,7 @@ fn a_bad_setting_stops_the_process_naming_its_key() {
 fn help_explains_every_command() {
     let out = skillup().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["up", "serve", "migrate", "keys"] {
+    for cmd in ["up", "serve", "migrate", "keys", "health", "admin"] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(cmd)),
             "{cmd} missing from:\n{help}"

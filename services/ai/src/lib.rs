@@ -7,6 +7,7 @@
 //! [`service`] the rules; [`worker`] the queue consumer; [`providers`] the provider port and
 //! its adapters; [`fake`] a local stand-in for the paid providers (tests and benchmarks).
 
+pub mod admin;
 pub mod error;
 pub mod fake;
 pub mod grpc;
@@ -18,7 +19,9 @@ pub mod worker;
 use skillup_kit::{config::AiConfig, infra::Infra};
 use tonic::transport::Channel;
 
-pub use crate::{grpc::AiGrpc, providers::Chain, service::Generator, worker::Worker};
+pub use crate::{
+    admin::AdminGrpc, grpc::AiGrpc, providers::Chain, service::Generator, worker::Worker,
+};
 
 /// Runs the ai service's migrations.
 pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {

@@ -54,7 +54,7 @@ pub fn queue_spec(cfg: &AiConfig) -> QueueSpec {
 /// Sync holds lapse after this long if the process dies before settling them.
 const SYNC_HOLD_TTL: u32 = 900;
 /// Queued tasks may wait and retry for up to a day.
-const TASK_HOLD_TTL: u32 = 86_400;
+pub(crate) const TASK_HOLD_TTL: u32 = 86_400;
 
 /// Cache key prefixes.
 const RESULT_KEY: &str = "ai:res:";
@@ -131,7 +131,7 @@ pub(crate) fn status_text(s: TaskStatus) -> &'static str {
     }
 }
 
-fn status_of(s: &str) -> TaskStatus {
+pub(crate) fn status_of(s: &str) -> TaskStatus {
     match s {
         "queued" => TaskStatus::Queued,
         "running" => TaskStatus::Running,

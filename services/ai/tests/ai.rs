@@ -16,6 +16,7 @@ use skillup_kit::{
 use skillup_proto::{
     ai::v1::{
         self as pb, TaskStatus, generate_response::Outcome, generate_stream_event::Event,
+        generation_admin_service_client::GenerationAdminServiceClient,
         generation_service_client::GenerationServiceClient,
     },
     common::v1::ErrorCode,
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 struct Harness {
     ai: GenerationServiceClient<Channel>,
+    admin: GenerationAdminServiceClient<Channel>,
     subs: SubscriptionServiceClient<Channel>,
     key: Arc<IdentityKey>,
     t: TestInfra,
@@ -109,11 +111,13 @@ async fn harness_with(
     let ai = TestServer::start(
         GrpcServer::builder()
             .add_service(skillup_ai::AiGrpc::new(generator.clone()).into_server())
+            .add_service(skillup_ai::AdminGrpc::new(generator.clone()).into_server())
             .identity_key(key.clone()),
     )
     .await;
     Harness {
         ai: GenerationServiceClient::new(ai.channel()),
+        admin: GenerationAdminServiceClient::new(ai.channel()),
         subs: SubscriptionServiceClient::new(core.channel()),
         key,
         t,
@@ -133,6 +137,7 @@ skillup_kit::both_adapters!(
     queued_tasks_complete_through_the_worker_once,
     provider_failures_retry_with_backoff_then_succeed,
     exhausted_retries_fail_the_task_release_the_hold_and_dead_letter,
+    operators_read_and_requeue_dead_letters,
     fifty_concurrent_generations_with_quota_for_ten,
     cancelling_stops_queued_and_running_tasks_and_returns_the_quota,
     a_task_cancelled_while_queued_is_skipped_by_the_worker,
@@ -585,6 +590,116 @@ async fn exhausted_retries_fail_the_task_release_the_hold_and_dead_letter(kind: 
         inline(&mut h, user, gen_req("refused inline", "quiz", pb::Mode::Sync)).await.unwrap_err();
     assert_eq!(code_of(&err), ErrorCode::ContentPolicy);
     assert_eq!(settled_usage(&mut h, user).await.tokens_held, 0);
+}
+
+fn as_operator<T>(h: &Harness, scopes: &[&str], msg: T) -> Request<T> {
+    let id = Identity {
+        user_id: "operator".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        exp: now_secs() + 300,
+        ..Default::default()
+    };
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+    req
+}
+
+async fn operators_read_and_requeue_dead_letters(kind: Kind) {
+    let mut h =
+        harness_with(kind, Behavior::Fail { status: 503, retry_after: None }, config, true).await;
+    let user = Uuid::now_v7();
+    let t =
+        h.ai.submit_task(as_user(&h, user, gen_req("second chance", "quiz", pb::Mode::Async)))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(settled(&mut h, user, &t.id).await.status(), TaskStatus::Failed);
+    let bus = h.t.infra.bus.clone();
+    eventually("the job rests in the dead-letter queue", || async {
+        bus.depth("generate.long.dead").await.unwrap() == 1
+    })
+    .await;
+
+    // Only operators: no assertion, or one without the admin scope, is refused.
+    let err = h.admin.get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err =
+        h.admin.get_queue_stats(as_user(&h, user, pb::GetQueueStatsRequest {})).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    let stats = h
+        .admin
+        .get_queue_stats(as_operator(&h, &["admin"], pb::GetQueueStatsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.queued, stats.dead, stats.retrying.len()), (0, 1, 2), "{stats:?}");
+    assert_eq!(stats.tasks.get("failed"), Some(&1), "{stats:?}");
+
+    // Reading leaves the letter where it is.
+    for _ in 0..2 {
+        let list = h
+            .admin
+            .list_dead_letters(as_operator(
+                &h,
+                &["admin"],
+                pb::ListDeadLettersRequest { limit: 10 },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.total, 1);
+        let d = &list.dead_letters[0];
+        assert_eq!((d.task_id.as_str(), d.user_id.clone()), (t.id.as_str(), user.to_string()));
+        assert_eq!((d.status(), d.attempts), (TaskStatus::Failed, 3));
+        assert!(d.reason.contains("503"), "{}", d.reason);
+        assert!(d.error.contains("unavailable"), "{}", d.error);
+        eventually("the letter is back in the dead-letter queue", || async {
+            bus.depth("generate.long.dead").await.unwrap() == 1
+        })
+        .await;
+    }
+
+    // A bad id is refused before anything moves.
+    let err = h
+        .admin
+        .requeue_dead_letters(as_operator(
+            &h,
+            &["admin"],
+            pb::RequeueDeadLettersRequest { task_ids: vec!["nope".into()], limit: 0 },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // The provider is back: requeue, and the task runs again from attempt 1 with a new hold.
+    h.fake.set_default(Behavior::quick(30));
+    let res = h
+        .admin
+        .requeue_dead_letters(as_operator(
+            &h,
+            &["admin"],
+            pb::RequeueDeadLettersRequest { task_ids: vec![t.id.clone()], limit: 0 },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.outcomes.len(), 1, "{res:?}");
+    assert!(res.outcomes[0].requeued, "{res:?}");
+    let done = settled(&mut h, user, &t.id).await;
+    assert_eq!((done.status(), done.attempts), (TaskStatus::Completed, 1), "{done:?}");
+    assert_eq!(bus.depth("generate.long.dead").await.unwrap(), 0);
+    let used = settled_usage(&mut h, user).await;
+    assert_eq!(used.tokens_used, done.usage.unwrap().total_tokens as u64, "charged once");
+
+    // Nothing left: a second requeue finds nothing to move.
+    let res = h
+        .admin
+        .requeue_dead_letters(as_operator(&h, &["admin"], pb::RequeueDeadLettersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(res.outcomes.is_empty(), "{res:?}");
 }
 
 async fn fifty_concurrent_generations_with_quota_for_ten(kind: Kind) {

@@ -45,11 +45,19 @@ struct Queue {
     spec: QueueSpec,
     heap: Mutex<(BinaryHeap<Pending>, u64)>,
     notify: Notify,
+    /// Messages waiting out each retry level's delay (what `<q>.retry.N` holds on RabbitMQ).
+    retrying: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl Queue {
     fn new(spec: QueueSpec) -> Arc<Self> {
-        Arc::new(Self { spec, heap: Mutex::new((BinaryHeap::new(), 0)), notify: Notify::new() })
+        let retrying = spec.retry_delays.iter().map(|_| Default::default()).collect();
+        Arc::new(Self {
+            spec,
+            heap: Mutex::new((BinaryHeap::new(), 0)),
+            notify: Notify::new(),
+            retrying,
+        })
     }
 
     fn push(&self, message: Message, redelivered: bool) {
@@ -186,8 +194,10 @@ impl Settle for MemSettle {
         let delay = self.queue.spec.retry_delays[level];
         self.pending = None;
         let queue = self.queue.clone();
+        queue.retrying[level].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            queue.retrying[level].fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             queue.push(next, false);
         });
         Ok(())
@@ -272,6 +282,14 @@ impl Bus for MemoryBus {
     }
 
     async fn depth(&self, queue: &str) -> Result<u64> {
+        // `<q>.retry.N`: the messages waiting out level N's delay.
+        if let Some((base, level)) = queue.rsplit_once(".retry.")
+            && let Ok(level) = level.parse::<usize>()
+            && let Ok(q) = self.inner.queue(base)
+            && let Some(n) = q.retrying.get(level)
+        {
+            return Ok(n.load(std::sync::atomic::Ordering::SeqCst));
+        }
         Ok(self.inner.queue(queue)?.len() as u64)
     }
 

@@ -1,0 +1,335 @@
+//! Operators' RPCs over the generation queue (`GenerationAdminService`): queue depths and the
+//! consumers' lag, reading the dead-letter queue, and requeueing from it. gRPC only, inside
+//! the mesh; every call needs an identity assertion with the `admin` scope.
+//!
+//! Requeue is at-least-once and idempotent: the new job is enqueued (confirmed) before the dead
+//! message is acknowledged, and only a task still `failed` is requeued — so a crash between the
+//! two leaves a dead letter that the next requeue acknowledges as stale.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::Utc;
+use prost::Message as _;
+use sea_orm::{
+    ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
+};
+use skillup_kit::{
+    bus::{Consumer, DEATH_REASON_HEADER, Delivery, Message},
+    identity::Identity,
+};
+use skillup_proto::{
+    ai::v1::{self as pb, generation_admin_service_server::GenerationAdminServiceServer},
+    subscribe::v1::ReserveQuotaRequest,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    service::{Generator, QUEUE, TASK_HOLD_TTL, queue_spec, status_of},
+    store::task,
+};
+
+/// The scope every admin call needs.
+pub const ADMIN_SCOPE: &str = "admin";
+const MAX_BATCH: u32 = 500;
+/// How long to wait for the broker to hand over a dead letter it said it holds.
+const TAKE_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct AdminGrpc {
+    generator: Generator,
+}
+
+impl AdminGrpc {
+    pub fn new(generator: Generator) -> Self {
+        Self { generator }
+    }
+
+    pub fn into_server(self) -> GenerationAdminServiceServer<Self> {
+        GenerationAdminServiceServer::new(self)
+    }
+}
+
+fn operator<T>(req: &Request<T>) -> Result<(), Status> {
+    match Identity::of(req) {
+        None => {
+            Err(Status::unauthenticated("an identity assertion with the admin scope is required"))
+        }
+        Some(id) if id.has_scope(ADMIN_SCOPE) => Ok(()),
+        Some(_) => Err(Status::permission_denied("the admin scope is required")),
+    }
+}
+
+fn batch(limit: u32) -> u32 {
+    if limit == 0 { 50 } else { limit.min(MAX_BATCH) }
+}
+
+fn dead_queue() -> String {
+    format!("{QUEUE}.dead")
+}
+
+#[derive(FromQueryResult)]
+struct StatusCount {
+    status: String,
+    n: i64,
+}
+
+impl Generator {
+    /// Queue depths and tasks by state.
+    pub async fn queue_stats(&self) -> crate::error::Result<pb::QueueStats> {
+        let bus = &self.inner.bus;
+        let queued = bus.depth(QUEUE).await?;
+        let mut retrying = Vec::new();
+        for level in 0..queue_spec(&self.inner.cfg).retry_delays.len() {
+            retrying.push(bus.depth(&format!("{QUEUE}.retry.{level}")).await?);
+        }
+        let dead = bus.depth(&dead_queue()).await?;
+        let db = &self.inner.db;
+        let counts = task::Entity::find()
+            .select_only()
+            .column(task::Column::Status)
+            .column_as(task::Column::Id.count(), "n")
+            .group_by(task::Column::Status)
+            .into_model::<StatusCount>()
+            .all(db)
+            .await?;
+        let tasks: BTreeMap<String, u64> =
+            counts.into_iter().map(|c| (c.status, c.n.max(0) as u64)).collect();
+        let oldest = task::Entity::find()
+            .filter(task::Column::Status.eq("queued"))
+            .order_by_asc(task::Column::CreatedAt)
+            .one(db)
+            .await?;
+        let oldest_queued_seconds = oldest
+            .map(|t| (Utc::now() - t.created_at).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        Ok(pb::QueueStats {
+            queued,
+            retrying,
+            dead,
+            tasks: tasks.into_iter().collect(),
+            oldest_queued_seconds,
+        })
+    }
+
+    /// Takes up to `n` dead letters off the queue, unsettled: the caller settles each, and
+    /// keeps the consumer until then (dropping it hands unsettled letters back).
+    async fn take_dead(
+        &self,
+        n: u32,
+    ) -> crate::error::Result<(u64, Vec<Delivery>, Option<Consumer>)> {
+        let total = self.inner.bus.depth(&dead_queue()).await?;
+        let want = (n as u64).min(total) as usize;
+        let mut taken = Vec::with_capacity(want);
+        if want == 0 {
+            return Ok((total, taken, None));
+        }
+        let mut consumer = self.inner.bus.consume(&dead_queue(), want as u16).await?;
+        while taken.len() < want {
+            match tokio::time::timeout(TAKE_WAIT, consumer.next()).await {
+                Ok(Some(d)) => taken.push(d),
+                _ => break,
+            }
+        }
+        Ok((total, taken, Some(consumer)))
+    }
+
+    /// The oldest dead letters, left where they are.
+    pub async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> crate::error::Result<pb::ListDeadLettersResponse> {
+        let (total, taken, _consumer) = self.take_dead(batch(limit)).await?;
+        let mut out = Vec::with_capacity(taken.len());
+        for d in taken {
+            out.push(self.describe(&d).await);
+            let _ = d.requeue().await;
+        }
+        Ok(pb::ListDeadLettersResponse { dead_letters: out, total })
+    }
+
+    async fn describe(&self, d: &Delivery) -> pb::DeadLetter {
+        let job = pb::GenerationJob::decode(d.message.payload.as_ref()).unwrap_or_default();
+        let reason = d.message.headers.get(DEATH_REASON_HEADER).cloned().unwrap_or_default();
+        let row = match Uuid::parse_str(&job.task_id) {
+            Ok(id) => task::Entity::find_by_id(id).one(&self.inner.db).await.ok().flatten(),
+            Err(_) => None,
+        };
+        pb::DeadLetter {
+            task_id: job.task_id,
+            user_id: job.user_id,
+            reason,
+            attempts: row.as_ref().map(|t| t.attempts.max(0) as u32).unwrap_or(d.attempt()),
+            status: row.as_ref().map(|t| status_of(&t.status)).unwrap_or_default() as i32,
+            error: row.and_then(|t| t.error).unwrap_or_default(),
+        }
+    }
+
+    /// Moves dead letters back onto the work queue (see the module docs).
+    pub async fn requeue_dead(
+        &self,
+        task_ids: &[String],
+        limit: u32,
+    ) -> crate::error::Result<pb::RequeueDeadLettersResponse> {
+        let only: Vec<&str> = task_ids.iter().map(String::as_str).collect();
+        // With a list, look through the whole queue for them (bounded by the batch size).
+        let look_at = if only.is_empty() { batch(limit) } else { MAX_BATCH };
+        let (_, taken, _consumer) = self.take_dead(look_at).await?;
+        let mut outcomes = Vec::new();
+        let mut budget = batch(limit) as usize;
+        for d in taken {
+            let job = pb::GenerationJob::decode(d.message.payload.as_ref()).unwrap_or_default();
+            if budget == 0 || (!only.is_empty() && !only.contains(&job.task_id.as_str())) {
+                let _ = d.requeue().await;
+                continue;
+            }
+            budget -= 1;
+            let outcome = self.requeue_one(&job).await;
+            match &outcome {
+                Requeue::Done | Requeue::Stale(_) => {
+                    let _ = d.ack().await;
+                }
+                Requeue::Refused(_) => {
+                    let _ = d.requeue().await;
+                }
+            }
+            let (requeued, reason) = match outcome {
+                Requeue::Done => (true, String::new()),
+                Requeue::Stale(r) => (false, r),
+                Requeue::Refused(r) => (false, r),
+            };
+            outcomes.push(pb::RequeueOutcome { task_id: job.task_id, requeued, reason });
+        }
+        Ok(pb::RequeueDeadLettersResponse { outcomes })
+    }
+
+    async fn requeue_one(&self, job: &pb::GenerationJob) -> Requeue {
+        let Ok(id) = Uuid::parse_str(&job.task_id) else {
+            return Requeue::Stale("malformed job: dropped".into());
+        };
+        let db = &self.inner.db;
+        let t = match task::Entity::find_by_id(id).one(db).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Requeue::Stale("no such task: dropped".into()),
+            Err(e) => return Requeue::Refused(format!("database: {e}")),
+        };
+        if t.status != "failed" {
+            return Requeue::Stale(format!("task is {}: dead letter dropped", t.status));
+        }
+        // The failure released the old hold: hold the quota again, as a new submission would.
+        let input_estimate = (t.messages.len() / 4) as u64;
+        let tokens = (input_estimate + t.max_tokens.max(1) as u64).max(1);
+        let key = format!("ai:requeue:{id}:{}", t.updated_at.timestamp_millis());
+        let hold = self
+            .inner
+            .quota
+            .clone()
+            .reserve_quota(ReserveQuotaRequest {
+                user_id: t.user_id.to_string(),
+                function_id: t.function.clone(),
+                tokens,
+                idempotency_key: key,
+                ttl_seconds: TASK_HOLD_TTL,
+            })
+            .await;
+        let hold = match hold {
+            Ok(h) => h.into_inner(),
+            Err(s) => return Requeue::Refused(format!("quota: {}", s.message())),
+        };
+        let Ok(hold_id) = Uuid::parse_str(&hold.hold_id) else {
+            return Requeue::Refused("subscribe returned a bad hold id".into());
+        };
+        let n = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value("queued"))
+            .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::Attempts, Expr::value(0))
+            .col_expr(task::Column::HoldId, Expr::value(hold_id))
+            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::LeaseUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Status.eq("failed"))
+            .exec(db)
+            .await;
+        match n {
+            Ok(r) if r.rows_affected == 1 => {}
+            Ok(_) => {
+                self.release(&hold.hold_id).await;
+                return Requeue::Stale("task changed meanwhile: dead letter dropped".into());
+            }
+            Err(e) => {
+                self.release(&hold.hold_id).await;
+                return Requeue::Refused(format!("database: {e}"));
+            }
+        }
+        let job = pb::GenerationJob { hold_id: hold.hold_id.clone(), ..job.clone() };
+        let mut msg = Message::new(job.encode_to_vec()).with_priority(hold.priority.min(9) as u8);
+        msg.id = id.to_string();
+        if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
+            // Put the task back as it was; the dead letter stays for another try.
+            let _ = task::Entity::update_many()
+                .col_expr(task::Column::Status, Expr::value("failed"))
+                .col_expr(task::Column::Error, Expr::value(t.error.clone()))
+                .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(task::Column::Id.eq(id))
+                .filter(task::Column::Status.eq("queued"))
+                .exec(db)
+                .await;
+            self.release(&hold.hold_id).await;
+            return Requeue::Refused(format!("queue: {e}"));
+        }
+        self.cache_task(&task::Model {
+            status: "queued".into(),
+            error: None,
+            attempts: 0,
+            hold_id,
+            ..t
+        })
+        .await;
+        metrics::counter!("ai_tasks_requeued_total").increment(1);
+        tracing::info!(task = %id, "dead letter requeued");
+        Requeue::Done
+    }
+}
+
+enum Requeue {
+    Done,
+    /// Nothing to run: the dead letter is dropped.
+    Stale(String),
+    /// Could not requeue now: the dead letter stays.
+    Refused(String),
+}
+
+#[tonic::async_trait]
+impl pb::generation_admin_service_server::GenerationAdminService for AdminGrpc {
+    async fn get_queue_stats(
+        &self,
+        req: Request<pb::GetQueueStatsRequest>,
+    ) -> Result<Response<pb::QueueStats>, Status> {
+        operator(&req)?;
+        Ok(Response::new(self.generator.queue_stats().await?))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        operator(&req)?;
+        Ok(Response::new(self.generator.dead_letters(req.get_ref().limit).await?))
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        req: Request<pb::RequeueDeadLettersRequest>,
+    ) -> Result<Response<pb::RequeueDeadLettersResponse>, Status> {
+        operator(&req)?;
+        let r = req.into_inner();
+        for id in &r.task_ids {
+            if Uuid::parse_str(id).is_err() {
+                return Err(Status::invalid_argument(format!("task_ids: `{id}` is not a UUID")));
+            }
+        }
+        Ok(Response::new(self.generator.requeue_dead(&r.task_ids, r.limit).await?))
+    }
+}
