@@ -193,7 +193,9 @@ impl ProviderConfig {
         if let Some(path) = &self.api_key_file {
             let key = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading the API key file {}: {e}", path.display()))?;
-            return Ok(Some(SecretString::from(key.trim().to_owned())));
+            // An empty file (a Secret entry left blank) means no key, as an unset variable does.
+            let key = key.trim();
+            return Ok((!key.is_empty()).then(|| SecretString::from(key.to_owned())));
         }
         if let Some(var) = &self.api_key_env
             && let Ok(key) = std::env::var(var)
@@ -865,8 +867,27 @@ mod tests {
             assert_eq!(c.edge.upstreams["auth"], "http://auth:50051");
             assert_eq!(c.edge.rate.generate_per_min["gold"], 1000);
             assert_eq!(c.edge.rate.generate_per_min["free"], 10, "defaults kept beside it");
+            // Lists as the deployment manifests write them.
+            jail.set_env("SKILLUP_EDGE__INTERNAL_CIDRS", r#"["127.0.0.0/8","172.28.0.10/32"]"#);
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.edge.internal_cidrs, ["127.0.0.0/8", "172.28.0.10/32"]);
             Ok(())
         });
+    }
+
+    #[test]
+    fn provider_keys_come_from_a_file_and_a_blank_one_means_none() {
+        use secrecy::ExposeSecret;
+        let dir = std::env::temp_dir().join(format!("skillup-key-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("openai");
+        let p = ProviderConfig { api_key_file: Some(file.clone()), ..ProviderConfig::default() };
+        assert!(p.resolve_key().unwrap_err().contains("openai"), "a missing file is an error");
+        std::fs::write(&file, "  sk-test\n").unwrap();
+        assert_eq!(p.resolve_key().unwrap().unwrap().expose_secret(), "sk-test");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(p.resolve_key().unwrap().is_none(), "a blank Secret entry = no key");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

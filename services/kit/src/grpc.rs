@@ -131,6 +131,9 @@ impl GrpcServerBuilder {
         for name in self.names.iter().map(String::as_str).chain([""]) {
             health.set_service_status(name, ServingStatus::NotServing).await;
         }
+        // Liveness: SERVING for as long as the process serves at all — a database outage makes
+        // it unready, never restarted (Kubernetes' liveness probe asks for this name).
+        health.set_service_status(LIVENESS, ServingStatus::Serving).await;
         Ok(GrpcServer {
             listener,
             local_addr,
@@ -145,6 +148,10 @@ impl GrpcServerBuilder {
         })
     }
 }
+
+/// The health-check service name that reads SERVING while the process is alive, whatever its
+/// readiness (`grpc: {port: 50051, service: liveness}` in a Kubernetes liveness probe).
+pub const LIVENESS: &str = "liveness";
 
 /// A bound, not yet running, gRPC server.
 pub struct GrpcServer {

@@ -126,11 +126,17 @@ async fn health_follows_readiness() {
         ServingStatus::NotServing,
         "not ready until probes pass"
     );
+    assert_eq!(
+        health(ch.clone(), skillup_kit::grpc::LIVENESS).await,
+        ServingStatus::Serving,
+        "alive while not ready: liveness probes must not restart it"
+    );
     s.ready.store(true, Ordering::SeqCst);
     wait_for(&ch, "test.Slow", ServingStatus::Serving).await;
     wait_for(&ch, "", ServingStatus::Serving).await;
     s.ready.store(false, Ordering::SeqCst);
     wait_for(&ch, "test.Slow", ServingStatus::NotServing).await;
+    assert_eq!(health(ch.clone(), skillup_kit::grpc::LIVENESS).await, ServingStatus::Serving);
     s.shutdown.trigger();
     s.handle.await.unwrap().unwrap();
 }
