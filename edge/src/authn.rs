@@ -149,22 +149,28 @@ impl Authenticator {
     }
 
     async fn ask(&self, token: &str, scopes: &[String]) -> Result<Decision, ApiError> {
-        let permit = self.auth.breaker.try_acquire().map_err(|wait| {
-            ApiError::unavailable(
-                "authentication is unavailable, retry later",
-                Some(wait.as_secs().max(1)),
-            )
-        })?;
-        let mut client = AuthServiceClient::new(self.auth.channel());
-        let mut req = tonic::Request::new(ValidateTokenRequest {
-            token: token.to_owned(),
-            required_scopes: scopes.to_vec(),
-        });
-        req.set_timeout(Duration::from_secs(3));
-        let res = tokio::time::timeout(Duration::from_secs(3), client.validate_token(req))
-            .await
-            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("auth timed out")));
-        permit.record(!res.as_ref().is_err_and(|s| crate::upstream::is_failure(s.code())));
+        // A question, never a change: safe to ask again when auth is restarting.
+        let res = self
+            .auth
+            .call(Duration::from_secs(3), true, |channel, left| {
+                let mut req = tonic::Request::new(ValidateTokenRequest {
+                    token: token.to_owned(),
+                    required_scopes: scopes.to_vec(),
+                });
+                req.set_timeout(left);
+                async move { AuthServiceClient::new(channel).validate_token(req).await }
+            })
+            .await;
+        let res = match res {
+            Ok(r) => Ok(r),
+            Err(crate::upstream::CallError::Open(wait)) => {
+                return Err(ApiError::unavailable(
+                    "authentication is unavailable, retry later",
+                    Some(wait.as_secs().max(1)),
+                ));
+            }
+            Err(crate::upstream::CallError::Status(s)) => Err(s),
+        };
         match res {
             Ok(r) => Ok(self.decision(r.into_inner())),
             Err(s) => Err(match s.code() {

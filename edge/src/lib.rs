@@ -91,6 +91,10 @@ pub struct Inner {
     trusted: Vec<IpNet>,
     openapi: Bytes,
     readiness: Readiness,
+    /// After SIGTERM: how long /readyz reads 503 while connections are still accepted, then
+    /// how long in-flight requests may take.
+    drain: Duration,
+    grace: Duration,
 }
 
 /// A built edge.
@@ -124,7 +128,12 @@ impl Edge {
             Duration::from_secs(parts.config.identity.ttl_secs),
         );
         let doc = openapi::document(&table, "SkillUp API", env!("CARGO_PKG_VERSION"));
-        let mut readiness = parts.readiness.clone();
+        // Draining (after SIGTERM) reads as not ready, so load balancers stop sending first.
+        let stopping = shutdown.clone();
+        let mut readiness = parts.readiness.clone().with("accepting", move || {
+            let draining = stopping.is_triggered();
+            async move { if draining { Err("draining".to_owned()) } else { Ok(()) } }
+        });
         for up in upstreams.all() {
             let up = up.clone();
             readiness = readiness.with(format!("upstream:{}", up.name), move || {
@@ -153,6 +162,8 @@ impl Edge {
             limits,
             openapi: Bytes::from(doc.to_string()),
             readiness,
+            drain: Duration::from_millis(parts.config.shutdown.drain_ms),
+            grace: Duration::from_millis(parts.config.shutdown.grace_ms),
         });
         inner.authn.spawn_listener(parts.bus, shutdown.clone());
         let janitor = inner.limits.clone();
@@ -211,7 +222,9 @@ impl Edge {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
-        serve_http(listener, self.router(), tls, self.inner.cfg.max_header_bytes, shutdown).await
+        let timings = (self.inner.drain, self.inner.grace);
+        serve_http(listener, self.router(), tls, self.inner.cfg.max_header_bytes, shutdown, timings)
+            .await
     }
 }
 
@@ -505,9 +518,18 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         ms => Duration::from_millis(u64::from(ms)),
     };
 
+    // Safe to repeat after UNAVAILABLE: reads, and writes the client made idempotent.
+    let idempotent = matches!(parts.method, Method::GET | Method::HEAD)
+        || parts.headers.contains_key("idempotency-key");
     if route.rpc.server_streaming {
         let opened = upstream
-            .server_streaming(&route.rpc.grpc_path, transcode::encode(&msg), md, timeout)
+            .server_streaming(
+                &route.rpc.grpc_path,
+                transcode::encode(&msg),
+                md,
+                timeout,
+                idempotent,
+            )
             .await;
         return match opened {
             Ok(r) => {
@@ -522,7 +544,9 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         };
     }
 
-    let answer = upstream.unary(&route.rpc.grpc_path, transcode::encode(&msg), md, timeout).await;
+    let answer = upstream
+        .unary(&route.rpc.grpc_path, transcode::encode(&msg), md, timeout, idempotent)
+        .await;
     let res = match answer {
         Ok(r) => {
             let status = r
@@ -686,13 +710,16 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The accept loop: plain or TLS, HTTP/1.1 and HTTP/2, header limits, graceful shutdown.
+/// The accept loop: plain or TLS, HTTP/1.1 and HTTP/2, header limits, graceful shutdown —
+/// after `shutdown`, accept for `drain` more (readiness reads 503 meanwhile), then stop
+/// accepting and give requests in flight up to `grace`.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     max_header_bytes: usize,
     shutdown: Shutdown,
+    (drain, grace): (Duration, Duration),
 ) -> std::io::Result<()> {
     use hyper_util::{
         rt::{TokioExecutor, TokioIo},
@@ -708,6 +735,12 @@ async fn serve_http(
         .header_read_timeout(Duration::from_secs(30));
     builder.http2().max_header_list_size(max_header_bytes as u32 * 2);
     let builder = Arc::new(builder);
+    let stop = async {
+        shutdown.wait().await;
+        tracing::info!(drain_ms = drain.as_millis() as u64, "edge draining");
+        tokio::time::sleep(drain).await;
+    };
+    let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -718,7 +751,7 @@ async fn serve_http(
                     continue;
                 }
             },
-            _ = shutdown.wait() => break,
+            _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
         let svc = router.clone().layer(axum::Extension(ConnectInfo(peer)));
@@ -753,7 +786,7 @@ async fn serve_http(
     // In-flight requests finish; long streams are cut after the grace period.
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("edge: closing connections still open after 30 s"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(grace_ms = grace.as_millis() as u64, "edge: closing connections still open after the grace period"),
     }
     Ok(())
 }

@@ -157,7 +157,8 @@ pub async fn ws_bridge(mut socket: WebSocket, inner: Arc<Inner>, auth: WsAuth, c
         ms => Duration::from_millis(u64::from(ms)),
     };
     let opened = upstream
-        .server_streaming(&call.route.rpc.grpc_path, transcode::encode(&msg), md, timeout)
+        // A subscription only reads: safe to open again.
+        .server_streaming(&call.route.rpc.grpc_path, transcode::encode(&msg), md, timeout, true)
         .await;
     let mut stream = match opened {
         Ok(r) => r.into_inner(),

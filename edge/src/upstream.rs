@@ -1,12 +1,13 @@
 //! The services behind the edge: one lazily connected HTTP/2 channel per upstream, calls made
 //! with already-encoded bytes (the transcoder owns the message types), a deadline on every
-//! call, and a circuit breaker per upstream.
+//! call, retries of UNAVAILABLE where that is safe (see [`RetryConfig`]), and a circuit breaker
+//! per upstream that counts a call once, by its final outcome.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
-use skillup_kit::config::{BreakerConfig, EdgeConfig};
+use skillup_kit::config::{BreakerConfig, EdgeConfig, RetryConfig};
 use tonic::{
     Code, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -71,6 +72,7 @@ pub struct Upstream {
     channels: Vec<Channel>,
     next: std::sync::atomic::AtomicUsize,
     pub breaker: Breaker,
+    retry: RetryConfig,
 }
 
 /// Every upstream, by short name (`auth`, `ai`, …).
@@ -91,31 +93,28 @@ impl Upstreams {
         let mut by_name = HashMap::new();
         for name in names {
             let url = cfg.upstreams.get(&name).cloned().unwrap_or_else(|| default_url.clone());
-            let up = Self::connect(&name, &url, cfg.upstream_connections, cfg.breaker.clone())?;
+            let up = Self::connect(&name, &url, cfg)?;
             by_name.insert(name, Arc::new(up));
         }
         Ok(Self { by_name: Arc::new(by_name), default_url, breaker: cfg.breaker.clone() })
     }
 
-    fn connect(
-        name: &str,
-        url: &str,
-        connections: u32,
-        breaker: BreakerConfig,
-    ) -> Result<Upstream, String> {
+    fn connect(name: &str, url: &str, cfg: &EdgeConfig) -> Result<Upstream, String> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("upstream {name}: bad address {url}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        let channels = (0..connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
+        let channels =
+            (0..cfg.upstream_connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
         Ok(Upstream {
             name: name.to_owned(),
             url: url.to_owned(),
             channels,
             next: Default::default(),
-            breaker: Breaker::new(format!("upstream:{name}"), breaker),
+            breaker: Breaker::new(format!("upstream:{name}"), cfg.breaker.clone()),
+            retry: cfg.retry.clone(),
         })
     }
 
@@ -177,16 +176,23 @@ impl Upstream {
     }
 
     /// A unary call. The deadline is enforced here too, in case the upstream ignores it.
+    /// `idempotent`: safe to repeat after an UNAVAILABLE.
     pub async fn unary(
         &self,
         path: &str,
         body: Bytes,
         md: MetadataMap,
         timeout: Duration,
+        idempotent: bool,
     ) -> Result<tonic::Response<Bytes>, CallError> {
-        self.call(path, timeout, |mut grpc, path| async move {
-            grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-            grpc.unary(request(body, md, timeout), path, RawCodec).await
+        let path = grpc_path(path)?;
+        self.call(timeout, idempotent, |channel, left| {
+            let (body, md, path) = (body.clone(), md.clone(), path.clone());
+            async move {
+                let mut grpc = tonic::client::Grpc::new(channel);
+                grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+                grpc.unary(request(body, md, left), path, RawCodec).await
+            }
         })
         .await
     }
@@ -199,29 +205,100 @@ impl Upstream {
         body: Bytes,
         md: MetadataMap,
         timeout: Duration,
+        idempotent: bool,
     ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, CallError> {
-        self.call(path, timeout, |mut grpc, path| async move {
-            grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-            grpc.server_streaming(request(body, md, timeout), path, RawCodec).await
+        let path = grpc_path(path)?;
+        self.call(timeout, idempotent, |channel, left| {
+            let (body, md, path) = (body.clone(), md.clone(), path.clone());
+            async move {
+                let mut grpc = tonic::client::Grpc::new(channel);
+                grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+                grpc.server_streaming(request(body, md, left), path, RawCodec).await
+            }
         })
         .await
     }
 
-    /// One call through the breaker, under the deadline.
-    async fn call<T, F, Fut>(&self, path: &str, timeout: Duration, f: F) -> Result<T, CallError>
+    /// One call through the breaker, under the deadline, with retries where they are safe.
+    /// `f` makes one attempt on a connection with the time left; the breaker counts the call
+    /// once, by how it finally ended.
+    pub async fn call<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        idempotent: bool,
+        f: F,
+    ) -> Result<T, CallError>
     where
-        F: FnOnce(tonic::client::Grpc<Channel>, PathAndQuery) -> Fut,
+        F: Fn(Channel, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let permit = self.breaker.try_acquire().map_err(CallError::Open)?;
-        let path = PathAndQuery::try_from(path)
-            .map_err(|e| CallError::Status(Status::internal(e.to_string())))?;
-        let grpc = tonic::client::Grpc::new(self.channel());
         let started = std::time::Instant::now();
-        let res = deadline(timeout, started, tokio::time::timeout(timeout, f(grpc, path)).await);
+        let mut attempt = 1;
+        let mut backoff = Duration::from_millis(self.retry.initial_backoff_ms.max(1));
+        let res = loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            let res = deadline(
+                timeout,
+                started,
+                tokio::time::timeout(left, f(self.channel(), left)).await,
+            );
+            let Err(status) = &res else { break res };
+            // Full jitter, as gRPC's retry policy: a random wait up to the backoff.
+            let wait = backoff.mul_f64(jitter());
+            let retry = attempt < self.retry.max_attempts
+                && retryable(status, idempotent)
+                && started.elapsed() + wait < timeout;
+            if !retry {
+                break res;
+            }
+            metrics::counter!("edge_upstream_retries_total", "upstream" => self.name.clone())
+                .increment(1);
+            tracing::debug!(upstream = %self.name, attempt, code = ?status.code(), "retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+            backoff = (backoff * 2).min(Duration::from_millis(self.retry.max_backoff_ms.max(1)));
+        };
         permit.record(!res.as_ref().is_err_and(|s| is_failure(s.code())));
         res.map_err(CallError::Status)
     }
+}
+
+fn grpc_path(path: &str) -> Result<PathAndQuery, CallError> {
+    PathAndQuery::try_from(path).map_err(|e| CallError::Status(Status::internal(e.to_string())))
+}
+
+/// A random factor in [0.5, 1): never a zero wait, never more than the backoff.
+fn jitter() -> f64 {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 2.0
+}
+
+/// Whether a failed attempt may be made again: UNAVAILABLE only, and only when the call is safe
+/// to repeat or certainly never reached the service.
+pub fn retryable(status: &Status, idempotent: bool) -> bool {
+    status.code() == Code::Unavailable && (idempotent || never_sent(status))
+}
+
+/// The connection was refused, or the server refused the stream (HTTP/2 REFUSED_STREAM, sent
+/// for streams it will not process, as after GOAWAY): the request was not processed.
+fn never_sent(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The codes that say the upstream is in trouble (a caller's mistake is a healthy answer).

@@ -604,6 +604,47 @@ fn the_breaker_opens_fails_fast_probes_and_closes() {
 }
 
 #[test]
+fn unavailable_is_retried_only_where_repeating_is_safe() {
+    mt().block_on(async {
+        let s = stack(Kind::Embedded, |c| {
+            c.edge.breaker.consecutive_failures = 0;
+            c.edge.breaker.failure_rate_percent = 0;
+            c.edge.retry.max_attempts = 3;
+            c.edge.retry.initial_backoff_ms = 10;
+        })
+        .await;
+        let calls = || s.seen.calls.load(Ordering::SeqCst);
+        let unavailable = json!({"code": 14, "message": "restarting"});
+        // A plain POST may have been processed: never repeated.
+        let before = calls();
+        assert_eq!(s.post("/v1/fail", None, unavailable.clone()).await.0, 503);
+        assert_eq!(calls(), before + 1, "a POST without an idempotency key is sent once");
+        // With an Idempotency-Key the client made it safe: tried max_attempts times.
+        let keyed = |body: serde_json::Value| {
+            reqwest::Client::new()
+                .post(s.url("/v1/fail"))
+                .header("idempotency-key", "k-1")
+                .json(&body)
+                .send()
+        };
+        let before = calls();
+        assert_eq!(keyed(unavailable.clone()).await.unwrap().status(), 503);
+        assert_eq!(calls(), before + 3, "retried up to max_attempts");
+        // Only UNAVAILABLE is retried: INTERNAL is an answer.
+        let before = calls();
+        assert_eq!(keyed(json!({"code": 13})).await.unwrap().status(), 500);
+        assert_eq!(calls(), before + 1);
+        let metrics = reqwest::get(s.url("/metrics")).await.unwrap().text().await.unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("edge_upstream_retries_total") && l.ends_with(" 2")),
+            "{metrics}"
+        );
+    });
+}
+
+#[test]
 fn a_client_that_goes_away_cancels_the_upstream_call() {
     mt().block_on(async {
         let s = stack(Kind::Embedded, |_| {}).await;

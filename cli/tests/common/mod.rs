@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod mesh;
+
 use std::process::Command;
 
 /// The `skillup` binary with a clean slate: no inherited server URLs or SKILLUP_* settings.

@@ -265,6 +265,24 @@ pub struct EdgeConfig {
     pub rate: RateConfig,
     /// Circuit breakers, one per upstream service.
     pub breaker: BreakerConfig,
+    /// Retries of upstream calls that failed with UNAVAILABLE.
+    pub retry: RetryConfig,
+}
+
+/// The edge's retry policy (`SKILLUP_EDGE__RETRY__…`), as gRPC's (gRFC A6): a call that
+/// failed with UNAVAILABLE is tried again with exponential backoff and jitter, within its
+/// deadline — if it is safe to repeat (GET, or sent with an `Idempotency-Key`) or it certainly
+/// never reached the service (connection refused, stream refused). This is what carries
+/// requests across a component's restart.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; 1 = no retries.
+    pub max_attempts: u32,
+    /// Wait before the first retry, milliseconds; doubles each time.
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, milliseconds.
+    pub max_backoff_ms: u64,
 }
 
 /// Rate limits (`SKILLUP_EDGE__RATE__…`), GCRA: a sustained rate plus a burst. 0 = no limit.
@@ -462,6 +480,7 @@ impl Default for Config {
                     open_ms: 5_000,
                     half_open_probes: 3,
                 },
+                retry: RetryConfig { max_attempts: 6, initial_backoff_ms: 25, max_backoff_ms: 500 },
             },
             ai: AiConfig {
                 providers: [
