@@ -65,6 +65,9 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let infra = Infra::connect(&config).await.context("connecting the infrastructure")?;
+    if component.needs().database {
+        skillup_kit::db::report_pool(&infra.db, infra.database_kind);
+    }
     let identity_key = identity_key(&config)?;
     if component == Component::Edge {
         let edge = edge(&config, &infra, identity_key, None, &shutdown)?;
@@ -105,6 +108,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
                 "`ai.worker_concurrency` (SKILLUP_AI__WORKER_CONCURRENCY) must be at least 1 for a worker"
             );
             let worker = skillup_ai::Worker::new(generator(&config, &infra).await?);
+            worker.report_metrics();
             let grace = Duration::from_millis(config.shutdown.grace_ms);
             let stop = shutdown.clone();
             tokio::spawn(async move {

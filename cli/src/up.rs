@@ -15,6 +15,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let infra = Infra::connect(&config).await.context("connecting the infrastructure")?;
     say(&format!("ready  database  ({})", infra.database_kind));
+    skillup_kit::db::report_pool(&infra.db, infra.database_kind);
     say(&format!("ready  cache     ({})", infra.cache_kind));
     say(&format!("ready  bus       ({})", infra.bus_kind));
     let applied = components::migrate_all(&infra.db).await?;
@@ -56,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
     let worker_task = if config.ai.worker_concurrency > 0 {
         let worker = skillup_ai::Worker::new(generator);
+        worker.report_metrics();
         let task = tokio::spawn(
             worker.run(shutdown.clone(), Duration::from_millis(config.shutdown.grace_ms)),
         );

@@ -242,6 +242,17 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     let metrics =
         reqwest::get(format!("http://{}/metrics", up.http)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("grpc_server_handled_total"), "{metrics}");
+    // Sampled at the scrape: the pool, the worker's queues and its lag.
+    for gauge in [
+        "db_pool_connections{db=\"SQLite\",state=\"idle\"}",
+        "db_pool_max_connections{db=\"SQLite\"} 4",
+        "bus_queue_depth{queue=\"generate.long\"} 0",
+        "bus_queue_depth{queue=\"generate.long.dead\"} 0",
+        "ai_queue_lag_seconds 0",
+        "ai_worker_in_flight 0",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge} missing from {metrics}");
+    }
     // The container health check: ready now, and not once the process is gone.
     let health = |addr: &str| {
         skillup().args(["health", "--http-addr", addr]).output().unwrap().status.success()

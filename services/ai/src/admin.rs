@@ -76,6 +76,18 @@ struct StatusCount {
 }
 
 impl Generator {
+    /// Age of the oldest task still queued, seconds (0 when none): the consumers' lag.
+    pub async fn queue_lag(&self) -> crate::error::Result<f64> {
+        let oldest = task::Entity::find()
+            .filter(task::Column::Status.eq("queued"))
+            .order_by_asc(task::Column::CreatedAt)
+            .one(&self.inner.db)
+            .await?;
+        Ok(oldest
+            .map(|t| (Utc::now() - t.created_at).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0))
+    }
+
     /// Queue depths and tasks by state.
     pub async fn queue_stats(&self) -> crate::error::Result<pb::QueueStats> {
         let bus = &self.inner.bus;
@@ -96,14 +108,7 @@ impl Generator {
             .await?;
         let tasks: BTreeMap<String, u64> =
             counts.into_iter().map(|c| (c.status, c.n.max(0) as u64)).collect();
-        let oldest = task::Entity::find()
-            .filter(task::Column::Status.eq("queued"))
-            .order_by_asc(task::Column::CreatedAt)
-            .one(db)
-            .await?;
-        let oldest_queued_seconds = oldest
-            .map(|t| (Utc::now() - t.created_at).num_milliseconds().max(0) as f64 / 1000.0)
-            .unwrap_or(0.0);
+        let oldest_queued_seconds = self.queue_lag().await?;
         Ok(pb::QueueStats {
             queued,
             retrying,

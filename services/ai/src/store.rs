@@ -7,7 +7,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Tasks)]
+        vec![Box::new(M0001Tasks), Box::new(M0002StatusIndex)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -70,6 +70,36 @@ impl MigrationTrait for M0001Tasks {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table("ai_tasks").to_owned()).await
+    }
+}
+
+/// The consumers' lag (oldest queued task) and the operators' counts by state, read by index.
+struct M0002StatusIndex;
+
+impl MigrationName for M0002StatusIndex {
+    fn name(&self) -> &str {
+        "m0002_status_index"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002StatusIndex {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_index(
+            Index::create()
+                .name("ai_tasks_status_created")
+                .table("ai_tasks")
+                .col("status")
+                .col("created_at")
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(Index::drop().name("ai_tasks_status_created").table("ai_tasks").to_owned())
+            .await
     }
 }
 

@@ -58,6 +58,33 @@ impl Worker {
         Self { generator, running: Default::default(), hand_back: CancellationToken::new() }
     }
 
+    /// Gauges read at each scrape: `bus_queue_depth{queue}` for the work queue, its retry
+    /// levels and its dead letters; `ai_queue_lag_seconds` (age of the oldest queued task);
+    /// `ai_worker_in_flight`. Once per process: the collector lives as long as it does.
+    pub fn report_metrics(&self) {
+        let w = self.clone();
+        skillup_kit::ops::on_scrape(Box::new(move || {
+            let w = w.clone();
+            Box::pin(async move {
+                let g = &w.generator;
+                let levels = queue_spec(&g.inner.cfg).retry_delays.len();
+                let queues = std::iter::once(QUEUE.to_owned())
+                    .chain((0..levels).map(|l| format!("{QUEUE}.retry.{l}")))
+                    .chain(std::iter::once(format!("{QUEUE}.dead")));
+                for q in queues {
+                    if let Ok(n) = g.inner.bus.depth(&q).await {
+                        metrics::gauge!("bus_queue_depth", "queue" => q).set(n as f64);
+                    }
+                }
+                if let Ok(lag) = g.queue_lag().await {
+                    metrics::gauge!("ai_queue_lag_seconds").set(lag);
+                }
+                let running = w.running.lock().map(|r| r.len()).unwrap_or(0);
+                metrics::gauge!("ai_worker_in_flight").set(running as f64);
+            })
+        }));
+    }
+
     /// Consumes until `shutdown`, then drains within `grace`.
     pub async fn run(self, shutdown: Shutdown, grace: Duration) -> skillup_kit::Result<()> {
         let inner = &self.generator.inner;

@@ -56,6 +56,31 @@ pub fn probe(db: DatabaseConnection) -> Readiness {
     })
 }
 
+/// Pool gauges sampled at each scrape: `db_pool_connections{state="in_use"|"idle"}` and
+/// `db_pool_max_connections`, labelled with the database kind. Once per process: the collector
+/// keeps the pool for as long as the process lives.
+pub fn report_pool(db: &DatabaseConnection, kind: &'static str) {
+    let db = db.clone();
+    crate::ops::on_scrape(Box::new(move || {
+        let (size, idle, max) = match db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                let p = db.get_postgres_connection_pool();
+                (p.size(), p.num_idle() as u32, p.options().get_max_connections())
+            }
+            sea_orm::DbBackend::Sqlite => {
+                let p = db.get_sqlite_connection_pool();
+                (p.size(), p.num_idle() as u32, p.options().get_max_connections())
+            }
+            _ => (0, 0, 0),
+        };
+        metrics::gauge!("db_pool_connections", "db" => kind, "state" => "in_use")
+            .set(size.saturating_sub(idle) as f64);
+        metrics::gauge!("db_pool_connections", "db" => kind, "state" => "idle").set(idle as f64);
+        metrics::gauge!("db_pool_max_connections", "db" => kind).set(max as f64);
+        Box::pin(async {})
+    }));
+}
+
 /// SQLite's "database is locked": another transaction holds the write lock; try again.
 pub fn is_busy(e: &sea_orm::DbErr) -> bool {
     e.to_string().contains("database is locked")

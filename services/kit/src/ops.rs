@@ -1,7 +1,9 @@
 //! The ops HTTP endpoints every process serves: `/healthz` (alive), `/readyz` (dependencies
 //! answer), `/metrics` (Prometheus text). The edge merges these into its own router.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+use futures::future::BoxFuture;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -30,6 +32,26 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Something sampled when `/metrics` is scraped (a pool's size, a queue's depth): gauges that
+/// are only worth reading when someone asks, with no timer of their own.
+pub type Collector = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+static COLLECTORS: Mutex<Vec<Collector>> = Mutex::new(Vec::new());
+
+/// Registers a collector for every later scrape (for the life of the process).
+pub fn on_scrape(collector: Collector) {
+    COLLECTORS.lock().unwrap_or_else(|p| p.into_inner()).push(collector);
+}
+
+/// Runs every collector (at most 2 s in all, so a slow broker cannot stall a scrape).
+pub async fn collect() {
+    let runs: Vec<_> =
+        COLLECTORS.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|c| c()).collect();
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(2), futures::future::join_all(runs))
+            .await;
+}
+
 #[derive(Clone)]
 struct OpsState {
     readiness: Readiness,
@@ -54,6 +76,7 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    collect().await;
     state.metrics.run_upkeep();
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
