@@ -180,7 +180,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }),
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
-    telemetry::init(config.log_format);
+    let service = match &cli.command {
+        Command::Up => "skillup".to_owned(),
+        Command::Serve { component } => format!("skillup-{}", component.name()),
+        _ => "skillup-cli".to_owned(),
+    };
+    // Kept to the end of `run`: dropping it flushes batched spans and queued error reports.
+    let _telemetry = telemetry::init(config.log_format, &service, telemetry::Exporters::from_env());
     match cli.command {
         Command::Up => {
             config.validate(RunMode::AllInOne, Component::all_needs())?;

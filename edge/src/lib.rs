@@ -200,7 +200,10 @@ impl Edge {
             // trace: one span per request, carrying the request id;
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
                 let rid = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %rid)
+                let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %rid, trace_id = tracing::field::Empty);
+                // Continue the client's trace when it sent a `traceparent`, else start one.
+                skillup_kit::telemetry::adopt(&span, req.headers());
+                span
             }))
             // propagate: the same id on the answer;
             .layer(PropagateRequestIdLayer::x_request_id())
@@ -337,6 +340,8 @@ impl Inner {
                 put(to, v);
             }
         }
+        // The trace goes on: the service's span is a child of this request's.
+        skillup_kit::telemetry::inject_metadata(&mut md);
         md
     }
 }

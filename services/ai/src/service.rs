@@ -79,6 +79,8 @@ pub(crate) struct Inner {
 /// A request made ready: the caller, the built prompt and the chosen limits.
 pub(crate) struct Prepared {
     pub user: Uuid,
+    /// The request id of the call (logs and the queued job carry it).
+    pub request_id: String,
     pub req: pb::GenerateRequest,
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
@@ -276,6 +278,7 @@ impl Generator {
             .collect();
         Ok(Prepared {
             user,
+            request_id: identity.request_id.clone(),
             class: built.class(),
             max_tokens: built.max_tokens.max(1),
             estimated_input: built.estimated_input_tokens,
@@ -745,6 +748,9 @@ impl Generator {
         };
         let mut msg = Message::new(job.encode_to_vec()).with_priority(priority.min(9) as u8);
         msg.id = task_id.to_string();
+        if !p.request_id.is_empty() {
+            msg = msg.with_header(crate::worker::REQUEST_ID_HEADER, p.request_id.clone());
+        }
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
             tracing::error!(task = %task_id, error = %e, "queueing failed; the task is failed and its hold released");
             let _ = task::Entity::update_many()

@@ -30,6 +30,9 @@ use crate::{
     store::task,
 };
 
+/// Message header carrying the request id of the call that queued the task.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// Running tasks by id, so a cancel event can stop one.
 type Running = Arc<Mutex<HashMap<Uuid, CancellationToken>>>;
 
@@ -119,7 +122,19 @@ impl Worker {
                 d = consumer.next() => match d {
                     Some(d) => {
                         let w = self.clone();
-                        jobs.spawn(async move { w.handle(d).await });
+                        // The task's span continues the trace of the request that queued it.
+                        let span = tracing::info_span!(
+                            "task",
+                            queue = QUEUE,
+                            message_id = %d.message.id,
+                            request_id = %d.message.headers.get(REQUEST_ID_HEADER).map(String::as_str).unwrap_or(""),
+                            trace_id = tracing::field::Empty,
+                        );
+                        skillup_kit::telemetry::adopt_context(
+                            &span,
+                            skillup_kit::telemetry::extract_headers(&d.message.headers),
+                        );
+                        jobs.spawn(tracing::Instrument::instrument(async move { w.handle(d).await }, span));
                     }
                     None => break,
                 },
@@ -307,6 +322,7 @@ impl Worker {
                 g.cache_task(&done).await;
                 self.announce(&done).await?;
                 metrics::counter!("ai_tasks_total", "outcome" => "completed").increment(1);
+                tracing::info!(task = %id, tokens = answer.usage.total(), "task completed");
                 Ok(Step::Ack(Handled::Completed))
             }
             Err(e) => {

@@ -245,9 +245,22 @@ impl GrpcServer {
         // Layers, outermost first:
         let layers = ServiceBuilder::new()
             // trace: one span per RPC, so everything below logs inside it;
-            .layer(TraceLayer::new_for_grpc().make_span_with(
-                |req: &Request<Body>| tracing::info_span!("grpc", path = %req.uri().path()),
-            ))
+            .layer(TraceLayer::new_for_grpc().make_span_with(|req: &Request<Body>| {
+                let rid = req
+                    .headers()
+                    .get(crate::identity::REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let span = tracing::info_span!(
+                    "grpc",
+                    path = %req.uri().path(),
+                    request_id = %rid,
+                    trace_id = tracing::field::Empty,
+                );
+                // A child of the caller's trace (`traceparent` in the metadata).
+                crate::telemetry::adopt(&span, req.headers());
+                span
+            }))
             // metrics: counts and times every RPC by its final grpc-status.
             .layer(MetricsLayer)
             // identity: plain identity headers out, the verified assertion's claims in, before

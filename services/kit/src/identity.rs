@@ -138,6 +138,8 @@ impl Identity {
         if !self.request_id.is_empty() {
             put(REQUEST_ID, &self.request_id);
         }
+        // And the trace: the next service's span is a child of this one.
+        crate::telemetry::inject_metadata(md);
     }
 }
 

@@ -493,7 +493,8 @@ impl Bus for AmqpBus {
         Ok(())
     }
 
-    async fn enqueue(&self, queue: &str, msg: Message) -> Result<()> {
+    async fn enqueue(&self, queue: &str, mut msg: Message) -> Result<()> {
+        crate::telemetry::inject_headers(&mut msg.headers);
         let spec = self.spec(queue)?;
         self.inner.publish_confirmed("", &self.inner.name(queue), &msg, Some(&spec)).await
     }
@@ -503,7 +504,8 @@ impl Bus for AmqpBus {
         Ok(self.spawn_consumer(Source { spec, bindings: Vec::new(), transient: false }, prefetch))
     }
 
-    async fn publish(&self, routing_key: &str, msg: Message) -> Result<()> {
+    async fn publish(&self, routing_key: &str, mut msg: Message) -> Result<()> {
+        crate::telemetry::inject_headers(&mut msg.headers);
         let msg = msg.with_header("x-routing-key", routing_key);
         let exchange = self.inner.exchange.clone();
         self.inner.publish_confirmed(&exchange, routing_key, &msg, None).await

@@ -218,7 +218,8 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn enqueue(&self, queue: &str, msg: Message) -> Result<()> {
+    async fn enqueue(&self, queue: &str, mut msg: Message) -> Result<()> {
+        crate::telemetry::inject_headers(&mut msg.headers);
         self.inner.queue(queue)?.push(msg, false);
         Ok(())
     }
@@ -228,7 +229,8 @@ impl Bus for MemoryBus {
         Ok(self.consumer(q, prefetch, None))
     }
 
-    async fn publish(&self, routing_key: &str, msg: Message) -> Result<()> {
+    async fn publish(&self, routing_key: &str, mut msg: Message) -> Result<()> {
+        crate::telemetry::inject_headers(&mut msg.headers);
         let targets: Vec<String> = self
             .inner
             .bindings
