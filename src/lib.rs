@@ -24,6 +24,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "skillup.subscribe.v1.SubscriptionService",
     "skillup.payment.v1.PaymentService",
     "skillup.ai.v1.GenerationService",
+    "skillup.ai.v1.GenerationAdminService",
     "skillup.notification.v1.NotificationService",
 ];
 
