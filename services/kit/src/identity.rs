@@ -154,10 +154,12 @@ pub enum AssertionError {
     Expired,
 }
 
-/// The mesh's assertion key.
+/// The mesh's assertion key, and the keys it replaced (still accepted while a rotation rolls
+/// out). The key file holds one key per line: the first signs, every line verifies.
 #[derive(Clone)]
 pub struct IdentityKey {
     key: hmac::Key,
+    previous: Vec<hmac::Key>,
 }
 
 impl std::fmt::Debug for IdentityKey {
@@ -175,7 +177,19 @@ impl IdentityKey {
                 bytes.len()
             )));
         }
-        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, bytes) })
+        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, bytes), previous: Vec::new() })
+    }
+
+    /// A key file's contents: one key per line (blank lines ignored); the first signs.
+    pub fn from_lines(text: &[u8]) -> Result<Self> {
+        let mut lines = text.split(|b| *b == b'\n').map(trim).filter(|l| !l.is_empty());
+        let mut key = Self::from_bytes(
+            lines.next().ok_or_else(|| Error::Keys("the identity key file is empty".into()))?,
+        )?;
+        for line in lines {
+            key.previous.push(Self::from_bytes(line)?.key);
+        }
+        Ok(key)
     }
 
     /// A fresh random key (tests, and `up` on first start).
@@ -190,7 +204,7 @@ impl IdentityKey {
     /// in Kubernetes the file comes from a Secret and is never created.
     pub fn load(path: &Path, create: bool) -> Result<Self> {
         match std::fs::read(path) {
-            Ok(bytes) => Self::from_bytes(trim(&bytes)),
+            Ok(bytes) => Self::from_lines(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut raw = [0u8; 32];
                 getrandom::fill(&mut raw).map_err(|e| Error::Keys(e.to_string()))?;
@@ -200,7 +214,7 @@ impl IdentityKey {
                 }
                 write_private(path, hex.as_bytes())?;
                 // Another process may have raced us: whatever is on disk now wins.
-                Self::from_bytes(trim(&std::fs::read(path)?))
+                Self::from_lines(&std::fs::read(path)?)
             }
             Err(e) => Err(Error::Keys(format!("reading the identity key {}: {e}", path.display()))),
         }
@@ -226,7 +240,10 @@ impl IdentityKey {
         let (body, tag) = assertion.rsplit_once('.').ok_or(AssertionError::Malformed)?;
         let claims = body.strip_prefix("v1.").ok_or(AssertionError::Malformed)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| AssertionError::Malformed)?;
-        hmac::verify(&self.key, body.as_bytes(), &tag).map_err(|_| AssertionError::BadSignature)?;
+        std::iter::once(&self.key)
+            .chain(&self.previous)
+            .find(|k| hmac::verify(k, body.as_bytes(), &tag).is_ok())
+            .ok_or(AssertionError::BadSignature)?;
         let bytes = URL_SAFE_NO_PAD.decode(claims).map_err(|_| AssertionError::Malformed)?;
         let mut id: Identity =
             serde_json::from_slice(&bytes).map_err(|_| AssertionError::Malformed)?;
@@ -419,5 +436,28 @@ mod tests {
         let a = k1.sign(&id(100));
         assert!(k2.verify(&a, 1).is_ok(), "the same key comes back from the file");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_previous_key_until_it_is_removed() {
+        let old = "a".repeat(64);
+        let new = "b".repeat(64);
+        let before = IdentityKey::from_lines(old.as_bytes()).unwrap();
+        // Step 1 (every pod): the new key added as a second line — still signing with the old.
+        let adding = IdentityKey::from_lines(format!("{old}\n{new}\n").as_bytes()).unwrap();
+        // Step 2: the new key first — signs with the new, still accepts the old.
+        let swapped = IdentityKey::from_lines(format!("\n{new}\n{old}\n").as_bytes()).unwrap();
+        // Step 3: the old key removed.
+        let after = IdentityKey::from_lines(new.as_bytes()).unwrap();
+        let by_old = before.sign(&id(100));
+        let by_new = swapped.sign(&id(100));
+        assert_eq!(adding.sign(&id(100)), by_old, "the first line signs");
+        for k in [&adding, &swapped] {
+            assert!(k.verify(&by_old, 1).is_ok() && k.verify(&by_new, 1).is_ok());
+        }
+        assert!(before.verify(&by_new, 1).is_err());
+        assert_eq!(after.verify(&by_old, 1), Err(AssertionError::BadSignature));
+        assert!(after.verify(&by_new, 1).is_ok());
+        assert!(IdentityKey::from_lines(b"\n \n").is_err(), "an empty file is no key");
     }
 }
