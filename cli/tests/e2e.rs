@@ -1,0 +1,269 @@
+//! The seed's user flow, end to end through the edge's REST API, twice: with every component as
+//! its own `skillup serve` process on the real PostgreSQL, Redis and RabbitMQ (the way
+//! Kubernetes runs it), and against `skillup up` on its embedded defaults. Register → verify the
+//! email from the outbox → top up → subscribe → a short generation inline → a streamed one (SSE)
+//! → a long one (202) whose completion is pushed over the WebSocket → poll it → quota and balance
+//! reflect exactly what was used → log out → the old token is refused.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use common::{free_port, mesh::Mesh, skillup};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use skillup_kit::{
+    keys::{KeyStore, SigningKey},
+    testing,
+};
+
+async fn ok(res: reqwest::Response, want: u16) -> Value {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    assert_eq!(status, want, "{text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+fn number(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Number(n) => n.as_u64().unwrap(),
+        Value::Null => 0,
+        other => panic!("not a number: {other}"),
+    }
+}
+
+/// The verification token mailed to `email`.
+fn mailed_token(outbox: &Path, email: &str) -> String {
+    for _ in 0..100 {
+        for entry in std::fs::read_dir(outbox).into_iter().flatten() {
+            let body = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            if body.contains(&format!("To: {email}")) && body.contains("token=") {
+                return body.split("token=").nth(1).unwrap().chars().take(43).collect();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no verification email to {email} in {}", outbox.display());
+}
+
+async fn seed_flow(base: &str, outbox: &Path) {
+    let rest = reqwest::Client::new();
+    let email = format!("e2e-{}@example.com", testing::unique());
+    let get = |path: &str, token: &str| rest.get(format!("{base}{path}")).bearer_auth(token).send();
+
+    // Register, then confirm the address from the email.
+    let auth = ok(
+        rest.post(format!("{base}/api/auth/register"))
+            .json(&json!({"email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let token = auth["access_token"].as_str().unwrap().to_owned();
+    let verify = mailed_token(outbox, &email);
+    ok(
+        rest.post(format!("{base}/api/auth/verify-email"))
+            .json(&json!({"token": verify}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+
+    // Money in, then a plan bought with it.
+    ok(
+        rest.post(format!("{base}/api/payments/top-up"))
+            .bearer_auth(&token)
+            .header("idempotency-key", format!("e2e-{email}"))
+            .json(&json!({"amount_minor": 5000, "currency": "USD"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let plans =
+        ok(rest.get(format!("{base}/api/subscriptions/plans")).send().await.unwrap(), 200).await;
+    let basic =
+        plans["plans"].as_array().unwrap().iter().find(|p| p["id"] == "basic").unwrap().clone();
+    let price = number(&basic["price"]["amount_minor"]);
+    assert!(price > 0, "{basic}");
+    ok(
+        rest.post(format!("{base}/api/subscriptions"))
+            .bearer_auth(&token)
+            .json(&json!({"plan": "basic"}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let balance = ok(get("/api/payments/balance?currency=USD", &token).await.unwrap(), 200).await;
+    assert_eq!(number(&balance["available"]["amount_minor"]), 5000 - price, "{balance}");
+    let usage = ok(get("/api/subscriptions/me/usage", &token).await.unwrap(), 200).await;
+    assert_eq!(number(&usage["tokens_used"]), 0, "{usage}");
+
+    let generate =
+        |body: Value| rest.post(format!("{base}/api/generate")).bearer_auth(&token).json(&body);
+    // A short function: answered inline.
+    let inline = ok(
+        generate(json!({"topic": "photosynthesis", "function": "quiz"})).send().await.unwrap(),
+        200,
+    )
+    .await;
+    let used_inline = number(&inline["completion"]["usage"]["total_tokens"]);
+    assert!(used_inline > 0, "{inline}");
+    assert!(inline["completion"]["text"].as_str().unwrap().contains("photosynthesis"));
+
+    // Streamed: SSE events, the last one with the usage.
+    let sse = generate(json!({"topic": "plate tectonics", "function": "summary"}))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let text = sse.text().await.unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(events.first().is_some_and(|e| e.get("started").is_some()), "{text}");
+    let deltas: String =
+        events.iter().filter_map(|e| e.get("delta").and_then(Value::as_str)).collect();
+    assert!(deltas.contains("plate tectonics"), "{text}");
+    let finished = events.iter().find_map(|e| e.get("finished")).expect("a finished event");
+    let used_stream = number(&finished["usage"]["total_tokens"]);
+    assert!(used_stream > 0, "{finished}");
+
+    // Long: queued (202), its completion pushed over the open WebSocket, then polled.
+    let ws_url = format!("{}/api/notifications/ws", base.replacen("http", "ws", 1));
+    let mut ws = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = ws_url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("skillup.v1, bearer.{token}").parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(req).await.expect("the notification socket opens").0
+    };
+    let queued = ok(
+        generate(json!({"topic": "the french revolution", "function": "article"}))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    let task_id = queued["task"]["task_id"].as_str().unwrap().to_owned();
+    let status_url = queued["task"]["status_url"].as_str().unwrap().to_owned();
+    let pushed = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                let n: Value = serde_json::from_str(&t).unwrap();
+                if n["kind"] == "NOTIFICATION_KIND_GENERATION_COMPLETED" {
+                    return n;
+                }
+            }
+        }
+        panic!("the socket closed before the completion");
+    })
+    .await
+    .expect("the completion reaches the open WebSocket");
+    assert_eq!(pushed["data"]["task_id"], task_id.as_str(), "{pushed}");
+    let task = ok(get(&status_url, &token).await.unwrap(), 200).await;
+    assert_eq!(task["status"], "TASK_STATUS_COMPLETED", "{task}");
+    assert!(task["text"].as_str().unwrap().contains("the french revolution"), "{task}");
+    let used_task = number(&task["usage"]["total_tokens"]);
+    assert!(used_task > 0, "{task}");
+
+    // Quota: exactly the three generations, nothing held; the balance paid only the plan.
+    let mut usage = Value::Null;
+    for _ in 0..100 {
+        usage = ok(get("/api/subscriptions/me/usage", &token).await.unwrap(), 200).await;
+        if number(&usage["tokens_held"]) == 0 && number(&usage["tokens_used"]) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        number(&usage["tokens_used"]),
+        used_inline + used_stream + used_task,
+        "charged exactly what was generated: {usage}"
+    );
+    assert_eq!(number(&usage["tokens_held"]), 0, "{usage}");
+    assert_eq!(number(&usage["generations_used"]), 3, "{usage}");
+    let balance = ok(get("/api/payments/balance?currency=USD", &token).await.unwrap(), 200).await;
+    assert_eq!(number(&balance["available"]["amount_minor"]), 5000 - price, "{balance}");
+
+    // Log out: the same token is refused at once.
+    let out = rest
+        .post(format!("{base}/api/auth/logout"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let me = get("/api/auth/me", &token).await.unwrap();
+    assert_eq!(me.status(), 401, "{}", me.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_flow_across_separate_serve_processes() {
+    let mesh = Mesh::start(&[]).await;
+    seed_flow(&mesh.edge(), &mesh.dir.join("outbox")).await;
+}
+
+struct Up {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_flow_against_skillup_up() {
+    let dir = std::env::temp_dir().join(format!("skillup-e2e-{}", testing::unique()));
+    let key = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap();
+    KeyStore::new(dir.join("keys")).store(&key, true).unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let child = skillup()
+        .args(["up", "--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr"])
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("SKILLUP_AUTH__BCRYPT_COST", "4")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = Up { child, dir };
+    let base = format!("http://127.0.0.1:{http}");
+    let mut ready = false;
+    for _ in 0..300 {
+        if reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "`skillup up` never got ready");
+    seed_flow(&base, &up.dir.join("outbox")).await;
+}
