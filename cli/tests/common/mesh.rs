@@ -140,6 +140,46 @@ impl Mesh {
         started.elapsed()
     }
 
+    /// A new verified account through the edge; its access token.
+    pub async fn user(&self, email: &str) -> String {
+        let rest = reqwest::Client::new();
+        let res = rest
+            .post(format!("{}/api/auth/register", self.edge()))
+            .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let body: serde_json::Value = res.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        let mut verify = String::new();
+        for _ in 0..100 {
+            for entry in std::fs::read_dir(self.dir.join("outbox")).into_iter().flatten() {
+                let mail = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+                if mail.contains(&format!("To: {email}")) && mail.contains("token=") {
+                    verify = mail.split("token=").nth(1).unwrap().chars().take(43).collect();
+                }
+            }
+            if !verify.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let res = rest
+            .post(format!("{}/api/auth/verify-email", self.edge()))
+            .json(&serde_json::json!({"token": verify}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "verify: {}", res.text().await.unwrap());
+        token
+    }
+
+    /// True while every component process still runs (none crashed or was restarted).
+    pub fn all_running(&mut self) -> bool {
+        self.procs.values_mut().all(|c| c.try_wait().unwrap().is_none())
+    }
+
     /// Starts a component stopped with [`Mesh::stop`] and waits until it is ready.
     pub async fn start_again(&mut self, component: &'static str) {
         self.spawn(component);
