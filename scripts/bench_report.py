@@ -119,10 +119,13 @@ for conns in (64, 1):
     for path, label in (("direct", "direct gRPC"), ("edge", "edge"), ("nginx", "Nginx `auth_request` → edge")):
         if (path, conns) in edge:
             p(f"| {label} | {conns} | {edge_med(path, conns, 0):,.0f} | {edge_med(path, conns, 1):.2f} | {edge_med(path, conns, 2):.2f} |")
-e64, n64 = edge_med("edge", 64, 0), edge_med("nginx", 64, 0)
-p(f"\n- edge / Nginx throughput at 64 connections: **{e64 / n64:.2f}×** (goal ≥ 2×); p99 edge "
-  f"{edge_med('edge', 64, 2):.2f} ms vs Nginx {edge_med('nginx', 64, 2):.2f} ms")
-p(f"- edge p50 over direct gRPC at 1 connection: **{edge_med('edge', 1, 1) - edge_med('direct', 1, 1):+.3f} ms** (goal ≤ 1 ms)\n")
+# Ratios round by round (each against its own round's anchor), then their median.
+tput = [e[0] / n[0] for e, n in zip(edge.get(("edge", 64), []), edge.get(("nginx", 64), []))]
+p99s = [e[2] / n[2] for e, n in zip(edge.get(("edge", 64), []), edge.get(("nginx", 64), []))]
+over = [e[1] - d[1] for e, d in zip(edge.get(("edge", 1), []), edge.get(("direct", 1), []))]
+p(f"\n- edge / Nginx throughput at 64 connections: **{med(tput):.2f}×** (per round {rng(tput)}×; goal ≥ 2×);"
+  f" p99 edge / Nginx {med(p99s):.2f}× (per round {rng(p99s)}×; goal ≤ 1×)")
+p(f"- edge p50 over direct gRPC at 1 connection: **{med(over):+.3f} ms** (per round {rng(over)} ms; goal ≤ 1 ms)\n")
 
 p("## Auth: ValidateToken, and logins against raw bcrypt\n")
 p("| measure | median | range |")
