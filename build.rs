@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let testing = compile(&testing)?;
     fs::write(out.join("testing_descriptor.bin"), testing.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
+        // Smaller starting buffers (see `skillup_proto::codec`).
+        .codec_path("crate::codec::SmallCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(testing.file_descriptor_set())?;

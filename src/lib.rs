@@ -28,6 +28,51 @@ pub const SERVICE_NAMES: &[&str] = &[
     "skillup.notification.v1.NotificationService",
 ];
 
+/// The protobuf codec of every generated client and server: tonic-prost's, with 1 KiB starting
+/// buffers instead of 8 KiB. A server stream holds its encode buffer for as long as it is open
+/// (each live notification subscriber, mostly idle), and most messages here are far below
+/// 1 KiB; the buffers grow for larger ones.
+pub mod codec {
+    use std::marker::PhantomData;
+
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::{ProstDecoder, ProstEncoder};
+
+    /// Starting buffer 1 KiB; yield to the transport past 32 KiB (tonic's default).
+    pub fn buffers() -> BufferSettings {
+        BufferSettings::new(1024, 32 * 1024)
+    }
+
+    /// [`tonic_prost::ProstCodec`] with [`buffers`].
+    #[derive(Debug, Clone, Copy)]
+    pub struct SmallCodec<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for SmallCodec<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for SmallCodec<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstEncoder::new(buffers())
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstDecoder::new(buffers())
+        }
+    }
+}
+
 macro_rules! package {
     ($name:ident, $pkg:literal) => {
         pub mod $name {

@@ -490,11 +490,12 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         };
         let inner = inner.clone();
         // Small buffers: most sockets idle (notifications), and tungstenite's 128 KiB read
-        // buffer per socket would make ten thousand of them cost over a gigabyte. Messages are
-        // small JSON; writes go out at once (the bridge flushes each message anyway).
+        // buffer per socket would make ten thousand of them cost over a gigabyte. Clients send
+        // only a token and pongs (the buffer grows for anything larger); writes go out at once
+        // (the bridge flushes each message anyway).
         let res = upgrade
             .protocols(["skillup.v1"])
-            .read_buffer_size(4 * 1024)
+            .read_buffer_size(1024)
             .write_buffer_size(0)
             .max_message_size(64 * 1024)
             .on_upgrade(move |socket| stream::ws_bridge(socket, inner, auth, call));

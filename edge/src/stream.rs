@@ -120,13 +120,16 @@ pub async fn ws_bridge(mut socket: WebSocket, inner: Arc<Inner>, auth: WsAuth, c
         WsAuth::Public => (None, None),
         WsAuth::FirstMessage => {
             let wait = Duration::from_millis(inner.cfg.ws_auth_timeout_ms);
-            let Some(token) = first_token(&mut socket, wait).await else {
+            let Some(token) = Box::pin(first_token(&mut socket, wait)).await else {
                 let _ = socket
                     .send(close(CLOSE_UNAUTHORIZED, "send {\"token\":\"<access token>\"} first"))
                     .await;
                 return;
             };
-            match inner.authn.authenticate(&token, &call.route.rpc.rule.scopes).await {
+            // Boxed, here and below: a future awaited inline is laid out inside this one, which
+            // every open socket holds for its whole life; boxed, it costs memory only while it
+            // runs.
+            match Box::pin(inner.authn.authenticate(&token, &call.route.rpc.rule.scopes)).await {
                 Ok(d) => (Some(d), Some(token)),
                 Err(e) => {
                     let code = if e.status == 503 { 1013 } else { CLOSE_UNAUTHORIZED };
@@ -156,10 +159,16 @@ pub async fn ws_bridge(mut socket: WebSocket, inner: Arc<Inner>, auth: WsAuth, c
         0 => Duration::from_secs(24 * 3600),
         ms => Duration::from_millis(u64::from(ms)),
     };
-    let opened = upstream
-        // A subscription only reads: safe to open again.
-        .server_streaming(&call.route.rpc.grpc_path, transcode::encode(&msg), md, timeout, true)
-        .await;
+    // A subscription only reads: safe to open again.
+    let opened = Box::pin(upstream.server_streaming(
+        &call.route.rpc.grpc_path,
+        transcode::encode(&msg),
+        md,
+        timeout,
+        true,
+    ))
+    .await;
+    drop(msg);
     let mut stream = match opened {
         Ok(r) => r.into_inner(),
         Err(e) => {
@@ -209,7 +218,7 @@ pub async fn ws_bridge(mut socket: WebSocket, inner: Arc<Inner>, auth: WsAuth, c
                     }
                     // Cheap while nothing changed (cached decision + one stamp read); a
                     // logout or revocation anywhere closes the socket at the next tick.
-                    if let Err(e) = inner.authn.authenticate(token, &call.route.rpc.rule.scopes).await {
+                    if let Err(e) = Box::pin(inner.authn.authenticate(token, &call.route.rpc.rule.scopes)).await {
                         let code = if e.status == 503 { 1013 } else { CLOSE_UNAUTHORIZED };
                         break Some(close(code, &e.body(&call.request_id).to_string()));
                     }

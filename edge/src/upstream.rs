@@ -47,6 +47,11 @@ impl Encoder for RawEncoder {
         dst.put(item);
         Ok(())
     }
+
+    /// As the services' codec (`skillup_proto::codec`): 1 KiB to start, grown as needed.
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        skillup_proto::codec::buffers()
+    }
 }
 
 impl Decoder for RawDecoder {

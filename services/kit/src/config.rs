@@ -480,7 +480,7 @@ impl Default for Config {
                     open_ms: 5_000,
                     half_open_probes: 3,
                 },
-                retry: RetryConfig { max_attempts: 6, initial_backoff_ms: 25, max_backoff_ms: 500 },
+                retry: RetryConfig { max_attempts: 8, initial_backoff_ms: 25, max_backoff_ms: 500 },
             },
             ai: AiConfig {
                 providers: [
