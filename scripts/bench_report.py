@@ -176,6 +176,11 @@ for name, label in (("spread", "charges spread over 32 wallets"), ("hot", "charg
     share = [a / b * 100 for a, b in zip(v, pg) if a and b]
     p(f"| {label} | {med(v):,.0f}/s | {med(share):.0f} % |")
 p(f"| `pgbench -N` (anchor) | {med(pg):,.0f} TPS | 100 % |\n")
+missing = [name for name in ("spread", "hot", "reserve+commit", "pgbench simple-update (anchor)")
+           if len(scen("payment", name, "per_second")) < rounds]
+if missing:
+    p(f"Incomplete: {', '.join(missing)} measured in fewer than {rounds} rounds (a round failed;"
+      " its output is in target/bench). Shares use only rounds with both figures.\n")
 
 p("## Footprint\n")
 rss = [j["rss_kib"] for r in R for j in jsons("rss", r) if "rss_kib" in j]
