@@ -280,10 +280,16 @@ fn jitter() -> f64 {
     0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 2.0
 }
 
-/// Whether a failed attempt may be made again: UNAVAILABLE only, and only when the call is safe
-/// to repeat or certainly never reached the service.
+/// Whether a failed attempt may be made again: UNAVAILABLE when the call is safe to repeat or
+/// certainly never reached the service; CANCELLED (not ours: a cancel near the deadline reads
+/// DEADLINE_EXCEEDED by then) when the call is safe to repeat — it is what a call gets when the
+/// connection it was put on closes under it, as a restarting service's does.
 pub fn retryable(status: &Status, idempotent: bool) -> bool {
-    status.code() == Code::Unavailable && (idempotent || never_sent(status))
+    match status.code() {
+        Code::Unavailable => idempotent || never_sent(status),
+        Code::Cancelled => idempotent,
+        _ => false,
+    }
 }
 
 /// The connection was refused, or the server refused the stream (HTTP/2 REFUSED_STREAM, sent

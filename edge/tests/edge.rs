@@ -630,15 +630,22 @@ fn unavailable_is_retried_only_where_repeating_is_safe() {
         let before = calls();
         assert_eq!(keyed(unavailable.clone()).await.unwrap().status(), 503);
         assert_eq!(calls(), before + 3, "retried up to max_attempts");
-        // Only UNAVAILABLE is retried: INTERNAL is an answer.
+        // INTERNAL is an answer, never retried.
         let before = calls();
         assert_eq!(keyed(json!({"code": 13})).await.unwrap().status(), 500);
+        assert_eq!(calls(), before + 1);
+        // CANCELLED (a connection closed under the call) is retried only when safe to repeat.
+        let before = calls();
+        assert_eq!(keyed(json!({"code": 1})).await.unwrap().status(), 499);
+        assert_eq!(calls(), before + 3);
+        let before = calls();
+        assert_eq!(s.post("/v1/fail", None, json!({"code": 1})).await.0, 499);
         assert_eq!(calls(), before + 1);
         let metrics = reqwest::get(s.url("/metrics")).await.unwrap().text().await.unwrap();
         assert!(
             metrics
                 .lines()
-                .any(|l| l.starts_with("edge_upstream_retries_total") && l.ends_with(" 2")),
+                .any(|l| l.starts_with("edge_upstream_retries_total") && l.ends_with(" 4")),
             "{metrics}"
         );
     });
