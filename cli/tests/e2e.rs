@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{free_port, mesh::Mesh, skillup};
+use common::{free_port, mailed_token, mesh::Mesh, skillup};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use skillup_kit::{
@@ -35,20 +35,6 @@ fn number(v: &Value) -> u64 {
         Value::Null => 0,
         other => panic!("not a number: {other}"),
     }
-}
-
-/// The verification token mailed to `email`.
-fn mailed_token(outbox: &Path, email: &str) -> String {
-    for _ in 0..100 {
-        for entry in std::fs::read_dir(outbox).into_iter().flatten() {
-            let body = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
-            if body.contains(&format!("To: {email}")) && body.contains("token=") {
-                return body.split("token=").nth(1).unwrap().chars().take(43).collect();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no verification email to {email} in {}", outbox.display());
 }
 
 async fn seed_flow(base: &str, outbox: &Path) {

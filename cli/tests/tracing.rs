@@ -79,30 +79,7 @@ async fn a_queued_generation_is_one_trace_from_the_edge_through_rabbitmq_to_the_
     .await;
     let base = mesh.edge();
     let rest = reqwest::Client::new();
-    let token = ok(rest
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({"email": "traced@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap())
-    .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut verify = String::new();
-    for entry in std::fs::read_dir(mesh.dir.join("outbox")).unwrap() {
-        let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        if body.contains("To: traced@example.com") {
-            verify = body.split("token=").nth(1).unwrap().chars().take(43).collect();
-        }
-    }
-    ok(rest
-        .post(format!("{base}/api/auth/verify-email"))
-        .json(&json!({"token": verify}))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let token = mesh.user("traced@example.com").await;
 
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let task = ok(rest

@@ -152,19 +152,7 @@ impl Mesh {
         assert_eq!(res.status(), 201);
         let body: serde_json::Value = res.json().await.unwrap();
         let token = body["access_token"].as_str().unwrap().to_owned();
-        let mut verify = String::new();
-        for _ in 0..100 {
-            for entry in std::fs::read_dir(self.dir.join("outbox")).into_iter().flatten() {
-                let mail = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
-                if mail.contains(&format!("To: {email}")) && mail.contains("token=") {
-                    verify = mail.split("token=").nth(1).unwrap().chars().take(43).collect();
-                }
-            }
-            if !verify.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let verify = super::mailed_token(&self.dir.join("outbox"), email);
         let res = rest
             .post(format!("{}/api/auth/verify-email", self.edge()))
             .json(&serde_json::json!({"token": verify}))

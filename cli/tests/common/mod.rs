@@ -20,6 +20,20 @@ pub fn skillup() -> Command {
     cmd
 }
 
+/// The verification token mailed to `email` (the file mailer's outbox); waits up to 5 s.
+pub fn mailed_token(outbox: &std::path::Path, email: &str) -> String {
+    for _ in 0..100 {
+        for entry in std::fs::read_dir(outbox).into_iter().flatten() {
+            let body = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            if body.contains(&format!("To: {email}")) && body.contains("token=") {
+                return body.split("token=").nth(1).unwrap().chars().take(43).collect();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no verification email to {email} in {}", outbox.display());
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
