@@ -109,10 +109,18 @@ async fn every_component_restarts_under_load_with_no_failed_request() {
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Which component is restarting, to tell where a failure happened.
+    let phase = Arc::new(std::sync::Mutex::new("steady"));
     let mut load = Vec::new();
     for i in 0..4 {
-        let (tally, stop, errors, token, base) =
-            (tally.clone(), stop.clone(), errors.clone(), token.clone(), base.clone());
+        let (tally, stop, errors, token, base, phase) = (
+            tally.clone(),
+            stop.clone(),
+            errors.clone(),
+            token.clone(),
+            base.clone(),
+            phase.clone(),
+        );
         load.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut n = i;
@@ -123,7 +131,8 @@ async fn every_component_restarts_under_load_with_no_failed_request() {
                 match get(&client, &url, &token, &tally).await {
                     Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
-                        errors.lock().unwrap().push(e);
+                        let during = *phase.lock().unwrap();
+                        errors.lock().unwrap().push(format!("restarting {during}: {e}"));
                         tally.failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
@@ -135,6 +144,7 @@ async fn every_component_restarts_under_load_with_no_failed_request() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut tasks = Vec::new();
     for c in COMPONENTS {
+        *phase.lock().unwrap() = c;
         let before = tally.ok.load(Ordering::Relaxed);
         let took = if c == "worker" {
             // Work accepted while no worker runs waits in the queue.
@@ -180,7 +190,9 @@ async fn every_component_restarts_under_load_with_no_failed_request() {
         COMPONENTS.len()
     );
     let errors = errors.lock().unwrap().clone();
-    assert_eq!(failed, 0, "failed requests: {errors:#?}");
+    let edge_warnings: Vec<String> =
+        mesh.log("edge").lines().filter(|l| l.contains("WARN")).map(str::to_owned).collect();
+    assert_eq!(failed, 0, "failed requests: {errors:#?}\nthe edge warned: {edge_warnings:#?}");
     assert_eq!(sent, ok);
     assert!(sent > 200, "too little load to mean anything: {sent}");
 

@@ -185,7 +185,7 @@ impl Authenticator {
                     e
                 }
                 _ => {
-                    tracing::warn!(code = ?s.code(), "auth cannot validate tokens right now");
+                    tracing::warn!(code = ?s.code(), message = s.message(), "auth cannot validate tokens right now");
                     ApiError::unavailable("authentication is unavailable, retry later", Some(1))
                 }
             }),

@@ -195,7 +195,7 @@ impl Upstream {
             let (body, md, path) = (body.clone(), md.clone(), path.clone());
             async move {
                 let mut grpc = tonic::client::Grpc::new(channel);
-                grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+                grpc.ready().await.map_err(not_ready)?;
                 grpc.unary(request(body, md, left), path, RawCodec).await
             }
         })
@@ -217,7 +217,7 @@ impl Upstream {
             let (body, md, path) = (body.clone(), md.clone(), path.clone());
             async move {
                 let mut grpc = tonic::client::Grpc::new(channel);
-                grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+                grpc.ready().await.map_err(not_ready)?;
                 grpc.server_streaming(request(body, md, left), path, RawCodec).await
             }
         })
@@ -251,9 +251,12 @@ impl Upstream {
             let Err(status) = &res else { break res };
             // Full jitter, as gRPC's retry policy: a random wait up to the backoff.
             let wait = backoff.mul_f64(jitter());
-            let retry = attempt < self.retry.max_attempts
-                && retryable(status, idempotent)
-                && started.elapsed() + wait < timeout;
+            let waited = started.elapsed() + wait;
+            let unreachable = Duration::from_millis(self.retry.unreachable_ms);
+            let retry = retryable(status, idempotent)
+                && (attempt < self.retry.max_attempts
+                    || (never_sent(status) && waited < unreachable))
+                && waited < timeout;
             if !retry {
                 break res;
             }
@@ -267,6 +270,16 @@ impl Upstream {
         permit.record(!res.as_ref().is_err_and(|s| is_failure(s.code())));
         res.map_err(CallError::Status)
     }
+}
+
+/// A channel that cannot take the call: UNAVAILABLE, keeping the cause (a refused connection
+/// says the call was never sent).
+fn not_ready(e: tonic::transport::Error) -> Status {
+    let mut status = Status::from_error(Box::new(e));
+    if status.code() != Code::Unavailable {
+        status = Status::unavailable(status.message().to_owned());
+    }
+    status
 }
 
 fn grpc_path(path: &str) -> Result<PathAndQuery, CallError> {
@@ -283,13 +296,29 @@ fn jitter() -> f64 {
 /// Whether a failed attempt may be made again: UNAVAILABLE when the call is safe to repeat or
 /// certainly never reached the service; CANCELLED (not ours: a cancel near the deadline reads
 /// DEADLINE_EXCEEDED by then) when the call is safe to repeat — it is what a call gets when the
-/// connection it was put on closes under it, as a restarting service's does.
+/// connection it was put on closes under it, as a restarting service's does; INTERNAL or
+/// UNKNOWN when the call is safe to repeat and the transport produced them, not the service
+/// (tonic reads a GOAWAY racing a new stream, or a connection closed mid-call, as INTERNAL).
 pub fn retryable(status: &Status, idempotent: bool) -> bool {
     match status.code() {
         Code::Unavailable => idempotent || never_sent(status),
         Code::Cancelled => idempotent,
+        Code::Internal | Code::Unknown => idempotent && broken_transport(status),
         _ => false,
     }
+}
+
+/// The status came from the connection (an HTTP/2, hyper or socket error under it), not from
+/// an answer of the service: a service's status arrives in trailers with no source.
+fn broken_transport(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<h2::Error>() || e.is::<hyper::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The connection was refused, or the server refused the stream (HTTP/2 REFUSED_STREAM, sent
@@ -327,6 +356,27 @@ pub fn is_failure(code: Code) -> bool {
 #[cfg(test)]
 mod breaker_tests {
     use super::*;
+
+    #[test]
+    fn transport_failures_are_retried_only_when_safe_and_answers_never() {
+        // What tonic makes of a GOAWAY (reason NO_ERROR) that caught a new stream: INTERNAL,
+        // with the HTTP/2 error as its source.
+        let goaway = Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert_eq!(goaway.code(), Code::Internal);
+        assert!(retryable(&goaway, true));
+        assert!(!retryable(&goaway, false), "it may have been processed");
+        let closed =
+            Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert_eq!(closed.code(), Code::Unknown);
+        assert!(retryable(&closed, true));
+        // The same codes answered by the service are answers.
+        assert!(!retryable(&Status::internal("boom"), true));
+        assert!(!retryable(&Status::unknown("boom"), true));
+        // REFUSED_STREAM: never processed, so repeated even when not idempotent.
+        let refused = Status::from_error(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert!(retryable(&refused, false));
+    }
 
     #[test]
     fn client_errors_never_open_the_breaker() {

@@ -652,6 +652,52 @@ fn unavailable_is_retried_only_where_repeating_is_safe() {
 }
 
 #[test]
+fn an_upstream_that_refuses_connections_is_waited_for_within_the_unreachable_budget() {
+    mt().block_on(async {
+        let s = stack(Kind::Embedded, |_| {}).await;
+        // An address where the echo service will come back (a replica restarting).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let edge_with = |unreachable_ms: u64| {
+            let mut c = s.config.clone();
+            c.edge.upstreams.insert("testing".into(), format!("http://{addr}"));
+            c.edge.breaker.consecutive_failures = 0;
+            c.edge.breaker.failure_rate_percent = 0;
+            // Two attempts would be over in 20 ms: only the budget can carry the call.
+            c.edge.retry.max_attempts = 2;
+            c.edge.retry.initial_backoff_ms = 10;
+            c.edge.retry.max_backoff_ms = 50;
+            c.edge.retry.unreachable_ms = unreachable_ms;
+            s.start_edge(c)
+        };
+        let (without, with) = (edge_with(0).await, edge_with(5_000).await);
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        let res = http.get(format!("{without}/v1/public/echo?id=1")).send().await.unwrap();
+        assert_eq!(res.status(), 503, "no budget: two attempts, then the refusal");
+        assert!(started.elapsed() < Duration::from_millis(500));
+
+        // The service comes back 700 ms after the calls start: a GET and a plain POST (never
+        // sent, so safe to repeat too) both wait for it.
+        let (tok, _, _) = s.register().await;
+        let started = Instant::now();
+        let get = http.get(format!("{with}/v1/public/echo?id=2")).send();
+        let post =
+            http.post(format!("{with}/v1/echo")).bearer_auth(&tok).json(&json!({"id": "3"})).send();
+        let serve = async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            s.serve_echo_at(addr).await
+        };
+        let (get, post, stop) = tokio::join!(get, post, serve);
+        let waited = started.elapsed();
+        let (get, post) = (get.unwrap(), post.unwrap());
+        assert_eq!(get.status(), 200, "{}", get.text().await.unwrap());
+        assert_eq!(post.status(), 200, "{}", post.text().await.unwrap());
+        assert!(waited >= Duration::from_millis(700), "answered only once the service was back");
+        stop.trigger();
+    });
+}
+
+#[test]
 fn a_client_that_goes_away_cancels_the_upstream_call() {
     mt().block_on(async {
         let s = stack(Kind::Embedded, |_| {}).await;

@@ -327,6 +327,21 @@ impl Stack {
         (format!("{scheme}://localhost:{}", addr.port()), edge)
     }
 
+    /// Serves one more echo service at `addr` (as a replica coming back at its old address)
+    /// until the returned handle is triggered.
+    pub async fn serve_echo_at(&self, addr: std::net::SocketAddr) -> Shutdown {
+        let server = GrpcServer::builder()
+            .add_service(EchoServiceServer::new(Echo { seen: self.seen.clone() }))
+            .identity_key(self.key.clone())
+            .shutdown_timings(Duration::ZERO, Duration::from_secs(5))
+            .bind(addr)
+            .await
+            .expect("bind the echo service");
+        let stop = Shutdown::new();
+        tokio::spawn(server.run(stop.clone()));
+        stop
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

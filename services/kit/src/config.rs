@@ -283,6 +283,11 @@ pub struct RetryConfig {
     pub initial_backoff_ms: u64,
     /// Longest wait between two attempts, milliseconds.
     pub max_backoff_ms: u64,
+    /// A call that certainly never reached the service (connection refused, stream refused)
+    /// is tried again for up to this long from its start, whatever `max_attempts` says — as
+    /// gRPC's wait-for-ready — so a lone replica's restart, however slow on a loaded machine,
+    /// is ridden out; always inside the call's deadline. 0 = `max_attempts` only.
+    pub unreachable_ms: u64,
 }
 
 /// Rate limits (`SKILLUP_EDGE__RATE__…`), GCRA: a sustained rate plus a burst. 0 = no limit.
@@ -480,7 +485,12 @@ impl Default for Config {
                     open_ms: 5_000,
                     half_open_probes: 3,
                 },
-                retry: RetryConfig { max_attempts: 8, initial_backoff_ms: 25, max_backoff_ms: 500 },
+                retry: RetryConfig {
+                    max_attempts: 8,
+                    initial_backoff_ms: 25,
+                    max_backoff_ms: 500,
+                    unreachable_ms: 5_000,
+                },
             },
             ai: AiConfig {
                 providers: [
