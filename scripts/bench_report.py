@@ -48,7 +48,7 @@ R = range(1, rounds + 1)
 edge = {}
 for r in R:
     for line in lines("edge", r):
-        m = re.match(r"^(direct|edge|nginx) c=(\d+) ([\d.]+) ([\d.]+) ([\d.]+)$", line.strip())
+        m = re.match(r"^(direct|edge|nginx|edge_h2|nginx_h2) c=(\d+) ([\d.]+) ([\d.]+) ([\d.]+)$", line.strip())
         if m:
             edge.setdefault((m[1], int(m[2])), []).append(tuple(map(float, m.group(3, 4, 5))))
 
@@ -112,11 +112,15 @@ p("`scripts/bench-edge`, `bench-auth`, `bench-ai`, `bench-notify`, `bench-paymen
 p("## Edge vs Nginx `auth_request` vs direct gRPC\n")
 p("One authenticated GET (`/api/auth/me` → auth's `GetMe`): the RPC called directly over gRPC (the")
 p("floor), through the edge (token check from its decision cache + stamp, then the RPC), and")
-p("through Nginx with `auth_request` to the edge's validate endpoint, proxying the same route.\n")
+p("through Nginx with `auth_request` to the edge's validate endpoint, proxying the same route.")
+p("`skillup up` calls its services in-process (`edge.in_process`); the *over HTTP/2* rows are a")
+p("second `up` with that off, its edge calling the services over loopback HTTP/2 as a split")
+p("deployment (`skillup serve edge` + `serve auth`) does, with Nginx in front of that edge.\n")
 p("| path | connections | req/s | p50 ms | p99 ms |")
 p("|---|---|---|---|---|")
 for conns in (64, 1):
-    for path, label in (("direct", "direct gRPC"), ("edge", "edge"), ("nginx", "Nginx `auth_request` → edge")):
+    for path, label in (("direct", "direct gRPC"), ("edge", "edge"), ("nginx", "Nginx `auth_request` → edge"),
+                        ("edge_h2", "edge, services over HTTP/2"), ("nginx_h2", "Nginx `auth_request` → edge, services over HTTP/2")):
         if (path, conns) in edge:
             p(f"| {label} | {conns} | {edge_med(path, conns, 0):,.0f} | {edge_med(path, conns, 1):.2f} | {edge_med(path, conns, 2):.2f} |")
 # Ratios round by round (each against its own round's anchor), then their median.
@@ -125,7 +129,14 @@ p99s = [e[2] / n[2] for e, n in zip(edge.get(("edge", 64), []), edge.get(("nginx
 over = [e[1] - d[1] for e, d in zip(edge.get(("edge", 1), []), edge.get(("direct", 1), []))]
 p(f"\n- edge / Nginx throughput at 64 connections: **{med(tput):.2f}×** (per round {rng(tput)}×; goal ≥ 2×);"
   f" p99 edge / Nginx {med(p99s):.2f}× (per round {rng(p99s)}×; goal ≤ 1×)")
-p(f"- edge p50 over direct gRPC at 1 connection: **{med(over):+.3f} ms** (per round {rng(over)} ms; goal ≤ 1 ms)\n")
+p(f"- edge p50 over direct gRPC at 1 connection: **{med(over):+.3f} ms** (per round {rng(over)} ms; goal ≤ 1 ms)")
+tput2 = [e[0] / n[0] for e, n in zip(edge.get(("edge_h2", 64), []), edge.get(("nginx_h2", 64), []))]
+p99s2 = [e[2] / n[2] for e, n in zip(edge.get(("edge_h2", 64), []), edge.get(("nginx_h2", 64), []))]
+over2 = [e[1] - d[1] for e, d in zip(edge.get(("edge_h2", 1), []), edge.get(("direct", 1), []))]
+if tput2:
+    p(f"- services over HTTP/2 (split deployment): edge / Nginx **{med(tput2):.2f}×** (per round {rng(tput2)}×);"
+      f" p99 {med(p99s2):.2f}×; edge p50 over direct {med(over2):+.3f} ms")
+p("")
 
 p("## Auth: ValidateToken, and logins against raw bcrypt\n")
 p("| measure | median | range |")

@@ -70,7 +70,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
     }
     let identity_key = identity_key(&config)?;
     if component == Component::Edge {
-        let edge = edge(&config, &infra, identity_key, None, &shutdown)?;
+        let edge = edge(&config, &infra, identity_key, None, None, &shutdown)?;
         let http = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
@@ -156,6 +156,7 @@ pub fn edge(
     infra: &Infra,
     identity_key: Arc<IdentityKey>,
     services: Option<Vec<String>>,
+    local: Option<skillup_kit::grpc::LocalChannel>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<skillup_edge::Edge> {
     let descriptors = prost_reflect::DescriptorPool::decode(skillup_proto::FILE_DESCRIPTOR_SET)
@@ -169,6 +170,7 @@ pub fn edge(
             identity_key,
             readiness: infra.readiness.clone(),
             services,
+            local,
         },
         shutdown.clone(),
     )

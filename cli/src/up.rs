@@ -93,6 +93,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("starting gRPC")?;
     let grpc_services = grpc.services().to_vec();
+    // The edge calls them in-process: same contracts and layers, no socket in between.
+    let local = grpc.local_channel();
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
     say(&format!(
         "ready  grpc      {grpc_addr} (auth, prompt, payment, subscribe, ai, notification, health, reflection)"
@@ -104,7 +106,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     // Route exactly what this process serves.
     let served = grpc_services;
-    let edge = components::edge(&config, &infra, identity_key, Some(served), &shutdown)?;
+    let edge =
+        components::edge(&config, &infra, identity_key, Some(served), Some(local), &shutdown)?;
     let routes = edge.inner().table.routes.len();
     let http_task = tokio::spawn(edge.serve(http, shutdown.clone()));
     say(&format!("ready  edge      {http_addr} ({routes} REST routes from the contracts)"));

@@ -78,6 +78,9 @@ pub struct EdgeParts {
     pub readiness: Readiness,
     /// Route only these services (full names); `None` = every service in `descriptors`.
     pub services: Option<Vec<String>>,
+    /// The services of this very process (`skillup up`), called in-process by every upstream
+    /// without an address of its own in `edge.upstreams`, unless `edge.in_process` is off.
+    pub local: Option<skillup_kit::grpc::LocalChannel>,
 }
 
 /// Shared state of every request.
@@ -117,7 +120,8 @@ impl Edge {
             .upstream_default
             .clone()
             .unwrap_or_else(|| format!("http://{}", parts.config.grpc_addr));
-        let upstreams = Upstreams::new(&cfg, default_url, names)?;
+        let local = parts.local.filter(|_| cfg.in_process);
+        let upstreams = Upstreams::new(&cfg, default_url, names, local)?;
         let auth = upstreams.get("auth").expect("auth upstream is always configured");
         let authn = Authenticator::new(
             auth,

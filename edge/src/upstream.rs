@@ -15,7 +15,10 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use skillup_kit::breaker::Breaker;
+use skillup_kit::{
+    breaker::Breaker,
+    grpc::{BoxError, LocalChannel},
+};
 
 /// Passes encoded messages through untouched.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,13 +71,67 @@ impl Decoder for RawDecoder {
     }
 }
 
+/// How calls reach an upstream: an HTTP/2 connection, or the service itself when it runs in
+/// this process (`skillup up`; see [`skillup_kit::grpc::LocalChannel`]). Either way a tonic
+/// client takes it as its transport.
+#[derive(Clone)]
+pub enum UpstreamChannel {
+    Network(Channel),
+    InProcess(LocalChannel),
+}
+
+impl std::fmt::Debug for UpstreamChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Network(c) => c.fmt(f),
+            Self::InProcess(_) => f.write_str("InProcess"),
+        }
+    }
+}
+
+type ChannelFuture = futures::future::Either<
+    futures::future::MapErr<
+        <Channel as tower::Service<http::Request<tonic::body::Body>>>::Future,
+        fn(tonic::transport::Error) -> BoxError,
+    >,
+    <LocalChannel as tower::Service<http::Request<tonic::body::Body>>>::Future,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for UpstreamChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = ChannelFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        match self {
+            Self::Network(c) => c.poll_ready(cx).map_err(Into::into),
+            Self::InProcess(s) => s.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        use futures::{FutureExt, TryFutureExt};
+        match self {
+            Self::Network(c) => c.call(req).map_err(boxed as fn(_) -> _).left_future(),
+            Self::InProcess(s) => s.call(req).right_future(),
+        }
+    }
+}
+
+fn boxed(e: tonic::transport::Error) -> BoxError {
+    Box::new(e)
+}
+
 /// One upstream service: a few HTTP/2 connections (one connection's lock and flow control
 /// become the bottleneck under many concurrent calls) and one breaker.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub url: String,
-    channels: Vec<Channel>,
+    channels: Vec<UpstreamChannel>,
     next: std::sync::atomic::AtomicUsize,
     pub breaker: Breaker,
     retry: RetryConfig,
@@ -89,16 +146,27 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Channels for `names` (connected on first use).
+    /// Channels for `names` (connected on first use). An upstream with no address of its own
+    /// in `edge.upstreams` is called in-process when `local` is given.
     pub fn new(
         cfg: &EdgeConfig,
         default_url: String,
         names: impl IntoIterator<Item = String>,
+        local: Option<LocalChannel>,
     ) -> Result<Self, String> {
         let mut by_name = HashMap::new();
         for name in names {
-            let url = cfg.upstreams.get(&name).cloned().unwrap_or_else(|| default_url.clone());
-            let up = Self::connect(&name, &url, cfg)?;
+            let up = match (cfg.upstreams.get(&name), &local) {
+                (None, Some(local)) => Upstream {
+                    name: name.clone(),
+                    url: "in-process".into(),
+                    channels: vec![UpstreamChannel::InProcess(local.clone())],
+                    next: Default::default(),
+                    breaker: Breaker::new(format!("upstream:{name}"), cfg.breaker.clone()),
+                    retry: cfg.retry.clone(),
+                },
+                (url, _) => Self::connect(&name, url.unwrap_or(&default_url), cfg)?,
+            };
             by_name.insert(name, Arc::new(up));
         }
         Ok(Self { by_name: Arc::new(by_name), default_url, breaker: cfg.breaker.clone() })
@@ -111,8 +179,9 @@ impl Upstreams {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        let channels =
-            (0..cfg.upstream_connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
+        let channels = (0..cfg.upstream_connections.max(1))
+            .map(|_| UpstreamChannel::Network(endpoint.connect_lazy()))
+            .collect();
         Ok(Upstream {
             name: name.to_owned(),
             url: url.to_owned(),
@@ -175,7 +244,7 @@ fn deadline<T>(
 
 impl Upstream {
     /// The next connection, round robin.
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> UpstreamChannel {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.channels[i % self.channels.len()].clone()
     }
@@ -234,7 +303,7 @@ impl Upstream {
         f: F,
     ) -> Result<T, CallError>
     where
-        F: Fn(Channel, Duration) -> Fut,
+        F: Fn(UpstreamChannel, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let permit = self.breaker.try_acquire().map_err(CallError::Open)?;
@@ -274,8 +343,8 @@ impl Upstream {
 
 /// A channel that cannot take the call: UNAVAILABLE, keeping the cause (a refused connection
 /// says the call was never sent).
-fn not_ready(e: tonic::transport::Error) -> Status {
-    let mut status = Status::from_error(Box::new(e));
+fn not_ready(e: BoxError) -> Status {
+    let mut status = Status::from_error(e);
     if status.code() != Code::Unavailable {
         status = Status::unavailable(status.message().to_owned());
     }

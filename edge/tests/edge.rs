@@ -698,6 +698,79 @@ fn an_upstream_that_refuses_connections_is_waited_for_within_the_unreachable_bud
 }
 
 #[test]
+fn services_of_the_same_process_are_called_in_process_with_the_same_layers() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        let (tok, _, user_id) = s.register().await;
+        let server = s.echo_server().await;
+        let local = server.local_channel();
+        let stop = skillup_kit::Shutdown::new();
+        tokio::spawn(server.run(stop.clone()));
+        let mut c = s.config.clone();
+        // auth stays where it is (over HTTP/2); the echo service is in this process.
+        c.edge.upstreams.insert("auth".into(), format!("http://{}", s.grpc_addr));
+        c.edge.upstream_default = Some("http://127.0.0.1:9".into());
+        let (base, edge) = s.start_edge_with(c.clone(), Some(local.clone())).await;
+        let testing = edge.inner().upstreams.get("testing").unwrap();
+        assert_eq!(testing.url, "in-process");
+        let http = reqwest::Client::new();
+
+        // The identity assertion is verified by the service's own layer, in-process too.
+        let res = http.get(format!("{base}/v1/echo/x")).bearer_auth(&tok).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["user_id"], user_id.as_str());
+        let md: Vec<String> = serde_json::from_value(v["metadata"].clone()).unwrap();
+        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v1.")), "{md:?}");
+        // Statuses, streams and health go the same way.
+        let (st, v) = {
+            let r = http.post(format!("{base}/v1/fail")).json(&json!({"code": 5})).send();
+            let r = r.await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        };
+        assert_eq!((st.as_u16(), code(&v)), (404, "NOT_FOUND"), "{v}");
+        let res = http
+            .get(format!("{base}/v1/count?count=3&interval_ms=5"))
+            .bearer_auth(&tok)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        let events = sse_events(res).await;
+        assert_eq!(events.len(), 3, "{events:?}");
+        let mut ready = false;
+        for _ in 0..50 {
+            ready = http.get(format!("{base}/readyz")).send().await.unwrap().status() == 200;
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "health answers in-process");
+        // The deadline cancels the service's call (the route allows 300 ms).
+        let before = s.seen.cancelled.load(Ordering::SeqCst);
+        let res = http
+            .post(format!("{base}/v1/fail"))
+            .json(&json!({"code": 0, "delay_ms": 2000}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 504);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(s.seen.cancelled.load(Ordering::SeqCst), before + 1);
+
+        // With edge.in_process off the same parts go over the network (here: nowhere).
+        c.edge.in_process = false;
+        c.edge.retry.unreachable_ms = 0;
+        let (base, edge) = s.start_edge_with(c, Some(local)).await;
+        assert_ne!(edge.inner().upstreams.get("testing").unwrap().url, "in-process");
+        let res = http.get(format!("{base}/v1/public/echo?id=1")).send().await.unwrap();
+        assert_eq!(res.status(), 503);
+        stop.trigger();
+    });
+}
+
+#[test]
 fn a_client_that_goes_away_cancels_the_upstream_call() {
     mt().block_on(async {
         let s = stack(Kind::Embedded, |_| {}).await;

@@ -307,6 +307,16 @@ impl Stack {
 
     /// Like [`Stack::start_edge`], with the edge itself for looking inside.
     pub async fn start_edge_handle(&self, config: Config) -> (String, Edge) {
+        self.start_edge_with(config, None).await
+    }
+
+    /// An edge that calls `local` in-process for every upstream without an address of its own
+    /// (as under `skillup up`).
+    pub async fn start_edge_with(
+        &self,
+        config: Config,
+        local: Option<skillup_kit::grpc::LocalChannel>,
+    ) -> (String, Edge) {
         let edge = Edge::build(
             EdgeParts {
                 config: config.clone(),
@@ -316,6 +326,7 @@ impl Stack {
                 identity_key: self.key.clone(),
                 readiness: self.t.infra.readiness.clone(),
                 services: None,
+                local,
             },
             self.shutdown.clone(),
         )
@@ -325,6 +336,18 @@ impl Stack {
         tokio::spawn(edge.clone().serve(listener, self.shutdown.clone()));
         let scheme = if config.edge.tls_cert_file.is_some() { "https" } else { "http" };
         (format!("{scheme}://localhost:{}", addr.port()), edge)
+    }
+
+    /// A gRPC server of one more echo service (same key, same `seen`), bound but not running.
+    pub async fn echo_server(&self) -> GrpcServer {
+        GrpcServer::builder()
+            .add_service(EchoServiceServer::new(Echo { seen: self.seen.clone() }))
+            .identity_key(self.key.clone())
+            .readiness(skillup_kit::Readiness::new(), Duration::from_millis(50))
+            .shutdown_timings(Duration::ZERO, Duration::from_secs(5))
+            .bind(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("bind the echo service")
     }
 
     /// Serves one more echo service at `addr` (as a replica coming back at its old address)

@@ -234,6 +234,9 @@ pub struct EdgeConfig {
     pub upstream_default: Option<String>,
     /// HTTP/2 connections to each upstream (calls are spread over them).
     pub upstream_connections: u32,
+    /// Under `skillup up`, call the services of the same process in-process (no socket, no
+    /// HTTP/2 framing; the same contracts and server layers) rather than over loopback.
+    pub in_process: bool,
     /// Default deadline of an upstream call, milliseconds (a route's own rule may differ).
     pub timeout_ms: u64,
     /// How long a token decision is reused, milliseconds (never past the token's expiry;
@@ -454,6 +457,7 @@ impl Default for Config {
                 upstreams: Default::default(),
                 upstream_default: None,
                 upstream_connections: 2,
+                in_process: true,
                 timeout_ms: 30_000,
                 decision_cache_ms: 5_000,
                 decision_cache_max: 100_000,

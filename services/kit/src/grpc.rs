@@ -20,7 +20,7 @@ use tonic::{
     transport::Server,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder, layer::util::Stack};
 use tower_http::trace::TraceLayer;
 
 use crate::{
@@ -149,6 +149,50 @@ impl GrpcServerBuilder {
     }
 }
 
+/// Every RPC's layers, outermost first — on the listener and in-process alike:
+/// - trace: one span per RPC, so everything below logs inside it;
+/// - metrics: counts and times every RPC by its final grpc-status;
+/// - identity: plain identity headers out, the verified assertion's claims in, before any
+///   service code reads them.
+fn layers(identity: Option<Arc<IdentityKey>>) -> ServiceBuilder<RpcLayers> {
+    ServiceBuilder::new()
+        .layer(TraceLayer::new_for_grpc().make_span_with(rpc_span as fn(&Request<Body>) -> _))
+        .layer(MetricsLayer)
+        .layer(IdentityLayer::new(identity))
+}
+
+type RpcTrace = TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+    fn(&Request<Body>) -> tracing::Span,
+>;
+type RpcLayers =
+    Stack<IdentityLayer, Stack<MetricsLayer, Stack<RpcTrace, tower::layer::util::Identity>>>;
+
+fn rpc_span(req: &Request<Body>) -> tracing::Span {
+    let rid =
+        req.headers().get(crate::identity::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let span = tracing::info_span!(
+        "grpc",
+        path = %req.uri().path(),
+        request_id = %rid,
+        trace_id = tracing::field::Empty,
+    );
+    // A child of the caller's trace (`traceparent` in the metadata).
+    crate::telemetry::adopt(&span, req.headers());
+    span
+}
+
+/// The errors of an in-process call (there are none of its own: a service answers with a
+/// status, and the layers pass it on).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A server's services, callable in the same process: the same routes behind the same layers
+/// (trace, metrics, identity assertion), with no socket and no HTTP/2 framing in between —
+/// what grpc-java's in-process transport is. Messages are still protobuf on gRPC framing,
+/// metadata still headers, so a caller cannot tell it from the listener but by speed. The
+/// caller enforces its deadline by dropping the call, which cancels the service's future.
+pub type LocalChannel = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
 /// The health-check service name that reads SERVING while the process is alive, whatever its
 /// readiness (`grpc: {port: 50051, service: liveness}` in a Kubernetes liveness probe).
 pub const LIVENESS: &str = "liveness";
@@ -179,6 +223,17 @@ impl GrpcServer {
     /// The full names of the services registered (health and reflection not counted).
     pub fn services(&self) -> &[String] {
         &self.names
+    }
+
+    /// The same services, in-process (see [`LocalChannel`]); health and reflection included.
+    pub fn local_channel(&self) -> LocalChannel {
+        let svc = layers(self.identity.clone()).service(self.routes.clone());
+        tower::util::BoxCloneSyncService::new(
+            tower::ServiceBuilder::new()
+                .map_err(|e: Infallible| -> BoxError { match e {} })
+                .map_response(|r: Response<_>| r.map(Body::new))
+                .service(svc),
+        )
     }
 
     /// Serves until `shutdown` fires, then: health NOT_SERVING → wait `drain` → stop accepting →
@@ -242,32 +297,8 @@ impl GrpcServer {
             tokio::time::sleep(drain).await;
         };
 
-        // Layers, outermost first:
-        let layers = ServiceBuilder::new()
-            // trace: one span per RPC, so everything below logs inside it;
-            .layer(TraceLayer::new_for_grpc().make_span_with(|req: &Request<Body>| {
-                let rid = req
-                    .headers()
-                    .get(crate::identity::REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let span = tracing::info_span!(
-                    "grpc",
-                    path = %req.uri().path(),
-                    request_id = %rid,
-                    trace_id = tracing::field::Empty,
-                );
-                // A child of the caller's trace (`traceparent` in the metadata).
-                crate::telemetry::adopt(&span, req.headers());
-                span
-            }))
-            // metrics: counts and times every RPC by its final grpc-status.
-            .layer(MetricsLayer)
-            // identity: plain identity headers out, the verified assertion's claims in, before
-            // any service code reads them.
-            .layer(IdentityLayer::new(identity));
         let server = Server::builder()
-            .layer(layers)
+            .layer(layers(identity))
             .add_routes(routes)
             // TCP_NODELAY: a unary answer is headers, data and trailers; Nagle would hold the
             // last of them for the peer's delayed ACK (40 ms stalls at low concurrency).
