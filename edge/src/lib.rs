@@ -296,20 +296,14 @@ fn ws_protocol_token(headers: &HeaderMap) -> Option<String> {
 }
 
 impl Inner {
-    /// Puts the validated identity and its signed assertion on an upstream call.
+    /// Puts the validated identity on an upstream call: its signed assertion, from whose claims
+    /// the service's identity layer sets `x-user-id`, `x-scopes`, `x-subscription-tier` and
+    /// `x-email-verified` (it drops any such header that came without one).
     pub fn put_identity(&self, md: &mut MetadataMap, d: &Decision, request_id: &str) {
-        let mut id = d.identity(request_id, self.authn.assertion_ttl);
-        id.assertion = self.authn.key.sign(&id);
-        let mut put = |k: &'static str, v: &str| {
-            if let Ok(v) = MetadataValue::try_from(v) {
-                md.insert(k, v);
-            }
-        };
-        put(identity::ASSERTION, &id.assertion);
-        put(identity::USER_ID, &id.user_id);
-        put(identity::SCOPES, &id.scopes.join(" "));
-        put(identity::TIER, &id.tier);
-        put(identity::EMAIL_VERIFIED, if id.email_verified { "true" } else { "false" });
+        let id = d.identity(request_id, self.authn.assertion_ttl);
+        if let Ok(v) = MetadataValue::try_from(self.authn.key.sign(&id)) {
+            md.insert(identity::ASSERTION, v);
+        }
     }
 
     /// Maps a failed call.

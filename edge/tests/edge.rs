@@ -256,7 +256,7 @@ fn client_sent_identity_headers_are_replaced_by_the_validated_identity() {
         assert!(md.contains(&"x-scopes=user".to_owned()), "{md:?}");
         assert!(md.contains(&"x-subscription-tier=free".to_owned()), "{md:?}");
         assert!(md.contains(&"x-email-verified=false".to_owned()), "{md:?}");
-        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v1.")), "{md:?}");
+        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v2.")), "{md:?}");
         // A public route: the spoofed headers are dropped, nobody is asserted.
         let res = s
             .http
@@ -721,7 +721,7 @@ fn services_of_the_same_process_are_called_in_process_with_the_same_layers() {
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["user_id"], user_id.as_str());
         let md: Vec<String> = serde_json::from_value(v["metadata"].clone()).unwrap();
-        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v1.")), "{md:?}");
+        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v2.")), "{md:?}");
         // Statuses, streams and health go the same way.
         let (st, v) = {
             let r = http.post(format!("{base}/v1/fail")).json(&json!({"code": 5})).send();
