@@ -115,14 +115,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for UpstreamChannel {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         use futures::{FutureExt, TryFutureExt};
         match self {
-            Self::Network(c) => c.call(req).map_err(boxed as fn(_) -> _).left_future(),
+            Self::Network(c) => c.call(req).map_err(Into::into as fn(_) -> _).left_future(),
             Self::InProcess(s) => s.call(req).right_future(),
         }
     }
-}
-
-fn boxed(e: tonic::transport::Error) -> BoxError {
-    Box::new(e)
 }
 
 /// One upstream service: a few HTTP/2 connections (one connection's lock and flow control
@@ -157,14 +153,12 @@ impl Upstreams {
         let mut by_name = HashMap::new();
         for name in names {
             let up = match (cfg.upstreams.get(&name), &local) {
-                (None, Some(local)) => Upstream {
-                    name: name.clone(),
-                    url: "in-process".into(),
-                    channels: vec![UpstreamChannel::InProcess(local.clone())],
-                    next: Default::default(),
-                    breaker: Breaker::new(format!("upstream:{name}"), cfg.breaker.clone()),
-                    retry: cfg.retry.clone(),
-                },
+                (None, Some(local)) => Upstream::new(
+                    &name,
+                    "in-process",
+                    vec![UpstreamChannel::InProcess(local.clone())],
+                    cfg,
+                ),
                 (url, _) => Self::connect(&name, url.unwrap_or(&default_url), cfg)?,
             };
             by_name.insert(name, Arc::new(up));
@@ -182,14 +176,7 @@ impl Upstreams {
         let channels = (0..cfg.upstream_connections.max(1))
             .map(|_| UpstreamChannel::Network(endpoint.connect_lazy()))
             .collect();
-        Ok(Upstream {
-            name: name.to_owned(),
-            url: url.to_owned(),
-            channels,
-            next: Default::default(),
-            breaker: Breaker::new(format!("upstream:{name}"), cfg.breaker.clone()),
-            retry: cfg.retry.clone(),
-        })
+        Ok(Upstream::new(name, url, channels, cfg))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
@@ -243,6 +230,17 @@ fn deadline<T>(
 }
 
 impl Upstream {
+    fn new(name: &str, url: &str, channels: Vec<UpstreamChannel>, cfg: &EdgeConfig) -> Self {
+        Upstream {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            channels,
+            next: Default::default(),
+            breaker: Breaker::new(format!("upstream:{name}"), cfg.breaker.clone()),
+            retry: cfg.retry.clone(),
+        }
+    }
+
     /// The next connection, round robin.
     pub fn channel(&self) -> UpstreamChannel {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
