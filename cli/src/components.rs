@@ -6,7 +6,12 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use skillup_kit::{
-    Config, Shutdown, config::Needs, grpc::GrpcServer, identity::IdentityKey, infra::Infra, ops,
+    Config, Shutdown,
+    config::Needs,
+    grpc::{GrpcServer, LocalSlot, ServiceChannel},
+    identity::IdentityKey,
+    infra::Infra,
+    ops,
 };
 
 /// A component that runs as its own process under `skillup serve`.
@@ -92,10 +97,10 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
         Component::Prompt => builder.add_service(prompt(&infra).await?.into_server()),
         Component::Payment => builder.add_service(payment(&infra).await?.into_server()),
         Component::Subscribe => {
-            builder.add_service(subscribe(&config, &infra, &shutdown).await?.into_server())
+            builder.add_service(subscribe(&config, &infra, None, &shutdown).await?.into_server())
         }
         Component::Ai => {
-            let generator = generator(&config, &infra).await?;
+            let generator = generator(&config, &infra, None).await?;
             builder
                 .add_service(skillup_ai::AdminGrpc::new(generator.clone()).into_server())
                 .add_service(skillup_ai::AiGrpc::new(generator).into_server())
@@ -107,7 +112,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
                 config.ai.worker_concurrency > 0,
                 "`ai.worker_concurrency` (SKILLUP_AI__WORKER_CONCURRENCY) must be at least 1 for a worker"
             );
-            let worker = skillup_ai::Worker::new(generator(&config, &infra).await?);
+            let worker = skillup_ai::Worker::new(generator(&config, &infra, None).await?);
             worker.report_metrics();
             let grace = Duration::from_millis(config.shutdown.grace_ms);
             let stop = shutdown.clone();
@@ -199,17 +204,36 @@ pub async fn payment(infra: &Infra) -> anyhow::Result<skillup_payment::PaymentGr
     skillup_payment::build(infra).await.map_err(|e| anyhow::anyhow!("payment: {e}"))
 }
 
-/// The subscribe service, charging through the payment service at
-/// `config.service_url("payment")`, with its renewal and hold-expiry job every 5 s.
+/// The subscribe service, charging through the payment service (see [`service_channel`]), with
+/// its renewal and hold-expiry job every 5 s.
 pub async fn subscribe(
     config: &Config,
     infra: &Infra,
+    local: Option<&LocalSlot>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<skillup_subscribe::SubscribeGrpc> {
-    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(channel(config, "payment")?));
+    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(service_channel(
+        config, "payment", local,
+    )?));
     skillup_subscribe::build(infra, billing, Duration::from_secs(5), shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("subscribe: {e}"))
+}
+
+/// How this process reaches service `name`: in-process through `local` when it runs here too
+/// (`skillup up` with `edge.in_process`) and no `edge.upstreams.<name>` sends it elsewhere;
+/// otherwise over gRPC at `config.service_url(name)`.
+fn service_channel(
+    config: &Config,
+    name: &str,
+    local: Option<&LocalSlot>,
+) -> anyhow::Result<ServiceChannel> {
+    Ok(match local {
+        Some(slot) if !config.edge.upstreams.contains_key(name) => {
+            ServiceChannel::InProcess(slot.clone())
+        }
+        _ => ServiceChannel::Network(channel(config, name)?),
+    })
 }
 
 fn channel(config: &Config, service: &str) -> anyhow::Result<tonic::transport::Channel> {
@@ -221,14 +245,18 @@ fn channel(config: &Config, service: &str) -> anyhow::Result<tonic::transport::C
         .connect_lazy())
 }
 
-/// The generator the ai service and the worker share, reaching subscribe and prompt at
-/// `config.service_url(…)`.
-pub async fn generator(config: &Config, infra: &Infra) -> anyhow::Result<skillup_ai::Generator> {
+/// The generator the ai service and the worker share, reaching subscribe and prompt as
+/// [`service_channel`] says.
+pub async fn generator(
+    config: &Config,
+    infra: &Infra,
+    local: Option<&LocalSlot>,
+) -> anyhow::Result<skillup_ai::Generator> {
     skillup_ai::generator(
         infra,
         &config.ai,
-        channel(config, "subscribe")?,
-        channel(config, "prompt")?,
+        service_channel(config, "subscribe", local)?,
+        service_channel(config, "prompt", local)?,
     )
     .await
     .map_err(|e| anyhow::anyhow!("ai: {e}"))

@@ -3,7 +3,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use skillup_kit::{Config, Shutdown, grpc::GrpcServer, infra::Infra, keys::KeyStore};
+use skillup_kit::{
+    Config, Shutdown,
+    grpc::{GrpcServer, LocalSlot},
+    infra::Infra,
+    keys::KeyStore,
+};
 
 use crate::{components, say};
 
@@ -37,6 +42,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut config = config;
     config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));
 
+    // Services that call each other (ai → subscribe, prompt; subscribe → payment) do it
+    // in-process, through the server built below, as the edge does (`edge.in_process`).
+    let slot = LocalSlot::new();
+    let local_slot = config.edge.in_process.then_some(&slot);
     let identity_key = components::identity_key(&config)?;
     let auth = components::auth(&config, &infra, &shutdown).await?;
     say(&format!(
@@ -48,28 +57,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
     let payment = components::payment(&infra).await?;
     say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
-    let subscribe = components::subscribe(&config, &infra, &shutdown).await?;
+    let subscribe = components::subscribe(&config, &infra, local_slot, &shutdown).await?;
     say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");
 
-    let generator = components::generator(&config, &infra).await?;
+    let generator = components::generator(&config, &infra, local_slot).await?;
     let ai = skillup_ai::AiGrpc::new(generator.clone());
     let ai_admin = skillup_ai::AdminGrpc::new(generator.clone());
     say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
-    let worker_task = if config.ai.worker_concurrency > 0 {
-        let worker = skillup_ai::Worker::new(generator);
-        worker.report_metrics();
-        let task = tokio::spawn(
-            worker.run(shutdown.clone(), Duration::from_millis(config.shutdown.grace_ms)),
-        );
-        say(&format!(
-            "ready  worker    (generate.long, {} at a time)",
-            config.ai.worker_concurrency
-        ));
-        Some(task)
-    } else {
-        say("ready  worker    (none in this process: ai.worker_concurrency = 0)");
-        None
-    };
 
     let notification = components::notification(&config, &infra, &shutdown).await?;
     say("ready  notification (skillup.notification.v1; live at /api/notifications/ws)");
@@ -95,10 +89,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc_services = grpc.services().to_vec();
     // The edge calls them in-process: same contracts and layers, no socket in between.
     let local = grpc.local_channel();
+    slot.fill(local.clone());
     let grpc_task = tokio::spawn(grpc.run(shutdown.clone()));
     say(&format!(
         "ready  grpc      {grpc_addr} (auth, prompt, payment, subscribe, ai, notification, health, reflection)"
     ));
+
+    // The worker starts once the services it calls are reachable in-process.
+    let worker_task = if config.ai.worker_concurrency > 0 {
+        let worker = skillup_ai::Worker::new(generator);
+        worker.report_metrics();
+        let task = tokio::spawn(
+            worker.run(shutdown.clone(), Duration::from_millis(config.shutdown.grace_ms)),
+        );
+        say(&format!(
+            "ready  worker    (generate.long, {} at a time)",
+            config.ai.worker_concurrency
+        ));
+        Some(task)
+    } else {
+        say("ready  worker    (none in this process: ai.worker_concurrency = 0)");
+        None
+    };
 
     let http = tokio::net::TcpListener::bind(config.http_addr)
         .await

@@ -12,12 +12,12 @@ use tonic::{
     Code, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     metadata::MetadataMap,
-    transport::{Channel, Endpoint},
+    transport::Endpoint,
 };
 
 use skillup_kit::{
     breaker::Breaker,
-    grpc::{BoxError, LocalChannel},
+    grpc::{BoxError, LocalChannel, ServiceChannel},
 };
 
 /// Passes encoded messages through untouched.
@@ -71,63 +71,13 @@ impl Decoder for RawDecoder {
     }
 }
 
-/// How calls reach an upstream: an HTTP/2 connection, or the service itself when it runs in
-/// this process (`skillup up`; see [`skillup_kit::grpc::LocalChannel`]). Either way a tonic
-/// client takes it as its transport.
-#[derive(Clone)]
-pub enum UpstreamChannel {
-    Network(Channel),
-    InProcess(LocalChannel),
-}
-
-impl std::fmt::Debug for UpstreamChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Network(c) => c.fmt(f),
-            Self::InProcess(_) => f.write_str("InProcess"),
-        }
-    }
-}
-
-type ChannelFuture = futures::future::Either<
-    futures::future::MapErr<
-        <Channel as tower::Service<http::Request<tonic::body::Body>>>::Future,
-        fn(tonic::transport::Error) -> BoxError,
-    >,
-    <LocalChannel as tower::Service<http::Request<tonic::body::Body>>>::Future,
->;
-
-impl tower::Service<http::Request<tonic::body::Body>> for UpstreamChannel {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = BoxError;
-    type Future = ChannelFuture;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        match self {
-            Self::Network(c) => c.poll_ready(cx).map_err(Into::into),
-            Self::InProcess(s) => s.poll_ready(cx),
-        }
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        use futures::{FutureExt, TryFutureExt};
-        match self {
-            Self::Network(c) => c.call(req).map_err(Into::into as fn(_) -> _).left_future(),
-            Self::InProcess(s) => s.call(req).right_future(),
-        }
-    }
-}
-
 /// One upstream service: a few HTTP/2 connections (one connection's lock and flow control
 /// become the bottleneck under many concurrent calls) and one breaker.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub url: String,
-    channels: Vec<UpstreamChannel>,
+    channels: Vec<ServiceChannel>,
     next: std::sync::atomic::AtomicUsize,
     pub breaker: Breaker,
     retry: RetryConfig,
@@ -156,7 +106,7 @@ impl Upstreams {
                 (None, Some(local)) => Upstream::new(
                     &name,
                     "in-process",
-                    vec![UpstreamChannel::InProcess(local.clone())],
+                    vec![ServiceChannel::from(local.clone())],
                     cfg,
                 ),
                 (url, _) => Self::connect(&name, url.unwrap_or(&default_url), cfg)?,
@@ -174,7 +124,7 @@ impl Upstreams {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let channels = (0..cfg.upstream_connections.max(1))
-            .map(|_| UpstreamChannel::Network(endpoint.connect_lazy()))
+            .map(|_| ServiceChannel::Network(endpoint.connect_lazy()))
             .collect();
         Ok(Upstream::new(name, url, channels, cfg))
     }
@@ -230,7 +180,7 @@ fn deadline<T>(
 }
 
 impl Upstream {
-    fn new(name: &str, url: &str, channels: Vec<UpstreamChannel>, cfg: &EdgeConfig) -> Self {
+    fn new(name: &str, url: &str, channels: Vec<ServiceChannel>, cfg: &EdgeConfig) -> Self {
         Upstream {
             name: name.to_owned(),
             url: url.to_owned(),
@@ -242,7 +192,7 @@ impl Upstream {
     }
 
     /// The next connection, round robin.
-    pub fn channel(&self) -> UpstreamChannel {
+    pub fn channel(&self) -> ServiceChannel {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.channels[i % self.channels.len()].clone()
     }
@@ -301,7 +251,7 @@ impl Upstream {
         f: F,
     ) -> Result<T, CallError>
     where
-        F: Fn(UpstreamChannel, Duration) -> Fut,
+        F: Fn(ServiceChannel, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let permit = self.breaker.try_acquire().map_err(CallError::Open)?;

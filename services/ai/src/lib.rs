@@ -16,8 +16,8 @@ pub mod service;
 pub mod store;
 pub mod worker;
 
+use skillup_kit::grpc::ServiceChannel;
 use skillup_kit::{config::AiConfig, infra::Infra};
-use tonic::transport::Channel;
 
 pub use crate::{
     admin::AdminGrpc, grpc::AiGrpc, providers::Chain, service::Generator, worker::Worker,
@@ -33,8 +33,8 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()
 pub async fn generator(
     infra: &Infra,
     cfg: &AiConfig,
-    subscribe: Channel,
-    prompt: Channel,
+    subscribe: impl Into<ServiceChannel>,
+    prompt: impl Into<ServiceChannel>,
 ) -> Result<Generator, String> {
     migrate(&infra.db).await.map_err(|e| format!("ai migrations: {e}"))?;
     infra
@@ -50,8 +50,8 @@ pub async fn generator(
         infra.bus.clone(),
         chain,
         cfg.clone(),
-        subscribe,
-        prompt,
+        subscribe.into(),
+        prompt.into(),
     ))
 }
 
@@ -59,8 +59,8 @@ pub async fn generator(
 pub async fn build(
     infra: &Infra,
     cfg: &AiConfig,
-    subscribe: Channel,
-    prompt: Channel,
+    subscribe: impl Into<ServiceChannel>,
+    prompt: impl Into<ServiceChannel>,
 ) -> Result<AiGrpc, String> {
     Ok(AiGrpc::new(generator(infra, cfg, subscribe, prompt).await?))
 }
@@ -69,8 +69,8 @@ pub async fn build(
 pub async fn build_worker(
     infra: &Infra,
     cfg: &AiConfig,
-    subscribe: Channel,
-    prompt: Channel,
+    subscribe: impl Into<ServiceChannel>,
+    prompt: impl Into<ServiceChannel>,
 ) -> Result<Worker, String> {
     Ok(Worker::new(generator(infra, cfg, subscribe, prompt).await?))
 }

@@ -13,6 +13,7 @@ use sea_orm::{
     QuerySelect, Set, sea_query::Expr,
 };
 use sha2::{Digest, Sha256};
+use skillup_kit::grpc::ServiceChannel;
 use skillup_kit::{
     bus::{Message, QueueSpec, SharedBus},
     cache::SharedCache,
@@ -31,7 +32,6 @@ use skillup_proto::{
     },
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::{
@@ -72,8 +72,8 @@ pub(crate) struct Inner {
     pub bus: SharedBus,
     pub chain: Chain,
     pub cfg: AiConfig,
-    pub quota: SubscriptionServiceClient<Channel>,
-    pub prompts: PromptServiceClient<Channel>,
+    pub quota: SubscriptionServiceClient<ServiceChannel>,
+    pub prompts: PromptServiceClient<ServiceChannel>,
 }
 
 /// A request made ready: the caller, the built prompt and the chosen limits.
@@ -215,8 +215,8 @@ impl Generator {
         bus: SharedBus,
         chain: Chain,
         cfg: AiConfig,
-        subscribe: Channel,
-        prompt: Channel,
+        subscribe: ServiceChannel,
+        prompt: ServiceChannel,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -402,6 +402,7 @@ impl Generator {
 
     /// Settles a hold by what was used; retried, since the answer was already produced (a
     /// hold left unsettled lapses back to the user after its TTL — under-charging, never over).
+    /// `false`: not settled, worth trying again later.
     pub(crate) async fn commit(&self, hold_id: &str, tokens: u64) -> bool {
         for attempt in 0..3u32 {
             let res = self
@@ -418,6 +419,15 @@ impl Generator {
                 Err(s) if s.code() == tonic::Code::AlreadyExists => {
                     // Settled another way already (released by a cancel): nothing to charge.
                     tracing::info!(hold = hold_id, "hold already settled");
+                    return true;
+                }
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    // Only a database crash right after the reserve loses a hold (holds commit
+                    // without waiting for the WAL flush): nothing to charge, nothing to retry.
+                    tracing::error!(
+                        hold = hold_id,
+                        "the hold is gone; this generation is not charged"
+                    );
                     return true;
                 }
                 Err(s) => {

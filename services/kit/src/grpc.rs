@@ -193,6 +193,135 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// caller enforces its deadline by dropping the call, which cancels the service's future.
 pub type LocalChannel = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
 
+/// A [`LocalChannel`] filled in once the server exists: services are built before the server
+/// that serves them, and some call each other (ai → subscribe, prompt; subscribe → payment).
+#[derive(Clone, Default)]
+pub struct LocalSlot(Arc<std::sync::OnceLock<LocalChannel>>);
+
+impl LocalSlot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A slot that already holds `channel`.
+    pub fn filled(channel: LocalChannel) -> Self {
+        let slot = Self::new();
+        slot.fill(channel);
+        slot
+    }
+
+    /// Points every channel made from this slot at `channel` (the first fill wins).
+    pub fn fill(&self, channel: LocalChannel) {
+        let _ = self.0.set(channel);
+    }
+
+    pub fn is_filled(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+/// How one service reaches another: an HTTP/2 connection, or — when both run in this process
+/// (`skillup up`) — the other service's routes through a [`LocalChannel`]. Either way a tonic
+/// client takes it as its transport, and the called service sees the same metadata, layers and
+/// deadline (`grpc-timeout` is enforced in-process too: the call is dropped when it passes).
+#[derive(Clone)]
+pub enum ServiceChannel {
+    Network(tonic::transport::Channel),
+    InProcess(LocalSlot),
+}
+
+impl From<tonic::transport::Channel> for ServiceChannel {
+    fn from(c: tonic::transport::Channel) -> Self {
+        Self::Network(c)
+    }
+}
+
+impl From<LocalChannel> for ServiceChannel {
+    fn from(c: LocalChannel) -> Self {
+        Self::InProcess(LocalSlot::filled(c))
+    }
+}
+
+impl std::fmt::Debug for ServiceChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Network(c) => c.fmt(f),
+            Self::InProcess(_) => f.write_str("InProcess"),
+        }
+    }
+}
+
+type ServiceChannelFuture = futures::future::Either<
+    futures::future::MapErr<
+        <tonic::transport::Channel as Service<Request<Body>>>::Future,
+        fn(tonic::transport::Error) -> BoxError,
+    >,
+    Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<Response<Body>, BoxError>> + Send>,
+    >,
+>;
+
+impl Service<Request<Body>> for ServiceChannel {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ServiceChannelFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
+        match self {
+            Self::Network(c) => c.poll_ready(cx).map_err(Into::into),
+            // Readiness is checked on the call itself (`oneshot`), on a clone of the slot's
+            // channel: the slot is shared, so it cannot be held ready here.
+            Self::InProcess(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        use futures::{FutureExt, TryFutureExt};
+        match self {
+            Self::Network(c) => c.call(req).map_err(Into::into as fn(_) -> _).left_future(),
+            Self::InProcess(slot) => {
+                let local = slot.0.get().cloned();
+                let timeout = grpc_timeout(req.headers());
+                async move {
+                    let Some(local) = local else {
+                        return Err(Box::new(tonic::Status::unavailable(
+                            "the in-process service is not started yet",
+                        )) as BoxError);
+                    };
+                    let call = tower::ServiceExt::oneshot(local, req);
+                    match timeout {
+                        None => call.await,
+                        Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
+                            Err(Box::new(tonic::Status::deadline_exceeded("deadline exceeded")))
+                        }),
+                    }
+                }
+                .boxed()
+                .right_future()
+            }
+        }
+    }
+}
+
+/// The deadline a caller sent as `grpc-timeout` (digits and a unit: H M S m u n).
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// The health-check service name that reads SERVING while the process is alive, whatever its
 /// readiness (`grpc: {port: 50051, service: liveness}` in a Kubernetes liveness probe).
 pub const LIVENESS: &str = "liveness";

@@ -12,7 +12,11 @@ use std::{
 };
 
 use futures::{StreamExt, future::BoxFuture};
-use skillup_kit::{Readiness, Shutdown, grpc::GrpcServer, ops};
+use skillup_kit::{
+    Readiness, Shutdown,
+    grpc::{GrpcServer, LocalSlot, ServiceChannel, grpc_timeout},
+    ops,
+};
 use tonic::{
     Request, Response, Status,
     body::Body,
@@ -62,12 +66,21 @@ impl tower::Service<http::Request<Body>> for Slow {
 }
 
 async fn call_slow(channel: Channel) -> Result<(), Status> {
+    call_slow_within(ServiceChannel::Network(channel), None).await
+}
+
+async fn call_slow_within(
+    channel: ServiceChannel,
+    timeout: Option<Duration>,
+) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/test.Slow/Wait");
-    grpc.unary::<(), (), _>(Request::new(()), path, tonic_prost::ProstCodec::default())
-        .await
-        .map(|_| ())
+    let mut req = Request::new(());
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    grpc.unary::<(), (), _>(req, path, tonic_prost::ProstCodec::default()).await.map(|_| ())
 }
 
 struct Running {
@@ -236,4 +249,49 @@ async fn shutdown_flips_health_then_lets_in_flight_calls_finish() {
     s.handle.await.unwrap().unwrap();
     // And the listener is gone.
     assert!(Endpoint::from_shared(format!("http://{}", s.addr)).unwrap().connect().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_channel_reaches_the_services_of_its_process_once_its_slot_is_filled() {
+    let server =
+        GrpcServer::builder().add_service(Slow).bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let slot = LocalSlot::new();
+    let channel = ServiceChannel::InProcess(slot.clone());
+
+    // Built before the server exists (as `skillup up` builds its services): UNAVAILABLE until
+    // the slot is filled, never a panic or a hang.
+    let err = call_slow_within(channel.clone(), None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+
+    slot.fill(server.local_channel());
+    assert!(slot.is_filled());
+    let started = std::time::Instant::now();
+    call_slow_within(channel.clone(), Some(Duration::from_secs(5))).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(600), "the call really ran");
+
+    // The caller's deadline holds in-process too (the listener's timeout layer is not there).
+    let started = std::time::Instant::now();
+    let err = call_slow_within(channel, Some(Duration::from_millis(100))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+}
+
+#[test]
+fn grpc_timeouts_are_read_in_every_unit() {
+    let t = |v: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-timeout", v.parse().unwrap());
+        grpc_timeout(&h)
+    };
+    assert_eq!(t("2H"), Some(Duration::from_secs(7200)));
+    assert_eq!(t("3M"), Some(Duration::from_secs(180)));
+    assert_eq!(t("5S"), Some(Duration::from_secs(5)));
+    assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+    assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+    assert_eq!(t("9n"), Some(Duration::from_nanos(9)));
+    assert_eq!(t("12345678S"), Some(Duration::from_secs(12_345_678)));
+    for bad in ["", "S", "5", "5x", "-5S", "123456789S", "1.5S"] {
+        assert_eq!(t(bad), None, "{bad:?}");
+    }
+    assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
 }

@@ -323,6 +323,26 @@ async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "an expired hold cannot be committed");
+    // Settling by id alone still tells an unknown hold (404) and a malformed id (400).
+    let unknown = Uuid::now_v7().to_string();
+    let err = h
+        .client
+        .commit_quota(pb::CommitQuotaRequest { hold_id: unknown.clone(), actual_tokens: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err =
+        h.client.release_quota(pb::ReleaseQuotaRequest { hold_id: unknown }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = h
+        .client
+        .commit_quota(pb::CommitQuotaRequest { hold_id: "not-a-hold".into(), actual_tokens: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let usage =
+        h.client.get_usage(as_user(&h, user, pb::GetUsageRequest {})).await.unwrap().into_inner();
+    assert_eq!((usage.tokens_used, usage.generations_used), (5_600, 2), "nothing moved");
 }
 
 async fn renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free(kind: Kind) {
