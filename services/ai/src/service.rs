@@ -9,8 +9,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use prost::Message as _;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, sea_query::Expr,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use sha2::{Digest, Sha256};
 use skillup_kit::grpc::ServiceChannel;
@@ -60,6 +60,8 @@ pub(crate) const TASK_HOLD_TTL: u32 = 86_400;
 const RESULT_KEY: &str = "ai:res:";
 const IDEM_KEY: &str = "ai:idem:";
 const TASK_KEY: &str = "ai:task:";
+/// Writers of task rows side by side (each writes a batch at a time; see `TaskWriter`).
+const TASK_WRITERS: usize = 4;
 
 #[derive(Clone)]
 pub struct Generator {
@@ -74,6 +76,7 @@ pub(crate) struct Inner {
     pub cfg: AiConfig,
     pub quota: SubscriptionServiceClient<ServiceChannel>,
     pub prompts: PromptServiceClient<ServiceChannel>,
+    pub tasks: crate::store::TaskWriter,
 }
 
 /// A request made ready: the caller, the built prompt and the chosen limits.
@@ -220,13 +223,14 @@ impl Generator {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                db,
+                db: db.clone(),
                 cache,
                 bus,
                 chain,
                 cfg,
                 quota: SubscriptionServiceClient::new(subscribe),
                 prompts: PromptServiceClient::new(prompt),
+                tasks: crate::store::TaskWriter::start(db.clone(), TASK_WRITERS),
             }),
         }
     }
@@ -692,6 +696,17 @@ impl Generator {
     /// only then is it accepted. A publish that cannot be confirmed fails the task and gives
     /// the hold back, so nothing is left half-written.
     async fn enqueue(&self, p: Prepared) -> Result<pb::Task> {
+        // On a task of its own: a caller that leaves (the edge cancels the call when its
+        // client disconnects) must not cut it between the hold, the row and the publish.
+        // It stays in the caller's span, so the published job carries the caller's trace.
+        use tracing::Instrument;
+        let this = self.clone();
+        tokio::spawn(async move { this.enqueue_now(p).await }.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| AiError::Unavailable(format!("queueing: {e}")))?
+    }
+
+    async fn enqueue_now(&self, p: Prepared) -> Result<pb::Task> {
         let task_id = Uuid::now_v7();
         let key = Self::hold_key(&p, &task_id);
         let idempotency = (!p.req.idempotency_key.is_empty())
@@ -708,33 +723,18 @@ impl Generator {
         let hold_uuid = Uuid::parse_str(&hold)
             .map_err(|_| AiError::Unavailable("subscribe returned a bad hold id".into()))?;
         let now = Utc::now();
-        let row = task::ActiveModel {
-            id: Set(task_id),
-            user_id: Set(p.user),
-            status: Set("queued".into()),
-            topic: Set(p.req.topic.trim().to_owned()),
-            function: Set(p.req.function.clone()),
-            locale: Set(p.locale.clone()),
-            messages: Set(serde_json::to_string(&p.messages).unwrap_or_default()),
-            max_tokens: Set(p.max_tokens as i32),
-            hold_id: Set(hold_uuid),
-            priority: Set(priority as i32),
-            text: Set(None),
-            error: Set(None),
-            input_tokens: Set(0),
-            output_tokens: Set(0),
-            provider: Set(String::new()),
-            model: Set(String::new()),
-            finish_reason: Set(String::new()),
-            attempts: Set(0),
-            idempotency: Set(idempotency.clone()),
-            claim: Set(None),
-            lease_until: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
+        let row = task::Model {
+            topic: p.req.topic.trim().to_owned(),
+            function: p.req.function.clone(),
+            locale: p.locale.clone(),
+            messages: serde_json::to_string(&p.messages).unwrap_or_default(),
+            max_tokens: p.max_tokens as i32,
+            priority: priority as i32,
+            idempotency: idempotency.clone(),
+            ..task::Model::queued(task_id, p.user, hold_uuid, now)
         };
-        let row = match row.insert(&self.inner.db).await {
-            Ok(r) => r,
+        let row = match self.inner.tasks.insert(row.clone()).await {
+            Ok(()) => row,
             Err(e) if skillup_kit::db::is_unique_violation(&e) => {
                 // A concurrent retry with the same key won; it holds the same quota hold.
                 let idem = idempotency.unwrap_or_default();

@@ -144,6 +144,7 @@ skillup_kit::both_adapters!(
     a_stopping_worker_hands_unfinished_tasks_back_to_the_queue,
     premium_tasks_jump_the_queue,
     retries_with_the_same_idempotency_key_get_the_first_answer,
+    task_rows_are_written_in_batches_each_with_its_own_outcome,
 );
 
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {
@@ -1056,4 +1057,39 @@ async fn api_keys_and_prompt_text_stay_out_of_the_logs() {
     assert!(logs.contains("provider failed"), "the failures were logged: {logs}");
     assert!(!logs.contains("SECRET"), "an API key reached the logs");
     assert!(!logs.contains("private"), "prompt text reached the logs");
+}
+
+async fn task_rows_are_written_in_batches_each_with_its_own_outcome(kind: Kind) {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use skillup_ai::store::{TaskWriter, task};
+    let t = kind.infra().await;
+    skillup_ai::migrate(&t.infra.db).await.unwrap();
+    let user = Uuid::now_v7();
+    let row = |idempotency: Option<String>| task::Model {
+        idempotency,
+        ..task::Model::queued(Uuid::now_v7(), user, Uuid::now_v7(), chrono::Utc::now())
+    };
+    // One writer, so rows sent together must share statements.
+    let writer = Arc::new(TaskWriter::start(t.infra.db.clone(), 1));
+    let dup = Some(format!("{user}:same-key"));
+    writer.insert(row(dup.clone())).await.unwrap();
+    let calls: Vec<_> = (0..43)
+        .map(|i| {
+            let (writer, r) = (writer.clone(), row(if i % 15 == 7 { dup.clone() } else { None }));
+            tokio::spawn(async move { writer.insert(r).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut duplicates = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) if skillup_kit::db::is_unique_violation(&e) => duplicates += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, duplicates), (40, 3), "each row its own outcome");
+    let stored = task::Entity::find().filter(task::Column::UserId.eq(user)).count(&t.infra.db);
+    assert_eq!(stored.await.unwrap(), 41, "every row that was told ok is there, nothing else");
+    assert!(writer.batches() < 44, "rows sent together shared statements: {}", writer.batches());
 }
