@@ -13,11 +13,11 @@ use sea_orm::{
     sea_query::Expr,
 };
 use sha2::{Digest, Sha256};
-use skillup_kit::grpc::ServiceChannel;
 use skillup_kit::{
     bus::{Message, QueueSpec, SharedBus},
     cache::SharedCache,
     config::AiConfig,
+    grpc::ServiceChannel,
     identity::Identity,
 };
 use skillup_proto::{

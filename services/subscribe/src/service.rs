@@ -169,12 +169,12 @@ pub struct Current {
     pub period_end: DateTime<Utc>,
 }
 
-/// The free plan's period: the calendar month (UTC).
 fn hold_uuid(id: &str) -> Result<Uuid> {
     Uuid::parse_str(id)
         .map_err(|_| SubscribeError::Invalid("hold_id", "`hold_id` must be a UUID".into()))
 }
 
+/// The free plan's period: the calendar month (UTC).
 fn month_of(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let start = Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0).single().unwrap_or(t);
     let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
@@ -493,20 +493,20 @@ impl Subscriptions {
         idem: &str,
         ttl: u32,
     ) -> std::result::Result<Option<(hold::Model, usage::Model)>, DbErr> {
+        let now = Utc::now();
+        let h = hold::Model {
+            id: Uuid::now_v7(),
+            user_id: user,
+            period_start: cur.period_start,
+            tokens,
+            status: "held".into(),
+            actual_tokens: 0,
+            idempotency: idem.to_owned(),
+            expires_at: now + chrono::Duration::seconds(i64::from(ttl)),
+            created_at: now,
+        };
         for attempt in 0..2 {
             if self.db.get_database_backend() == DbBackend::Postgres {
-                let now = Utc::now();
-                let h = hold::Model {
-                    id: Uuid::now_v7(),
-                    user_id: user,
-                    period_start: cur.period_start,
-                    tokens,
-                    status: "held".into(),
-                    actual_tokens: 0,
-                    idempotency: idem.to_owned(),
-                    expires_at: now + chrono::Duration::seconds(i64::from(ttl)),
-                    created_at: now,
-                };
                 match self.reserve_in_one_statement(&h, cur).await? {
                     Some(row) => return Ok(Some((h, row))),
                     None if attempt == 1 => return Ok(None),
@@ -553,20 +553,7 @@ impl Subscriptions {
                 self.ensure_usage_row(user, cur.period_start).await?;
                 continue;
             };
-            let now = Utc::now();
-            let h = hold::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                user_id: Set(user),
-                period_start: Set(cur.period_start),
-                tokens: Set(tokens),
-                status: Set("held".into()),
-                actual_tokens: Set(0),
-                idempotency: Set(idem.to_owned()),
-                expires_at: Set(now + chrono::Duration::seconds(i64::from(ttl))),
-                created_at: Set(now),
-            }
-            .insert(&txn)
-            .await?;
+            let h = hold::ActiveModel::from(h).insert(&txn).await?;
             txn.commit().await?;
             return Ok(Some((h, row)));
         }
