@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, TransactionTrait,
@@ -23,6 +23,17 @@ use crate::{
     error::{Result, SubscribeError},
     store::entities::{hold, plan, subscription, usage},
 };
+
+/// What a reserve attempt took.
+#[derive(Debug)]
+enum Taken {
+    /// The hold, and the usage row it left.
+    Yes(hold::Model, usage::Model),
+    /// No room in the quota, or no usage row for the period yet.
+    NoRoom,
+    /// The subscription row the attempt assumed is not the table's any more: nothing taken.
+    Stale,
+}
 
 /// Whether a settle moved the hold, and the usage row it left.
 #[derive(Debug, PartialEq)]
@@ -107,7 +118,23 @@ pub struct Subscriptions {
     cache: SharedCache,
     billing: Arc<dyn Billing>,
     plans: PlanCache,
+    known: KnownRows,
 }
+
+/// PostgreSQL: the subscription rows this replica's reserves last saw, used without asking the
+/// cache, because the reserve statement checks the row it assumed against the table and takes
+/// nothing when it changed (the reserve then reads it again). So a plan change made anywhere
+/// applies to the very next reserve everywhere, with no cache read on the hot path.
+type KnownRows = Arc<
+    std::sync::RwLock<
+        std::collections::HashMap<Uuid, (std::time::Instant, Option<subscription::Model>)>,
+    >,
+>;
+
+/// How long a known row is used before it is read again (the check makes it safe for any
+/// time; this bounds what idle users keep in memory), and how many are kept.
+const KNOWN_TTL: Duration = Duration::from_secs(60);
+const KNOWN_MAX: usize = 100_000;
 
 /// The plans as last read, and when.
 type PlanCache = Arc<std::sync::RwLock<Option<(std::time::Instant, Arc<Vec<plan::Model>>)>>>;
@@ -121,11 +148,13 @@ const PLANS_TTL: Duration = Duration::from_secs(60);
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
 fn cache_key(user: Uuid) -> String {
-    format!("sub:cur:{user}")
+    format!("sub:v2:{user}")
 }
 
-/// The cached form of a subscription row: `id|plan|status|start_ms|end_ms|cancel`, or `-` for
-/// "no row".
+/// The cached form of a subscription row: `id|plan|status|start|end|cancel` (times in RFC 3339
+/// to the nanosecond), or `-` for "no row". Times round-trip exactly: the period start keys the
+/// usage row, so a rounded one would be another period's row (`sub:cur:` entries held
+/// milliseconds and did exactly that — a quota split in two).
 fn encode(s: Option<&subscription::Model>) -> String {
     match s {
         None => "-".into(),
@@ -134,8 +163,8 @@ fn encode(s: Option<&subscription::Model>) -> String {
             s.id,
             s.plan_id,
             s.status,
-            s.period_start.timestamp_millis(),
-            s.period_end.timestamp_millis(),
+            s.period_start.to_rfc3339_opts(SecondsFormat::Nanos, true),
+            s.period_end.to_rfc3339_opts(SecondsFormat::Nanos, true),
             u8::from(s.cancel_at_period_end)
         ),
     }
@@ -147,14 +176,14 @@ fn decode(user: Uuid, v: &str) -> Option<Option<subscription::Model>> {
     }
     let p: Vec<&str> = v.split('|').collect();
     let [id, plan, status, start, end, cancel] = p.as_slice() else { return None };
-    let ms = |s: &str| s.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis);
+    let time = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc));
     Some(Some(subscription::Model {
         id: Uuid::parse_str(id).ok()?,
         user_id: user,
         plan_id: (*plan).to_owned(),
         status: status.parse().ok()?,
-        period_start: ms(start)?,
-        period_end: ms(end)?,
+        period_start: time(start)?,
+        period_end: time(end)?,
         cancel_at_period_end: *cancel == "1",
         updated_at: Utc::now(),
     }))
@@ -220,7 +249,7 @@ impl Subscriptions {
         cache: SharedCache,
         billing: Arc<dyn Billing>,
     ) -> Self {
-        Self { db, bus, cache, billing, plans: Arc::default() }
+        Self { db, bus, cache, billing, plans: Arc::default(), known: Arc::default() }
     }
 
     /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
@@ -277,8 +306,17 @@ impl Subscriptions {
 
     /// The user's plan and period now (renewing a subscription whose period just ended).
     pub async fn current(&self, user: Uuid) -> Result<Current> {
+        let row = self.subscription_row(user).await?;
+        self.current_of(user, row).await
+    }
+
+    /// [`Self::current`] from a subscription row already read.
+    async fn current_of(
+        &self,
+        user: Uuid,
+        mut sub: Option<subscription::Model>,
+    ) -> Result<Current> {
         let now = Utc::now();
-        let mut sub = self.subscription_row(user).await?;
         if let Some(s) = &sub
             && s.status == pb::SubscriptionStatus::Active as i32
             && s.period_end <= now
@@ -413,30 +451,54 @@ impl Subscriptions {
             }
             t => t,
         };
-        let cur = self.current(user).await?;
-        if !includes(&cur.plan, function) {
-            return Err(SubscribeError::SubscriptionRequired(format!(
-                "`{function}` is not in the {} plan",
-                cur.plan.title
-            )));
+        let (mut cur, known) = self.reserve_view(user).await?;
+        if !includes(&cur.plan, function) && known {
+            // A known row may predate an upgrade: a refusal is decided on the row of now.
+            cur = self.reread(user, false).await?;
         }
+        let entitled = |cur: &Current| {
+            if includes(&cur.plan, function) {
+                Ok(())
+            } else {
+                Err(SubscribeError::SubscriptionRequired(format!(
+                    "`{function}` is not in the {} plan",
+                    cur.plan.title
+                )))
+            }
+        };
+        entitled(&cur)?;
         let idem = if key.is_empty() {
             format!("{user}:{}", Uuid::now_v7())
         } else {
             format!("{user}:{key}")
         };
         let tokens = tokens as i64;
-        let priority = Ord::max(cur.plan.priority, 0) as u32;
+        let priority = |cur: &Current| Ord::max(cur.plan.priority, 0) as u32;
         // The hot path is one transaction: a retried key is found by its unique violation (or
         // when the quota looks spent), and lapsed holds are reclaimed only when they stand in
         // the way (the periodic job reclaims the rest).
-        let mut reclaimed = false;
+        let (mut reclaimed, mut rereads) = (false, 0);
         for attempt in 0..50u64 {
             match self.try_reserve(user, &cur, tokens, &idem, ttl).await {
-                Ok(Some((h, row))) => return Ok((h, usage_pb(&cur, Some(&row)), priority)),
-                Ok(None) => {
+                Ok(Taken::Yes(h, row)) => {
+                    return Ok((h, usage_pb(&cur, Some(&row)), priority(&cur)));
+                }
+                Ok(Taken::Stale) => {
+                    // The subscription changed since this replica saw it (the statement took
+                    // nothing): read it again, from the table, since the cache may be what
+                    // is behind. Only a subscription changing on every attempt ends here.
+                    rereads += 1;
+                    if rereads > 3 {
+                        return Err(SubscribeError::Unavailable(
+                            "the subscription kept changing; retry".into(),
+                        ));
+                    }
+                    cur = self.reread(user, true).await?;
+                    entitled(&cur)?;
+                }
+                Ok(Taken::NoRoom) => {
                     if let Some(found) = self.hold_by_key(&cur, &idem).await? {
-                        return Ok((found.0, found.1, priority));
+                        return Ok((found.0, found.1, priority(&cur)));
                     }
                     if !reclaimed {
                         reclaimed = true;
@@ -456,7 +518,7 @@ impl Subscriptions {
                 }
                 Err(e) if unique_violation(&e) => {
                     if let Some(found) = self.hold_by_key(&cur, &idem).await? {
-                        return Ok((found.0, found.1, priority));
+                        return Ok((found.0, found.1, priority(&cur)));
                     }
                 }
                 Err(e) if busy(&e) => {
@@ -483,8 +545,55 @@ impl Subscriptions {
         Ok(Some((h, usage_pb(cur, row.as_ref()))))
     }
 
+    /// The subscription a reserve starts from, and whether it is a known row (PostgreSQL,
+    /// see [`KnownRows`]) rather than one read now.
+    async fn reserve_view(&self, user: Uuid) -> Result<(Current, bool)> {
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            let known = self
+                .known
+                .read()
+                .expect("known rows")
+                .get(&user)
+                .and_then(|(at, row)| (at.elapsed() < KNOWN_TTL).then(|| row.clone()));
+            if let Some(row) = known {
+                let cur = self.current_of(user, row.clone()).await?;
+                if cur.sub != row {
+                    // Renewed on the way.
+                    self.remember(user, cur.sub.clone());
+                }
+                return Ok((cur, true));
+            }
+        }
+        Ok((self.reread(user, false).await?, false))
+    }
+
+    /// Reads the user's subscription again — through the cache, or from the table itself
+    /// (`from_table`, refreshing the cache) — and remembers it for the next reserves.
+    async fn reread(&self, user: Uuid, from_table: bool) -> Result<Current> {
+        if from_table {
+            self.forget(user).await;
+        }
+        let row = self.subscription_row(user).await?;
+        let cur = self.current_of(user, row).await?;
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            self.remember(user, cur.sub.clone());
+        }
+        Ok(cur)
+    }
+
+    fn remember(&self, user: Uuid, row: Option<subscription::Model>) {
+        let mut known = self.known.write().expect("known rows");
+        if known.len() >= KNOWN_MAX {
+            known.retain(|_, (at, _)| at.elapsed() < KNOWN_TTL);
+            if known.len() >= KNOWN_MAX {
+                known.clear();
+            }
+        }
+        known.insert(user, (std::time::Instant::now(), row));
+    }
+
     /// One attempt at a hold: the usage row's conditional increment (returning the row) and
-    /// the hold, in one transaction. `None` when the quota does not cover it.
+    /// the hold, in one transaction.
     async fn try_reserve(
         &self,
         user: Uuid,
@@ -492,7 +601,7 @@ impl Subscriptions {
         tokens: i64,
         idem: &str,
         ttl: u32,
-    ) -> std::result::Result<Option<(hold::Model, usage::Model)>, DbErr> {
+    ) -> std::result::Result<Taken, DbErr> {
         let now = Utc::now();
         let h = hold::Model {
             id: Uuid::now_v7(),
@@ -508,12 +617,11 @@ impl Subscriptions {
         for attempt in 0..2 {
             if self.db.get_database_backend() == DbBackend::Postgres {
                 match self.reserve_in_one_statement(&h, cur).await? {
-                    Some(row) => return Ok(Some((h, row))),
-                    None if attempt == 1 => return Ok(None),
-                    None => {
+                    Taken::NoRoom if attempt == 0 => {
                         self.ensure_usage_row(user, cur.period_start).await?;
                         continue;
                     }
+                    taken => return Ok(taken),
                 }
             }
             let txn = self.db.begin().await?;
@@ -548,22 +656,25 @@ impl Subscriptions {
                 // may be creating it): make sure it exists and try once more; a second miss is
                 // a real refusal.
                 if attempt == 1 {
-                    return Ok(None);
+                    return Ok(Taken::NoRoom);
                 }
                 self.ensure_usage_row(user, cur.period_start).await?;
                 continue;
             };
             let h = hold::ActiveModel::from(h).insert(&txn).await?;
             txn.commit().await?;
-            return Ok(Some((h, row)));
+            return Ok(Taken::Yes(h, row));
         }
-        Ok(None)
+        Ok(Taken::NoRoom)
     }
 
     /// PostgreSQL's hot path: room taken in the usage row and the hold inserted from its result
     /// in one statement — one round trip and one implicit transaction instead of four round
-    /// trips. A statement is atomic: a duplicate key (unique violation) takes nothing. `None`:
-    /// no room, or no usage row for the period yet.
+    /// trips. A statement is atomic: a duplicate key (unique violation) takes nothing.
+    ///
+    /// The statement also checks the subscription the reserve assumed (the plan and period in
+    /// `cur`, from a row this replica may have read a while ago, see [`KnownRows`]) against the
+    /// table, and takes nothing when it changed: [`Taken::Stale`].
     ///
     /// It commits without waiting for the WAL flush (`synchronous_commit = off`, for this
     /// transaction only — PostgreSQL's documented per-transaction trade): a hold is a
@@ -577,16 +688,26 @@ impl Subscriptions {
         &self,
         h: &hold::Model,
         cur: &Current,
-    ) -> std::result::Result<Option<usage::Model>, DbErr> {
+    ) -> std::result::Result<Taken, DbErr> {
+        // `$10` is the paid plan assumed (NULL: the free plan, no active subscription).
         const SQL: &str = r#"
             WITH async_commit AS (
                 SELECT set_config('synchronous_commit', 'off', true)
+            ), fresh AS (
+                SELECT CASE WHEN $10::text IS NULL THEN NOT EXISTS (
+                    SELECT 1 FROM subscribe_subscriptions WHERE user_id = $2 AND status = $12
+                ) ELSE EXISTS (
+                    SELECT 1 FROM subscribe_subscriptions
+                     WHERE user_id = $2 AND status = $12 AND plan_id = $10
+                       AND period_start = $3 AND period_end = $11
+                ) END AS ok
             ), taken AS (
                 UPDATE subscribe_usage
                    SET tokens_held = tokens_held + $1, generations_held = generations_held + 1
                  WHERE user_id = $2 AND period_start = $3
                    AND tokens_used + tokens_held + $1 <= $4
                    AND generations_used + generations_held + 1 <= $5
+                   AND (SELECT ok FROM fresh)
                 RETURNING *
             ), held AS (
                 INSERT INTO subscribe_holds
@@ -594,7 +715,9 @@ impl Subscriptions {
                      expires_at, created_at)
                 SELECT $6, $2, $3, $1, 'held', 0, $7, $8, $9 FROM taken
             )
-            SELECT taken.* FROM taken, async_commit"#;
+            SELECT fresh.ok AS fresh, taken.*
+              FROM fresh CROSS JOIN async_commit LEFT JOIN taken ON true"#;
+        let paid = cur.sub.as_ref().filter(|s| s.status == pb::SubscriptionStatus::Active as i32);
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
             SQL,
@@ -608,9 +731,23 @@ impl Subscriptions {
                 h.idempotency.clone().into(),
                 h.expires_at.into(),
                 h.created_at.into(),
+                paid.map(|s| s.plan_id.clone()).into(),
+                cur.period_end.into(),
+                (pb::SubscriptionStatus::Active as i32).into(),
             ],
         );
-        usage::Entity::find().from_raw_sql(stmt).one(&self.db).await
+        let res = self
+            .db
+            .query_one_raw(stmt)
+            .await?
+            .ok_or_else(|| DbErr::Custom("reserving returned no row".into()))?;
+        if !res.try_get::<bool>("", "fresh")? {
+            return Ok(Taken::Stale);
+        }
+        Ok(match usage::Model::from_query_result_optional(&res, "")? {
+            Some(row) => Taken::Yes(h.clone(), row),
+            None => Taken::NoRoom,
+        })
     }
 
     /// The user's usage row for a period, created empty if missing (concurrent creators agree).

@@ -65,6 +65,7 @@ skillup_kit::both_adapters!(
     the_first_concurrent_reserves_of_a_period_are_never_refused_falsely,
     holds_commit_release_and_expire_exactly_once,
     renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free,
+    a_paid_period_is_one_usage_row_and_every_replica_reserves_on_the_plan_of_now,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -91,6 +92,16 @@ async fn fund(h: &mut Harness, user: Uuid, amount: i64) {
 async fn balance(h: &mut Harness, user: Uuid) -> i64 {
     let req = as_user(h, user, paypb::GetBalanceRequest { currency: "USD".into() });
     h.payments.get_balance(req).await.unwrap().into_inner().available.unwrap().amount_minor
+}
+
+/// Another replica of the service, on the same database, bus and cache.
+fn replica(h: &Harness) -> Subscriptions {
+    Subscriptions::new(
+        h.t.infra.db.clone(),
+        h.t.infra.bus.clone(),
+        h.t.infra.cache.clone(),
+        Arc::new(PaymentBilling::new(h.channel.clone())),
+    )
 }
 
 fn plan(id: &str) -> pb::SubscribeRequest {
@@ -352,15 +363,7 @@ async fn renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free(kind: K
     h.client.subscribe(as_user(&h, user, plan("basic"))).await.unwrap();
     assert_eq!(balance(&mut h, user).await, 510);
     fund(&mut h, user, 1_000).await;
-    let replica = || {
-        Subscriptions::new(
-            h.t.infra.db.clone(),
-            h.t.infra.bus.clone(),
-            h.t.infra.cache.clone(),
-            Arc::new(PaymentBilling::new(h.channel.clone())),
-        )
-    };
-    let (a, b) = (replica(), replica());
+    let (a, b) = (replica(&h), replica(&h));
     a.set_period_end(user, chrono::Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
     let (ra, rb) = tokio::join!(a.renew_due(), b.renew_due());
     ra.unwrap();
@@ -385,4 +388,49 @@ async fn renewal_on_two_replicas_charges_once_and_unpaid_expires_to_free(kind: K
         .into_inner();
     assert_eq!(me.plan.unwrap().id, "free");
     assert_eq!(balance(&mut h, user).await, 520, "nothing taken");
+}
+
+async fn a_paid_period_is_one_usage_row_and_every_replica_reserves_on_the_plan_of_now(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    let (a, b) = (replica(&h), replica(&h));
+    let held = |r: &(skillup_subscribe::store::entities::hold::Model, pb::Usage, u32)| {
+        (r.1.token_quota, r.2)
+    };
+    // Free: `lesson_plan` is not in it.
+    let r = a.reserve(user, "quiz", 100, "free-1", 60).await.unwrap();
+    assert_eq!(held(&r), (20_000, 1));
+    let e = a.reserve(user, "lesson_plan", 100, "free-2", 60).await.unwrap_err();
+    assert!(e.to_string().contains("not in the Free plan"), "{e}");
+
+    // Basic, bought through the other replica: `a` reserves on it at once, `lesson_plan` too.
+    fund(&mut h, user, 10_000).await;
+    b.subscribe(user, "basic", "").await.unwrap();
+    let r = a.reserve(user, "lesson_plan", 100, "basic-1", 60).await.unwrap();
+    assert_eq!(held(&r), (200_000, 5), "the plan of now, not the one `a` saw last");
+    // However each replica reads the subscription (the table, the shared cache, its own copy),
+    // a period is one usage row: every hold of the period shows in it.
+    a.reserve(user, "quiz", 100, "basic-2", 60).await.unwrap();
+    // (Moving the period's end drops the cached row: the next read is from the table.)
+    b.set_period_end(user, chrono::Utc::now() + chrono::Duration::days(20)).await.unwrap();
+    for n in 3..=4 {
+        a.reserve(user, "quiz", 100, &format!("basic-{n}"), 60).await.unwrap();
+    }
+    b.reserve(user, "quiz", 100, "basic-5", 60).await.unwrap();
+    let usage =
+        h.client.get_usage(as_user(&h, user, pb::GetUsageRequest {})).await.unwrap().into_inner();
+    assert_eq!((usage.token_quota, usage.tokens_held, usage.generations_held), (200_000, 500, 5));
+
+    // Premium through `b`, then cancelled and its period over: back on free, `a` at once.
+    b.subscribe(user, "premium", "").await.unwrap();
+    let r = a.reserve(user, "quiz", 100, "premium-1", 60).await.unwrap();
+    assert_eq!(held(&r), (1_000_000, 9));
+    b.cancel(user).await.unwrap();
+    b.set_period_end(user, chrono::Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
+    b.renew_due().await.unwrap();
+    let e = a.reserve(user, "lesson_plan", 100, "free-3", 60).await.unwrap_err();
+    assert!(e.to_string().contains("not in the Free plan"), "{e}");
+    let r = a.reserve(user, "quiz", 100, "free-4", 60).await.unwrap();
+    assert_eq!(held(&r), (20_000, 1));
+    assert_eq!(r.1.tokens_held, 200, "this month's free holds: `free-1` and `free-4`");
 }
