@@ -251,23 +251,23 @@ impl Generator {
             return Err(AiError::EmailNotVerified);
         }
         validate(&req)?;
-        let mut call = tonic::Request::new(BuildPromptRequest {
+        let ask = BuildPromptRequest {
             topic: req.topic.trim().to_owned(),
             function_id: req.function.clone(),
             params: req.params.clone(),
             locale: req.locale.clone(),
             max_tokens: req.max_tokens,
-        });
-        identity.forward(&mut call);
-        call.set_timeout(Duration::from_secs(5));
-        let built = self
-            .inner
-            .prompts
-            .clone()
-            .build_prompt(call)
-            .await
-            .map_err(|s| AiError::from_call("prompt", s))?
-            .into_inner();
+        };
+        let built = again(|| {
+            let mut call = tonic::Request::new(ask.clone());
+            identity.forward(&mut call);
+            call.set_timeout(Duration::from_secs(5));
+            let mut prompts = self.inner.prompts.clone();
+            async move { prompts.build_prompt(call).await }
+        })
+        .await
+        .map_err(|s| AiError::from_call("prompt", s))?
+        .into_inner();
         let messages = built
             .messages
             .iter()
@@ -387,20 +387,21 @@ impl Generator {
         key: &str,
         ttl: u32,
     ) -> Result<(String, u32)> {
-        let hold = self
-            .inner
-            .quota
-            .clone()
-            .reserve_quota(ReserveQuotaRequest {
-                user_id: p.user.to_string(),
-                function_id: p.req.function.clone(),
-                tokens,
-                idempotency_key: key.to_owned(),
-                ttl_seconds: ttl,
-            })
-            .await
-            .map_err(|s| AiError::from_call("subscribe", s))?
-            .into_inner();
+        let ask = ReserveQuotaRequest {
+            user_id: p.user.to_string(),
+            function_id: p.req.function.clone(),
+            tokens,
+            idempotency_key: key.to_owned(),
+            ttl_seconds: ttl,
+        };
+        // Safe to repeat: a second reserve with the key finds the first one's hold.
+        let hold = again(|| {
+            let (mut quota, call) = (self.inner.quota.clone(), traced(ask.clone()));
+            async move { quota.reserve_quota(call).await }
+        })
+        .await
+        .map_err(|s| AiError::from_call("subscribe", s))?
+        .into_inner();
         Ok((hold.hold_id, hold.priority))
     }
 
@@ -413,10 +414,10 @@ impl Generator {
                 .inner
                 .quota
                 .clone()
-                .commit_quota(CommitQuotaRequest {
+                .commit_quota(traced(CommitQuotaRequest {
                     hold_id: hold_id.to_owned(),
                     actual_tokens: tokens,
-                })
+                }))
                 .await;
             match res {
                 Ok(_) => return true,
@@ -450,7 +451,7 @@ impl Generator {
                 .inner
                 .quota
                 .clone()
-                .release_quota(ReleaseQuotaRequest { hold_id: hold_id.to_owned() })
+                .release_quota(traced(ReleaseQuotaRequest { hold_id: hold_id.to_owned() }))
                 .await;
             match res {
                 Ok(_) => return true,
@@ -785,14 +786,13 @@ impl Generator {
             user_id: p.user.to_string(),
             function_id: p.req.function.clone(),
         };
-        Ok(self
-            .inner
-            .quota
-            .clone()
-            .check_entitlement(req)
-            .await
-            .map_err(|s| AiError::from_call("subscribe", s))?
-            .into_inner())
+        Ok(again(|| {
+            let (mut quota, call) = (self.inner.quota.clone(), traced(req.clone()));
+            async move { quota.check_entitlement(call).await }
+        })
+        .await
+        .map_err(|s| AiError::from_call("subscribe", s))?
+        .into_inner())
     }
 
     /// One of the user's tasks: from the cache while fresh, else the database.
@@ -903,6 +903,35 @@ fn completion(id: &Uuid, provider: &str, a: Answer, cached: bool) -> pb::Complet
         finish_reason: a.finish_reason,
         cached,
     }
+}
+
+/// A call to another service, carrying this span's trace (its span is a child of ours).
+fn traced<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    skillup_kit::telemetry::inject_metadata(req.metadata_mut());
+    req
+}
+
+/// Calls another service, and again after UNAVAILABLE — the service restarting or being
+/// redeployed, a connection reset — a few times within ~0.4 s, with jittered exponential
+/// backoff. Only for calls safe to repeat: reads, and reserves (by their idempotency key).
+pub(crate) async fn again<T, F, Fut>(call: F) -> std::result::Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+{
+    use backon::Retryable as _;
+    call.retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(25))
+            .with_max_times(4)
+            .with_jitter(),
+    )
+    .when(|s: &tonic::Status| s.code() == tonic::Code::Unavailable)
+    .notify(|s: &tonic::Status, wait: Duration| {
+        tracing::debug!(code = ?s.code(), message = s.message(), ?wait, "service unavailable, asking again");
+    })
+    .await
 }
 
 #[cfg(test)]

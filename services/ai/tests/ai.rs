@@ -145,6 +145,7 @@ skillup_kit::both_adapters!(
     premium_tasks_jump_the_queue,
     retries_with_the_same_idempotency_key_get_the_first_answer,
     task_rows_are_written_in_batches_each_with_its_own_outcome,
+    services_that_are_restarting_are_asked_again,
 );
 
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {
@@ -1092,4 +1093,53 @@ async fn task_rows_are_written_in_batches_each_with_its_own_outcome(kind: Kind) 
     let stored = task::Entity::find().filter(task::Column::UserId.eq(user)).count(&t.infra.db);
     assert_eq!(stored.await.unwrap(), 41, "every row that was told ok is there, nothing else");
     assert!(writer.batches() < 44, "rows sent together shared statements: {}", writer.batches());
+}
+
+async fn services_that_are_restarting_are_asked_again(kind: Kind) {
+    let h = harness(kind).await;
+    // A second ai whose prompt and subscribe services are down when a generation starts and
+    // come up 150 ms later, as in a redeploy: the prompt and the reserve are asked again.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let generator = skillup_ai::generator(&h.t.infra, &config(&h.fake), channel.clone(), channel)
+        .await
+        .unwrap();
+    let prompt = skillup_prompt::build(&h.t.infra).await.unwrap();
+    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(h._core.channel()));
+    let subscribe = skillup_subscribe::build(
+        &h.t.infra,
+        billing,
+        Duration::from_secs(3600),
+        h.shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let core = GrpcServer::builder()
+        .add_service(prompt.into_server())
+        .add_service(subscribe.into_server())
+        .identity_key(h.key.clone());
+    let shutdown = h.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        core.bind(addr).await.unwrap().run(shutdown).await
+    });
+    let user = Uuid::now_v7();
+    let id = Identity {
+        user_id: user.to_string(),
+        email_verified: true,
+        exp: now_secs() + 300,
+        ..Default::default()
+    };
+    let id = Identity { assertion: h.key.sign(&id), ..id };
+    let started = std::time::Instant::now();
+    let out = generator
+        .generate(&id, gen_req("photosynthesis", "quiz", pb::Mode::Sync))
+        .await
+        .expect("answered once the services are back");
+    assert!(matches!(out, skillup_ai::service::Outcome::Inline(_)));
+    assert!(started.elapsed() >= Duration::from_millis(150), "it did wait for them");
+    let mut h = h;
+    let u = settled_usage(&mut h, user).await;
+    assert_eq!(u.generations_used, 1, "charged once");
 }
