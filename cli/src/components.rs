@@ -95,7 +95,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             builder.add_service(auth(&config, &infra, &shutdown).await?.into_server())
         }
         Component::Prompt => builder.add_service(prompt(&infra).await?.into_server()),
-        Component::Payment => builder.add_service(payment(&infra).await?.into_server()),
+        Component::Payment => builder.add_service(payment(&infra, &shutdown).await?.into_server()),
         Component::Subscribe => {
             builder.add_service(subscribe(&config, &infra, None, &shutdown).await?.into_server())
         }
@@ -200,8 +200,13 @@ pub async fn prompt(infra: &Infra) -> anyhow::Result<skillup_prompt::PromptGrpc>
 }
 
 /// The payment service (balances and the ledger) with the sandbox card processor.
-pub async fn payment(infra: &Infra) -> anyhow::Result<skillup_payment::PaymentGrpc> {
-    skillup_payment::build(infra).await.map_err(|e| anyhow::anyhow!("payment: {e}"))
+pub async fn payment(
+    infra: &Infra,
+    shutdown: &Shutdown,
+) -> anyhow::Result<skillup_payment::PaymentGrpc> {
+    skillup_payment::build(infra, shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("payment: {e}"))
 }
 
 /// The subscribe service, charging through the payment service (see [`service_channel`]), with

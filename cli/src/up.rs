@@ -55,7 +55,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let prompt = components::prompt(&infra).await?;
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
-    let payment = components::payment(&infra).await?;
+    let payment = components::payment(&infra, &shutdown).await?;
     say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
     let subscribe = components::subscribe(&config, &infra, local_slot, &shutdown).await?;
     say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");

@@ -46,6 +46,7 @@ pub async fn build(
         Auth::new(infra.db.clone(), infra.cache.clone(), infra.bus.clone(), mailer, keys, cfg)
             .await
             .map_err(|e| e.to_string())?;
+    auth.outbox().spawn_relay(shutdown.clone());
     let consumer =
         tokio::spawn(consume_tier_changes(auth.clone(), infra.bus.clone(), shutdown.clone()));
     tokio::spawn(async move {

@@ -29,6 +29,7 @@ use skillup_kit::{
     cache::SharedCache,
     config::AuthConfig,
     mailer::{Email as Mail, SharedMailer},
+    outbox::Outbox,
 };
 use uuid::Uuid;
 
@@ -90,7 +91,13 @@ pub struct Auth {
     /// identity stamp it was read with: every change to an account rewrites the stamp, so an
     /// entry is used only while nothing changed, and never for longer than `PROFILE_TTL`.
     profiles: Arc<RwLock<HashMap<Uuid, Profile>>>,
+    /// `user.registered` waits here until the broker has it (the other events are about
+    /// revocations and sign-ins kept in Redis, and are published directly, after the fact).
+    outbox: Outbox,
 }
+
+/// The table `user.registered` events wait in.
+pub const OUTBOX: &str = "auth_outbox";
 
 /// One cached account row: (identity stamp it was read under, when, the row).
 type Profile = (String, Instant, user::Model);
@@ -124,7 +131,14 @@ impl Auth {
         let dummy_hash = password::hash(SecretString::from(secrets::new_token()), cfg.bcrypt_cost)
             .await
             .map_err(AuthError::Internal)?;
-        Ok(Self { db, cache, bus, mailer, keys, cfg, dummy_hash, profiles: Arc::default() })
+        let outbox = Outbox::new(db.clone(), bus.clone(), OUTBOX);
+        Ok(Self { db, cache, bus, mailer, keys, cfg, dummy_hash, profiles: Arc::default(), outbox })
+    }
+
+    /// The outbox of this service's `user.registered` events (its relay runs in
+    /// [`crate::build`]).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     fn access_ttl(&self) -> Duration {
@@ -171,17 +185,27 @@ impl Auth {
             created_at: Set(t),
             updated_at: Set(t),
         };
-        // The unique index decides between concurrent registrations of one address.
-        let user = match model.insert(&self.db).await {
+        // The unique index decides between concurrent registrations of one address; the
+        // account and its `user.registered` (the notification service's contact) commit together.
+        let txn = self.db.begin().await?;
+        let user = match model.insert(&txn).await {
             Ok(u) => u,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                txn.rollback().await?;
                 return Err(AuthError::EmailTaken);
             }
             Err(e) => return Err(e.into()),
         };
+        let msg =
+            skillup_proto::auth::v1::UserRegistered { user: Some(crate::grpc::user_pb(&user)) };
+        let (id, full_name) = (format!("registered:{}", user.id), "skillup.auth.v1.UserRegistered");
+        self.outbox
+            .add(&txn, &id, "user.registered", &user.id.to_string(), full_name, &msg)
+            .await?;
+        txn.commit().await?;
+        self.outbox.wake();
         self.send_email_token(&user, "verify").await?;
         let issued = self.start_session(&user, client).await?;
-        self.emit_registered(&user).await;
         Ok((user, issued))
     }
 
@@ -934,12 +958,6 @@ impl Auth {
         {
             tracing::warn!(event = kind, error = %e, "event not published");
         }
-    }
-
-    async fn emit_registered(&self, user: &user::Model) {
-        let msg =
-            skillup_proto::auth::v1::UserRegistered { user: Some(crate::grpc::user_pb(user)) };
-        self.emit("user.registered", &user.id, "skillup.auth.v1.UserRegistered", &msg).await;
     }
 
     async fn emit_password_changed(&self, user_id: Uuid, via_reset: bool) {

@@ -236,6 +236,8 @@ async fn bad_input_gets_a_reason_never_internal(kind: Kind) {
 
 async fn concurrent_duplicate_registration_makes_exactly_one_account(kind: Kind) {
     let h = harness(kind).await;
+    let spec = skillup_kit::bus::SubscriptionSpec::new("registered-test", &["user.registered"]);
+    let mut events = h.t.infra.bus.subscribe(&spec, 16).await.unwrap();
     let em = email();
     let tasks: Vec<_> = (0..12)
         .map(|i| {
@@ -259,6 +261,15 @@ async fn concurrent_duplicate_registration_makes_exactly_one_account(kind: Kind)
         }
     }
     assert_eq!(ok, 1);
+    // One `user.registered` (committed with the account; the refused ones rolled theirs back).
+    let d = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap();
+    let (env, ev) =
+        skillup_kit::events::decode::<pb::UserRegistered>(&d.message.payload).expect("an event");
+    d.ack().await.unwrap();
+    assert_eq!(ev.user.unwrap().email, em);
+    assert_eq!(env.id, format!("registered:{}", env.user_id));
+    let more = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
+    assert!(more.is_err(), "exactly one event");
 }
 
 // ---------- the JWT attack list ----------

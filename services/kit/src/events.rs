@@ -31,11 +31,25 @@ pub async fn publish_with_id<M: prost::Message>(
     full_name: &str,
     payload: &M,
 ) -> Result<String> {
-    let id = id.to_owned();
+    let mut msg = Message::new(envelope(id, kind, user_id, full_name, payload));
+    msg.id = id.to_owned();
+    bus.publish(kind, msg).await?;
+    Ok(id.to_owned())
+}
+
+/// The encoded envelope of event `kind` with `id`, occurring now (what [`publish_with_id`]
+/// sends, and what [`crate::outbox::Outbox`] stores to send later).
+pub fn envelope<M: prost::Message>(
+    id: &str,
+    kind: &str,
+    user_id: &str,
+    full_name: &str,
+    payload: &M,
+) -> Vec<u8> {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let envelope = EventEnvelope {
-        id: id.clone(),
+    EventEnvelope {
+        id: id.to_owned(),
         r#type: kind.to_owned(),
         occurred_at: Some(prost_types::Timestamp {
             seconds: now.as_secs() as i64,
@@ -47,11 +61,8 @@ pub async fn publish_with_id<M: prost::Message>(
             value: payload.encode_to_vec(),
         }),
         traceparent: String::new(),
-    };
-    let mut msg = Message::new(envelope.encode_to_vec());
-    msg.id = id.clone();
-    bus.publish(kind, msg).await?;
-    Ok(id)
+    }
+    .encode_to_vec()
 }
 
 /// Decodes an envelope and its payload.

@@ -17,6 +17,7 @@ pub mod infra;
 pub mod keys;
 pub mod mailer;
 pub mod ops;
+pub mod outbox;
 pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;

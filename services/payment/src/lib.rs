@@ -14,7 +14,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-use skillup_kit::infra::Infra;
+use skillup_kit::{Shutdown, infra::Infra};
 
 use crate::store::migration::Migrator;
 pub use crate::{domain::SandboxProvider, grpc::PaymentGrpc, service::Ledger};
@@ -24,9 +24,11 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()
     skillup_kit::db::migrate::<Migrator>(db).await
 }
 
-/// Builds the service on connected infrastructure with the sandbox processor (migrating first).
-pub async fn build(infra: &Infra) -> Result<PaymentGrpc, String> {
+/// Builds the service on connected infrastructure with the sandbox processor (migrating first),
+/// and starts the relay of its outbox until `shutdown`.
+pub async fn build(infra: &Infra, shutdown: Shutdown) -> Result<PaymentGrpc, String> {
     migrate(&infra.db).await.map_err(|e| format!("payment migrations: {e}"))?;
     let ledger = Ledger::new(infra.db.clone(), infra.bus.clone(), Arc::new(SandboxProvider));
+    ledger.outbox().spawn_relay(shutdown);
     Ok(PaymentGrpc::new(ledger))
 }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use skillup_kit::{
     bus::SharedBus,
     db::{is_busy as busy, is_unique_violation as unique_violation, timestamp as ts},
+    outbox::Outbox,
 };
 use skillup_proto::{common::v1::Money, payment::v1 as pb};
 use uuid::Uuid;
@@ -31,9 +32,12 @@ pub const DEFAULT_CURRENCY: &str = "USD";
 #[derive(Clone)]
 pub struct Ledger {
     db: DatabaseConnection,
-    bus: SharedBus,
+    outbox: Outbox,
     provider: Arc<dyn PaymentProvider>,
 }
+
+/// The table `payment.succeeded` / `payment.failed` events wait in until the broker has them.
+pub const OUTBOX: &str = "payment_outbox";
 
 /// A ledger entry and whether this call made it (false: an idempotent replay).
 pub type Outcome = (transaction::Model, bool);
@@ -139,7 +143,7 @@ enum Refused {
 
 impl Ledger {
     pub fn new(db: DatabaseConnection, bus: SharedBus, provider: Arc<dyn PaymentProvider>) -> Self {
-        Self { db, bus, provider }
+        Self { outbox: Outbox::new(db.clone(), bus, OUTBOX), db, provider }
     }
 
     pub async fn balance(&self, user: Uuid, currency: &str) -> Result<pb::Balance> {
@@ -375,7 +379,7 @@ impl Ledger {
             }
             match self.try_execute(&m).await {
                 Ok(Ok(t)) => {
-                    self.emit("payment.succeeded", &t).await;
+                    self.outbox.wake();
                     return Ok((t, true));
                 }
                 Ok(Err(Refused::Insufficient)) => {
@@ -487,6 +491,7 @@ impl Ledger {
             .one(&txn)
             .await?
             .ok_or(DbErr::RecordNotFound("the entry just written".into()))?;
+        self.record_event(&txn, &row).await?;
         txn.commit().await?;
         Ok(Ok(row))
     }
@@ -500,9 +505,9 @@ impl Ledger {
                 reason.clone(),
                 chrono::Utc::now(),
             );
-            match row.insert(&self.db).await {
+            match self.insert_refusal(row).await {
                 Ok(t) => {
-                    self.emit("payment.failed", &t).await;
+                    self.outbox.wake();
                     return self.replay(t, &m.hash);
                 }
                 Err(e) if unique_violation(&e) => {
@@ -519,45 +524,42 @@ impl Ledger {
         Err(PaymentError::Unavailable("the ledger stayed busy".into()))
     }
 
-    /// Publishes after the commit, off the caller's path (the broker's confirm is not the
-    /// caller's wait; a lost event is logged — see the outbox note in the README).
-    async fn emit(&self, kind: &str, t: &transaction::Model) {
-        let this = self.clone();
-        let (kind, t) = (kind.to_owned(), t.clone());
-        tokio::spawn(async move { this.publish(&kind, &t).await });
+    /// A refused movement's entry and its event, in one transaction.
+    async fn insert_refusal(
+        &self,
+        row: transaction::ActiveModel,
+    ) -> std::result::Result<transaction::Model, DbErr> {
+        let txn = self.db.begin().await?;
+        let t = row.insert(&txn).await?;
+        self.record_event(&txn, &t).await?;
+        txn.commit().await?;
+        Ok(t)
     }
 
-    async fn publish(&self, kind: &str, t: &transaction::Model) {
-        let (full_name, result) = if kind == "payment.succeeded" {
-            let msg = pb::PaymentSucceeded { transaction: Some(transaction_pb(t)) };
-            (
-                "skillup.payment.v1.PaymentSucceeded",
-                skillup_kit::events::publish(
-                    &self.bus,
-                    kind,
-                    &t.user_id.to_string(),
-                    "skillup.payment.v1.PaymentSucceeded",
-                    &msg,
-                )
-                .await,
-            )
+    /// Stores the event of entry `t` — `payment.succeeded`, or `payment.failed` — in the
+    /// transaction that writes it; the outbox publishes it after the commit, under an id
+    /// derived from the entry (consumers act on it once).
+    async fn record_event<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        t: &transaction::Model,
+    ) -> std::result::Result<(), DbErr> {
+        let (user, id) = (t.user_id.to_string(), format!("payment:{}", t.id));
+        let entry = Some(transaction_pb(t));
+        if t.status == pb::TransactionStatus::Failed as i32 {
+            let msg = pb::PaymentFailed { transaction: entry };
+            let name = "skillup.payment.v1.PaymentFailed";
+            self.outbox.add(txn, &id, "payment.failed", &user, name, &msg).await
         } else {
-            let msg = pb::PaymentFailed { transaction: Some(transaction_pb(t)) };
-            (
-                "skillup.payment.v1.PaymentFailed",
-                skillup_kit::events::publish(
-                    &self.bus,
-                    kind,
-                    &t.user_id.to_string(),
-                    "skillup.payment.v1.PaymentFailed",
-                    &msg,
-                )
-                .await,
-            )
-        };
-        if let Err(e) = result {
-            tracing::warn!(event = kind, message = full_name, error = %e, "event not published");
+            let msg = pb::PaymentSucceeded { transaction: entry };
+            let name = "skillup.payment.v1.PaymentSucceeded";
+            self.outbox.add(txn, &id, "payment.succeeded", &user, name, &msg).await
         }
+    }
+
+    /// The outbox of this service's events (its relay runs in [`crate::build`]).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Invariant checks for tests and operators: every transaction's postings sum to zero and

@@ -27,7 +27,7 @@ struct Harness {
 async fn harness(kind: Kind) -> Harness {
     let t = kind.infra().await;
     let key = Arc::new(IdentityKey::random());
-    let svc = skillup_payment::build(&t.infra).await.unwrap();
+    let svc = skillup_payment::build(&t.infra, skillup_kit::Shutdown::new()).await.unwrap();
     let ledger = Ledger::new(t.infra.db.clone(), t.infra.bus.clone(), Arc::new(SandboxProvider));
     let server = TestServer::start(
         GrpcServer::builder().add_service(svc.into_server()).identity_key(key.clone()),
@@ -47,6 +47,7 @@ skillup_kit::both_adapters!(
     a_declined_top_up_moves_nothing_and_replays_its_answer,
     a_hundred_concurrent_debits_of_one_against_fifty,
     concurrent_duplicates_execute_once,
+    every_new_entry_has_its_event_once,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -346,4 +347,38 @@ proptest! {
             assert!(ledger.audit().await.unwrap().is_empty());
         });
     }
+}
+
+async fn every_new_entry_has_its_event_once(kind: Kind) {
+    let mut h = harness(kind).await;
+    let spec = skillup_kit::bus::SubscriptionSpec::new("payment-events-test", &["payment.*"]);
+    let mut events = h._t.infra.bus.subscribe(&spec, 8).await.unwrap();
+    let mut next = async || {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("consumer open");
+        let (env, _) = skillup_kit::events::decode::<pb::PaymentSucceeded>(&d.message.payload)
+            .expect("an event");
+        d.ack().await.unwrap();
+        (env.id, env.r#type)
+    };
+    let user = Uuid::now_v7();
+    let paid = h
+        .client
+        .top_up(as_user(&h, user, top_up(1_000, "e-1", "pm_card_visa")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next().await, (format!("payment:{}", paid.id), "payment.succeeded".into()));
+    // A replay is the same entry: no second event.
+    h.client.top_up(as_user(&h, user, top_up(1_000, "e-1", "pm_card_visa"))).await.unwrap();
+    // A refusal is an entry of its own, with its event.
+    let err = h.client.charge(charge(user, 5_000, "e-2")).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::InsufficientFunds);
+    let (id, kind) = next().await;
+    assert_eq!(kind, "payment.failed");
+    assert_ne!(id, format!("payment:{}", paid.id));
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), events.next()).await;
+    assert!(quiet.is_err(), "one event per entry, none for the replay");
 }

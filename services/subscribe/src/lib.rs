@@ -26,8 +26,8 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()
     skillup_kit::db::migrate::<Migrator>(db).await
 }
 
-/// Builds the service (migrating first) and starts the periodic job — expired holds back,
-/// ended periods renewed — every `interval` until `shutdown`. The job is safe to run on every
+/// Builds the service (migrating first) and starts the relay of its outbox and the periodic
+/// job — expired holds back, ended periods renewed — every `interval`, until `shutdown`. The job is safe to run on every
 /// replica at once.
 pub async fn build(
     infra: &Infra,
@@ -38,6 +38,7 @@ pub async fn build(
     migrate(&infra.db).await.map_err(|e| format!("subscribe migrations: {e}"))?;
     let subs =
         Subscriptions::new(infra.db.clone(), infra.bus.clone(), infra.cache.clone(), billing);
+    subs.outbox().spawn_relay(shutdown.clone());
     let job = subs.clone();
     tokio::spawn(async move {
         loop {

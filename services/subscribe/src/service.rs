@@ -9,12 +9,13 @@ use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, TransactionTrait,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 use skillup_kit::{
     bus::SharedBus,
     cache::SharedCache,
     db::{is_busy as busy, is_unique_violation as unique_violation, timestamp as ts},
+    outbox::Outbox,
 };
 use skillup_proto::{common::v1::Money, subscribe::v1 as pb};
 use uuid::Uuid;
@@ -114,11 +115,11 @@ impl Billing for PaymentBilling {
 #[derive(Clone)]
 pub struct Subscriptions {
     db: DatabaseConnection,
-    bus: SharedBus,
     cache: SharedCache,
     billing: Arc<dyn Billing>,
     plans: PlanCache,
     known: KnownRows,
+    outbox: Outbox,
 }
 
 /// PostgreSQL: the subscription rows this replica's reserves last saw, used without asking the
@@ -138,6 +139,9 @@ const KNOWN_MAX: usize = 100_000;
 
 /// The plans as last read, and when.
 type PlanCache = Arc<std::sync::RwLock<Option<(std::time::Instant, Arc<Vec<plan::Model>>)>>>;
+
+/// The table `subscription.changed` events wait in until the broker has them.
+pub const OUTBOX: &str = "subscribe_outbox";
 
 /// How long the plans stay in memory.
 const PLANS_TTL: Duration = Duration::from_secs(60);
@@ -249,7 +253,8 @@ impl Subscriptions {
         cache: SharedCache,
         billing: Arc<dyn Billing>,
     ) -> Self {
-        Self { db, bus, cache, billing, plans: Arc::default(), known: Arc::default() }
+        let outbox = Outbox::new(db.clone(), bus, OUTBOX);
+        Self { db, cache, billing, plans: Arc::default(), known: Arc::default(), outbox }
     }
 
     /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
@@ -990,40 +995,36 @@ impl Subscriptions {
                 .await?;
         }
         let end = now + chrono::Duration::days(i64::from(plan.period_days));
-        let updated = subscription::Entity::update_many()
-            .col_expr(subscription::Column::PlanId, Expr::value(plan.id.clone()))
-            .col_expr(
-                subscription::Column::Status,
-                Expr::value(pb::SubscriptionStatus::Active as i32),
-            )
-            .col_expr(subscription::Column::PeriodStart, Expr::value(now))
-            .col_expr(subscription::Column::PeriodEnd, Expr::value(end))
-            .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(false))
-            .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
-            .filter(subscription::Column::UserId.eq(user))
-            .exec(&self.db)
-            .await?;
-        if updated.rows_affected == 0 {
-            let inserted = subscription::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                user_id: Set(user),
-                plan_id: Set(plan.id.clone()),
-                status: Set(pb::SubscriptionStatus::Active as i32),
-                period_start: Set(now),
-                period_end: Set(end),
-                cancel_at_period_end: Set(false),
-                updated_at: Set(now),
-            }
-            .insert(&self.db)
-            .await;
-            match inserted {
-                Err(e) if unique_violation(&e) => {} // a concurrent subscribe wrote it
-                other => {
-                    other?;
-                }
-            }
-        }
-        self.emit(user, &plan.id, pb::SubscriptionStatus::Active, end).await;
+        // The row (one per user: a concurrent subscribe's insert becomes an update) and its
+        // event, in one transaction.
+        let txn = self.db.begin().await?;
+        subscription::Entity::insert(subscription::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user),
+            plan_id: Set(plan.id.clone()),
+            status: Set(pb::SubscriptionStatus::Active as i32),
+            period_start: Set(now),
+            period_end: Set(end),
+            cancel_at_period_end: Set(false),
+            updated_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(subscription::Column::UserId)
+                .update_columns([
+                    subscription::Column::PlanId,
+                    subscription::Column::Status,
+                    subscription::Column::PeriodStart,
+                    subscription::Column::PeriodEnd,
+                    subscription::Column::CancelAtPeriodEnd,
+                    subscription::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        self.changed(&txn, user, &plan.id, pb::SubscriptionStatus::Active, end).await?;
+        txn.commit().await?;
+        self.committed(user).await;
         self.subscription_pb(user).await
     }
 
@@ -1033,13 +1034,17 @@ impl Subscriptions {
         let Some(s) = cur.sub.filter(|s| s.status == pb::SubscriptionStatus::Active as i32) else {
             return Err(SubscribeError::NotFound("there is no paid subscription to cancel".into()));
         };
+        let txn = self.db.begin().await?;
         subscription::Entity::update_many()
             .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(true))
             .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(subscription::Column::Id.eq(s.id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        self.emit(user, &s.plan_id, pb::SubscriptionStatus::Canceled, s.period_end).await;
+        self.changed(&txn, user, &s.plan_id, pb::SubscriptionStatus::Canceled, s.period_end)
+            .await?;
+        txn.commit().await?;
+        self.committed(user).await;
         self.subscription_pb(user).await
     }
 
@@ -1047,30 +1052,9 @@ impl Subscriptions {
     /// the user, plan and the period's start), advances it with a conditional update, or
     /// expires it to free when it was cancelled or cannot be paid. Safe on many replicas.
     async fn renew(&self, s: subscription::Model) -> Result<()> {
-        let advance_or_expire = |status: pb::SubscriptionStatus, end| {
-            let mut q = subscription::Entity::update_many()
-                .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
-                .filter(subscription::Column::Id.eq(s.id))
-                .filter(subscription::Column::PeriodEnd.eq(s.period_end))
-                .filter(subscription::Column::Status.eq(pb::SubscriptionStatus::Active as i32));
-            if status == pb::SubscriptionStatus::Active {
-                q = q
-                    .col_expr(subscription::Column::PeriodStart, Expr::value(s.period_end))
-                    .col_expr(subscription::Column::PeriodEnd, Expr::value(end));
-            } else {
-                q = q.col_expr(subscription::Column::Status, Expr::value(status as i32));
-            }
-            q
-        };
+        use pb::SubscriptionStatus::{Active, Expired};
         if s.cancel_at_period_end {
-            if advance_or_expire(pb::SubscriptionStatus::Expired, s.period_end)
-                .exec(&self.db)
-                .await?
-                .rows_affected
-                == 1
-            {
-                self.emit(s.user_id, FREE, pb::SubscriptionStatus::Expired, s.period_end).await;
-            }
+            self.advance_or_expire(&s, Expired, s.period_end, FREE).await?;
             return Ok(());
         }
         let plan = self.plan(&s.plan_id).await?;
@@ -1088,30 +1072,50 @@ impl Subscriptions {
             .await
         {
             Ok(()) => {
-                if advance_or_expire(pb::SubscriptionStatus::Active, next_end)
-                    .exec(&self.db)
-                    .await?
-                    .rows_affected
-                    == 1
-                {
-                    self.emit(s.user_id, &plan.id, pb::SubscriptionStatus::Active, next_end).await;
-                }
+                self.advance_or_expire(&s, Active, next_end, &plan.id).await?;
                 Ok(())
             }
             Err(SubscribeError::InsufficientFunds) => {
-                if advance_or_expire(pb::SubscriptionStatus::Expired, s.period_end)
-                    .exec(&self.db)
-                    .await?
-                    .rows_affected
-                    == 1
-                {
+                if self.advance_or_expire(&s, Expired, s.period_end, FREE).await? {
                     tracing::info!(user_id = %s.user_id, plan = %plan.id, "renewal not paid: back to free");
-                    self.emit(s.user_id, FREE, pb::SubscriptionStatus::Expired, s.period_end).await;
                 }
                 Ok(())
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Moves an ended period on (`Active`, to `end`) or expires it, by a conditional update
+    /// that only one replica wins, with its event in the same transaction. `false`: another
+    /// replica did it already.
+    async fn advance_or_expire(
+        &self,
+        s: &subscription::Model,
+        status: pb::SubscriptionStatus,
+        end: DateTime<Utc>,
+        event_plan: &str,
+    ) -> Result<bool> {
+        let mut q = subscription::Entity::update_many()
+            .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(subscription::Column::Id.eq(s.id))
+            .filter(subscription::Column::PeriodEnd.eq(s.period_end))
+            .filter(subscription::Column::Status.eq(pb::SubscriptionStatus::Active as i32));
+        if status == pb::SubscriptionStatus::Active {
+            q = q
+                .col_expr(subscription::Column::PeriodStart, Expr::value(s.period_end))
+                .col_expr(subscription::Column::PeriodEnd, Expr::value(end));
+        } else {
+            q = q.col_expr(subscription::Column::Status, Expr::value(status as i32));
+        }
+        let txn = self.db.begin().await?;
+        if q.exec(&txn).await?.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        self.changed(&txn, s.user_id, event_plan, status, end).await?;
+        txn.commit().await?;
+        self.committed(s.user_id).await;
+        Ok(true)
     }
 
     /// The periodic job: renews every subscription whose period ended. Returns how many it
@@ -1132,32 +1136,36 @@ impl Subscriptions {
         Ok(n)
     }
 
-    async fn emit(
+    /// Stores `subscription.changed` in `txn`, the transaction of the change it reports.
+    async fn changed<C: ConnectionTrait>(
         &self,
+        txn: &C,
         user: Uuid,
         plan: &str,
         status: pb::SubscriptionStatus,
         end: DateTime<Utc>,
-    ) {
-        // Every change ends in an event: the cached row goes first, on every replica.
-        self.forget(user).await;
+    ) -> std::result::Result<(), DbErr> {
         let msg = pb::SubscriptionChanged {
             user_id: user.to_string(),
             plan: plan.to_owned(),
             status: status as i32,
             current_period_end: Some(ts(end)),
         };
-        if let Err(e) = skillup_kit::events::publish(
-            &self.bus,
-            "subscription.changed",
-            &user.to_string(),
-            "skillup.subscribe.v1.SubscriptionChanged",
-            &msg,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "subscription.changed not published");
-        }
+        let id = Uuid::now_v7().to_string();
+        let full_name = "skillup.subscribe.v1.SubscriptionChanged";
+        self.outbox.add(txn, &id, "subscription.changed", &user.to_string(), full_name, &msg).await
+    }
+
+    /// After a change's commit: the cached row goes (on every replica: the cache is shared),
+    /// and its event goes out.
+    async fn committed(&self, user: Uuid) {
+        self.forget(user).await;
+        self.outbox.wake();
+    }
+
+    /// The outbox of this service's events (its relay runs in [`crate::build`]).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Test and operator hook: moves a subscription's period end (to exercise renewal).

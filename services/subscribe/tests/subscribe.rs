@@ -30,9 +30,9 @@ struct Harness {
 async fn harness(kind: Kind) -> Harness {
     let t = kind.infra().await;
     let key = Arc::new(IdentityKey::random());
-    let payment = skillup_payment::build(&t.infra).await.unwrap();
     // The subscribe service charges through the payment service's gRPC API.
     let shutdown = skillup_kit::Shutdown::new();
+    let payment = skillup_payment::build(&t.infra, shutdown.clone()).await.unwrap();
     let pay_server = TestServer::start(
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
     )

@@ -7,7 +7,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init)]
+        vec![
+            Box::new(M0001Init),
+            Box::new(skillup_kit::outbox::Migration::new("m0002_outbox", crate::service::OUTBOX)),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
