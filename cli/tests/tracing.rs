@@ -73,7 +73,9 @@ async fn a_queued_generation_is_one_trace_from_the_edge_through_rabbitmq_to_the_
     let mesh = Mesh::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ("RUST_LOG", "info"),
+        // Quiet logs (but the worker's completion line): traces have a filter of their own,
+        // and stay whole.
+        ("RUST_LOG", "warn,skillup_ai=info"),
         ("SKILLUP_LOG_FORMAT", "json"),
     ])
     .await;

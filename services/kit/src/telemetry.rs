@@ -3,7 +3,8 @@
 //!   `SKILLUP_LOG_FORMAT=json` (or when stderr is not a terminal and the format is `auto`); every
 //!   line inside a request carries its span's `request_id` and `trace_id`;
 //! - traces: every span is an OpenTelemetry span, exported over OTLP/HTTP when
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (batched, off the request path). The W3C
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (batched, off the request path), under a filter of
+//!   their own (`SKILLUP_TRACE_FILTER`, default `info`) so quieter logs keep full traces. The W3C
 //!   `traceparent` travels in HTTP headers, gRPC metadata and bus message headers: see
 //!   [`adopt`], [`inject_metadata`], [`inject_headers`] and [`extract_headers`];
 //! - errors: with `SENTRY_DSN` set, every `error!` event goes to Sentry with its span's request
@@ -20,7 +21,12 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{FilterExt, LevelFilter},
+    fmt,
+    prelude::*,
+};
 
 use crate::config::LogFormat;
 
@@ -62,13 +68,21 @@ impl Exporters {
     }
 }
 
+/// What is logged unless `RUST_LOG` says otherwise.
+const DEFAULT_LOGS: &str = "info,sqlx=warn,sea_orm_migration=warn,lapin=warn,h2=warn,tower=warn";
+
+/// What is traced (with an OTLP endpoint) unless `SKILLUP_TRACE_FILTER` says otherwise: every
+/// request's spans, and the warnings and errors inside them.
+const DEFAULT_TRACES: &str = "info,sqlx=warn,sea_orm_migration=warn,lapin=warn,h2=warn,tower=warn";
+
+fn env_filter(var: &str, default: &str) -> EnvFilter {
+    EnvFilter::try_from_env(var).unwrap_or_else(|_| EnvFilter::new(default))
+}
+
 /// Installs the global subscriber for `service` (the OpenTelemetry `service.name` unless
 /// `OTEL_SERVICE_NAME` says otherwise). Calling it twice is harmless: the second call installs
 /// nothing, but its [`Telemetry`] still flushes its own exporters.
 pub fn init(format: LogFormat, service: &str, exporters: Exporters) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,lapin=warn,h2=warn,tower=warn")
-    });
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -93,7 +107,7 @@ pub fn init(format: LogFormat, service: &str, exporters: Exporters) -> Telemetry
     // they are passed on), they are just not exported.
     let provider = provider.build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("skillup"));
+    let tracer = provider.tracer("skillup");
 
     let sentry_guard = exporters.sentry_dsn.map(|dsn| {
         let mut options = sentry::ClientOptions::default();
@@ -106,7 +120,36 @@ pub fn init(format: LogFormat, service: &str, exporters: Exporters) -> Telemetry
     });
     let sentry_layer = sentry_guard.as_ref().map(|_| SentryErrors);
 
-    let fmt_layer = if json {
+    let logs = || env_filter("RUST_LOG", DEFAULT_LOGS);
+    if otlp_endpoint.is_none() {
+        // Spans live as long as the logs want them (they give log lines their ids).
+        let _ = tracing_subscriber::registry()
+            .with(logs())
+            .with(IdsLayer)
+            .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .with(fmt_layer(json))
+            .with(sentry_layer)
+            .try_init();
+    } else {
+        // Exported traces have a filter of their own: an operator who quiets the logs
+        // (`RUST_LOG=warn`) still gets every request's trace.
+        let traces = || env_filter("SKILLUP_TRACE_FILTER", DEFAULT_TRACES);
+        let _ = tracing_subscriber::registry()
+            .with(IdsLayer.with_filter(logs().or(traces())))
+            .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(traces()))
+            .with(fmt_layer(json).with_filter(logs()))
+            .with(sentry_layer.map(|l| l.with_filter(LevelFilter::ERROR)))
+            .try_init();
+    }
+    Telemetry { provider, _sentry: sentry_guard, otlp_endpoint }
+}
+
+/// Log lines on stderr: JSON, or compact for a terminal.
+fn fmt_layer<S>(json: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    if json {
         fmt::layer()
             .json()
             .flatten_event(true)
@@ -116,15 +159,7 @@ pub fn init(format: LogFormat, service: &str, exporters: Exporters) -> Telemetry
             .boxed()
     } else {
         fmt::layer().compact().with_writer(std::io::stderr).boxed()
-    };
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(IdsLayer)
-        .with(otel)
-        .with(fmt_layer)
-        .with(sentry_layer)
-        .try_init();
-    Telemetry { provider, _sentry: sentry_guard, otlp_endpoint }
+    }
 }
 
 /// `error!` events as Sentry events, tagged with the request and trace ids of the span they
