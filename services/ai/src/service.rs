@@ -915,7 +915,7 @@ fn traced<T>(msg: T) -> tonic::Request<T> {
 /// Calls another service, and again after UNAVAILABLE — the service restarting or being
 /// redeployed, a connection reset — a few times within ~0.4 s, with jittered exponential
 /// backoff. Only for calls safe to repeat: reads, and reserves (by their idempotency key).
-pub(crate) async fn again<T, F, Fut>(call: F) -> std::result::Result<T, tonic::Status>
+async fn again<T, F, Fut>(call: F) -> std::result::Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
