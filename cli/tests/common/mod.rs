@@ -34,6 +34,17 @@ pub fn mailed_token(outbox: &std::path::Path, email: &str) -> String {
     panic!("no verification email to {email} in {}", outbox.display());
 }
 
+/// A port free now, for a child process to bind later. Chosen below the kernel's ephemeral
+/// range (32768–60999 by default): a port the kernel hands out (`bind(0)`) is also what it hands
+/// to outgoing connections, so one of those could take it before the child binds.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
