@@ -28,13 +28,105 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Everything, the testing service included: for the edge's tests.
     let testing = compile(&testing)?;
     fs::write(out.join("testing_descriptor.bin"), testing.encode_file_descriptor_set())?;
-    tonic_prost_build::configure()
+    let tonic = tonic_prost_build::configure()
         // Smaller starting buffers (see `skillup_proto::codec`).
         .codec_path("crate::codec::SmallCodec")
         .build_client(true)
         .build_server(true)
-        .compile_fds(testing.file_descriptor_set())?;
+        .service_generator();
+    let mut config = tonic_prost_build::Config::new();
+    config.service_generator(Box::new(WithLocal(tonic)));
+    config.compile_fds(testing.file_descriptor_set())?;
     Ok(())
+}
+
+/// tonic's client and server, then `<service>_local::handlers`: every unary method of the
+/// service as a plain async function of encoded bytes, for callers in the same process
+/// (`skillup_proto::local`).
+struct WithLocal(Box<dyn prost_build::ServiceGenerator>);
+
+impl prost_build::ServiceGenerator for WithLocal {
+    fn generate(&mut self, service: prost_build::Service, buf: &mut String) {
+        let local = local_handlers(&service);
+        self.0.generate(service, buf);
+        buf.push_str(&local);
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.0.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.0.finalize_package(package, buf);
+    }
+}
+
+fn local_handlers(service: &prost_build::Service) -> String {
+    use std::fmt::Write as _;
+    // tonic's names: module `<snake name>_server`, trait `<name>`.
+    let snake = naive_snake_case(&service.name);
+    let service_trait = format!("super::{snake}_server::{}", service.name);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "/// `{name}`'s unary methods for callers in this process: see [`crate::local`].\n\
+         pub mod {snake}_local {{\n\
+         #![allow(clippy::wildcard_imports, unused_imports)]\n\
+         use tonic::codegen::*;\n\
+         /// Every unary method of `inner`, by gRPC path.\n\
+         pub fn handlers<T: {service_trait}>(inner: Arc<T>) -> crate::local::Handlers {{\n\
+         let mut handlers: crate::local::Handlers = Vec::new();",
+        name = service.proto_name,
+    );
+    for m in &service.methods {
+        // Streams stay on gRPC framing; so do well-known types (prost maps Empty to `()`).
+        if m.client_streaming
+            || m.server_streaming
+            || m.input_proto_type.starts_with(".google.protobuf.")
+            || m.output_proto_type.starts_with(".google.protobuf.")
+        {
+            continue;
+        }
+        let path = format!("/{}.{}/{}", service.package, service.proto_name, m.proto_name);
+        let _ = writeln!(
+            out,
+            "{{ let inner = inner.clone();\n\
+             handlers.push((\"{path}\", Arc::new(move |req: tonic::Request<Bytes>| {{\n\
+             let inner = inner.clone();\n\
+             Box::pin(async move {{\n\
+             let req = crate::local::decode::<super::{input}>(req)?;\n\
+             let res = <T as {service_trait}>::{method}(&inner, req).await?;\n\
+             Ok(crate::local::encode(res))\n\
+             }}) as crate::local::UnaryFuture\n\
+             }}))); }}",
+            input = m.input_type,
+            method = m.name,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "handlers\n}}\n\
+         /// The tonic server of `inner` and its unary methods for direct calls, on one instance.\n\
+         pub fn serve<T: {service_trait}>(inner: T) -> (super::{snake}_server::{name}Server<T>, crate::local::Handlers) {{\n\
+         let inner = Arc::new(inner);\n\
+         (super::{snake}_server::{name}Server::from_arc(inner.clone()), handlers(inner))\n\
+         }}\n}}",
+        name = service.name,
+    );
+    out
+}
+
+/// tonic-build's module naming (`AuthService` → `auth_service`).
+fn naive_snake_case(name: &str) -> String {
+    let mut s = String::new();
+    let mut it = name.chars().peekable();
+    while let Some(x) = it.next() {
+        s.push(x.to_ascii_lowercase());
+        if it.peek().is_some_and(|y| y.is_uppercase()) {
+            s.push('_');
+        }
+    }
+    s
 }
 
 fn collect(dir: &PathBuf, files: &mut Vec<PathBuf>) -> std::io::Result<()> {

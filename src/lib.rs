@@ -73,6 +73,42 @@ pub mod codec {
     }
 }
 
+/// Unary methods called by code in the same process without gRPC framing: what grpc-java's
+/// in-process transport does. `build.rs` generates `<service>_local::handlers(Arc<impl
+/// Service>)` next to every tonic server: each unary method as an async function of the
+/// encoded request (and its metadata and extensions) to the encoded response, calling the
+/// same trait method the tonic server calls. The message is still protobuf; only the HTTP/2
+/// framing, the body streams and the header conversions are skipped. The layers a server puts
+/// around its services are the caller's to apply (`skillup_kit::grpc::LocalChannel` does).
+pub mod local {
+    use std::{pin::Pin, sync::Arc};
+
+    use prost::bytes::Bytes;
+    use tonic::{Request, Response, Status};
+
+    /// The answer of one call.
+    pub type UnaryFuture =
+        Pin<Box<dyn std::future::Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+    /// One unary method.
+    pub type Handler = Arc<dyn Fn(Request<Bytes>) -> UnaryFuture + Send + Sync>;
+    /// A service's unary methods by gRPC path (`/skillup.auth.v1.AuthService/GetMe`).
+    pub type Handlers = Vec<(&'static str, Handler)>;
+
+    /// The request message, as the tonic server decodes it (an undecodable one is INTERNAL,
+    /// as tonic-prost says).
+    pub fn decode<M: prost::Message + Default>(req: Request<Bytes>) -> Result<Request<M>, Status> {
+        let (metadata, extensions, bytes) = req.into_parts();
+        let message = M::decode(bytes).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Request::from_parts(metadata, extensions, message))
+    }
+
+    /// The response message, encoded.
+    pub fn encode<M: prost::Message>(res: Response<M>) -> Response<Bytes> {
+        let (metadata, message, extensions) = res.into_parts();
+        Response::from_parts(metadata, Bytes::from(message.encode_to_vec()), extensions)
+    }
+}
+
 macro_rules! package {
     ($name:ident, $pkg:literal) => {
         pub mod $name {

@@ -70,13 +70,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // One listener for every gRPC service (service issues add theirs here).
     let grpc = GrpcServer::builder()
-        .add_service(auth.into_server())
-        .add_service(prompt.into_server())
-        .add_service(payment.into_server())
-        .add_service(subscribe.into_server())
-        .add_service(ai.into_server())
-        .add_service(ai_admin.into_server())
-        .add_service(notification.into_server())
+        .add_local_service(auth.into_local_server())
+        .add_local_service(prompt.into_local_server())
+        .add_local_service(payment.into_local_server())
+        .add_local_service(subscribe.into_local_server())
+        .add_local_service(ai.into_local_server())
+        .add_local_service(ai_admin.into_local_server())
+        .add_local_service(notification.into_local_server())
         .identity_key(identity_key.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(

@@ -350,27 +350,28 @@ async fn dispatch(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Respon
     let (parts, body) = req.into_parts();
     let rid = request_id(&parts.headers);
     let method = parts.method.clone();
-    let (label, result) = handle(&inner, parts, body, &rid).await;
+    let (route, result) = handle(&inner, parts, body, &rid).await;
     let res = match result {
         Ok(r) => r,
         Err(e) => e.into_response_with(&rid),
     };
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => label.clone(), "method" => method.to_string(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => label, "method" => method.to_string())
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    match route {
+        Some(route) => route.metrics.record(&route, &method, res.status(), elapsed),
+        None => routes::RouteMetrics::record_unmatched(&method, res.status(), elapsed),
+    }
     res
 }
 
-type Handled = (String, Result<Response, ApiError>);
+/// The route a request matched (`None`: unmatched), and the answer.
+type Handled = (Option<Arc<Route>>, Result<Response, ApiError>);
 
 async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> Handled {
     let header_bytes: usize =
         parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if header_bytes > inner.cfg.max_header_bytes {
         return (
-            "unmatched".into(),
+            None,
             Err(ApiError::new(431, "PAYLOAD_TOO_LARGE", "the request headers are too large")),
         );
     }
@@ -382,9 +383,9 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
             let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
             let e = ApiError::new(405, "METHOD_NOT_ALLOWED", format!("use {}", allow.join(", ")))
                 .header(header::ALLOW, &allow.join(", "));
-            return ("unmatched".into(), Err(e));
+            return (None, Err(e));
         }
-        Lookup::NotFound => return ("unmatched".into(), Err(ApiError::not_found())),
+        Lookup::NotFound => return (None, Err(ApiError::not_found())),
     };
     let is_ws = parts
         .headers
@@ -404,7 +405,7 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         .or_else(|| candidates.first())
         .expect("lookup found at least one");
     let (route, vars) = (chosen.0, chosen.1.clone());
-    let label = route.template.source.clone();
+    let label = Some(Arc::clone(route));
     let rule = &route.rpc.rule;
     if rule.internal && !net::contains(&inner.internal, client) {
         return (label, Err(ApiError::new(403, "PERMISSION_DENIED", "this route is internal")));

@@ -61,6 +61,66 @@ pub struct Route {
     /// `response_body`: answer with this field of the response instead of the whole message.
     pub response_body: Option<String>,
     pub rpc: Arc<Rpc>,
+    /// Its RED metrics' handles, made on first use.
+    pub metrics: RouteMetrics,
+}
+
+/// `http_requests_total{route,method,status}` and `http_request_duration_seconds{route,method}`
+/// of one route. The handles of its own method are kept (a registry lookup with three owned
+/// labels per request otherwise); other methods (HEAD on a GET route) go by the registry.
+#[derive(Default)]
+pub struct RouteMetrics {
+    duration: std::sync::OnceLock<metrics::Histogram>,
+    /// By status; a route answers with a handful of them.
+    requests: std::sync::RwLock<Vec<(u16, metrics::Counter)>>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteMetrics")
+    }
+}
+
+impl RouteMetrics {
+    /// Counts and times one request of `route`.
+    pub fn record(&self, route: &Route, method: &Method, status: http::StatusCode, secs: f64) {
+        let label = route.template.source.as_str();
+        if *method != route.method {
+            return Self::record_labelled(label, method, status, secs);
+        }
+        let status = status.as_u16();
+        let counted = self
+            .requests
+            .read()
+            .map(|known| {
+                known.iter().find(|(s, _)| *s == status).map(|(_, c)| c.increment(1)).is_some()
+            })
+            .unwrap_or(false);
+        if !counted {
+            let counter = metrics::counter!("http_requests_total", "route" => label.to_owned(), "method" => method.to_string(), "status" => status.to_string());
+            counter.increment(1);
+            if let Ok(mut known) = self.requests.write()
+                && !known.iter().any(|(s, _)| *s == status)
+            {
+                known.push((status, counter));
+            }
+        }
+        self.duration
+            .get_or_init(|| metrics::histogram!("http_request_duration_seconds", "route" => label.to_owned(), "method" => method.to_string()))
+            .record(secs);
+    }
+
+    /// A request that matched no route.
+    pub fn record_unmatched(method: &Method, status: http::StatusCode, secs: f64) {
+        Self::record_labelled("unmatched", method, status, secs);
+    }
+
+    fn record_labelled(label: &str, method: &Method, status: http::StatusCode, secs: f64) {
+        metrics::counter!("http_requests_total", "route" => label.to_owned(), "method" => method.to_string(), "status" => status.as_u16().to_string())
+            .increment(1);
+        metrics::histogram!("http_request_duration_seconds", "route" => label.to_owned(), "method" => method.to_string())
+            .record(secs);
+    }
 }
 
 /// A parsed path template (`/v1/{book.name=shelves/*/books/*}:verb`).
@@ -346,7 +406,14 @@ impl RouteTable {
             }
         };
         let response_body = (!rule.response_body.is_empty()).then(|| rule.response_body.clone());
-        Ok(Route { method, template, body, response_body, rpc: rpc.clone() })
+        Ok(Route {
+            method,
+            template,
+            body,
+            response_body,
+            rpc: rpc.clone(),
+            metrics: RouteMetrics::default(),
+        })
     }
 
     /// Finds the routes for a request.

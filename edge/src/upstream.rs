@@ -207,14 +207,25 @@ impl Upstream {
         timeout: Duration,
         idempotent: bool,
     ) -> Result<tonic::Response<Bytes>, CallError> {
-        let path = grpc_path(path)?;
+        let grpc_path = grpc_path(path)?;
         self.call(timeout, idempotent, |channel, left| {
-            let (body, md, path) = (body.clone(), md.clone(), path.clone());
-            async move {
+            use futures::future::Either;
+            let mut req = request(body.clone(), md.clone(), left);
+            // A service of this process is called directly (the same layers, no framing).
+            if let ServiceChannel::InProcess(slot) = &channel
+                && let Some(local) = slot.get()
+            {
+                match local.unary(path, req) {
+                    Ok(call) => return Either::Left(call),
+                    Err(back) => req = back,
+                }
+            }
+            let grpc_path = grpc_path.clone();
+            Either::Right(async move {
                 let mut grpc = tonic::client::Grpc::new(channel);
                 grpc.ready().await.map_err(not_ready)?;
-                grpc.unary(request(body, md, left), path, RawCodec).await
-            }
+                grpc.unary(req, grpc_path, RawCodec).await
+            })
         })
         .await
     }

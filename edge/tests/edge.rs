@@ -700,6 +700,7 @@ fn an_upstream_that_refuses_connections_is_waited_for_within_the_unreachable_bud
 #[test]
 fn services_of_the_same_process_are_called_in_process_with_the_same_layers() {
     mt().block_on(async {
+        let _ = skillup_kit::ops::metrics_handle();
         let s = stack(Kind::Real, |_| {}).await;
         let (tok, _, user_id) = s.register().await;
         let server = s.echo_server().await;
@@ -722,6 +723,13 @@ fn services_of_the_same_process_are_called_in_process_with_the_same_layers() {
         assert_eq!(v["user_id"], user_id.as_str());
         let md: Vec<String> = serde_json::from_value(v["metadata"].clone()).unwrap();
         assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v2.")), "{md:?}");
+        // A unary call is made directly: the service's method got the metadata without the
+        // gRPC framing's own headers (it is called with them over the network).
+        let keys = s.seen.last_keys.lock().unwrap().clone();
+        assert!(keys.iter().any(|k| k == "x-request-id"), "{keys:?}");
+        assert!(!keys.iter().any(|k| k == "te" || k == "content-type"), "{keys:?}");
+        assert!(local.has_unary("/skillup.testing.v1.EchoService/Echo"));
+        assert!(!local.has_unary("/skillup.testing.v1.EchoService/Count"), "streams use framing");
         // Statuses, streams and health go the same way.
         let (st, v) = {
             let r = http.post(format!("{base}/v1/fail")).json(&json!({"code": 5})).send();
@@ -758,6 +766,49 @@ fn services_of_the_same_process_are_called_in_process_with_the_same_layers() {
         assert_eq!(res.status(), 504);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(s.seen.cancelled.load(Ordering::SeqCst), before + 1);
+        // Counted as over gRPC: by service, method and final code (the dropped call CANCELLED).
+        let metrics = skillup_kit::ops::metrics_handle().render();
+        for code in ["OK", "NOT_FOUND", "CANCELLED"] {
+            assert!(
+                metrics.lines().any(|l| l.starts_with("grpc_server_handled_total{")
+                    && l.contains(r#"service="skillup.testing.v1.EchoService""#)
+                    && l.contains(&format!(r#"code="{code}""#))),
+                "{code}: {metrics}"
+            );
+        }
+
+        // The service's identity check holds for direct calls too: identity headers without an
+        // assertion are dropped, a bad assertion is refused before the service sees the call.
+        let echo = "/skillup.testing.v1.EchoService/Echo";
+        let message = |md: &[(&'static str, &str)]| {
+            let body = prost::Message::encode_to_vec(&skillup_proto::testing::v1::EchoRequest {
+                id: "d".into(),
+                ..Default::default()
+            });
+            let mut req = tonic::Request::new(bytes::Bytes::from(body));
+            for (k, v) in md {
+                req.metadata_mut().insert(*k, v.parse().unwrap());
+            }
+            req
+        };
+        let res = local
+            .unary(echo, message(&[("x-user-id", "someone-else"), ("x-scopes", "admin")]))
+            .expect("a unary method")
+            .await
+            .unwrap();
+        let out: skillup_proto::testing::v1::EchoResponse =
+            prost::Message::decode(res.into_inner()).unwrap();
+        assert_eq!(out.user_id, "");
+        assert!(!out.metadata.iter().any(|m| m.starts_with("x-user-id")), "{:?}", out.metadata);
+        let calls = s.seen.calls.load(Ordering::SeqCst);
+        let err = local
+            .unary(echo, message(&[("x-skillup-identity", "v2.e30.AAAA")]))
+            .expect("a unary method")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+        assert_eq!(s.seen.calls.load(Ordering::SeqCst), calls, "the service never saw it");
+        assert!(local.unary("/skillup.testing.v1.EchoService/Nothing", message(&[])).is_err());
 
         // With edge.in_process off the same parts go over the network (here: nowhere).
         c.edge.in_process = false;

@@ -42,6 +42,8 @@ pub struct Seen {
     pub cancelled: AtomicUsize,
     pub finished: AtomicUsize,
     pub last_metadata: Mutex<Vec<String>>,
+    /// Every metadata key of the last `Echo` call (`content-type` and `te` only over gRPC).
+    pub last_keys: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -102,6 +104,14 @@ impl EchoService for Echo {
         self.seen.calls.fetch_add(1, Ordering::SeqCst);
         let r = echo_of(&req);
         *self.seen.last_metadata.lock().unwrap() = r.metadata.clone();
+        *self.seen.last_keys.lock().unwrap() = req
+            .metadata()
+            .keys()
+            .map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => k.as_str().to_owned(),
+                tonic::metadata::KeyRef::Binary(k) => k.as_str().to_owned(),
+            })
+            .collect();
         Ok(Response::new(r))
     }
     async fn put_book(
@@ -338,10 +348,11 @@ impl Stack {
         (format!("{scheme}://localhost:{}", addr.port()), edge)
     }
 
-    /// A gRPC server of one more echo service (same key, same `seen`), bound but not running.
+    /// A gRPC server of one more echo service (same key, same `seen`), bound but not running;
+    /// its unary methods can be called directly in-process (`skillup up`'s registration).
     pub async fn echo_server(&self) -> GrpcServer {
         GrpcServer::builder()
-            .add_service(EchoServiceServer::new(Echo { seen: self.seen.clone() }))
+            .add_local_service(pb::echo_service_local::serve(Echo { seen: self.seen.clone() }))
             .identity_key(self.key.clone())
             .readiness(skillup_kit::Readiness::new(), Duration::from_millis(50))
             .shutdown_timings(Duration::ZERO, Duration::from_secs(5))

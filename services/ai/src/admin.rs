@@ -49,6 +49,14 @@ impl AdminGrpc {
     pub fn into_server(self) -> GenerationAdminServiceServer<Self> {
         GenerationAdminServiceServer::new(self)
     }
+
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(
+        self,
+    ) -> (GenerationAdminServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::generation_admin_service_local::serve(self)
+    }
 }
 
 fn operator<T>(req: &Request<T>) -> Result<(), Status> {

@@ -22,6 +22,14 @@ impl AiGrpc {
     pub fn into_server(self) -> GenerationServiceServer<Self> {
         GenerationServiceServer::new(self)
     }
+
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(
+        self,
+    ) -> (GenerationServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::generation_service_local::serve(self)
+    }
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {

@@ -29,6 +29,12 @@ impl AuthGrpc {
         AuthServiceServer::new(self)
     }
 
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(self) -> (AuthServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::auth_service_local::serve(self)
+    }
+
     /// The caller: the identity the edge validated moments ago and asserted (verified by the
     /// kit before this runs), or — for direct gRPC callers such as operators with grpcurl — a
     /// full validation of the bearer token.

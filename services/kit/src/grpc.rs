@@ -4,6 +4,7 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
@@ -11,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use http::{Request, Response};
+use skillup_proto::local;
 use tokio::net::TcpListener;
 use tonic::{
     body::Body,
@@ -32,6 +35,31 @@ const HEALTH: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
+/// A generated tonic server, as [`GrpcServerBuilder`] takes it.
+pub trait TonicService:
+    Service<Request<Body>, Error = Infallible, Response = Response<Body>, Future: Send + 'static>
+    + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> TonicService for S where
+    S: Service<
+            Request<Body>,
+            Error = Infallible,
+            Response = Response<Body>,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Collects the services one listener serves.
 pub struct GrpcServerBuilder {
     routes: RoutesBuilder,
@@ -41,6 +69,7 @@ pub struct GrpcServerBuilder {
     drain: Duration,
     grace: Duration,
     identity: Option<Arc<IdentityKey>>,
+    direct: Vec<(&'static str, local::Handler)>,
 }
 
 impl Default for GrpcServerBuilder {
@@ -53,6 +82,7 @@ impl Default for GrpcServerBuilder {
             drain: Duration::from_secs(2),
             grace: Duration::from_secs(30),
             identity: None,
+            direct: Vec::new(),
         }
     }
 }
@@ -63,19 +93,20 @@ impl GrpcServerBuilder {
     }
 
     /// Adds a generated tonic service; its name appears in health and reflection.
-    pub fn add_service<S>(mut self, svc: S) -> Self
-    where
-        S: Service<Request<Body>, Error = Infallible, Response = Response<Body>>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn add_service<S: TonicService>(mut self, svc: S) -> Self {
         self.names.push(S::NAME.to_owned());
         self.routes.add_service(svc);
         self
+    }
+
+    /// Adds a generated tonic service with its unary methods for direct in-process calls
+    /// (`<service>_local::handlers` of the same service: see [`LocalChannel::unary`]).
+    pub fn add_local_service<S: TonicService>(
+        mut self,
+        (svc, handlers): (S, local::Handlers),
+    ) -> Self {
+        self.direct.extend(handlers);
+        self.add_service(svc)
     }
 
     /// The probes health follows; every registered service reads SERVING only while all pass.
@@ -145,6 +176,7 @@ impl GrpcServerBuilder {
             drain: self.drain,
             grace: self.grace,
             identity: self.identity,
+            direct: self.direct.into_iter().collect(),
         })
     }
 }
@@ -156,7 +188,7 @@ impl GrpcServerBuilder {
 ///   service code reads them.
 fn layers(identity: Option<Arc<IdentityKey>>) -> ServiceBuilder<RpcLayers> {
     ServiceBuilder::new()
-        .layer(TraceLayer::new_for_grpc().make_span_with(rpc_span as fn(&Request<Body>) -> _))
+        .layer(TraceLayer::new_for_grpc().make_span_with(request_span as fn(&Request<Body>) -> _))
         .layer(MetricsLayer)
         .layer(IdentityLayer::new(identity))
 }
@@ -168,17 +200,20 @@ type RpcTrace = TraceLayer<
 type RpcLayers =
     Stack<IdentityLayer, Stack<MetricsLayer, Stack<RpcTrace, tower::layer::util::Identity>>>;
 
-fn rpc_span(req: &Request<Body>) -> tracing::Span {
-    let rid =
-        req.headers().get(crate::identity::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    rpc_span(req.uri().path(), req.headers())
+}
+
+fn rpc_span(path: &str, headers: &http::HeaderMap) -> tracing::Span {
+    let rid = headers.get(crate::identity::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     let span = tracing::info_span!(
         "grpc",
-        path = %req.uri().path(),
+        path = %path,
         request_id = %rid,
         trace_id = tracing::field::Empty,
     );
     // A child of the caller's trace (`traceparent` in the metadata).
-    crate::telemetry::adopt(&span, req.headers());
+    crate::telemetry::adopt(&span, headers);
     span
 }
 
@@ -191,7 +226,110 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// what grpc-java's in-process transport is. Messages are still protobuf on gRPC framing,
 /// metadata still headers, so a caller cannot tell it from the listener but by speed. The
 /// caller enforces its deadline by dropping the call, which cancels the service's future.
-pub type LocalChannel = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+pub type LocalHttp = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+/// The services of this process: every RPC through [`LocalHttp`] (a tower service, which this
+/// is too), and unary methods also directly ([`LocalChannel::unary`]): the service's own
+/// method called with the encoded message and its metadata, inside the same span, metrics and
+/// identity check the layers give a call over gRPC, without the gRPC framing, body streams and
+/// header conversions on both sides. The edge calls its in-process upstreams this way.
+#[derive(Clone)]
+pub struct LocalChannel {
+    http: LocalHttp,
+    direct: Arc<Direct>,
+}
+
+struct Direct {
+    handlers: std::collections::HashMap<&'static str, (local::Handler, Arc<RpcMetrics>)>,
+    identity: Option<Arc<IdentityKey>>,
+}
+
+impl LocalChannel {
+    /// Calls the unary method at `path` (`/skillup.auth.v1.AuthService/GetMe`) directly; the
+    /// request comes back when it has no direct handler (streams, health, reflection: use the
+    /// channel).
+    /// As over gRPC: the call runs in a `grpc` span (a child of the `traceparent` in the
+    /// metadata), is counted in the RPC metrics by its final code (CANCELLED when dropped),
+    /// and the identity headers are dropped and put back only from a valid assertion (a bad
+    /// one is UNAUTHENTICATED before the service sees the call). The caller enforces its
+    /// deadline by dropping the future; `grpc-timeout` reaches the service in the metadata.
+    // The request comes back as it was given (boxing it would cost every call an allocation).
+    #[allow(clippy::result_large_err)]
+    pub fn unary(
+        &self,
+        path: &str,
+        req: tonic::Request<Bytes>,
+    ) -> std::result::Result<
+        impl Future<Output = std::result::Result<tonic::Response<Bytes>, tonic::Status>> + Send + use<>,
+        tonic::Request<Bytes>,
+    > {
+        let Some((&path, (handler, metrics))) = self.direct.handlers.get_key_value(path) else {
+            return Err(req);
+        };
+        let handler = handler.clone();
+        let direct = self.direct.clone();
+        let (metadata, mut extensions, message) = req.into_parts();
+        let mut headers = metadata.into_headers();
+        let span = rpc_span(path, &headers);
+        let admitted = {
+            let _entered = span.enter();
+            crate::identity::admit(direct.identity.as_deref(), &mut headers, &mut extensions, path)
+        };
+        let mut rec = Recorder::new(metrics.clone());
+        let req = tonic::Request::from_parts(
+            tonic::metadata::MetadataMap::from_headers(headers),
+            extensions,
+            message,
+        );
+        let call = async move {
+            let res = match admitted {
+                Ok(()) => handler(req).await.map_err(without_source),
+                Err(status) => Err(status),
+            };
+            let code = res.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+            if code != tonic::Code::Ok {
+                // As the listener's trace layer reports a failed RPC.
+                tracing::error!(classification = %format!("Code: {}", code as i32), latency = %format!("{} ms", rec.start.elapsed().as_millis()), "response failed");
+            }
+            rec.finish_code(code);
+            res
+        };
+        Ok(tracing::Instrument::instrument(call, span))
+    }
+
+    /// Whether [`LocalChannel::unary`] can call `path`.
+    pub fn has_unary(&self, path: &str) -> bool {
+        self.direct.handlers.contains_key(path)
+    }
+}
+
+/// A status as a caller over gRPC would read it: code, message, details and metadata, without
+/// the in-process error it may carry as its source (callers tell transport failures by it).
+fn without_source(s: tonic::Status) -> tonic::Status {
+    if std::error::Error::source(&s).is_none() {
+        return s;
+    }
+    tonic::Status::with_details_and_metadata(
+        s.code(),
+        s.message().to_owned(),
+        s.details().to_vec().into(),
+        s.metadata().clone(),
+    )
+}
+
+impl Service<Request<Body>> for LocalChannel {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = <LocalHttp as Service<Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.http.call(req)
+    }
+}
 
 /// A [`LocalChannel`] filled in once the server exists: services are built before the server
 /// that serves them, and some call each other (ai → subscribe, prompt; subscribe → payment).
@@ -217,6 +355,11 @@ impl LocalSlot {
 
     pub fn is_filled(&self) -> bool {
         self.0.get().is_some()
+    }
+
+    /// The channel, once filled.
+    pub fn get(&self) -> Option<&LocalChannel> {
+        self.0.get()
     }
 }
 
@@ -338,6 +481,7 @@ pub struct GrpcServer {
     drain: Duration,
     grace: Duration,
     identity: Option<Arc<IdentityKey>>,
+    direct: std::collections::HashMap<&'static str, local::Handler>,
 }
 
 impl GrpcServer {
@@ -357,12 +501,21 @@ impl GrpcServer {
     /// The same services, in-process (see [`LocalChannel`]); health and reflection included.
     pub fn local_channel(&self) -> LocalChannel {
         let svc = layers(self.identity.clone()).service(self.routes.clone());
-        tower::util::BoxCloneSyncService::new(
+        let http = tower::util::BoxCloneSyncService::new(
             tower::ServiceBuilder::new()
                 .map_err(|e: Infallible| -> BoxError { match e {} })
                 .map_response(|r: Response<_>| r.map(Body::new))
                 .service(svc),
-        )
+        );
+        // The handles are made on first use: the recorder must be there by then.
+        let _ = crate::ops::metrics_handle();
+        let handlers = self
+            .direct
+            .iter()
+            .map(|(&path, h)| (path, (h.clone(), Arc::new(RpcMetrics::new(path)))))
+            .collect();
+        let direct = Arc::new(Direct { handlers, identity: self.identity.clone() });
+        LocalChannel { http, direct }
     }
 
     /// Serves until `shutdown` fires, then: health NOT_SERVING → wait `drain` → stop accepting →
@@ -379,6 +532,7 @@ impl GrpcServer {
             drain,
             grace,
             identity,
+            direct: _,
         } = self;
         let statuses: Vec<String> = names.iter().cloned().chain([String::new()]).collect();
 
@@ -486,15 +640,13 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (service, method) = split_path(req.uri().path());
-        let start = Instant::now();
+        let mut rec = Recorder::new(Arc::new(RpcMetrics::new(req.uri().path())));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;
             // A trailers-only response (most errors) carries grpc-status in the headers.
             let header_code =
                 res.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let mut rec = Recorder { service, method, start, done: false };
             if let Some(code) = header_code {
                 rec.finish(&code);
             }
@@ -510,25 +662,58 @@ fn split_path(path: &str) -> (String, String) {
     (service, method)
 }
 
+/// `grpc_server_handled_total` and `grpc_server_handling_seconds` of one method: the handles
+/// are made on first use and kept for as long as this is (a direct handler's lifetime; one
+/// call's over the listener, whose paths are whatever clients send).
 #[derive(Debug)]
-struct Recorder {
+struct RpcMetrics {
     service: String,
     method: String,
+    seconds: std::sync::OnceLock<metrics::Histogram>,
+    handled: [std::sync::OnceLock<metrics::Counter>; 17],
+}
+
+impl RpcMetrics {
+    fn new(path: &str) -> Self {
+        let (service, method) = split_path(path);
+        RpcMetrics { service, method, seconds: Default::default(), handled: Default::default() }
+    }
+
+    fn record(&self, code: tonic::Code, secs: f64) {
+        let handled = self.handled[(code as usize).min(16)].get_or_init(|| {
+            metrics::counter!("grpc_server_handled_total", "service" => self.service.clone(), "method" => self.method.clone(), "code" => code_name(code))
+        });
+        handled.increment(1);
+        self.seconds
+            .get_or_init(|| {
+                metrics::histogram!("grpc_server_handling_seconds", "service" => self.service.clone(), "method" => self.method.clone())
+            })
+            .record(secs);
+    }
+}
+
+#[derive(Debug)]
+struct Recorder {
+    metrics: Arc<RpcMetrics>,
     start: Instant,
     done: bool,
 }
 
 impl Recorder {
+    fn new(metrics: Arc<RpcMetrics>) -> Self {
+        Recorder { metrics, start: Instant::now(), done: false }
+    }
+
     fn finish(&mut self, code: &str) {
+        self.finish_code(tonic::Code::from_i32(code.trim().parse().unwrap_or(2)));
+    }
+
+    fn finish_code(&mut self, code: tonic::Code) {
         if self.done {
             return;
         }
         self.done = true;
-        let code = code_name(code);
-        metrics::counter!("grpc_server_handled_total", "service" => self.service.clone(), "method" => self.method.clone(), "code" => code)
-            .increment(1);
-        metrics::histogram!("grpc_server_handling_seconds", "service" => self.service.clone(), "method" => self.method.clone())
-            .record(self.start.elapsed().as_secs_f64());
+        self.metrics.record(code, self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -539,9 +724,8 @@ impl Drop for Recorder {
     }
 }
 
-fn code_name(code: &str) -> &'static str {
-    let n: i32 = code.trim().parse().unwrap_or(2);
-    match tonic::Code::from_i32(n) {
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
         tonic::Code::Ok => "OK",
         tonic::Code::Cancelled => "CANCELLED",
         tonic::Code::Unknown => "UNKNOWN",

@@ -417,43 +417,70 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let assertion =
-            req.headers().get(ASSERTION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let headers = req.headers_mut();
-        for h in IDENTITY_HEADERS {
-            headers.remove(h);
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let admitted =
+            admit(self.key.as_deref(), &mut parts.headers, &mut parts.extensions, parts.uri.path());
+        match admitted {
+            Ok(()) => Box::pin(self.inner.call(Request::from_parts(parts, body))),
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
-        if let Some(assertion) = assertion {
-            let verified = match &self.key {
-                Some(key) => key.verify(&assertion, now_secs()),
-                None => Err(AssertionError::BadSignature),
+    }
+}
+
+/// What [`IdentityLayer`] does to a call (and what an in-process direct call does too):
+/// drops every identity header; with a valid assertion, puts them back from its claims and
+/// adds the [`Identity`] to `extensions`; a bad or expired assertion is UNAUTHENTICATED.
+pub fn admit(
+    key: Option<&IdentityKey>,
+    headers: &mut http::HeaderMap,
+    extensions: &mut http::Extensions,
+    path: &str,
+) -> std::result::Result<(), tonic::Status> {
+    // Names parsed once (a `&str` key is parsed and hashed on every lookup).
+    const NAMES: [http::HeaderName; 5] = [
+        http::HeaderName::from_static(USER_ID),
+        http::HeaderName::from_static(SCOPES),
+        http::HeaderName::from_static(TIER),
+        http::HeaderName::from_static(EMAIL_VERIFIED),
+        http::HeaderName::from_static(ASSERTION),
+    ];
+    let [user_id, scopes, tier, email_verified, assertion_name] = NAMES;
+    let assertion = headers.remove(&assertion_name);
+    for h in [&user_id, &scopes, &tier, &email_verified] {
+        headers.remove(h);
+    }
+    let Some(assertion) = assertion else { return Ok(()) };
+    let verified = match (key, assertion.to_str()) {
+        (Some(key), Ok(text)) => key.verify(text, now_secs()),
+        _ => Err(AssertionError::BadSignature),
+    };
+    match verified {
+        Ok(id) => {
+            let mut put = |k: http::HeaderName, v: &str| {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    headers.insert(k, v);
+                }
             };
-            match verified {
-                Ok(id) => {
-                    let mut put = |k: &'static str, v: &str| {
-                        if let Ok(v) = HeaderValue::from_str(v) {
-                            headers.insert(k, v);
-                        }
-                    };
-                    put(USER_ID, &id.user_id);
-                    put(SCOPES, &id.scopes.join(" "));
-                    put(TIER, &id.tier);
-                    put(EMAIL_VERIFIED, if id.email_verified { "true" } else { "false" });
-                    put(ASSERTION, &id.assertion);
-                    req.extensions_mut().insert(id);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, path = %req.uri().path(), "identity assertion refused");
-                    let status = crate::error::status(
-                        skillup_proto::common::v1::ErrorCode::Unauthenticated,
-                        e.to_string(),
-                    );
-                    return Box::pin(async move { Ok(status.into_http()) });
-                }
-            }
+            put(user_id, &id.user_id);
+            put(scopes, &id.scopes.join(" "));
+            put(tier, &id.tier);
+            headers.insert(
+                email_verified,
+                HeaderValue::from_static(if id.email_verified { "true" } else { "false" }),
+            );
+            // The assertion goes on as it came (services forward it on their own calls).
+            headers.insert(assertion_name, assertion);
+            extensions.insert(id);
+            Ok(())
         }
-        Box::pin(self.inner.call(req))
+        Err(e) => {
+            tracing::warn!(error = %e, %path, "identity assertion refused");
+            Err(crate::error::status(
+                skillup_proto::common::v1::ErrorCode::Unauthenticated,
+                e.to_string(),
+            ))
+        }
     }
 }
 

@@ -27,6 +27,14 @@ impl NotificationGrpc {
     pub fn into_server(self) -> NotificationServiceServer<Self> {
         NotificationServiceServer::new(self)
     }
+
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(
+        self,
+    ) -> (NotificationServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::notification_service_local::serve(self)
+    }
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {

@@ -27,6 +27,12 @@ impl PaymentGrpc {
     pub fn into_server(self) -> PaymentServiceServer<Self> {
         PaymentServiceServer::new(self)
     }
+
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(self) -> (PaymentServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::payment_service_local::serve(self)
+    }
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {

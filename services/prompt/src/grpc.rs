@@ -20,6 +20,12 @@ impl PromptGrpc {
     pub fn into_server(self) -> PromptServiceServer<Self> {
         PromptServiceServer::new(self)
     }
+
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(self) -> (PromptServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::prompt_service_local::serve(self)
+    }
 }
 
 fn admin<T>(req: &Request<T>) -> Result<(), Status> {

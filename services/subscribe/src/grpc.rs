@@ -23,6 +23,14 @@ impl SubscribeGrpc {
     pub fn into_server(self) -> SubscriptionServiceServer<Self> {
         SubscriptionServiceServer::new(self)
     }
+
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(
+        self,
+    ) -> (SubscriptionServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::subscription_service_local::serve(self)
+    }
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
