@@ -10,6 +10,7 @@
 
 pub mod authn;
 pub mod errors;
+pub mod json;
 pub mod limits;
 pub mod net;
 pub mod openapi;

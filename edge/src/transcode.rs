@@ -8,12 +8,15 @@ use bytes::Bytes;
 use prost::Message as _;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
-    SerializeOptions, Value,
+    Value,
 };
 use serde_json::{Map, Value as Json};
 
+use serde::Serialize as _;
+
 use crate::{
     errors::ApiError,
+    json::ProtoJson,
     routes::{BodyRule, Route},
 };
 
@@ -268,10 +271,7 @@ pub fn response_json(
         tracing::error!(error = %e, message = output.full_name(), "undecodable upstream response");
         ApiError::new(502, "INTERNAL", "the service answered with an unreadable message")
     })?;
-    let opts = SerializeOptions::new()
-        .use_proto_field_name(true)
-        .skip_default_fields(false)
-        .stringify_64_bit_integers(true);
+    let opts = crate::json::options();
     let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
     let mut ser = serde_json::Serializer::new(&mut out);
     let res = match response_body {
@@ -279,7 +279,7 @@ pub fn response_json(
             Some(f) => {
                 let value = msg.get_field(&f);
                 match value.as_ref() {
-                    Value::Message(inner) => inner.serialize_with_options(&mut ser, &opts),
+                    Value::Message(inner) => ProtoJson(inner).serialize(&mut ser),
                     _ => {
                         // A scalar response body: wrap and unwrap through a one-field object.
                         let mut tmp = Vec::new();
@@ -294,9 +294,9 @@ pub fn response_json(
                     }
                 }
             }
-            None => msg.serialize_with_options(&mut ser, &opts),
+            None => ProtoJson(&msg).serialize(&mut ser),
         },
-        None => msg.serialize_with_options(&mut ser, &opts),
+        None => ProtoJson(&msg).serialize(&mut ser),
     };
     res.map_err(|e| ApiError::new(500, "INTERNAL", e.to_string()))?;
     Ok(out)
