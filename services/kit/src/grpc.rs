@@ -248,6 +248,7 @@ impl LocalChannel {
     /// Calls the unary method at `path` (`/skillup.auth.v1.AuthService/GetMe`) directly; the
     /// request comes back when it has no direct handler (streams, health, reflection: use the
     /// channel).
+    ///
     /// As over gRPC: the call runs in a `grpc` span (a child of the `traceparent` in the
     /// metadata), is counted in the RPC metrics by its final code (CANCELLED when dropped),
     /// and the identity headers are dropped and put back only from a valid assertion (a bad
@@ -267,13 +268,13 @@ impl LocalChannel {
             return Err(req);
         };
         let handler = handler.clone();
-        let direct = self.direct.clone();
         let (metadata, mut extensions, message) = req.into_parts();
         let mut headers = metadata.into_headers();
         let span = rpc_span(path, &headers);
         let admitted = {
             let _entered = span.enter();
-            crate::identity::admit(direct.identity.as_deref(), &mut headers, &mut extensions, path)
+            let key = self.direct.identity.as_deref();
+            crate::identity::admit(key, &mut headers, &mut extensions, path)
         };
         let mut rec = Recorder::new(metrics.clone());
         let req = tonic::Request::from_parts(
