@@ -47,7 +47,14 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const VERSION_KEY_PREFIX: &str = "auth:ver:";
 
 /// The identity headers a client must never be able to set.
-pub const IDENTITY_HEADERS: [&str; 5] = [USER_ID, SCOPES, TIER, EMAIL_VERIFIED, ASSERTION];
+/// (Names parsed once: a `&str` key is parsed and hashed on every lookup.)
+pub const IDENTITY_HEADERS: [http::HeaderName; 5] = [
+    http::HeaderName::from_static(USER_ID),
+    http::HeaderName::from_static(SCOPES),
+    http::HeaderName::from_static(TIER),
+    http::HeaderName::from_static(EMAIL_VERIFIED),
+    http::HeaderName::from_static(ASSERTION),
+];
 
 /// Least key length, bytes.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -437,15 +444,7 @@ pub fn admit(
     extensions: &mut http::Extensions,
     path: &str,
 ) -> std::result::Result<(), tonic::Status> {
-    // Names parsed once (a `&str` key is parsed and hashed on every lookup).
-    const NAMES: [http::HeaderName; 5] = [
-        http::HeaderName::from_static(USER_ID),
-        http::HeaderName::from_static(SCOPES),
-        http::HeaderName::from_static(TIER),
-        http::HeaderName::from_static(EMAIL_VERIFIED),
-        http::HeaderName::from_static(ASSERTION),
-    ];
-    let [user_id, scopes, tier, email_verified, assertion_name] = NAMES;
+    let [user_id, scopes, tier, email_verified, assertion_name] = IDENTITY_HEADERS;
     let assertion = headers.remove(&assertion_name);
     for h in [&user_id, &scopes, &tier, &email_verified] {
         headers.remove(h);
