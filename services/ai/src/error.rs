@@ -18,6 +18,9 @@ pub enum AiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// An idempotency key sent again with another request.
+    #[error("{0}")]
+    KeyReused(String),
     /// A refusal from the prompt or subscribe service, passed on as it came.
     #[error("{}", .0.message())]
     Upstream(Status),
@@ -64,6 +67,7 @@ impl From<AiError> for Status {
             AiError::EmailNotVerified => status(ErrorCode::EmailNotVerified, msg),
             AiError::NotFound(_) => status(ErrorCode::NotFound, msg),
             AiError::Conflict(_) => status(ErrorCode::Conflict, msg),
+            AiError::KeyReused(_) => status(ErrorCode::IdempotencyKeyReused, msg),
             AiError::Upstream(s) => s,
             AiError::Provider(p) => {
                 tracing::warn!(error = %p, "generation failed at the provider");

@@ -4,7 +4,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use prost::Message as _;
@@ -58,7 +57,14 @@ pub(crate) const TASK_HOLD_TTL: u32 = 86_400;
 
 /// Cache key prefixes.
 const RESULT_KEY: &str = "ai:res:";
-const IDEM_KEY: &str = "ai:idem:";
+/// Idempotency records of inline and streamed generations: `P` + the request's fingerprint
+/// while it runs, `R` + fingerprint + the answer once done (the `2` marks records that carry a
+/// fingerprint).
+const IDEM_KEY: &str = "ai:idem2:";
+/// How long a running request's claim on its key lasts if its process dies.
+const IDEM_PENDING: Duration = Duration::from_secs(600);
+/// How long a finished request's answer is replayed for its key.
+const IDEM_DONE: Duration = Duration::from_secs(86_400);
 const TASK_KEY: &str = "ai:task:";
 /// Writers of task rows side by side (each writes a batch at a time; see `TaskWriter`).
 const TASK_WRITERS: usize = 4;
@@ -103,6 +109,42 @@ impl Prepared {
 pub enum Outcome {
     Inline(pb::Completion),
     Queued(pb::TaskRef),
+}
+
+/// What a client's idempotency key already stands for.
+enum Claim {
+    /// The key is ours now: run the request, then [`Generator::settle_claim`].
+    Ours { key: String, fingerprint: [u8; 32] },
+    /// The same request ran already: its answer.
+    Replay(pb::Completion),
+}
+
+/// The request a key binds to: everything that decides the answer, in a canonical order
+/// (parameters sorted), hashed. Delivery (inline or streamed, the mode) is not part of it.
+fn fingerprint(r: &pb::GenerateRequest) -> [u8; 32] {
+    let mut params: Vec<(&String, &String)> = r.params.iter().collect();
+    params.sort();
+    let mut h = Sha256::new();
+    let mut part = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    part(r.topic.trim().as_bytes());
+    part(r.function.as_bytes());
+    part(r.locale.as_bytes());
+    part(&r.max_tokens.to_be_bytes());
+    for (k, v) in params {
+        part(k.as_bytes());
+        part(v.as_bytes());
+    }
+    h.finalize().into()
+}
+
+fn key_reused() -> AiError {
+    AiError::KeyReused(
+        "this Idempotency-Key was already used for another request; send a new key with a new request"
+            .into(),
+    )
 }
 
 /// A cached answer.
@@ -312,12 +354,15 @@ impl Generator {
         }
     }
 
+    /// The result cache's key: per user (another user's identical request is no hit, so the
+    /// cache tells nobody what others asked), per provider, model, prompt and limits.
     fn result_key(&self, p: &Prepared) -> String {
         let primary = self.inner.chain.primary(&p.req.function);
         let messages = serde_json::to_vec(&p.messages).unwrap_or_default();
         format!(
             "{RESULT_KEY}{}",
             sha_hex(&[
+                p.user.as_bytes(),
                 primary.name.as_bytes(),
                 primary.model.as_bytes(),
                 &messages,
@@ -465,8 +510,9 @@ impl Generator {
         false
     }
 
-    /// The quota idempotency key of a request: the client's key (so a retry reuses the hold),
-    /// or a fresh one.
+    /// The quota idempotency key of a queued task: the client's key (so a concurrent retry
+    /// finds the same hold), or a fresh one. Inline and streamed generations always take a
+    /// fresh hold: their key is bound to the request by [`Self::claim`] instead.
     fn hold_key(p: &Prepared, fresh: &Uuid) -> String {
         if p.req.idempotency_key.is_empty() {
             format!("ai:{fresh}")
@@ -486,44 +532,70 @@ impl Generator {
                 status: task.status,
             }));
         }
+        match self.claim(&p).await? {
+            None => self.inline(&p).await.map(Outcome::Inline),
+            Some(Claim::Replay(c)) => Ok(Outcome::Inline(c)),
+            Some(Claim::Ours { key, fingerprint }) => {
+                let res = self.inline(&p).await;
+                self.settle_claim(&key, &fingerprint, res.as_ref().ok()).await;
+                res.map(Outcome::Inline)
+            }
+        }
+    }
+
+    /// Binds the request's idempotency key (if any) to the request: the first request with a
+    /// key claims it; the same request again gets the first answer (or, while the first still
+    /// runs, a conflict to retry); another request with the key is refused.
+    async fn claim(&self, p: &Prepared) -> Result<Option<Claim>> {
         if p.req.idempotency_key.is_empty() {
-            return self.inline(&p).await.map(Outcome::Inline);
+            return Ok(None);
         }
-        // A retry with the same key gets the first answer; a concurrent one is told to wait.
         let key = format!("{IDEM_KEY}{}:{}", p.user, sha_hex(&[p.req.idempotency_key.as_bytes()]));
-        let day = Some(Duration::from_secs(86_400));
+        let fingerprint = fingerprint(&p.req);
+        let mut pending = vec![b'P'];
+        pending.extend(fingerprint);
         let cache = &self.inner.cache;
-        if !cache
-            .set_if_absent(&key, Bytes::from_static(b"P"), Some(Duration::from_secs(600)))
-            .await?
-        {
-            return match cache.get(&key).await? {
-                Some(b) if b.first() == Some(&b'R') => pb::Completion::decode(&b[1..])
-                    .map(Outcome::Inline)
-                    .map_err(|e| AiError::Unavailable(format!("stored answer: {e}"))),
-                _ => Err(AiError::Conflict(
-                    "a request with this idempotency key is still running; retry in a moment"
-                        .into(),
-                )),
-            };
+        if cache.set_if_absent(&key, pending.into(), Some(IDEM_PENDING)).await? {
+            return Ok(Some(Claim::Ours { key, fingerprint }));
         }
-        match self.inline(&p).await {
-            Ok(c) => {
+        match cache.get(&key).await? {
+            Some(b) if b.len() >= 33 && b[1..33] != fingerprint => Err(key_reused()),
+            Some(b) if b[0] == b'R' && b.len() >= 33 => pb::Completion::decode(&b[33..])
+                .map(|c| Some(Claim::Replay(c)))
+                .map_err(|e| AiError::Unavailable(format!("stored answer: {e}"))),
+            _ => Err(AiError::Conflict(
+                "a request with this idempotency key is still running; retry in a moment".into(),
+            )),
+        }
+    }
+
+    /// Ends a claim: the answer is kept for replays, or (no answer: the request failed, or its
+    /// client left mid-stream) the key is free again — whatever was produced was charged.
+    async fn settle_claim(
+        &self,
+        key: &str,
+        fingerprint: &[u8; 32],
+        answer: Option<&pb::Completion>,
+    ) {
+        let cache = &self.inner.cache;
+        let res = match answer {
+            Some(c) => {
                 let mut v = vec![b'R'];
+                v.extend(fingerprint);
                 v.extend(c.encode_to_vec());
-                cache.set(&key, v.into(), day).await?;
-                Ok(Outcome::Inline(c))
+                cache.set(key, v.into(), Some(IDEM_DONE)).await
             }
-            Err(e) => {
-                let _ = cache.delete(&key).await;
-                Err(e)
-            }
+            None => cache.delete(key).await.map(|_| ()),
+        };
+        if let Err(e) = res {
+            // The pending claim lapses on its own; until then the key answers "still running".
+            tracing::warn!(error = %e, "idempotency record not updated");
         }
     }
 
     async fn inline(&self, p: &Prepared) -> Result<pb::Completion> {
         let id = Uuid::now_v7();
-        let key = Self::hold_key(p, &id);
+        let key = format!("ai:{id}");
         if let Some(hit) = self.cached(p).await {
             self.charge_hit(p, &key, hit.answer.usage).await?;
             metrics::counter!("ai_cache_hits_total").increment(1);
@@ -556,44 +628,38 @@ impl Generator {
 
     /// `GenerateStream`: `started`, the text as it comes, `finished` with the usage charged.
     /// A client that leaves stops the provider call; the hold settles by what was produced.
-    pub async fn stream(
-        &self,
-        identity: &Identity,
-        req: pb::GenerateRequest,
-    ) -> Result<ReceiverStream<std::result::Result<pb::GenerateStreamEvent, tonic::Status>>> {
-        use pb::generate_stream_event::Event;
+    /// With an idempotency key, the same request again replays the first stream.
+    pub async fn stream(&self, identity: &Identity, req: pb::GenerateRequest) -> Result<Events> {
         let p = self.prepare(identity, req).await?;
-        let id = Uuid::now_v7();
-        let key = Self::hold_key(&p, &id);
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let ev = |e: Event| Ok(pb::GenerateStreamEvent { event: Some(e) });
+        let claim = match self.claim(&p).await? {
+            Some(Claim::Replay(c)) => return Ok(replay(c)),
+            Some(Claim::Ours { key, fingerprint }) => Some((key, fingerprint)),
+            None => None,
+        };
+        let res = self.stream_now(p, claim.clone()).await;
+        if res.is_err()
+            && let Some((key, fingerprint)) = &claim
+        {
+            self.settle_claim(key, fingerprint, None).await;
+        }
+        res
+    }
 
+    async fn stream_now(&self, p: Prepared, claim: Option<(String, [u8; 32])>) -> Result<Events> {
+        use pb::generate_stream_event::Event;
+        let id = Uuid::now_v7();
+        let key = format!("ai:{id}");
         if let Some(hit) = self.cached(&p).await {
             self.charge_hit(&p, &key, hit.answer.usage).await?;
             metrics::counter!("ai_cache_hits_total").increment(1);
-            tokio::spawn(async move {
-                let a = hit.answer;
-                let mut out = vec![ev(Event::Started(pb::StreamStarted {
-                    id: id.to_string(),
-                    provider: hit.provider,
-                    model: a.model.clone(),
-                    cached: true,
-                }))];
-                for (i, w) in a.text.split(' ').enumerate() {
-                    out.push(ev(Event::Delta(if i == 0 { w.to_owned() } else { format!(" {w}") })));
-                }
-                out.push(ev(Event::Finished(pb::StreamFinished {
-                    usage: Some(token_usage(a.usage)),
-                    finish_reason: a.finish_reason,
-                })));
-                for e in out {
-                    if tx.send(e).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            return Ok(ReceiverStream::new(rx));
+            let c = completion(&id, &hit.provider, hit.answer, true);
+            if let Some((key, fingerprint)) = &claim {
+                self.settle_claim(key, fingerprint, Some(&c)).await;
+            }
+            return Ok(replay(c));
         }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let ev = |e: Event| Ok(pb::GenerateStreamEvent { event: Some(e) });
 
         let (hold, _) = self.reserve(&p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
         let opened = self.inner.chain.stream(&p.req.function, |m| self.chat(&p, m)).await;
@@ -664,22 +730,34 @@ impl Generator {
             metrics::counter!("ai_streams_total", "outcome" => outcome).increment(1);
             if left {
                 tracing::info!(generation = %id, tokens = produced.total(), "client left mid-stream; provider call cancelled");
+                if let Some((key, fingerprint)) = &claim {
+                    this.settle_claim(key, fingerprint, None).await;
+                }
             } else if let Some(e) = failure {
                 // Settled before the error: a client sees the end only after the charge.
                 this.commit(&hold, produced.total() as u64).await;
+                if let Some((key, fingerprint)) = &claim {
+                    this.settle_claim(key, fingerprint, None).await;
+                }
                 let status: tonic::Status = AiError::Provider(e).into();
                 let _ = tx.send(Err(status)).await;
                 return;
             } else {
-                // The last event first; the stream closes once the hold is settled.
+                // The last event first; the stream closes once the hold is settled. A replay
+                // of the key is ready before the client sees the end.
                 let finish_reason = finish.unwrap_or_else(|| "stop".into());
+                let answer = Answer { text, usage: produced, finish_reason, model: served.model };
+                if let Some((key, fingerprint)) = &claim {
+                    let c = completion(&id, served.label, answer.clone(), false);
+                    this.settle_claim(key, fingerprint, Some(&c)).await;
+                }
+                let finish_reason = answer.finish_reason.clone();
                 let _ = tx
                     .send(ev(Event::Finished(pb::StreamFinished {
                         usage: Some(token_usage(produced)),
                         finish_reason: finish_reason.clone(),
                     })))
                     .await;
-                let answer = Answer { text, usage: produced, finish_reason, model: served.model };
                 this.remember(&p, served.label, &answer).await;
             }
             this.commit(&hold, produced.total() as u64).await;
@@ -718,7 +796,7 @@ impl Generator {
                 .one(&self.inner.db)
                 .await?
         {
-            return Ok(task_pb(&t, true));
+            return same_task(&t, &p).then(|| task_pb(&t, true)).ok_or_else(key_reused);
         }
         let (hold, priority) = self.reserve(&p, p.hold_tokens(), &key, TASK_HOLD_TTL).await?;
         let hold_uuid = Uuid::parse_str(&hold)
@@ -744,7 +822,7 @@ impl Generator {
                     .one(&self.inner.db)
                     .await?
                     .ok_or_else(|| AiError::Unavailable("task vanished".into()))?;
-                return Ok(task_pb(&t, true));
+                return same_task(&t, &p).then(|| task_pb(&t, true)).ok_or_else(key_reused);
             }
             Err(e) => {
                 self.release(&hold).await;
@@ -891,6 +969,42 @@ impl Generator {
         }
         Ok(task_pb(&t, true))
     }
+}
+
+/// Whether a stored task is the one `p` asks for (its key's retry) — the same function,
+/// topic, limits and built prompt (which holds the parameters and locale).
+fn same_task(t: &task::Model, p: &Prepared) -> bool {
+    t.function == p.req.function
+        && t.topic == p.req.topic.trim()
+        && t.max_tokens == p.max_tokens as i32
+        && serde_json::to_string(&p.messages).is_ok_and(|m| m == t.messages)
+}
+
+/// The events of a streamed generation.
+pub type Events = ReceiverStream<std::result::Result<pb::GenerateStreamEvent, tonic::Status>>;
+
+/// A finished answer as a stream: `started`, its words, `finished`.
+fn replay(c: pb::Completion) -> Events {
+    use pb::generate_stream_event::Event;
+    let ev = |e: Event| Ok(pb::GenerateStreamEvent { event: Some(e) });
+    let mut out = vec![ev(Event::Started(pb::StreamStarted {
+        id: c.id,
+        provider: c.provider,
+        model: c.model,
+        cached: c.cached,
+    }))];
+    for (i, w) in c.text.split(' ').enumerate() {
+        out.push(ev(Event::Delta(if i == 0 { w.to_owned() } else { format!(" {w}") })));
+    }
+    out.push(ev(Event::Finished(pb::StreamFinished {
+        usage: c.usage,
+        finish_reason: c.finish_reason,
+    })));
+    let (tx, rx) = tokio::sync::mpsc::channel(out.len());
+    for e in out {
+        let _ = tx.try_send(e);
+    }
+    ReceiverStream::new(rx)
 }
 
 fn completion(id: &Uuid, provider: &str, a: Answer, cached: bool) -> pb::Completion {

@@ -144,6 +144,8 @@ skillup_kit::both_adapters!(
     a_stopping_worker_hands_unfinished_tasks_back_to_the_queue,
     premium_tasks_jump_the_queue,
     retries_with_the_same_idempotency_key_get_the_first_answer,
+    an_idempotency_key_binds_to_one_request_and_never_buys_a_free_generation,
+    the_result_cache_is_per_user,
     task_rows_are_written_in_batches_each_with_its_own_outcome,
     services_that_are_restarting_are_asked_again,
 );
@@ -972,6 +974,95 @@ async fn retries_with_the_same_idempotency_key_get_the_first_answer(kind: Kind) 
     let used = settled_usage(&mut h, user).await;
     assert_eq!(used.generations_used, 2, "one inline + one task, not four");
     assert_eq!(used.tokens_held, 0);
+}
+
+fn with_key(mut r: pb::GenerateRequest, key: &str) -> pb::GenerateRequest {
+    r.idempotency_key = key.into();
+    r
+}
+
+/// Issue 26.1: a key reused on streams with other topics generated new texts for free.
+async fn an_idempotency_key_binds_to_one_request_and_never_buys_a_free_generation(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    let first =
+        collect(&mut h, user, with_key(gen_req("topic a", "quiz", pb::Mode::Sync), "k1")).await;
+    let Event::Started(started) = &first[0] else { panic!("{first:?}") };
+    assert_eq!(settled_usage(&mut h, user).await.generations_used, 1);
+
+    // The same request again replays the first stream, id included; nothing is charged.
+    let again =
+        collect(&mut h, user, with_key(gen_req("topic a", "quiz", pb::Mode::Sync), "k1")).await;
+    let Event::Started(s2) = &again[0] else { panic!("{again:?}") };
+    assert_eq!(s2.id, started.id);
+    assert_eq!(text_of(&again), text_of(&first));
+    // So does the same request inline.
+    let c = inline(&mut h, user, with_key(gen_req("topic a", "quiz", pb::Mode::Sync), "k1"))
+        .await
+        .unwrap();
+    assert_eq!((c.id.as_str(), c.text.as_str()), (started.id.as_str(), text_of(&first).as_str()));
+
+    // Another request under the key is refused, streamed or inline, serial or parallel.
+    let other = with_key(gen_req("topic b", "quiz", pb::Mode::Sync), "k1");
+    let err = h.ai.generate_stream(as_user(&h, user, other.clone())).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::IdempotencyKeyReused, "{err:?}");
+    let err = inline(&mut h, user, other.clone()).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::IdempotencyKeyReused, "{err:?}");
+    let calls = (0..20).map(|_| {
+        let (mut ai, req) = (h.ai.clone(), as_user(&h, user, other.clone()));
+        async move { ai.generate_stream(req).await.map(|_| ()) }
+    });
+    for res in futures::future::join_all(calls).await {
+        assert_eq!(code_of(&res.unwrap_err()), ErrorCode::IdempotencyKeyReused);
+    }
+    assert_eq!(h.fake.requests(), 1, "one provider call for all of it");
+
+    // 20 parallel streams of one new request under a new key: one generation, the others
+    // replay it or are told it is still running.
+    let fresh = with_key(gen_req("topic c", "quiz", pb::Mode::Sync), "k2");
+    let calls = (0..20).map(|_| {
+        let (mut ai, req) = (h.ai.clone(), as_user(&h, user, fresh.clone()));
+        async move {
+            match ai.generate_stream(req).await {
+                Ok(s) => {
+                    let events: Vec<_> = s.into_inner().collect().await;
+                    Ok(events.len())
+                }
+                Err(e) => Err(code_of(&e)),
+            }
+        }
+    });
+    for res in futures::future::join_all(calls).await {
+        assert!(matches!(res, Ok(n) if n > 2) || res == Err(ErrorCode::Conflict), "{res:?}");
+    }
+    assert_eq!(h.fake.requests(), 2);
+    let used = settled_usage(&mut h, user).await;
+    assert_eq!((used.generations_used, used.generations_held), (2, 0));
+
+    // A queued task's key binds the same way.
+    let task = with_key(gen_req("task a", "quiz", pb::Mode::Async), "k3");
+    let t = h.ai.submit_task(as_user(&h, user, task)).await.unwrap().into_inner();
+    let err = h
+        .ai
+        .submit_task(as_user(&h, user, with_key(gen_req("task b", "quiz", pb::Mode::Async), "k3")))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::IdempotencyKeyReused, "{err:?}");
+    settled(&mut h, user, &t.id).await;
+    assert_eq!(settled_usage(&mut h, user).await.generations_used, 3);
+}
+
+/// Issue 26.13: user B repeating A's exact request got A's cached answer for nothing.
+async fn the_result_cache_is_per_user(kind: Kind) {
+    let mut h = harness(kind).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let req = gen_req("shared topic", "quiz", pb::Mode::Sync);
+    assert!(!inline(&mut h, a, req.clone()).await.unwrap().cached);
+    assert!(inline(&mut h, a, req.clone()).await.unwrap().cached, "A's own repeat is a hit");
+    let other = inline(&mut h, b, req).await.unwrap();
+    assert!(!other.cached, "B's request is generated for B");
+    assert_eq!(h.fake.requests(), 2);
+    assert_eq!(settled_usage(&mut h, b).await.generations_used, 1, "and charged to B");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

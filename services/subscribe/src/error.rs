@@ -22,6 +22,9 @@ pub enum SubscribeError {
     InsufficientFunds,
     #[error("{0}")]
     Conflict(String),
+    /// An idempotency key sent again with another request (or after its work was settled).
+    #[error("{0}")]
+    KeyReused(String),
     #[error("subscriptions are unavailable right now, retry later")]
     Unavailable(String),
 }
@@ -42,6 +45,7 @@ impl From<SubscribeError> for Status {
             SubscribeError::QuotaExceeded(_) => status(ErrorCode::QuotaExceeded, msg),
             SubscribeError::InsufficientFunds => status(ErrorCode::InsufficientFunds, msg),
             SubscribeError::Conflict(_) => status(ErrorCode::Conflict, msg),
+            SubscribeError::KeyReused(_) => status(ErrorCode::IdempotencyKeyReused, msg),
             SubscribeError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "subscribe dependency failed");
                 status(ErrorCode::Unavailable, msg)

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{Result, SubscribeError},
-    store::entities::{hold, plan, subscription, usage},
+    store::entities::{change, hold, plan, subscription, usage},
 };
 
 /// What a reserve attempt took.
@@ -47,6 +47,9 @@ enum Settled {
 pub const MAX_HOLD_SECS: u32 = 86_400;
 /// A hold's life when the caller does not say.
 pub const DEFAULT_HOLD_SECS: u32 = 3_600;
+/// How long a plan change may keep its claim before another change may take over (the claim of
+/// a process that died mid-change); far longer than a charge may take.
+const CHANGE_CLAIM: chrono::Duration = chrono::Duration::seconds(60);
 /// The plan of everyone without a paid subscription.
 pub const FREE: &str = "free";
 
@@ -101,6 +104,12 @@ impl Billing for PaymentBilling {
             Err(s) => match skillup_kit::error::detail_of(&s).map(|d| d.code()) {
                 Some(skillup_proto::common::v1::ErrorCode::InsufficientFunds) => {
                     Err(SubscribeError::InsufficientFunds)
+                }
+                Some(skillup_proto::common::v1::ErrorCode::IdempotencyKeyReused) => {
+                    Err(SubscribeError::KeyReused(
+                        "this idempotency key was already used for another subscription request"
+                            .into(),
+                    ))
                 }
                 _ => Err(SubscribeError::Unavailable(format!(
                     "payment: {} {}",
@@ -535,7 +544,9 @@ impl Subscriptions {
         Err(SubscribeError::Unavailable("quota store stayed busy".into()))
     }
 
-    /// The hold a reserve key already took, with the usage of its period.
+    /// The hold a reserve key already took, with the usage of its period — only while it is
+    /// still held: a key whose hold was settled (committed, released, expired) stands for work
+    /// that is over, and taking it again would be a generation nobody pays for.
     async fn hold_by_key(
         &self,
         cur: &Current,
@@ -546,6 +557,12 @@ impl Subscriptions {
         else {
             return Ok(None);
         };
+        if h.status != "held" {
+            return Err(SubscribeError::KeyReused(format!(
+                "the hold of this idempotency key was already {}; reserve with a new key",
+                h.status
+            )));
+        }
         let row = self.usage_row(h.user_id, h.period_start).await?;
         Ok(Some((h, usage_pb(cur, row.as_ref()))))
     }
@@ -931,8 +948,11 @@ impl Subscriptions {
         Ok(n)
     }
 
-    /// Subscribes to (or switches to) `plan_id`, charging the balance once per user, plan and
-    /// period; a switch credits the unused part of the current period.
+    /// Subscribes to (or switches to) `plan_id`. Every change is charged once, under its own
+    /// key (the client's idempotency key, or the change's id), and only one change per user
+    /// runs at a time, so concurrent subscribes cannot both pay. A switch between paid plans
+    /// credits the unused part of the current one and keeps the period's usage (it never starts
+    /// the quota again from zero).
     pub async fn subscribe(
         &self,
         user: Uuid,
@@ -949,39 +969,131 @@ impl Subscriptions {
                 "everyone has the free plan; cancel a paid plan to return to it".into(),
             ));
         }
-        let cur = self.current(user).await?;
-        let now = Utc::now();
-        if let Some(s) = &cur.sub
-            && s.status == pb::SubscriptionStatus::Active as i32
-            && s.plan_id == plan.id
+        if let Some(s) =
+            self.current(user).await?.sub.filter(|s| {
+                s.status == pb::SubscriptionStatus::Active as i32 && s.plan_id == plan.id
+            })
         {
-            if s.cancel_at_period_end {
-                subscription::Entity::update_many()
-                    .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(false))
-                    .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
-                    .filter(subscription::Column::Id.eq(s.id))
-                    .exec(&self.db)
-                    .await?;
-                self.forget(user).await;
-            }
-            return self.subscription_pb(user).await;
+            return self.keep(user, &s).await;
         }
-        let credit = match &cur.sub {
-            Some(s)
-                if s.status == pb::SubscriptionStatus::Active as i32
-                    && cur.plan.price_minor > 0 =>
-            {
-                let total = Ord::max((s.period_end - s.period_start).num_seconds(), 1);
+        let change = self.claim_change(user).await?;
+        let res = self.change_plan(user, &plan, key, change).await;
+        if res.is_err() {
+            // A change that went through took its claim away in its own transaction.
+            self.release_change(user, change).await;
+        }
+        res
+    }
+
+    /// Subscribing again to the plan one has: a cancellation is taken back, nothing charged.
+    async fn keep(&self, user: Uuid, s: &subscription::Model) -> Result<pb::Subscription> {
+        if s.cancel_at_period_end {
+            subscription::Entity::update_many()
+                .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(false))
+                .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(subscription::Column::Id.eq(s.id))
+                .exec(&self.db)
+                .await?;
+            self.forget(user).await;
+        }
+        self.subscription_pb(user).await
+    }
+
+    /// Claims the user's one plan change in progress. A claim older than [`CHANGE_CLAIM`] was
+    /// left by a process that died mid-change and is taken over.
+    async fn claim_change(&self, user: Uuid) -> Result<Uuid> {
+        let id = Uuid::now_v7();
+        for attempt in 0..20u64 {
+            let now = Utc::now();
+            let claim = change::ActiveModel {
+                user_id: Set(user),
+                change_id: Set(id),
+                started_at: Set(now),
+            };
+            match change::Entity::insert(claim).exec_without_returning(&self.db).await {
+                Ok(_) => return Ok(id),
+                Err(e) if unique_violation(&e) => {
+                    let stale = change::Entity::delete_many()
+                        .filter(change::Column::UserId.eq(user))
+                        .filter(change::Column::StartedAt.lt(now - CHANGE_CLAIM))
+                        .exec(&self.db)
+                        .await?
+                        .rows_affected;
+                    if stale == 0 {
+                        return Err(SubscribeError::Conflict(
+                            "another plan change for this account is in progress; retry in a moment"
+                                .into(),
+                        ));
+                    }
+                }
+                Err(e) if busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(2 + attempt * 5)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SubscribeError::Unavailable("plan changes stayed busy".into()))
+    }
+
+    async fn release_change(&self, user: Uuid, change: Uuid) {
+        let res = change::Entity::delete_many()
+            .filter(change::Column::UserId.eq(user))
+            .filter(change::Column::ChangeId.eq(change))
+            .exec(&self.db)
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, %user, "plan change claim not released; it lapses on its own");
+        }
+    }
+
+    /// The change itself, under its claim: the state read from the table, the charge, then the
+    /// row, its event and the end of the claim in one transaction.
+    async fn change_plan(
+        &self,
+        user: Uuid,
+        plan: &plan::Model,
+        key: &str,
+        change: Uuid,
+    ) -> Result<pb::Subscription> {
+        let row = subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user))
+            .one(&self.db)
+            .await?;
+        let cur = self.current_of(user, row).await?;
+        let now = Utc::now();
+        let active = cur.sub.clone().filter(|s| s.status == pb::SubscriptionStatus::Active as i32);
+        if let Some(s) = active.as_ref().filter(|s| s.plan_id == plan.id) {
+            // A concurrent change to the same plan (or a retry) got here first.
+            self.release_change(user, change).await;
+            return self.keep(user, s).await;
+        }
+        let credit = match &active {
+            Some(s) if cur.plan.price_minor > 0 => {
+                let total = Ord::max(i64::from(cur.plan.period_days), 1) * 86_400;
                 let left = (s.period_end - now).num_seconds().clamp(0, total);
                 cur.plan.price_minor * left / total
             }
             _ => 0,
         };
         let price = Ord::max(plan.price_minor - credit, 0);
+        // The client's key binds to this change from this state: a retry replays its charge,
+        // another plan under it is refused (the amount differs), and the same key once the
+        // subscription moved on is another change, charged anew.
         let charge_key = if key.is_empty() {
-            format!("subscribe:{user}:{}:{}", plan.id, now.format("%Y-%m-%d"))
+            format!("subscribe:{change}")
         } else {
-            format!("subscribe:{user}:{}:{}", plan.id, key.chars().take(64).collect::<String>())
+            let from = active.as_ref().map_or_else(
+                || "free".to_owned(),
+                |s| format!("{}@{}", s.plan_id, s.period_end.timestamp_micros()),
+            );
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            for part in [user.to_string().as_bytes(), key.as_bytes(), from.as_bytes()] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+            let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            format!("subscribe:{hex}")
         };
         if price > 0 {
             self.billing
@@ -994,16 +1106,29 @@ impl Subscriptions {
                 )
                 .await?;
         }
+        // Between paid plans the period keeps its start: its usage row (keyed by the start)
+        // carries over, holds in flight included.
+        let start = active.as_ref().map_or(now, |s| s.period_start);
         let end = now + chrono::Duration::days(i64::from(plan.period_days));
-        // The row (one per user: a concurrent subscribe's insert becomes an update) and its
-        // event, in one transaction.
         let txn = self.db.begin().await?;
+        let ours = change::Entity::delete_many()
+            .filter(change::Column::UserId.eq(user))
+            .filter(change::Column::ChangeId.eq(change))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if ours != 1 {
+            txn.rollback().await?;
+            tracing::error!(%user, %change, price, "a plan change outlived its claim after charging");
+            return Err(SubscribeError::Unavailable("the plan change was superseded".into()));
+        }
+        // One row per user: a first subscribe inserts it, later ones update it.
         subscription::Entity::insert(subscription::ActiveModel {
             id: Set(Uuid::now_v7()),
             user_id: Set(user),
             plan_id: Set(plan.id.clone()),
             status: Set(pb::SubscriptionStatus::Active as i32),
-            period_start: Set(now),
+            period_start: Set(start),
             period_end: Set(end),
             cancel_at_period_end: Set(false),
             updated_at: Set(now),

@@ -103,3 +103,23 @@ pub mod hold {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A plan change in progress: at most one per user (see `Subscriptions::subscribe`).
+pub mod change {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subscribe_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: Uuid,
+        /// The change's id; its charge's idempotency key.
+        pub change_id: Uuid,
+        pub started_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

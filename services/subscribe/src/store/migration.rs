@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(M0001Init),
             Box::new(skillup_kit::outbox::Migration::new("m0002_outbox", crate::service::OUTBOX)),
+            Box::new(M0003PlanChanges),
         ]
     }
 
@@ -128,5 +129,31 @@ impl MigrationTrait for M0001Init {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// One plan change at a time per user: a change claims the user's row here before it charges,
+/// so two concurrent subscribes cannot both pay for one plan.
+struct M0003PlanChanges;
+
+impl MigrationName for M0003PlanChanges {
+    fn name(&self) -> &str {
+        "m0003_plan_changes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003PlanChanges {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("subscribe_changes")
+                .if_not_exists()
+                .col(uuid("user_id").primary_key())
+                .col(uuid("change_id"))
+                .col(timestamp_with_time_zone("started_at"))
+                .to_owned(),
+        )
+        .await
     }
 }
