@@ -152,6 +152,7 @@ enum KeysCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     skillup_kit::install_crypto_provider();
+    skillup_kit::raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

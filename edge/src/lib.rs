@@ -9,6 +9,7 @@
 //! the OpenAPI document and the ops endpoints have handlers of their own.
 
 pub mod authn;
+pub mod conn;
 pub mod errors;
 pub mod json;
 pub mod limits;
@@ -230,9 +231,8 @@ impl Edge {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
-        let timings = (self.inner.drain, self.inner.grace);
-        serve_http(listener, self.router(), tls, self.inner.cfg.max_header_bytes, shutdown, timings)
-            .await
+        let settings = conn::ConnSettings::new(&self.inner.cfg, self.inner.drain, self.inner.grace);
+        conn::serve(listener, self.router(), tls, settings, shutdown).await
     }
 }
 
@@ -377,6 +377,12 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         );
     }
     let client = net::client_ip(peer(&parts), &parts.headers, &inner.trusted);
+    // Every request spends the per-IP budget before anything else is looked at: unknown paths
+    // and methods too, so they cannot be sent faster than real ones.
+    let mut verdict: Option<Verdict> = match inner.limits.check_ip(client) {
+        Ok(v) => v,
+        Err(e) => return (None, Err(e)),
+    };
     let path = parts.uri.path().to_owned();
     let candidates = match inner.table.lookup(&parts.method, &path) {
         Lookup::Found(c) => c,
@@ -412,11 +418,7 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         return (label, Err(ApiError::new(403, "PERMISSION_DENIED", "this route is internal")));
     }
 
-    // Budgets: every route spends the per-IP one; the sign-in family its own as well.
-    let mut verdict: Option<Verdict> = match inner.limits.check_ip(client) {
-        Ok(v) => v,
-        Err(e) => return (label, Err(e)),
-    };
+    // The sign-in family spends a budget of its own as well.
     if rule.rate_class == RateClass::Auth {
         match inner.limits.check_auth(client) {
             Ok(v) => verdict = v.map(|v| v.tighter(verdict)).or(verdict),
@@ -622,7 +624,16 @@ async fn read_body(
     {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+    let deadline = Duration::from_millis(inner.cfg.body_timeout_ms.max(1));
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, max)).await;
+    let Ok(read) = read else {
+        return Err(ApiError::new(
+            408,
+            "DEADLINE_EXCEEDED",
+            format!("the body did not arrive within {} ms", deadline.as_millis()),
+        ));
+    };
+    let bytes = read.map_err(|e| {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
             if s.is::<http_body_util::LengthLimitError>() {
@@ -714,85 +725,4 @@ fn tls_acceptor(
         .map_err(|e| bad("edge TLS", &e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// The accept loop: plain or TLS, HTTP/1.1 and HTTP/2, header limits, graceful shutdown —
-/// after `shutdown`, accept for `drain` more (readiness reads 503 meanwhile), then stop
-/// accepting and give requests in flight up to `grace`.
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    max_header_bytes: usize,
-    shutdown: Shutdown,
-    (drain, grace): (Duration, Duration),
-) -> std::io::Result<()> {
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo},
-        server::{conn::auto::Builder, graceful::GracefulShutdown},
-        service::TowerToHyperService,
-    };
-    let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(max_header_bytes.max(8192) * 2)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().max_header_list_size(max_header_bytes as u32 * 2);
-    let builder = Arc::new(builder);
-    let stop = async {
-        shutdown.wait().await;
-        tracing::info!(drain_ms = drain.as_millis() as u64, "edge draining");
-        tokio::time::sleep(drain).await;
-    };
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let svc = router.clone().layer(axum::Extension(ConnectInfo(peer)));
-        let svc = TowerToHyperService::new(svc);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let res = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(s)) => {
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        _ => return,
-                    }
-                }
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
-                }
-            };
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    // In-flight requests finish; long streams are cut after the grace period.
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!(grace_ms = grace.as_millis() as u64, "edge: closing connections still open after the grace period"),
-    }
-    Ok(())
 }

@@ -97,7 +97,7 @@ impl RouteMetrics {
             })
             .unwrap_or(false);
         if !counted {
-            let counter = metrics::counter!("http_requests_total", "route" => label.to_owned(), "method" => method.to_string(), "status" => status.to_string());
+            let counter = metrics::counter!("http_requests_total", "route" => label.to_owned(), "method" => method_label(method), "status" => status.to_string());
             counter.increment(1);
             if let Ok(mut known) = self.requests.write()
                 && !known.iter().any(|(s, _)| *s == status)
@@ -106,7 +106,7 @@ impl RouteMetrics {
             }
         }
         self.duration
-            .get_or_init(|| metrics::histogram!("http_request_duration_seconds", "route" => label.to_owned(), "method" => method.to_string()))
+            .get_or_init(|| metrics::histogram!("http_request_duration_seconds", "route" => label.to_owned(), "method" => method_label(method)))
             .record(secs);
     }
 
@@ -116,10 +116,27 @@ impl RouteMetrics {
     }
 
     fn record_labelled(label: &str, method: &Method, status: http::StatusCode, secs: f64) {
-        metrics::counter!("http_requests_total", "route" => label.to_owned(), "method" => method.to_string(), "status" => status.as_u16().to_string())
+        metrics::counter!("http_requests_total", "route" => label.to_owned(), "method" => method_label(method), "status" => status.as_u16().to_string())
             .increment(1);
-        metrics::histogram!("http_request_duration_seconds", "route" => label.to_owned(), "method" => method.to_string())
+        metrics::histogram!("http_request_duration_seconds", "route" => label.to_owned(), "method" => method_label(method))
             .record(secs);
+    }
+}
+
+/// A method as a metric label, from a closed set: the standard methods, else `other` (a
+/// client may send any token as a method; each would be a new series).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
     }
 }
 

@@ -248,6 +248,18 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     /// Largest request header section, bytes (431 above).
     pub max_header_bytes: usize,
+    /// A new connection must start its request, and a request's header section must arrive,
+    /// within this long, milliseconds; otherwise the connection is closed.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive whole within this long, milliseconds (408 otherwise).
+    pub body_timeout_ms: u64,
+    /// A connection with no request in flight and no traffic for this long is closed,
+    /// milliseconds (HTTP/1.1 keep-alive and HTTP/2 alike; streams and sockets in use stay).
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (trusted proxies exempt).
+    pub max_connections_per_ip: usize,
     /// Networks allowed on internal routes (the Nginx validate endpoint), CIDR notation.
     pub internal_cidrs: Vec<String>,
     /// Proxies whose `X-Forwarded-For` is believed, CIDR notation; empty = none.
@@ -463,6 +475,11 @@ impl Default for Config {
                 decision_cache_max: 100_000,
                 max_body_bytes: 1 << 20,
                 max_header_bytes: 16 << 10,
+                header_timeout_ms: 10_000,
+                body_timeout_ms: 30_000,
+                idle_timeout_ms: 60_000,
+                max_connections: 10_000,
+                max_connections_per_ip: 256,
                 internal_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
                 trusted_proxies: Vec::new(),
                 cors_origins: Vec::new(),
@@ -663,6 +680,29 @@ impl Config {
                 "SKILLUP_EDGE__TLS_CERT_FILE",
                 "and edge.tls_key_file must be set together",
             ));
+        }
+        for (key, var, value) in [
+            (
+                "edge.header_timeout_ms",
+                "SKILLUP_EDGE__HEADER_TIMEOUT_MS",
+                self.edge.header_timeout_ms,
+            ),
+            ("edge.body_timeout_ms", "SKILLUP_EDGE__BODY_TIMEOUT_MS", self.edge.body_timeout_ms),
+            ("edge.idle_timeout_ms", "SKILLUP_EDGE__IDLE_TIMEOUT_MS", self.edge.idle_timeout_ms),
+            (
+                "edge.max_connections",
+                "SKILLUP_EDGE__MAX_CONNECTIONS",
+                self.edge.max_connections as u64,
+            ),
+            (
+                "edge.max_connections_per_ip",
+                "SKILLUP_EDGE__MAX_CONNECTIONS_PER_IP",
+                self.edge.max_connections_per_ip as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(bad(key, var, "must be above 0"));
+            }
         }
         for (key, var, list) in [
             ("edge.internal_cidrs", "SKILLUP_EDGE__INTERNAL_CIDRS", &self.edge.internal_cidrs),

@@ -656,6 +656,46 @@ where
     }
 }
 
+/// The `/package.Service/Method` paths of the contracts, health and reflection. A path outside
+/// them is labelled as sent only when a service answered it (a test's own service); one that
+/// nothing serves (UNIMPLEMENTED) is counted as `other`, so a client sending arbitrary paths
+/// cannot grow the series without bound.
+fn known_rpc(path: &str) -> bool {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        use prost::Message as _;
+        let mut known = std::collections::HashSet::new();
+        for set in [skillup_proto::FILE_DESCRIPTOR_SET, skillup_proto::TESTING_FILE_DESCRIPTOR_SET]
+        {
+            let Ok(fds) = prost_types::FileDescriptorSet::decode(set) else { continue };
+            for file in fds.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.health.v1.Health/List",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            known.insert(path.to_owned());
+        }
+        known
+    });
+    known.contains(path)
+}
+
 fn split_path(path: &str) -> (String, String) {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default().to_owned();
@@ -668,6 +708,8 @@ fn split_path(path: &str) -> (String, String) {
 /// call's over the listener, whose paths are whatever clients send).
 #[derive(Debug)]
 struct RpcMetrics {
+    /// One of [`known_rpc`]'s paths.
+    known: bool,
     service: String,
     method: String,
     seconds: std::sync::OnceLock<metrics::Histogram>,
@@ -677,10 +719,24 @@ struct RpcMetrics {
 impl RpcMetrics {
     fn new(path: &str) -> Self {
         let (service, method) = split_path(path);
-        RpcMetrics { service, method, seconds: Default::default(), handled: Default::default() }
+        let known = known_rpc(path);
+        RpcMetrics {
+            known,
+            service,
+            method,
+            seconds: Default::default(),
+            handled: Default::default(),
+        }
     }
 
     fn record(&self, code: tonic::Code, secs: f64) {
+        if !self.known && code == tonic::Code::Unimplemented {
+            metrics::counter!("grpc_server_handled_total", "service" => "other", "method" => "other", "code" => code_name(code))
+                .increment(1);
+            metrics::histogram!("grpc_server_handling_seconds", "service" => "other", "method" => "other")
+                .record(secs);
+            return;
+        }
         let handled = self.handled[(code as usize).min(16)].get_or_init(|| {
             metrics::counter!("grpc_server_handled_total", "service" => self.service.clone(), "method" => self.method.clone(), "code" => code_name(code))
         });

@@ -34,3 +34,17 @@ pub use shutdown::Shutdown;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// Raises this process's open-file limit to the hard limit (every connection is a file; the
+/// soft limit is often 1,024), where the system allows it. Returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "the open-file limit could not be raised");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
