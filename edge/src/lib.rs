@@ -68,6 +68,10 @@ pub const NGINX_VALIDATE: &str = "/api/auth/internal/jwt/validate";
 
 const X_REQUEST_ID: &str = "x-request-id";
 
+/// The WebSocket subprotocol of the edge's sockets. Browsers, which cannot set headers on a
+/// WebSocket, offer it together with `bearer.<access token>`.
+pub const WS_PROTOCOL: &str = "skillup.v1";
+
 /// What the edge is built from.
 pub struct EdgeParts {
     pub config: Config,
@@ -427,11 +431,22 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
     }
 
     // Who is calling.
-    let token = bearer(&parts.headers).map(str::to_owned);
+    let header_token = bearer(&parts.headers).map(str::to_owned);
     let ws_token = if is_ws { ws_protocol_token(&parts.headers) } else { None };
+    // One credential per request: a socket is its token's, and re-checked by that very token.
+    if header_token.is_some() && ws_token.is_some() {
+        return (
+            label,
+            Err(ApiError::invalid(
+                "send one credential: either Authorization or the bearer.<token> subprotocol",
+            )),
+        );
+    }
+    let offered_protocol = ws_token.as_ref().map(|t| format!("bearer.{t}"));
+    let token = header_token.or(ws_token);
     let mut decision: Option<Decision> = None;
     if !rule.public {
-        match token.as_deref().or(ws_token.as_deref()) {
+        match token.as_deref() {
             Some(t) => match inner.authn.authenticate(t, &rule.scopes).await {
                 Ok(d) => decision = Some(d),
                 Err(e) => return (label, Err(e)),
@@ -478,7 +493,7 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
             Ok(u) => u,
             Err(rej) => return (label, Err(ApiError::invalid(format!("websocket: {rej}")))),
         };
-        let auth = match (decision, ws_token.or(token)) {
+        let auth = match (decision, token) {
             (Some(d), Some(t)) => WsAuth::Ready(d, t),
             _ if rule.public => WsAuth::Public,
             _ => WsAuth::FirstMessage,
@@ -495,8 +510,22 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         // buffer per socket would make ten thousand of them cost over a gigabyte. Clients send
         // only a token and pongs (the buffer grows for anything larger); writes go out at once
         // (the bridge flushes each message anyway).
+        // The answer names a protocol the client offered (browsers fail a handshake that
+        // answers none): `skillup.v1` when offered — the console offers it with its token —
+        // else the `bearer.<token>` protocol itself.
+        let offers_ours = parts
+            .headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == WS_PROTOCOL);
+        let protocols: Vec<String> = match offered_protocol {
+            Some(p) if !offers_ours => vec![p],
+            _ => vec![WS_PROTOCOL.to_owned()],
+        };
         let res = upgrade
-            .protocols(["skillup.v1"])
+            .protocols(protocols)
             .read_buffer_size(1024)
             .write_buffer_size(0)
             .max_message_size(64 * 1024)

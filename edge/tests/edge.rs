@@ -944,6 +944,36 @@ async fn ws_connect(
     tokio_tungstenite::connect_async(req).await
 }
 
+/// Issue 26.5 and 26.16: a socket opened with a token in `Authorization` and another in the
+/// subprotocol belonged to one and was re-checked by the other; one offering only
+/// `bearer.<token>` got no protocol back (browsers fail such a handshake).
+#[test]
+fn a_websocket_takes_one_credential_and_answers_a_protocol_it_was_offered() {
+    mt().block_on(async {
+        let s = stack(Kind::Embedded, |_| {}).await;
+        let (tok, _, _) = s.register().await;
+        let (other, _, _) = s.register().await;
+        let url = format!("{}/v1/count?count=1", s.base.replacen("http", "ws", 1));
+        let (_, res) = ws_connect(&url, &format!("bearer.{tok}")).await.unwrap();
+        assert_eq!(res.headers()["sec-websocket-protocol"], format!("bearer.{tok}").as_str());
+
+        let with_header = |protocols: String, token: &str| {
+            let mut req = url.as_str().into_client_request().unwrap();
+            req.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(req)
+        };
+        match with_header(format!("skillup.v1, bearer.{other}"), &tok).await {
+            Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 400),
+            other => panic!("two credentials must be refused, got {:?}", other.map(|r| r.1)),
+        }
+        let (mut ws, res) = with_header("skillup.v1".into(), &tok).await.unwrap();
+        assert_eq!(res.headers()["sec-websocket-protocol"], "skillup.v1");
+        let first = ws.next().await.unwrap().unwrap();
+        assert_eq!(first.into_text().unwrap().as_str(), "{\"n\":1}");
+    });
+}
+
 #[test]
 fn websockets_bridge_a_stream_with_the_token_as_a_subprotocol_or_first_message() {
     mt().block_on(async {
