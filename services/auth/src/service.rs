@@ -725,7 +725,7 @@ impl Auth {
                 "Confirm your email for SkillUp".to_owned(),
                 format!(
                     "Hello{},\n\nconfirm your email address by opening this link:\n{base}/verify-email?token={token}\n\nOr send this token to POST /api/auth/verify-email: {token}\n\nThe link expires in {} hours.\n",
-                    greeting(&user.name),
+                    greeting(user),
                     ttl / 3600
                 ),
             )
@@ -734,7 +734,7 @@ impl Auth {
                 "Reset your SkillUp password".to_owned(),
                 format!(
                     "Hello{},\n\nsomeone asked to reset your password. If it was you, open:\n{base}/reset-password?token={token}\n\nOr send this token to POST /api/auth/password/reset/confirm: {token}\n\nThe link expires in {} minutes. If it was not you, ignore this email.\n",
-                    greeting(&user.name),
+                    greeting(user),
                     ttl / 60
                 ),
             )
@@ -887,17 +887,29 @@ impl Auth {
         Ok(())
     }
 
+    /// Sets the password and, in the same transaction, spends every reset link still out: a
+    /// link mailed before a reset or a change must not set the password again.
     async fn set_password(&self, user_id: Uuid, new_password: &str) -> Result<()> {
         let hash =
             password::hash(SecretString::from(new_password.to_owned()), self.cfg.bcrypt_cost)
                 .await
                 .map_err(AuthError::Internal)?;
+        let t = now();
+        let txn = self.db.begin().await?;
         user::Entity::update_many()
             .col_expr(user::Column::PasswordHash, Expr::value(hash))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now()))
+            .col_expr(user::Column::UpdatedAt, Expr::value(t))
             .filter(user::Column::Id.eq(user_id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        email_token::Entity::update_many()
+            .col_expr(email_token::Column::UsedAt, Expr::value(t))
+            .filter(email_token::Column::UserId.eq(user_id))
+            .filter(email_token::Column::Kind.eq("reset"))
+            .filter(email_token::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -1005,6 +1017,13 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
-fn greeting(name: &str) -> String {
-    if name.is_empty() { String::new() } else { format!(" {name}") }
+/// The name to greet by — only once the address is confirmed: until then the name is whatever
+/// someone typed next to an address that may not be theirs, and our mail must not carry a
+/// stranger's text to it.
+fn greeting(user: &user::Model) -> String {
+    if user.name.is_empty() || !user.email_verified {
+        String::new()
+    } else {
+        format!(" {}", user.name)
+    }
 }

@@ -85,6 +85,8 @@ skillup_kit::both_adapters!(
     email_verification_is_single_use,
     verification_tokens_expire_and_resend_is_throttled,
     password_reset_and_change,
+    outstanding_reset_links_die_with_a_reset_or_a_password_change,
+    an_unconfirmed_name_stays_out_of_our_mail,
     tier_follows_subscription_changed_events,
     a_deactivated_account_is_refused,
 );
@@ -417,10 +419,17 @@ mod attacks {
             let err = validate(&mut h, &token).await.expect_err(what);
             assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
         }
-        // Within the 60 s leeway an expiry is tolerated.
+        // Issue 26.17: an expiry is an expiry on every path — no leeway on `exp` (Nginx's
+        // validate took a token 60 s past it while REST refused the assertion it made).
         let mut recent = base.clone();
-        recent["exp"] = json!(now - 30);
-        validate(&mut h, &ours(&recent)).await.expect("within leeway");
+        recent["exp"] = json!(now - 2);
+        let err = validate(&mut h, &ours(&recent)).await.expect_err("just expired");
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        assert!(err.message().contains("expired"), "{}", err.message());
+        // A token a replica's clock sees as not valid yet for a few seconds still is.
+        let mut early = base.clone();
+        early["nbf"] = json!(now + 30);
+        validate(&mut h, &ours(&early)).await.expect("nbf within leeway");
     }
 }
 
@@ -760,6 +769,90 @@ async fn password_reset_and_change(kind: Kind) {
         .unwrap();
     validate(&mut h, &s1.access_token).await.expect("the session that changed it lives");
     assert!(validate(&mut h, &s2.access_token).await.is_err(), "other sessions are revoked");
+}
+
+/// The tokens of the reset emails sent to `to` so far.
+fn reset_tokens(h: &Harness, to: &str) -> Vec<String> {
+    let mails = h.outbox.read_all().unwrap().into_iter();
+    mails.filter(|m| m.to == to && m.subject.contains("Reset")).map(|m| token_in(&m.body)).collect()
+}
+
+async fn ask_reset(h: &mut Harness, em: &str) -> String {
+    let before = reset_tokens(h, em);
+    h.client
+        .request_password_reset(pb::RequestPasswordResetRequest { email: em.into() })
+        .await
+        .unwrap();
+    let after = reset_tokens(h, em);
+    after.into_iter().find(|t| !before.contains(t)).expect("a new reset email")
+}
+
+/// Issue 26.6: reset token t1 still worked after t2 was used, and one mailed before a password
+/// change worked after it.
+async fn outstanding_reset_links_die_with_a_reset_or_a_password_change(kind: Kind) {
+    let mut h =
+        start_with(infra(kind).await, AuthConfig { resend_interval_secs: 1, ..test_config() })
+            .await;
+    let em = email();
+    register(&mut h, &em).await;
+    let t1 = ask_reset(&mut h, &em).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t2 = ask_reset(&mut h, &em).await;
+    let reset = |token: &str, pw: &str| pb::ResetPasswordRequest {
+        token: token.into(),
+        new_password: pw.into(),
+    };
+    h.client.reset_password(reset(&t2, "second secret!")).await.unwrap();
+    let err = h.client.reset_password(reset(&t1, "attacker's pick")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t3 = ask_reset(&mut h, &em).await;
+    let s = h
+        .client
+        .login(pb::LoginRequest { email: em.clone(), password: "second secret!".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    h.client
+        .change_password(bearer(
+            pb::ChangePasswordRequest {
+                current_password: "second secret!".into(),
+                new_password: "third secret!".into(),
+            },
+            &s.access_token,
+        ))
+        .await
+        .unwrap();
+    let err = h.client.reset_password(reset(&t3, "attacker's pick")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    h.client
+        .login(pb::LoginRequest { email: em, password: "third secret!".into() })
+        .await
+        .expect("the changed password stands");
+}
+
+/// Issue 26.15: the name typed at registration went into the verification email to any
+/// address — text of a stranger's choosing, sent by us.
+async fn an_unconfirmed_name_stays_out_of_our_mail(kind: Kind) {
+    let mut h = harness(kind).await;
+    let em = email();
+    let name = "Win a prize at evil.example";
+    h.client
+        .register(pb::RegisterRequest {
+            email: em.clone(),
+            password: PASSWORD.into(),
+            name: name.into(),
+        })
+        .await
+        .unwrap();
+    let mail = h.outbox.read_all().unwrap().into_iter().find(|m| m.to == em).unwrap();
+    assert!(!mail.body.contains("evil.example"), "{}", mail.body);
+    h.client.verify_email(pb::VerifyEmailRequest { token: token_in(&mail.body) }).await.unwrap();
+    // Confirmed: the owner chose that name, and is greeted by it.
+    let token = ask_reset(&mut h, &em).await;
+    let mail = h.outbox.read_all().unwrap().into_iter().find(|m| m.body.contains(&token)).unwrap();
+    assert!(mail.body.starts_with(&format!("Hello {name},")), "{}", mail.body);
 }
 
 // ---------- keys, tiers, deactivation, fail-closed ----------

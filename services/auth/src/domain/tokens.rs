@@ -19,7 +19,9 @@ use skillup_kit::keys::KeyStore;
 
 /// Largest token we look at.
 pub const MAX_TOKEN_BYTES: usize = 8192;
-/// Clock skew tolerated on `exp` / `nbf`.
+/// Clock skew tolerated on `nbf` (auth replicas' clocks). Not on `exp`: expiry is decided
+/// here alone, and every path (REST, Nginx's validate, WebSocket re-checks) must agree that an
+/// expired token is expired — the edge's assertions never outlive the token either.
 pub const LEEWAY_SECS: u64 = 60;
 
 /// The claims of an access token.
@@ -223,7 +225,7 @@ impl TokenKeys {
     fn check_claims(&self, claims: &AccessClaims) -> Result<(), TokenError> {
         let now = unix_now();
         let leeway = LEEWAY_SECS as i64;
-        if claims.exp + leeway < now {
+        if claims.exp <= now {
             return Err(TokenError::Expired);
         }
         if claims.nbf - leeway > now {
