@@ -1070,6 +1070,44 @@ fn a_revoked_token_closes_its_websocket() {
     });
 }
 
+/// Issue 26.11: `POST /api/admin/users/{id}/active` answered 401 "no bearer token" to an
+/// admin: the handler ignored the identity the edge asserts.
+#[test]
+fn an_admin_deactivates_a_user_over_rest() {
+    mt().block_on(async {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        use skillup_auth::store::entities::user;
+        let s = stack(Kind::Embedded, |_| {}).await;
+        let (_, _, admin_id) = s.register().await;
+        let (user_tok, _, user_id) = s.register().await;
+        user::Entity::update_many()
+            .col_expr(user::Column::Scopes, Expr::value("user admin"))
+            .filter(user::Column::Id.eq(uuid::Uuid::parse_str(&admin_id).unwrap()))
+            .exec(&s.t.infra.db)
+            .await
+            .unwrap();
+        let email: String = user::Entity::find_by_id(uuid::Uuid::parse_str(&admin_id).unwrap())
+            .one(&s.t.infra.db)
+            .await
+            .unwrap()
+            .unwrap()
+            .email;
+        let (st, v, _) = s
+            .post("/api/auth/login", None, json!({"email": email, "password": support::PASSWORD}))
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let admin_tok = v["access_token"].as_str().unwrap().to_owned();
+        let path = format!("/api/admin/users/{user_id}/active");
+        let (st, v, _) = s.post(&path, Some(&user_tok), json!({"active": false})).await;
+        assert_eq!((st, code(&v)), (403, "PERMISSION_DENIED"), "{v}");
+        let (st, v, _) = s.post(&path, Some(&admin_tok), json!({"active": false})).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["is_active"], false, "{v}");
+        let (st, _, _) = s.get("/api/auth/me", Some(&user_tok)).await;
+        assert_eq!(st, 401, "the deactivated account's token stops working");
+    });
+}
+
 // ---------- the rest of the HTTP surface ----------
 
 #[test]
