@@ -50,7 +50,7 @@ impl Decision {
     }
 
     /// The identity to assert to services.
-    pub fn identity(&self, request_id: &str, ttl: Duration) -> Identity {
+    pub fn identity(&self, request_id: &str, ttl: Duration, client: &str) -> Identity {
         let exp = (now_secs() + ttl.as_secs()).min(self.expires_at.max(0) as u64 + 1);
         Identity {
             user_id: self.user_id.clone(),
@@ -64,6 +64,7 @@ impl Decision {
             sid: self.session_id.clone(),
             ver: self.version.clone(),
             token_exp: self.expires_at,
+            ip: client.to_owned(),
         }
     }
 }

@@ -304,8 +304,27 @@ impl Inner {
     /// Puts the validated identity on an upstream call: its signed assertion, from whose claims
     /// the service's identity layer sets `x-user-id`, `x-scopes`, `x-subscription-tier` and
     /// `x-email-verified` (it drops any such header that came without one).
-    pub fn put_identity(&self, md: &mut MetadataMap, d: &Decision, request_id: &str) {
-        let id = d.identity(request_id, self.authn.assertion_ttl);
+    ///
+    /// Without a caller (a public route) the assertion is anonymous: it vouches only for the
+    /// client's address, which services take from assertions alone (a header could be set by
+    /// anyone calling them directly).
+    pub fn put_identity(
+        &self,
+        md: &mut MetadataMap,
+        d: Option<&Decision>,
+        request_id: &str,
+        client: IpAddr,
+    ) {
+        let client = client.to_string();
+        let id = match d {
+            Some(d) => d.identity(request_id, self.authn.assertion_ttl, &client),
+            None => identity::Identity {
+                request_id: request_id.to_owned(),
+                exp: identity::now_secs() + self.authn.assertion_ttl.as_secs(),
+                ip: client,
+                ..Default::default()
+            },
+        };
         if let Ok(v) = MetadataValue::try_from(self.authn.key.sign(&id)) {
             md.insert(identity::ASSERTION, v);
         }
@@ -322,10 +341,10 @@ impl Inner {
         }
     }
 
-    /// The metadata every upstream call carries: request id, client address, user agent, and
-    /// the few headers services read. The bearer token stays here: services get the validated
+    /// The metadata every upstream call carries: request id, user agent, and the few headers
+    /// services read (the client's address goes in the signed assertion instead). The bearer token stays here: services get the validated
     /// identity (and its assertion) instead.
-    fn base_metadata(&self, headers: &HeaderMap, client: IpAddr, request_id: &str) -> MetadataMap {
+    fn base_metadata(&self, headers: &HeaderMap, request_id: &str) -> MetadataMap {
         let mut md = MetadataMap::new();
         let mut put = |k: &'static str, v: &str| {
             if let Ok(v) = MetadataValue::try_from(v) {
@@ -333,7 +352,6 @@ impl Inner {
             }
         };
         put(X_REQUEST_ID, request_id);
-        put("x-forwarded-for", &client.to_string());
         for (from, to) in [
             (header::USER_AGENT.as_str(), "x-user-agent"),
             ("idempotency-key", "idempotency-key"),
@@ -485,7 +503,7 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         }
     }
 
-    let md = inner.base_metadata(&parts.headers, client, rid);
+    let md = inner.base_metadata(&parts.headers, rid);
     let route_arc = Arc::clone(route);
 
     if is_ws {
@@ -504,6 +522,7 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
             query: parts.uri.query().map(str::to_owned),
             request_id: rid.to_owned(),
             metadata: md,
+            client,
         };
         let inner = inner.clone();
         // Small buffers: most sockets idle (notifications), and tungstenite's 128 KiB read
@@ -543,9 +562,7 @@ async fn handle(inner: &Arc<Inner>, mut parts: Parts, body: Body, rid: &str) -> 
         Err(e) => return (label, Err(e)),
     };
     let mut md = md;
-    if let Some(d) = &decision {
-        inner.put_identity(&mut md, d, rid);
-    }
+    inner.put_identity(&mut md, decision.as_ref(), rid, client);
     let Some(upstream) = inner.upstreams.get(&route.rpc.upstream) else {
         return (label, Err(ApiError::new(502, "UNAVAILABLE", "no upstream for this route")));
     };

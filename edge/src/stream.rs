@@ -94,6 +94,8 @@ pub struct WsCall {
     pub query: Option<String>,
     pub request_id: String,
     pub metadata: tonic::metadata::MetadataMap,
+    /// The client's address (it goes into the identity assertion).
+    pub client: std::net::IpAddr,
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -148,9 +150,7 @@ pub async fn ws_bridge(mut socket: WebSocket, inner: Arc<Inner>, auth: WsAuth, c
         }
     };
     let mut md = call.metadata;
-    if let Some(d) = &decision {
-        inner.put_identity(&mut md, d, &call.request_id);
-    }
+    inner.put_identity(&mut md, decision.as_ref(), &call.request_id, call.client);
     let Some(upstream) = inner.upstreams.get(&call.route.rpc.upstream) else {
         let _ = socket.send(close(1011, "no upstream")).await;
         return;

@@ -72,11 +72,8 @@ fn bearer(md: &MetadataMap) -> Option<&str> {
 fn client<T>(req: &Request<T>) -> ClientInfo {
     let md = req.metadata();
     let header = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let ip = header("x-forwarded-for")
-        .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
-        .filter(|s| !s.is_empty())
-        .or_else(|| req.remote_addr().map(|a| a.ip().to_string()))
-        .unwrap_or_else(|| "unknown".into());
+    // From the edge's signed assertion, or the peer: never a header a direct caller could set.
+    let ip = skillup_kit::identity::ClientAddr::of(req);
     let user_agent = header("x-user-agent").or_else(|| header("user-agent")).unwrap_or_default();
     ClientInfo { ip, user_agent }
 }

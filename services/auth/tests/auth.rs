@@ -87,6 +87,7 @@ skillup_kit::both_adapters!(
     password_reset_and_change,
     outstanding_reset_links_die_with_a_reset_or_a_password_change,
     an_unconfirmed_name_stays_out_of_our_mail,
+    a_direct_caller_cannot_choose_the_address_its_failures_count_against,
     tier_follows_subscription_changed_events,
     a_deactivated_account_is_refused,
 );
@@ -769,6 +770,26 @@ async fn password_reset_and_change(kind: Kind) {
         .unwrap();
     validate(&mut h, &s1.access_token).await.expect("the session that changed it lives");
     assert!(validate(&mut h, &s2.access_token).await.is_err(), "other sessions are revoked");
+}
+
+/// Issue 26.8: 50 bad logins sent straight to auth with `x-forwarded-for: <the edge>` locked
+/// the edge's own address. Only the edge's signed assertion names a client address.
+async fn a_direct_caller_cannot_choose_the_address_its_failures_count_against(kind: Kind) {
+    let mut h = harness(kind).await;
+    let em = email();
+    register(&mut h, &em).await;
+    for _ in 0..3 {
+        let mut req =
+            Request::new(pb::LoginRequest { email: em.clone(), password: "wrong!".into() });
+        req.metadata_mut().insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        h.client.login(req).await.unwrap_err();
+    }
+    let count = |who: &str| {
+        let (cache, key) = (h.t.infra.cache.clone(), format!("auth:fail:ip:{who}"));
+        async move { cache.incr(&key, 0, None).await.unwrap() }
+    };
+    assert_eq!(count("198.51.100.7").await, 0, "the header is not believed");
+    assert_eq!(count("127.0.0.1").await, 3, "the failures count against the peer");
 }
 
 /// The tokens of the reset emails sent to `to` so far.

@@ -90,6 +90,10 @@ pub struct Identity {
     /// The token's own expiry, Unix seconds (0 when not from a token).
     #[serde(rename = "texp", default, skip_serializing_if = "is_zero")]
     pub token_exp: i64,
+    /// The client's address as the edge saw it (after its trusted proxies). Services take the
+    /// address from here (see [`ClientAddr`]), never from a header a caller could set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
     /// The signed form, for forwarding on service-to-service calls.
     #[serde(skip)]
     pub assertion: String,
@@ -300,6 +304,8 @@ pub struct Claims {
     pub ver: String,
     #[prost(int64, tag = "10")]
     pub texp: i64,
+    #[prost(string, tag = "11")]
+    pub ip: String,
 }
 
 impl Claims {
@@ -330,6 +336,7 @@ impl Claims {
         if id.token_exp != 0 {
             int64::encode(10, &id.token_exp, &mut buf);
         }
+        text(11, &id.ip, &mut buf);
         buf
     }
 }
@@ -347,6 +354,7 @@ impl From<Claims> for Identity {
             sid: c.sid,
             ver: c.ver,
             token_exp: c.texp,
+            ip: c.ip,
             assertion: String::new(),
         }
     }
@@ -381,6 +389,23 @@ pub fn default_key_path(keys_dir: &Path) -> PathBuf {
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// The client's address from a verified assertion: the edge signs one on every call it
+/// forwards, public routes included (then with no account: an anonymous assertion). A call
+/// without one (a direct gRPC caller) has no `ClientAddr`: its address is its peer's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr(pub String);
+
+impl ClientAddr {
+    /// The address the edge vouched for, else the connection's peer, else `unknown`.
+    pub fn of<T>(req: &tonic::Request<T>) -> String {
+        req.extensions()
+            .get::<ClientAddr>()
+            .map(|c| c.0.clone())
+            .or_else(|| req.remote_addr().map(|a| a.ip().to_string()))
+            .unwrap_or_else(|| "unknown".into())
+    }
 }
 
 /// The server side of the assertion: see the module docs. Without a key nothing can be
@@ -456,6 +481,13 @@ pub fn admit(
     };
     match verified {
         Ok(id) => {
+            if !id.ip.is_empty() {
+                extensions.insert(ClientAddr(id.ip.clone()));
+            }
+            // An anonymous assertion (a public route) vouches for the address only.
+            if id.user_id.is_empty() {
+                return Ok(());
+            }
             let mut put = |k: http::HeaderName, v: &str| {
                 if let Ok(v) = HeaderValue::from_str(v) {
                     headers.insert(k, v);
@@ -498,6 +530,38 @@ mod tests {
             assertion: String::new(),
             ..Default::default()
         }
+    }
+
+    /// Issue 26.8: the client's address comes from the assertion alone; an anonymous one
+    /// (a public route) vouches for the address and for no account.
+    #[test]
+    fn the_client_address_comes_only_from_an_assertion() {
+        let key = IdentityKey::random();
+        let admitted = |assertion: Option<String>| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+            headers.insert(USER_ID, HeaderValue::from_static("forged"));
+            if let Some(a) = assertion {
+                headers.insert(ASSERTION, a.parse().unwrap());
+            }
+            let mut ext = http::Extensions::new();
+            admit(Some(&key), &mut headers, &mut ext, "/x").unwrap();
+            (headers, ext)
+        };
+        let (headers, ext) = admitted(None);
+        assert!(ext.get::<ClientAddr>().is_none() && ext.get::<Identity>().is_none());
+        assert!(!headers.contains_key(USER_ID));
+        let anonymous =
+            Identity { exp: now_secs() + 60, ip: "203.0.113.7".into(), ..Default::default() };
+        let (headers, ext) = admitted(Some(key.sign(&anonymous)));
+        assert_eq!(ext.get::<ClientAddr>(), Some(&ClientAddr("203.0.113.7".into())));
+        assert!(ext.get::<Identity>().is_none(), "no account");
+        assert!(!headers.contains_key(USER_ID) && !headers.contains_key(ASSERTION));
+        let user = Identity { ip: "203.0.113.8".into(), ..id(now_secs() + 60) };
+        let (headers, ext) = admitted(Some(key.sign(&user)));
+        assert_eq!(ext.get::<ClientAddr>(), Some(&ClientAddr("203.0.113.8".into())));
+        assert_eq!(ext.get::<Identity>().unwrap().user_id, "u1");
+        assert_eq!(headers[USER_ID], "u1");
     }
 
     #[test]
