@@ -15,7 +15,7 @@ use crate::{components, say};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    std::fs::create_dir_all(&config.data_dir)
+    skillup_kit::files::private_dir(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
 
     let infra = Infra::connect(&config).await.context("connecting the infrastructure")?;

@@ -18,7 +18,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         && let Some(dir) = std::path::Path::new(&path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir)?;
+        // People's data: the directory and the database file are the owner's alone (SQLite
+        // gives its -wal and -shm files the database file's mode).
+        crate::files::private_dir(dir)?;
+        crate::files::private_file(std::path::Path::new(&path))?;
     }
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(if sqlite { max_connections.min(4) } else { max_connections })

@@ -224,7 +224,7 @@ impl IdentityKey {
                 getrandom::fill(&mut raw).map_err(|e| Error::Keys(e.to_string()))?;
                 let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    crate::files::private_dir(dir)?;
                 }
                 write_private(path, hex.as_bytes())?;
                 // Another process may have raced us: whatever is on disk now wins.

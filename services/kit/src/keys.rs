@@ -96,7 +96,7 @@ impl KeyStore {
 
     /// Writes a key as `<kid>.pem` (0600); makes it the signing key when `make_current`.
     pub fn store(&self, key: &SigningKey, make_current: bool) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir)?;
+        crate::files::private_dir(&self.dir)?;
         let path = self.dir.join(format!("{}.pem", key.kid));
         write_private(&path, key.private_pem.expose_secret().as_bytes())?;
         if make_current {

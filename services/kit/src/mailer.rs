@@ -75,7 +75,7 @@ impl Mailer for OutboxMailer {
         if [&email.to, &email.subject].iter().any(|v| v.contains(['\r', '\n'])) {
             return Err(Error::Io(std::io::Error::other("line break in an email header")));
         }
-        tokio::fs::create_dir_all(&self.dir).await?;
+        crate::files::private_dir(&self.dir)?;
         let id = uuid::Uuid::now_v7();
         let text = format!(
             "Message-ID: <{id}@skillup>\r\nFrom: {}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
@@ -85,15 +85,11 @@ impl Mailer for OutboxMailer {
             email.body.replace('\n', "\r\n")
         );
         let tmp = self.dir.join(format!("{id}.tmp"));
-        tokio::fs::write(&tmp, text).await?;
+        crate::files::write_private(&tmp, text).await?;
         tokio::fs::rename(&tmp, self.dir.join(format!("{id}.eml"))).await?;
-        // The outbox is the development mailer: log the first link so `skillup up` users can
-        // click through without opening the file. (The SMTP mailer never logs bodies.)
-        let link = email
-            .body
-            .split_whitespace()
-            .find(|w| w.starts_with("http://") || w.starts_with("https://"));
-        tracing::info!(subject = %email.subject, to = %email.to, link = link.unwrap_or(""), outbox = %self.dir.display(), "email written to the outbox");
+        // Never the body or its links: they carry live tokens (verification, reset), and logs
+        // are read by more people than mailboxes. The file is the owner's alone.
+        tracing::info!(subject = %email.subject, outbox = %self.dir.display(), "email written to the outbox; open it for its link");
         Ok(())
     }
 }
