@@ -188,9 +188,43 @@ impl GrpcServerBuilder {
 ///   service code reads them.
 fn layers(identity: Option<Arc<IdentityKey>>) -> ServiceBuilder<RpcLayers> {
     ServiceBuilder::new()
-        .layer(TraceLayer::new_for_grpc().make_span_with(request_span as fn(&Request<Body>) -> _))
+        .layer(
+            TraceLayer::new(tower_http::classify::SharedClassifier::new(classifier()))
+                .make_span_with(request_span as fn(&Request<Body>) -> _),
+        )
         .layer(MetricsLayer)
         .layer(IdentityLayer::new(identity))
+}
+
+/// What counts as a failed RPC in the logs (ERROR, and so a Sentry report): the server's
+/// and its dependencies' faults. The codes that are the caller's doing — a bad argument, a
+/// missing thing, no permission, no quota, a call it cancelled — are answers, not failures.
+pub fn classifier() -> tower_http::classify::GrpcErrorsAsFailures {
+    use tower_http::classify::GrpcCode::*;
+    [
+        Cancelled,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unauthenticated,
+    ]
+    .into_iter()
+    .fold(tower_http::classify::GrpcErrorsAsFailures::new(), |c, code| c.with_success(code))
+}
+
+/// Whether [`classifier`] counts `code` as a failure.
+pub fn is_failure(code: tonic::Code) -> bool {
+    use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
+    let res = http::Response::builder()
+        .header("grpc-status", (code as i32).to_string())
+        .body(())
+        .expect("a status header is valid");
+    matches!(classifier().classify_response(&res), ClassifiedResponse::Ready(Err(_)))
 }
 
 type RpcTrace = TraceLayer<
@@ -288,7 +322,7 @@ impl LocalChannel {
                 Err(status) => Err(status),
             };
             let code = res.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-            if code != tonic::Code::Ok {
+            if code != tonic::Code::Ok && is_failure(code) {
                 // As the listener's trace layer reports a failed RPC.
                 tracing::error!(classification = %format!("Code: {}", code as i32), latency = %format!("{} ms", rec.start.elapsed().as_millis()), "response failed");
             }
@@ -846,5 +880,46 @@ impl<B: http_body::Body> http_body::Body for MetricsBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
+
+    /// Issue 26.10: every client-error status was logged at ERROR (and sent to Sentry).
+    #[test]
+    fn client_errors_are_answers_and_server_errors_failures() {
+        let outcome = |code: tonic::Code| {
+            let res = http::Response::builder()
+                .header("grpc-status", (code as i32).to_string())
+                .body(())
+                .unwrap();
+            let ok = match super::classifier().classify_response(&res) {
+                ClassifiedResponse::Ready(r) => r.is_ok(),
+                ClassifiedResponse::RequiresEos(_) => panic!("{code:?}: trailers-only is ready"),
+            };
+            assert_eq!(ok, !super::is_failure(code) || code == Ok);
+            ok
+        };
+        use tonic::Code::*;
+        for code in [
+            Ok,
+            Cancelled,
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unauthenticated,
+        ] {
+            assert!(outcome(code), "{code:?} is the caller's");
+        }
+        for code in [Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable, DataLoss] {
+            assert!(!outcome(code), "{code:?} is a failure");
+        }
     }
 }
