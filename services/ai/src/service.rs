@@ -238,8 +238,9 @@ fn validate(r: &pb::GenerateRequest) -> Result<()> {
     if r.params.len() > 16 {
         return Err(invalid("params", "at most 16 `params`"));
     }
-    if let Some((k, _)) = r.params.iter().find(|(_, v)| v.chars().count() > 2_000) {
-        return Err(invalid("params", format!("`params.{k}` is longer than 2000 characters")));
+    if let Some((k, _)) = r.params.iter().find(|(_, v)| v.chars().count() > 200) {
+        let k: String = k.chars().take(32).collect();
+        return Err(invalid("params", format!("`params.{k}` is longer than 200 characters")));
     }
     if r.max_tokens > 32_000 {
         return Err(invalid("max_tokens", "`max_tokens` must be at most 32000"));

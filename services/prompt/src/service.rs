@@ -223,10 +223,37 @@ impl Catalog {
             .map_err(|e| PromptError::Unavailable(format!("template {}: {e}", t.id)))?;
         let user = Template::parse(&t.user, &declared)
             .map_err(|e| PromptError::Unavailable(format!("template {}: {e}", t.id)))?;
-        let mut vars = params;
+        // A parameter whose placeholders' defaults are all whole numbers is a number (how many
+        // questions, minutes, …): its value must be one, and goes in as written. Every other
+        // value a user gave is text, set in «» like the topic.
+        let numeric: Vec<&str> = declared
+            .iter()
+            .map(String::as_str)
+            .filter(|name| {
+                let mut defaults = system
+                    .defaults()
+                    .chain(user.defaults())
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, d)| d)
+                    .peekable();
+                defaults.peek().is_some()
+                    && defaults.all(|d| d.is_some_and(|d| d.trim().parse::<u32>().is_ok()))
+            })
+            .collect();
+        let mut vars = BTreeMap::new();
+        for (name, value) in params {
+            let value = if numeric.contains(&name.as_str()) {
+                values::number(&name, &value)?
+            } else {
+                value
+            };
+            vars.insert(name, value);
+        }
         vars.insert("topic".into(), topic);
         vars.insert("max_tokens".into(), max_tokens.to_string());
-        let (system, user) = (system.render(&vars), user.render(&vars));
+        let quote = |name: &str| name != "max_tokens" && !numeric.contains(&name);
+        let (system, user) =
+            (system.render_quoting(&vars, quote), user.render_quoting(&vars, quote));
         let chars = system.chars().count() + user.chars().count();
         Ok(Built {
             system,

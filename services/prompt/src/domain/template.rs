@@ -84,17 +84,52 @@ impl Template {
     /// Fills the placeholders in one pass: a missing or empty value takes the placeholder's
     /// default, or nothing.
     pub fn render(&self, values: &BTreeMap<String, String>) -> String {
+        self.render_quoting(values, |_| false)
+    }
+
+    /// Like [`Template::render`], with the given values of the variables `quote` names set in
+    /// «» where the template does not enclose the placeholder in «» itself — so every text a
+    /// user supplied stands inside the delimiters the system prompt calls data. (Defaults are
+    /// the template author's text and stay as written.)
+    pub fn render_quoting(
+        &self,
+        values: &BTreeMap<String, String>,
+        quote: impl Fn(&str) -> bool,
+    ) -> String {
         let mut out = String::new();
-        for p in &self.pieces {
+        for (i, p) in self.pieces.iter().enumerate() {
             match p {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Var { name, default } => match values.get(name).filter(|v| !v.is_empty()) {
+                    Some(v) if quote(name) && !self.enclosed(i) => {
+                        out.push('«');
+                        out.push_str(v);
+                        out.push('»');
+                    }
                     Some(v) => out.push_str(v),
                     None => out.push_str(default.as_deref().unwrap_or("")),
                 },
             }
         }
         out
+    }
+
+    /// Whether the placeholder at `i` is written as `«{{name}}»`.
+    fn enclosed(&self, i: usize) -> bool {
+        let text = |j: Option<usize>| match j.and_then(|j| self.pieces.get(j)) {
+            Some(Piece::Text(t)) => Some(t.as_str()),
+            _ => None,
+        };
+        text(i.checked_sub(1)).is_some_and(|t| t.ends_with('«'))
+            && text(Some(i + 1)).is_some_and(|t| t.starts_with('»'))
+    }
+
+    /// Each placeholder's default, in order (`None`: it has none).
+    pub fn defaults(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var { name, default } => Some((name.as_str(), default.as_deref())),
+            Piece::Text(_) => None,
+        })
     }
 }
 
@@ -148,6 +183,25 @@ mod tests {
         let t = Template::parse("T={{topic}} L={{level|x}}", &decl(&["topic", "level"])).unwrap();
         let out = t.render(&vals(&[("topic", "{{level}} }} {{"), ("level", "3")]));
         assert_eq!(out, "T={{level}} }} {{ L=3");
+    }
+
+    #[test]
+    fn user_text_is_quoted_unless_the_template_quotes_it() {
+        let t = Template::parse(
+            "About «{{topic}}» for {{audience|everyone}}, {{n|5}} points.",
+            &decl(&["topic", "audience", "n"]),
+        )
+        .unwrap();
+        let quote = |name: &str| name != "n";
+        let out =
+            t.render_quoting(&vals(&[("topic", "rust"), ("audience", "kids"), ("n", "3")]), quote);
+        assert_eq!(out, "About «rust» for «kids», 3 points.");
+        assert_eq!(
+            t.render_quoting(&vals(&[("topic", "rust")]), quote),
+            "About «rust» for everyone, 5 points."
+        );
+        let defaults: Vec<_> = t.defaults().collect();
+        assert_eq!(defaults, [("topic", None), ("audience", Some("everyone")), ("n", Some("5"))]);
     }
 
     proptest! {

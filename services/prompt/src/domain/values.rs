@@ -12,8 +12,11 @@ pub const DEFAULT_LOCALE: &str = "en";
 pub const MAX_TOKENS: u32 = 32_000;
 /// Longest topic, in characters.
 pub const MAX_TOPIC_CHARS: usize = 200;
-/// Longest parameter value, in characters.
-pub const MAX_PARAM_CHARS: usize = 2_000;
+/// Longest parameter value, in characters (one line: a parameter is a setting — an audience,
+/// a level — not a second prompt).
+pub const MAX_PARAM_CHARS: usize = 200;
+/// Largest number a numeric parameter may hold (questions, cards, minutes, points).
+pub const MAX_PARAM_NUMBER: u32 = 1_000;
 /// Most parameters per request.
 pub const MAX_PARAMS: usize = 16;
 /// Longest template text, in characters.
@@ -66,13 +69,34 @@ pub fn user_text(field: &'static str, s: &str, max: usize, allow_newlines: bool)
     Ok(s.to_owned())
 }
 
-/// A topic: 1..=200 characters of text on one line.
+/// A topic: 1..=200 characters of text on one line, guarded (see [`guarded`]).
 pub fn topic(s: &str) -> Result<String> {
     let t = user_text("topic", s, MAX_TOPIC_CHARS, false)?;
     if t.is_empty() {
         return Err(PromptError::Invalid("topic", "`topic` is required".into()));
     }
-    Ok(t)
+    Ok(guarded(&t))
+}
+
+/// User text with the prompt's data delimiters «» turned into ‹› — the same marks to a reader
+/// (Russian titles keep their quotes), but they cannot close the «» the text is set in and
+/// speak as instructions.
+pub fn guarded(s: &str) -> String {
+    s.replace('«', "‹").replace('»', "›")
+}
+
+/// A numeric parameter's value: a whole number 1..=[`MAX_PARAM_NUMBER`], as the number.
+pub fn number(name: &str, s: &str) -> Result<String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_PARAM_NUMBER).contains(&n) => Ok(n.to_string()),
+        _ => Err(PromptError::Invalid(
+            "params",
+            format!(
+                "`params.{}` must be a whole number from 1 to {MAX_PARAM_NUMBER}",
+                name.chars().take(32).collect::<String>()
+            ),
+        )),
+    }
 }
 
 /// Parameters: only declared names, values within limits.
@@ -96,7 +120,7 @@ pub fn params(
                 ),
             ));
         }
-        out.insert(k.clone(), user_text("params", v, MAX_PARAM_CHARS, true)?);
+        out.insert(k.clone(), guarded(&user_text("params", v, MAX_PARAM_CHARS, false)?));
     }
     Ok(out)
 }
