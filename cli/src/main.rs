@@ -274,9 +274,11 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `skillup health`: GET /readyz on this process's HTTP address.
+/// `skillup health`: GET /readyz on this process's HTTP address (an edge's `edge.ops_addr`
+/// when set).
 async fn health(config: &Config, timeout_ms: u64) -> anyhow::Result<()> {
-    let mut addr = config.http_addr;
+    // An edge with an operations listener answers /readyz there only.
+    let mut addr = config.edge.ops_addr.unwrap_or(config.http_addr);
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

@@ -195,7 +195,29 @@ impl Edge {
     /// The whole HTTP surface: transcoded routes, Nginx endpoint, OpenAPI, ops endpoints.
     pub fn router(&self) -> Router {
         let inner = self.inner.clone();
-        let ops = skillup_kit::ops::router(inner.readiness.clone());
+        // Operations endpoints: on their own listener when `edge.ops_addr` is set (the public
+        // one keeps only liveness); else here, but `/readyz` and `/metrics` only for peers in
+        // `edge.internal_cidrs` — to anyone else they do not exist.
+        let ops = if inner.cfg.ops_addr.is_some() {
+            Router::new().route("/healthz", get(|| async { "ok" }))
+        } else {
+            let internal = inner.internal.clone();
+            skillup_kit::ops::router(inner.readiness.clone()).layer(axum::middleware::from_fn(
+                move |req: Request<Body>, next: axum::middleware::Next| {
+                    let internal = internal.clone();
+                    async move {
+                        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+                        let inside = req.uri().path() == "/healthz"
+                            || peer.is_some_and(|p| net::contains(&internal, p.ip()));
+                        if inside {
+                            next.run(req).await
+                        } else {
+                            ApiError::not_found().into_response_with(&request_id(req.headers()))
+                        }
+                    }
+                },
+            ))
+        };
         let cors = cors(&inner.cfg.cors_origins);
         let app = Router::new()
             .route(NGINX_VALIDATE, get(nginx_validate))
@@ -235,6 +257,17 @@ impl Edge {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
+        if let Some(addr) = self.inner.cfg.ops_addr {
+            let ops = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(ops = %ops.local_addr()?, "edge operations endpoints");
+            let router = skillup_kit::ops::router(self.inner.readiness.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = skillup_kit::ops::serve(ops, router, stop).await {
+                    tracing::error!(error = %e, "the operations listener stopped");
+                }
+            });
+        }
         let settings = conn::ConnSettings::new(&self.inner.cfg, self.inner.drain, self.inner.grace);
         conn::serve(listener, self.router(), tls, settings, shutdown).await
     }

@@ -235,3 +235,58 @@ fn connections_per_client_address_are_capped() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     });
 }
+
+/// A plain GET from `127.0.0.n`; the status line's code.
+async fn get_from(n: u8, to: SocketAddr, path: &str) -> u16 {
+    let mut c = connect_from(n, to).await;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let answer = closed_within(&mut c, Duration::from_secs(10)).await.expect("an answer");
+    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{answer}"))
+}
+
+/// Issue 26.14: `/metrics` and `/readyz` answered on the public listener, where the Ingress
+/// sends everyone.
+#[test]
+fn operations_endpoints_are_not_public() {
+    mt().block_on(async {
+        // Without an operations listener: only internal peers see them.
+        let s =
+            stack(Kind::Embedded, |c| c.edge.internal_cidrs = vec!["127.0.0.1/32".into()]).await;
+        let edge = addr_of(&s.base);
+        for path in ["/metrics", "/readyz"] {
+            assert_eq!(get_from(2, edge, path).await, 404, "{path} from outside");
+            assert_eq!(get_from(1, edge, path).await, 200, "{path} from inside");
+        }
+        assert_eq!(get_from(2, edge, "/healthz").await, 200, "liveness is public");
+
+        // With one: the public listener keeps liveness only, the operations port has it all.
+        let ops = loop {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let port = 20_000 + (h.finish() % 12_000) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break SocketAddr::from(([127, 0, 0, 1], port));
+            }
+        };
+        let mut config = s.config.clone();
+        config.edge.ops_addr = Some(ops);
+        let public = addr_of(&s.start_edge(config).await);
+        for path in ["/metrics", "/readyz"] {
+            assert_eq!(get_from(1, public, path).await, 404, "{path} on the public listener");
+        }
+        assert_eq!(get_from(1, public, "/healthz").await, 200);
+        let mut ready = 0;
+        for _ in 0..100 {
+            if let Ok(c) = TcpStream::connect(ops).await {
+                drop(c);
+                ready = get_from(1, ops, "/readyz").await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(ready, 200);
+        assert_eq!(get_from(1, ops, "/metrics").await, 200);
+    });
+}

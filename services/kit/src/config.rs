@@ -260,8 +260,14 @@ pub struct EdgeConfig {
     pub max_connections: usize,
     /// Most connections open at once from one client address (trusted proxies exempt).
     pub max_connections_per_ip: usize,
-    /// Networks allowed on internal routes (the Nginx validate endpoint), CIDR notation.
+    /// Networks allowed on internal routes (the Nginx validate endpoint), CIDR notation; also
+    /// the only peers `/readyz` and `/metrics` answer on the public listener when `ops_addr`
+    /// is unset.
     pub internal_cidrs: Vec<String>,
+    /// Where the edge serves `/healthz`, `/readyz` and `/metrics` for probes and Prometheus
+    /// (Kubernetes: a port no Ingress routes to). Set, the public listener answers `/healthz`
+    /// only.
+    pub ops_addr: Option<std::net::SocketAddr>,
     /// Proxies whose `X-Forwarded-For` is believed, CIDR notation; empty = none.
     pub trusted_proxies: Vec<String>,
     /// Origins allowed by CORS; empty = no CORS headers; `*` = any origin.
@@ -481,6 +487,7 @@ impl Default for Config {
                 max_connections: 10_000,
                 max_connections_per_ip: 256,
                 internal_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+                ops_addr: None,
                 trusted_proxies: Vec::new(),
                 cors_origins: Vec::new(),
                 tls_cert_file: None,
