@@ -192,7 +192,11 @@ async fn main() {
         let email = email.clone();
         move |mut c: AuthServiceClient<Channel>| {
             let email = email.clone();
-            async move { c.login(pb::LoginRequest { email, password: PASSWORD.into() }).await.is_ok() }
+            async move {
+                c.login(pb::LoginRequest { email, password: PASSWORD.into(), ..Default::default() })
+                    .await
+                    .is_ok()
+            }
         }
     };
     match args.scenario.as_str() {

@@ -107,6 +107,7 @@ fn auth_response(u: &user::Model, i: Issued) -> pb::AuthResponse {
         token_type: "Bearer".into(),
         expires_in: i.expires_in,
         refresh_expires_in: i.refresh_expires_in,
+        device_token: i.device_token,
     }
 }
 
@@ -140,7 +141,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
     ) -> Result<Response<pb::AuthResponse>, Status> {
         let c = client(&req);
         let r = req.into_inner();
-        let (user, issued) = self.auth.login(&r.email, &r.password, &c).await?;
+        let (user, issued) = self.auth.login(&r.email, &r.password, &r.device_token, &c).await?;
         Ok(Response::new(auth_response(&user, issued)))
     }
 

@@ -74,6 +74,9 @@ pub struct Issued {
     pub refresh_token: String,
     pub expires_in: u32,
     pub refresh_expires_in: u32,
+    /// A sign-in's device token (see [`Auth::login`]); empty on refreshes.
+    #[serde(default)]
+    pub device_token: String,
 }
 
 #[derive(Clone)]
@@ -95,6 +98,9 @@ pub struct Auth {
     /// revocations and sign-ins kept in Redis, and are published directly, after the fact).
     outbox: Outbox,
 }
+
+/// How long a device that signed in stays known (see [`Auth::login`]).
+const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
 
 /// The table `user.registered` events wait in.
 pub const OUTBOX: &str = "auth_outbox";
@@ -205,23 +211,38 @@ impl Auth {
         txn.commit().await?;
         self.outbox.wake();
         self.send_email_token(&user, "verify").await?;
-        let issued = self.start_session(&user, client).await?;
+        let mut issued = self.start_session(&user, client).await?;
+        issued.device_token = self.know_device(&user.email, None).await?;
         Ok((user, issued))
     }
 
+    /// Signs in. Failures are counted per account and client address, per address, and per
+    /// account from anywhere (a softer limit); past each limit that key locks for a time that
+    /// doubles. A device that signed in to the account before (its `device_token`, as OWASP's
+    /// device cookies) counts only its own failures: nobody can lock an owner out by failing
+    /// from elsewhere — and a client holding a refresh token never needs to sign in at all.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
+        device_token: &str,
         client: &ClientInfo,
     ) -> Result<(user::Model, Issued)> {
         if password.is_empty() {
             return Err(invalid("password", "password is required"));
         }
         let email = Email::parse(email).map_err(|m| invalid("email", m))?;
-        let acct = format!("auth:lock:acct:{}", email.as_str());
-        let ip = format!("auth:lock:ip:{}", client.ip);
-        self.refuse_if_locked(&acct, &ip).await?;
+        let device = self.known_device(email.as_str(), device_token).await?;
+        let cfg = &self.cfg;
+        let counters: Vec<(String, u32)> = match &device {
+            Some(hash) => vec![(format!("dev:{hash}"), cfg.max_failures_per_account)],
+            None => vec![
+                (format!("pair:{}:{}", email.as_str(), client.ip), cfg.max_failures_per_account),
+                (format!("ip:{}", client.ip), cfg.max_failures_per_ip),
+                (format!("acct:{}", email.as_str()), cfg.max_failures_per_account_total),
+            ],
+        };
+        self.refuse_if_locked(&counters).await?;
 
         let found = user::Entity::find()
             .filter(user::Column::Email.eq(email.as_str()))
@@ -236,17 +257,20 @@ impl Auth {
             }
         };
         let Some(user) = found.filter(|_| ok) else {
-            self.count_failure(email.as_str(), &client.ip).await?;
+            self.count_failures(&counters).await?;
             return Err(AuthError::InvalidCredentials);
         };
         if !user.is_active {
             return Err(AuthError::Forbidden("this account is deactivated"));
         }
-        self.cache
-            .delete(&format!("auth:fail:acct:{}", email.as_str()))
-            .await
-            .map_err(cache_err)?;
-        let issued = self.start_session(&user, client).await?;
+        // The owner is in: this device's (or pair's) failures and the account's are forgiven.
+        let account = format!("acct:{}", email.as_str());
+        for who in [counters[0].0.as_str(), account.as_str()] {
+            self.cache.delete(&format!("auth:fail:{who}")).await.map_err(cache_err)?;
+        }
+        let mut issued = self.start_session(&user, client).await?;
+        issued.device_token =
+            self.know_device(email.as_str(), device.map(|_| device_token)).await?;
         self.emit(
             "user.logged_in",
             &user.id,
@@ -262,31 +286,45 @@ impl Auth {
         Ok((user, issued))
     }
 
-    async fn refuse_if_locked(&self, acct: &str, ip: &str) -> Result<()> {
-        for key in [acct, ip] {
-            if let Some(Some(left)) = self.cache.ttl(key).await.map_err(cache_err)? {
+    /// The hash of `token` when it is a device token of `email`.
+    async fn known_device(&self, email: &str, token: &str) -> Result<Option<String>> {
+        if !secrets::looks_like_token(token) {
+            return Ok(None);
+        }
+        let hash = secrets::hash(token);
+        let owner = self.cache.get(&format!("auth:dev:{hash}")).await.map_err(cache_err)?;
+        Ok(owner.filter(|o| o.as_ref() == email.as_bytes()).map(|_| hash))
+    }
+
+    /// Remembers a device of `email` for [`DEVICE_TTL`] more: the one it already had, or a
+    /// new one. Returns its token.
+    async fn know_device(&self, email: &str, known: Option<&str>) -> Result<String> {
+        let token = known.map_or_else(secrets::new_token, str::to_owned);
+        let key = format!("auth:dev:{}", secrets::hash(&token));
+        let owner = Bytes::copy_from_slice(email.as_bytes());
+        self.cache.set(&key, owner, Some(DEVICE_TTL)).await.map_err(cache_err)?;
+        Ok(token)
+    }
+
+    async fn refuse_if_locked(&self, counters: &[(String, u32)]) -> Result<()> {
+        for (who, _) in counters {
+            let key = format!("auth:lock:{who}");
+            if let Some(Some(left)) = self.cache.ttl(&key).await.map_err(cache_err)? {
                 return Err(AuthError::Throttled(left.as_secs().max(1)));
             }
         }
         Ok(())
     }
 
-    /// Counts a failure per account and per IP (atomic increments, exact under parallel
-    /// attempts); past the limit, locks for a time that doubles with every further failure.
-    async fn count_failure(&self, email: &str, ip: &str) -> Result<()> {
+    /// Counts a failure on every counter (atomic increments, exact under parallel attempts);
+    /// past its limit, a counter's key locks for a time that doubles with every further failure.
+    async fn count_failures(&self, counters: &[(String, u32)]) -> Result<()> {
         let window = Some(Duration::from_secs(self.cfg.failure_window_secs));
-        let limits = [
-            ("acct", email, self.cfg.max_failures_per_account),
-            ("ip", ip, self.cfg.max_failures_per_ip),
-        ];
-        for (kind, who, max) in limits {
-            let n = self
-                .cache
-                .incr(&format!("auth:fail:{kind}:{who}"), 1, window)
-                .await
-                .map_err(cache_err)?;
-            if n >= max as i64 {
-                let over = (n - max as i64).clamp(0, 20) as u32;
+        for (who, max) in counters {
+            let n =
+                self.cache.incr(&format!("auth:fail:{who}"), 1, window).await.map_err(cache_err)?;
+            if n >= i64::from(*max) {
+                let over = (n - i64::from(*max)).clamp(0, 20) as u32;
                 let secs = self
                     .cfg
                     .lockout_base_secs
@@ -294,12 +332,13 @@ impl Auth {
                     .min(self.cfg.lockout_max_secs);
                 self.cache
                     .set(
-                        &format!("auth:lock:{kind}:{who}"),
+                        &format!("auth:lock:{who}"),
                         Bytes::from_static(b"1"),
                         Some(Duration::from_secs(secs)),
                     )
                     .await
                     .map_err(cache_err)?;
+                let kind = who.split(':').next().unwrap_or_default();
                 tracing::warn!(
                     kind,
                     failures = n,
@@ -372,6 +411,7 @@ impl Auth {
             refresh_token: refresh,
             expires_in: self.cfg.access_ttl_secs as u32,
             refresh_expires_in: self.cfg.refresh_ttl_secs as u32,
+            device_token: String::new(),
         }
     }
 

@@ -16,6 +16,8 @@ use tonic::{Code, Request, transport::Channel};
 
 struct Harness {
     client: AuthServiceClient<Channel>,
+    /// The identity key the server verifies assertions with (the edge's, in production).
+    key: Arc<skillup_kit::identity::IdentityKey>,
     outbox: OutboxMailer,
     t: TestInfra,
     _server: TestServer,
@@ -49,9 +51,14 @@ async fn start_with(t: TestInfra, cfg: AuthConfig) -> Harness {
         skillup_auth::build(cfg, keys_dir(), &t.infra, Arc::new(outbox.clone()), shutdown.clone())
             .await
             .unwrap();
-    let server = TestServer::start(GrpcServer::builder().add_service(svc.into_server())).await;
+    let key = Arc::new(skillup_kit::identity::IdentityKey::random());
+    let server = TestServer::start(
+        GrpcServer::builder().add_service(svc.into_server()).identity_key(key.clone()),
+    )
+    .await;
     Harness {
         client: AuthServiceClient::new(server.channel()),
+        key,
         outbox,
         t,
         _server: server,
@@ -88,6 +95,7 @@ skillup_kit::both_adapters!(
     outstanding_reset_links_die_with_a_reset_or_a_password_change,
     an_unconfirmed_name_stays_out_of_our_mail,
     a_direct_caller_cannot_choose_the_address_its_failures_count_against,
+    nobody_can_lock_an_owner_out,
     tier_follows_subscription_changed_events,
     a_deactivated_account_is_refused,
 );
@@ -167,21 +175,29 @@ async fn register_login_me_validate(kind: Kind) {
 
     let login = h
         .client
-        .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+        .login(pb::LoginRequest {
+            email: em.clone(),
+            password: PASSWORD.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_ne!(login.access_token, res.access_token);
     let err = h
         .client
-        .login(pb::LoginRequest { email: em.clone(), password: "wrong password".into() })
+        .login(pb::LoginRequest {
+            email: em.clone(),
+            password: "wrong password".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(reason(&err), "INVALID_CREDENTIALS");
     let err = h
         .client
-        .login(pb::LoginRequest { email: email(), password: PASSWORD.into() })
+        .login(pb::LoginRequest { email: email(), password: PASSWORD.into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "INVALID_CREDENTIALS", "unknown email answers the same");
@@ -220,7 +236,11 @@ async fn bad_input_gets_a_reason_never_internal(kind: Kind) {
     }
     let err = h
         .client
-        .login(pb::LoginRequest { email: "x@example.com".into(), password: "".into() })
+        .login(pb::LoginRequest {
+            email: "x@example.com".into(),
+            password: "".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -465,7 +485,11 @@ async fn log_out_everywhere(kind: Kind) {
     let a = register(&mut h, &em).await;
     let b = h
         .client
-        .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+        .login(pb::LoginRequest {
+            email: em.clone(),
+            password: PASSWORD.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -488,7 +512,7 @@ async fn log_out_everywhere(kind: Kind) {
     // Signing in again right away works (same second as the cut-off included).
     let c = h
         .client
-        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -501,7 +525,7 @@ async fn revoke_one_session(kind: Kind) {
     let a = register(&mut h, &em).await;
     let b = h
         .client
-        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -604,7 +628,12 @@ async fn lockout_is_exact_under_fifty_parallel_wrong_passwords(kind: Kind) {
             let mut c = h.client.clone();
             let em = em.clone();
             tokio::spawn(async move {
-                c.login(pb::LoginRequest { email: em, password: "wrong password".into() }).await
+                c.login(pb::LoginRequest {
+                    email: em,
+                    password: "wrong password".into(),
+                    ..Default::default()
+                })
+                .await
             })
         })
         .collect();
@@ -627,7 +656,7 @@ async fn lockout_is_exact_under_fifty_parallel_wrong_passwords(kind: Kind) {
     // Locked now, even with the right password.
     let err = h
         .client
-        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "RATE_LIMITED");
@@ -723,13 +752,21 @@ async fn password_reset_and_change(kind: Kind) {
     assert!(validate(&mut h, &reg.access_token).await.is_err(), "a reset signs out every session");
     assert!(
         h.client
-            .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+            .login(pb::LoginRequest {
+                email: em.clone(),
+                password: PASSWORD.into(),
+                ..Default::default()
+            })
             .await
             .is_err()
     );
     let s1 = h
         .client
-        .login(pb::LoginRequest { email: em.clone(), password: new_pw.into() })
+        .login(pb::LoginRequest {
+            email: em.clone(),
+            password: new_pw.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -742,7 +779,11 @@ async fn password_reset_and_change(kind: Kind) {
 
     let s2 = h
         .client
-        .login(pb::LoginRequest { email: em.clone(), password: new_pw.into() })
+        .login(pb::LoginRequest {
+            email: em.clone(),
+            password: new_pw.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -779,8 +820,11 @@ async fn a_direct_caller_cannot_choose_the_address_its_failures_count_against(ki
     let em = email();
     register(&mut h, &em).await;
     for _ in 0..3 {
-        let mut req =
-            Request::new(pb::LoginRequest { email: em.clone(), password: "wrong!".into() });
+        let mut req = Request::new(pb::LoginRequest {
+            email: em.clone(),
+            password: "wrong!".into(),
+            ..Default::default()
+        });
         req.metadata_mut().insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
         h.client.login(req).await.unwrap_err();
     }
@@ -790,6 +834,68 @@ async fn a_direct_caller_cannot_choose_the_address_its_failures_count_against(ki
     };
     assert_eq!(count("198.51.100.7").await, 0, "the header is not believed");
     assert_eq!(count("127.0.0.1").await, 3, "the failures count against the peer");
+}
+
+/// A sign-in as the edge forwards it: an anonymous assertion naming the client's address.
+fn login_from(
+    h: &Harness,
+    ip: &str,
+    em: &str,
+    pw: &str,
+    device: &str,
+) -> Request<pb::LoginRequest> {
+    let mut req = Request::new(pb::LoginRequest {
+        email: em.into(),
+        password: pw.into(),
+        device_token: device.into(),
+    });
+    let id = skillup_kit::identity::Identity {
+        exp: skillup_kit::identity::now_secs() + 60,
+        ip: ip.into(),
+        ..Default::default()
+    };
+    req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+    req
+}
+
+/// Issue 26.9: five wrong passwords from anywhere locked the account for its owner too.
+async fn nobody_can_lock_an_owner_out(kind: Kind) {
+    let cfg = AuthConfig { max_failures_per_account_total: 12, ..test_config() };
+    let mut h = start_with(infra(kind).await, cfg).await;
+    let em = email();
+    let device = register(&mut h, &em).await.device_token;
+    assert_eq!(device.len(), 43, "registration gives the device a token");
+    let login = |h: &Harness, ip: &str, pw: &str, device: &str| {
+        let (mut c, req) = (h.client.clone(), login_from(h, ip, &em, pw, device));
+        async move { c.login(req).await.map(|r| r.into_inner()) }
+    };
+    let limited = |r: Result<pb::AuthResponse, tonic::Status>| matches!(&r, Err(e) if reason(e) == "RATE_LIMITED");
+
+    // Five failures from one address lock that address out of this account, and no more.
+    for _ in 0..5 {
+        assert!(login(&h, "203.0.113.1", "wrong!", "").await.is_err());
+    }
+    assert!(limited(login(&h, "203.0.113.1", PASSWORD, "").await), "the pair is locked");
+    let fresh = login(&h, "203.0.113.2", PASSWORD, "").await.expect("another address gets in");
+    assert_eq!(fresh.device_token.len(), 43);
+
+    // Failures spread over many addresses lock the account — for unknown devices only.
+    for n in 10..22 {
+        let _ = login(&h, &format!("198.51.100.{n}"), "wrong!", "").await;
+    }
+    assert!(limited(login(&h, "203.0.113.3", PASSWORD, "").await), "the account is locked");
+    let known = login(&h, "203.0.113.3", PASSWORD, &device).await.expect("a known device gets in");
+    assert_eq!(known.device_token, device, "and keeps its token");
+    // A device token of another account, or a made-up one, is no key.
+    let other = email();
+    let strangers = register(&mut h, &other).await.device_token;
+    assert!(limited(login(&h, "203.0.113.3", PASSWORD, &strangers).await));
+
+    // A known device is limited by its own failures.
+    for _ in 0..5 {
+        assert!(!limited(login(&h, "203.0.113.4", "wrong!", &device).await));
+    }
+    assert!(limited(login(&h, "203.0.113.4", PASSWORD, &device).await), "the device is locked");
 }
 
 /// The tokens of the reset emails sent to `to` so far.
@@ -831,7 +937,11 @@ async fn outstanding_reset_links_die_with_a_reset_or_a_password_change(kind: Kin
     let t3 = ask_reset(&mut h, &em).await;
     let s = h
         .client
-        .login(pb::LoginRequest { email: em.clone(), password: "second secret!".into() })
+        .login(pb::LoginRequest {
+            email: em.clone(),
+            password: "second secret!".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -848,7 +958,11 @@ async fn outstanding_reset_links_die_with_a_reset_or_a_password_change(kind: Kin
     let err = h.client.reset_password(reset(&t3, "attacker's pick")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     h.client
-        .login(pb::LoginRequest { email: em, password: "third secret!".into() })
+        .login(pb::LoginRequest {
+            email: em,
+            password: "third secret!".into(),
+            ..Default::default()
+        })
         .await
         .expect("the changed password stands");
 }
@@ -935,7 +1049,11 @@ async fn a_deactivated_account_is_refused(kind: Kind) {
     // A fresh sign-in carries the new scope.
     let admin_tok = h
         .client
-        .login(pb::LoginRequest { email: admin_email, password: PASSWORD.into() })
+        .login(pb::LoginRequest {
+            email: admin_email,
+            password: PASSWORD.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -964,7 +1082,11 @@ async fn a_deactivated_account_is_refused(kind: Kind) {
     assert!(matches!(err.code(), Code::PermissionDenied | Code::Unauthenticated), "{err:?}");
     let err = h
         .client
-        .login(pb::LoginRequest { email: em.clone(), password: PASSWORD.into() })
+        .login(pb::LoginRequest {
+            email: em.clone(),
+            password: PASSWORD.into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -976,7 +1098,7 @@ async fn a_deactivated_account_is_refused(kind: Kind) {
         .await
         .unwrap();
     h.client
-        .login(pb::LoginRequest { email: em, password: PASSWORD.into() })
+        .login(pb::LoginRequest { email: em, password: PASSWORD.into(), ..Default::default() })
         .await
         .expect("active again");
 }

@@ -372,8 +372,12 @@ pub struct AuthConfig {
     pub reset_ttl_secs: u64,
     /// Seconds between two verification emails to one account.
     pub resend_interval_secs: u64,
-    /// Failed logins per account before a lockout.
+    /// Failed logins of one account from one client address (or one known device) before
+    /// that pair is locked out.
     pub max_failures_per_account: u32,
+    /// Failed logins of one account from anywhere before it is locked out for devices that
+    /// never signed in to it (known devices still get in: nobody can lock an owner out).
+    pub max_failures_per_account_total: u32,
     /// Failed logins per client IP before a lockout.
     pub max_failures_per_ip: u32,
     /// Window the failure counters count in, seconds.
@@ -458,6 +462,7 @@ impl Default for Config {
                 reset_ttl_secs: 3_600,
                 resend_interval_secs: 60,
                 max_failures_per_account: 5,
+                max_failures_per_account_total: 50,
                 max_failures_per_ip: 50,
                 failure_window_secs: 900,
                 lockout_base_secs: 30,
