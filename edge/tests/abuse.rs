@@ -290,3 +290,45 @@ fn operations_endpoints_are_not_public() {
         assert_eq!(get_from(1, ops, "/metrics").await, 200);
     });
 }
+
+/// Kept from the attack testing of issue 26 (it held): malformed HTTP framing is refused with
+/// 400 before anything runs, and JSON nested deeper than 128 is refused, not recursed into.
+#[test]
+fn malformed_requests_are_refused() {
+    mt().block_on(async {
+        let s = stack(Kind::Embedded, |_| {}).await;
+        let (token, _, _) = s.register().await;
+        let edge = addr_of(&s.base);
+        let raw = |extra: &str, body: &str| {
+            format!(
+                "POST /v1/echo HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}\r\n{body}"
+            )
+        };
+        for (what, req) in [
+            (
+                "content-length with transfer-encoding",
+                raw("content-length: 4\r\ntransfer-encoding: chunked\r\n", "0\r\n\r\n"),
+            ),
+            ("two content-lengths", raw("content-length: 2\r\ncontent-length: 3\r\n", "{}")),
+            ("a folded header", raw("x-folded: a\r\n b\r\ncontent-length: 2\r\n", "{}")),
+        ] {
+            let mut c = TcpStream::connect(edge).await.unwrap();
+            c.write_all(req.as_bytes()).await.unwrap();
+            let answer = closed_within(&mut c, Duration::from_secs(10)).await.expect(what);
+            assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        }
+        assert_eq!(s.seen.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached a service");
+
+        let deep = format!("{{\"id\":\"a\",\"x\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let res = s
+            .http
+            .post(s.url("/v1/echo"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(deep)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+    });
+}
