@@ -594,6 +594,12 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 }
 
+/// `SKILLUP_*` variables that are not configuration keys: read by the telemetry
+/// (`SKILLUP_TRACE_FILTER`), the config file's path, and the project's scripts and deploy
+/// templates. Any other unknown `SKILLUP_*` variable is refused (a typo shows at start).
+pub const NOT_CONFIG: &[&str] =
+    &["CONFIG", "TRACE_FILTER", "SKIP_API_FUZZ", "SKIP_DEPLOY_CHECK", "API_FUZZ_SECS", "EDGE_ADDR"];
+
 impl Config {
     /// Loads every layer. `file` is the `--config` path (or `SKILLUP_CONFIG`), if any.
     pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Self> {
@@ -613,7 +619,7 @@ impl Config {
         )
         .merge(
             Env::prefixed("SKILLUP_")
-                .ignore(&["CONFIG"])
+                .ignore(NOT_CONFIG)
                 .split("__")
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         )
