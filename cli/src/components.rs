@@ -41,13 +41,17 @@ impl Component {
         match self {
             // The edge keeps no tables: it needs the cache (rate limits, decisions) and the
             // bus (revocation events), and reaches the services over gRPC.
-            Component::Edge => Needs { database: false, cache: true, bus: true },
-            _ => Needs { database: true, cache: true, bus: true },
+            Component::Edge => Needs { database: false, cache: true, bus: true, providers: false },
+            // Only these call a provider: only they read the providers' API key files.
+            Component::Ai | Component::Worker => {
+                Needs { database: true, cache: true, bus: true, providers: true }
+            }
+            _ => Needs { database: true, cache: true, bus: true, providers: false },
         }
     }
 
     pub fn all_needs() -> Needs {
-        Needs { database: true, cache: true, bus: true }
+        Needs { database: true, cache: true, bus: true, providers: true }
     }
 
     pub fn name(self) -> &'static str {

@@ -730,7 +730,7 @@ impl Config {
                 return Err(bad(key, var, &format!("holds `{bad_net}`, which is not a CIDR")));
             }
         }
-        self.validate_ai()?;
+        self.validate_ai(needs.providers)?;
         if mode == RunMode::Distributed {
             if needs.database && self.database_url.is_none() {
                 return Err(missing(
@@ -785,7 +785,7 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.grpc_addr))
     }
 
-    fn validate_ai(&self) -> Result<()> {
+    fn validate_ai(&self, keys: bool) -> Result<()> {
         let ai = &self.ai;
         if ai.cache_hit_charge_percent > 100 {
             return Err(bad(
@@ -818,7 +818,10 @@ impl Config {
                     )));
                 }
             }
-            p.resolve_key().map_err(|e| Error::Config(format!("`ai.providers.{name}`: {e}")))?;
+            if keys {
+                p.resolve_key()
+                    .map_err(|e| Error::Config(format!("`ai.providers.{name}`: {e}")))?;
+            }
         }
         Ok(())
     }
@@ -847,6 +850,9 @@ pub struct Needs {
     pub database: bool,
     pub cache: bool,
     pub bus: bool,
+    /// The AI providers' API keys (the ai service and the worker): only then are their key
+    /// files read, so a component that never calls a provider starts without them mounted.
+    pub providers: bool,
 }
 
 fn bad(key: &str, var: &str, why: &str) -> Error {
@@ -907,6 +913,43 @@ mod tests {
         });
     }
 
+    /// Issue 27.2: every k8s pod got the providers' key file variables; all but ai and worker
+    /// exit reading files they do not mount.
+    #[test]
+    fn only_components_that_call_providers_read_their_key_files() {
+        let mut c = Config::default();
+        let missing = std::path::PathBuf::from("/nonexistent/skillup/providers/openai");
+        c.ai.providers.insert(
+            "openai".into(),
+            ProviderConfig {
+                kind: ProviderKind::Openai,
+                base_url: "https://api.openai.com/v1".into(),
+                model: "gpt-4o-mini".into(),
+                api_key_file: Some(missing),
+                ..ProviderConfig::default()
+            },
+        );
+        let without = Needs { database: false, cache: false, bus: false, providers: false };
+        c.validate(RunMode::AllInOne, without).expect("an edge or auth never reads the key");
+        let err = c
+            .validate(RunMode::AllInOne, Needs { providers: true, ..without })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reading the API key file"), "{err}");
+    }
+
+    /// Issue 27.1: `SKILLUP_` variables of the telemetry and the scripts are not config keys.
+    #[test]
+    fn variables_that_are_not_config_are_left_alone() {
+        Jail::expect_with(|jail| {
+            for name in NOT_CONFIG {
+                jail.set_env(format!("SKILLUP_{name}"), "1");
+            }
+            Config::load(None, &Overrides::default()).expect("not refused");
+            Ok(())
+        });
+    }
+
     #[test]
     fn an_unknown_key_is_refused() {
         Jail::expect_with(|jail| {
@@ -919,7 +962,7 @@ mod tests {
 
     #[test]
     fn distributed_mode_requires_real_servers() {
-        let all = Needs { database: true, cache: true, bus: true };
+        let all = Needs { database: true, cache: true, bus: true, providers: true };
         let c = Config::default();
         c.validate(RunMode::AllInOne, all).expect("up runs on embedded defaults");
         let err = c.validate(RunMode::Distributed, all).unwrap_err().to_string();
