@@ -147,6 +147,37 @@ enum KeysCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Make a stored key the signing key: the second step of a staged rotation (after
+    /// `generate --verify-only` has reached every auth replica).
+    Promote {
+        /// The key's kid (as `keys list` prints it).
+        kid: String,
+        /// Key directory [default: <data dir>/keys].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// The identity assertion key (`identity.key`, one key per line: the first signs, all
+    /// verify). Rotate with `add`, roll out; `promote`, roll out; `retire` the old one, roll
+    /// out — no request fails at any step.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+        /// The key file [default: identity.key_file, else <keys dir>/identity.key].
+        #[arg(long, value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Add a new key; it verifies at once and signs once promoted. Prints its fingerprint.
+    Add,
+    /// Make a key (by fingerprint, or its first 6+ digits) the signing one.
+    Promote { fingerprint: String },
+    /// Remove a key that no longer signs.
+    Retire { fingerprint: String },
+    /// The keys' fingerprints, the signing one marked.
+    List,
 }
 
 fn main() -> std::process::ExitCode {
@@ -260,6 +291,43 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 path.display(),
                 if existed { "kept" } else { "generated now" }
             ));
+        }
+        KeysCommand::Promote { kid, dir } => {
+            let store = KeyStore::new(dir.unwrap_or(default_dir));
+            store.promote(&kid)?;
+            say(&format!("signing key is now {kid}; services pick it up within 30 s"));
+        }
+        KeysCommand::Identity { command, file } => {
+            use skillup_kit::identity::KeyFile;
+            let path = file
+                .or_else(|| config.identity.key_file.clone())
+                .unwrap_or_else(|| skillup_kit::identity::default_key_path(&default_dir));
+            let mut keys = KeyFile::read(&path)?;
+            match command {
+                IdentityCommand::Add => {
+                    let fp = keys.add()?;
+                    keys.write()?;
+                    say(&format!(
+                        "added identity key {fp} to {} (verifies; not signing)",
+                        path.display()
+                    ));
+                }
+                IdentityCommand::Promote { fingerprint } => {
+                    keys.promote(&fingerprint)?;
+                    keys.write()?;
+                    say(&format!("identity key {} now signs", keys.fingerprints()[0]));
+                }
+                IdentityCommand::Retire { fingerprint } => {
+                    keys.retire(&fingerprint)?;
+                    keys.write()?;
+                    say(&format!("retired identity key {fingerprint}"));
+                }
+                IdentityCommand::List => {
+                    for (i, fp) in keys.fingerprints().iter().enumerate() {
+                        say(&format!("{fp}{}", if i == 0 { "  (signing)" } else { "" }));
+                    }
+                }
+            }
         }
         KeysCommand::List { dir } => {
             let store = KeyStore::new(dir.unwrap_or(default_dir));

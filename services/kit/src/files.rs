@@ -47,3 +47,23 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
         std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map(drop)
     }
 }
+
+/// Replaces `path` with `bytes` atomically (a temporary file beside it, synced, then renamed),
+/// owner-only (0600): a reader sees the old contents or the new, never half.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(tmp, path)
+}

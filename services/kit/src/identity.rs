@@ -226,7 +226,8 @@ impl IdentityKey {
                 if let Some(dir) = path.parent() {
                     crate::files::private_dir(dir)?;
                 }
-                write_private(path, hex.as_bytes())?;
+                // Newline-terminated: a key appended later starts on a line of its own.
+                write_private(path, format!("{hex}\n").as_bytes())?;
                 // Another process may have raced us: whatever is on disk now wins.
                 Self::from_lines(&std::fs::read(path)?)
             }
@@ -379,6 +380,94 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     Ok(std::fs::write(path, data)?)
+}
+
+/// The identity key file as an operator changes it (`skillup keys identity …`): one hex key
+/// per line, the first signs, all verify. Keys are named by a fingerprint (the first 12 hex
+/// digits of the SHA-256 of the line), so no key is ever printed.
+#[derive(Debug, Clone)]
+pub struct KeyFile {
+    path: PathBuf,
+    lines: Vec<String>,
+}
+
+impl KeyFile {
+    /// Reads the file (a missing one is empty).
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::Keys(format!("reading {}: {e}", path.display()))),
+        };
+        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned);
+        Ok(Self { path: path.to_owned(), lines: lines.collect() })
+    }
+
+    /// The keys' fingerprints, the signing one first.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.lines.iter().map(|l| fingerprint(l)).collect()
+    }
+
+    /// Adds a new random key as the last line (it verifies; it signs once promoted). Returns
+    /// its fingerprint.
+    pub fn add(&mut self) -> Result<String> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| Error::Keys(e.to_string()))?;
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let fp = fingerprint(&hex);
+        self.lines.push(hex);
+        Ok(fp)
+    }
+
+    fn position(&self, fp: &str) -> Result<usize> {
+        let fp = fp.trim();
+        let found: Vec<usize> = (0..self.lines.len())
+            .filter(|&i| fp.len() >= 6 && fingerprint(&self.lines[i]).starts_with(fp))
+            .collect();
+        match found.as_slice() {
+            [i] => Ok(*i),
+            [] => Err(Error::Keys(format!("no key {fp} in {}", self.path.display()))),
+            _ => Err(Error::Keys(format!("{fp} names more than one key; give more of it"))),
+        }
+    }
+
+    /// Makes a key the signing one (first line); the others keep verifying.
+    pub fn promote(&mut self, fp: &str) -> Result<()> {
+        let i = self.position(fp)?;
+        let line = self.lines.remove(i);
+        self.lines.insert(0, line);
+        Ok(())
+    }
+
+    /// Removes a key that no longer signs.
+    pub fn retire(&mut self, fp: &str) -> Result<()> {
+        let i = self.position(fp)?;
+        if i == 0 {
+            return Err(Error::Keys(
+                "that key signs: promote another one first, and retire this one after every \
+                 component has restarted with it"
+                    .into(),
+            ));
+        }
+        self.lines.remove(i);
+        Ok(())
+    }
+
+    /// Writes the file back atomically, owner-only, every line newline-terminated. Refuses
+    /// to write a file no key could be read from.
+    pub fn write(&self) -> Result<()> {
+        let text: String = self.lines.iter().map(|l| format!("{l}\n")).collect();
+        IdentityKey::from_lines(text.as_bytes())?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::files::private_dir(dir)?;
+        }
+        Ok(crate::files::replace_private(&self.path, text.as_bytes())?)
+    }
+}
+
+fn fingerprint(line: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(line.trim().as_bytes())[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The default key file: `<keys_dir>/identity.key`.

@@ -100,9 +100,23 @@ impl KeyStore {
         let path = self.dir.join(format!("{}.pem", key.kid));
         write_private(&path, key.private_pem.expose_secret().as_bytes())?;
         if make_current {
-            write_private(&self.dir.join("current"), key.kid.as_bytes())?;
+            self.set_current(&key.kid)?;
         }
         Ok(path)
+    }
+
+    /// Makes a stored key the signing key (`skillup keys promote`, the second step of a staged
+    /// rotation). The key must be in the directory.
+    pub fn promote(&self, kid: &str) -> Result<()> {
+        let known = self.load_all()?.into_iter().any(|k| k.kid == kid);
+        if !known {
+            return Err(Error::Keys(format!("no key {kid} in {}", self.dir.display())));
+        }
+        self.set_current(kid)
+    }
+
+    fn set_current(&self, kid: &str) -> Result<()> {
+        write_private(&self.dir.join("current"), format!("{kid}\n").as_bytes())
     }
 
     /// Generates and stores a new key (off the async threads).
@@ -162,22 +176,7 @@ impl KeyStore {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(tmp, path)?;
-    Ok(())
+    Ok(crate::files::replace_private(path, bytes)?)
 }
 
 #[cfg(test)]
