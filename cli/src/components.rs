@@ -94,6 +94,9 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             Duration::from_millis(config.shutdown.drain_ms),
             Duration::from_millis(config.shutdown.grace_ms),
         );
+    // The worker's run: awaited before the process exits, so SIGTERM lets the tasks in hand
+    // finish (within the grace) instead of cutting them off to be paid for twice elsewhere.
+    let mut worker_run = None;
     let builder = match component {
         Component::Auth => {
             builder.add_service(auth(&config, &infra, &shutdown).await?.into_server())
@@ -120,11 +123,11 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             worker.report_metrics();
             let grace = Duration::from_millis(config.shutdown.grace_ms);
             let stop = shutdown.clone();
-            tokio::spawn(async move {
+            worker_run = Some(tokio::spawn(async move {
                 if let Err(e) = worker.run(stop, grace).await {
                     tracing::error!(error = %e, "worker stopped");
                 }
-            });
+            }));
             builder
         }
         Component::Notification => {
@@ -140,9 +143,16 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
-    let (g, h) = tokio::join!(
+    let drained = async {
+        if let Some(run) = worker_run {
+            let _ = run.await;
+            tracing::info!("worker drained");
+        }
+    };
+    let (g, h, ()) = tokio::join!(
         grpc.run(shutdown.clone()),
-        ops::serve(http, ops::router(infra.readiness.clone()), shutdown.clone())
+        ops::serve(http, ops::router(infra.readiness.clone()), shutdown.clone()),
+        drained
     );
     g?;
     h?;

@@ -268,6 +268,52 @@ async fn a_worker_killed_mid_task_leaves_it_to_the_next_which_completes_it_once_
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Issue 27.4: `serve worker` exited 3.4 s after SIGTERM with 3 tasks in flight (8 s
+/// provider); they were redelivered and the provider paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_finishes_its_tasks_before_it_exits_on_sigterm() {
+    let fake = FakeProvider::start(Behavior::Answer {
+        words: 20,
+        first_token: Duration::from_secs(6),
+        per_token: Duration::ZERO,
+    })
+    .await;
+    let mut d = deployment(&fake, false).await;
+    let dir = std::env::temp_dir().join(format!("skillup-worker-{}", testing::unique()));
+    let user = Uuid::now_v7();
+    let mut tasks = Vec::new();
+    for n in 0..3 {
+        let req = d.as_user(user, submit(&format!("drain {n}")));
+        tasks.push(d.ai.submit_task(req).await.unwrap().into_inner().id);
+    }
+    let mut worker = d.worker_process(&dir);
+    until("the worker calls the provider for all three", 60, async || fake.requests() == 3).await;
+    let asked = Instant::now();
+    let pid = worker.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = loop {
+        if let Some(s) = worker.try_wait().unwrap() {
+            break s;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(60), "the worker never exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let drain = asked.elapsed();
+    assert!(status.success(), "{status:?}");
+    for id in &tasks {
+        assert_eq!(d.task(user, id).await.status(), TaskStatus::Completed, "{id}");
+    }
+    assert_eq!(fake.requests(), 3, "no task was run again");
+    until("the holds are settled", 10, async || d.usage(user).await.tokens_held == 0).await;
+    assert_eq!(d.usage(user).await.generations_used, 3, "each charged once");
+    eprintln!(
+        "worker drain: 3 tasks in flight finished, exited {:.1} s after SIGTERM",
+        drain.as_secs_f64()
+    );
+    d.shutdown.trigger();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn rabbitmqctl(args: &[&str]) {
     let out = std::process::Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl");
     assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
