@@ -354,20 +354,17 @@ async fn health(config: &Config, timeout_ms: u64) -> anyhow::Result<()> {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
+    // The edge's own listener speaks TLS when it has a certificate (the operations listener
+    // never does). Loopback, this machine's own process: its name is not what is checked.
+    let tls = config.edge.ops_addr.is_none() && config.edge.tls_cert_file.is_some();
+    let url = format!("{}://{addr}/readyz", if tls { "https" } else { "http" });
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(timeout_ms))
+        .danger_accept_invalid_certs(tls)
         .build()
         .context("building the HTTP client")?;
-    let res = client
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .with_context(|| format!("asking http://{addr}/readyz"))?;
-    anyhow::ensure!(
-        res.status().is_success(),
-        "not ready: http://{addr}/readyz answered {}",
-        res.status()
-    );
+    let res = client.get(&url).send().await.with_context(|| format!("asking {url}"))?;
+    anyhow::ensure!(res.status().is_success(), "not ready: {url} answered {}", res.status());
     Ok(())
 }
 

@@ -41,6 +41,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc_addr = listener.local_addr()?;
     let mut config = config;
     config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));
+    // The HTTP listener too, before auth: the links auth mails point at it unless
+    // `auth.public_url` says otherwise (`--http-addr 127.0.0.1:9000` mails :9000 links).
+    let http = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let http_addr = http.local_addr()?;
+    let scheme = if config.edge.tls_cert_file.is_some() { "https" } else { "http" };
+    let public = if http_addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", http_addr.port())
+    } else {
+        http_addr.to_string()
+    };
+    if config.auth.public_url == Config::default().auth.public_url {
+        config.auth.public_url = format!("{scheme}://{public}");
+    }
 
     // Services that call each other (ai → subscribe, prompt; subscribe → payment) do it
     // in-process, through the server built below, as the edge does (`edge.in_process`).
@@ -112,10 +127,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None
     };
 
-    let http = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
-    let http_addr = http.local_addr()?;
     // Route exactly what this process serves.
     let served = grpc_services;
     let edge =
@@ -126,10 +137,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     say("");
     say("SkillUp is up.");
-    say(&format!("  api       http://{http_addr}/api/openapi.json"));
-    say(&format!("  health    http://{http_addr}/healthz"));
-    say(&format!("  ready     http://{http_addr}/readyz"));
-    say(&format!("  metrics   http://{http_addr}/metrics"));
+    say(&format!("  api       {scheme}://{public}/api/openapi.json"));
+    say(&format!("  health    {scheme}://{public}/healthz"));
+    say(&format!("  ready     {scheme}://{public}/readyz"));
+    say(&format!("  metrics   {scheme}://{public}/metrics"));
     say(&format!("  grpc      grpcurl -plaintext {grpc_addr} list"));
     say("Stop with Ctrl-C.");
 

@@ -371,6 +371,48 @@ fn identity_keys_rotate_by_command() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Issue 27.6 and 27.7: `skillup health` asked plain HTTP of a TLS edge (a healthy container
+/// marked unhealthy), and emailed links kept `:8080` under another `--http-addr`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_emailed_links_follow_the_listener_tls_included() {
+    skillup_kit::install_crypto_provider();
+    let dir = data_dir_with_test_key();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let tls = |cmd: &mut Command| {
+        cmd.env("SKILLUP_EDGE__TLS_CERT_FILE", dir.join("cert.pem"))
+            .env("SKILLUP_EDGE__TLS_KEY_FILE", dir.join("key.pem"));
+    };
+    let mut cmd = skillup();
+    tls(&mut cmd);
+    let up = start_up(&mut cmd, &dir);
+    let mut health = skillup();
+    tls(&mut health);
+    let out = health.args(["health", "--http-addr", &up.http]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let email = format!("links-{}@example.com", testing::unique());
+    let res = client
+        .post(format!("https://{}/api/auth/register", up.http))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let token = common::mailed_token(&dir.join("outbox"), &email);
+    let mail = std::fs::read_dir(dir.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|m| m.contains(&token))
+        .unwrap();
+    let link = format!("https://{}/verify-email?token={token}", up.http);
+    assert!(mail.contains(&link), "{mail}");
+    assert!(stop(up).success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_switches_to_the_real_servers_when_their_urls_are_set() {
     let db = testing::TestDb::postgres().await;
