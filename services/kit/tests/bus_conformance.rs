@@ -326,3 +326,49 @@ async fn amqp_resumes_after_broker_restart() {
     })
     .await;
 }
+
+/// Issue 27.5: `SKILLUP_AI__RETRY_BASE_MS=300` on a live broker made the worker exit with
+/// `PRECONDITION_FAILED inequivalent arg 'x-message-ttl'`. Retry queues are named by their
+/// delay: a changed backoff declares new ones, and a message waiting in an old one still comes
+/// back to the work queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_backoff_is_declared_on_a_live_broker_and_loses_no_waiting_retry() {
+    use skillup_kit::bus::{AmqpBus, Bus};
+    skillup_kit::install_crypto_provider();
+    let (id, url) = (testing::unique(), testing::amqp_url());
+    let connect = || {
+        AmqpBus::connect(
+            &url,
+            format!("test.{id}.events"),
+            format!("test.{id}."),
+            Duration::from_secs(20),
+        )
+    };
+    let before = connect().await.unwrap();
+    before
+        .declare_queue(&QueueSpec::new("shaped").retry_delays(vec![Duration::from_millis(1500)]))
+        .await
+        .unwrap();
+    before.enqueue("shaped", Message::new(&b"job"[..])).await.unwrap();
+    let mut c = before.consume("shaped", 1).await.unwrap();
+    let d = next(&mut c).await;
+    d.retry("provider 503", None).await.unwrap();
+    assert_eq!(before.depth("shaped.retry.0").await.unwrap(), 1, "waiting out the old delay");
+    drop(c);
+
+    // A new release with another backoff, on the same broker and names.
+    let after = connect().await.unwrap();
+    let shorter = QueueSpec::new("shaped")
+        .retry_delays(vec![Duration::from_millis(200), Duration::from_millis(400)]);
+    after.declare_queue(&shorter).await.expect("a changed backoff is declared");
+    let mut c = after.consume("shaped", 1).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!((d.attempt(), &d.message.payload[..]), (2, &b"job"[..]), "the old retry came back");
+    let failed_at = Instant::now();
+    let out = d.retry("provider 503", None).await.unwrap();
+    assert_eq!(out, RetryOutcome::Scheduled { attempt: 3, delay: Duration::from_millis(400) });
+    let d = next(&mut c).await;
+    assert!(failed_at.elapsed() < Duration::from_millis(1400), "the new, shorter delay");
+    assert_eq!(d.attempt(), 3);
+    d.ack().await.unwrap();
+}

@@ -182,7 +182,7 @@ impl Inner {
                 );
             }
             ch.queue_declare(
-                format!("{name}.retry.{i}").into(),
+                retry_queue_name(&name, i, *delay).into(),
                 QueueDeclareOptions { durable: true, ..Default::default() },
                 args,
             )
@@ -395,7 +395,8 @@ impl Settle for AmqpSettle {
     async fn schedule_retry(&mut self, next: Message, level: usize) -> Result<()> {
         // The retry copy is confirmed before the original is acked: a crash in between means
         // one extra attempt, never a lost message.
-        let retry_queue = format!("{}.retry.{level}", self.bus.name(&self.spec.name));
+        let delay = self.spec.retry_delays.get(level).copied().unwrap_or_default();
+        let retry_queue = retry_queue_name(&self.bus.name(&self.spec.name), level, delay);
         self.bus.publish_confirmed("", &retry_queue, &next, None).await?;
         self.ack_now().await
     }
@@ -530,10 +531,19 @@ impl Bus for AmqpBus {
     }
 
     async fn depth(&self, queue: &str) -> Result<u64> {
+        // `<q>.retry.N` is level N of `<q>`: its queue is named by its delay as well.
+        let mut physical = self.inner.name(queue);
+        if let Some((base, level)) = queue.rsplit_once(".retry.")
+            && let Ok(level) = level.parse::<usize>()
+            && let Ok(spec) = self.spec(base)
+            && let Some(delay) = spec.retry_delays.get(level)
+        {
+            physical = retry_queue_name(&self.inner.name(base), level, *delay);
+        }
         let ch = self.inner.connection().await?.create_channel().await?;
         let q = ch
             .queue_declare(
-                self.inner.name(queue).into(),
+                physical.into(),
                 QueueDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
@@ -545,4 +555,14 @@ impl Bus for AmqpBus {
     async fn ping(&self) -> Result<()> {
         self.inner.publisher().await.map(|_| ())
     }
+}
+
+/// A retry level's queue: `<queue>.retry.<level>.<delay>ms`. Its delay is in its name because
+/// RabbitMQ cannot change a declared queue's `x-message-ttl` (a redeclare with another one
+/// fails, `PRECONDITION_FAILED`): a changed backoff declares new queues instead, and the old
+/// ones drain by themselves — their messages still expire into the work queue after the old
+/// delay — so nothing waiting is lost. An old, empty one can be deleted at leisure
+/// (`rabbitmqctl delete_queue <name> --if-empty`).
+fn retry_queue_name(queue: &str, level: usize, delay: Duration) -> String {
+    format!("{queue}.retry.{level}.{}ms", delay.as_millis())
 }
