@@ -352,6 +352,9 @@ impl Generator {
             messages: p.messages.clone(),
             max_tokens: p.max_tokens,
             temperature: self.inner.cfg.temperature,
+            function: p.req.function.clone(),
+            topic: p.req.topic.trim().to_owned(),
+            locale: p.locale.clone(),
         }
     }
 

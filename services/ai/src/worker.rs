@@ -271,6 +271,9 @@ impl Worker {
                 messages: messages.clone(),
                 max_tokens: t.max_tokens.max(1) as u32,
                 temperature: g.inner.cfg.temperature,
+                function: t.function.clone(),
+                topic: t.topic.clone(),
+                locale: t.locale.clone(),
             }) => Some(r),
             _ = cancel.cancelled() => None,
             _ = self.hand_back.cancelled() => {

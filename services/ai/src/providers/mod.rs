@@ -43,6 +43,11 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// What the messages ask for — the catalog function, the user's topic, the language —
+    /// for the offline provider's sample (real providers read the messages only).
+    pub function: String,
+    pub topic: String,
+    pub locale: String,
 }
 
 /// Token counts.
