@@ -597,8 +597,15 @@ pub struct Overrides {
 /// `SKILLUP_*` variables that are not configuration keys: read by the telemetry
 /// (`SKILLUP_TRACE_FILTER`), the config file's path, and the project's scripts and deploy
 /// templates. Any other unknown `SKILLUP_*` variable is refused (a typo shows at start).
-pub const NOT_CONFIG: &[&str] =
-    &["CONFIG", "TRACE_FILTER", "SKIP_API_FUZZ", "SKIP_DEPLOY_CHECK", "API_FUZZ_SECS", "EDGE_ADDR"];
+pub const NOT_CONFIG: &[&str] = &[
+    "CONFIG",
+    "TRACE_FILTER",
+    "SKIP_API_FUZZ",
+    "SKIP_DEPLOY_CHECK",
+    "SKIP_DOCS_CHECK",
+    "API_FUZZ_SECS",
+    "EDGE_ADDR",
+];
 
 impl Config {
     /// Loads every layer. `file` is the `--config` path (or `SKILLUP_CONFIG`), if any.
