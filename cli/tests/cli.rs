@@ -134,14 +134,21 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         .await
         .unwrap();
     let mut auth = AuthServiceClient::new(ch);
+    auth.register(pb::RegisterRequest {
+        email: "ada@example.com".into(),
+        password: "correct horse battery".into(),
+        name: String::new(),
+    })
+    .await
+    .expect("register through `up`");
     let res = auth
-        .register(pb::RegisterRequest {
+        .login(pb::LoginRequest {
             email: "ada@example.com".into(),
             password: "correct horse battery".into(),
-            name: String::new(),
+            ..Default::default()
         })
         .await
-        .expect("register through `up`")
+        .expect("sign in through `up`")
         .into_inner();
     let me = auth
         .validate_token(pb::ValidateTokenRequest {
@@ -158,16 +165,13 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
 
     // The same service through the edge's REST routes.
     let rest = reqwest::Client::new();
-    let res = rest
-        .post(format!("http://{}/api/auth/register", up.http))
-        .json(
-            &serde_json::json!({"email": "grace@example.com", "password": "correct horse battery"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let account =
+        serde_json::json!({"email": "grace@example.com", "password": "correct horse battery"});
+    let res =
+        rest.post(format!("http://{}/api/auth/register", up.http)).json(&account).send().await;
+    assert_eq!(res.unwrap().status(), 201);
+    let res = rest.post(format!("http://{}/api/auth/login", up.http)).json(&account).send().await;
+    let body: serde_json::Value = res.unwrap().json().await.unwrap();
     let token = body["access_token"].as_str().unwrap();
     let me = rest
         .get(format!("http://{}/api/auth/me", up.http))
@@ -553,11 +557,18 @@ async fn serve_auth_prompt_and_edge_as_separate_processes_on_the_real_servers() 
     let channel = channel.expect("serve auth listens");
     assert_eq!(grpc_health(&addr).await, ServingStatus::Serving);
     let mut auth = AuthServiceClient::new(channel);
+    auth.register(pb::RegisterRequest {
+        email: "grace@example.com".into(),
+        password: "correct horse battery".into(),
+        name: String::new(),
+    })
+    .await
+    .unwrap();
     let res = auth
-        .register(pb::RegisterRequest {
+        .login(pb::LoginRequest {
             email: "grace@example.com".into(),
             password: "correct horse battery".into(),
-            name: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

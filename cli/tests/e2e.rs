@@ -43,15 +43,12 @@ async fn seed_flow(base: &str, outbox: &Path) {
     let get = |path: &str, token: &str| rest.get(format!("{base}{path}")).bearer_auth(token).send();
 
     // Register, then confirm the address from the email.
-    let auth = ok(
-        rest.post(format!("{base}/api/auth/register"))
-            .json(&json!({"email": email, "password": "correct horse battery"}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    let account = json!({"email": email, "password": "correct horse battery"});
+    ok(rest.post(format!("{base}/api/auth/register")).json(&account).send().await.unwrap(), 201)
+        .await;
+    let auth =
+        ok(rest.post(format!("{base}/api/auth/login")).json(&account).send().await.unwrap(), 200)
+            .await;
     let token = auth["access_token"].as_str().unwrap().to_owned();
     let verify = mailed_token(outbox, &email);
     ok(

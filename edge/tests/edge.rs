@@ -551,14 +551,11 @@ fn sign_in_and_generation_budgets() {
             c
         })
         .await;
-        let reg = s
-            .http
-            .post(format!("{other}/api/auth/register"))
-            .json(&json!({"email": format!("g-{}@example.com", skillup_kit::testing::unique()), "password": support::PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        let tok = reg.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+        let account = json!({"email": format!("g-{}@example.com", skillup_kit::testing::unique()), "password": support::PASSWORD});
+        let reg = s.http.post(format!("{other}/api/auth/register")).json(&account).send().await.unwrap();
+        assert_eq!(reg.status(), 201);
+        let login = s.http.post(format!("{other}/api/auth/login")).json(&account).send().await.unwrap();
+        let tok = login.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
         let mut statuses = Vec::new();
         for _ in 0..3 {
             let res = s.http.post(format!("{other}/v1/metered")).bearer_auth(&tok).json(&json!({"id": "1"})).send().await.unwrap();

@@ -143,14 +143,16 @@ impl Mesh {
     /// A new verified account through the edge; its access token.
     pub async fn user(&self, email: &str) -> String {
         let rest = reqwest::Client::new();
+        let account = serde_json::json!({"email": email, "password": "correct horse battery"});
         let res = rest
             .post(format!("{}/api/auth/register", self.edge()))
-            .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+            .json(&account)
             .send()
             .await
             .unwrap();
         assert_eq!(res.status(), 201);
-        let body: serde_json::Value = res.json().await.unwrap();
+        let res = rest.post(format!("{}/api/auth/login", self.edge())).json(&account).send().await;
+        let body: serde_json::Value = res.unwrap().json().await.unwrap();
         let token = body["access_token"].as_str().unwrap().to_owned();
         let verify = super::mailed_token(&self.dir.join("outbox"), email);
         let res = rest

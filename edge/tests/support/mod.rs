@@ -391,6 +391,15 @@ impl Stack {
             .await
             .unwrap();
         assert_eq!(res.status(), 201, "register");
+        // Registration answers no tokens: sign in.
+        let res = self
+            .http
+            .post(self.url("/api/auth/login"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "login");
         let v: Value = res.json().await.unwrap();
         (
             v["access_token"].as_str().unwrap().to_owned(),

@@ -117,15 +117,21 @@ async fn accounts(http: &reqwest::Client, edge: &str, n: usize) -> Vec<String> {
     let mut tokens = Vec::new();
     for i in 0..n {
         let email = format!("bench-{run}-{i}@example.com");
-        let res: serde_json::Value = http
-            .post(format!("{edge}/api/auth/register"))
-            .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+        let account = serde_json::json!({"email": email, "password": "correct horse battery"});
+        http.post(format!("{edge}/api/auth/register"))
+            .json(&account)
             .send()
             .await
-            .expect("register")
+            .expect("register");
+        let res: serde_json::Value = http
+            .post(format!("{edge}/api/auth/login"))
+            .json(&account)
+            .send()
+            .await
+            .expect("login")
             .json()
             .await
-            .expect("register json");
+            .expect("login json");
         let token = res["access_token"].as_str().expect("token").to_owned();
         let ok = http
             .post(format!("{edge}/api/payments/top-up"))

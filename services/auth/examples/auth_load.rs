@@ -51,15 +51,16 @@ async fn client(addr: &str) -> AuthServiceClient<Channel> {
 
 async fn account(c: &mut AuthServiceClient<Channel>) -> (String, String) {
     let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-    let res = c
-        .register(pb::RegisterRequest {
-            email: email.clone(),
-            password: PASSWORD.into(),
-            name: String::new(),
-        })
-        .await
-        .expect("register")
-        .into_inner();
+    c.register(pb::RegisterRequest {
+        email: email.clone(),
+        password: PASSWORD.into(),
+        name: String::new(),
+    })
+    .await
+    .expect("register");
+    let login =
+        pb::LoginRequest { email: email.clone(), password: PASSWORD.into(), ..Default::default() };
+    let res = c.login(login).await.expect("login").into_inner();
     (email, res.access_token)
 }
 

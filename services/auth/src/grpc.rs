@@ -128,11 +128,10 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::AuthResponse>, Status> {
-        let c = client(&req);
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
-        let (user, issued) = self.auth.register(&r.email, &r.password, &r.name, &c).await?;
-        Ok(with_status(auth_response(&user, issued), 201))
+        let user = self.auth.register(&r.email, &r.password, &r.name).await?;
+        Ok(with_status(pb::RegisterResponse { user: Some(user_pb(&user)) }, 201))
     }
 
     async fn login(

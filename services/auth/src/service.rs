@@ -158,13 +158,11 @@ impl Auth {
 
     // ---------- accounts ----------
 
-    pub async fn register(
-        &self,
-        email: &str,
-        password: &str,
-        name: &str,
-        client: &ClientInfo,
-    ) -> Result<(user::Model, Issued)> {
+    /// Creates an account and mails its confirmation link. An address that has an account
+    /// already gets the same answer — a look-alike account, after the same password hashing —
+    /// and its owner a note instead of a link (OWASP: registration never tells whether an
+    /// address is registered). Tokens come from [`Auth::login`].
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<user::Model> {
         let email = Email::parse(email).map_err(|m| invalid("email", m))?;
         let name = name.trim();
         if name.chars().count() > 100 {
@@ -194,11 +192,23 @@ impl Auth {
         // The unique index decides between concurrent registrations of one address; the
         // account and its `user.registered` (the notification service's contact) commit together.
         let txn = self.db.begin().await?;
-        let user = match model.insert(&txn).await {
+        let user = match model.clone().insert(&txn).await {
             Ok(u) => u,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 txn.rollback().await?;
-                return Err(AuthError::EmailTaken);
+                self.note_to_owner(email.as_str()).await?;
+                return Ok(user::Model {
+                    id: Uuid::now_v7(),
+                    email: email.as_str().to_owned(),
+                    name: name.to_owned(),
+                    password_hash: String::new(),
+                    email_verified: false,
+                    tier: "free".into(),
+                    scopes: "user".into(),
+                    is_active: true,
+                    created_at: t,
+                    updated_at: t,
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -211,9 +221,30 @@ impl Auth {
         txn.commit().await?;
         self.outbox.wake();
         self.send_email_token(&user, "verify").await?;
-        let mut issued = self.start_session(&user, client).await?;
-        issued.device_token = self.know_device(&user.email, None).await?;
-        Ok((user, issued))
+        Ok(user)
+    }
+
+    /// Tells an address's owner that someone tried to register it (once per resend interval:
+    /// repeated attempts cannot flood the owner's mailbox).
+    async fn note_to_owner(&self, email: &str) -> Result<()> {
+        let Some(owner) =
+            user::Entity::find().filter(user::Column::Email.eq(email)).one(&self.db).await?
+        else {
+            return Ok(());
+        };
+        match self.throttle_mail(owner.id, "taken").await {
+            Err(AuthError::Throttled(_)) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        let base = self.cfg.public_url.trim_end_matches('/');
+        let body = format!(
+            "Hello{},\n\nsomeone tried to create a SkillUp account with this address, which already has one. If it was you, sign in at {base}/ — or, if you forgot your password, reset it at {base}/reset-password.\n\nIf it was not you, nothing changed; you can ignore this email.\n",
+            greeting(&owner)
+        );
+        let mail =
+            Mail { to: owner.email.clone(), subject: "Your SkillUp account".to_owned(), body };
+        self.mailer.send(mail).await.map_err(|e| AuthError::Unavailable(format!("mailer: {e}")))
     }
 
     /// Signs in. Failures are counted per account and client address, per address, and per

@@ -106,6 +106,17 @@ fn email() -> String {
 
 const PASSWORD: &str = "correct horse battery";
 
+async fn sign_in(
+    h: &mut Harness,
+    email: &str,
+    password: &str,
+) -> Result<pb::AuthResponse, tonic::Status> {
+    let req =
+        pb::LoginRequest { email: email.into(), password: password.into(), ..Default::default() };
+    h.client.login(req).await.map(|r| r.into_inner())
+}
+
+/// Registers an account and signs it in (registration itself answers no tokens).
 async fn register(h: &mut Harness, email: &str) -> pb::AuthResponse {
     h.client
         .register(pb::RegisterRequest {
@@ -114,8 +125,10 @@ async fn register(h: &mut Harness, email: &str) -> pb::AuthResponse {
             name: "Ada".into(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .unwrap();
+    let login =
+        pb::LoginRequest { email: email.into(), password: PASSWORD.into(), ..Default::default() };
+    h.client.login(login).await.unwrap().into_inner()
 }
 
 fn bearer<T>(msg: T, token: &str) -> Request<T> {
@@ -159,6 +172,7 @@ async fn register_login_me_validate(kind: Kind) {
     assert_eq!(user.name, "Ada");
     assert_eq!(user.tier, "free");
     assert!(!user.email_verified);
+    let res = sign_in(&mut h, &em, PASSWORD).await.unwrap();
     assert_eq!(res.token_type, "Bearer");
     assert_eq!(res.expires_in, 3600);
     assert_eq!(res.refresh_token.len(), 43);
@@ -173,16 +187,7 @@ async fn register_login_me_validate(kind: Kind) {
     assert_eq!(v.tier, "free");
     assert!(!v.email_verified);
 
-    let login = h
-        .client
-        .login(pb::LoginRequest {
-            email: em.clone(),
-            password: PASSWORD.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let login = sign_in(&mut h, &em, PASSWORD).await.unwrap();
     assert_ne!(login.access_token, res.access_token);
     let err = h
         .client
@@ -276,14 +281,23 @@ async fn concurrent_duplicate_registration_makes_exactly_one_account(kind: Kind)
             })
         })
         .collect();
-    let mut ok = 0;
+    // Every one is answered alike (issue 26.17: a 409 told anyone the address had an account).
     for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(e) => assert_eq!(e.code(), Code::AlreadyExists, "{e:?}"),
-        }
+        let res = t.await.unwrap().expect("the same answer for every attempt");
+        assert_eq!(res.metadata().get("x-http-status").unwrap(), "201");
+        assert_eq!(res.into_inner().user.unwrap().email, em);
     }
-    assert_eq!(ok, 1);
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let accounts = skillup_auth::store::entities::user::Entity::find()
+        .filter(skillup_auth::store::entities::user::Column::Email.eq(em.clone()))
+        .count(&h.t.infra.db)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 1);
+    // The owner got one note about the others (throttled), never a second confirmation link.
+    let mails: Vec<_> = h.outbox.read_all().unwrap().into_iter().filter(|m| m.to == em).collect();
+    assert_eq!(mails.iter().filter(|m| m.body.contains("token=")).count(), 1, "{mails:#?}");
+    assert_eq!(mails.iter().filter(|m| m.body.contains("already has one")).count(), 1);
     // One `user.registered` (committed with the account; the refused ones rolled theirs back).
     let d = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap();
     let (env, ev) =
@@ -483,16 +497,7 @@ async fn log_out_everywhere(kind: Kind) {
     let mut h = harness(kind).await;
     let em = email();
     let a = register(&mut h, &em).await;
-    let b = h
-        .client
-        .login(pb::LoginRequest {
-            email: em.clone(),
-            password: PASSWORD.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let b = sign_in(&mut h, &em, PASSWORD).await.unwrap();
     let sessions = h
         .client
         .list_sessions(bearer(pb::ListSessionsRequest {}, &a.access_token))
@@ -760,16 +765,7 @@ async fn password_reset_and_change(kind: Kind) {
             .await
             .is_err()
     );
-    let s1 = h
-        .client
-        .login(pb::LoginRequest {
-            email: em.clone(),
-            password: new_pw.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let s1 = sign_in(&mut h, &em, new_pw).await.unwrap();
     assert!(
         h.client
             .reset_password(pb::ResetPasswordRequest { token, new_password: "another one!".into() })
@@ -777,16 +773,7 @@ async fn password_reset_and_change(kind: Kind) {
             .is_err()
     );
 
-    let s2 = h
-        .client
-        .login(pb::LoginRequest {
-            email: em.clone(),
-            password: new_pw.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let s2 = sign_in(&mut h, &em, new_pw).await.unwrap();
     let err = h
         .client
         .change_password(bearer(
@@ -935,16 +922,7 @@ async fn outstanding_reset_links_die_with_a_reset_or_a_password_change(kind: Kin
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t3 = ask_reset(&mut h, &em).await;
-    let s = h
-        .client
-        .login(pb::LoginRequest {
-            email: em.clone(),
-            password: "second secret!".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let s = sign_in(&mut h, &em, "second secret!").await.unwrap();
     h.client
         .change_password(bearer(
             pb::ChangePasswordRequest {
@@ -1047,17 +1025,7 @@ async fn a_deactivated_account_is_refused(kind: Kind) {
     .await
     .unwrap();
     // A fresh sign-in carries the new scope.
-    let admin_tok = h
-        .client
-        .login(pb::LoginRequest {
-            email: admin_email,
-            password: PASSWORD.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let admin_tok = sign_in(&mut h, &admin_email, PASSWORD).await.unwrap().access_token;
     let em = email();
     let victim = register(&mut h, &em).await;
     let vid = victim.user.clone().unwrap().id;

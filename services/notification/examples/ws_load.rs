@@ -60,15 +60,17 @@ fn now_micros() -> u128 {
 /// A new account: (token, user id).
 async fn account(http: &reqwest::Client, edge: &str) -> (String, String) {
     let email = format!("ws-{}@example.com", uuid::Uuid::now_v7().simple());
+    let account = serde_json::json!({"email": email, "password": "correct horse battery"});
+    http.post(format!("{edge}/api/auth/register")).json(&account).send().await.expect("register");
     let v: serde_json::Value = http
-        .post(format!("{edge}/api/auth/register"))
-        .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+        .post(format!("{edge}/api/auth/login"))
+        .json(&account)
         .send()
         .await
-        .expect("register")
+        .expect("login")
         .json()
         .await
-        .expect("register json");
+        .expect("login json");
     (
         v["access_token"].as_str().expect("token").into(),
         v["user"]["id"].as_str().expect("id").into(),
