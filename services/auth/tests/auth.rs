@@ -544,6 +544,26 @@ async fn revoke_one_session(kind: Kind) {
         .unwrap();
     assert!(validate(&mut h, &b.access_token).await.is_err());
     validate(&mut h, &a.access_token).await.expect("the other session lives");
+    // Another account's session is nobody else's to see or end (issue 26's cross-user checks).
+    let other = register(&mut h, &email()).await;
+    let other_sid = validate(&mut h, &other.access_token).await.unwrap().session_id;
+    let err = h
+        .client
+        .revoke_session(bearer(
+            pb::RevokeSessionRequest { session_id: other_sid.clone() },
+            &a.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    validate(&mut h, &other.access_token).await.expect("the stranger's session lives");
+    let mine = h
+        .client
+        .list_sessions(bearer(pb::ListSessionsRequest {}, &a.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!mine.sessions.is_empty() && mine.sessions.iter().all(|s| s.id != other_sid));
     let err = h
         .client
         .revoke_session(bearer(pb::RevokeSessionRequest { session_id: b_sid }, &a.access_token))

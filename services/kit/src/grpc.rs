@@ -923,3 +923,25 @@ mod classify_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod decode_tests {
+    /// Kept from issue 26's attack testing: a message nested deeper than prost's recursion
+    /// limit (100) is refused as undecodable, never recursed into until the stack overflows.
+    #[test]
+    fn protobuf_recursion_is_capped() {
+        use prost::Message as _;
+        use prost_types::{ListValue, Value, value::Kind};
+        let mut v = Value { kind: Some(Kind::NullValue(0)) };
+        for _ in 0..150 {
+            v = Value { kind: Some(Kind::ListValue(ListValue { values: vec![v] })) };
+        }
+        let bytes = v.encode_to_vec();
+        assert!(Value::decode(bytes.as_slice()).is_err(), "150 levels refused");
+        let mut shallow = Value { kind: Some(Kind::NullValue(0)) };
+        for _ in 0..40 {
+            shallow = Value { kind: Some(Kind::ListValue(ListValue { values: vec![shallow] })) };
+        }
+        assert!(Value::decode(shallow.encode_to_vec().as_slice()).is_ok(), "40 levels decode");
+    }
+}

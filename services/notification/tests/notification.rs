@@ -229,6 +229,20 @@ async fn lists_unread_counts_read_marks_and_preferences(kind: Kind) {
     assert_eq!(all.notifications[0].title, "Your lesson plan about «t2» is ready", "newest first");
     let mut c = h.replicas[0].0.clone();
     let first = all.notifications[2].id.clone();
+    // Another account neither sees them nor can mark them (issue 26's cross-user checks).
+    let stranger = Uuid::now_v7();
+    assert!(list(&h, stranger, false).await.notifications.is_empty());
+    let r = c
+        .mark_read(as_user(
+            &h,
+            stranger,
+            pb::MarkReadRequest { ids: vec![first.clone()], all: false },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.updated, 0, "a stranger marks nothing");
+    assert_eq!(list(&h, user, true).await.unread_count, 3);
     let r = c
         .mark_read(as_user(&h, user, pb::MarkReadRequest { ids: vec![first.clone()], all: false }))
         .await
