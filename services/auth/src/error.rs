@@ -10,8 +10,6 @@ pub type Result<T, E = AuthError> = std::result::Result<T, E>;
 pub enum AuthError {
     #[error("{1}")]
     Invalid(&'static str, String),
-    #[error("an account with this email already exists")]
-    EmailTaken,
     #[error("email or password is wrong")]
     InvalidCredentials,
     #[error("too many attempts; try again in {0} seconds")]
@@ -50,7 +48,6 @@ impl From<AuthError> for Status {
         let msg = e.to_string();
         match e {
             AuthError::Invalid(field, m) => invalid_field(field, m),
-            AuthError::EmailTaken => status(ErrorCode::AlreadyExists, msg),
             AuthError::InvalidCredentials => status(ErrorCode::InvalidCredentials, msg),
             AuthError::Throttled(secs) => {
                 let detail = skillup_proto::common::v1::ErrorDetail {
