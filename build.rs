@@ -35,6 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .service_generator();
     let mut config = tonic_prost_build::Config::new();
+    // `prost::Name` on every message: the event catalogue (`skillup_proto::events`) takes the
+    // type URL of each event's payload from it.
+    config.enable_type_names();
     config.service_generator(Box::new(WithLocal(tonic)));
     config.compile_fds(testing.file_descriptor_set())?;
     Ok(())

@@ -17,6 +17,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const TESTING_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/testing_descriptor.bin"));
 
+pub mod events;
+
 /// Every gRPC service name declared in `proto/`, fully qualified, for health and reflection.
 pub const SERVICE_NAMES: &[&str] = &[
     "skillup.auth.v1.AuthService",

@@ -223,7 +223,13 @@ async fn a_worker_killed_mid_task_leaves_it_to_the_next_which_completes_it_once_
     let mut completed = d
         .infra
         .bus
-        .subscribe(&SubscriptionSpec::new("test-completions", &["generation.completed"]), 16)
+        .subscribe(
+            &SubscriptionSpec::new(
+                "test-completions",
+                &[<pb::GenerationCompleted as skillup_proto::events::Event>::KIND],
+            ),
+            16,
+        )
         .await
         .unwrap();
     let dir = std::env::temp_dir().join(format!("skillup-worker-{}", testing::unique()));

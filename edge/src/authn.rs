@@ -21,9 +21,12 @@ use skillup_kit::{
 };
 use skillup_proto::{
     auth::v1::{
-        ValidateTokenRequest, ValidateTokenResponse, auth_service_client::AuthServiceClient,
+        EmailVerified, PasswordChanged, TokensRevoked, ValidateTokenRequest, ValidateTokenResponse,
+        auth_service_client::AuthServiceClient,
     },
     common::v1::EventEnvelope,
+    events::Event as _,
+    subscribe::v1::SubscriptionChanged,
 };
 use tonic::Code;
 
@@ -239,10 +242,10 @@ impl Authenticator {
             let spec = SubscriptionSpec::new(
                 "edge.revocations",
                 &[
-                    "token.revoked",
-                    "subscription.changed",
-                    "user.email_verified",
-                    "user.password_changed",
+                    TokensRevoked::KIND,
+                    SubscriptionChanged::KIND,
+                    EmailVerified::KIND,
+                    PasswordChanged::KIND,
                 ],
             )
             .per_instance();

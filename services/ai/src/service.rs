@@ -959,14 +959,7 @@ impl Generator {
         self.release(&t.hold_id.to_string()).await;
         self.cache_task(&t).await;
         let ev = pb::GenerationCancelled { task_id: id.to_string(), user_id: user.to_string() };
-        if let Err(e) = skillup_kit::events::publish(
-            &self.inner.bus,
-            "generation.cancelled",
-            &user.to_string(),
-            "skillup.ai.v1.GenerationCancelled",
-            &ev,
-        )
-        .await
+        if let Err(e) = skillup_kit::events::publish(&self.inner.bus, &user.to_string(), &ev).await
         {
             // The worker also re-reads the row before storing a result: it cannot complete it.
             tracing::warn!(task = %id, error = %e, "cancel event not published");

@@ -20,7 +20,7 @@ use skillup_kit::{
     Shutdown,
     bus::{Delivery, RetryOutcome, SubscriptionSpec},
 };
-use skillup_proto::ai::v1 as pb;
+use skillup_proto::{ai::v1 as pb, events::Event as _};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -96,7 +96,7 @@ impl Worker {
         let mut cancels = inner
             .bus
             .subscribe(
-                &SubscriptionSpec::new("ai-worker-cancel", &["generation.cancelled"])
+                &SubscriptionSpec::new("ai-worker-cancel", &[pb::GenerationCancelled::KIND])
                     .per_instance(),
                 64,
             )
@@ -393,26 +393,10 @@ impl Worker {
         let id = format!("{}:{}", t.id, t.status);
         if t.status == "completed" {
             let ev = pb::GenerationCompleted { task: Some(task) };
-            skillup_kit::events::publish_with_id(
-                bus,
-                &id,
-                "generation.completed",
-                &user,
-                "skillup.ai.v1.GenerationCompleted",
-                &ev,
-            )
-            .await?;
+            skillup_kit::events::publish_with_id(bus, &id, &user, &ev).await?;
         } else {
             let ev = pb::GenerationFailed { task: Some(task) };
-            skillup_kit::events::publish_with_id(
-                bus,
-                &id,
-                "generation.failed",
-                &user,
-                "skillup.ai.v1.GenerationFailed",
-                &ev,
-            )
-            .await?;
+            skillup_kit::events::publish_with_id(bus, &id, &user, &ev).await?;
         }
         Ok(())
     }

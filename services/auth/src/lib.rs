@@ -20,6 +20,7 @@ use skillup_kit::{
     infra::Infra,
     mailer::SharedMailer,
 };
+use skillup_proto::{events::Event as _, subscribe::v1::SubscriptionChanged};
 
 use crate::{domain::tokens::TokenKeys, store::migration::Migrator};
 pub use crate::{grpc::AuthGrpc, service::Auth};
@@ -59,11 +60,11 @@ pub async fn build(
 
 /// Keeps users' tiers in step with their subscriptions.
 async fn consume_tier_changes(auth: Auth, bus: SharedBus, shutdown: Shutdown) {
-    let spec = SubscriptionSpec::new("auth", &["subscription.changed"]);
+    let spec = SubscriptionSpec::new("auth", &[SubscriptionChanged::KIND]);
     let mut consumer = match bus.subscribe(&spec, 16).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "auth cannot subscribe to subscription.changed");
+            tracing::error!(error = %e, kind = SubscriptionChanged::KIND, "auth cannot subscribe");
             return;
         }
     };
@@ -72,11 +73,12 @@ async fn consume_tier_changes(auth: Auth, bus: SharedBus, shutdown: Shutdown) {
             d = consumer.next() => match d { Some(d) => d, None => return },
             _ = shutdown.wait() => return,
         };
-        let decoded = skillup_kit::events::decode::<
-            skillup_proto::subscribe::v1::SubscriptionChanged,
-        >(&delivery.message.payload);
+        let decoded = skillup_kit::events::decode::<SubscriptionChanged>(&delivery.message.payload);
         let Some((_, event)) = decoded else {
-            tracing::warn!("undecodable subscription.changed event, dead-lettering it");
+            tracing::warn!(
+                kind = SubscriptionChanged::KIND,
+                "undecodable event, dead-lettering it"
+            );
             let _ = delivery.dead_letter("undecodable").await;
             continue;
         };

@@ -31,6 +31,7 @@ use skillup_kit::{
     mailer::{Email as Mail, SharedMailer},
     outbox::Outbox,
 };
+use skillup_proto::events::Event;
 use uuid::Uuid;
 
 use crate::{
@@ -214,10 +215,8 @@ impl Auth {
         };
         let msg =
             skillup_proto::auth::v1::UserRegistered { user: Some(crate::grpc::user_pb(&user)) };
-        let (id, full_name) = (format!("registered:{}", user.id), "skillup.auth.v1.UserRegistered");
-        self.outbox
-            .add(&txn, &id, "user.registered", &user.id.to_string(), full_name, &msg)
-            .await?;
+        let id = format!("registered:{}", user.id);
+        self.outbox.add(&txn, &id, &user.id.to_string(), &msg).await?;
         txn.commit().await?;
         self.outbox.wake();
         self.send_email_token(&user, "verify").await?;
@@ -303,9 +302,7 @@ impl Auth {
         issued.device_token =
             self.know_device(email.as_str(), device.map(|_| device_token)).await?;
         self.emit(
-            "user.logged_in",
             &user.id,
-            "skillup.auth.v1.UserLoggedIn",
             &skillup_proto::auth::v1::UserLoggedIn {
                 user_id: user.id.to_string(),
                 session_id: issued.session_id.to_string(),
@@ -860,9 +857,7 @@ impl Auth {
             .map_err(cache_err)?;
         self.bump_identity_version(user_id).await?;
         self.emit(
-            "user.email_verified",
             &user_id,
-            "skillup.auth.v1.EmailVerified",
             &skillup_proto::auth::v1::EmailVerified { user_id: user_id.to_string() },
         )
         .await;
@@ -1034,19 +1029,16 @@ impl Auth {
 
     // ---------- events (after the fact; a bus outage does not undo a sign-in) ----------
 
-    async fn emit<M: prost::Message>(&self, kind: &str, user_id: &Uuid, full_name: &str, msg: &M) {
-        if let Err(e) =
-            skillup_kit::events::publish(&self.bus, kind, &user_id.to_string(), full_name, msg)
-                .await
-        {
-            tracing::warn!(event = kind, error = %e, "event not published");
+    async fn emit<E: Event>(&self, user_id: &Uuid, msg: &E) {
+        if let Err(e) = skillup_kit::events::publish(&self.bus, &user_id.to_string(), msg).await {
+            tracing::warn!(event = E::KIND, error = %e, "event not published");
         }
     }
 
     async fn emit_password_changed(&self, user_id: Uuid, via_reset: bool) {
         let msg =
             skillup_proto::auth::v1::PasswordChanged { user_id: user_id.to_string(), via_reset };
-        self.emit("user.password_changed", &user_id, "skillup.auth.v1.PasswordChanged", &msg).await;
+        self.emit(&user_id, &msg).await;
     }
 
     async fn emit_revoked(&self, user_id: Uuid, jtis: Vec<String>, before: Option<DateTime<Utc>>) {
@@ -1058,7 +1050,7 @@ impl Auth {
                 nanos: t.timestamp_subsec_nanos() as i32,
             }),
         };
-        self.emit("token.revoked", &user_id, "skillup.auth.v1.TokensRevoked", &msg).await;
+        self.emit(&user_id, &msg).await;
     }
 }
 

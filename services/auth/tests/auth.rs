@@ -11,7 +11,10 @@ use skillup_kit::{
     mailer::OutboxMailer,
     testing::{self, Kind, TestInfra, TestServer},
 };
-use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use skillup_proto::{
+    auth::v1::{self as pb, auth_service_client::AuthServiceClient},
+    events::Event as _,
+};
 use tonic::{Code, Request, transport::Channel};
 
 struct Harness {
@@ -264,7 +267,8 @@ async fn bad_input_gets_a_reason_never_internal(kind: Kind) {
 
 async fn concurrent_duplicate_registration_makes_exactly_one_account(kind: Kind) {
     let h = harness(kind).await;
-    let spec = skillup_kit::bus::SubscriptionSpec::new("registered-test", &["user.registered"]);
+    let spec =
+        skillup_kit::bus::SubscriptionSpec::new("registered-test", &[pb::UserRegistered::KIND]);
     let mut events = h.t.infra.bus.subscribe(&spec, 16).await.unwrap();
     let em = email();
     let tasks: Vec<_> = (0..12)
@@ -1015,15 +1019,7 @@ async fn tier_follows_subscription_changed_events(kind: Kind) {
     };
     // The consumer may still be binding its queue: publish until it is seen.
     for _ in 0..50 {
-        skillup_kit::events::publish(
-            &h.t.infra.bus,
-            "subscription.changed",
-            &uid,
-            "skillup.subscribe.v1.SubscriptionChanged",
-            &event,
-        )
-        .await
-        .unwrap();
+        skillup_kit::events::publish(&h.t.infra.bus, &uid, &event).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         if validate(&mut h, &reg.access_token).await.unwrap().tier == "premium" {
             return;

@@ -8,6 +8,7 @@
 //! One relay publishes at a time per table (a PostgreSQL advisory lock; SQLite is one process),
 //! oldest first, so the events of one user arrive in the order of their changes.
 
+use skillup_proto::events::Event;
 use std::{sync::Arc, time::Duration};
 
 use sea_orm::{
@@ -53,18 +54,16 @@ impl Outbox {
         }
     }
 
-    /// Stores event `kind` (see [`crate::events::publish_with_id`]) through `conn` — the
+    /// Stores event `payload` (see [`crate::events::publish_with_id`]) through `conn` — the
     /// transaction of the change it reports. Call [`Outbox::wake`] after the commit.
-    pub async fn add<C: ConnectionTrait, M: prost::Message>(
+    pub async fn add<C: ConnectionTrait, E: Event>(
         &self,
         conn: &C,
         id: &str,
-        kind: &str,
         user_id: &str,
-        full_name: &str,
-        payload: &M,
+        payload: &E,
     ) -> Result<(), DbErr> {
-        let body = crate::events::envelope(id, kind, user_id, full_name, payload);
+        let (kind, body) = (E::KIND, crate::events::envelope(id, user_id, payload));
         let backend = conn.get_database_backend();
         let sql = format!(
             "INSERT INTO {} (id, kind, body, created_at) VALUES ({}, {}, {}, {})",

@@ -211,19 +211,19 @@ async fn prefetch_bounds_unsettled_deliveries(bus: SharedBus) {
 
 async fn events_reach_every_group_once(bus: SharedBus) {
     let mut notif = bus
-        .subscribe(&SubscriptionSpec::new("notification", &["generation.*", "payment.#"]), 8)
+        .subscribe(&SubscriptionSpec::new("notification", &["order.*", "invoice.#"]), 8)
         .await
         .unwrap();
     let mut billing =
-        bus.subscribe(&SubscriptionSpec::new("billing", &["payment.succeeded"]), 8).await.unwrap();
+        bus.subscribe(&SubscriptionSpec::new("billing", &["invoice.succeeded"]), 8).await.unwrap();
     let mut edge = bus
-        .subscribe(&SubscriptionSpec::new("edge", &["token.revoked"]).per_instance(), 8)
+        .subscribe(&SubscriptionSpec::new("edge", &["session.ended"]).per_instance(), 8)
         .await
         .unwrap();
 
-    bus.publish("generation.completed", Message::new(&b"g"[..])).await.unwrap();
-    bus.publish("payment.succeeded", Message::new(&b"p"[..])).await.unwrap();
-    bus.publish("token.revoked", Message::new(&b"t"[..])).await.unwrap();
+    bus.publish("order.completed", Message::new(&b"g"[..])).await.unwrap();
+    bus.publish("invoice.succeeded", Message::new(&b"p"[..])).await.unwrap();
+    bus.publish("session.ended", Message::new(&b"t"[..])).await.unwrap();
     bus.publish("nobody.listens", Message::new(&b"n"[..])).await.unwrap();
 
     let mut got = Vec::new();
@@ -233,7 +233,7 @@ async fn events_reach_every_group_once(bus: SharedBus) {
         d.ack().await.unwrap();
     }
     got.sort();
-    assert_eq!(got, ["generation.completed", "payment.succeeded"]);
+    assert_eq!(got, ["invoice.succeeded", "order.completed"]);
     let d = next(&mut billing).await;
     assert_eq!(&d.message.payload[..], b"p");
     d.ack().await.unwrap();

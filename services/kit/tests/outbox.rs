@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use sea_orm::TransactionTrait;
 use sea_orm_migration::SchemaManager;
 use skillup_kit::{
@@ -11,6 +12,11 @@ use skillup_kit::{
     bus::{Consumer, SubscriptionSpec},
     outbox::{self, Outbox},
     testing::Kind,
+};
+use skillup_proto::{
+    auth::v1::{EmailVerified, TokensRevoked},
+    common::v1::EventEnvelope,
+    events::Event as _,
 };
 use tokio::time::timeout;
 
@@ -21,8 +27,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The next event's id and type.
 async fn next(c: &mut Consumer) -> (String, String) {
     let d = timeout(WAIT, c.next()).await.expect("an event in time").expect("consumer open");
-    let (env, _) = skillup_kit::events::decode::<prost_types::Duration>(&d.message.payload)
-        .expect("an event envelope");
+    let env = EventEnvelope::decode(d.message.payload.as_ref()).expect("an event envelope");
     assert_eq!(d.message.id, env.id, "the message id is the event id");
     d.ack().await.unwrap();
     (env.id, env.r#type)
@@ -42,21 +47,24 @@ async fn an_event_goes_out_only_with_its_commit_and_waits_for_a_relay(kind: Kind
     let mut events = t
         .infra
         .bus
-        .subscribe(&SubscriptionSpec::new("outbox-test", &["thing.*"]), 8)
+        .subscribe(
+            &SubscriptionSpec::new("outbox-test", &[TokensRevoked::KIND, EmailVerified::KIND]),
+            8,
+        )
         .await
         .unwrap();
-    let msg = prost_types::Duration { seconds: 1, nanos: 0 };
-    let name = "google.protobuf.Duration";
+    // Two events of the catalogue stand for any: what matters is the order and the ids.
+    let (happened, changed) = (TokensRevoked::default(), EmailVerified::default());
 
     // A change that rolls back takes its event with it.
     let txn = db.begin().await.unwrap();
-    ob.add(&txn, "e0", "thing.happened", "u1", name, &msg).await.unwrap();
+    ob.add(&txn, "e0", "u1", &happened).await.unwrap();
     txn.rollback().await.unwrap();
     // Two committed while no relay runs (as when the process dies right after the commit):
     // stored, not sent.
     let txn = db.begin().await.unwrap();
-    ob.add(&txn, "e1", "thing.happened", "u1", name, &msg).await.unwrap();
-    ob.add(&txn, "e2", "thing.changed", "u1", name, &msg).await.unwrap();
+    ob.add(&txn, "e1", "u1", &happened).await.unwrap();
+    ob.add(&txn, "e2", "u1", &changed).await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(ob.pending().await.unwrap(), 2);
     nothing_for(&mut events, Duration::from_millis(300)).await;
@@ -65,8 +73,8 @@ async fn an_event_goes_out_only_with_its_commit_and_waits_for_a_relay(kind: Kind
     // forgets them once the broker has them.
     let shutdown = Shutdown::new();
     let relay = ob.spawn_relay(shutdown.clone());
-    assert_eq!(next(&mut events).await, ("e1".into(), "thing.happened".into()));
-    assert_eq!(next(&mut events).await, ("e2".into(), "thing.changed".into()));
+    assert_eq!(next(&mut events).await, ("e1".into(), TokensRevoked::KIND.into()));
+    assert_eq!(next(&mut events).await, ("e2".into(), EmailVerified::KIND.into()));
     for _ in 0..100 {
         if ob.pending().await.unwrap() == 0 {
             break;
@@ -78,7 +86,7 @@ async fn an_event_goes_out_only_with_its_commit_and_waits_for_a_relay(kind: Kind
     // Woken after its commit, an event goes out at once, not at the next tick.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let txn = db.begin().await.unwrap();
-    ob.add(&txn, "e3", "thing.happened", "u2", name, &msg).await.unwrap();
+    ob.add(&txn, "e3", "u2", &happened).await.unwrap();
     txn.commit().await.unwrap();
     let woken = Instant::now();
     ob.wake();

@@ -159,15 +159,8 @@ async fn main() {
                 text: now_micros().to_string(),
                 ..Default::default()
             };
-            skillup_kit::events::publish(
-                &bus,
-                "generation.completed",
-                &user,
-                "skillup.ai.v1.GenerationCompleted",
-                &aipb::GenerationCompleted { task: Some(task) },
-            )
-            .await
-            .is_ok()
+            let event = aipb::GenerationCompleted { task: Some(task) };
+            skillup_kit::events::publish(&bus, &user, &event).await.is_ok()
         }));
     }
     let published =

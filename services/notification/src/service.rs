@@ -23,7 +23,9 @@ use skillup_kit::{
 };
 use skillup_proto::{
     ai::v1 as aipb,
+    auth::v1::UserRegistered,
     common::v1::EventEnvelope,
+    events::Event as _,
     notification::v1::{self as pb, NotificationKind},
     payment::v1 as paypb,
     subscribe::v1 as subpb,
@@ -36,18 +38,15 @@ use crate::{
     store::{contact, item, prefs},
 };
 
-/// The fan-out event: a stored notification, for every replica's live subscribers.
-pub const FANOUT: &str = "notification.created";
-/// The producers' events this service turns into notifications.
+/// The fan-out event (a stored notification, for every replica's live subscribers) is
+/// `pb::Notification`. The producers' events this service turns into notifications:
 pub const SOURCES: [&str; 5] = [
-    "generation.completed",
-    "generation.failed",
-    "payment.succeeded",
-    "payment.failed",
-    "subscription.changed",
+    aipb::GenerationCompleted::KIND,
+    aipb::GenerationFailed::KIND,
+    paypb::PaymentSucceeded::KIND,
+    paypb::PaymentFailed::KIND,
+    subpb::SubscriptionChanged::KIND,
 ];
-/// Where a user's email address comes from.
-pub const CONTACTS: &str = "user.registered";
 /// Producer events unsettled at once (the consumer's prefetch).
 const EVENTS_IN_FLIGHT: usize = 64;
 /// Workers storing events, each for the users that hash to it.
@@ -178,13 +177,13 @@ fn clip(s: &str, n: usize) -> String {
 pub fn describe(
     env: &EventEnvelope,
 ) -> Option<(NotificationKind, String, String, BTreeMap<String, String>)> {
-    let payload = env.payload.as_ref()?.value.as_slice();
+    use skillup_kit::events::payload;
     let mut data = BTreeMap::new();
     let task_line =
         |t: &aipb::Task| format!("{} about «{}»", t.function.replace('_', " "), t.topic);
     match env.r#type.as_str() {
-        "generation.completed" => {
-            let t = aipb::GenerationCompleted::decode(payload).ok()?.task?;
+        aipb::GenerationCompleted::KIND => {
+            let t = payload::<aipb::GenerationCompleted>(env)?.task?;
             data.insert("task_id".into(), t.id.clone());
             Some((
                 NotificationKind::GenerationCompleted,
@@ -193,8 +192,8 @@ pub fn describe(
                 data,
             ))
         }
-        "generation.failed" => {
-            let t = aipb::GenerationFailed::decode(payload).ok()?.task?;
+        aipb::GenerationFailed::KIND => {
+            let t = payload::<aipb::GenerationFailed>(env)?.task?;
             data.insert("task_id".into(), t.id.clone());
             Some((
                 NotificationKind::GenerationFailed,
@@ -203,12 +202,12 @@ pub fn describe(
                 data,
             ))
         }
-        "payment.succeeded" | "payment.failed" => {
-            let ok = env.r#type == "payment.succeeded";
+        paypb::PaymentSucceeded::KIND | paypb::PaymentFailed::KIND => {
+            let ok = env.r#type == paypb::PaymentSucceeded::KIND;
             let t = if ok {
-                paypb::PaymentSucceeded::decode(payload).ok()?.transaction?
+                payload::<paypb::PaymentSucceeded>(env)?.transaction?
             } else {
-                paypb::PaymentFailed::decode(payload).ok()?.transaction?
+                payload::<paypb::PaymentFailed>(env)?.transaction?
             };
             data.insert("transaction_id".into(), t.id.clone());
             let money = t
@@ -239,8 +238,8 @@ pub fn describe(
                 data,
             ))
         }
-        "subscription.changed" => {
-            let s = subpb::SubscriptionChanged::decode(payload).ok()?;
+        subpb::SubscriptionChanged::KIND => {
+            let s = payload::<subpb::SubscriptionChanged>(env)?;
             data.insert("plan".into(), s.plan.clone());
             let until = s
                 .current_period_end
@@ -271,14 +270,18 @@ impl Notifier {
     /// Subscribes to the producers' events (one queue shared by the replicas) and to the
     /// fan-out (a queue per replica).
     pub async fn consumers(&self) -> skillup_kit::Result<Consumers> {
-        let patterns: Vec<&str> = SOURCES.iter().copied().chain([CONTACTS]).collect();
+        let patterns: Vec<&str> = SOURCES.iter().copied().chain([UserRegistered::KIND]).collect();
         let events = self
             .bus
             .subscribe(&SubscriptionSpec::new("notification", &patterns), EVENTS_IN_FLIGHT as u16)
             .await?;
         let fanout = self
             .bus
-            .subscribe(&SubscriptionSpec::new("notification-live", &[FANOUT]).per_instance(), 256)
+            .subscribe(
+                &SubscriptionSpec::new("notification-live", &[pb::Notification::KIND])
+                    .per_instance(),
+                256,
+            )
             .await?;
         Ok(Consumers { events, fanout })
     }
@@ -322,11 +325,7 @@ impl Notifier {
     }
 
     async fn on_event(&self, d: Delivery) {
-        if let Some((env, reg)) = skillup_kit::events::decode::<
-            skillup_proto::auth::v1::UserRegistered,
-        >(&d.message.payload)
-            && env.r#type == CONTACTS
-        {
+        if let Some((_, reg)) = skillup_kit::events::decode::<UserRegistered>(&d.message.payload) {
             match self.remember_contact(&reg).await {
                 Ok(()) => {
                     let _ = d.ack().await;
@@ -343,15 +342,9 @@ impl Notifier {
                 let pbn = to_pb(&n);
                 // Fanned out even for a duplicate: a crash between storing and fanning out
                 // must not leave live subscribers without it (they drop repeats by id).
-                if let Err(e) = skillup_kit::events::publish_with_id(
-                    &self.bus,
-                    &fanout_id(&n),
-                    FANOUT,
-                    &user.to_string(),
-                    "skillup.notification.v1.Notification",
-                    &pbn,
-                )
-                .await
+                let (id, user) = (fanout_id(&n), user.to_string());
+                if let Err(e) =
+                    skillup_kit::events::publish_with_id(&self.bus, &id, &user, &pbn).await
                 {
                     tracing::warn!(error = %e, "fan-out failed; retrying the event");
                     let _ = d.retry("fan-out failed", None).await;

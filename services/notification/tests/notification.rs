@@ -88,9 +88,7 @@ async fn completed(h: &Harness, user: Uuid, event: &str, topic: &str) {
     skillup_kit::events::publish_with_id(
         &h.t.infra.bus,
         event,
-        "generation.completed",
         &user.to_string(),
-        "skillup.ai.v1.GenerationCompleted",
         &aipb::GenerationCompleted { task: Some(task) },
     )
     .await
@@ -284,15 +282,7 @@ async fn registered(h: &Harness, user: Uuid, email: &str) {
             ..Default::default()
         }),
     };
-    skillup_kit::events::publish(
-        &h.t.infra.bus,
-        "user.registered",
-        &user.to_string(),
-        "skillup.auth.v1.UserRegistered",
-        &reg,
-    )
-    .await
-    .unwrap();
+    skillup_kit::events::publish(&h.t.infra.bus, &user.to_string(), &reg).await.unwrap();
 }
 
 async fn stored(h: &Harness, user: Uuid, n: usize) {

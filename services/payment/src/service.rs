@@ -548,12 +548,10 @@ impl Ledger {
         let entry = Some(transaction_pb(t));
         if t.status == pb::TransactionStatus::Failed as i32 {
             let msg = pb::PaymentFailed { transaction: entry };
-            let name = "skillup.payment.v1.PaymentFailed";
-            self.outbox.add(txn, &id, "payment.failed", &user, name, &msg).await
+            self.outbox.add(txn, &id, &user, &msg).await
         } else {
             let msg = pb::PaymentSucceeded { transaction: entry };
-            let name = "skillup.payment.v1.PaymentSucceeded";
-            self.outbox.add(txn, &id, "payment.succeeded", &user, name, &msg).await
+            self.outbox.add(txn, &id, &user, &msg).await
         }
     }
 

@@ -358,8 +358,10 @@ async fn every_new_entry_has_its_event_once(kind: Kind) {
             .await
             .expect("an event in time")
             .expect("consumer open");
-        let (env, _) = skillup_kit::events::decode::<pb::PaymentSucceeded>(&d.message.payload)
-            .expect("an event");
+        let env = <skillup_proto::common::v1::EventEnvelope as prost::Message>::decode(
+            d.message.payload.as_ref(),
+        )
+        .expect("an event");
         d.ack().await.unwrap();
         (env.id, env.r#type)
     };
@@ -370,14 +372,20 @@ async fn every_new_entry_has_its_event_once(kind: Kind) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(next().await, (format!("payment:{}", paid.id), "payment.succeeded".into()));
+    assert_eq!(
+        next().await,
+        (
+            format!("payment:{}", paid.id),
+            <pb::PaymentSucceeded as skillup_proto::events::Event>::KIND.into()
+        )
+    );
     // A replay is the same entry: no second event.
     h.client.top_up(as_user(&h, user, top_up(1_000, "e-1", "pm_card_visa"))).await.unwrap();
     // A refusal is an entry of its own, with its event.
     let err = h.client.charge(charge(user, 5_000, "e-2")).await.unwrap_err();
     assert_eq!(code_of(&err), ErrorCode::InsufficientFunds);
     let (id, kind) = next().await;
-    assert_eq!(kind, "payment.failed");
+    assert_eq!(kind, <pb::PaymentFailed as skillup_proto::events::Event>::KIND);
     assert_ne!(id, format!("payment:{}", paid.id));
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), events.next()).await;
     assert!(quiet.is_err(), "one event per entry, none for the replay");

@@ -1277,8 +1277,7 @@ impl Subscriptions {
             current_period_end: Some(ts(end)),
         };
         let id = Uuid::now_v7().to_string();
-        let full_name = "skillup.subscribe.v1.SubscriptionChanged";
-        self.outbox.add(txn, &id, "subscription.changed", &user.to_string(), full_name, &msg).await
+        self.outbox.add(txn, &id, &user.to_string(), &msg).await
     }
 
     /// After a change's commit: the cached row goes (on every replica: the cache is shared),

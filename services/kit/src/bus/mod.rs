@@ -325,16 +325,16 @@ mod tests {
     use super::*;
 
     #[rstest]
-    #[case("generation.completed", "generation.completed", true)]
-    #[case("generation.*", "generation.completed", true)]
-    #[case("generation.*", "generation.completed.extra", false)]
-    #[case("generation.#", "generation", true)]
-    #[case("generation.#", "generation.a.b", true)]
+    #[case("order.completed", "order.completed", true)]
+    #[case("order.*", "order.completed", true)]
+    #[case("order.*", "order.completed.extra", false)]
+    #[case("order.#", "order", true)]
+    #[case("order.#", "order.a.b", true)]
     #[case("#", "anything.at.all", true)]
-    #[case("*.completed", "generation.completed", true)]
+    #[case("*.completed", "order.completed", true)]
     #[case("*.completed", "completed", false)]
-    #[case("payment.*", "generation.completed", false)]
-    #[case("#.failed", "generation.failed", true)]
+    #[case("invoice.*", "order.completed", false)]
+    #[case("#.failed", "order.failed", true)]
     fn topic_patterns(#[case] pattern: &str, #[case] key: &str, #[case] want: bool) {
         assert_eq!(topic_matches(pattern, key), want, "{pattern} vs {key}");
     }

@@ -932,7 +932,10 @@ async fn premium_tasks_jump_the_queue(kind: Kind) {
         h.t.infra
             .bus
             .subscribe(
-                &skillup_kit::bus::SubscriptionSpec::new("test-order", &["generation.completed"]),
+                &skillup_kit::bus::SubscriptionSpec::new(
+                    "test-order",
+                    &[<pb::GenerationCompleted as skillup_proto::events::Event>::KIND],
+                ),
                 16,
             )
             .await

@@ -1,7 +1,8 @@
 //! The edge end to end: REST/JSON in, gRPC to the real auth service and the testing echo
 //! service, on real PostgreSQL, Redis and RabbitMQ (a few cases also on the embedded adapters).
 
-mod support;
+mod edge_support;
+use edge_support as support;
 
 use std::{
     sync::atomic::Ordering,

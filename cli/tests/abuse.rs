@@ -3,7 +3,8 @@
 //! idle are closed on time while real requests are served. Its own test binary: the metrics
 //! recorder is per process, so the series counts here are this file's alone.
 
-mod support;
+mod edge_support;
+use edge_support as support;
 
 use std::{net::SocketAddr, time::Duration};
 
