@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use skillup_auth::keys::KeyStore;
 use skillup_kit::{
     Config,
     config::{LogFormat, Overrides, RunMode},
-    keys::KeyStore,
     telemetry,
 };
 

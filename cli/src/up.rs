@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use skillup_auth::keys::KeyStore;
 use skillup_kit::{
     Config, Shutdown,
     grpc::{GrpcServer, LocalSlot},
     infra::Infra,
-    keys::KeyStore,
 };
 
 use crate::{components, say};

@@ -9,7 +9,7 @@ use edge_support as support;
 use std::{net::SocketAddr, time::Duration};
 
 use futures::StreamExt;
-use skillup_kit::testing::Kind;
+use skillup_testkit::Kind;
 use support::stack;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

@@ -11,7 +11,6 @@ use skillup_kit::{
     config::{AiConfig, ProviderConfig, ProviderKind},
     grpc::GrpcServer,
     identity::{Identity, IdentityKey, now_secs},
-    testing::{Kind, TestInfra, TestServer},
 };
 use skillup_proto::{
     ai::v1::{
@@ -23,6 +22,7 @@ use skillup_proto::{
     payment::v1::{TopUpRequest, payment_service_client::PaymentServiceClient},
     subscribe::v1::{self as subpb, subscription_service_client::SubscriptionServiceClient},
 };
+use skillup_testkit::{Kind, TestInfra, TestServer};
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
@@ -130,7 +130,7 @@ async fn harness_with(
     }
 }
 
-skillup_kit::both_adapters!(
+skillup_testkit::both_adapters!(
     inline_answers_settle_the_hold_by_usage_and_repeat_from_the_cache,
     streams_charge_what_was_generated_and_replay_from_the_cache,
     a_client_leaving_mid_stream_cancels_the_provider_and_pays_for_what_was_produced,

@@ -9,11 +9,9 @@ use std::{
 };
 
 use common::{free_port, skillup};
-use skillup_kit::{
-    keys::{KeyStore, SigningKey},
-    testing,
-};
+use skillup_auth::keys::{KeyStore, SigningKey};
 use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use skillup_testkit as testing;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };

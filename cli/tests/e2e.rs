@@ -16,10 +16,8 @@ use std::{
 use common::{free_port, mailed_token, mesh::Mesh, skillup};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use skillup_kit::{
-    keys::{KeyStore, SigningKey},
-    testing,
-};
+use skillup_auth::keys::{KeyStore, SigningKey};
+use skillup_testkit as testing;
 
 async fn ok(res: reqwest::Response, want: u16) -> Value {
     let status = res.status().as_u16();

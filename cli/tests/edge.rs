@@ -12,7 +12,7 @@ use std::{
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use skillup_kit::identity::Identity;
-use skillup_kit::testing::Kind;
+use skillup_testkit::Kind;
 use support::{code, stack};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
@@ -552,7 +552,7 @@ fn sign_in_and_generation_budgets() {
             c
         })
         .await;
-        let account = json!({"email": format!("g-{}@example.com", skillup_kit::testing::unique()), "password": support::PASSWORD});
+        let account = json!({"email": format!("g-{}@example.com", skillup_testkit::unique()), "password": support::PASSWORD});
         let reg = s.http.post(format!("{other}/api/auth/register")).json(&account).send().await.unwrap();
         assert_eq!(reg.status(), 201);
         let login = s.http.post(format!("{other}/api/auth/login")).json(&account).send().await.unwrap();
@@ -1161,7 +1161,7 @@ fn tls_with_http2_by_alpn() {
     mt().block_on(async {
         skillup_kit::install_crypto_provider();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let dir = std::env::temp_dir().join(format!("edge-tls-{}", skillup_kit::testing::unique()));
+        let dir = std::env::temp_dir().join(format!("edge-tls-{}", skillup_testkit::unique()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();

@@ -21,12 +21,12 @@ use skillup_kit::{
     grpc::GrpcServer,
     identity::{Identity, IdentityKey, now_secs},
     infra::Infra,
-    testing::{self, TestDb, TestServer},
 };
 use skillup_proto::{
     ai::v1::{self as pb, TaskStatus, generation_service_client::GenerationServiceClient},
     subscribe::v1::{self as subpb, subscription_service_client::SubscriptionServiceClient},
 };
+use skillup_testkit::{self as testing, TestDb, TestServer};
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 

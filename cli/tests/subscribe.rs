@@ -6,7 +6,6 @@ use std::{sync::Arc, time::Duration};
 use skillup_kit::{
     grpc::GrpcServer,
     identity::{Identity, IdentityKey, now_secs},
-    testing::{Kind, TestInfra, TestServer},
 };
 use skillup_proto::{
     common::v1::ErrorCode,
@@ -14,6 +13,7 @@ use skillup_proto::{
     subscribe::v1::{self as pb, subscription_service_client::SubscriptionServiceClient},
 };
 use skillup_subscribe::{PaymentBilling, Subscriptions};
+use skillup_testkit::{Kind, TestInfra, TestServer};
 use tonic::{Code, Request, transport::Channel};
 use uuid::Uuid;
 
@@ -58,7 +58,7 @@ async fn harness(kind: Kind) -> Harness {
     }
 }
 
-skillup_kit::both_adapters!(
+skillup_testkit::both_adapters!(
     everyone_starts_on_free_with_its_functions_and_quota,
     subscribing_charges_once_per_period_and_switching_is_prorated,
     fifty_concurrent_reserves_against_ten_holds_worth_of_quota,

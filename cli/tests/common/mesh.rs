@@ -8,11 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use skillup_kit::{
-    identity::IdentityKey,
-    keys::{KeyStore, SigningKey},
-    testing,
-};
+use skillup_auth::keys::{KeyStore, SigningKey};
+use skillup_kit::identity::IdentityKey;
+use skillup_testkit as testing;
 
 use super::{free_port, skillup};
 

@@ -16,15 +16,14 @@ use std::{
 use futures::Stream;
 use prost_reflect::DescriptorPool;
 use serde_json::{Value, json};
+use skillup_auth::keys::{KeyStore, SigningKey};
 use skillup_edge::{Edge, EdgeParts};
 use skillup_kit::{
     Shutdown,
     config::Config,
     grpc::GrpcServer,
     identity::{Identity, IdentityKey},
-    keys::{KeyStore, SigningKey},
     mailer::OutboxMailer,
-    testing::{self, Kind, TestInfra, TestServer},
 };
 use skillup_proto::{
     common::v1::{ErrorCode, ErrorDetail},
@@ -33,6 +32,7 @@ use skillup_proto::{
         echo_service_server::{EchoService, EchoServiceServer},
     },
 };
+use skillup_testkit::{self as testing, Kind, TestInfra, TestServer};
 use tonic::{Request, Response, Status};
 
 /// Counts what the echo service saw.

@@ -8,6 +8,7 @@
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod keys;
 pub mod service;
 pub mod store;
 

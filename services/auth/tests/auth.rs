@@ -3,18 +3,18 @@
 
 use std::{sync::Arc, time::Duration};
 
+use skillup_auth::keys::{KeyStore, SigningKey};
 use skillup_kit::{
     Shutdown,
     config::{AuthConfig, Config},
     grpc::GrpcServer,
-    keys::{KeyStore, SigningKey},
     mailer::OutboxMailer,
-    testing::{self, Kind, TestInfra, TestServer},
 };
 use skillup_proto::{
     auth::v1::{self as pb, auth_service_client::AuthServiceClient},
     events::Event as _,
 };
+use skillup_testkit::{self as testing, Kind, TestInfra, TestServer};
 use tonic::{Code, Request, transport::Channel};
 
 struct Harness {
@@ -81,7 +81,7 @@ async fn real() -> Harness {
     harness(Kind::Real).await
 }
 
-skillup_kit::both_adapters!(
+skillup_testkit::both_adapters!(
     register_login_me_validate,
     bad_input_gets_a_reason_never_internal,
     concurrent_duplicate_registration_makes_exactly_one_account,

@@ -15,14 +15,12 @@ pub mod files;
 pub mod grpc;
 pub mod identity;
 pub mod infra;
-pub mod keys;
 pub mod mailer;
 pub mod ops;
 pub mod outbox;
 pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;
-pub mod testing;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -5,13 +5,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use skillup_kit::{
-    bus::{
-        DEATH_REASON_HEADER, MemoryBus, Message, QueueSpec, RetryOutcome, SharedBus,
-        SubscriptionSpec,
-    },
-    testing,
+use skillup_kit::bus::{
+    DEATH_REASON_HEADER, MemoryBus, Message, QueueSpec, RetryOutcome, SharedBus, SubscriptionSpec,
 };
+use skillup_testkit as testing;
 use tokio::time::{Instant, timeout};
 
 async fn amqp() -> SharedBus {

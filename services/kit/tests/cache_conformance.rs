@@ -4,10 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use skillup_kit::{
-    cache::{Expect, MemoryCache, SharedCache},
-    testing,
-};
+use skillup_kit::cache::{Expect, MemoryCache, SharedCache};
+use skillup_testkit as testing;
 
 async fn redis() -> SharedCache {
     Arc::new(testing::redis_cache().await)

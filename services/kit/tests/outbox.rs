@@ -11,16 +11,16 @@ use skillup_kit::{
     Shutdown,
     bus::{Consumer, SubscriptionSpec},
     outbox::{self, Outbox},
-    testing::Kind,
 };
 use skillup_proto::{
     auth::v1::{EmailVerified, TokensRevoked},
     common::v1::EventEnvelope,
     events::Event as _,
 };
+use skillup_testkit::Kind;
 use tokio::time::timeout;
 
-skillup_kit::both_adapters!(an_event_goes_out_only_with_its_commit_and_waits_for_a_relay);
+skillup_testkit::both_adapters!(an_event_goes_out_only_with_its_commit_and_waits_for_a_relay);
 
 const WAIT: Duration = Duration::from_secs(10);
 

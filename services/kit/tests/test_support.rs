@@ -1,10 +1,8 @@
 //! The test helpers themselves: a service started in-process on a free port answers through
 //! its client, on both real and embedded infrastructure.
 
-use skillup_kit::{
-    grpc::GrpcServer,
-    testing::{TestInfra, TestServer},
-};
+use skillup_kit::grpc::GrpcServer;
+use skillup_testkit::{TestInfra, TestServer};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -49,14 +47,14 @@ async fn a_server_on_embedded_infrastructure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_test_database_is_its_own_and_goes_away() {
     use sea_orm::{ConnectionTrait, Statement};
-    let a = skillup_kit::testing::TestDb::postgres().await;
-    let b = skillup_kit::testing::TestDb::postgres().await;
+    let a = skillup_testkit::TestDb::postgres().await;
+    let b = skillup_testkit::TestDb::postgres().await;
     assert_ne!(a.url, b.url);
     a.conn.execute_unprepared("CREATE TABLE only_in_a (id int)").await.unwrap();
     assert!(b.conn.execute_unprepared("SELECT * FROM only_in_a").await.is_err());
     let name = a.url.rsplit('/').next().unwrap().to_owned();
     drop(a);
-    let admin = skillup_kit::db::connect(&skillup_kit::testing::postgres_url(), 1).await.unwrap();
+    let admin = skillup_kit::db::connect(&skillup_testkit::postgres_url(), 1).await.unwrap();
     let row = admin
         .query_one_raw(Statement::from_string(
             admin.get_database_backend(),

@@ -9,7 +9,6 @@ use skillup_kit::{
     grpc::GrpcServer,
     identity::{Identity, IdentityKey, now_secs},
     mailer::OutboxMailer,
-    testing::{Kind, TestInfra, TestServer},
 };
 use skillup_proto::{
     ai::v1 as aipb,
@@ -17,6 +16,7 @@ use skillup_proto::{
         self as pb, NotificationKind, notification_service_client::NotificationServiceClient,
     },
 };
+use skillup_testkit::{Kind, TestInfra, TestServer};
 use tonic::{Request, Streaming, transport::Channel};
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ async fn harness(kind: Kind, replicas: usize) -> Harness {
     let mut out = Vec::new();
     let mut notifiers = Vec::new();
     let outbox = OutboxMailer::new(
-        std::env::temp_dir().join(format!("skillup-notify-{}", skillup_kit::testing::unique())),
+        std::env::temp_dir().join(format!("skillup-notify-{}", skillup_testkit::unique())),
         "SkillUp <no-reply@skillup.test>",
     );
     for _ in 0..replicas {
@@ -60,7 +60,7 @@ async fn harness(kind: Kind, replicas: usize) -> Harness {
     Harness { key, t, replicas: out, notifiers, outbox, _shutdown: shutdown }
 }
 
-skillup_kit::both_adapters!(
+skillup_testkit::both_adapters!(
     a_completion_reaches_an_open_stream_once_even_when_redelivered,
     a_reconnecting_client_gets_what_it_missed_in_order,
     a_user_on_either_replica_gets_every_event,

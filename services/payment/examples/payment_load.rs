@@ -98,5 +98,5 @@ async fn main() {
             (ok, errors, micros)
         }));
     }
-    println!("{}", skillup_kit::testing::load_report(&args.scenario, tasks, start).await);
+    println!("{}", skillup_testkit::load_report(&args.scenario, tasks, start).await);
 }

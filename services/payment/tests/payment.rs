@@ -6,13 +6,13 @@ use proptest::prelude::*;
 use skillup_kit::{
     grpc::GrpcServer,
     identity::{Identity, IdentityKey, now_secs},
-    testing::{Kind, TestInfra, TestServer},
 };
 use skillup_payment::{Ledger, SandboxProvider};
 use skillup_proto::{
     common::v1::{ErrorCode, Money, PageRequest},
     payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
 };
+use skillup_testkit::{Kind, TestInfra, TestServer};
 use tonic::{Code, Request, transport::Channel};
 use uuid::Uuid;
 
@@ -42,7 +42,7 @@ async fn harness(kind: Kind) -> Harness {
     }
 }
 
-skillup_kit::both_adapters!(
+skillup_testkit::both_adapters!(
     top_up_charge_refund_and_the_ledger,
     a_declined_top_up_moves_nothing_and_replays_its_answer,
     a_hundred_concurrent_debits_of_one_against_fifty,

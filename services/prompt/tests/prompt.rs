@@ -5,9 +5,9 @@ use std::{collections::HashMap, sync::Arc};
 use skillup_kit::{
     grpc::GrpcServer,
     identity::{Identity, IdentityKey, now_secs},
-    testing::{Kind, TestInfra, TestServer},
 };
 use skillup_proto::prompt::v1::{self as pb, prompt_service_client::PromptServiceClient};
+use skillup_testkit::{Kind, TestInfra, TestServer};
 use tonic::{Code, Request, transport::Channel};
 
 struct Harness {
@@ -28,7 +28,7 @@ async fn harness(kind: Kind) -> Harness {
     Harness { client: PromptServiceClient::new(server.channel()), key, _server: server, _t: t }
 }
 
-skillup_kit::both_adapters!(
+skillup_testkit::both_adapters!(
     the_starter_catalog_is_seeded_in_both_languages,
     build_prompt_renders_user_text_as_data,
     build_prompt_refuses_bad_input_with_the_field,

@@ -80,5 +80,5 @@ async fn main() {
             (ok, errors, micros)
         }));
     }
-    println!("{}", skillup_kit::testing::load_report("reserve+commit", tasks, start).await);
+    println!("{}", skillup_testkit::load_report("reserve+commit", tasks, start).await);
 }

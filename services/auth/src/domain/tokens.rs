@@ -10,12 +10,12 @@ use std::{
     time::Duration,
 };
 
+use crate::keys::KeyStore;
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use skillup_kit::keys::KeyStore;
 
 /// Largest token we look at.
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -304,7 +304,7 @@ fn load_set(dir: &std::path::Path) -> Result<KeySet, String> {
 
 #[cfg(test)]
 mod tests {
-    use skillup_kit::keys::{KeyStore, SigningKey};
+    use crate::keys::{KeyStore, SigningKey};
 
     use super::*;
 
@@ -330,7 +330,7 @@ mod tests {
     async fn a_cached_token_dies_with_its_key() {
         let dir = std::env::temp_dir().join(format!("skillup-tok-{}", uuid::Uuid::new_v4()));
         let store = KeyStore::new(&dir);
-        let old = SigningKey::from_pem(skillup_kit::testing::TEST_RSA_PRIVATE_PEM).unwrap();
+        let old = SigningKey::from_pem(skillup_testkit::TEST_RSA_PRIVATE_PEM).unwrap();
         store.store(&old, true).unwrap();
         let keys = TokenKeys::load(&dir, "skillup", "skillup-api").unwrap();
         let token = keys.sign(claims(unix_now())).await.unwrap();
@@ -354,7 +354,7 @@ mod tests {
     async fn time_claims_are_checked_on_cache_hits_too() {
         let dir = std::env::temp_dir().join(format!("skillup-tok-{}", uuid::Uuid::new_v4()));
         KeyStore::new(&dir)
-            .store(&SigningKey::from_pem(skillup_kit::testing::TEST_RSA_PRIVATE_PEM).unwrap(), true)
+            .store(&SigningKey::from_pem(skillup_testkit::TEST_RSA_PRIVATE_PEM).unwrap(), true)
             .unwrap();
         let keys = TokenKeys::load(&dir, "skillup", "skillup-api").unwrap();
         // Already past exp + leeway: refused on the first call and on a (forced) cache hit.

@@ -1,4 +1,5 @@
-//! Test support: every test gets its own PostgreSQL database (or SQLite file), Redis key
+//! SkillUp's test support (a dev-dependency only: the production binary carries neither these
+//! helpers nor the test signing key). Every test gets its own PostgreSQL database (or SQLite file), Redis key
 //! prefix and RabbitMQ exchange + queue prefix, so tests run in parallel against the one real
 //! server of each kind. A missing server is a failure that names the variable to set — never a
 //! silent skip.
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use crate::{
+use skillup_kit::{
     Readiness, Shutdown,
     bus::{AmqpBus, MemoryBus, SharedBus},
     cache::{MemoryCache, RedisCache, SharedCache},
@@ -46,7 +47,7 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh PostgreSQL database on the server at `DATABASE_URL`.
     pub async fn postgres() -> Self {
-        crate::install_crypto_provider();
+        skillup_kit::install_crypto_provider();
         let admin_url = postgres_url();
         let admin = db::connect(&admin_url, 1).await.unwrap_or_else(|e| {
             panic!(
@@ -113,7 +114,7 @@ fn replace_db_name(url: &str, name: &str) -> String {
 
 /// A Redis cache whose keys live under a prefix of this test's own.
 pub async fn redis_cache() -> RedisCache {
-    crate::install_crypto_provider();
+    skillup_kit::install_crypto_provider();
     let url = redis_url();
     RedisCache::connect(&url, format!("test:{}:", unique())).await.unwrap_or_else(|e| {
         panic!("Redis is required for this test: set REDIS_URL (tried {url}): {e}")
@@ -122,7 +123,7 @@ pub async fn redis_cache() -> RedisCache {
 
 /// A RabbitMQ bus with an exchange and queue prefix of this test's own.
 pub async fn amqp_bus() -> AmqpBus {
-    crate::install_crypto_provider();
+    skillup_kit::install_crypto_provider();
     let url = amqp_url();
     let id = unique();
     AmqpBus::connect(
@@ -169,8 +170,8 @@ impl TestInfra {
     ) -> Self {
         let readiness = Readiness::new()
             .merge(&db::probe(db.conn.clone()))
-            .merge(&crate::cache::probe(cache.clone()))
-            .merge(&crate::bus::probe(bus.clone()));
+            .merge(&skillup_kit::cache::probe(cache.clone()))
+            .merge(&skillup_kit::bus::probe(bus.clone()));
         let infra = Infra {
             db: db.conn.clone(),
             cache,
@@ -239,10 +240,10 @@ impl Kind {
 macro_rules! both_adapters {
     ($($case:ident),* $(,)?) => {
         mod real_servers {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case($crate::testing::Kind::Real).await })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case($crate::Kind::Real).await })*
         }
         mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case($crate::testing::Kind::Embedded).await })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case($crate::Kind::Embedded).await })*
         }
     };
 }
@@ -253,7 +254,7 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     channel: tonic::transport::Channel,
     shutdown: Shutdown,
-    handle: Option<tokio::task::JoinHandle<crate::Result<()>>>,
+    handle: Option<tokio::task::JoinHandle<skillup_kit::Result<()>>>,
 }
 
 impl TestServer {

@@ -14,7 +14,7 @@ use rsa::{
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use skillup_kit::{Error, Result, files};
 
 /// Key size the platform signs with.
 pub const RSA_BITS: usize = 4096;
@@ -96,7 +96,7 @@ impl KeyStore {
 
     /// Writes a key as `<kid>.pem` (0600); makes it the signing key when `make_current`.
     pub fn store(&self, key: &SigningKey, make_current: bool) -> Result<PathBuf> {
-        crate::files::private_dir(&self.dir)?;
+        files::private_dir(&self.dir)?;
         let path = self.dir.join(format!("{}.pem", key.kid));
         write_private(&path, key.private_pem.expose_secret().as_bytes())?;
         if make_current {
@@ -176,7 +176,7 @@ impl KeyStore {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(crate::files::replace_private(path, bytes)?)
+    Ok(files::replace_private(path, bytes)?)
 }
 
 #[cfg(test)]
@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn the_shared_test_key_loads_with_a_stable_kid() {
         let key =
-            SigningKey::from_pem(crate::testing::TEST_RSA_PRIVATE_PEM).expect("test key loads");
+            SigningKey::from_pem(skillup_testkit::TEST_RSA_PRIVATE_PEM).expect("test key loads");
         assert_eq!(key.e, "AQAB");
         assert_eq!(key.n.len(), 683, "4096-bit modulus");
         assert_eq!(key.kid, thumbprint(&key.n, &key.e));
@@ -204,7 +204,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skillup-keys-{}", uuid::Uuid::new_v4()));
         let store = KeyStore::new(&dir);
         assert!(store.current_kid().unwrap().is_none());
-        let key = SigningKey::from_pem(crate::testing::TEST_RSA_PRIVATE_PEM).unwrap();
+        let key = SigningKey::from_pem(skillup_testkit::TEST_RSA_PRIVATE_PEM).unwrap();
         store.store(&key, true).unwrap();
         assert_eq!(store.current_kid().unwrap().as_deref(), Some(key.kid.as_str()));
         assert_eq!(store.ensure_signing_key().await.unwrap(), (key.kid.clone(), false));
