@@ -196,3 +196,4 @@ if missing:
 p("## Footprint\n")
 rss = [j["rss_kib"] for r in R for j in jsons("rss", r) if "rss_kib" in j]
 p(f"- idle RSS of `skillup up` (every component, embedded defaults, 5 s after ready): **{med(rss) / 1024:.1f} MiB** (range {rng([x / 1024 for x in rss])} MiB)")
+p("\nEarlier runs, A/B comparisons and where the time went: [benchmarks-history.md](benchmarks-history.md).")

@@ -103,9 +103,6 @@ pub struct Auth {
 /// How long a device that signed in stays known (see [`Auth::login`]).
 const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
 
-/// The table `user.registered` events wait in.
-pub const OUTBOX: &str = "auth_outbox";
-
 /// One cached account row: (identity stamp it was read under, when, the row).
 type Profile = (String, Instant, user::Model);
 
@@ -138,7 +135,7 @@ impl Auth {
         let dummy_hash = password::hash(SecretString::from(secrets::new_token()), cfg.bcrypt_cost)
             .await
             .map_err(AuthError::Internal)?;
-        let outbox = Outbox::new(db.clone(), bus.clone(), OUTBOX);
+        let outbox = Outbox::new(db.clone(), bus.clone(), crate::store::OUTBOX);
         Ok(Self { db, cache, bus, mailer, keys, cfg, dummy_hash, profiles: Arc::default(), outbox })
     }
 

@@ -1,7 +1,7 @@
 //! The bus port's behaviour, run against both adapters: the real RabbitMQ of this machine
 //! (`AMQP_URL`) and the in-process bus. Each case is generated once per adapter. The broker
 //! fault cases (connections closed, broker restarted) disturb every client of the broker, so
-//! they are `#[ignore]`d here and run serially by `scripts/test` (see the README).
+//! they are `#[ignore]`d here and run serially by `scripts/test` (see docs/testing.md).
 
 use std::{sync::Arc, time::Duration};
 

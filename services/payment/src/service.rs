@@ -36,9 +36,6 @@ pub struct Ledger {
     provider: Arc<dyn PaymentProvider>,
 }
 
-/// The table `payment.succeeded` / `payment.failed` events wait in until the broker has them.
-pub const OUTBOX: &str = "payment_outbox";
-
 /// A ledger entry and whether this call made it (false: an idempotent replay).
 pub type Outcome = (transaction::Model, bool);
 
@@ -143,7 +140,7 @@ enum Refused {
 
 impl Ledger {
     pub fn new(db: DatabaseConnection, bus: SharedBus, provider: Arc<dyn PaymentProvider>) -> Self {
-        Self { outbox: Outbox::new(db.clone(), bus, OUTBOX), db, provider }
+        Self { outbox: Outbox::new(db.clone(), bus, crate::store::OUTBOX), db, provider }
     }
 
     pub async fn balance(&self, user: Uuid, currency: &str) -> Result<pb::Balance> {

@@ -149,9 +149,6 @@ const KNOWN_MAX: usize = 100_000;
 /// The plans as last read, and when.
 type PlanCache = Arc<std::sync::RwLock<Option<(std::time::Instant, Arc<Vec<plan::Model>>)>>>;
 
-/// The table `subscription.changed` events wait in until the broker has them.
-pub const OUTBOX: &str = "subscribe_outbox";
-
 /// How long the plans stay in memory.
 const PLANS_TTL: Duration = Duration::from_secs(60);
 
@@ -262,7 +259,7 @@ impl Subscriptions {
         cache: SharedCache,
         billing: Arc<dyn Billing>,
     ) -> Self {
-        let outbox = Outbox::new(db.clone(), bus, OUTBOX);
+        let outbox = Outbox::new(db.clone(), bus, crate::store::OUTBOX);
         Self { db, cache, billing, plans: Arc::default(), known: Arc::default(), outbox }
     }
 

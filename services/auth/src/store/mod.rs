@@ -2,3 +2,6 @@
 
 pub mod entities;
 pub mod migration;
+
+/// The table `user.registered` events wait in.
+pub const OUTBOX: &str = "auth_outbox";

@@ -2,3 +2,6 @@
 
 pub mod entities;
 pub mod migration;
+
+/// The table `payment.succeeded` / `payment.failed` events wait in until the broker has them.
+pub const OUTBOX: &str = "payment_outbox";

@@ -12,7 +12,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(M0001Init),
-            Box::new(skillup_kit::outbox::Migration::new("m0002_outbox", crate::service::OUTBOX)),
+            Box::new(skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX)),
             Box::new(M0003PlanChanges),
         ]
     }

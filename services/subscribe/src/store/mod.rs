@@ -2,3 +2,6 @@
 
 pub mod entities;
 pub mod migration;
+
+/// The table `subscription.changed` events wait in until the broker has them.
+pub const OUTBOX: &str = "subscribe_outbox";

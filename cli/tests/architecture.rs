@@ -1,0 +1,220 @@
+//! The layering rules of docs/architecture.md, checked on the tree as it is: a rule that breaks
+//! fails the suite, naming the file or the dependency.
+//!
+//! - service crates (and the edge and the kit) never depend on one another — normal, build or
+//!   dev-dependencies, read from `cargo metadata`; the kit depends on no service;
+//! - no `tonic`, `prost` or generated `pb` type in a `domain/` or `store/` module, and a store
+//!   imports neither the rules nor the transport;
+//! - no event name as a string literal outside the catalogue (`skillup_proto::events`).
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+}
+
+/// Every `.rs` file below `dir`, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if !matches!(name.as_str(), "target" | "node_modules" | ".git" | ".venv-tools") {
+                    stack.push(p);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The crates that must not know one another: every service, the edge and the kit.
+const ISOLATED: &[&str] = &[
+    "skillup-kit",
+    "skillup-auth",
+    "skillup-prompt",
+    "skillup-payment",
+    "skillup-subscribe",
+    "skillup-ai",
+    "skillup-notification",
+    "skillup-edge",
+];
+
+/// What an isolated crate may depend on among the workspace's crates.
+const SHARED: &[&str] = &["skillup-proto", "skillup-kit", "skillup-testkit"];
+
+/// The violations of the crate rule in `cargo metadata` output.
+fn crate_violations(metadata: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().unwrap_or_default();
+        if !ISOLATED.contains(&name) {
+            continue;
+        }
+        for dep in package["dependencies"].as_array().expect("dependencies") {
+            let dep_name = dep["name"].as_str().unwrap_or_default();
+            let kind = dep["kind"].as_str().unwrap_or("normal");
+            let internal = dep_name.starts_with("skillup");
+            let allowed = SHARED.contains(&dep_name)
+                && !(name == "skillup-kit" && kind == "normal" && dep_name == "skillup-testkit");
+            if internal && !allowed && dep_name != name {
+                bad.push(format!("{name} depends on {dep_name} ({kind})"));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn service_crates_meet_only_through_the_contracts() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let names: BTreeSet<&str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for crate_name in ISOLATED {
+        assert!(names.contains(crate_name), "{crate_name} is not in the workspace any more");
+    }
+    let bad = crate_violations(&metadata);
+    assert!(bad.is_empty(), "service crates depend on one another:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_crate_rule_catches_a_dev_dependency_between_services() {
+    // The rule itself, on a tree that breaks it: a test-only dependency counts too.
+    let broken = serde_json::json!({"packages": [
+        {"name": "skillup-ai", "dependencies": [
+            {"name": "skillup-proto", "kind": null},
+            {"name": "skillup-subscribe", "kind": "dev"}
+        ]},
+        {"name": "skillup-kit", "dependencies": [{"name": "skillup-auth", "kind": null}]},
+        {"name": "skillup", "dependencies": [{"name": "skillup-ai", "kind": null}]}
+    ]});
+    assert_eq!(
+        crate_violations(&broken),
+        [
+            "skillup-ai depends on skillup-subscribe (dev)",
+            "skillup-kit depends on skillup-auth (normal)"
+        ]
+    );
+}
+
+/// Lines of `src` that name a transport type or reach for the rules, for a `domain/` or
+/// `store/` module.
+fn layer_violations(src: &str) -> Vec<String> {
+    let forbidden = [
+        "tonic::",
+        "prost::",
+        "prost_types::",
+        "skillup_proto",
+        "pb::",
+        "crate::service",
+        "crate::grpc",
+        "crate::worker",
+    ];
+    src.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            forbidden.iter().any(|f| code.contains(f))
+        })
+        .map(|(n, line)| format!("{}: {}", n + 1, line.trim()))
+        .collect()
+}
+
+#[test]
+fn domain_and_store_modules_know_no_transport_and_no_rules() {
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for file in
+        rust_files(&root().join("services")).into_iter().chain(rust_files(&root().join("edge/src")))
+    {
+        let rel = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        let layered = rel.contains("/src/domain/")
+            || rel.contains("/src/store/")
+            || rel.ends_with("/src/domain.rs")
+            || rel.ends_with("/src/store.rs");
+        if !layered {
+            continue;
+        }
+        seen += 1;
+        let src = std::fs::read_to_string(&file).unwrap();
+        bad.extend(layer_violations(&src).into_iter().map(|l| format!("{rel}:{l}")));
+    }
+    assert!(seen >= 10, "only {seen} domain/store files found: has the layout moved?");
+    assert!(bad.is_empty(), "transport types or rules below the rules:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_layer_rule_catches_a_protobuf_type_in_a_store() {
+    let broken =
+        "use sea_orm::Set;\n// pb:: in a comment is fine\npub fn f(s: pb::Subscription) {}\n";
+    assert_eq!(layer_violations(broken), ["3: pub fn f(s: pb::Subscription) {}"]);
+    assert!(layer_violations("use crate::domain::Tier;\n").is_empty());
+}
+
+/// `"name"` literals of catalogue events in `src`, with their line numbers.
+fn event_literals(src: &str, names: &[&str]) -> Vec<String> {
+    src.lines()
+        .enumerate()
+        .flat_map(|(n, line)| {
+            names
+                .iter()
+                .filter(move |name| line.contains(&format!("\"{name}\"")))
+                .map(move |name| format!("{}: {name}", n + 1))
+        })
+        .collect()
+}
+
+#[test]
+fn event_names_are_written_only_in_the_catalogue() {
+    let all = skillup_proto::events::all();
+    let names: Vec<&str> = all.iter().map(|(kind, _)| *kind).collect();
+    // The catalogue, and this file (its own test names some on purpose).
+    let skip = [root().join("src/events.rs"), root().join("cli/tests/architecture.rs")];
+    let mut bad = Vec::new();
+    for file in rust_files(&root()) {
+        if skip.contains(&file) {
+            continue;
+        }
+        let src = std::fs::read_to_string(&file).unwrap();
+        let rel = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        bad.extend(event_literals(&src, &names).into_iter().map(|l| format!("{rel}:{l}")));
+    }
+    assert!(
+        bad.is_empty(),
+        "event names typed by hand (use `<Message as Event>::KIND`):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_event_rule_catches_a_hand_typed_name() {
+    let broken =
+        "bus.publish(\"generation.completed\", msg);\nlet k = GenerationCompleted::KIND;\n";
+    assert_eq!(
+        event_literals(broken, &["generation.completed", "payment.failed"]),
+        ["1: generation.completed"]
+    );
+}
