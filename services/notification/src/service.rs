@@ -13,7 +13,8 @@ use chrono::Utc;
 use prost::Message as _;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, sea_query::Expr,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, Query},
 };
 use skillup_kit::{
     Shutdown,
@@ -47,6 +48,9 @@ pub const SOURCES: [&str; 5] = [
     paypb::PaymentFailed::KIND,
     subpb::SubscriptionChanged::KIND,
 ];
+/// The notifications the digest emails.
+const DIGESTED: [NotificationKind; 2] =
+    [NotificationKind::GenerationCompleted, NotificationKind::GenerationFailed];
 /// Producer events unsettled at once (the consumer's prefetch).
 const EVENTS_IN_FLIGHT: usize = 64;
 /// Workers storing events, each for the users that hash to it.
@@ -385,25 +389,27 @@ impl Notifier {
                 created_at: Set(Utc::now()),
                 read_at: Set(None),
             };
-            match row.insert(&self.db).await {
+            // The row and the digest's flag together: a digest that claims the contact sees
+            // either both or neither (see `send_digests`).
+            let txn = self.db.begin().await?;
+            match row.insert(&txn).await {
                 Ok(n) => {
-                    metrics::counter!("notifications_created_total").increment(1);
-                    if matches!(
-                        kind,
-                        NotificationKind::GenerationCompleted | NotificationKind::GenerationFailed
-                    ) {
+                    if DIGESTED.contains(&kind) {
                         // The next digest emails it (when the user has an address on file).
                         contact::Entity::update_many()
                             .col_expr(contact::Column::MailPending, Expr::value(true))
                             .filter(contact::Column::UserId.eq(user))
-                            .exec(&self.db)
+                            .exec(&txn)
                             .await?;
                     }
+                    txn.commit().await?;
+                    metrics::counter!("notifications_created_total").increment(1);
                     return Ok(Some(n));
                 }
                 // This very event is stored already (a redelivery): the stored one. Otherwise
                 // another event took this sequence number: the next.
                 Err(e) if skillup_kit::db::is_unique_violation(&e) => {
+                    txn.rollback().await?;
                     let existing = item::Entity::find()
                         .filter(item::Column::EventId.eq(env.id.clone()))
                         .one(&self.db)
@@ -615,18 +621,26 @@ impl Notifier {
             let items = item::Entity::find()
                 .filter(item::Column::UserId.eq(c.user_id))
                 .filter(item::Column::Seq.gt(c.emailed_seq))
-                .filter(item::Column::Kind.is_in([
-                    NotificationKind::GenerationCompleted as i32,
-                    NotificationKind::GenerationFailed as i32,
-                ]))
+                .filter(item::Column::Kind.is_in(DIGESTED.map(|k| k as i32)))
                 .order_by_asc(item::Column::Seq)
                 .limit(50)
                 .all(&self.db)
                 .await?;
             let upto = items.last().map_or(c.emailed_seq, |n| n.seq);
+            // Still pending if something newer than this digest is stored by now: decided in
+            // the claiming statement itself, so a notification stored while this digest was
+            // being read is never marked as sent (its insert holds the contact row until its
+            // commit, and the claim waits for it).
+            let newer = Query::select()
+                .expr(Expr::value(1))
+                .from(item::Entity)
+                .and_where(item::Column::UserId.eq(c.user_id))
+                .and_where(item::Column::Seq.gt(upto))
+                .and_where(item::Column::Kind.is_in(DIGESTED.map(|k| k as i32)))
+                .to_owned();
             let claimed = contact::Entity::update_many()
                 .col_expr(contact::Column::EmailedSeq, Expr::value(upto))
-                .col_expr(contact::Column::MailPending, Expr::value(false))
+                .col_expr(contact::Column::MailPending, Expr::exists(newer))
                 .filter(contact::Column::UserId.eq(c.user_id))
                 .filter(contact::Column::EmailedSeq.eq(c.emailed_seq))
                 .filter(contact::Column::MailPending.eq(true))
