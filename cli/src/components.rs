@@ -93,7 +93,8 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
         .shutdown_timings(
             Duration::from_millis(config.shutdown.drain_ms),
             Duration::from_millis(config.shutdown.grace_ms),
-        );
+        )
+        .limits(config.grpc.max_concurrent_rpcs, Duration::from_millis(config.grpc.rpc_timeout_ms));
     // The worker's run: awaited before the process exits, so SIGTERM lets the tasks in hand
     // finish (within the grace) instead of cutting them off to be paid for twice elsewhere.
     let mut worker_run = None;

@@ -98,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Duration::from_millis(config.shutdown.drain_ms),
             Duration::from_millis(config.shutdown.grace_ms),
         )
+        .limits(config.grpc.max_concurrent_rpcs, Duration::from_millis(config.grpc.rpc_timeout_ms))
         .bind_to(listener)
         .await
         .context("starting gRPC")?;

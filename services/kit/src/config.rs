@@ -63,6 +63,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// Shutdown timings.
     pub shutdown: ShutdownConfig,
+    /// Every gRPC server's limits.
+    pub grpc: GrpcConfig,
     /// How often readiness probes run, in milliseconds.
     pub readiness_interval_ms: u64,
     /// The auth service.
@@ -419,6 +421,19 @@ pub struct BusConfig {
     pub publish_timeout_ms: u64,
 }
 
+/// Every gRPC server's back-pressure (`SKILLUP_GRPC__…`): past `max_concurrent_rpcs` calls in
+/// flight a server refuses more at once with UNAVAILABLE (a client retries elsewhere or
+/// later) instead of queueing them; no call runs past `rpc_timeout_ms` (DEADLINE_EXCEEDED).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Calls one server runs at once (a server stream counts until its first answer).
+    pub max_concurrent_rpcs: usize,
+    /// The server's own deadline for one call, milliseconds (a caller's shorter
+    /// `grpc-timeout` still wins).
+    pub rpc_timeout_ms: u64,
+}
+
 /// Shutdown timings (`SKILLUP_SHUTDOWN__…`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -449,6 +464,7 @@ impl Default for Config {
                 publish_timeout_ms: 10_000,
             },
             shutdown: ShutdownConfig { drain_ms: 2_000, grace_ms: 30_000 },
+            grpc: GrpcConfig { max_concurrent_rpcs: 1_024, rpc_timeout_ms: 300_000 },
             readiness_interval_ms: 2_000,
             auth: AuthConfig {
                 issuer: "skillup".into(),
@@ -663,6 +679,20 @@ impl Config {
         }
         if self.bus.prefetch == 0 {
             return Err(bad("bus.prefetch", "SKILLUP_BUS__PREFETCH", "must be at least 1"));
+        }
+        if self.grpc.max_concurrent_rpcs == 0 {
+            return Err(bad(
+                "grpc.max_concurrent_rpcs",
+                "SKILLUP_GRPC__MAX_CONCURRENT_RPCS",
+                "must be at least 1",
+            ));
+        }
+        if self.grpc.rpc_timeout_ms < 1_000 {
+            return Err(bad(
+                "grpc.rpc_timeout_ms",
+                "SKILLUP_GRPC__RPC_TIMEOUT_MS",
+                "must be at least 1000",
+            ));
         }
         if self.db_max_connections == 0 {
             return Err(bad(

@@ -295,3 +295,130 @@ fn grpc_timeouts_are_read_in_every_unit() {
     }
     assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
 }
+
+/// A service (`test.Gated/Wait`) whose calls wait until the test opens the gate, counting the
+/// calls that reached it: what a server does while it is full is then seen without timing.
+#[derive(Clone)]
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    entered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl NamedService for Gated {
+    const NAME: &'static str = "test.Gated";
+}
+
+struct GatedWait(Gated);
+
+impl UnaryService<()> for GatedWait {
+    type Response = ();
+    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        let g = self.0.clone();
+        Box::pin(async move {
+            g.entered.fetch_add(1, Ordering::SeqCst);
+            let _pass = g.gate.acquire().await.expect("gate open");
+            Ok(Response::new(()))
+        })
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Gated {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<(), ()>::default());
+            Ok(grpc.unary(GatedWait(this), req).await)
+        })
+    }
+}
+
+async fn call_gated(channel: ServiceChannel) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/test.Gated/Wait");
+    grpc.unary::<(), (), _>(Request::new(()), path, tonic_prost::ProstCodec::default())
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_sheds_calls_at_once_and_its_deadline_ends_calls_that_hang() {
+    let gated =
+        Gated { gate: Arc::new(tokio::sync::Semaphore::new(0)), entered: Default::default() };
+    let server = GrpcServer::builder()
+        .add_service(gated.clone())
+        .limits(4, Duration::from_secs(300))
+        .shutdown_timings(Duration::ZERO, Duration::from_secs(5))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let local = server.local_channel();
+    let addr = server.local_addr();
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(server.run(shutdown.clone()));
+    let network = ServiceChannel::Network(channel(addr).await);
+
+    // Four calls take the four slots and wait at the gate.
+    let held: Vec<_> = (0..4).map(|_| tokio::spawn(call_gated(network.clone()))).collect();
+    while gated.entered.load(Ordering::SeqCst) < 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Every further call, over the network or in-process, is refused while the gate is still
+    // shut: answered at once, not queued behind the four.
+    let slot = LocalSlot::new();
+    slot.fill(local);
+    let in_process = ServiceChannel::InProcess(slot);
+    let extra: Vec<_> = (0..40)
+        .map(|i| {
+            let ch = if i % 2 == 0 { network.clone() } else { in_process.clone() };
+            tokio::spawn(call_gated(ch))
+        })
+        .collect();
+    for call in extra {
+        // (The bound only keeps a broken server from hanging the suite.)
+        let answer = tokio::time::timeout(Duration::from_secs(10), call).await;
+        let err =
+            answer.expect("answered, not queued").unwrap().expect_err("a full server refuses");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("limit of concurrent calls"), "{err:?}");
+    }
+    assert_eq!(gated.entered.load(Ordering::SeqCst), 4, "no refused call reached the service");
+    assert!(held.iter().all(|h| !h.is_finished()), "the four are still waiting at the gate");
+
+    // Open the gate: the four finish, and their slots serve new calls.
+    gated.gate.add_permits(1_000);
+    for h in held {
+        h.await.unwrap().expect("a call that got a slot completes");
+    }
+    call_gated(network.clone()).await.expect("slots are given back");
+    call_gated(in_process).await.expect("in-process too");
+    shutdown.trigger();
+    handle.await.unwrap().unwrap();
+
+    // A call that hangs ends at the server's deadline, without a deadline from the caller.
+    let gated =
+        Gated { gate: Arc::new(tokio::sync::Semaphore::new(0)), entered: Default::default() };
+    let server = GrpcServer::builder()
+        .add_service(gated.clone())
+        .limits(4, Duration::from_millis(200))
+        .shutdown_timings(Duration::ZERO, Duration::from_secs(5))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(server.run(shutdown.clone()));
+    let err = call_gated(ServiceChannel::Network(channel(addr).await)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("server's deadline of 200 ms"), "{err:?}");
+    assert_eq!(gated.entered.load(Ordering::SeqCst), 1);
+    shutdown.trigger();
+    handle.await.unwrap().unwrap();
+}
