@@ -1231,7 +1231,7 @@ async fn services_that_are_restarting_are_asked_again(kind: Kind) {
         .generate(&id, gen_req("photosynthesis", "quiz", pb::Mode::Sync))
         .await
         .expect("answered once the services are back");
-    assert!(matches!(out, skillup_ai::service::Outcome::Inline(_)));
+    assert!(matches!(out, skillup_ai::generate::Outcome::Inline(_)));
     assert!(started.elapsed() >= Duration::from_millis(150), "it did wait for them");
     let mut h = h;
     let u = settled_usage(&mut h, user).await;

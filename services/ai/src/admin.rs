@@ -18,16 +18,17 @@ use skillup_kit::{
     bus::{Consumer, DEATH_REASON_HEADER, Delivery, Message},
     identity::Identity,
 };
-use skillup_proto::{
-    ai::v1::{self as pb, generation_admin_service_server::GenerationAdminServiceServer},
-    subscribe::v1::ReserveQuotaRequest,
+use skillup_proto::ai::v1::{
+    self as pb, generation_admin_service_server::GenerationAdminServiceServer,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    service::{Generator, QUEUE, TASK_HOLD_TTL, queue_spec, status_of},
+    generator::Generator,
+    ports::HoldAsk,
     store::task,
+    tasks::{QUEUE, TASK_HOLD_TTL, queue_spec, status_of},
 };
 
 /// The scope every admin call needs.
@@ -234,23 +235,18 @@ impl Generator {
         let input_estimate = (t.messages.len() / 4) as u64;
         let tokens = (input_estimate + t.max_tokens.max(1) as u64).max(1);
         let key = format!("ai:requeue:{id}:{}", t.updated_at.timestamp_millis());
-        let hold = self
-            .inner
-            .quota
-            .clone()
-            .reserve_quota(ReserveQuotaRequest {
-                user_id: t.user_id.to_string(),
-                function_id: t.function.clone(),
-                tokens,
-                idempotency_key: key,
-                ttl_seconds: TASK_HOLD_TTL,
-            })
-            .await;
-        let hold = match hold {
-            Ok(h) => h.into_inner(),
-            Err(s) => return Requeue::Refused(format!("quota: {}", s.message())),
+        let ask = HoldAsk {
+            user: t.user_id,
+            function: t.function.clone(),
+            tokens,
+            key,
+            ttl_secs: TASK_HOLD_TTL,
         };
-        let Ok(hold_id) = Uuid::parse_str(&hold.hold_id) else {
+        let hold = match self.inner.quota.reserve(&ask).await {
+            Ok(h) => h,
+            Err(e) => return Requeue::Refused(format!("quota: {e}")),
+        };
+        let Ok(hold_id) = Uuid::parse_str(&hold.id) else {
             return Requeue::Refused("subscribe returned a bad hold id".into());
         };
         let n = task::Entity::update_many()
@@ -268,15 +264,15 @@ impl Generator {
         match n {
             Ok(r) if r.rows_affected == 1 => {}
             Ok(_) => {
-                self.release(&hold.hold_id).await;
+                self.release(&hold.id).await;
                 return Requeue::Stale("task changed meanwhile: dead letter dropped".into());
             }
             Err(e) => {
-                self.release(&hold.hold_id).await;
+                self.release(&hold.id).await;
                 return Requeue::Refused(format!("database: {e}"));
             }
         }
-        let job = pb::GenerationJob { hold_id: hold.hold_id.clone(), ..job.clone() };
+        let job = pb::GenerationJob { hold_id: hold.id.clone(), ..job.clone() };
         let mut msg = Message::new(job.encode_to_vec()).with_priority(hold.priority.min(9) as u8);
         msg.id = id.to_string();
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
@@ -289,7 +285,7 @@ impl Generator {
                 .filter(task::Column::Status.eq("queued"))
                 .exec(db)
                 .await;
-            self.release(&hold.hold_id).await;
+            self.release(&hold.id).await;
             return Requeue::Refused(format!("queue: {e}"));
         }
         self.cache_task(&task::Model {

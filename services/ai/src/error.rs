@@ -21,6 +21,12 @@ pub enum AiError {
     /// An idempotency key sent again with another request.
     #[error("{0}")]
     KeyReused(String),
+    /// No plan of the caller includes the function.
+    #[error("{0}")]
+    NotSubscribed(String),
+    /// The plan includes it, but the period's quota is used up.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A refusal from the prompt or subscribe service, passed on as it came.
     #[error("{}", .0.message())]
     Upstream(Status),
@@ -68,6 +74,8 @@ impl From<AiError> for Status {
             AiError::NotFound(_) => status(ErrorCode::NotFound, msg),
             AiError::Conflict(_) => status(ErrorCode::Conflict, msg),
             AiError::KeyReused(_) => status(ErrorCode::IdempotencyKeyReused, msg),
+            AiError::NotSubscribed(_) => status(ErrorCode::SubscriptionRequired, msg),
+            AiError::QuotaExceeded(_) => status(ErrorCode::QuotaExceeded, msg),
             AiError::Upstream(s) => s,
             AiError::Provider(p) => {
                 tracing::warn!(error = %p, "generation failed at the provider");

@@ -7,7 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::service::{Generator, Outcome};
+use crate::{generate::Outcome, generator::Generator};
 
 #[derive(Clone)]
 pub struct AiGrpc {

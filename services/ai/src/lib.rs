@@ -3,24 +3,35 @@
 //! `generate.long` for the worker; quota held at the subscribe service and settled by the
 //! tokens actually used; identical requests answered from the result cache.
 //!
-//! Reads top-down: [`build`] / [`build_worker`] wire it; [`grpc`] is the tonic adapter;
-//! [`service`] the rules; [`worker`] the queue consumer; [`providers`] the provider port and
-//! its adapters; [`fake`] a local stand-in for the paid providers (tests and benchmarks).
+//! Reads top-down: [`build`] / [`build_worker`] wire it; [`grpc`] is the tonic adapter; the
+//! rules, one concern a module: [`generator`] (state, prepare, what every mode shares),
+//! [`generate`] (inline), [`stream`], [`tasks`] (queued), [`idempotency`], [`holds`] (quota),
+//! [`results`] (the result cache); [`worker`] the queue consumer; [`providers`] the provider
+//! port and its adapters; [`store`] the task table; [`fake`] a local stand-in for the paid
+//! providers (tests and benchmarks).
 
 pub mod admin;
+pub mod clients;
 pub mod error;
 pub mod fake;
+pub mod generate;
+pub mod generator;
 pub mod grpc;
+pub mod holds;
+pub mod idempotency;
+pub mod ports;
 pub mod providers;
-pub mod service;
+pub mod results;
 pub mod store;
+pub mod stream;
+pub mod tasks;
 pub mod worker;
 
 use skillup_kit::grpc::ServiceChannel;
 use skillup_kit::{config::AiConfig, infra::Infra};
 
 pub use crate::{
-    admin::AdminGrpc, grpc::AiGrpc, providers::Chain, service::Generator, worker::Worker,
+    admin::AdminGrpc, generator::Generator, grpc::AiGrpc, providers::Chain, worker::Worker,
 };
 
 /// Runs the ai service's migrations.
@@ -39,9 +50,9 @@ pub async fn generator(
     migrate(&infra.db).await.map_err(|e| format!("ai migrations: {e}"))?;
     infra
         .bus
-        .declare_queue(&service::queue_spec(cfg))
+        .declare_queue(&tasks::queue_spec(cfg))
         .await
-        .map_err(|e| format!("declaring {}: {e}", service::QUEUE))?;
+        .map_err(|e| format!("declaring {}: {e}", tasks::QUEUE))?;
     let chain = Chain::from_config(cfg)?;
     tracing::info!(providers = ?chain.names(), "generation providers, in fallback order");
     Ok(Generator::new(
@@ -50,8 +61,8 @@ pub async fn generator(
         infra.bus.clone(),
         chain,
         cfg.clone(),
-        subscribe.into(),
-        prompt.into(),
+        std::sync::Arc::new(clients::GrpcQuota::new(subscribe)),
+        std::sync::Arc::new(clients::GrpcPrompts::new(prompt)),
     ))
 }
 

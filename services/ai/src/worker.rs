@@ -25,13 +25,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    generator::Generator,
     providers::{ChatMessage, ChatRequest},
-    service::{Generator, QUEUE, queue_spec, task_pb},
     store::task,
+    tasks::{QUEUE, REQUEST_ID_HEADER, queue_spec, task_pb},
 };
-
-/// Message header carrying the request id of the call that queued the task.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Running tasks by id, so a cancel event can stop one.
 type Running = Arc<Mutex<HashMap<Uuid, CancellationToken>>>;

@@ -1,0 +1,73 @@
+//! `Generate`: inline (from the cache or the provider) or queued, by the request's mode.
+
+use skillup_kit::identity::Identity;
+use skillup_proto::ai::v1::{self as pb};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+use crate::generator::*;
+use crate::idempotency::Claim;
+
+/// What `Generate` did.
+pub enum Outcome {
+    Inline(pb::Completion),
+    Queued(pb::TaskRef),
+}
+
+impl Generator {
+    /// `Generate`: inline or queued by the mode.
+    pub async fn generate(&self, identity: &Identity, req: pb::GenerateRequest) -> Result<Outcome> {
+        let p = self.prepare(identity, req).await?;
+        if self.queues(&p) {
+            let task = self.enqueue(p).await?;
+            return Ok(Outcome::Queued(pb::TaskRef {
+                status_url: format!("/api/generate/{}", task.id),
+                task_id: task.id,
+                status: task.status,
+            }));
+        }
+        match self.claim(&p).await? {
+            None => self.inline(&p).await.map(Outcome::Inline),
+            Some(Claim::Replay(c)) => Ok(Outcome::Inline(c)),
+            Some(Claim::Ours { key, fingerprint }) => {
+                let res = self.inline(&p).await;
+                self.settle_claim(&key, &fingerprint, res.as_ref().ok()).await;
+                res.map(Outcome::Inline)
+            }
+        }
+    }
+
+    pub(crate) async fn inline(&self, p: &Prepared) -> Result<pb::Completion> {
+        let id = Uuid::now_v7();
+        let key = format!("ai:{id}");
+        if let Some(hit) = self.cached(p).await {
+            self.charge_hit(p, &key, hit.answer.usage).await?;
+            metrics::counter!("ai_cache_hits_total").increment(1);
+            return Ok(completion(&id, &hit.provider, hit.answer, true));
+        }
+        let (hold, _) = self.reserve(p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
+        let started = std::time::Instant::now();
+        match self.inner.chain.complete(&p.req.function, |m| self.chat(p, m)).await {
+            Ok((served, answer)) => {
+                metrics::histogram!("ai_provider_seconds", "mode" => "sync")
+                    .record(started.elapsed().as_secs_f64());
+                // Settle and cache off the answer's path: the answer is produced either way, and
+                // a hold a crash leaves unsettled lapses back to the user (under-charge, never
+                // over).
+                let (this, tokens, label) =
+                    (self.clone(), answer.usage.total() as u64, served.label);
+                let (key, kept) = (self.result_key(p), answer.clone());
+                tokio::spawn(async move {
+                    this.remember_at(&key, label, &kept).await;
+                    this.commit(&hold, tokens).await;
+                });
+                Ok(completion(&id, served.label, answer, false))
+            }
+            Err(e) => {
+                self.release(&hold).await;
+                Err(e.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The generator: its state, and what every way of generating shares — the request checked
+//! and its prompt built (`prepare`), the provider request, the answer as the API shows it, and
+//! the quota and prompt ports it calls.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sea_orm::DatabaseConnection;
+use sha2::{Digest, Sha256};
+use skillup_kit::{bus::SharedBus, cache::SharedCache, config::AiConfig, identity::Identity};
+use skillup_proto::ai::v1 as pb;
+use uuid::Uuid;
+
+use crate::{
+    error::{AiError, Result},
+    ports::{PromptAsk, Prompts, Quota},
+    providers::{Answer, Chain, ChatMessage, ChatRequest, Usage},
+};
+
+/// Sync holds lapse after this long if the process dies before settling them.
+pub(crate) const SYNC_HOLD_TTL: u32 = 900;
+
+/// Writers of task rows side by side (each writes a batch at a time; see `TaskWriter`).
+pub(crate) const TASK_WRITERS: usize = 4;
+
+#[derive(Clone)]
+pub struct Generator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub db: DatabaseConnection,
+    pub cache: SharedCache,
+    pub bus: SharedBus,
+    pub chain: Chain,
+    pub cfg: AiConfig,
+    pub quota: Arc<dyn Quota>,
+    pub prompts: Arc<dyn Prompts>,
+    pub tasks: crate::store::TaskWriter,
+}
+
+/// A request made ready: the caller, the built prompt and the chosen limits.
+pub(crate) struct Prepared {
+    pub user: Uuid,
+    /// The request id of the call (logs and the queued job carry it).
+    pub request_id: String,
+    pub req: pb::GenerateRequest,
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: u32,
+    /// The function is a long one (queued under `mode: auto`).
+    pub long: bool,
+    pub estimated_input: u32,
+    pub locale: String,
+}
+
+impl Prepared {
+    /// Tokens to hold: the prompt's estimate plus the most the answer may take.
+    pub(crate) fn hold_tokens(&self) -> u64 {
+        (self.estimated_input as u64 + self.max_tokens as u64).max(1)
+    }
+}
+
+pub(crate) fn sha_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+pub(crate) fn token_usage(u: Usage) -> pb::TokenUsage {
+    pb::TokenUsage { input_tokens: u.input, output_tokens: u.output, total_tokens: u.total() }
+}
+
+pub(crate) fn invalid(field: &'static str, msg: impl Into<String>) -> AiError {
+    AiError::Invalid(field, msg.into())
+}
+
+/// Limits the contract states, checked before anything else is asked.
+pub(crate) fn validate(r: &pb::GenerateRequest) -> Result<()> {
+    let topic = r.topic.trim();
+    if topic.is_empty() || topic.chars().count() > 200 {
+        return Err(invalid("topic", "`topic` must be 1..=200 characters"));
+    }
+    if r.function.is_empty()
+        || r.function.len() > 64
+        || !r
+            .function
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(invalid("function", "`function` must be a function slug such as \"quiz\""));
+    }
+    if r.params.len() > 16 {
+        return Err(invalid("params", "at most 16 `params`"));
+    }
+    if let Some((k, _)) = r.params.iter().find(|(_, v)| v.chars().count() > 200) {
+        let k: String = k.chars().take(32).collect();
+        return Err(invalid("params", format!("`params.{k}` is longer than 200 characters")));
+    }
+    if r.max_tokens > 32_000 {
+        return Err(invalid("max_tokens", "`max_tokens` must be at most 32000"));
+    }
+    if r.idempotency_key.len() > 128 {
+        return Err(invalid("idempotency_key", "`idempotency_key` must be at most 128 characters"));
+    }
+    if pb::Mode::try_from(r.mode).is_err() {
+        return Err(invalid("mode", "`mode` must be auto, sync or async"));
+    }
+    Ok(())
+}
+
+pub(crate) fn completion(id: &Uuid, provider: &str, a: Answer, cached: bool) -> pb::Completion {
+    pb::Completion {
+        id: id.to_string(),
+        text: a.text,
+        usage: Some(token_usage(a.usage)),
+        provider: provider.to_owned(),
+        model: a.model,
+        finish_reason: a.finish_reason,
+        cached,
+    }
+}
+
+impl Generator {
+    pub fn new(
+        db: DatabaseConnection,
+        cache: SharedCache,
+        bus: SharedBus,
+        chain: Chain,
+        cfg: AiConfig,
+        quota: Arc<dyn Quota>,
+        prompts: Arc<dyn Prompts>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                cache,
+                bus,
+                chain,
+                cfg,
+                quota,
+                prompts,
+                tasks: crate::store::TaskWriter::start(db.clone(), TASK_WRITERS),
+            }),
+        }
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.inner.chain
+    }
+
+    /// Checks the caller and the request, and builds the prompt.
+    pub(crate) async fn prepare(
+        &self,
+        identity: &Identity,
+        req: pb::GenerateRequest,
+    ) -> Result<Prepared> {
+        let user = Uuid::parse_str(&identity.user_id)
+            .map_err(|_| invalid("user_id", "the caller is not an account"))?;
+        if self.inner.cfg.require_verified_email && !identity.email_verified {
+            return Err(AiError::EmailNotVerified);
+        }
+        validate(&req)?;
+        let ask = PromptAsk {
+            topic: req.topic.trim().to_owned(),
+            function: req.function.clone(),
+            params: req.params.clone(),
+            locale: req.locale.clone(),
+            max_tokens: req.max_tokens,
+        };
+        let built = self.inner.prompts.build(identity, &ask).await?;
+        Ok(Prepared {
+            user,
+            request_id: identity.request_id.clone(),
+            long: built.long,
+            max_tokens: built.max_tokens,
+            estimated_input: built.estimated_input,
+            locale: built.locale,
+            messages: built.messages,
+            req,
+        })
+    }
+
+    /// `mode: auto` queues long functions and long answers.
+    pub(crate) fn queues(&self, p: &Prepared) -> bool {
+        match p.req.mode() {
+            pb::Mode::Sync => false,
+            pb::Mode::Async => true,
+            pb::Mode::Auto | pb::Mode::Unspecified => {
+                p.long || p.max_tokens > self.inner.cfg.sync_max_tokens
+            }
+        }
+    }
+
+    pub(crate) fn chat(&self, p: &Prepared, model: String) -> ChatRequest {
+        ChatRequest {
+            model,
+            messages: p.messages.clone(),
+            max_tokens: p.max_tokens,
+            temperature: self.inner.cfg.temperature,
+            function: p.req.function.clone(),
+            topic: p.req.topic.trim().to_owned(),
+            locale: p.locale.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> pb::GenerateRequest {
+        pb::GenerateRequest { topic: "rust".into(), function: "quiz".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_contract() {
+        assert!(validate(&req()).is_ok());
+        let bad = |f: fn(&mut pb::GenerateRequest), field: &str| {
+            let mut r = req();
+            f(&mut r);
+            match validate(&r) {
+                Err(AiError::Invalid(got, _)) => assert_eq!(got, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        };
+        bad(|r| r.topic = " ".into(), "topic");
+        bad(|r| r.topic = "x".repeat(201), "topic");
+        bad(|r| r.function = "Quiz!".into(), "function");
+        bad(|r| r.max_tokens = 32_001, "max_tokens");
+        bad(|r| r.idempotency_key = "k".repeat(129), "idempotency_key");
+        bad(|r| r.mode = 9, "mode");
+        bad(
+            |r| {
+                for i in 0..17 {
+                    r.params.insert(format!("p{i}"), "v".into());
+                }
+            },
+            "params",
+        );
+    }
+
+    #[test]
+    fn cache_keys_separate_their_parts() {
+        assert_ne!(sha_hex(&[b"ab", b"c"]), sha_hex(&[b"a", b"bc"]));
+    }
+}

@@ -1,0 +1,282 @@
+//! Queued generations: the task row, the `generate.long` job (after the broker's confirm), and
+//! reading, listing and cancelling tasks.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use prost::Message as _;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
+use skillup_kit::{
+    bus::{Message, QueueSpec},
+    config::AiConfig,
+    identity::Identity,
+};
+use skillup_proto::ai::v1::{self as pb, TaskStatus};
+use uuid::Uuid;
+
+use crate::{
+    error::{AiError, Result},
+    store::task,
+};
+
+use crate::generator::*;
+use crate::idempotency::key_reused;
+
+/// The work queue of long generations (retry levels `generate.long.retry.N`, dead letters in
+/// `generate.long.dead`).
+pub const QUEUE: &str = "generate.long";
+
+/// Message header carrying the request id of the call that queued the task.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The queue with its priorities (0..=9 by plan) and backoff.
+pub fn queue_spec(cfg: &AiConfig) -> QueueSpec {
+    QueueSpec::new(QUEUE)
+        .max_priority(9)
+        .exponential_backoff(Duration::from_millis(cfg.retry_base_ms.max(1)), cfg.max_retries)
+}
+
+/// Queued tasks may wait and retry for up to a day.
+pub(crate) const TASK_HOLD_TTL: u32 = 86_400;
+
+pub(crate) const TASK_KEY: &str = "ai:task:";
+
+pub(crate) fn status_text(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Queued => "queued",
+        TaskStatus::Running => "running",
+        TaskStatus::Completed => "completed",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Cancelled => "cancelled",
+        TaskStatus::Unspecified => "",
+    }
+}
+
+pub(crate) fn status_of(s: &str) -> TaskStatus {
+    match s {
+        "queued" => TaskStatus::Queued,
+        "running" => TaskStatus::Running,
+        "completed" => TaskStatus::Completed,
+        "failed" => TaskStatus::Failed,
+        "cancelled" => TaskStatus::Cancelled,
+        _ => TaskStatus::Unspecified,
+    }
+}
+
+/// A task row as the API shows it.
+pub fn task_pb(t: &task::Model, with_text: bool) -> pb::Task {
+    let input = t.input_tokens.max(0) as u32;
+    let output = t.output_tokens.max(0) as u32;
+    pb::Task {
+        id: t.id.to_string(),
+        status: status_of(&t.status) as i32,
+        topic: t.topic.clone(),
+        function: t.function.clone(),
+        text: if with_text { t.text.clone().unwrap_or_default() } else { String::new() },
+        error: t.error.clone().unwrap_or_default(),
+        usage: (t.status == "completed").then_some(pb::TokenUsage {
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: input + output,
+        }),
+        attempts: t.attempts.max(0) as u32,
+        created_at: Some(ts(t.created_at)),
+        updated_at: Some(ts(t.updated_at)),
+        locale: t.locale.clone(),
+    }
+}
+
+/// Whether a stored task is the one `p` asks for (its key's retry) — the same function,
+/// topic, limits and built prompt (which holds the parameters and locale).
+pub(crate) fn same_task(t: &task::Model, p: &Prepared) -> bool {
+    t.function == p.req.function
+        && t.topic == p.req.topic.trim()
+        && t.max_tokens == p.max_tokens as i32
+        && serde_json::to_string(&p.messages).is_ok_and(|m| m == t.messages)
+}
+
+impl Generator {
+    /// `SubmitTask`: always queued.
+    pub async fn submit(&self, identity: &Identity, req: pb::GenerateRequest) -> Result<pb::Task> {
+        let p = self.prepare(identity, req).await?;
+        self.enqueue(p).await
+    }
+
+    /// Stores the task, holds its quota and puts it on the queue with a publisher confirm —
+    /// only then is it accepted. A publish that cannot be confirmed fails the task and gives
+    /// the hold back, so nothing is left half-written.
+    pub(crate) async fn enqueue(&self, p: Prepared) -> Result<pb::Task> {
+        // On a task of its own: a caller that leaves (the edge cancels the call when its
+        // client disconnects) must not cut it between the hold, the row and the publish.
+        // It stays in the caller's span, so the published job carries the caller's trace.
+        use tracing::Instrument;
+        let this = self.clone();
+        tokio::spawn(async move { this.enqueue_now(p).await }.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| AiError::Unavailable(format!("queueing: {e}")))?
+    }
+
+    pub(crate) async fn enqueue_now(&self, p: Prepared) -> Result<pb::Task> {
+        let task_id = Uuid::now_v7();
+        let key = Self::hold_key(&p, &task_id);
+        let idempotency = (!p.req.idempotency_key.is_empty())
+            .then(|| format!("{}:{}", p.user, p.req.idempotency_key));
+        if let Some(idem) = &idempotency
+            && let Some(t) = task::Entity::find()
+                .filter(task::Column::Idempotency.eq(idem.clone()))
+                .one(&self.inner.db)
+                .await?
+        {
+            return same_task(&t, &p).then(|| task_pb(&t, true)).ok_or_else(key_reused);
+        }
+        let (hold, priority) = self.reserve(&p, p.hold_tokens(), &key, TASK_HOLD_TTL).await?;
+        let hold_uuid = Uuid::parse_str(&hold)
+            .map_err(|_| AiError::Unavailable("subscribe returned a bad hold id".into()))?;
+        let now = Utc::now();
+        let row = task::Model {
+            topic: p.req.topic.trim().to_owned(),
+            function: p.req.function.clone(),
+            locale: p.locale.clone(),
+            messages: serde_json::to_string(&p.messages).unwrap_or_default(),
+            max_tokens: p.max_tokens as i32,
+            priority: priority as i32,
+            idempotency: idempotency.clone(),
+            ..task::Model::queued(task_id, p.user, hold_uuid, now)
+        };
+        let row = match self.inner.tasks.insert(row.clone()).await {
+            Ok(()) => row,
+            Err(e) if skillup_kit::db::is_unique_violation(&e) => {
+                // A concurrent retry with the same key won; it holds the same quota hold.
+                let idem = idempotency.unwrap_or_default();
+                let t = task::Entity::find()
+                    .filter(task::Column::Idempotency.eq(idem))
+                    .one(&self.inner.db)
+                    .await?
+                    .ok_or_else(|| AiError::Unavailable("task vanished".into()))?;
+                return same_task(&t, &p).then(|| task_pb(&t, true)).ok_or_else(key_reused);
+            }
+            Err(e) => {
+                self.release(&hold).await;
+                return Err(e.into());
+            }
+        };
+        let job = pb::GenerationJob {
+            task_id: task_id.to_string(),
+            user_id: p.user.to_string(),
+            hold_id: hold.clone(),
+            request: Some(p.req.clone()),
+        };
+        let mut msg = Message::new(job.encode_to_vec()).with_priority(priority.min(9) as u8);
+        msg.id = task_id.to_string();
+        if !p.request_id.is_empty() {
+            msg = msg.with_header(REQUEST_ID_HEADER, p.request_id.clone());
+        }
+        if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
+            tracing::error!(task = %task_id, error = %e, "queueing failed; the task is failed and its hold released");
+            let _ = task::Entity::update_many()
+                .col_expr(task::Column::Status, Expr::value("failed"))
+                .col_expr(
+                    task::Column::Error,
+                    Expr::value("the task could not be queued; nothing was charged"),
+                )
+                .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(task::Column::Id.eq(task_id))
+                .exec(&self.inner.db)
+                .await;
+            self.release(&hold).await;
+            return Err(AiError::Unavailable(format!("queue: {e}")));
+        }
+        metrics::counter!("ai_tasks_queued_total").increment(1);
+        Ok(task_pb(&row, true))
+    }
+
+    /// One of the user's tasks: from the cache while fresh, else the database.
+    pub async fn task(&self, user: Uuid, id: &str) -> Result<pb::Task> {
+        let id = Uuid::parse_str(id).map_err(|_| invalid("task_id", "`task_id` must be a UUID"))?;
+        if let Ok(Some(b)) = self.inner.cache.get(&format!("{TASK_KEY}{id}")).await
+            && b.len() > 16
+            && b[..16] == *user.as_bytes()
+            && let Ok(t) = pb::Task::decode(&b[16..])
+        {
+            return Ok(t);
+        }
+        let t = self.find(user, id).await?;
+        Ok(task_pb(&t, true))
+    }
+
+    pub(crate) async fn find(&self, user: Uuid, id: Uuid) -> Result<task::Model> {
+        task::Entity::find_by_id(id)
+            .one(&self.inner.db)
+            .await?
+            .filter(|t| t.user_id == user)
+            .ok_or_else(|| AiError::NotFound("no such task".into()))
+    }
+
+    /// Keeps a finished task in the cache for fast polling.
+    pub(crate) async fn cache_task(&self, t: &task::Model) {
+        let mut v = t.user_id.as_bytes().to_vec();
+        v.extend(task_pb(t, true).encode_to_vec());
+        let ttl = Duration::from_secs(self.inner.cfg.task_cache_secs.max(1));
+        let _ = self.inner.cache.set(&format!("{TASK_KEY}{}", t.id), v.into(), Some(ttl)).await;
+    }
+
+    /// The user's tasks, newest first (task ids are time-ordered).
+    pub async fn tasks(
+        &self,
+        user: Uuid,
+        page_size: u32,
+        page_token: &str,
+        status: TaskStatus,
+    ) -> Result<(Vec<pb::Task>, String)> {
+        let size = match page_size {
+            0 => 20,
+            n => n.min(100),
+        } as u64;
+        let mut q = task::Entity::find().filter(task::Column::UserId.eq(user));
+        if !page_token.is_empty() {
+            let after = Uuid::parse_str(page_token)
+                .map_err(|_| invalid("page.page_token", "`page_token` is not one this API gave"))?;
+            q = q.filter(task::Column::Id.lt(after));
+        }
+        if status != TaskStatus::Unspecified {
+            q = q.filter(task::Column::Status.eq(status_text(status)));
+        }
+        let mut rows =
+            q.order_by_desc(task::Column::Id).limit(size + 1).all(&self.inner.db).await?;
+        let next = if rows.len() as u64 > size {
+            rows.truncate(size as usize);
+            rows.last().map(|t| t.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((rows.iter().map(|t| task_pb(t, false)).collect(), next))
+    }
+
+    /// Cancels a queued or running task: its hold goes back, a worker running it stops.
+    pub async fn cancel(&self, user: Uuid, id: &str) -> Result<pb::Task> {
+        let id = Uuid::parse_str(id).map_err(|_| invalid("task_id", "`task_id` must be a UUID"))?;
+        let n = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value("cancelled"))
+            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::UserId.eq(user))
+            .filter(task::Column::Status.is_in(["queued", "running"]))
+            .exec(&self.inner.db)
+            .await?
+            .rows_affected;
+        let t = self.find(user, id).await?;
+        if n == 0 {
+            return Err(AiError::Conflict(format!("the task is already {}", t.status)));
+        }
+        self.release(&t.hold_id.to_string()).await;
+        self.cache_task(&t).await;
+        let ev = pb::GenerationCancelled { task_id: id.to_string(), user_id: user.to_string() };
+        if let Err(e) = skillup_kit::events::publish(&self.inner.bus, &user.to_string(), &ev).await
+        {
+            // The worker also re-reads the row before storing a result: it cannot complete it.
+            tracing::warn!(task = %id, error = %e, "cancel event not published");
+        }
+        Ok(task_pb(&t, true))
+    }
+}
