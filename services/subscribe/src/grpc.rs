@@ -8,7 +8,7 @@ use skillup_proto::subscribe::v1::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{error::SubscribeError, service::Subscriptions};
+use crate::{error::SubscribeError, subscriptions::Subscriptions};
 
 #[derive(Clone)]
 pub struct SubscribeGrpc {

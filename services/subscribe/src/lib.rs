@@ -1,15 +1,20 @@
 //! The subscribe service (`skillup.subscribe.v1`): plans (free, basic, premium by default),
 //! subscriptions charged through the payment service once per user, plan and period, switches
 //! with proration, cancellation at period end, renewal and expiry to free, entitlements, and
-//! quota as hold → settle (see [`service`]).
+//! quota as hold → settle (see [`holds`]).
 //!
 //! Reads top-down: [`build`] wires it and starts the periodic job; [`grpc`] is the tonic
-//! adapter; [`service`] the rules; [`store`] the tables and default plans.
+//! adapter; the rules: [`subscriptions`] (state, plans, the current plan), [`holds`] (quota),
+//! [`changes`] (subscribe, cancel, renew), [`billing`] (the payment port and its adapter);
+//! [`store`] the tables and default plans.
 
+pub mod billing;
+pub mod changes;
 pub mod error;
 pub mod grpc;
-pub mod service;
+pub mod holds;
 pub mod store;
+pub mod subscriptions;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,8 +22,9 @@ use skillup_kit::{Shutdown, infra::Infra};
 
 use crate::store::migration::Migrator;
 pub use crate::{
+    billing::{Billing, PaymentBilling},
     grpc::SubscribeGrpc,
-    service::{Billing, PaymentBilling, Subscriptions},
+    subscriptions::Subscriptions,
 };
 
 /// Runs the subscribe service's migrations (the default plans included).

@@ -1,0 +1,339 @@
+//! Plans and subscriptions: the service's state, the plans (kept in memory a minute), a user's
+//! current plan and period (cached, and on PostgreSQL the rows this replica last saw), usage.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter};
+use skillup_kit::{bus::SharedBus, cache::SharedCache, db::timestamp as ts, outbox::Outbox};
+use skillup_proto::{common::v1::Money, subscribe::v1 as pb};
+use uuid::Uuid;
+
+use crate::{
+    billing::Billing,
+    error::{Result, SubscribeError},
+    store::entities::{plan, subscription, usage},
+};
+
+/// The plan of everyone without a paid subscription.
+pub const FREE: &str = "free";
+
+#[derive(Clone)]
+pub struct Subscriptions {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) cache: SharedCache,
+    pub(crate) billing: Arc<dyn Billing>,
+    pub(crate) plans: PlanCache,
+    pub(crate) known: KnownRows,
+    pub(crate) outbox: Outbox,
+}
+
+/// PostgreSQL: the subscription rows this replica's reserves last saw, used without asking the
+/// cache, because the reserve statement checks the row it assumed against the table and takes
+/// nothing when it changed (the reserve then reads it again). So a plan change made anywhere
+/// applies to the very next reserve everywhere, with no cache read on the hot path.
+pub(crate) type KnownRows = Arc<
+    std::sync::RwLock<
+        std::collections::HashMap<Uuid, (std::time::Instant, Option<subscription::Model>)>,
+    >,
+>;
+
+/// How long a known row is used before it is read again (the check makes it safe for any
+/// time; this bounds what idle users keep in memory), and how many are kept.
+pub(crate) const KNOWN_TTL: Duration = Duration::from_secs(60);
+
+pub(crate) const KNOWN_MAX: usize = 100_000;
+
+/// The plans as last read, and when.
+pub(crate) type PlanCache =
+    Arc<std::sync::RwLock<Option<(std::time::Instant, Arc<Vec<plan::Model>>)>>>;
+
+/// How long the plans stay in memory.
+pub(crate) const PLANS_TTL: Duration = Duration::from_secs(60);
+
+/// How long a user's subscription stays in the cache. Every change deletes it at once; the TTL
+/// bounds the one race left (a replica that read the row just before a change caches the old
+/// row just after the delete).
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(30);
+
+pub(crate) fn cache_key(user: Uuid) -> String {
+    format!("sub:v2:{user}")
+}
+
+/// The cached form of a subscription row: `id|plan|status|start|end|cancel` (times in RFC 3339
+/// to the nanosecond), or `-` for "no row". Times round-trip exactly: the period start keys the
+/// usage row, so a rounded one would be another period's row (`sub:cur:` entries held
+/// milliseconds and did exactly that — a quota split in two).
+pub(crate) fn encode(s: Option<&subscription::Model>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) => format!(
+            "{}|{}|{}|{}|{}|{}",
+            s.id,
+            s.plan_id,
+            s.status,
+            s.period_start.to_rfc3339_opts(SecondsFormat::Nanos, true),
+            s.period_end.to_rfc3339_opts(SecondsFormat::Nanos, true),
+            u8::from(s.cancel_at_period_end)
+        ),
+    }
+}
+
+pub(crate) fn decode(user: Uuid, v: &str) -> Option<Option<subscription::Model>> {
+    if v == "-" {
+        return Some(None);
+    }
+    let p: Vec<&str> = v.split('|').collect();
+    let [id, plan, status, start, end, cancel] = p.as_slice() else { return None };
+    let time = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc));
+    Some(Some(subscription::Model {
+        id: Uuid::parse_str(id).ok()?,
+        user_id: user,
+        plan_id: (*plan).to_owned(),
+        status: status.parse().ok()?,
+        period_start: time(start)?,
+        period_end: time(end)?,
+        cancel_at_period_end: *cancel == "1",
+        updated_at: Utc::now(),
+    }))
+}
+
+/// A user's plan right now, with its period.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub plan: plan::Model,
+    pub sub: Option<subscription::Model>,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+}
+
+/// The free plan's period: the calendar month (UTC).
+pub(crate) fn month_of(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0).single().unwrap_or(t);
+    let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
+    let end = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().unwrap_or(t);
+    (start, end)
+}
+
+pub fn includes(plan: &plan::Model, function: &str) -> bool {
+    plan.functions.split_whitespace().any(|f| f == "*" || f == function)
+}
+
+pub fn plan_pb(p: &plan::Model) -> pb::Plan {
+    pb::Plan {
+        id: p.id.clone(),
+        title: p.title.clone(),
+        price: Some(Money { amount_minor: p.price_minor, currency: p.currency.clone() }),
+        period_days: p.period_days as u32,
+        functions: p.functions.split_whitespace().map(str::to_owned).collect(),
+        token_quota: p.token_quota as u64,
+        generation_quota: p.generation_quota as u32,
+        rate_limit_tier: p.rate_limit_tier.clone(),
+        priority: p.priority as u32,
+    }
+}
+
+pub(crate) fn usage_pb(cur: &Current, u: Option<&usage::Model>) -> pb::Usage {
+    pb::Usage {
+        period_start: Some(ts(cur.period_start)),
+        period_end: Some(ts(cur.period_end)),
+        tokens_used: u.map_or(0, |u| u.tokens_used) as u64,
+        tokens_held: u.map_or(0, |u| u.tokens_held) as u64,
+        token_quota: cur.plan.token_quota as u64,
+        generations_used: u.map_or(0, |u| u.generations_used) as u32,
+        generations_held: u.map_or(0, |u| u.generations_held) as u32,
+        generation_quota: cur.plan.generation_quota as u32,
+    }
+}
+
+impl Subscriptions {
+    pub fn new(
+        db: DatabaseConnection,
+        bus: SharedBus,
+        cache: SharedCache,
+        billing: Arc<dyn Billing>,
+    ) -> Self {
+        let outbox = Outbox::new(db.clone(), bus, crate::store::OUTBOX);
+        Self { db, cache, billing, plans: Arc::default(), known: Arc::default(), outbox }
+    }
+
+    /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
+    /// the database is the truth).
+    pub(crate) async fn subscription_row(&self, user: Uuid) -> Result<Option<subscription::Model>> {
+        if let Ok(Some(v)) = self.cache.get(&cache_key(user)).await
+            && let Some(row) = std::str::from_utf8(&v).ok().and_then(|v| decode(user, v))
+        {
+            return Ok(row);
+        }
+        let row = subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user))
+            .one(&self.db)
+            .await?;
+        let _ =
+            self.cache.set(&cache_key(user), encode(row.as_ref()).into(), Some(CACHE_TTL)).await;
+        Ok(row)
+    }
+
+    /// Drops the cached row after a change (on every replica: the cache is shared).
+    pub(crate) async fn forget(&self, user: Uuid) {
+        if let Err(e) = self.cache.delete(&cache_key(user)).await {
+            tracing::warn!(error = %e, %user, "cached subscription not evicted; it expires on its own");
+        }
+    }
+
+    /// Every plan, from memory: plans change only with migrations, so the table is read once
+    /// a minute, not on every reserve.
+    pub(crate) async fn all_plans(&self) -> Result<Arc<Vec<plan::Model>>> {
+        if let Some((at, plans)) = self.plans.read().expect("plans lock").as_ref()
+            && at.elapsed() < PLANS_TTL
+        {
+            return Ok(plans.clone());
+        }
+        let mut plans = plan::Entity::find().all(&self.db).await?;
+        plans.sort_by_key(|p| (p.price_minor, p.id.clone()));
+        let plans = Arc::new(plans);
+        *self.plans.write().expect("plans lock") = Some((std::time::Instant::now(), plans.clone()));
+        Ok(plans)
+    }
+
+    pub async fn plans(&self) -> Result<Vec<pb::Plan>> {
+        Ok(self.all_plans().await?.iter().map(plan_pb).collect())
+    }
+
+    pub(crate) async fn plan(&self, id: &str) -> Result<plan::Model> {
+        self.all_plans().await?.iter().find(|p| p.id == id).cloned().ok_or_else(|| {
+            SubscribeError::NotFound(format!(
+                "no plan `{}`",
+                id.chars().take(32).collect::<String>()
+            ))
+        })
+    }
+
+    /// The user's plan and period now (renewing a subscription whose period just ended).
+    pub async fn current(&self, user: Uuid) -> Result<Current> {
+        let row = self.subscription_row(user).await?;
+        self.current_of(user, row).await
+    }
+
+    /// [`Self::current`] from a subscription row already read.
+    pub(crate) async fn current_of(
+        &self,
+        user: Uuid,
+        mut sub: Option<subscription::Model>,
+    ) -> Result<Current> {
+        let now = Utc::now();
+        if let Some(s) = &sub
+            && s.status == pb::SubscriptionStatus::Active as i32
+            && s.period_end <= now
+        {
+            let fresh = subscription::Entity::find_by_id(s.id).one(&self.db).await?;
+            if let Some(f) = fresh.filter(|f| {
+                f.status == pb::SubscriptionStatus::Active as i32 && f.period_end <= now
+            }) {
+                self.renew(f).await?;
+            }
+            self.forget(user).await;
+            sub = self.subscription_row(user).await?;
+        }
+        match sub {
+            Some(s) if s.status == pb::SubscriptionStatus::Active as i32 => Ok(Current {
+                plan: self.plan(&s.plan_id).await?,
+                period_start: s.period_start,
+                period_end: s.period_end,
+                sub: Some(s),
+            }),
+            other => {
+                let (start, end) = month_of(now);
+                Ok(Current {
+                    plan: self.plan(FREE).await?,
+                    sub: other,
+                    period_start: start,
+                    period_end: end,
+                })
+            }
+        }
+    }
+
+    pub(crate) async fn usage_row(
+        &self,
+        user: Uuid,
+        start: DateTime<Utc>,
+    ) -> Result<Option<usage::Model>> {
+        Ok(usage::Entity::find_by_id((user, start)).one(&self.db).await?)
+    }
+
+    pub async fn usage(&self, user: Uuid) -> Result<pb::Usage> {
+        let cur = self.current(user).await?;
+        let row = self.usage_row(user, cur.period_start).await?;
+        Ok(usage_pb(&cur, row.as_ref()))
+    }
+
+    pub async fn subscription_pb(&self, user: Uuid) -> Result<pb::Subscription> {
+        let cur = self.current(user).await?;
+        let row = self.usage_row(user, cur.period_start).await?;
+        let usage = usage_pb(&cur, row.as_ref());
+        let (id, status, cancel) = match &cur.sub {
+            Some(s) if s.status == pb::SubscriptionStatus::Active as i32 => {
+                (s.id.to_string(), pb::SubscriptionStatus::Active, s.cancel_at_period_end)
+            }
+            _ => (String::new(), pb::SubscriptionStatus::Active, false),
+        };
+        Ok(pb::Subscription {
+            id,
+            user_id: user.to_string(),
+            plan: Some(plan_pb(&cur.plan)),
+            status: status as i32,
+            current_period_start: Some(ts(cur.period_start)),
+            current_period_end: Some(ts(cur.period_end)),
+            cancel_at_period_end: cancel,
+            usage: Some(usage),
+        })
+    }
+
+    /// The subscription a reserve starts from, and whether it is a known row (PostgreSQL,
+    /// see [`KnownRows`]) rather than one read now.
+    pub(crate) async fn reserve_view(&self, user: Uuid) -> Result<(Current, bool)> {
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            let known = self
+                .known
+                .read()
+                .expect("known rows")
+                .get(&user)
+                .and_then(|(at, row)| (at.elapsed() < KNOWN_TTL).then(|| row.clone()));
+            if let Some(row) = known {
+                let cur = self.current_of(user, row.clone()).await?;
+                if cur.sub != row {
+                    // Renewed on the way.
+                    self.remember(user, cur.sub.clone());
+                }
+                return Ok((cur, true));
+            }
+        }
+        Ok((self.reread(user, false).await?, false))
+    }
+
+    /// Reads the user's subscription again — through the cache, or from the table itself
+    /// (`from_table`, refreshing the cache) — and remembers it for the next reserves.
+    pub(crate) async fn reread(&self, user: Uuid, from_table: bool) -> Result<Current> {
+        if from_table {
+            self.forget(user).await;
+        }
+        let row = self.subscription_row(user).await?;
+        let cur = self.current_of(user, row).await?;
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            self.remember(user, cur.sub.clone());
+        }
+        Ok(cur)
+    }
+
+    pub(crate) fn remember(&self, user: Uuid, row: Option<subscription::Model>) {
+        let mut known = self.known.write().expect("known rows");
+        if known.len() >= KNOWN_MAX {
+            known.retain(|_, (at, _)| at.elapsed() < KNOWN_TTL);
+            if known.len() >= KNOWN_MAX {
+                known.clear();
+            }
+        }
+        known.insert(user, (std::time::Instant::now(), row));
+    }
+}
