@@ -7,8 +7,9 @@ use skillup_proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
+    auth::{Auth, ClientInfo, Identity, Issued},
     error::AuthError,
-    service::{Auth, ClientInfo, Identity, Issued},
+    events::user_pb,
     store::entities::{session, user},
 };
 
@@ -83,20 +84,6 @@ fn with_status<T>(body: T, code: u16) -> Response<T> {
     res.metadata_mut()
         .insert(HTTP_STATUS, code.to_string().parse().expect("digits are valid metadata"));
     res
-}
-
-pub(crate) fn user_pb(u: &user::Model) -> pb::User {
-    pb::User {
-        id: u.id.to_string(),
-        email: u.email.clone(),
-        name: u.name.clone(),
-        email_verified: u.email_verified,
-        tier: u.tier.clone(),
-        scopes: u.scopes.split_whitespace().map(str::to_owned).collect(),
-        is_active: u.is_active,
-        created_at: Some(ts(u.created_at)),
-        updated_at: Some(ts(u.updated_at)),
-    }
 }
 
 fn auth_response(u: &user::Model, i: Issued) -> pb::AuthResponse {

@@ -2,14 +2,21 @@
 //! reuse detection, revocation, email verification and password reset, brute-force limits,
 //! and `ValidateToken` for the edge and Nginx.
 //!
-//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; [`service`] holds the
-//! behaviour; [`domain`] the values and token rules; [`store`] the tables.
+//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; the rules: [`auth`]
+//! (state, the caller, events), [`accounts`] (register, sign in), [`sessions`] (tokens,
+//! refresh, logout, validation), [`email_tokens`] (verification, resets), [`admin`];
+//! [`domain`] the values and token rules; [`keys`] the signing keys on disk; [`store`] the tables.
 
+pub mod accounts;
+pub mod admin;
+pub mod auth;
 pub mod domain;
+pub mod email_tokens;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod keys;
-pub mod service;
+pub mod sessions;
 pub mod store;
 
 use std::time::Duration;
@@ -23,8 +30,8 @@ use skillup_kit::{
 };
 use skillup_proto::{events::Event as _, subscribe::v1::SubscriptionChanged};
 
+pub use crate::{auth::Auth, grpc::AuthGrpc};
 use crate::{domain::tokens::TokenKeys, store::migration::Migrator};
-pub use crate::{grpc::AuthGrpc, service::Auth};
 
 /// Runs auth's migrations.
 pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {

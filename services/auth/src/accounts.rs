@@ -1,0 +1,243 @@
+//! Accounts: registration (that never tells whether an address is taken), sign-in with
+//! brute-force limits per account and address (a known device is never locked out).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr, TransactionTrait,
+};
+use secrecy::SecretString;
+use skillup_kit::mailer::Email as Mail;
+use uuid::Uuid;
+
+use crate::{
+    domain::{email::Email, password, secrets},
+    error::{AuthError, Result},
+    store::entities::user,
+};
+
+use crate::auth::*;
+
+/// How long a device that signed in stays known (see [`Auth::login`]).
+pub(crate) const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
+
+impl Auth {
+    /// Creates an account and mails its confirmation link. An address that has an account
+    /// already gets the same answer — a look-alike account, after the same password hashing —
+    /// and its owner a note instead of a link (OWASP: registration never tells whether an
+    /// address is registered). Tokens come from [`Auth::login`].
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<user::Model> {
+        let email = Email::parse(email).map_err(|m| invalid("email", m))?;
+        let name = name.trim();
+        if name.chars().count() > 100 {
+            return Err(invalid("name", "name must be at most 100 characters"));
+        }
+        if name.chars().any(|c| c.is_control()) {
+            return Err(invalid("name", "name cannot contain control characters"));
+        }
+        password::check_policy(password, self.cfg.password_min_chars)
+            .map_err(|m| invalid("password", m))?;
+        let hash = password::hash(SecretString::from(password.to_owned()), self.cfg.bcrypt_cost)
+            .await
+            .map_err(AuthError::Internal)?;
+        let t = now();
+        let model = user::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            email: Set(email.as_str().to_owned()),
+            name: Set(name.to_owned()),
+            password_hash: Set(hash),
+            email_verified: Set(false),
+            tier: Set("free".into()),
+            scopes: Set("user".into()),
+            is_active: Set(true),
+            created_at: Set(t),
+            updated_at: Set(t),
+        };
+        // The unique index decides between concurrent registrations of one address; the
+        // account and its `user.registered` (the notification service's contact) commit together.
+        let txn = self.db.begin().await?;
+        let user = match model.clone().insert(&txn).await {
+            Ok(u) => u,
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                txn.rollback().await?;
+                self.note_to_owner(email.as_str()).await?;
+                return Ok(user::Model {
+                    id: Uuid::now_v7(),
+                    email: email.as_str().to_owned(),
+                    name: name.to_owned(),
+                    password_hash: String::new(),
+                    email_verified: false,
+                    tier: "free".into(),
+                    scopes: "user".into(),
+                    is_active: true,
+                    created_at: t,
+                    updated_at: t,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let msg = crate::events::registered(&user);
+        let id = format!("registered:{}", user.id);
+        self.outbox.add(&txn, &id, &user.id.to_string(), &msg).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        self.send_email_token(&user, "verify").await?;
+        Ok(user)
+    }
+
+    /// Tells an address's owner that someone tried to register it (once per resend interval:
+    /// repeated attempts cannot flood the owner's mailbox).
+    pub(crate) async fn note_to_owner(&self, email: &str) -> Result<()> {
+        let Some(owner) =
+            user::Entity::find().filter(user::Column::Email.eq(email)).one(&self.db).await?
+        else {
+            return Ok(());
+        };
+        match self.throttle_mail(owner.id, "taken").await {
+            Err(AuthError::Throttled(_)) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        let base = self.cfg.public_url.trim_end_matches('/');
+        let body = format!(
+            "Hello{},\n\nsomeone tried to create a SkillUp account with this address, which already has one. If it was you, sign in at {base}/ — or, if you forgot your password, reset it at {base}/reset-password.\n\nIf it was not you, nothing changed; you can ignore this email.\n",
+            greeting(&owner)
+        );
+        let mail =
+            Mail { to: owner.email.clone(), subject: "Your SkillUp account".to_owned(), body };
+        self.mailer.send(mail).await.map_err(|e| AuthError::Unavailable(format!("mailer: {e}")))
+    }
+
+    /// Signs in. Failures are counted per account and client address, per address, and per
+    /// account from anywhere (a softer limit); past each limit that key locks for a time that
+    /// doubles. A device that signed in to the account before (its `device_token`, as OWASP's
+    /// device cookies) counts only its own failures: nobody can lock an owner out by failing
+    /// from elsewhere — and a client holding a refresh token never needs to sign in at all.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        device_token: &str,
+        client: &ClientInfo,
+    ) -> Result<(user::Model, Issued)> {
+        if password.is_empty() {
+            return Err(invalid("password", "password is required"));
+        }
+        let email = Email::parse(email).map_err(|m| invalid("email", m))?;
+        let device = self.known_device(email.as_str(), device_token).await?;
+        let cfg = &self.cfg;
+        let counters: Vec<(String, u32)> = match &device {
+            Some(hash) => vec![(format!("dev:{hash}"), cfg.max_failures_per_account)],
+            None => vec![
+                (format!("pair:{}:{}", email.as_str(), client.ip), cfg.max_failures_per_account),
+                (format!("ip:{}", client.ip), cfg.max_failures_per_ip),
+                (format!("acct:{}", email.as_str()), cfg.max_failures_per_account_total),
+            ],
+        };
+        self.refuse_if_locked(&counters).await?;
+
+        let found = user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await?;
+        let secret = SecretString::from(password.to_owned());
+        let ok = match &found {
+            Some(u) => password::verify(secret, u.password_hash.clone()).await,
+            None => {
+                let _ = password::verify(secret, self.dummy_hash.clone()).await;
+                false
+            }
+        };
+        let Some(user) = found.filter(|_| ok) else {
+            self.count_failures(&counters).await?;
+            return Err(AuthError::InvalidCredentials);
+        };
+        if !user.is_active {
+            return Err(AuthError::Forbidden("this account is deactivated"));
+        }
+        // The owner is in: this device's (or pair's) failures and the account's are forgiven.
+        let account = format!("acct:{}", email.as_str());
+        for who in [counters[0].0.as_str(), account.as_str()] {
+            self.cache.delete(&format!("auth:fail:{who}")).await.map_err(cache_err)?;
+        }
+        let mut issued = self.start_session(&user, client).await?;
+        issued.device_token =
+            self.know_device(email.as_str(), device.map(|_| device_token)).await?;
+        self.emit(
+            &user.id,
+            &skillup_proto::auth::v1::UserLoggedIn {
+                user_id: user.id.to_string(),
+                session_id: issued.session_id.to_string(),
+                ip: client.ip.clone(),
+                user_agent: client.user_agent.clone(),
+            },
+        )
+        .await;
+        Ok((user, issued))
+    }
+
+    /// The hash of `token` when it is a device token of `email`.
+    pub(crate) async fn known_device(&self, email: &str, token: &str) -> Result<Option<String>> {
+        if !secrets::looks_like_token(token) {
+            return Ok(None);
+        }
+        let hash = secrets::hash(token);
+        let owner = self.cache.get(&format!("auth:dev:{hash}")).await.map_err(cache_err)?;
+        Ok(owner.filter(|o| o.as_ref() == email.as_bytes()).map(|_| hash))
+    }
+
+    /// Remembers a device of `email` for [`DEVICE_TTL`] more: the one it already had, or a
+    /// new one. Returns its token.
+    pub(crate) async fn know_device(&self, email: &str, known: Option<&str>) -> Result<String> {
+        let token = known.map_or_else(secrets::new_token, str::to_owned);
+        let key = format!("auth:dev:{}", secrets::hash(&token));
+        let owner = Bytes::copy_from_slice(email.as_bytes());
+        self.cache.set(&key, owner, Some(DEVICE_TTL)).await.map_err(cache_err)?;
+        Ok(token)
+    }
+
+    pub(crate) async fn refuse_if_locked(&self, counters: &[(String, u32)]) -> Result<()> {
+        for (who, _) in counters {
+            let key = format!("auth:lock:{who}");
+            if let Some(Some(left)) = self.cache.ttl(&key).await.map_err(cache_err)? {
+                return Err(AuthError::Throttled(left.as_secs().max(1)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failure on every counter (atomic increments, exact under parallel attempts);
+    /// past its limit, a counter's key locks for a time that doubles with every further failure.
+    pub(crate) async fn count_failures(&self, counters: &[(String, u32)]) -> Result<()> {
+        let window = Some(Duration::from_secs(self.cfg.failure_window_secs));
+        for (who, max) in counters {
+            let n =
+                self.cache.incr(&format!("auth:fail:{who}"), 1, window).await.map_err(cache_err)?;
+            if n >= i64::from(*max) {
+                let over = (n - i64::from(*max)).clamp(0, 20) as u32;
+                let secs = self
+                    .cfg
+                    .lockout_base_secs
+                    .saturating_mul(1u64 << over)
+                    .min(self.cfg.lockout_max_secs);
+                self.cache
+                    .set(
+                        &format!("auth:lock:{who}"),
+                        Bytes::from_static(b"1"),
+                        Some(Duration::from_secs(secs)),
+                    )
+                    .await
+                    .map_err(cache_err)?;
+                let kind = who.split(':').next().unwrap_or_default();
+                tracing::warn!(
+                    kind,
+                    failures = n,
+                    lock_secs = secs,
+                    "login locked after repeated failures"
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! The auth service's state and what its parts share: the caller as validated, the tokens a
+//! sign-in issues, cached account rows, and events (after the fact: a bus outage does not undo a
+//! sign-in).
+//!
+//! Revocation state lives in the cache (Redis in production) so that ValidateToken answers from
+//! one round trip:
+//! - `auth:jwt:{jti}`   token metadata, TTL = the token's remaining life
+//! - `auth:bl:{jti}`    a logged-out access token, TTL = its remaining life
+//! - `auth:sid:{sid}`   a revoked session: its access tokens die with it
+//! - `auth:rb:{user}`   "revoked before" (ms): tokens minted earlier are dead (log out everywhere)
+//! - `auth:off:{user}`  the account is deactivated
+//! - `auth:tier:{user}` / `auth:ev:{user}`  tier and email verification newer than a token
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, EntityTrait};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use skillup_kit::{
+    bus::SharedBus, cache::SharedCache, config::AuthConfig, mailer::SharedMailer, outbox::Outbox,
+};
+use skillup_proto::events::Event;
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        password, secrets,
+        tokens::{LEEWAY_SECS, TokenKeys},
+    },
+    error::{AuthError, Result},
+    store::entities::user,
+};
+
+/// Where a request came from (for sessions and per-IP limits).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// A validated caller.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: Uuid,
+    pub email: String,
+    pub scopes: Vec<String>,
+    pub tier: String,
+    pub email_verified: bool,
+    pub jti: String,
+    pub session_id: Uuid,
+    pub expires_at: i64,
+    /// The account's identity stamp (`auth:ver:{user}`); empty when never changed.
+    pub version: String,
+}
+
+/// What a successful sign-in hands back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Issued {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u32,
+    pub refresh_expires_in: u32,
+    /// A sign-in's device token (see [`Auth::login`]); empty on refreshes.
+    #[serde(default)]
+    pub device_token: String,
+}
+
+#[derive(Clone)]
+pub struct Auth {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) cache: SharedCache,
+    pub(crate) bus: SharedBus,
+    pub(crate) mailer: SharedMailer,
+    pub(crate) keys: TokenKeys,
+    pub(crate) cfg: AuthConfig,
+    /// A real bcrypt hash at the configured cost, checked against for unknown emails so a
+    /// login's timing does not reveal whether the account exists.
+    pub(crate) dummy_hash: String,
+    /// Recently read accounts for GetMe (the hottest call of a web front end), each under the
+    /// identity stamp it was read with: every change to an account rewrites the stamp, so an
+    /// entry is used only while nothing changed, and never for longer than `PROFILE_TTL`.
+    pub(crate) profiles: Arc<RwLock<HashMap<Uuid, Profile>>>,
+    /// `user.registered` waits here until the broker has it (the other events are about
+    /// revocations and sign-ins kept in Redis, and are published directly, after the fact).
+    pub(crate) outbox: Outbox,
+}
+
+/// One cached account row: (identity stamp it was read under, when, the row).
+pub(crate) type Profile = (String, Instant, user::Model);
+
+/// Longest reuse of a cached account row.
+pub(crate) const PROFILE_TTL: Duration = Duration::from_secs(30);
+
+/// Most account rows kept.
+pub(crate) const PROFILE_MAX: usize = 100_000;
+
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+pub(crate) fn invalid(field: &'static str, msg: impl Into<String>) -> AuthError {
+    AuthError::Invalid(field, msg.into())
+}
+
+pub(crate) fn cache_err(e: skillup_kit::Error) -> AuthError {
+    AuthError::Unavailable(e.to_string())
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+impl Auth {
+    pub async fn new(
+        db: DatabaseConnection,
+        cache: SharedCache,
+        bus: SharedBus,
+        mailer: SharedMailer,
+        keys: TokenKeys,
+        cfg: AuthConfig,
+    ) -> Result<Self> {
+        let dummy_hash = password::hash(SecretString::from(secrets::new_token()), cfg.bcrypt_cost)
+            .await
+            .map_err(AuthError::Internal)?;
+        let outbox = Outbox::new(db.clone(), bus.clone(), crate::store::OUTBOX);
+        Ok(Self { db, cache, bus, mailer, keys, cfg, dummy_hash, profiles: Arc::default(), outbox })
+    }
+
+    /// The outbox of this service's `user.registered` events (its relay runs in
+    /// [`crate::build`]).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub(crate) fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.cfg.access_ttl_secs)
+    }
+
+    /// How long a per-token or per-session marker must live: longer than any access token.
+    pub(crate) fn marker_ttl(&self) -> Duration {
+        Duration::from_secs(self.cfg.access_ttl_secs + LEEWAY_SECS + 5)
+    }
+
+    pub async fn user(&self, id: Uuid) -> Result<user::Model> {
+        user::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(AuthError::NotFound("no such account"))
+    }
+
+    /// The account as of identity stamp `version` (see `profiles`).
+    pub async fn profile(&self, id: Uuid, version: &str) -> Result<user::Model> {
+        if let Some((v, at, user)) = self.profiles.read().expect("profiles lock").get(&id)
+            && v == version
+            && at.elapsed() < PROFILE_TTL
+        {
+            return Ok(user.clone());
+        }
+        let user = self.user(id).await?;
+        let mut map = self.profiles.write().expect("profiles lock");
+        if map.len() >= PROFILE_MAX {
+            map.retain(|_, (_, at, _)| at.elapsed() < PROFILE_TTL);
+            if map.len() >= PROFILE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(id, (version.to_owned(), Instant::now(), user.clone()));
+        Ok(user)
+    }
+
+    pub(crate) async fn emit<E: Event>(&self, user_id: &Uuid, msg: &E) {
+        if let Err(e) = skillup_kit::events::publish(&self.bus, &user_id.to_string(), msg).await {
+            tracing::warn!(event = E::KIND, error = %e, "event not published");
+        }
+    }
+
+    pub(crate) async fn emit_password_changed(&self, user_id: Uuid, via_reset: bool) {
+        let msg =
+            skillup_proto::auth::v1::PasswordChanged { user_id: user_id.to_string(), via_reset };
+        self.emit(&user_id, &msg).await;
+    }
+
+    pub(crate) async fn emit_revoked(
+        &self,
+        user_id: Uuid,
+        jtis: Vec<String>,
+        before: Option<DateTime<Utc>>,
+    ) {
+        let msg = skillup_proto::auth::v1::TokensRevoked {
+            jtis,
+            user_id: user_id.to_string(),
+            issued_before: before.map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            }),
+        };
+        self.emit(&user_id, &msg).await;
+    }
+}
+
+/// The name to greet by — only once the address is confirmed: until then the name is whatever
+/// someone typed next to an address that may not be theirs, and our mail must not carry a
+/// stranger's text to it.
+pub(crate) fn greeting(user: &user::Model) -> String {
+    if user.name.is_empty() || !user.email_verified {
+        String::new()
+    } else {
+        format!(" {}", user.name)
+    }
+}

@@ -1,0 +1,230 @@
+//! Email tokens: address verification, password resets (one use, every outstanding one spent
+//! by a reset or change), and password changes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait, sea_query::Expr,
+};
+use secrecy::SecretString;
+use skillup_kit::mailer::Email as Mail;
+use uuid::Uuid;
+
+use crate::{
+    domain::{email::Email, password, secrets},
+    error::{AuthError, Result},
+    store::entities::{email_token, user},
+};
+
+use crate::auth::*;
+
+impl Auth {
+    pub(crate) async fn send_email_token(&self, user: &user::Model, kind: &str) -> Result<()> {
+        let token = secrets::new_token();
+        let ttl =
+            if kind == "verify" { self.cfg.verification_ttl_secs } else { self.cfg.reset_ttl_secs };
+        let t = now();
+        email_token::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user.id),
+            kind: Set(kind.into()),
+            token_hash: Set(secrets::hash(&token)),
+            created_at: Set(t),
+            expires_at: Set(t + chrono::Duration::seconds(ttl as i64)),
+            used_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        let base = self.cfg.public_url.trim_end_matches('/');
+        let (subject, body) = if kind == "verify" {
+            (
+                "Confirm your email for SkillUp".to_owned(),
+                format!(
+                    "Hello{},\n\nconfirm your email address by opening this link:\n{base}/verify-email?token={token}\n\nOr send this token to POST /api/auth/verify-email: {token}\n\nThe link expires in {} hours.\n",
+                    greeting(user),
+                    ttl / 3600
+                ),
+            )
+        } else {
+            (
+                "Reset your SkillUp password".to_owned(),
+                format!(
+                    "Hello{},\n\nsomeone asked to reset your password. If it was you, open:\n{base}/reset-password?token={token}\n\nOr send this token to POST /api/auth/password/reset/confirm: {token}\n\nThe link expires in {} minutes. If it was not you, ignore this email.\n",
+                    greeting(user),
+                    ttl / 60
+                ),
+            )
+        };
+        self.mailer
+            .send(Mail { to: user.email.clone(), subject, body })
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("mailer: {e}")))
+    }
+
+    /// Spends an emailed token of `kind` atomically; returns its user.
+    pub(crate) async fn spend_email_token(&self, token: &str, kind: &str) -> Result<Uuid> {
+        let bad = || invalid("token", "this link is not valid; ask for a new one");
+        if !secrets::looks_like_token(token) {
+            return Err(bad());
+        }
+        let row = email_token::Entity::find()
+            .filter(email_token::Column::TokenHash.eq(secrets::hash(token)))
+            .filter(email_token::Column::Kind.eq(kind))
+            .one(&self.db)
+            .await?
+            .ok_or_else(bad)?;
+        if row.used_at.is_some() {
+            return Err(invalid("token", "this link was already used"));
+        }
+        if row.expires_at <= now() {
+            return Err(invalid("token", "this link has expired; ask for a new one"));
+        }
+        let spent = email_token::Entity::update_many()
+            .col_expr(email_token::Column::UsedAt, Expr::value(now()))
+            .filter(email_token::Column::Id.eq(row.id))
+            .filter(email_token::Column::UsedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        if spent.rows_affected != 1 {
+            return Err(invalid("token", "this link was already used"));
+        }
+        Ok(row.user_id)
+    }
+
+    pub async fn verify_email(&self, token: &str) -> Result<()> {
+        let user_id = self.spend_email_token(token, "verify").await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::EmailVerified, Expr::value(true))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now()))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        self.cache
+            .set(&format!("auth:ev:{user_id}"), Bytes::from_static(b"1"), Some(self.marker_ttl()))
+            .await
+            .map_err(cache_err)?;
+        self.bump_identity_version(user_id).await?;
+        self.emit(
+            &user_id,
+            &skillup_proto::auth::v1::EmailVerified { user_id: user_id.to_string() },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Throttled: one email per `resend_interval_secs` per account and kind.
+    pub(crate) async fn throttle_mail(&self, user_id: Uuid, kind: &str) -> Result<()> {
+        let key = format!("auth:mail:{kind}:{user_id}");
+        let interval = Duration::from_secs(self.cfg.resend_interval_secs);
+        if !self
+            .cache
+            .set_if_absent(&key, Bytes::from_static(b"1"), Some(interval))
+            .await
+            .map_err(cache_err)?
+        {
+            let left = self.cache.ttl(&key).await.map_err(cache_err)?.flatten().unwrap_or(interval);
+            return Err(AuthError::Throttled(left.as_secs().max(1)));
+        }
+        Ok(())
+    }
+
+    pub async fn resend_verification(&self, user_id: Uuid) -> Result<()> {
+        let user = self.user(user_id).await?;
+        if user.email_verified {
+            return Ok(());
+        }
+        self.throttle_mail(user_id, "verify").await?;
+        self.send_email_token(&user, "verify").await
+    }
+
+    /// Answers the same whether or not the account exists.
+    pub async fn request_password_reset(&self, email: &str) -> Result<()> {
+        let email = Email::parse(email).map_err(|m| invalid("email", m))?;
+        let Some(user) = user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        if !user.is_active {
+            return Ok(());
+        }
+        match self.throttle_mail(user.id, "reset").await {
+            // Throttled silently: telling would reveal that the account exists.
+            Err(AuthError::Throttled(_)) => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => self.send_email_token(&user, "reset").await,
+        }
+    }
+
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
+        password::check_policy(new_password, self.cfg.password_min_chars)
+            .map_err(|m| invalid("new_password", m))?;
+        let user_id = self.spend_email_token(token, "reset").await?;
+        self.set_password(user_id, new_password).await?;
+        self.logout_all(user_id).await?;
+        self.emit_password_changed(user_id, true).await;
+        Ok(())
+    }
+
+    pub async fn change_password(
+        &self,
+        who: &Identity,
+        current: &str,
+        new_password: &str,
+    ) -> Result<()> {
+        let user = self.user(who.user_id).await?;
+        if !password::verify(SecretString::from(current.to_owned()), user.password_hash.clone())
+            .await
+        {
+            return Err(invalid("current_password", "the current password is wrong"));
+        }
+        password::check_policy(new_password, self.cfg.password_min_chars)
+            .map_err(|m| invalid("new_password", m))?;
+        if current == new_password {
+            return Err(invalid(
+                "new_password",
+                "the new password must differ from the current one",
+            ));
+        }
+        self.set_password(who.user_id, new_password).await?;
+        let others: Vec<Uuid> = self
+            .active_session_ids(who.user_id)
+            .await?
+            .into_iter()
+            .filter(|s| *s != who.session_id)
+            .collect();
+        self.revoke_sessions(who.user_id, &others).await?;
+        self.emit_revoked(who.user_id, Vec::new(), None).await;
+        self.emit_password_changed(who.user_id, false).await;
+        Ok(())
+    }
+
+    /// Sets the password and, in the same transaction, spends every reset link still out: a
+    /// link mailed before a reset or a change must not set the password again.
+    pub(crate) async fn set_password(&self, user_id: Uuid, new_password: &str) -> Result<()> {
+        let hash =
+            password::hash(SecretString::from(new_password.to_owned()), self.cfg.bcrypt_cost)
+                .await
+                .map_err(AuthError::Internal)?;
+        let t = now();
+        let txn = self.db.begin().await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .col_expr(user::Column::UpdatedAt, Expr::value(t))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        email_token::Entity::update_many()
+            .col_expr(email_token::Column::UsedAt, Expr::value(t))
+            .filter(email_token::Column::UserId.eq(user_id))
+            .filter(email_token::Column::Kind.eq("reset"))
+            .filter(email_token::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}

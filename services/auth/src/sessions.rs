@@ -1,0 +1,416 @@
+//! Sessions and tokens: a sign-in starts a session (a refresh family), refresh rotates with
+//! reuse detection, logout and revocation, and ValidateToken.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        secrets,
+        tokens::{AccessClaims, LEEWAY_SECS, TokenError},
+    },
+    error::{AuthError, Result},
+    store::entities::{refresh_token, session, user},
+};
+
+use crate::auth::*;
+
+pub(crate) async fn insert_refresh<C: ConnectionTrait>(
+    db: &C,
+    sid: Uuid,
+    user_id: Uuid,
+    token: &str,
+    at: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) -> Result<()> {
+    refresh_token::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        session_id: Set(sid),
+        user_id: Set(user_id),
+        token_hash: Set(secrets::hash(token)),
+        created_at: Set(at),
+        expires_at: Set(expires),
+        used_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+impl Auth {
+    pub(crate) async fn start_session(
+        &self,
+        user: &user::Model,
+        client: &ClientInfo,
+    ) -> Result<Issued> {
+        let t = now();
+        let refresh_ttl = chrono::Duration::seconds(self.cfg.refresh_ttl_secs as i64);
+        let sid = Uuid::now_v7();
+        let refresh = secrets::new_token();
+        let txn = self.db.begin().await?;
+        session::ActiveModel {
+            id: Set(sid),
+            user_id: Set(user.id),
+            user_agent: Set(truncate(&client.user_agent, 512)),
+            ip: Set(truncate(&client.ip, 64)),
+            created_at: Set(t),
+            last_used_at: Set(t),
+            expires_at: Set(t + refresh_ttl),
+            revoked_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        insert_refresh(&txn, sid, user.id, &refresh, t, t + refresh_ttl).await?;
+        txn.commit().await?;
+        let access = self.mint_access(user, sid).await?;
+        Ok(self.issued(user.id, sid, access, refresh))
+    }
+
+    pub(crate) fn issued(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        access: String,
+        refresh: String,
+    ) -> Issued {
+        Issued {
+            user_id,
+            session_id,
+            access_token: access,
+            refresh_token: refresh,
+            expires_in: self.cfg.access_ttl_secs as u32,
+            refresh_expires_in: self.cfg.refresh_ttl_secs as u32,
+            device_token: String::new(),
+        }
+    }
+
+    pub(crate) async fn mint_access(&self, user: &user::Model, sid: Uuid) -> Result<String> {
+        let iat = now().timestamp();
+        let claims = AccessClaims {
+            iss: self.keys.issuer().to_owned(),
+            aud: self.keys.audience().to_owned(),
+            sub: user.id.to_string(),
+            iat,
+            nbf: iat,
+            exp: iat + self.cfg.access_ttl_secs as i64,
+            jti: Uuid::now_v7().to_string(),
+            typ: "access".into(),
+            scope: user.scopes.clone(),
+            tier: user.tier.clone(),
+            email_verified: user.email_verified,
+            sid: sid.to_string(),
+            email: user.email.clone(),
+        };
+        let meta = serde_json::json!({
+            "user_id": claims.sub, "email": claims.email, "scopes": claims.scope.split_whitespace().collect::<Vec<_>>(),
+            "tier": claims.tier, "email_verified": claims.email_verified});
+        let jti = claims.jti.clone();
+        let token = self.keys.sign(claims).await.map_err(AuthError::Internal)?;
+        self.cache
+            .set(&format!("auth:jwt:{jti}"), Bytes::from(meta.to_string()), Some(self.access_ttl()))
+            .await
+            .map_err(cache_err)?;
+        Ok(token)
+    }
+
+    /// Spends a refresh token for a new pair. A spent token used again revokes its whole
+    /// family — unless it is a retry within the grace window, which gets the same pair back.
+    pub async fn refresh(&self, token: &str, client: &ClientInfo) -> Result<(user::Model, Issued)> {
+        if !secrets::looks_like_token(token) {
+            return Err(AuthError::Unauthenticated("the refresh token is not valid"));
+        }
+        let hash = secrets::hash(token);
+        let row = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(&hash))
+            .one(&self.db)
+            .await?
+            .ok_or(AuthError::Unauthenticated("the refresh token is not valid"))?;
+        let sess = session::Entity::find_by_id(row.session_id)
+            .one(&self.db)
+            .await?
+            .ok_or(AuthError::Unauthenticated("the refresh token is not valid"))?;
+        if sess.revoked_at.is_some() {
+            return Err(AuthError::Revoked("this session was signed out"));
+        }
+        let t = now();
+        if row.expires_at <= t {
+            return Err(AuthError::Expired("the refresh token has expired; sign in again"));
+        }
+        let user = self.user(row.user_id).await?;
+        if !user.is_active {
+            return Err(AuthError::Forbidden("this account is deactivated"));
+        }
+        if let Some(used) = row.used_at {
+            return self.spent(&hash, &sess, &user, Some(used)).await;
+        }
+        // Claim it: exactly one refresh wins the conditional update.
+        let refresh_ttl = chrono::Duration::seconds(self.cfg.refresh_ttl_secs as i64);
+        let next = secrets::new_token();
+        let txn = self.db.begin().await?;
+        let claimed = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(t))
+            .filter(refresh_token::Column::Id.eq(row.id))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected != 1 {
+            txn.rollback().await?;
+            return self.spent(&hash, &sess, &user, None).await;
+        }
+        insert_refresh(&txn, sess.id, user.id, &next, t, t + refresh_ttl).await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::LastUsedAt, Expr::value(t))
+            .col_expr(session::Column::ExpiresAt, Expr::value(t + refresh_ttl))
+            .col_expr(session::Column::Ip, Expr::value(truncate(&client.ip, 64)))
+            .col_expr(session::Column::UserAgent, Expr::value(truncate(&client.user_agent, 512)))
+            .filter(session::Column::Id.eq(sess.id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        let access = self.mint_access(&user, sess.id).await?;
+        let issued = self.issued(user.id, sess.id, access, next);
+        let grace = Duration::from_secs(self.cfg.refresh_grace_secs);
+        if !grace.is_zero() {
+            let body =
+                serde_json::to_vec(&issued).map_err(|e| AuthError::Internal(e.to_string()))?;
+            self.cache
+                .set(&format!("auth:grace:{hash}"), body.into(), Some(grace))
+                .await
+                .map_err(cache_err)?;
+        }
+        Ok((user, issued))
+    }
+
+    /// A spent token came back: the same pair within the grace window, else reuse → revoke.
+    pub(crate) async fn spent(
+        &self,
+        hash: &str,
+        sess: &session::Model,
+        user: &user::Model,
+        used_at: Option<DateTime<Utc>>,
+    ) -> Result<(user::Model, Issued)> {
+        let grace = chrono::Duration::seconds(self.cfg.refresh_grace_secs as i64);
+        let recent = used_at.is_none_or(|u| now() - u <= grace);
+        if recent && !grace.is_zero() {
+            // The winner of a concurrent refresh may still be writing its pair: wait briefly.
+            for _ in 0..40 {
+                if let Some(body) =
+                    self.cache.get(&format!("auth:grace:{hash}")).await.map_err(cache_err)?
+                {
+                    let issued: Issued = serde_json::from_slice(&body)
+                        .map_err(|e| AuthError::Internal(e.to_string()))?;
+                    return Ok((user.clone(), issued));
+                }
+                // A token spent moments ago: its winner may not have stored the pair yet
+                // (it commits the claim first, then mints); wait for it rather than
+                // mistaking a concurrent refresh for a replay.
+                let just_now = used_at.is_none_or(|u| now() - u <= chrono::Duration::seconds(2));
+                if !just_now {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        tracing::warn!(user_id = %user.id, session_id = %sess.id, "refresh token reused: revoking its session");
+        self.revoke_sessions(user.id, &[sess.id]).await?;
+        self.emit_revoked(user.id, Vec::new(), None).await;
+        Err(AuthError::Revoked("this refresh token was already used; the session is signed out"))
+    }
+
+    /// Revokes sessions: their refresh tokens stop working and their access tokens fail
+    /// validation at once.
+    pub(crate) async fn revoke_sessions(&self, user_id: Uuid, ids: &[Uuid]) -> Result<()> {
+        self.bump_identity_version(user_id).await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(now()))
+            .filter(session::Column::Id.is_in(ids.to_vec()))
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        for id in ids {
+            self.cache
+                .set(&format!("auth:sid:{id}"), Bytes::from_static(b"1"), Some(self.marker_ttl()))
+                .await
+                .map_err(cache_err)?;
+        }
+        Ok(())
+    }
+
+    /// Stamps the account's identity as changed (`auth:ver:{user}`): an edge reuses a cached
+    /// token decision only while the stamp it saw is unchanged, so a revocation or a tier
+    /// change takes effect on the next request at every edge, before any event arrives.
+    pub(crate) async fn bump_identity_version(&self, user_id: Uuid) -> Result<()> {
+        self.cache
+            .set(
+                &format!("{}{user_id}", skillup_kit::identity::VERSION_KEY_PREFIX),
+                Bytes::from(Uuid::now_v7().to_string()),
+                Some(self.marker_ttl()),
+            )
+            .await
+            .map_err(cache_err)
+    }
+
+    pub(crate) async fn active_session_ids(&self, user_id: Uuid) -> Result<Vec<Uuid>> {
+        Ok(session::Entity::find()
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect())
+    }
+
+    pub async fn logout(&self, who: &Identity, refresh_token: &str) -> Result<()> {
+        let left = (who.expires_at - now().timestamp()).max(0) as u64 + LEEWAY_SECS;
+        self.cache
+            .set(
+                &format!("auth:bl:{}", who.jti),
+                Bytes::from_static(b"1"),
+                Some(Duration::from_secs(left)),
+            )
+            .await
+            .map_err(cache_err)?;
+        let mut sessions = vec![who.session_id];
+        if !refresh_token.is_empty() && secrets::looks_like_token(refresh_token) {
+            let hash = secrets::hash(refresh_token);
+            if let Some(row) = refresh_token::Entity::find()
+                .filter(refresh_token::Column::TokenHash.eq(hash))
+                .one(&self.db)
+                .await?
+                && row.user_id == who.user_id
+                && row.session_id != who.session_id
+            {
+                sessions.push(row.session_id);
+            }
+        }
+        self.revoke_sessions(who.user_id, &sessions).await?;
+        self.emit_revoked(who.user_id, vec![who.jti.clone()], None).await;
+        Ok(())
+    }
+
+    /// Every token of the user issued before now stops working.
+    pub async fn logout_all(&self, user_id: Uuid) -> Result<()> {
+        let cutoff = now();
+        self.cache
+            .set(
+                &format!("auth:rb:{user_id}"),
+                Bytes::from(cutoff.timestamp_millis().to_string()),
+                Some(self.marker_ttl()),
+            )
+            .await
+            .map_err(cache_err)?;
+        let ids = self.active_session_ids(user_id).await?;
+        self.revoke_sessions(user_id, &ids).await?;
+        self.emit_revoked(user_id, Vec::new(), Some(cutoff)).await;
+        Ok(())
+    }
+
+    pub async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<session::Model>> {
+        Ok(session::Entity::find()
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(now()))
+            .order_by_desc(session::Column::LastUsedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn revoke_session(&self, user_id: Uuid, session_id: &str) -> Result<()> {
+        let id = Uuid::parse_str(session_id)
+            .map_err(|_| invalid("session_id", "session_id must be a UUID"))?;
+        let found = session::Entity::find_by_id(id).one(&self.db).await?;
+        match found {
+            Some(s) if s.user_id == user_id && s.revoked_at.is_none() => {
+                self.revoke_sessions(user_id, &[id]).await?;
+                self.emit_revoked(user_id, Vec::new(), None).await;
+                Ok(())
+            }
+            _ => Err(AuthError::NotFound("no such session")),
+        }
+    }
+
+    /// The check the edge and Nginx depend on. Fails closed: if the cache cannot answer, the
+    /// answer is "unavailable", never "valid".
+    pub async fn validate(&self, token: &str, required_scopes: &[String]) -> Result<Identity> {
+        let claims = self.keys.verify(token).map_err(|e| match e {
+            TokenError::Expired => AuthError::Expired("the access token has expired"),
+            TokenError::Invalid(_) => AuthError::Unauthenticated("the access token is not valid"),
+        })?;
+        let user_id = Uuid::parse_str(&claims.sub)
+            .map_err(|_| AuthError::Unauthenticated("the access token is not valid"))?;
+        let session_id = Uuid::parse_str(&claims.sid)
+            .map_err(|_| AuthError::Unauthenticated("the access token is not valid"))?;
+        let keys = [
+            format!("auth:bl:{}", claims.jti),
+            format!("auth:sid:{}", claims.sid),
+            format!("auth:rb:{}", claims.sub),
+            format!("auth:off:{}", claims.sub),
+            format!("auth:tier:{}", claims.sub),
+            format!("auth:ev:{}", claims.sub),
+            format!("{}{}", skillup_kit::identity::VERSION_KEY_PREFIX, claims.sub),
+        ];
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vals = self.cache.get_many(&refs).await.map_err(cache_err)?;
+        if vals[0].is_some() || vals[1].is_some() {
+            return Err(AuthError::Revoked("the access token was revoked"));
+        }
+        if let Some(cutoff) = vals[2]
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            // The jti is a UUID v7: its own millisecond timestamp says when it was minted.
+            let minted_ms = Uuid::parse_str(&claims.jti)
+                .ok()
+                .and_then(|u| u.get_timestamp())
+                .map(|ts| {
+                    let (s, n) = ts.to_unix();
+                    s as i64 * 1000 + (n / 1_000_000) as i64
+                })
+                .unwrap_or(claims.iat * 1000);
+            if minted_ms <= cutoff {
+                return Err(AuthError::Revoked("the access token was revoked"));
+            }
+        }
+        if vals[3].is_some() {
+            return Err(AuthError::Forbidden("this account is deactivated"));
+        }
+        let scopes: Vec<String> = claims.scope.split_whitespace().map(str::to_owned).collect();
+        if let Some(missing) = required_scopes.iter().find(|s| !scopes.contains(s)) {
+            tracing::debug!(%missing, "scope missing");
+            return Err(AuthError::Forbidden("this action needs a scope the token does not have"));
+        }
+        let tier = vals[4]
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_owned)
+            .unwrap_or(claims.tier);
+        Ok(Identity {
+            user_id,
+            email: claims.email,
+            scopes,
+            tier,
+            email_verified: claims.email_verified || vals[5].is_some(),
+            jti: claims.jti,
+            session_id,
+            expires_at: claims.exp,
+            version: vals[6]
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+}
