@@ -7,7 +7,7 @@ use skillup_proto::notification::v1::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::service::Notifier;
+use crate::notifier::Notifier;
 
 #[derive(Clone)]
 pub struct NotificationGrpc {
@@ -69,7 +69,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         Ok(Response::new(pb::MarkReadResponse { updated }))
     }
 
-    type SubscribeStream = crate::service::LiveStream;
+    type SubscribeStream = crate::live::LiveStream;
 
     async fn subscribe(
         &self,

@@ -6,16 +6,20 @@
 //! Reads top-down: [`build`] wires it and starts the consumers; [`grpc`] is the tonic adapter;
 //! [`service`] the rules; [`store`] the tables.
 
+pub mod digest;
 pub mod error;
+pub mod events;
 pub mod grpc;
-pub mod service;
+pub mod inbox;
+pub mod live;
+pub mod notifier;
 pub mod store;
 
 use std::time::Duration;
 
 use skillup_kit::{Shutdown, infra::Infra, mailer::SharedMailer};
 
-pub use crate::{grpc::NotificationGrpc, service::Notifier};
+pub use crate::{grpc::NotificationGrpc, notifier::Notifier};
 
 /// Runs the notification service's migrations.
 pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {

@@ -1,0 +1,338 @@
+//! Events become notifications: one row per bus event (unique by the event id, so a redelivery
+//! never notifies twice), then a fan-out event every replica receives, so a user connected to
+//! any replica gets it live.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use prost::Message as _;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait, sea_query::Expr,
+};
+use skillup_kit::{
+    Shutdown,
+    bus::{Delivery, SubscriptionSpec},
+};
+use skillup_proto::{
+    ai::v1 as aipb,
+    auth::v1::UserRegistered,
+    common::v1::EventEnvelope,
+    events::Event as _,
+    notification::v1::{self as pb, NotificationKind},
+    payment::v1 as paypb,
+    subscribe::v1 as subpb,
+};
+use uuid::Uuid;
+
+use crate::{
+    error::{NotificationError, Result},
+    store::{contact, item},
+};
+
+use crate::notifier::*;
+
+/// The fan-out event (a stored notification, for every replica's live subscribers) is
+/// `pb::Notification`. The producers' events this service turns into notifications:
+pub const SOURCES: [&str; 5] = [
+    aipb::GenerationCompleted::KIND,
+    aipb::GenerationFailed::KIND,
+    paypb::PaymentSucceeded::KIND,
+    paypb::PaymentFailed::KIND,
+    subpb::SubscriptionChanged::KIND,
+];
+
+/// Producer events unsettled at once (the consumer's prefetch).
+pub(crate) const EVENTS_IN_FLIGHT: usize = 64;
+
+/// Workers storing events, each for the users that hash to it.
+pub(crate) const PARTITIONS: usize = 16;
+
+pub(crate) fn partition(user: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % PARTITIONS as u64) as usize
+}
+
+/// The service's two subscriptions.
+pub struct Consumers {
+    events: skillup_kit::bus::Consumer,
+    fanout: skillup_kit::bus::Consumer,
+}
+
+/// What an event says to its user: kind, title, body, related ids. `None` for events that do
+/// not concern a user.
+pub fn describe(
+    env: &EventEnvelope,
+) -> Option<(NotificationKind, String, String, BTreeMap<String, String>)> {
+    use skillup_kit::events::payload;
+    let mut data = BTreeMap::new();
+    let task_line =
+        |t: &aipb::Task| format!("{} about «{}»", t.function.replace('_', " "), t.topic);
+    match env.r#type.as_str() {
+        aipb::GenerationCompleted::KIND => {
+            let t = payload::<aipb::GenerationCompleted>(env)?.task?;
+            data.insert("task_id".into(), t.id.clone());
+            Some((
+                NotificationKind::GenerationCompleted,
+                clip(&format!("Your {} is ready", task_line(&t)), 200),
+                clip(&t.text, 280),
+                data,
+            ))
+        }
+        aipb::GenerationFailed::KIND => {
+            let t = payload::<aipb::GenerationFailed>(env)?.task?;
+            data.insert("task_id".into(), t.id.clone());
+            Some((
+                NotificationKind::GenerationFailed,
+                clip(&format!("Your {} could not be written", task_line(&t)), 200),
+                clip(&t.error, 2_000),
+                data,
+            ))
+        }
+        paypb::PaymentSucceeded::KIND | paypb::PaymentFailed::KIND => {
+            let ok = env.r#type == paypb::PaymentSucceeded::KIND;
+            let t = if ok {
+                payload::<paypb::PaymentSucceeded>(env)?.transaction?
+            } else {
+                payload::<paypb::PaymentFailed>(env)?.transaction?
+            };
+            data.insert("transaction_id".into(), t.id.clone());
+            let money = t
+                .amount
+                .as_ref()
+                .map(|m| {
+                    format!(
+                        "{}.{:02} {}",
+                        m.amount_minor / 100,
+                        (m.amount_minor % 100).abs(),
+                        m.currency
+                    )
+                })
+                .unwrap_or_default();
+            let body = if ok { t.description.clone() } else { t.failure_reason.clone() };
+            Some((
+                if ok {
+                    NotificationKind::PaymentSucceeded
+                } else {
+                    NotificationKind::PaymentFailed
+                },
+                if ok {
+                    format!("Payment of {money} went through")
+                } else {
+                    format!("Payment of {money} was refused")
+                },
+                clip(&body, 2_000),
+                data,
+            ))
+        }
+        subpb::SubscriptionChanged::KIND => {
+            let s = payload::<subpb::SubscriptionChanged>(env)?;
+            data.insert("plan".into(), s.plan.clone());
+            let until = s
+                .current_period_end
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| format!(" until {}", t.format("%Y-%m-%d")))
+                .unwrap_or_default();
+            Some((
+                NotificationKind::SubscriptionChanged,
+                clip(&format!("Your plan is now {}", s.plan), 200),
+                format!("The {} plan is in force{until}.", s.plan),
+                data,
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl Notifier {
+    /// Subscribes to the producers' events (one queue shared by the replicas) and to the
+    /// fan-out (a queue per replica).
+    pub async fn consumers(&self) -> skillup_kit::Result<Consumers> {
+        let patterns: Vec<&str> = SOURCES.iter().copied().chain([UserRegistered::KIND]).collect();
+        let events = self
+            .bus
+            .subscribe(&SubscriptionSpec::new("notification", &patterns), EVENTS_IN_FLIGHT as u16)
+            .await?;
+        let fanout = self
+            .bus
+            .subscribe(
+                &SubscriptionSpec::new("notification-live", &[pb::Notification::KIND])
+                    .per_instance(),
+                256,
+            )
+            .await?;
+        Ok(Consumers { events, fanout })
+    }
+
+    /// Consumes until `shutdown`. Producer events are handled by [`PARTITIONS`] workers, each
+    /// event by the worker its user hashes to: one user's events are stored in the order they
+    /// arrive, different users' in parallel. Fan-out deliveries are handed over as they come.
+    pub async fn run(self, mut c: Consumers, shutdown: Shutdown) {
+        let mut lanes = Vec::with_capacity(PARTITIONS);
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..PARTITIONS {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(EVENTS_IN_FLIGHT);
+            let this = self.clone();
+            workers.spawn(async move {
+                while let Some(d) = rx.recv().await {
+                    this.on_event(d).await;
+                }
+            });
+            lanes.push(tx);
+        }
+        loop {
+            tokio::select! {
+            d = c.events.next() => match d {
+                Some(d) => {
+                    let lane = EventEnvelope::decode(d.message.payload.as_ref())
+                        .map(|e| partition(&e.user_id))
+                        .unwrap_or(0);
+                    if lanes[lane].send(d).await.is_err() {
+                        return;
+                    }
+                }
+                None => return},
+            d = c.fanout.next() => match d {
+                Some(d) => self.on_fanout(d).await,
+                None => return},
+            _ = shutdown.wait() => return}
+        }
+    }
+
+    pub(crate) async fn on_event(&self, d: Delivery) {
+        if let Some((_, reg)) = skillup_kit::events::decode::<UserRegistered>(&d.message.payload) {
+            match self.remember_contact(&reg).await {
+                Ok(()) => {
+                    let _ = d.ack().await;
+                }
+                Err(e) => {
+                    let _ = d.retry(&e.to_string(), None).await;
+                }
+            }
+            return;
+        }
+        match self.record(&d.message.payload).await {
+            Ok(Some(n)) => {
+                let user = n.user_id;
+                let pbn = to_pb(&n);
+                // Fanned out even for a duplicate: a crash between storing and fanning out
+                // must not leave live subscribers without it (they drop repeats by id).
+                let (id, user) = (fanout_id(&n), user.to_string());
+                if let Err(e) =
+                    skillup_kit::events::publish_with_id(&self.bus, &id, &user, &pbn).await
+                {
+                    tracing::warn!(error = %e, "fan-out failed; retrying the event");
+                    let _ = d.retry("fan-out failed", None).await;
+                    return;
+                }
+                let _ = d.ack().await;
+            }
+            Ok(None) => {
+                let _ = d.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a notification failed; retrying");
+                let _ = d.retry(&e.to_string(), None).await;
+            }
+        }
+    }
+
+    /// Stores the notification an event means (once per event id); the stored row, new or
+    /// already there, or `None` when the event concerns no user.
+    pub async fn record(&self, bytes: &[u8]) -> Result<Option<item::Model>> {
+        let Ok(env) = EventEnvelope::decode(bytes) else {
+            tracing::warn!("undecodable event dropped");
+            return Ok(None);
+        };
+        let Some((kind, title, body, data)) = describe(&env) else { return Ok(None) };
+        let Ok(user) = Uuid::parse_str(&env.user_id) else { return Ok(None) };
+        let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
+        for attempt in 0..100u64 {
+            let row = item::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                user_id: Set(user),
+                seq: Set(self.newest_seq(user).await? + 1),
+                kind: Set(kind as i32),
+                title: Set(title.clone()),
+                body: Set(body.clone()),
+                data: Set(data.clone()),
+                event_id: Set(env.id.clone()),
+                created_at: Set(Utc::now()),
+                read_at: Set(None),
+            };
+            // The row and the digest's flag together: a digest that claims the contact sees
+            // either both or neither (see `send_digests`).
+            let txn = self.db.begin().await?;
+            match row.insert(&txn).await {
+                Ok(n) => {
+                    if DIGESTED.contains(&kind) {
+                        // The next digest emails it (when the user has an address on file).
+                        contact::Entity::update_many()
+                            .col_expr(contact::Column::MailPending, Expr::value(true))
+                            .filter(contact::Column::UserId.eq(user))
+                            .exec(&txn)
+                            .await?;
+                    }
+                    txn.commit().await?;
+                    metrics::counter!("notifications_created_total").increment(1);
+                    return Ok(Some(n));
+                }
+                // This very event is stored already (a redelivery): the stored one. Otherwise
+                // another event took this sequence number: the next.
+                Err(e) if skillup_kit::db::is_unique_violation(&e) => {
+                    txn.rollback().await?;
+                    let existing = item::Entity::find()
+                        .filter(item::Column::EventId.eq(env.id.clone()))
+                        .one(&self.db)
+                        .await?;
+                    if existing.is_some() {
+                        metrics::counter!("notifications_duplicate_events_total").increment(1);
+                        return Ok(existing);
+                    }
+                }
+                Err(e) if skillup_kit::db::is_busy(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(Ord::min(attempt, 20)))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(NotificationError::Unavailable("notification sequence stayed contended".into()))
+    }
+
+    pub(crate) async fn on_fanout(&self, d: Delivery) {
+        if let Some((env, n)) = skillup_kit::events::decode::<pb::Notification>(&d.message.payload)
+            && let Ok(user) = Uuid::parse_str(&env.user_id)
+            && let Some(seq) = env.id.rsplit_once('/').and_then(|(_, s)| s.parse::<i64>().ok())
+            && let Some(tx) = self.live.lock().expect("live").get(&user)
+        {
+            let _ = tx.send(Live { seq, notification: n });
+        }
+        let _ = d.ack().await;
+    }
+
+    pub(crate) async fn remember_contact(
+        &self,
+        reg: &skillup_proto::auth::v1::UserRegistered,
+    ) -> Result<()> {
+        let Some(u) = &reg.user else { return Ok(()) };
+        let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
+        contact::Entity::insert(contact::ActiveModel {
+            user_id: Set(user),
+            email: Set(u.email.clone()),
+            emailed_seq: Set(0),
+            // Events of the same user may have been stored before this one arrived.
+            mail_pending: Set(true),
+        })
+        .on_conflict_do_nothing_on([contact::Column::UserId])
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The address emails to `user` go to, if one is on file.
+    pub async fn contact(&self, user: Uuid) -> Result<Option<String>> {
+        Ok(contact::Entity::find_by_id(user).one(&self.db).await?.map(|c| c.email))
+    }
+}

@@ -1,0 +1,138 @@
+//! Live notifications: a subscriber registers for live notifications first, then reads what it
+//! missed after the last id it saw, and drops duplicates by id — nothing falls in the gap
+//! between the two.
+
+use sea_orm::EntityTrait;
+use skillup_proto::notification::v1::{self as pb};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::{
+    error::{NotificationError, Result},
+    store::item,
+};
+
+use crate::notifier::*;
+
+/// A subscriber's notifications, as the gRPC stream answers them.
+pub type LiveStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<pb::Notification, tonic::Status>> + Send>,
+>;
+
+/// One subscriber: its live receiver, where it is in the user's sequence, and what it still
+/// has to send from the store. Dropping it (the client left) forgets the user's channel on
+/// this replica when nobody else listens.
+pub(crate) struct Subscriber {
+    live: broadcast::Receiver<Live>,
+    notifier: Notifier,
+    user: Uuid,
+    last: i64,
+    pending: std::collections::VecDeque<pb::Notification>,
+}
+
+impl Subscriber {
+    /// Queues the stored notifications after `last` (up to `upto`), advancing `last`.
+    pub(crate) async fn catch_up(&mut self, upto: Option<i64>) -> Result<()> {
+        for n in self.notifier.after(self.user, self.last, upto).await? {
+            self.last = n.seq;
+            self.pending.push_back(to_pb(&n));
+        }
+        Ok(())
+    }
+
+    /// The next notification in sequence; `None` ends the stream.
+    pub(crate) async fn next(&mut self) -> Option<pb::Notification> {
+        loop {
+            if let Some(n) = self.pending.pop_front() {
+                return Some(n);
+            }
+            match self.live.recv().await {
+                Ok(Live { seq, notification }) => {
+                    if seq <= self.last {
+                        continue; // sent already (from the store, or a repeat)
+                    }
+                    // A gap: another replica's notification whose fan-out is still on its
+                    // way; it is stored already, so it goes first, from the store.
+                    if seq > self.last + 1 && self.catch_up(Some(seq - 1)).await.is_err() {
+                        return None;
+                    }
+                    self.last = seq;
+                    self.pending.push_back(notification);
+                }
+                // Too slow for the live feed: catch up from the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if self.catch_up(None).await.is_err() {
+                        return None;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // Leave the receiver count first (swap in a receiver of a throwaway channel).
+        drop(std::mem::replace(&mut self.live, broadcast::channel(1).1));
+        self.notifier.forget_idle(self.user);
+    }
+}
+
+impl Notifier {
+    /// The user's live stream: what came after `after_id` first, in order, then each new one.
+    /// A plain stream over the user's broadcast receiver (no task and no channel per
+    /// subscriber: ten thousand idle sockets are ten thousand small states).
+    pub async fn subscribe(&self, user: Uuid, after_id: &str) -> Result<LiveStream> {
+        let invalid = || {
+            NotificationError::Invalid(
+                "after_id",
+                "`after_id` is not one of your notifications".into(),
+            )
+        };
+        let after_seq = match after_id {
+            "" => None,
+            s => {
+                let id = Uuid::parse_str(s).map_err(|_| invalid())?;
+                let n = item::Entity::find_by_id(id)
+                    .one(&self.db)
+                    .await?
+                    .filter(|n| n.user_id == user)
+                    .ok_or_else(invalid)?;
+                Some(n.seq)
+            }
+        };
+        // Live first, then the backlog: nothing can fall between the two.
+        let live = {
+            let mut map = self.live.lock().expect("live");
+            map.entry(user).or_insert_with(|| broadcast::channel(64).0).subscribe()
+        };
+        metrics::gauge!("notification_streams").increment(1.0);
+        let mut state = Subscriber {
+            live,
+            notifier: self.clone(),
+            user,
+            last: 0,
+            pending: std::collections::VecDeque::new(),
+        };
+        match after_seq {
+            Some(s) => {
+                state.last = s;
+                state.catch_up(None).await?;
+            }
+            None => state.last = self.newest_seq(user).await?,
+        }
+        Ok(Box::pin(futures::stream::unfold(state, |mut st| async move {
+            st.next().await.map(|n| (Ok(n), st))
+        })))
+    }
+
+    /// Drops the user's live channel once nobody listens on this replica.
+    pub(crate) fn forget_idle(&self, user: Uuid) {
+        metrics::gauge!("notification_streams").decrement(1.0);
+        let mut map = self.live.lock().expect("live");
+        if map.get(&user).is_some_and(|tx| tx.receiver_count() == 0) {
+            map.remove(&user);
+        }
+    }
+}
