@@ -39,13 +39,8 @@ fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
 /// The request with the `idempotency-key` header as its key when the body has none.
 fn with_key(req: Request<pb::GenerateRequest>) -> (Identity, pb::GenerateRequest) {
     let identity = Identity::of(&req).cloned().unwrap_or_default();
-    let header =
-        req.metadata().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut r = req.into_inner();
-    if r.idempotency_key.is_empty() {
-        r.idempotency_key = header.unwrap_or_default();
-    }
-    (identity, r)
+    let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
+    (identity, pb::GenerateRequest { idempotency_key: key, ..req.into_inner() })
 }
 
 #[tonic::async_trait]

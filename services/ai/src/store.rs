@@ -2,26 +2,11 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Tasks), Box::new(M0002StatusIndex)]
-    }
-
-    fn migration_table_name() -> DynIden {
-        "ai_migrations".into_iden()
-    }
-}
+skillup_kit::migrator!(Migrator, "ai_migrations", [M0001Tasks, M0002StatusIndex]);
 
 struct M0001Tasks;
 
-impl MigrationName for M0001Tasks {
-    fn name(&self) -> &str {
-        "m0001_tasks"
-    }
-}
+skillup_kit::migration_name!(M0001Tasks, "m0001_tasks");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Tasks {
@@ -76,11 +61,7 @@ impl MigrationTrait for M0001Tasks {
 /// The consumers' lag (oldest queued task) and the operators' counts by state, read by index.
 struct M0002StatusIndex;
 
-impl MigrationName for M0002StatusIndex {
-    fn name(&self) -> &str {
-        "m0002_status_index"
-    }
-}
+skillup_kit::migration_name!(M0002StatusIndex, "m0002_status_index");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0002StatusIndex {

@@ -51,6 +51,47 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<()> {
     Ok(())
 }
 
+#[doc(hidden)]
+pub use async_trait as __async_trait;
+#[doc(hidden)]
+pub use sea_orm_migration as __migration;
+
+/// A service's migrator: its own history table (so services sharing a database never mix
+/// histories) and its migrations in order.
+///
+/// ```ignore
+/// skillup_kit::migrator!(Migrator, "payment_migrations", [M0001Init, Outbox("m0002_outbox")]);
+/// ```
+#[macro_export]
+macro_rules! migrator {
+    ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
+        pub struct $name;
+
+        #[$crate::db::__async_trait::async_trait]
+        impl $crate::db::__migration::MigratorTrait for $name {
+            fn migrations() -> Vec<Box<dyn $crate::db::__migration::MigrationTrait>> {
+                vec![$(Box::new($migration)),*]
+            }
+
+            fn migration_table_name() -> $crate::db::__migration::prelude::DynIden {
+                $crate::db::__migration::prelude::IntoIden::into_iden($table)
+            }
+        }
+    };
+}
+
+/// Names a migration: `skillup_kit::migration_name!(M0001Init, "m0001_init");`.
+#[macro_export]
+macro_rules! migration_name {
+    ($ty:ident, $name:literal) => {
+        impl $crate::db::__migration::MigrationName for $ty {
+            fn name(&self) -> &str {
+                $name
+            }
+        }
+    };
+}
+
 /// A readiness probe that runs `SELECT 1`.
 pub fn probe(db: DatabaseConnection) -> Readiness {
     Readiness::new().with("database", move || {

@@ -3,26 +3,11 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init), Box::new(M0002Contacts)]
-    }
-
-    fn migration_table_name() -> DynIden {
-        "notification_migrations".into_iden()
-    }
-}
+skillup_kit::migrator!(Migrator, "notification_migrations", [M0001Init, M0002Contacts]);
 
 struct M0001Init;
 
-impl MigrationName for M0001Init {
-    fn name(&self) -> &str {
-        "m0001_init"
-    }
-}
+skillup_kit::migration_name!(M0001Init, "m0001_init");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Init {
@@ -76,11 +61,7 @@ impl MigrationTrait for M0001Init {
 
 struct M0002Contacts;
 
-impl MigrationName for M0002Contacts {
-    fn name(&self) -> &str {
-        "m0002_contacts"
-    }
-}
+skillup_kit::migration_name!(M0002Contacts, "m0002_contacts");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0002Contacts {

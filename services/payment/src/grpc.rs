@@ -62,15 +62,8 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         req: Request<pb::TopUpRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
         let user = caller(&req)?;
-        // The edge passes the Idempotency-Key header on as metadata; the field wins if set.
-        let header =
-            req.metadata().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
         let r = req.into_inner();
-        let key = if r.idempotency_key.is_empty() {
-            header.unwrap_or_default()
-        } else {
-            r.idempotency_key
-        };
         Ok(answer(
             self.ledger.top_up(user, r.amount_minor, &r.currency, &key, &r.payment_method).await?,
         ))

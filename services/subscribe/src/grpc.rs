@@ -64,14 +64,8 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
         let user = caller(&req)?;
-        let header =
-            req.metadata().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
         let r = req.into_inner();
-        let key = if r.idempotency_key.is_empty() {
-            header.unwrap_or_default()
-        } else {
-            r.idempotency_key
-        };
         Ok(Response::new(self.subs.subscribe(user, &r.plan, &key).await?))
     }
 

@@ -277,39 +277,14 @@ impl Chain {
         function: &str,
         request: impl Fn(String) -> ChatRequest,
     ) -> Result<(Served, Answer), ProviderError> {
-        let mut last = None;
-        for e in &self.entries {
-            let permit = match e.breaker.try_acquire() {
-                Ok(p) => p,
-                Err(wait) => {
-                    last.get_or_insert(ProviderError::Open(wait));
-                    continue;
-                }
-            };
-            let model = model_of(e, function);
-            let req = request(model.clone());
+        self.first_of(function, request, "provider failed", |e, req| async move {
             let timeout = Duration::from_millis(e.config.timeout_ms.max(1));
-            let res = match tokio::time::timeout(timeout, e.provider.complete(&req)).await {
+            match tokio::time::timeout(timeout, e.provider.complete(&req)).await {
                 Ok(r) => r,
                 Err(_) => Err(ProviderError::Unavailable(format!("no answer in {timeout:?}"))),
-            };
-            permit.record(!res.as_ref().is_err_and(ProviderError::provider_fault));
-            match res {
-                Ok(a) => {
-                    metrics::counter!("ai_provider_calls_total", "provider" => e.name.clone(), "outcome" => "ok").increment(1);
-                    return Ok((served(e, model), a));
-                }
-                Err(err) => {
-                    metrics::counter!("ai_provider_calls_total", "provider" => e.name.clone(), "outcome" => "error").increment(1);
-                    tracing::warn!(provider = %e.name, error = %err, "provider failed");
-                    if !err.provider_fault() {
-                        return Err(err);
-                    }
-                    last = Some(prefer(last, err));
-                }
             }
-        }
-        Err(last.unwrap_or_else(|| ProviderError::Unavailable("no provider configured".into())))
+        })
+        .await
     }
 
     /// A stream from the first provider that produces its first piece in time; the fallback
@@ -319,6 +294,40 @@ impl Chain {
         function: &str,
         request: impl Fn(String) -> ChatRequest,
     ) -> Result<(Served, Option<Chunk>, ChunkStream), ProviderError> {
+        let (served, (first, rest)) = self
+            .first_of(function, request, "provider stream failed to start", |e, req| async move {
+                let first_token = Duration::from_millis(e.config.first_token_ms.max(1));
+                tokio::time::timeout(first_token, async {
+                    let mut s = e.provider.stream(&req).await?;
+                    match s.next().await {
+                        Some(Ok(first)) => Ok((Some(first), s)),
+                        Some(Err(err)) => Err(err),
+                        None => Ok((None, s)),
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProviderError::Unavailable(format!("no first token in {first_token:?}")))
+                })
+            })
+            .await?;
+        Ok((served, first, rest))
+    }
+
+    /// The fallback: `attempt` on each provider in order whose breaker lets a call through,
+    /// until one succeeds. A provider's fault is recorded by its breaker and moves on; a
+    /// request's fault stops at once. Every attempt is counted in `ai_provider_calls_total`.
+    async fn first_of<'a, T, F, Fut>(
+        &'a self,
+        function: &str,
+        request: impl Fn(String) -> ChatRequest,
+        failed: &'static str,
+        attempt: F,
+    ) -> Result<(Served, T), ProviderError>
+    where
+        F: Fn(&'a Entry, ChatRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
         let mut last = None;
         for e in &self.entries {
             let permit = match e.breaker.try_acquire() {
@@ -329,25 +338,14 @@ impl Chain {
                 }
             };
             let model = model_of(e, function);
-            let req = request(model.clone());
-            let first_token = Duration::from_millis(e.config.first_token_ms.max(1));
-            let opened = tokio::time::timeout(first_token, async {
-                let mut s = e.provider.stream(&req).await?;
-                match s.next().await {
-                    Some(Ok(first)) => Ok((Some(first), s)),
-                    Some(Err(err)) => Err(err),
-                    None => Ok((None, s)),
-                }
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(ProviderError::Unavailable(format!("no first token in {first_token:?}")))
-            });
-            permit.record(!opened.as_ref().is_err_and(ProviderError::provider_fault));
-            match opened {
-                Ok((first, rest)) => return Ok((served(e, model), first, rest)),
+            let res = attempt(e, request(model.clone())).await;
+            permit.record(!res.as_ref().is_err_and(ProviderError::provider_fault));
+            let outcome = if res.is_ok() { "ok" } else { "error" };
+            metrics::counter!("ai_provider_calls_total", "provider" => e.name.clone(), "outcome" => outcome).increment(1);
+            match res {
+                Ok(v) => return Ok((served(e, model), v)),
                 Err(err) => {
-                    tracing::warn!(provider = %e.name, error = %err, "provider stream failed to start");
+                    tracing::warn!(provider = %e.name, error = %err, "{failed}");
                     if !err.provider_fault() {
                         return Err(err);
                     }

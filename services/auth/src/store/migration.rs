@@ -3,29 +3,15 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(M0001Init),
-            Box::new(skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX)),
-        ]
-    }
-
-    fn migration_table_name() -> DynIden {
-        "auth_migrations".into_iden()
-    }
-}
+skillup_kit::migrator!(
+    Migrator,
+    "auth_migrations",
+    [M0001Init, skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX)]
+);
 
 struct M0001Init;
 
-impl MigrationName for M0001Init {
-    fn name(&self) -> &str {
-        "m0001_init"
-    }
-}
+skillup_kit::migration_name!(M0001Init, "m0001_init");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Init {

@@ -210,6 +210,19 @@ fn layers(identity: Option<Arc<IdentityKey>>, load: LoadLayer) -> ServiceBuilder
         .layer(IdentityLayer::new(identity))
 }
 
+/// A request's idempotency key: its own field when set, else the `idempotency-key` metadata
+/// (the edge passes the `Idempotency-Key` header on as that), else empty.
+pub fn idempotency_key<T>(req: &tonic::Request<T>, field: &str) -> String {
+    if !field.is_empty() {
+        return field.to_owned();
+    }
+    req.metadata()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// What counts as a failed RPC in the logs (ERROR, and so a Sentry report): the server's
 /// and its dependencies' faults. The codes that are the caller's doing — a bad argument, a
 /// missing thing, no permission, no quota, a call it cancelled — are answers, not failures.
@@ -409,6 +422,18 @@ impl GrpcServer {
         };
         prober.abort();
         res
+    }
+}
+
+#[cfg(test)]
+mod idempotency_tests {
+    #[test]
+    fn the_field_wins_over_the_header_and_either_may_be_missing() {
+        let mut req = tonic::Request::new(());
+        assert_eq!(super::idempotency_key(&req, ""), "");
+        req.metadata_mut().insert("idempotency-key", "from-header".parse().unwrap());
+        assert_eq!(super::idempotency_key(&req, ""), "from-header");
+        assert_eq!(super::idempotency_key(&req, "from-field"), "from-field");
     }
 }
 

@@ -2,26 +2,11 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init), Box::new(M0002Seed)]
-    }
-
-    fn migration_table_name() -> DynIden {
-        "prompt_migrations".into_iden()
-    }
-}
+skillup_kit::migrator!(Migrator, "prompt_migrations", [M0001Init, M0002Seed]);
 
 struct M0001Init;
 
-impl MigrationName for M0001Init {
-    fn name(&self) -> &str {
-        "m0001_init"
-    }
-}
+skillup_kit::migration_name!(M0001Init, "m0001_init");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Init {
@@ -94,11 +79,7 @@ impl MigrationTrait for M0001Init {
 
 struct M0002Seed;
 
-impl MigrationName for M0002Seed {
-    fn name(&self) -> &str {
-        "m0002_seed"
-    }
-}
+skillup_kit::migration_name!(M0002Seed, "m0002_seed");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0002Seed {

@@ -5,30 +5,19 @@ use sea_orm_migration::{prelude::*, schema::*};
 
 use super::entities::plan;
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(M0001Init),
-            Box::new(skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX)),
-            Box::new(M0003PlanChanges),
-        ]
-    }
-
-    fn migration_table_name() -> DynIden {
-        "subscribe_migrations".into_iden()
-    }
-}
+skillup_kit::migrator!(
+    Migrator,
+    "subscribe_migrations",
+    [
+        M0001Init,
+        skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
+        M0003PlanChanges
+    ]
+);
 
 struct M0001Init;
 
-impl MigrationName for M0001Init {
-    fn name(&self) -> &str {
-        "m0001_init"
-    }
-}
+skillup_kit::migration_name!(M0001Init, "m0001_init");
 
 /// (id, title, price in cents, functions, tokens, generations, priority)
 const PLANS: &[(&str, &str, i64, &str, i64, i32, i32)] = &[
@@ -136,11 +125,7 @@ impl MigrationTrait for M0001Init {
 /// so two concurrent subscribes cannot both pay for one plan.
 struct M0003PlanChanges;
 
-impl MigrationName for M0003PlanChanges {
-    fn name(&self) -> &str {
-        "m0003_plan_changes"
-    }
-}
+skillup_kit::migration_name!(M0003PlanChanges, "m0003_plan_changes");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0003PlanChanges {
