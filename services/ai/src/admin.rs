@@ -25,10 +25,11 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    domain::TaskStatus as Stored,
     generator::Generator,
     ports::HoldAsk,
     store::task,
-    tasks::{QUEUE, TASK_HOLD_TTL, queue_spec, status_of},
+    tasks::{QUEUE, TASK_HOLD_TTL, queue_spec, status_pb},
 };
 
 /// The scope every admin call needs.
@@ -88,7 +89,7 @@ impl Generator {
     /// Age of the oldest task still queued, seconds (0 when none): the consumers' lag.
     pub async fn queue_lag(&self) -> crate::error::Result<f64> {
         let oldest = task::Entity::find()
-            .filter(task::Column::Status.eq("queued"))
+            .filter(task::Column::Status.eq(Stored::Queued))
             .order_by_asc(task::Column::CreatedAt)
             .one(&self.inner.db)
             .await?;
@@ -175,7 +176,7 @@ impl Generator {
             user_id: job.user_id,
             reason,
             attempts: row.as_ref().map(|t| t.attempts.max(0) as u32).unwrap_or(d.attempt()),
-            status: row.as_ref().map(|t| status_of(&t.status)).unwrap_or_default() as i32,
+            status: row.as_ref().map(|t| status_pb(t.status)).unwrap_or_default() as i32,
             error: row.and_then(|t| t.error).unwrap_or_default(),
         }
     }
@@ -228,7 +229,7 @@ impl Generator {
             Ok(None) => return Requeue::Stale("no such task: dropped".into()),
             Err(e) => return Requeue::Refused(format!("database: {e}")),
         };
-        if t.status != "failed" {
+        if t.status != Stored::Failed {
             return Requeue::Stale(format!("task is {}: dead letter dropped", t.status));
         }
         // The failure released the old hold: hold the quota again, as a new submission would.
@@ -250,7 +251,7 @@ impl Generator {
             return Requeue::Refused("subscribe returned a bad hold id".into());
         };
         let n = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value("queued"))
+            .col_expr(task::Column::Status, Expr::value(Stored::Queued))
             .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
             .col_expr(task::Column::Attempts, Expr::value(0))
             .col_expr(task::Column::HoldId, Expr::value(hold_id))
@@ -258,7 +259,7 @@ impl Generator {
             .col_expr(task::Column::LeaseUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
             .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(task::Column::Id.eq(id))
-            .filter(task::Column::Status.eq("failed"))
+            .filter(task::Column::Status.eq(Stored::Failed))
             .exec(db)
             .await;
         match n {
@@ -278,18 +279,18 @@ impl Generator {
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
             // Put the task back as it was; the dead letter stays for another try.
             let _ = task::Entity::update_many()
-                .col_expr(task::Column::Status, Expr::value("failed"))
+                .col_expr(task::Column::Status, Expr::value(Stored::Failed))
                 .col_expr(task::Column::Error, Expr::value(t.error.clone()))
                 .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
                 .filter(task::Column::Id.eq(id))
-                .filter(task::Column::Status.eq("queued"))
+                .filter(task::Column::Status.eq(Stored::Queued))
                 .exec(db)
                 .await;
             self.release(&hold.id).await;
             return Requeue::Refused(format!("queue: {e}"));
         }
         self.cache_task(&task::Model {
-            status: "queued".into(),
+            status: Stored::Queued,
             error: None,
             attempts: 0,
             hold_id,

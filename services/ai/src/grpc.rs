@@ -99,7 +99,7 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let user = caller(&req)?;
         let r = req.into_inner();
-        let status = r.status();
+        let status = crate::tasks::status_of_pb(r.status());
         let page = r.page.unwrap_or_default();
         let (tasks, next) =
             self.generator.tasks(user, page.page_size, &page.page_token, status).await?;

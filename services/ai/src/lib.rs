@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod clients;
+pub mod domain;
 pub mod error;
 pub mod fake;
 pub mod generate;

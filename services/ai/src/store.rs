@@ -95,7 +95,7 @@ pub mod task {
         pub id: Uuid,
         pub user_id: Uuid,
         /// queued | running | completed | failed | cancelled
-        pub status: String,
+        pub status: crate::domain::TaskStatus,
         pub topic: String,
         pub function: String,
         pub locale: String,
@@ -127,7 +127,7 @@ pub mod task {
             Model {
                 id,
                 user_id,
-                status: "queued".into(),
+                status: crate::domain::TaskStatus::Queued,
                 topic: String::new(),
                 function: String::new(),
                 locale: String::new(),

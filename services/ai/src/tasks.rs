@@ -19,6 +19,7 @@ use crate::{
     store::task,
 };
 
+use crate::domain::TaskStatus as Status;
 use crate::generator::*;
 use crate::idempotency::key_reused;
 
@@ -41,25 +42,26 @@ pub(crate) const TASK_HOLD_TTL: u32 = 86_400;
 
 pub(crate) const TASK_KEY: &str = "ai:task:";
 
-pub(crate) fn status_text(s: TaskStatus) -> &'static str {
+/// A stored status as the contract names it.
+pub(crate) fn status_pb(s: Status) -> TaskStatus {
     match s {
-        TaskStatus::Queued => "queued",
-        TaskStatus::Running => "running",
-        TaskStatus::Completed => "completed",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Cancelled => "cancelled",
-        TaskStatus::Unspecified => "",
+        Status::Queued => TaskStatus::Queued,
+        Status::Running => TaskStatus::Running,
+        Status::Completed => TaskStatus::Completed,
+        Status::Failed => TaskStatus::Failed,
+        Status::Cancelled => TaskStatus::Cancelled,
     }
 }
 
-pub(crate) fn status_of(s: &str) -> TaskStatus {
+/// The contract's status as stored (`None`: unspecified, any).
+pub fn status_of_pb(s: TaskStatus) -> Option<Status> {
     match s {
-        "queued" => TaskStatus::Queued,
-        "running" => TaskStatus::Running,
-        "completed" => TaskStatus::Completed,
-        "failed" => TaskStatus::Failed,
-        "cancelled" => TaskStatus::Cancelled,
-        _ => TaskStatus::Unspecified,
+        TaskStatus::Queued => Some(Status::Queued),
+        TaskStatus::Running => Some(Status::Running),
+        TaskStatus::Completed => Some(Status::Completed),
+        TaskStatus::Failed => Some(Status::Failed),
+        TaskStatus::Cancelled => Some(Status::Cancelled),
+        TaskStatus::Unspecified => None,
     }
 }
 
@@ -69,12 +71,12 @@ pub fn task_pb(t: &task::Model, with_text: bool) -> pb::Task {
     let output = t.output_tokens.max(0) as u32;
     pb::Task {
         id: t.id.to_string(),
-        status: status_of(&t.status) as i32,
+        status: status_pb(t.status) as i32,
         topic: t.topic.clone(),
         function: t.function.clone(),
         text: if with_text { t.text.clone().unwrap_or_default() } else { String::new() },
         error: t.error.clone().unwrap_or_default(),
-        usage: (t.status == "completed").then_some(pb::TokenUsage {
+        usage: (t.status == Status::Completed).then_some(pb::TokenUsage {
             input_tokens: input,
             output_tokens: output,
             total_tokens: input + output,
@@ -174,7 +176,7 @@ impl Generator {
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
             tracing::error!(task = %task_id, error = %e, "queueing failed; the task is failed and its hold released");
             let _ = task::Entity::update_many()
-                .col_expr(task::Column::Status, Expr::value("failed"))
+                .col_expr(task::Column::Status, Expr::value(Status::Failed))
                 .col_expr(
                     task::Column::Error,
                     Expr::value("the task could not be queued; nothing was charged"),
@@ -226,7 +228,7 @@ impl Generator {
         user: Uuid,
         page_size: u32,
         page_token: &str,
-        status: TaskStatus,
+        status: Option<Status>,
     ) -> Result<(Vec<pb::Task>, String)> {
         let size = match page_size {
             0 => 20,
@@ -238,8 +240,8 @@ impl Generator {
                 .map_err(|_| invalid("page.page_token", "`page_token` is not one this API gave"))?;
             q = q.filter(task::Column::Id.lt(after));
         }
-        if status != TaskStatus::Unspecified {
-            q = q.filter(task::Column::Status.eq(status_text(status)));
+        if let Some(status) = status {
+            q = q.filter(task::Column::Status.eq(status));
         }
         let mut rows =
             q.order_by_desc(task::Column::Id).limit(size + 1).all(&self.inner.db).await?;
@@ -256,12 +258,12 @@ impl Generator {
     pub async fn cancel(&self, user: Uuid, id: &str) -> Result<pb::Task> {
         let id = Uuid::parse_str(id).map_err(|_| invalid("task_id", "`task_id` must be a UUID"))?;
         let n = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value("cancelled"))
+            .col_expr(task::Column::Status, Expr::value(Status::Cancelled))
             .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
             .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(task::Column::Id.eq(id))
             .filter(task::Column::UserId.eq(user))
-            .filter(task::Column::Status.is_in(["queued", "running"]))
+            .filter(task::Column::Status.is_in([Status::Queued, Status::Running]))
             .exec(&self.inner.db)
             .await?
             .rows_affected;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    domain::TaskStatus as Status,
     generator::Generator,
     providers::{ChatMessage, ChatRequest},
     store::task,
@@ -211,26 +212,26 @@ impl Worker {
             return Ok(Step::Ack(Handled::Skipped));
         };
         let hold = t.hold_id.to_string();
-        match t.status.as_str() {
+        match t.status {
             // A crash after the result was stored: finish settling, publish again (the event
             // id is fixed, so consumers act once).
-            "completed" => {
+            Status::Completed => {
                 if !g.commit(&hold, (t.input_tokens + t.output_tokens).max(0) as u64).await {
                     return Err(crate::error::AiError::Unavailable("commit".into()));
                 }
                 self.announce(&t).await?;
                 return Ok(Step::Ack(Handled::AlreadyDone));
             }
-            "failed" => {
+            Status::Failed => {
                 g.release(&hold).await;
                 self.announce(&t).await?;
                 return Ok(Step::Ack(Handled::AlreadyDone));
             }
-            "cancelled" => {
+            Status::Cancelled => {
                 g.release(&hold).await;
                 return Ok(Step::Ack(Handled::Cancelled));
             }
-            _ => {}
+            Status::Queued | Status::Running => {}
         }
         // Claim it: queued, or running under a lease that lapsed (its worker died), or
         // redelivered by the broker (the consumer holding it is gone).
@@ -239,13 +240,13 @@ impl Worker {
         let lease = now + chrono::Duration::seconds(g.inner.cfg.lease_secs as i64);
         let mut stale = Condition::any().add(task::Column::LeaseUntil.lt(now));
         if d.redelivered {
-            stale = stale.add(task::Column::Status.eq("running"));
+            stale = stale.add(task::Column::Status.eq(Status::Running));
         }
         let claimable = Condition::any()
-            .add(task::Column::Status.eq("queued"))
-            .add(Condition::all().add(task::Column::Status.eq("running")).add(stale));
+            .add(task::Column::Status.eq(Status::Queued))
+            .add(Condition::all().add(task::Column::Status.eq(Status::Running)).add(stale));
         let n = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value("running"))
+            .col_expr(task::Column::Status, Expr::value(Status::Running))
             .col_expr(task::Column::Claim, Expr::value(claim.clone()))
             .col_expr(task::Column::LeaseUntil, Expr::value(lease))
             .col_expr(task::Column::Attempts, Expr::value(d.attempt() as i32))
@@ -276,7 +277,7 @@ impl Worker {
             _ = cancel.cancelled() => None,
             _ = self.hand_back.cancelled() => {
                 self.running.lock().expect("running").remove(&id);
-                self.unclaim(id, &claim, "queued", None).await?;
+                self.unclaim(id, &claim, Status::Queued, None).await?;
                 return Ok(Step::HandBack);
             }
         };
@@ -290,7 +291,7 @@ impl Worker {
         match result {
             Ok((served, answer)) => {
                 let n = task::Entity::update_many()
-                    .col_expr(task::Column::Status, Expr::value("completed"))
+                    .col_expr(task::Column::Status, Expr::value(Status::Completed))
                     .col_expr(task::Column::Text, Expr::value(answer.text.clone()))
                     .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
                     .col_expr(task::Column::InputTokens, Expr::value(answer.usage.input as i32))
@@ -308,7 +309,7 @@ impl Worker {
                     .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
                     .filter(task::Column::Id.eq(id))
                     .filter(task::Column::Claim.eq(claim.clone()))
-                    .filter(task::Column::Status.eq("running"))
+                    .filter(task::Column::Status.eq(Status::Running))
                     .exec(db)
                     .await?
                     .rows_affected;
@@ -332,13 +333,13 @@ impl Worker {
                     self.unclaim(
                         id,
                         &claim,
-                        "queued",
+                        Status::Queued,
                         Some(format!("retrying: {}", e.user_reason())),
                     )
                     .await?;
                     return Ok(Step::Retry(e.to_string(), e.retry_after()));
                 }
-                self.unclaim(id, &claim, "failed", Some(e.user_reason())).await?;
+                self.unclaim(id, &claim, Status::Failed, Some(e.user_reason())).await?;
                 let failed = self.reload(id).await?;
                 g.release(&hold).await;
                 g.cache_task(&failed).await;
@@ -366,7 +367,7 @@ impl Worker {
         &self,
         id: Uuid,
         claim: &str,
-        status: &str,
+        status: Status,
         error: Option<String>,
     ) -> crate::error::Result<()> {
         task::Entity::update_many()
@@ -389,7 +390,7 @@ impl Worker {
         let user = t.user_id.to_string();
         let task = task_pb(t, true);
         let id = format!("{}:{}", t.id, t.status);
-        if t.status == "completed" {
+        if t.status == Status::Completed {
             let ev = pb::GenerationCompleted { task: Some(task) };
             skillup_kit::events::publish_with_id(bus, &id, &user, &ev).await?;
         } else {
