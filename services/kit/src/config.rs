@@ -694,11 +694,11 @@ impl Config {
                 "must be at least 1000",
             ));
         }
-        if self.db_max_connections == 0 {
+        if self.db_max_connections < 2 {
             return Err(bad(
                 "db_max_connections",
                 "SKILLUP_DB_MAX_CONNECTIONS",
-                "must be at least 1",
+                "must be at least 2 (migrations hold one connection for their lock)",
             ));
         }
         if self.readiness_interval_ms < 100 {

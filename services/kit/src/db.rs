@@ -45,9 +45,26 @@ fn sqlite_path(url: &str) -> Option<String> {
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
-/// Applies every pending migration of `M`.
+/// Applies every pending migration of `M`. On PostgreSQL one process at a time does (replicas
+/// starting together wait for the first, then find nothing pending): a transaction holds an
+/// advisory lock named after the migrator's history table while the migrations run.
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<()> {
-    M::up(db, None).await?;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    if db.get_database_backend() != DbBackend::Postgres {
+        M::up(db, None).await?;
+        return Ok(());
+    }
+    let name = M::migration_table_name().to_string();
+    let lock = db.begin().await?;
+    lock.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        [format!("skillup-migrate:{name}").into()],
+    ))
+    .await?;
+    let res = M::up(db, None).await;
+    lock.commit().await?;
+    res?;
     Ok(())
 }
 

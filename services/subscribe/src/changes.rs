@@ -17,6 +17,7 @@ use skillup_kit::{
 use skillup_proto::subscribe::v1 as pb;
 use uuid::Uuid;
 
+use crate::domain::SubscriptionStatus as Status;
 use crate::subscriptions::*;
 use crate::{
     error::{Result, SubscribeError},
@@ -49,10 +50,11 @@ impl Subscriptions {
                 "everyone has the free plan; cancel a paid plan to return to it".into(),
             ));
         }
-        if let Some(s) =
-            self.current(user).await?.sub.filter(|s| {
-                s.status == pb::SubscriptionStatus::Active as i32 && s.plan_id == plan.id
-            })
+        if let Some(s) = self
+            .current(user)
+            .await?
+            .sub
+            .filter(|s| s.status == Status::Active && s.plan_id == plan.id)
         {
             return self.keep(user, &s).await;
         }
@@ -145,7 +147,7 @@ impl Subscriptions {
             .await?;
         let cur = self.current_of(user, row).await?;
         let now = Utc::now();
-        let active = cur.sub.clone().filter(|s| s.status == pb::SubscriptionStatus::Active as i32);
+        let active = cur.sub.clone().filter(|s| s.status == Status::Active);
         if let Some(s) = active.as_ref().filter(|s| s.plan_id == plan.id) {
             // A concurrent change to the same plan (or a retry) got here first.
             self.release_change(user, change).await;
@@ -211,7 +213,7 @@ impl Subscriptions {
             id: Set(Uuid::now_v7()),
             user_id: Set(user),
             plan_id: Set(plan.id.clone()),
-            status: Set(pb::SubscriptionStatus::Active as i32),
+            status: Set(Status::Active),
             period_start: Set(start),
             period_end: Set(end),
             cancel_at_period_end: Set(false),
@@ -231,7 +233,7 @@ impl Subscriptions {
         )
         .exec_without_returning(&txn)
         .await?;
-        self.changed(&txn, user, &plan.id, pb::SubscriptionStatus::Active, end).await?;
+        self.changed(&txn, user, &plan.id, Status::Active, end).await?;
         txn.commit().await?;
         self.committed(user).await;
         self.subscription_pb(user).await
@@ -240,7 +242,7 @@ impl Subscriptions {
     /// Cancels at the end of the current period.
     pub async fn cancel(&self, user: Uuid) -> Result<pb::Subscription> {
         let cur = self.current(user).await?;
-        let Some(s) = cur.sub.filter(|s| s.status == pb::SubscriptionStatus::Active as i32) else {
+        let Some(s) = cur.sub.filter(|s| s.status == Status::Active) else {
             return Err(SubscribeError::NotFound("there is no paid subscription to cancel".into()));
         };
         let txn = self.db.begin().await?;
@@ -250,8 +252,7 @@ impl Subscriptions {
             .filter(subscription::Column::Id.eq(s.id))
             .exec(&txn)
             .await?;
-        self.changed(&txn, user, &s.plan_id, pb::SubscriptionStatus::Canceled, s.period_end)
-            .await?;
+        self.changed(&txn, user, &s.plan_id, Status::Canceled, s.period_end).await?;
         txn.commit().await?;
         self.committed(user).await;
         self.subscription_pb(user).await
@@ -261,7 +262,7 @@ impl Subscriptions {
     /// the user, plan and the period's start), advances it with a conditional update, or
     /// expires it to free when it was cancelled or cannot be paid. Safe on many replicas.
     pub(crate) async fn renew(&self, s: subscription::Model) -> Result<()> {
-        use pb::SubscriptionStatus::{Active, Expired};
+        use Status::{Active, Expired};
         if s.cancel_at_period_end {
             self.advance_or_expire(&s, Expired, s.period_end, FREE).await?;
             return Ok(());
@@ -300,7 +301,7 @@ impl Subscriptions {
     pub(crate) async fn advance_or_expire(
         &self,
         s: &subscription::Model,
-        status: pb::SubscriptionStatus,
+        status: Status,
         end: DateTime<Utc>,
         event_plan: &str,
     ) -> Result<bool> {
@@ -308,13 +309,13 @@ impl Subscriptions {
             .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(subscription::Column::Id.eq(s.id))
             .filter(subscription::Column::PeriodEnd.eq(s.period_end))
-            .filter(subscription::Column::Status.eq(pb::SubscriptionStatus::Active as i32));
-        if status == pb::SubscriptionStatus::Active {
+            .filter(subscription::Column::Status.eq(Status::Active));
+        if status == Status::Active {
             q = q
                 .col_expr(subscription::Column::PeriodStart, Expr::value(s.period_end))
                 .col_expr(subscription::Column::PeriodEnd, Expr::value(end));
         } else {
-            q = q.col_expr(subscription::Column::Status, Expr::value(status as i32));
+            q = q.col_expr(subscription::Column::Status, Expr::value(status));
         }
         let txn = self.db.begin().await?;
         if q.exec(&txn).await?.rows_affected != 1 {
@@ -331,7 +332,7 @@ impl Subscriptions {
     /// looked at.
     pub async fn renew_due(&self) -> Result<usize> {
         let due = subscription::Entity::find()
-            .filter(subscription::Column::Status.eq(pb::SubscriptionStatus::Active as i32))
+            .filter(subscription::Column::Status.eq(Status::Active))
             .filter(subscription::Column::PeriodEnd.lte(Utc::now()))
             .limit(500)
             .all(&self.db)
@@ -351,13 +352,13 @@ impl Subscriptions {
         txn: &C,
         user: Uuid,
         plan: &str,
-        status: pb::SubscriptionStatus,
+        status: Status,
         end: DateTime<Utc>,
     ) -> std::result::Result<(), DbErr> {
         let msg = pb::SubscriptionChanged {
             user_id: user.to_string(),
             plan: plan.to_owned(),
-            status: status as i32,
+            status: status_pb(status) as i32,
             current_period_end: Some(ts(end)),
         };
         let id = Uuid::now_v7().to_string();

@@ -15,6 +15,7 @@ use skillup_kit::db::{is_busy as busy, is_unique_violation as unique_violation};
 use skillup_proto::subscribe::v1 as pb;
 use uuid::Uuid;
 
+use crate::domain::SubscriptionStatus as Status;
 use crate::subscriptions::*;
 use crate::{
     error::{Result, SubscribeError},
@@ -348,7 +349,7 @@ impl Subscriptions {
             )
             SELECT fresh.ok AS fresh, taken.*
               FROM fresh CROSS JOIN async_commit LEFT JOIN taken ON true"#;
-        let paid = cur.sub.as_ref().filter(|s| s.status == pb::SubscriptionStatus::Active as i32);
+        let paid = cur.sub.as_ref().filter(|s| s.status == Status::Active);
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
             SQL,
@@ -364,7 +365,7 @@ impl Subscriptions {
                 h.created_at.into(),
                 paid.map(|s| s.plan_id.clone()).into(),
                 cur.period_end.into(),
-                (pb::SubscriptionStatus::Active as i32).into(),
+                Status::Active.as_str().into(),
             ],
         );
         let res = self

@@ -10,6 +10,7 @@
 
 pub mod billing;
 pub mod changes;
+pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod holds;

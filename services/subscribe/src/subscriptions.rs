@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     billing::Billing,
+    domain::SubscriptionStatus as Status,
     error::{Result, SubscribeError},
     store::entities::{plan, subscription, usage},
 };
@@ -57,7 +58,7 @@ pub(crate) const PLANS_TTL: Duration = Duration::from_secs(60);
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(30);
 
 pub(crate) fn cache_key(user: Uuid) -> String {
-    format!("sub:v2:{user}")
+    format!("sub:v3:{user}")
 }
 
 /// The cached form of a subscription row: `id|plan|status|start|end|cancel` (times in RFC 3339
@@ -71,7 +72,7 @@ pub(crate) fn encode(s: Option<&subscription::Model>) -> String {
             "{}|{}|{}|{}|{}|{}",
             s.id,
             s.plan_id,
-            s.status,
+            s.status.as_str(),
             s.period_start.to_rfc3339_opts(SecondsFormat::Nanos, true),
             s.period_end.to_rfc3339_opts(SecondsFormat::Nanos, true),
             u8::from(s.cancel_at_period_end)
@@ -90,7 +91,7 @@ pub(crate) fn decode(user: Uuid, v: &str) -> Option<Option<subscription::Model>>
         id: Uuid::parse_str(id).ok()?,
         user_id: user,
         plan_id: (*plan).to_owned(),
-        status: status.parse().ok()?,
+        status: Status::parse(status)?,
         period_start: time(start)?,
         period_end: time(end)?,
         cancel_at_period_end: *cancel == "1",
@@ -223,20 +224,18 @@ impl Subscriptions {
     ) -> Result<Current> {
         let now = Utc::now();
         if let Some(s) = &sub
-            && s.status == pb::SubscriptionStatus::Active as i32
+            && s.status == Status::Active
             && s.period_end <= now
         {
             let fresh = subscription::Entity::find_by_id(s.id).one(&self.db).await?;
-            if let Some(f) = fresh.filter(|f| {
-                f.status == pb::SubscriptionStatus::Active as i32 && f.period_end <= now
-            }) {
+            if let Some(f) = fresh.filter(|f| f.status == Status::Active && f.period_end <= now) {
                 self.renew(f).await?;
             }
             self.forget(user).await;
             sub = self.subscription_row(user).await?;
         }
         match sub {
-            Some(s) if s.status == pb::SubscriptionStatus::Active as i32 => Ok(Current {
+            Some(s) if s.status == Status::Active => Ok(Current {
                 plan: self.plan(&s.plan_id).await?,
                 period_start: s.period_start,
                 period_end: s.period_end,
@@ -273,7 +272,7 @@ impl Subscriptions {
         let row = self.usage_row(user, cur.period_start).await?;
         let usage = usage_pb(&cur, row.as_ref());
         let (id, status, cancel) = match &cur.sub {
-            Some(s) if s.status == pb::SubscriptionStatus::Active as i32 => {
+            Some(s) if s.status == Status::Active => {
                 (s.id.to_string(), pb::SubscriptionStatus::Active, s.cancel_at_period_end)
             }
             _ => (String::new(), pb::SubscriptionStatus::Active, false),
@@ -335,5 +334,14 @@ impl Subscriptions {
             }
         }
         known.insert(user, (std::time::Instant::now(), row));
+    }
+}
+
+/// A stored status as the contract names it.
+pub(crate) fn status_pb(s: Status) -> pb::SubscriptionStatus {
+    match s {
+        Status::Active => pb::SubscriptionStatus::Active,
+        Status::Canceled => pb::SubscriptionStatus::Canceled,
+        Status::Expired => pb::SubscriptionStatus::Expired,
     }
 }

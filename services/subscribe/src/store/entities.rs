@@ -40,7 +40,7 @@ pub mod subscription {
         pub user_id: Uuid,
         pub plan_id: String,
         /// `skillup.subscribe.v1.SubscriptionStatus` number.
-        pub status: i32,
+        pub status: crate::domain::SubscriptionStatus,
         pub period_start: DateTimeUtc,
         pub period_end: DateTimeUtc,
         pub cancel_at_period_end: bool,
