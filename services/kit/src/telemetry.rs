@@ -28,7 +28,16 @@ use tracing_subscriber::{
     prelude::*,
 };
 
-use crate::config::LogFormat;
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Json,
+}
 
 /// Keeps the exporters running; dropping it flushes the spans still batched and the error
 /// reports still queued.

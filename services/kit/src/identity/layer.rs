@@ -1,0 +1,111 @@
+//! The server side: every RPC admitted by its assertion before any service code reads who
+//! calls.
+
+use super::*;
+
+/// The server side of the assertion: see the module docs. Without a key nothing can be
+/// verified, so every identity header is dropped and every assertion refused (fail closed).
+#[derive(Clone, Debug, Default)]
+pub struct IdentityLayer {
+    key: Option<Arc<IdentityKey>>,
+}
+
+impl IdentityLayer {
+    pub fn new(key: Option<Arc<IdentityKey>>) -> Self {
+        Self { key }
+    }
+}
+
+impl<S> Layer<S> for IdentityLayer {
+    type Service = IdentityService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        IdentityService { inner, key: self.key.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityService<S> {
+    inner: S,
+    key: Option<Arc<IdentityKey>>,
+}
+
+type BoxFut<T, E> = Pin<Box<dyn std::future::Future<Output = std::result::Result<T, E>> + Send>>;
+
+impl<S> Service<Request<Body>> for IdentityService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFut<Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let admitted =
+            admit(self.key.as_deref(), &mut parts.headers, &mut parts.extensions, parts.uri.path());
+        match admitted {
+            Ok(()) => Box::pin(self.inner.call(Request::from_parts(parts, body))),
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+/// What [`IdentityLayer`] does to a call (and what an in-process direct call does too):
+/// drops every identity header; with a valid assertion, puts them back from its claims and
+/// adds the [`Identity`] to `extensions`; a bad or expired assertion is UNAUTHENTICATED.
+pub fn admit(
+    key: Option<&IdentityKey>,
+    headers: &mut http::HeaderMap,
+    extensions: &mut http::Extensions,
+    path: &str,
+) -> std::result::Result<(), tonic::Status> {
+    let [user_id, scopes, tier, email_verified, assertion_name] = IDENTITY_HEADERS;
+    let assertion = headers.remove(&assertion_name);
+    for h in [&user_id, &scopes, &tier, &email_verified] {
+        headers.remove(h);
+    }
+    let Some(assertion) = assertion else { return Ok(()) };
+    let verified = match (key, assertion.to_str()) {
+        (Some(key), Ok(text)) => key.verify(text, now_secs()),
+        _ => Err(AssertionError::BadSignature),
+    };
+    match verified {
+        Ok(id) => {
+            if !id.ip.is_empty() {
+                extensions.insert(ClientAddr(id.ip.clone()));
+            }
+            // An anonymous assertion (a public route) vouches for the address only.
+            if id.user_id.is_empty() {
+                return Ok(());
+            }
+            let mut put = |k: http::HeaderName, v: &str| {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    headers.insert(k, v);
+                }
+            };
+            put(user_id, &id.user_id);
+            put(scopes, &id.scopes.join(" "));
+            put(tier, &id.tier);
+            headers.insert(
+                email_verified,
+                HeaderValue::from_static(if id.email_verified { "true" } else { "false" }),
+            );
+            // The assertion goes on as it came (services forward it on their own calls).
+            headers.insert(assertion_name, assertion);
+            extensions.insert(id);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %path, "identity assertion refused");
+            Err(crate::error::status(
+                skillup_proto::common::v1::ErrorCode::Unauthenticated,
+                e.to_string(),
+            ))
+        }
+    }
+}
