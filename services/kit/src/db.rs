@@ -109,6 +109,51 @@ macro_rules! migration_name {
     };
 }
 
+/// Turns an integer enum column (protobuf numbers, as services stored them first) into one of
+/// names: a new text column filled by `CASE` (`otherwise` for any number not in `names`), the
+/// old one dropped, the new one renamed — the same steps on PostgreSQL and SQLite. Run it
+/// inside one transaction (`SchemaManager::begin`): a pooled SQLite connection whose schema
+/// was read before the new column existed would not find it to rename it.
+pub async fn enum_numbers_to_names(
+    m: &sea_orm_migration::SchemaManager<'_>,
+    table: &str,
+    column: &str,
+    names: &[(i32, &str)],
+    otherwise: &str,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    use sea_orm_migration::{prelude::*, schema::string_len};
+    let temp = format!("{column}_name");
+    let valid = |s: &str| s.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    assert!(
+        [table, column, otherwise].into_iter().chain(names.iter().map(|n| n.1)).all(valid),
+        "names are lowercase identifiers"
+    );
+    m.alter_table(
+        Table::alter()
+            .table(Alias::new(table))
+            .add_column(string_len(Alias::new(&temp), 32).default(otherwise))
+            .to_owned(),
+    )
+    .await?;
+    let cases: String = names.iter().map(|(n, name)| format!(" WHEN {n} THEN '{name}'")).collect();
+    m.get_connection()
+        .execute_unprepared(&format!(
+            "UPDATE {table} SET {temp} = CASE {column}{cases} ELSE '{otherwise}' END"
+        ))
+        .await?;
+    m.alter_table(
+        Table::alter().table(Alias::new(table)).drop_column(Alias::new(column)).to_owned(),
+    )
+    .await?;
+    m.alter_table(
+        Table::alter()
+            .table(Alias::new(table))
+            .rename_column(Alias::new(&temp), Alias::new(column))
+            .to_owned(),
+    )
+    .await
+}
+
 /// A readiness probe that runs `SELECT 1`.
 pub fn probe(db: DatabaseConnection) -> Readiness {
     Readiness::new().with("database", move || {

@@ -51,7 +51,7 @@ impl Notifier {
             let items = item::Entity::find()
                 .filter(item::Column::UserId.eq(c.user_id))
                 .filter(item::Column::Seq.gt(c.emailed_seq))
-                .filter(item::Column::Kind.is_in(DIGESTED.map(|k| k as i32)))
+                .filter(item::Column::Kind.is_in(DIGESTED))
                 .order_by_asc(item::Column::Seq)
                 .limit(50)
                 .all(&self.db)
@@ -66,7 +66,7 @@ impl Notifier {
                 .from(item::Entity)
                 .and_where(item::Column::UserId.eq(c.user_id))
                 .and_where(item::Column::Seq.gt(upto))
-                .and_where(item::Column::Kind.is_in(DIGESTED.map(|k| k as i32)))
+                .and_where(item::Column::Kind.is_in(DIGESTED))
                 .to_owned();
             let claimed = contact::Entity::update_many()
                 .col_expr(contact::Column::EmailedSeq, Expr::value(upto))

@@ -14,13 +14,8 @@ use skillup_kit::{
     bus::{Delivery, SubscriptionSpec},
 };
 use skillup_proto::{
-    ai::v1 as aipb,
-    auth::v1::UserRegistered,
-    common::v1::EventEnvelope,
-    events::Event as _,
-    notification::v1::{self as pb, NotificationKind},
-    payment::v1 as paypb,
-    subscribe::v1 as subpb,
+    ai::v1 as aipb, auth::v1::UserRegistered, common::v1::EventEnvelope, events::Event as _,
+    notification::v1 as pb, payment::v1 as paypb, subscribe::v1 as subpb,
 };
 use uuid::Uuid;
 
@@ -253,7 +248,7 @@ impl Notifier {
                 id: Set(Uuid::now_v7()),
                 user_id: Set(user),
                 seq: Set(self.newest_seq(user).await? + 1),
-                kind: Set(kind as i32),
+                kind: Set(kind),
                 title: Set(title.clone()),
                 body: Set(body.clone()),
                 data: Set(data.clone()),

@@ -7,6 +7,7 @@
 //! [`service`] the rules; [`store`] the tables.
 
 pub mod digest;
+pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;

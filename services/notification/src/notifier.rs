@@ -8,7 +8,9 @@ use std::{
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use skillup_kit::{bus::SharedBus, db::timestamp as ts, mailer::SharedMailer};
-use skillup_proto::notification::v1::{self as pb, NotificationKind};
+use skillup_proto::notification::v1 as pb;
+
+pub use crate::domain::NotificationKind;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -34,7 +36,7 @@ pub struct Notifier {
 pub(crate) fn to_pb(n: &item::Model) -> pb::Notification {
     pb::Notification {
         id: n.id.to_string(),
-        kind: n.kind,
+        kind: kind_pb(n.kind) as i32,
         title: n.title.clone(),
         body: n.body.clone(),
         data: serde_json::from_str(&n.data).unwrap_or_default(),
@@ -100,3 +102,14 @@ pub(crate) struct Live {
 
 /// Most notifications a reconnecting client is sent from the backlog.
 pub(crate) const MAX_BACKLOG: u64 = 500;
+
+/// A stored kind as the contract names it.
+pub(crate) fn kind_pb(k: NotificationKind) -> pb::NotificationKind {
+    match k {
+        NotificationKind::GenerationCompleted => pb::NotificationKind::GenerationCompleted,
+        NotificationKind::GenerationFailed => pb::NotificationKind::GenerationFailed,
+        NotificationKind::PaymentSucceeded => pb::NotificationKind::PaymentSucceeded,
+        NotificationKind::PaymentFailed => pb::NotificationKind::PaymentFailed,
+        NotificationKind::SubscriptionChanged => pb::NotificationKind::SubscriptionChanged,
+    }
+}

@@ -3,7 +3,11 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-skillup_kit::migrator!(Migrator, "notification_migrations", [M0001Init, M0002Contacts]);
+skillup_kit::migrator!(
+    Migrator,
+    "notification_migrations",
+    [M0001Init, M0002Contacts, M0003KindNames]
+);
 
 struct M0001Init;
 
@@ -95,6 +99,35 @@ impl MigrationTrait for M0002Contacts {
 
 /// Where a user's emails go (learnt from `user.registered`) and how far their generation
 /// notifications have been emailed.
+/// Notification kinds stored as names (`generation_completed`, …) instead of the protobuf
+/// enum's numbers.
+struct M0003KindNames;
+
+skillup_kit::migration_name!(M0003KindNames, "m0003_kind_names");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003KindNames {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let m = m.begin().await?;
+        let kinds = [
+            (1, "generation_completed"),
+            (2, "generation_failed"),
+            (3, "payment_succeeded"),
+            (4, "payment_failed"),
+            (5, "subscription_changed"),
+        ];
+        skillup_kit::db::enum_numbers_to_names(
+            &m,
+            "notification_items",
+            "kind",
+            &kinds,
+            "subscription_changed",
+        )
+        .await?;
+        m.commit().await
+    }
+}
+
 pub mod contact {
     use sea_orm::entity::prelude::*;
 
@@ -129,8 +162,8 @@ pub mod item {
         /// 1, 2, 3, … per user with no gaps (unique with the user): the order of delivery and
         /// recovery, whichever replica stored it.
         pub seq: i64,
-        /// `NotificationKind` number.
-        pub kind: i32,
+        /// What it is about, by name.
+        pub kind: crate::domain::NotificationKind,
         pub title: String,
         pub body: String,
         /// JSON object of related ids.

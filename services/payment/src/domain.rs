@@ -119,3 +119,46 @@ mod tests {
         assert!(idempotency_key(&"k".repeat(129)).is_err());
     }
 }
+
+/// What a ledger entry moved. Stored as its name in `payment_transactions.kind` (migration
+/// m0003 turned the protobuf numbers stored before into names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::N(32))")]
+pub enum TransactionKind {
+    /// Money in from the card processor.
+    #[sea_orm(string_value = "top_up")]
+    TopUp,
+    /// Money out for a subscription or usage.
+    #[sea_orm(string_value = "charge")]
+    Charge,
+    /// Money back for a charge.
+    #[sea_orm(string_value = "refund")]
+    Refund,
+}
+
+impl TransactionKind {
+    /// The number an entry's idempotency scope (`{n}:{user}`) was first written with: kept, so
+    /// a key sent again after the change finds the entry it made before.
+    pub fn scope_number(self) -> i32 {
+        match self {
+            TransactionKind::TopUp => 1,
+            TransactionKind::Charge => 2,
+            TransactionKind::Refund => 3,
+        }
+    }
+}
+
+/// Where a ledger entry is. Stored as its name in `payment_transactions.status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::N(32))")]
+pub enum TransactionStatus {
+    /// Waiting for the processor.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// Applied to the balance.
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    /// Refused; the balance did not change.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+}

@@ -21,7 +21,9 @@ use skillup_proto::{common::v1::Money, payment::v1 as pb};
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, Authorization, PaymentProvider},
+    domain::{
+        self, Authorization, PaymentProvider, TransactionKind as Kind, TransactionStatus as Status,
+    },
     error::{PaymentError, Result},
     store::entities::{account, posting, transaction},
 };
@@ -40,7 +42,7 @@ pub struct Ledger {
 pub type Outcome = (transaction::Model, bool);
 
 struct Movement {
-    kind: pb::TransactionKind,
+    kind: Kind,
     user_id: Uuid,
     amount: i64,
     currency: String,
@@ -55,22 +57,22 @@ struct Movement {
 
 impl Movement {
     fn scope(&self) -> String {
-        format!("{}:{}", self.kind as i32, self.user_id)
+        format!("{}:{}", self.kind.scope_number(), self.user_id)
     }
 
     /// The ledger entry of this movement, succeeded or refused.
     fn entry(
         &self,
         id: Uuid,
-        status: pb::TransactionStatus,
+        status: Status,
         failure_reason: String,
         at: chrono::DateTime<chrono::Utc>,
     ) -> transaction::ActiveModel {
         transaction::ActiveModel {
             id: Set(id),
             user_id: Set(self.user_id),
-            kind: Set(self.kind as i32),
-            status: Set(status as i32),
+            kind: Set(self.kind),
+            status: Set(status),
             amount_minor: Set(self.amount),
             currency: Set(self.currency.clone()),
             balance_after_minor: Set(0),
@@ -117,8 +119,8 @@ pub fn transaction_pb(t: &transaction::Model) -> pb::Transaction {
     pb::Transaction {
         id: t.id.to_string(),
         user_id: t.user_id.to_string(),
-        kind: t.kind,
-        status: t.status,
+        kind: kind_pb(t.kind) as i32,
+        status: status_pb(t.status) as i32,
         amount: money(t.amount_minor),
         balance_after: money(t.balance_after_minor),
         idempotency_key: t.idempotency_key.clone(),
@@ -179,7 +181,7 @@ impl Ledger {
             ));
         }
         let m = Movement {
-            kind: pb::TransactionKind::TopUp,
+            kind: Kind::TopUp,
             user_id: user,
             amount,
             currency: currency.clone(),
@@ -221,7 +223,7 @@ impl Ledger {
         let key = domain::idempotency_key(key)?;
         let description = domain::description(description)?;
         let m = Movement {
-            kind: pb::TransactionKind::Charge,
+            kind: Kind::Charge,
             user_id: user,
             amount,
             currency: currency.clone(),
@@ -257,15 +259,12 @@ impl Ledger {
         let charge = transaction::Entity::find_by_id(id)
             .one(&self.db)
             .await?
-            .filter(|t| {
-                t.kind == pb::TransactionKind::Charge as i32
-                    && t.status == pb::TransactionStatus::Succeeded as i32
-            })
+            .filter(|t| t.kind == Kind::Charge && t.status == Status::Succeeded)
             .ok_or_else(|| PaymentError::NotFound(format!("no successful charge {id}")))?;
         let amount = if amount == 0 { charge.amount_minor - charge.refunded_minor } else { amount };
         let amount = domain::amount("amount_minor", amount)?;
         let m = Movement {
-            kind: pb::TransactionKind::Refund,
+            kind: Kind::Refund,
             user_id: charge.user_id,
             amount,
             currency: charge.currency.clone(),
@@ -324,8 +323,8 @@ impl Ledger {
         if t.request_hash != hash {
             return Err(PaymentError::KeyReused);
         }
-        if t.status == pb::TransactionStatus::Failed as i32 {
-            return Err(if t.kind == pb::TransactionKind::TopUp as i32 {
+        if t.status == Status::Failed {
+            return Err(if t.kind == Kind::TopUp {
                 PaymentError::Declined(t.failure_reason)
             } else {
                 PaymentError::InsufficientFunds(format!("{} {}", t.amount_minor, t.currency))
@@ -361,15 +360,15 @@ impl Ledger {
                 // A charge refused for want of funds moved nothing: the same request may try
                 // again once the balance allows (the refusal is not a result to hold on to).
                 // Anything else — a success, a processor's decline — is the answer for the key.
-                let retry_refused = existing.status == pb::TransactionStatus::Failed as i32
-                    && existing.kind == pb::TransactionKind::Charge as i32
+                let retry_refused = existing.status == Status::Failed
+                    && existing.kind == Kind::Charge
                     && existing.request_hash == m.hash;
                 if !retry_refused {
                     return self.replay(existing, &m.hash);
                 }
                 transaction::Entity::delete_many()
                     .filter(transaction::Column::Id.eq(existing.id))
-                    .filter(transaction::Column::Status.eq(pb::TransactionStatus::Failed as i32))
+                    .filter(transaction::Column::Status.eq(Status::Failed))
                     .exec(&self.db)
                     .await?;
                 continue;
@@ -405,7 +404,7 @@ impl Ledger {
     ) -> std::result::Result<std::result::Result<transaction::Model, Refused>, DbErr> {
         let wallet_user = Some(m.user_id);
         let (from_user, to_user) = match m.kind {
-            pb::TransactionKind::Charge => (wallet_user, None),
+            Kind::Charge => (wallet_user, None),
             _ => (None, wallet_user),
         };
         let now = chrono::Utc::now();
@@ -416,7 +415,7 @@ impl Ledger {
         Self::ensure_account(&txn, &m.to, to_user, &m.currency).await?;
         // The entry first: the unique index stops a concurrent duplicate here, before any
         // money moves.
-        m.entry(id, pb::TransactionStatus::Succeeded, String::new(), now).insert(&txn).await?;
+        m.entry(id, Status::Succeeded, String::new(), now).insert(&txn).await?;
         if let Some(charge) = m.refund_of {
             let done = transaction::Entity::update_many()
                 .col_expr(
@@ -496,12 +495,7 @@ impl Ledger {
     /// Records a refused movement under its key (so a retry gets the same answer) and says why.
     async fn refuse(&self, m: Movement, reason: String) -> Result<Outcome> {
         for attempt in 0..50u64 {
-            let row = m.entry(
-                Uuid::now_v7(),
-                pb::TransactionStatus::Failed,
-                reason.clone(),
-                chrono::Utc::now(),
-            );
+            let row = m.entry(Uuid::now_v7(), Status::Failed, reason.clone(), chrono::Utc::now());
             match self.insert_refusal(row).await {
                 Ok(t) => {
                     self.outbox.wake();
@@ -543,7 +537,7 @@ impl Ledger {
     ) -> std::result::Result<(), DbErr> {
         let (user, id) = (t.user_id.to_string(), format!("payment:{}", t.id));
         let entry = Some(transaction_pb(t));
-        if t.status == pb::TransactionStatus::Failed as i32 {
+        if t.status == Status::Failed {
             let msg = pb::PaymentFailed { transaction: entry };
             self.outbox.add(txn, &id, &user, &msg).await
         } else {
@@ -586,5 +580,23 @@ impl Ledger {
             }
         }
         Ok(bad)
+    }
+}
+
+/// A stored kind as the contract names it.
+fn kind_pb(k: Kind) -> pb::TransactionKind {
+    match k {
+        Kind::TopUp => pb::TransactionKind::TopUp,
+        Kind::Charge => pb::TransactionKind::Charge,
+        Kind::Refund => pb::TransactionKind::Refund,
+    }
+}
+
+/// A stored status as the contract names it.
+fn status_pb(s: Status) -> pb::TransactionStatus {
+    match s {
+        Status::Pending => pb::TransactionStatus::Pending,
+        Status::Succeeded => pb::TransactionStatus::Succeeded,
+        Status::Failed => pb::TransactionStatus::Failed,
     }
 }

@@ -79,7 +79,7 @@ impl pb::prompt_service_server::PromptService for PromptGrpc {
                 pb::Message { role: pb::Role::User as i32, content: b.user },
             ],
             max_tokens: b.max_tokens,
-            class: b.class as i32,
+            class: crate::service::class_pb(b.class) as i32,
             template_version: b.version,
             locale: b.locale,
             estimated_input_tokens: b.estimated_input_tokens,

@@ -15,6 +15,7 @@ use skillup_proto::prompt::v1 as pb;
 
 use crate::{
     domain::{
+        class::FunctionClass,
         template::{Template, TemplateError, valid_name},
         values::{self, DEFAULT_LOCALE, MAX_TEMPLATE_CHARS},
     },
@@ -51,7 +52,7 @@ pub struct Built {
     pub system: String,
     pub user: String,
     pub max_tokens: u32,
-    pub class: pb::FunctionClass,
+    pub class: FunctionClass,
     pub version: u32,
     pub locale: String,
     pub estimated_input_tokens: u32,
@@ -157,7 +158,7 @@ impl Catalog {
             title: if ru(locale) { f.title_ru } else { f.title_en },
             description: if ru(locale) { f.description_ru } else { f.description_en },
             id: f.id,
-            class: f.class,
+            class: class_pb(f.class) as i32,
             default_max_tokens: f.default_max_tokens as u32,
             min_tier: f.min_tier,
             params,
@@ -259,7 +260,7 @@ impl Catalog {
             system,
             user,
             max_tokens,
-            class: pb::FunctionClass::try_from(f.class).unwrap_or(pb::FunctionClass::Short),
+            class: f.class,
             version: t.version as u32,
             locale: t.locale,
             estimated_input_tokens: chars.div_ceil(4) as u32,
@@ -310,7 +311,8 @@ impl Catalog {
         }
         let description = values::user_text("function.description", &f.description, 500, false)?;
         let class = match pb::FunctionClass::try_from(f.class) {
-            Ok(c @ (pb::FunctionClass::Short | pb::FunctionClass::Long)) => c,
+            Ok(pb::FunctionClass::Short) => FunctionClass::Short,
+            Ok(pb::FunctionClass::Long) => FunctionClass::Long,
             _ => {
                 return Err(PromptError::Invalid(
                     "function.class",
@@ -353,7 +355,7 @@ impl Catalog {
             title_ru: Set(title),
             description_en: Set(description.clone()),
             description_ru: Set(description),
-            class: Set(class as i32),
+            class: Set(class),
             default_max_tokens: Set(f.default_max_tokens as i32),
             min_tier: Set(min_tier),
             params: Set(serde_json::to_string(&params).unwrap_or_else(|_| "{}".into())),
@@ -493,5 +495,13 @@ impl Catalog {
             .iter()
             .map(template_pb)
             .collect())
+    }
+}
+
+/// A stored class as the contract names it.
+pub(crate) fn class_pb(c: FunctionClass) -> pb::FunctionClass {
+    match c {
+        FunctionClass::Short => pb::FunctionClass::Short,
+        FunctionClass::Long => pb::FunctionClass::Long,
     }
 }

@@ -38,9 +38,9 @@ pub mod transaction {
         pub id: Uuid,
         pub user_id: Uuid,
         /// `skillup.payment.v1.TransactionKind` number.
-        pub kind: i32,
+        pub kind: crate::domain::TransactionKind,
         /// `skillup.payment.v1.TransactionStatus` number.
-        pub status: i32,
+        pub status: crate::domain::TransactionStatus,
         pub amount_minor: i64,
         pub currency: String,
         pub balance_after_minor: i64,

@@ -5,7 +5,7 @@ use sea_orm_migration::{prelude::*, schema::*};
 skillup_kit::migrator!(
     Migrator,
     "payment_migrations",
-    [M0001Init, skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX)]
+    [M0001Init, skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX), M0003EnumNames,]
 );
 
 struct M0001Init;
@@ -90,5 +90,25 @@ impl MigrationTrait for M0001Init {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// Entry kinds and statuses stored as names (`top_up`, `succeeded`, …) instead of the protobuf
+/// enums' numbers: the ledger no longer depends on the wire contract's numbering. (The
+/// idempotency scope keeps the numbers it was written with: see `TransactionKind`.)
+struct M0003EnumNames;
+
+skillup_kit::migration_name!(M0003EnumNames, "m0003_enum_names");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003EnumNames {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let m = m.begin().await?;
+        let table = "payment_transactions";
+        let kinds = [(1, "top_up"), (2, "charge"), (3, "refund")];
+        skillup_kit::db::enum_numbers_to_names(&m, table, "kind", &kinds, "charge").await?;
+        let statuses = [(1, "pending"), (2, "succeeded"), (3, "failed")];
+        skillup_kit::db::enum_numbers_to_names(&m, table, "status", &statuses, "failed").await?;
+        m.commit().await
     }
 }

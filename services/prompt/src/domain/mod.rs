@@ -1,4 +1,5 @@
 //! Values of the catalog, valid by construction, and the template language.
 
+pub mod class;
 pub mod template;
 pub mod values;

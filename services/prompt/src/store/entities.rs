@@ -34,8 +34,8 @@ pub mod function {
         pub title_ru: String,
         pub description_en: String,
         pub description_ru: String,
-        /// `skillup.prompt.v1.FunctionClass` number.
-        pub class: i32,
+        /// Short or long.
+        pub class: crate::domain::class::FunctionClass,
         pub default_max_tokens: i32,
         pub min_tier: String,
         /// JSON object: parameter name → description.

@@ -2,7 +2,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-skillup_kit::migrator!(Migrator, "prompt_migrations", [M0001Init, M0002Seed]);
+skillup_kit::migrator!(Migrator, "prompt_migrations", [M0001Init, M0002Seed, M0003ClassNames]);
 
 struct M0001Init;
 
@@ -85,5 +85,21 @@ skillup_kit::migration_name!(M0002Seed, "m0002_seed");
 impl MigrationTrait for M0002Seed {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         super::seed::insert(m.get_connection()).await
+    }
+}
+
+/// Function classes stored as names (`short`, `long`) instead of the protobuf enum's numbers.
+struct M0003ClassNames;
+
+skillup_kit::migration_name!(M0003ClassNames, "m0003_class_names");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003ClassNames {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let m = m.begin().await?;
+        let classes = [(1, "short"), (2, "long")];
+        skillup_kit::db::enum_numbers_to_names(&m, "prompt_functions", "class", &classes, "short")
+            .await?;
+        m.commit().await
     }
 }

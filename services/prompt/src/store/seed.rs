@@ -3,7 +3,7 @@
 
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
 
-use super::entities::{function, template, topic};
+use super::entities::{template, topic};
 
 /// (id, en title, ru title, en description, ru description)
 const TOPICS: &[(&str, &str, &str, &str, &str)] = &[
@@ -196,20 +196,37 @@ pub async fn insert<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     for f in FUNCTIONS {
         let params: serde_json::Map<String, serde_json::Value> =
             f.params.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect();
-        function::ActiveModel {
-            id: Set(f.id.into()),
-            title_en: Set(f.title.0.into()),
-            title_ru: Set(f.title.1.into()),
-            description_en: Set(f.description.0.into()),
-            description_ru: Set(f.description.1.into()),
-            class: Set(f.class),
-            default_max_tokens: Set(f.max_tokens),
-            min_tier: Set(f.min_tier.into()),
-            params: Set(serde_json::Value::Object(params).to_string()),
-            created_at: Set(now),
-        }
-        .insert(db)
-        .await?;
+        // Written as the schema of this migration has it (the class as its number; m0003 turns
+        // it into a name), not through today's entity.
+        let columns = [
+            "id",
+            "title_en",
+            "title_ru",
+            "description_en",
+            "description_ru",
+            "class",
+            "default_max_tokens",
+            "min_tier",
+            "params",
+            "created_at",
+        ];
+        let insert = sea_orm::sea_query::Query::insert()
+            .into_table(sea_orm::sea_query::Alias::new("prompt_functions"))
+            .columns(columns.map(sea_orm::sea_query::Alias::new))
+            .values_panic([
+                f.id.into(),
+                f.title.0.into(),
+                f.title.1.into(),
+                f.description.0.into(),
+                f.description.1.into(),
+                f.class.into(),
+                f.max_tokens.into(),
+                f.min_tier.into(),
+                serde_json::Value::Object(params).to_string().into(),
+                now.into(),
+            ])
+            .to_owned();
+        sea_orm::ConnectionTrait::execute(db, &insert).await?;
         let variables: Vec<&str> =
             BUILTINS.iter().copied().chain(f.params.iter().map(|(k, _)| *k)).collect();
         for (locale, (system, user)) in [("en", f.en), ("ru", f.ru)] {

@@ -146,8 +146,7 @@ impl MigrationTrait for M0003PlanChanges {
 
 /// Subscription statuses stored as names (`active`, `canceled`, `expired`) instead of the
 /// protobuf enum's numbers (1, 2, 3): the table no longer depends on the wire contract's
-/// numbering. A new text column is filled from the old one, which is then dropped and the new
-/// one takes its name (the same steps on PostgreSQL and SQLite).
+/// numbering.
 struct M0004StatusNames;
 
 skillup_kit::migration_name!(M0004StatusNames, "m0004_status_names");
@@ -155,26 +154,14 @@ skillup_kit::migration_name!(M0004StatusNames, "m0004_status_names");
 #[async_trait::async_trait]
 impl MigrationTrait for M0004StatusNames {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        // One transaction, so one connection: a pooled SQLite connection whose schema was read
-        // before the new column existed would not find it to rename it.
         let m = m.begin().await?;
-        let table = "subscribe_subscriptions";
-        m.alter_table(
-            Table::alter()
-                .table(table)
-                .add_column(string_len("status_name", 16).default("expired"))
-                .to_owned(),
-        )
-        .await?;
-        m.get_connection()
-            .execute_unprepared(
-                "UPDATE subscribe_subscriptions SET status_name = CASE status \
-                 WHEN 1 THEN 'active' WHEN 2 THEN 'canceled' ELSE 'expired' END",
-            )
-            .await?;
-        m.alter_table(Table::alter().table(table).drop_column("status").to_owned()).await?;
-        m.alter_table(
-            Table::alter().table(table).rename_column("status_name", "status").to_owned(),
+        let names = [(1, "active"), (2, "canceled"), (3, "expired")];
+        skillup_kit::db::enum_numbers_to_names(
+            &m,
+            "subscribe_subscriptions",
+            "status",
+            &names,
+            "expired",
         )
         .await?;
         m.commit().await

@@ -1,0 +1,25 @@
+//! The notification service's own values.
+
+use sea_orm::{DeriveActiveEnum, EnumIter, sea_query::StringLen};
+
+/// What a notification is about. Stored as its name in `notification_items.kind` (migration
+/// m0003 turned the protobuf numbers stored before into names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+pub enum NotificationKind {
+    /// A queued generation finished.
+    #[sea_orm(string_value = "generation_completed")]
+    GenerationCompleted,
+    /// A queued generation failed.
+    #[sea_orm(string_value = "generation_failed")]
+    GenerationFailed,
+    /// A payment went through.
+    #[sea_orm(string_value = "payment_succeeded")]
+    PaymentSucceeded,
+    /// A payment was refused.
+    #[sea_orm(string_value = "payment_failed")]
+    PaymentFailed,
+    /// The subscription changed (subscribed, renewed, expired).
+    #[sea_orm(string_value = "subscription_changed")]
+    SubscriptionChanged,
+}
