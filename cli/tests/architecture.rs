@@ -5,7 +5,8 @@
 //!   dev-dependencies, read from `cargo metadata`; the kit depends on no service;
 //! - no `tonic`, `prost` or generated `pb` type in a `domain/` or `store/` module, and a store
 //!   imports neither the rules nor the transport;
-//! - no event name as a string literal outside the catalogue (`skillup_proto::events`).
+//! - no event name as a string literal outside the catalogue (`skillup_proto::events`);
+//! - no two top-level modules of a crate name each other (`crate::a` in b and `crate::b` in a).
 
 use std::{
     collections::BTreeSet,
@@ -217,4 +218,94 @@ fn the_event_rule_catches_a_hand_typed_name() {
         event_literals(broken, &["generation.completed", "payment.failed"]),
         ["1: generation.completed"]
     );
+}
+
+/// The modules of one crate that `src` (a module's file) names: `crate::x` paths and
+/// `use crate::{x, …}` groups, by their first segment.
+fn modules_named(src: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let code: String = src
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a::b, c, d::{e}}`: the first segment of each top-level item.
+            let (mut depth, mut item) = (0, String::new());
+            for ch in group.chars() {
+                match ch {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.extend(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 0 {
+                    item.push(ch);
+                }
+            }
+            out.extend(first_segment(&item));
+        } else {
+            out.extend(first_segment(rest));
+        }
+    }
+    out
+}
+
+fn first_segment(s: &str) -> Option<String> {
+    let name: String =
+        s.trim_start().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    (!name.is_empty() && name != "self").then_some(name)
+}
+
+/// Pairs of top-level modules of the crate at `src_dir` that name each other.
+fn module_circles(src_dir: &Path) -> Vec<String> {
+    let mut names: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for file in rust_files(src_dir) {
+        let rel = file.strip_prefix(src_dir).unwrap().to_string_lossy().into_owned();
+        let module = rel.split('/').next().unwrap().trim_end_matches(".rs").to_owned();
+        if matches!(module.as_str(), "lib" | "main" | "mod") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&file).unwrap();
+        let named = modules_named(src.split("#[cfg(test)]").next().unwrap_or_default());
+        names.entry(module.clone()).or_default().extend(named.into_iter().filter(|m| *m != module));
+    }
+    let mut circles = Vec::new();
+    for (a, deps) in &names {
+        for b in deps {
+            if a < b && names.get(b).is_some_and(|d| d.contains(a)) {
+                circles.push(format!("{a} ↔ {b}"));
+            }
+        }
+    }
+    circles
+}
+
+#[test]
+fn no_two_modules_of_a_crate_import_each_other() {
+    let mut bad = Vec::new();
+    for dir in ["services/kit", "services/auth", "services/prompt", "services/payment"]
+        .into_iter()
+        .chain(["services/subscribe", "services/ai", "services/notification", "edge"])
+    {
+        for circle in module_circles(&root().join(dir).join("src")) {
+            bad.push(format!("{dir}: {circle}"));
+        }
+    }
+    assert!(bad.is_empty(), "modules that import each other:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_circle_rule_reads_paths_and_groups() {
+    let src = "use crate::{a::X, b, c::{d, e}};\nfn f() { crate::g::h(); } // crate::ignored\n";
+    let got: Vec<String> = modules_named(src).into_iter().collect();
+    assert_eq!(got, ["a", "b", "c", "g"]);
 }
