@@ -231,8 +231,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             config.validate(RunMode::AllInOne, Default::default())?;
             let url = config.database_url_or_embedded();
+            // Two connections: on PostgreSQL one holds the migrations' lock while they run on
+            // the other.
             let db =
-                skillup_kit::db::connect(&url, 1).await.context("connecting to the database")?;
+                skillup_kit::db::connect(&url, 2).await.context("connecting to the database")?;
             let applied = components::migrate_all(&db).await?;
             say(&format!("database schema up to date ({applied} components with migrations)"));
             Ok(())

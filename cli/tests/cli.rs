@@ -512,6 +512,29 @@ fn migrate_on_the_embedded_database() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `skillup migrate` on PostgreSQL, as the compose file and a Kubernetes Job run it: under the
+/// migrations' lock, twice in a row (the second finds nothing to do), and two at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_postgres_takes_its_lock_and_runs_again_and_concurrently() {
+    let db = testing::TestDb::postgres().await;
+    let migrate = || {
+        let mut cmd = skillup();
+        cmd.arg("migrate").env("DATABASE_URL", &db.url);
+        cmd
+    };
+    let out = migrate().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = migrate().output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let fresh = testing::TestDb::postgres().await;
+    let both: Vec<_> =
+        (0..2).map(|_| migrate().env("DATABASE_URL", &fresh.url).spawn().unwrap()).collect();
+    for child in both {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_auth_prompt_and_edge_as_separate_processes_on_the_real_servers() {
     let db = testing::TestDb::postgres().await;

@@ -55,6 +55,12 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<()> {
         return Ok(());
     }
     let name = M::migration_table_name().to_string();
+    if db.get_postgres_connection_pool().options().get_max_connections() < 2 {
+        // The lock's transaction would hold the only connection the migrations need.
+        tracing::warn!(migrations = %name, "a pool of one connection migrates without the lock");
+        M::up(db, None).await?;
+        return Ok(());
+    }
     let lock = db.begin().await?;
     lock.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
