@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::{
     error::PaymentError,
-    service::{Ledger, Outcome, transaction_pb},
+    events::transaction_pb,
+    service::{Ledger, Outcome},
 };
 
 #[derive(Clone)]

@@ -8,6 +8,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod service;
 pub mod store;

@@ -114,26 +114,6 @@ fn backoff(attempt: u64) -> u64 {
     Ord::min(attempt * 3, 50)
 }
 
-pub fn transaction_pb(t: &transaction::Model) -> pb::Transaction {
-    let money = |amount_minor| Some(Money { amount_minor, currency: t.currency.clone() });
-    pb::Transaction {
-        id: t.id.to_string(),
-        user_id: t.user_id.to_string(),
-        kind: kind_pb(t.kind) as i32,
-        status: status_pb(t.status) as i32,
-        amount: money(t.amount_minor),
-        balance_after: money(t.balance_after_minor),
-        idempotency_key: t.idempotency_key.clone(),
-        description: t.description.clone(),
-        refunded_transaction_id: t
-            .refunded_transaction_id
-            .map(|u| u.to_string())
-            .unwrap_or_default(),
-        failure_reason: t.failure_reason.clone(),
-        created_at: Some(ts(t.created_at)),
-    }
-}
-
 /// Why a movement did not happen.
 enum Refused {
     Insufficient,
@@ -536,7 +516,7 @@ impl Ledger {
         t: &transaction::Model,
     ) -> std::result::Result<(), DbErr> {
         let (user, id) = (t.user_id.to_string(), format!("payment:{}", t.id));
-        let entry = Some(transaction_pb(t));
+        let entry = Some(crate::events::transaction_pb(t));
         if t.status == Status::Failed {
             let msg = pb::PaymentFailed { transaction: entry };
             self.outbox.add(txn, &id, &user, &msg).await
@@ -580,23 +560,5 @@ impl Ledger {
             }
         }
         Ok(bad)
-    }
-}
-
-/// A stored kind as the contract names it.
-fn kind_pb(k: Kind) -> pb::TransactionKind {
-    match k {
-        Kind::TopUp => pb::TransactionKind::TopUp,
-        Kind::Charge => pb::TransactionKind::Charge,
-        Kind::Refund => pb::TransactionKind::Refund,
-    }
-}
-
-/// A stored status as the contract names it.
-fn status_pb(s: Status) -> pb::TransactionStatus {
-    match s {
-        Status::Pending => pb::TransactionStatus::Pending,
-        Status::Succeeded => pb::TransactionStatus::Succeeded,
-        Status::Failed => pb::TransactionStatus::Failed,
     }
 }

@@ -1,0 +1,49 @@
+//! The messages of the events payment publishes (the catalogue in `skillup_proto::events` names
+//! them), built from its ledger rows; the gRPC adapter shows an entry the same way.
+
+use skillup_kit::db::timestamp as ts;
+use skillup_proto::{common::v1::Money, payment::v1 as pb};
+
+use crate::{
+    domain::{TransactionKind as Kind, TransactionStatus as Status},
+    store::entities::transaction,
+};
+
+/// A ledger entry as the contracts show one.
+pub(crate) fn transaction_pb(t: &transaction::Model) -> pb::Transaction {
+    let money = |amount_minor| Some(Money { amount_minor, currency: t.currency.clone() });
+    pb::Transaction {
+        id: t.id.to_string(),
+        user_id: t.user_id.to_string(),
+        kind: kind_pb(t.kind) as i32,
+        status: status_pb(t.status) as i32,
+        amount: money(t.amount_minor),
+        balance_after: money(t.balance_after_minor),
+        idempotency_key: t.idempotency_key.clone(),
+        description: t.description.clone(),
+        refunded_transaction_id: t
+            .refunded_transaction_id
+            .map(|u| u.to_string())
+            .unwrap_or_default(),
+        failure_reason: t.failure_reason.clone(),
+        created_at: Some(ts(t.created_at)),
+    }
+}
+
+/// A stored kind as the contract names it.
+fn kind_pb(k: Kind) -> pb::TransactionKind {
+    match k {
+        Kind::TopUp => pb::TransactionKind::TopUp,
+        Kind::Charge => pb::TransactionKind::Charge,
+        Kind::Refund => pb::TransactionKind::Refund,
+    }
+}
+
+/// A stored status as the contract names it.
+fn status_pb(s: Status) -> pb::TransactionStatus {
+    match s {
+        Status::Pending => pb::TransactionStatus::Pending,
+        Status::Succeeded => pb::TransactionStatus::Succeeded,
+        Status::Failed => pb::TransactionStatus::Failed,
+    }
+}
