@@ -136,6 +136,8 @@ pub async fn amqp_bus() -> AmqpBus {
     .unwrap_or_else(|e| {
         panic!("RabbitMQ is required for this test: set AMQP_URL (tried {url}): {e}")
     })
+    // Every test's queues have names of their own: the broker deletes them once idle.
+    .expire_idle_queues(Duration::from_secs(600))
 }
 
 /// Infrastructure of a test's own: a fresh PostgreSQL database, a Redis prefix and a RabbitMQ

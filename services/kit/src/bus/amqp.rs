@@ -44,6 +44,8 @@ struct Inner {
     publisher: Mutex<Option<Channel>>,
     specs: std::sync::Mutex<HashMap<String, QueueSpec>>,
     closed: CancellationToken,
+    /// Milliseconds after which a queue nobody uses is deleted by the broker (0: never).
+    idle_queue_expiry_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The RabbitMQ adapter. Cloning shares the connection.
@@ -59,6 +61,16 @@ impl Drop for Inner {
 }
 
 impl AmqpBus {
+    /// Lets the broker delete every queue this bus declares once nobody has used it for
+    /// `after` (RabbitMQ's `x-expires`). For tests, whose queues have names of their own and
+    /// would otherwise pile up in the broker (thousands of durable queues make every broker
+    /// restart slow). Set it before the first queue is declared.
+    pub fn expire_idle_queues(self, after: Duration) -> Self {
+        let ms = after.as_millis().max(1) as u64;
+        self.inner.idle_queue_expiry_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
     /// Connects (so a wrong URL fails at start) and declares the event exchange. Every queue
     /// name gets `queue_prefix` in front.
     pub async fn connect(
@@ -77,6 +89,7 @@ impl AmqpBus {
                 publisher: Mutex::new(None),
                 specs: std::sync::Mutex::new(HashMap::new()),
                 closed: CancellationToken::new(),
+                idle_queue_expiry_ms: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         bus.inner.publisher().await?;
@@ -153,13 +166,20 @@ impl Inner {
         transient: bool,
     ) -> Result<()> {
         let name = self.name(&spec.name);
+        // A per-instance queue outlives a reconnect, but not its instance; a bus told to
+        // (tests: `AmqpBus::expire_idle_queues`) lets the broker delete every idle queue.
+        let idle = self.idle_queue_expiry_ms.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        let expires = |extra: i64| match (transient, idle) {
+            (true, _) => Some(60_000 + extra),
+            (false, 0) => None,
+            (false, ms) => Some(ms + extra),
+        };
         let mut args = FieldTable::default();
         if spec.max_priority > 0 {
             args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(spec.max_priority));
         }
-        if transient {
-            // A per-instance queue outlives a reconnect, but not its instance.
-            args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
+        if let Some(ms) = expires(0) {
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
         }
         ch.queue_declare(
             name.as_str().into(),
@@ -175,11 +195,8 @@ impl Inner {
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(name.as_str().into()),
             );
-            if transient {
-                args.insert(
-                    "x-expires".into(),
-                    AMQPValue::LongLongInt(60_000 + delay.as_millis() as i64),
-                );
+            if let Some(ms) = expires(delay.as_millis() as i64) {
+                args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
             }
             ch.queue_declare(
                 retry_queue_name(&name, i, *delay).into(),
@@ -189,8 +206,8 @@ impl Inner {
             .await?;
         }
         let mut dead_args = FieldTable::default();
-        if transient {
-            dead_args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
+        if let Some(ms) = expires(0) {
+            dead_args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
         }
         ch.queue_declare(
             format!("{name}.dead").into(),
