@@ -150,7 +150,8 @@ enum KeysCommand {
     /// Make a stored key the signing key: the second step of a staged rotation (after
     /// `generate --verify-only` has reached every auth replica).
     Promote {
-        /// The key's kid (as `keys list` prints it).
+        /// The key's kid (as `keys list` prints it; base64url, so it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Key directory [default: <data dir>/keys].
         #[arg(long, value_name = "DIR")]
@@ -173,9 +174,16 @@ enum IdentityCommand {
     /// Add a new key; it verifies at once and signs once promoted. Prints its fingerprint.
     Add,
     /// Make a key (by fingerprint, or its first 6+ digits) the signing one.
-    Promote { fingerprint: String },
+    Promote {
+        /// (It may start with `-`: fingerprints are base64url.)
+        #[arg(allow_hyphen_values = true)]
+        fingerprint: String,
+    },
     /// Remove a key that no longer signs.
-    Retire { fingerprint: String },
+    Retire {
+        #[arg(allow_hyphen_values = true)]
+        fingerprint: String,
+    },
     /// The keys' fingerprints, the signing one marked.
     List,
 }

@@ -304,6 +304,22 @@ fn keys_init_creates_what_is_missing_and_keeps_the_rest() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Fingerprints and kids are base64url, so one in 64 starts with `-`: it is a value, not a flag.
+#[test]
+fn key_names_that_start_with_a_hyphen_are_values() {
+    let dir = data_dir_with_test_key();
+    for args in [
+        &["keys", "identity", "promote", "-OIBwdOgAlAG1S84"][..],
+        &["keys", "identity", "retire", "-OIBwdOgAlAG1S84"],
+        &["keys", "promote", "-OIBwdOgAlAG1S84YyufPoYSkcCUTJaLgZuXVDTqxRA"],
+    ] {
+        let out = skillup().args(args).arg("--data-dir").arg(&dir).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+        assert!(!out.status.success(), "{args:?}: no such key here");
+    }
+}
+
 /// Issue 27.3: `keys init` wrote identity.key without a final newline, so the documented
 /// `>>` append glued the new key onto the old one and the first restarted service refused every
 /// edge call. Rotation is now by command; the file is always newline-terminated and 0600.
