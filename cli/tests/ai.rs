@@ -1228,7 +1228,7 @@ async fn services_that_are_restarting_are_asked_again(kind: Kind) {
     let id = Identity { assertion: h.key.sign(&id), ..id };
     let started = std::time::Instant::now();
     let out = generator
-        .generate(&id, gen_req("photosynthesis", "quiz", pb::Mode::Sync))
+        .generate(&id, gen_req("photosynthesis", "quiz", pb::Mode::Sync).try_into().unwrap())
         .await
         .expect("answered once the services are back");
     assert!(matches!(out, skillup_ai::generate::Outcome::Inline(_)));

@@ -387,9 +387,7 @@ async fn a_paid_period_is_one_usage_row_and_every_replica_reserves_on_the_plan_o
     let mut h = harness(kind).await;
     let user = Uuid::now_v7();
     let (a, b) = (replica(&h), replica(&h));
-    let held = |r: &(skillup_subscribe::store::entities::hold::Model, pb::Usage, u32)| {
-        (r.1.token_quota, r.2)
-    };
+    let held = |r: &skillup_subscribe::domain::QuotaHold| (r.usage.token_quota, r.priority);
     // Free: `lesson_plan` is not in it.
     let r = a.reserve(user, "quiz", 100, "free-1", 60).await.unwrap();
     assert_eq!(held(&r), (20_000, 1));
@@ -425,7 +423,7 @@ async fn a_paid_period_is_one_usage_row_and_every_replica_reserves_on_the_plan_o
     assert!(e.to_string().contains("not in the Free plan"), "{e}");
     let r = a.reserve(user, "quiz", 100, "free-4", 60).await.unwrap();
     assert_eq!(held(&r), (20_000, 1));
-    assert_eq!(r.1.tokens_held, 200, "this month's free holds: `free-1` and `free-4`");
+    assert_eq!(r.usage.tokens_held, 200, "this month's free holds: `free-1` and `free-4`");
 }
 
 /// Issue 26.2: basic ↔ premium cycles reset the usage to 0 while the switch charge was
@@ -436,9 +434,9 @@ async fn switching_plans_keeps_the_usage_and_charges_every_switch(kind: Kind) {
     let subs = replica(&h);
     fund(&mut h, user, 20_000).await;
     h.client.subscribe(as_user(&h, user, plan("basic"))).await.unwrap();
-    let (hold, _, _) = subs.reserve(user, "quiz", 5_000, "", 60).await.unwrap();
+    let hold = subs.reserve(user, "quiz", 5_000, "", 60).await.unwrap();
     subs.commit(&hold.id.to_string(), 4_000).await.unwrap();
-    let (held, _, _) = subs.reserve(user, "quiz", 1_000, "", 60).await.unwrap();
+    let held = subs.reserve(user, "quiz", 1_000, "", 60).await.unwrap();
     let mut paid = 990;
     assert_eq!(balance(&mut h, user).await, 20_000 - paid);
     for (n, to) in ["premium", "basic", "premium", "basic", "premium"].iter().enumerate() {
@@ -535,8 +533,8 @@ async fn a_settled_hold_is_never_taken_again_by_its_key(kind: Kind) {
     let h = harness(kind).await;
     let user = Uuid::now_v7();
     let subs = replica(&h);
-    let (first, _, _) = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap();
-    let (again, _, _) = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap();
+    let first = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap();
+    let again = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap();
     assert_eq!(first.id, again.id, "a retry while held finds the same hold");
     subs.commit(&first.id.to_string(), 100).await.unwrap();
     let err = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap_err();

@@ -1,6 +1,5 @@
-//! Operators' RPCs over the generation queue (`GenerationAdminService`): queue depths and the
-//! consumers' lag, reading the dead-letter queue, and requeueing from it. gRPC only, inside
-//! the mesh; every call needs an identity assertion with the `admin` scope.
+//! Operators' work on the generation queue (`GenerationAdminService`, adapted in `grpc.rs`):
+//! queue depths and the consumers' lag, reading the dead-letter queue, and requeueing from it.
 //!
 //! Requeue is at-least-once and idempotent: the new job is enqueued (confirmed) before the dead
 //! message is acknowledged, and only a task still `failed` is requeued — so a crash between the
@@ -9,74 +8,29 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::Utc;
-use prost::Message as _;
 use sea_orm::{
     ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
     sea_query::Expr,
 };
-use skillup_kit::{
-    bus::{Consumer, DEATH_REASON_HEADER, Delivery, Message},
-    identity::Identity,
-};
-use skillup_proto::ai::v1::{
-    self as pb, generation_admin_service_server::GenerationAdminServiceServer,
-};
-use tonic::{Request, Response, Status};
+use skillup_kit::bus::{Consumer, DEATH_REASON_HEADER, Delivery, Message};
 use uuid::Uuid;
 
 use crate::{
-    domain::TaskStatus as Stored,
+    domain::{DeadLetter, Job, QueueStats, RequeueOutcome, TaskStatus as Stored},
     generator::Generator,
     ports::HoldAsk,
+    queue::{QUEUE, dead_queue, queue_spec},
     store::task,
-    tasks::{QUEUE, TASK_HOLD_TTL, queue_spec, status_pb},
+    tasks::TASK_HOLD_TTL,
 };
 
-/// The scope every admin call needs.
-pub const ADMIN_SCOPE: &str = "admin";
+pub use crate::grpc::ADMIN_SCOPE;
 const MAX_BATCH: u32 = 500;
 /// How long to wait for the broker to hand over a dead letter it said it holds.
 const TAKE_WAIT: Duration = Duration::from_secs(2);
 
-#[derive(Clone)]
-pub struct AdminGrpc {
-    generator: Generator,
-}
-
-impl AdminGrpc {
-    pub fn new(generator: Generator) -> Self {
-        Self { generator }
-    }
-
-    pub fn into_server(self) -> GenerationAdminServiceServer<Self> {
-        GenerationAdminServiceServer::new(self)
-    }
-
-    /// [`Self::into_server`], and its unary methods for direct calls from this process
-    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
-    pub fn into_local_server(
-        self,
-    ) -> (GenerationAdminServiceServer<Self>, skillup_proto::local::Handlers) {
-        pb::generation_admin_service_local::serve(self)
-    }
-}
-
-fn operator<T>(req: &Request<T>) -> Result<(), Status> {
-    match Identity::of(req) {
-        None => {
-            Err(Status::unauthenticated("an identity assertion with the admin scope is required"))
-        }
-        Some(id) if id.has_scope(ADMIN_SCOPE) => Ok(()),
-        Some(_) => Err(Status::permission_denied("the admin scope is required")),
-    }
-}
-
 fn batch(limit: u32) -> u32 {
     if limit == 0 { 50 } else { limit.min(MAX_BATCH) }
-}
-
-fn dead_queue() -> String {
-    format!("{QUEUE}.dead")
 }
 
 #[derive(FromQueryResult)]
@@ -99,7 +53,7 @@ impl Generator {
     }
 
     /// Queue depths and tasks by state.
-    pub async fn queue_stats(&self) -> crate::error::Result<pb::QueueStats> {
+    pub async fn queue_stats(&self) -> crate::error::Result<QueueStats> {
         let bus = &self.inner.bus;
         let queued = bus.depth(QUEUE).await?;
         let mut retrying = Vec::new();
@@ -119,13 +73,7 @@ impl Generator {
         let tasks: BTreeMap<String, u64> =
             counts.into_iter().map(|c| (c.status, c.n.max(0) as u64)).collect();
         let oldest_queued_seconds = self.queue_lag().await?;
-        Ok(pb::QueueStats {
-            queued,
-            retrying,
-            dead,
-            tasks: tasks.into_iter().collect(),
-            oldest_queued_seconds,
-        })
+        Ok(QueueStats { queued, retrying, dead, tasks, oldest_queued_seconds })
     }
 
     /// Takes up to `n` dead letters off the queue, unsettled: the caller settles each, and
@@ -150,33 +98,30 @@ impl Generator {
         Ok((total, taken, Some(consumer)))
     }
 
-    /// The oldest dead letters, left where they are.
-    pub async fn dead_letters(
-        &self,
-        limit: u32,
-    ) -> crate::error::Result<pb::ListDeadLettersResponse> {
+    /// The oldest dead letters, left where they are, and how many there are.
+    pub async fn dead_letters(&self, limit: u32) -> crate::error::Result<(Vec<DeadLetter>, u64)> {
         let (total, taken, _consumer) = self.take_dead(batch(limit)).await?;
         let mut out = Vec::with_capacity(taken.len());
         for d in taken {
             out.push(self.describe(&d).await);
             let _ = d.requeue().await;
         }
-        Ok(pb::ListDeadLettersResponse { dead_letters: out, total })
+        Ok((out, total))
     }
 
-    async fn describe(&self, d: &Delivery) -> pb::DeadLetter {
-        let job = pb::GenerationJob::decode(d.message.payload.as_ref()).unwrap_or_default();
+    async fn describe(&self, d: &Delivery) -> DeadLetter {
+        let job = crate::queue::decode(&d.message.payload).unwrap_or_default();
         let reason = d.message.headers.get(DEATH_REASON_HEADER).cloned().unwrap_or_default();
         let row = match Uuid::parse_str(&job.task_id) {
             Ok(id) => task::Entity::find_by_id(id).one(&self.inner.db).await.ok().flatten(),
             Err(_) => None,
         };
-        pb::DeadLetter {
+        DeadLetter {
             task_id: job.task_id,
             user_id: job.user_id,
             reason,
             attempts: row.as_ref().map(|t| t.attempts.max(0) as u32).unwrap_or(d.attempt()),
-            status: row.as_ref().map(|t| status_pb(t.status)).unwrap_or_default() as i32,
+            status: row.as_ref().map(|t| t.status),
             error: row.and_then(|t| t.error).unwrap_or_default(),
         }
     }
@@ -186,7 +131,7 @@ impl Generator {
         &self,
         task_ids: &[String],
         limit: u32,
-    ) -> crate::error::Result<pb::RequeueDeadLettersResponse> {
+    ) -> crate::error::Result<Vec<RequeueOutcome>> {
         let only: Vec<&str> = task_ids.iter().map(String::as_str).collect();
         // With a list, look through the whole queue for them (bounded by the batch size).
         let look_at = if only.is_empty() { batch(limit) } else { MAX_BATCH };
@@ -194,7 +139,7 @@ impl Generator {
         let mut outcomes = Vec::new();
         let mut budget = batch(limit) as usize;
         for d in taken {
-            let job = pb::GenerationJob::decode(d.message.payload.as_ref()).unwrap_or_default();
+            let job = crate::queue::decode(&d.message.payload).unwrap_or_default();
             if budget == 0 || (!only.is_empty() && !only.contains(&job.task_id.as_str())) {
                 let _ = d.requeue().await;
                 continue;
@@ -214,12 +159,12 @@ impl Generator {
                 Requeue::Stale(r) => (false, r),
                 Requeue::Refused(r) => (false, r),
             };
-            outcomes.push(pb::RequeueOutcome { task_id: job.task_id, requeued, reason });
+            outcomes.push(RequeueOutcome { task_id: job.task_id, requeued, reason });
         }
-        Ok(pb::RequeueDeadLettersResponse { outcomes })
+        Ok(outcomes)
     }
 
-    async fn requeue_one(&self, job: &pb::GenerationJob) -> Requeue {
+    async fn requeue_one(&self, job: &Job) -> Requeue {
         let Ok(id) = Uuid::parse_str(&job.task_id) else {
             return Requeue::Stale("malformed job: dropped".into());
         };
@@ -273,8 +218,9 @@ impl Generator {
                 return Requeue::Refused(format!("database: {e}"));
             }
         }
-        let job = pb::GenerationJob { hold_id: hold.id.clone(), ..job.clone() };
-        let mut msg = Message::new(job.encode_to_vec()).with_priority(hold.priority.min(9) as u8);
+        let job = Job { hold_id: hold.id.clone(), ..job.clone() };
+        let mut msg =
+            Message::new(crate::queue::encode(job)).with_priority(hold.priority.min(9) as u8);
         msg.id = id.to_string();
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
             // Put the task back as it was; the dead letter stays for another try.
@@ -309,37 +255,4 @@ enum Requeue {
     Stale(String),
     /// Could not requeue now: the dead letter stays.
     Refused(String),
-}
-
-#[tonic::async_trait]
-impl pb::generation_admin_service_server::GenerationAdminService for AdminGrpc {
-    async fn get_queue_stats(
-        &self,
-        req: Request<pb::GetQueueStatsRequest>,
-    ) -> Result<Response<pb::QueueStats>, Status> {
-        operator(&req)?;
-        Ok(Response::new(self.generator.queue_stats().await?))
-    }
-
-    async fn list_dead_letters(
-        &self,
-        req: Request<pb::ListDeadLettersRequest>,
-    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
-        operator(&req)?;
-        Ok(Response::new(self.generator.dead_letters(req.get_ref().limit).await?))
-    }
-
-    async fn requeue_dead_letters(
-        &self,
-        req: Request<pb::RequeueDeadLettersRequest>,
-    ) -> Result<Response<pb::RequeueDeadLettersResponse>, Status> {
-        operator(&req)?;
-        let r = req.into_inner();
-        for id in &r.task_ids {
-            if Uuid::parse_str(id).is_err() {
-                return Err(Status::invalid_argument(format!("task_ids: `{id}` is not a UUID")));
-            }
-        }
-        Ok(Response::new(self.generator.requeue_dead(&r.task_ids, r.limit).await?))
-    }
 }

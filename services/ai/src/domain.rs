@@ -1,10 +1,151 @@
-//! The ai service's own values, valid by construction.
+//! The ai service's own values: what is asked, what is answered, where a task is. `grpc.rs`
+//! converts the contract's messages into these and back; nothing below it sees a protobuf type.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use sea_orm::{DeriveActiveEnum, EnumIter, sea_query::StringLen};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use crate::providers::Usage;
+
+/// How the caller wants the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Inline, unless the function or the answer is long: then queued.
+    #[default]
+    Auto,
+    /// Inline, whatever its length.
+    Sync,
+    /// Queued, whatever its length.
+    Async,
+}
+
+/// A generation asked for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationRequest {
+    pub topic: String,
+    /// The function's slug.
+    pub function: String,
+    pub params: HashMap<String, String>,
+    pub mode: Mode,
+    /// BCP 47; empty: the function's first locale.
+    pub locale: String,
+    /// 0: the function's default.
+    pub max_tokens: u32,
+    /// Empty: none.
+    pub idempotency_key: String,
+}
+
+/// An answer given inline (or replayed as a stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The generation's id.
+    pub id: String,
+    pub text: String,
+    pub usage: Usage,
+    /// The provider's label (`openai`, `offline`, …).
+    pub provider: String,
+    pub model: String,
+    pub finish_reason: String,
+    /// Served from the result cache.
+    pub cached: bool,
+}
+
+/// One event of a streamed generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    Started { id: String, provider: String, model: String, cached: bool },
+    Delta(String),
+    Finished { usage: Usage, finish_reason: String },
+}
+
+impl Completion {
+    /// The answer as the events a stream of it shows: `started`, its words, `finished`.
+    pub fn into_events(self) -> Vec<StreamEvent> {
+        let mut out = vec![StreamEvent::Started {
+            id: self.id,
+            provider: self.provider,
+            model: self.model,
+            cached: self.cached,
+        }];
+        for (i, w) in self.text.split(' ').enumerate() {
+            out.push(StreamEvent::Delta(if i == 0 { w.to_owned() } else { format!(" {w}") }));
+        }
+        out.push(StreamEvent::Finished { usage: self.usage, finish_reason: self.finish_reason });
+        out
+    }
+}
+
+/// A queued generation as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: Uuid,
+    pub status: TaskStatus,
+    pub topic: String,
+    pub function: String,
+    pub locale: String,
+    /// Set once completed.
+    pub text: Option<String>,
+    /// Why it failed, in words its owner can read.
+    pub error: Option<String>,
+    /// Set once completed.
+    pub usage: Option<Usage>,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A message on the work queue: the task to run (its row holds everything else) and the
+/// request as asked, for operators reading dead letters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Job {
+    pub task_id: String,
+    pub user_id: String,
+    pub hold_id: String,
+    pub request: Option<GenerationRequest>,
+}
+
+/// The work queue as operators see it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueStats {
+    pub queued: u64,
+    /// Messages waiting in each retry level, shortest delay first.
+    pub retrying: Vec<u64>,
+    pub dead: u64,
+    /// Tasks by stored status name.
+    pub tasks: std::collections::BTreeMap<String, u64>,
+    /// Age of the oldest queued task, seconds.
+    pub oldest_queued_seconds: f64,
+}
+
+/// A message resting in the dead-letter queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub task_id: String,
+    pub user_id: String,
+    pub reason: String,
+    pub attempts: u32,
+    /// The task's status, if its row exists.
+    pub status: Option<TaskStatus>,
+    pub error: String,
+}
+
+/// What a requeue did with one dead letter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequeueOutcome {
+    pub task_id: String,
+    pub requeued: bool,
+    pub reason: String,
+}
 
 /// Where a queued task is. Stored as its name (`queued`, `running`, …) in `ai_tasks.status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Accepted and on the queue, not yet taken by a worker.
     #[sea_orm(string_value = "queued")]

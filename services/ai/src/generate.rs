@@ -1,31 +1,28 @@
 //! `Generate`: inline (from the cache or the provider) or queued, by the request's mode.
 
 use skillup_kit::identity::Identity;
-use skillup_proto::ai::v1::{self as pb};
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::{
+    domain::{Completion, GenerationRequest, Task},
+    error::Result,
+};
 
 use crate::generator::*;
 use crate::idempotency::Claim;
 
 /// What `Generate` did.
 pub enum Outcome {
-    Inline(pb::Completion),
-    Queued(pb::TaskRef),
+    Inline(Completion),
+    Queued(Task),
 }
 
 impl Generator {
     /// `Generate`: inline or queued by the mode.
-    pub async fn generate(&self, identity: &Identity, req: pb::GenerateRequest) -> Result<Outcome> {
+    pub async fn generate(&self, identity: &Identity, req: GenerationRequest) -> Result<Outcome> {
         let p = self.prepare(identity, req).await?;
         if self.queues(&p) {
-            let task = self.enqueue(p).await?;
-            return Ok(Outcome::Queued(pb::TaskRef {
-                status_url: format!("/api/generate/{}", task.id),
-                task_id: task.id,
-                status: task.status,
-            }));
+            return Ok(Outcome::Queued(self.enqueue(p).await?));
         }
         match self.claim(&p).await? {
             None => self.inline(&p).await.map(Outcome::Inline),
@@ -38,7 +35,7 @@ impl Generator {
         }
     }
 
-    pub(crate) async fn inline(&self, p: &Prepared) -> Result<pb::Completion> {
+    pub(crate) async fn inline(&self, p: &Prepared) -> Result<Completion> {
         let id = Uuid::now_v7();
         let key = format!("ai:{id}");
         if let Some(hit) = self.cached(p).await {

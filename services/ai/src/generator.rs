@@ -4,17 +4,16 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
 use skillup_kit::{bus::SharedBus, cache::SharedCache, config::AiConfig, identity::Identity};
-use skillup_proto::ai::v1 as pb;
 use uuid::Uuid;
 
 use crate::{
+    domain::{Completion, GenerationRequest, Mode},
     error::{AiError, Result},
     ports::{PromptAsk, Prompts, Quota},
-    providers::{Answer, Chain, ChatMessage, ChatRequest, Usage},
+    providers::{Answer, Chain, ChatMessage, ChatRequest},
 };
 
 /// Sync holds lapse after this long if the process dies before settling them.
@@ -44,7 +43,7 @@ pub(crate) struct Prepared {
     pub user: Uuid,
     /// The request id of the call (logs and the queued job carry it).
     pub request_id: String,
-    pub req: pb::GenerateRequest,
+    pub req: GenerationRequest,
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
     /// The function is a long one (queued under `mode: auto`).
@@ -69,20 +68,12 @@ pub(crate) fn sha_hex(parts: &[&[u8]]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
-
-pub(crate) fn token_usage(u: Usage) -> pb::TokenUsage {
-    pb::TokenUsage { input_tokens: u.input, output_tokens: u.output, total_tokens: u.total() }
-}
-
 pub(crate) fn invalid(field: &'static str, msg: impl Into<String>) -> AiError {
     AiError::Invalid(field, msg.into())
 }
 
 /// Limits the contract states, checked before anything else is asked.
-pub(crate) fn validate(r: &pb::GenerateRequest) -> Result<()> {
+pub(crate) fn validate(r: &GenerationRequest) -> Result<()> {
     let topic = r.topic.trim();
     if topic.is_empty() || topic.chars().count() > 200 {
         return Err(invalid("topic", "`topic` must be 1..=200 characters"));
@@ -109,17 +100,14 @@ pub(crate) fn validate(r: &pb::GenerateRequest) -> Result<()> {
     if r.idempotency_key.len() > 128 {
         return Err(invalid("idempotency_key", "`idempotency_key` must be at most 128 characters"));
     }
-    if pb::Mode::try_from(r.mode).is_err() {
-        return Err(invalid("mode", "`mode` must be auto, sync or async"));
-    }
     Ok(())
 }
 
-pub(crate) fn completion(id: &Uuid, provider: &str, a: Answer, cached: bool) -> pb::Completion {
-    pb::Completion {
+pub(crate) fn completion(id: &Uuid, provider: &str, a: Answer, cached: bool) -> Completion {
+    Completion {
         id: id.to_string(),
         text: a.text,
-        usage: Some(token_usage(a.usage)),
+        usage: a.usage,
         provider: provider.to_owned(),
         model: a.model,
         finish_reason: a.finish_reason,
@@ -159,7 +147,7 @@ impl Generator {
     pub(crate) async fn prepare(
         &self,
         identity: &Identity,
-        req: pb::GenerateRequest,
+        req: GenerationRequest,
     ) -> Result<Prepared> {
         let user = Uuid::parse_str(&identity.user_id)
             .map_err(|_| invalid("user_id", "the caller is not an account"))?;
@@ -189,12 +177,10 @@ impl Generator {
 
     /// `mode: auto` queues long functions and long answers.
     pub(crate) fn queues(&self, p: &Prepared) -> bool {
-        match p.req.mode() {
-            pb::Mode::Sync => false,
-            pb::Mode::Async => true,
-            pb::Mode::Auto | pb::Mode::Unspecified => {
-                p.long || p.max_tokens > self.inner.cfg.sync_max_tokens
-            }
+        match p.req.mode {
+            Mode::Sync => false,
+            Mode::Async => true,
+            Mode::Auto => p.long || p.max_tokens > self.inner.cfg.sync_max_tokens,
         }
     }
 
@@ -215,14 +201,14 @@ impl Generator {
 mod tests {
     use super::*;
 
-    fn req() -> pb::GenerateRequest {
-        pb::GenerateRequest { topic: "rust".into(), function: "quiz".into(), ..Default::default() }
+    fn req() -> GenerationRequest {
+        GenerationRequest { topic: "rust".into(), function: "quiz".into(), ..Default::default() }
     }
 
     #[test]
     fn requests_are_checked_against_the_contract() {
         assert!(validate(&req()).is_ok());
-        let bad = |f: fn(&mut pb::GenerateRequest), field: &str| {
+        let bad = |f: fn(&mut GenerationRequest), field: &str| {
             let mut r = req();
             f(&mut r);
             match validate(&r) {
@@ -235,7 +221,6 @@ mod tests {
         bad(|r| r.function = "Quiz!".into(), "function");
         bad(|r| r.max_tokens = 32_001, "max_tokens");
         bad(|r| r.idempotency_key = "k".repeat(129), "idempotency_key");
-        bad(|r| r.mode = 9, "mode");
         bad(
             |r| {
                 for i in 0..17 {

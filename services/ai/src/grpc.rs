@@ -1,13 +1,219 @@
-//! The tonic adapter: the caller comes from the identity the edge asserted; a queued
-//! `Generate` answers with `x-http-status: 202`, so the edge says 202 Accepted.
+//! The tonic adapters: the contract's messages converted into the service's own values and
+//! back, the caller taken from the identity the edge asserted, errors mapped to statuses. A
+//! queued `Generate` answers with `x-http-status: 202`, so the edge says 202 Accepted.
 
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use skillup_kit::identity::Identity;
-use skillup_proto::ai::v1::{self as pb, generation_service_server::GenerationServiceServer};
-use tokio_stream::wrappers::ReceiverStream;
+use skillup_proto::ai::v1::{
+    self as pb, generation_admin_service_server::GenerationAdminServiceServer,
+    generation_service_server::GenerationServiceServer,
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{generate::Outcome, generator::Generator};
+use crate::{
+    domain::{
+        Completion, DeadLetter, GenerationRequest, Job, Mode, QueueStats, RequeueOutcome,
+        StreamEvent, Task, TaskStatus, Usage,
+    },
+    error::AiError,
+    generate::Outcome,
+    generator::Generator,
+};
+
+/// The scope every admin call needs.
+pub const ADMIN_SCOPE: &str = "admin";
+
+// ---- conversions -------------------------------------------------------------------------
+
+impl TryFrom<pb::GenerateRequest> for GenerationRequest {
+    type Error = AiError;
+
+    fn try_from(r: pb::GenerateRequest) -> Result<Self, AiError> {
+        let mode = match pb::Mode::try_from(r.mode) {
+            Ok(pb::Mode::Auto | pb::Mode::Unspecified) => Mode::Auto,
+            Ok(pb::Mode::Sync) => Mode::Sync,
+            Ok(pb::Mode::Async) => Mode::Async,
+            Err(_) => {
+                return Err(AiError::Invalid("mode", "`mode` must be auto, sync or async".into()));
+            }
+        };
+        Ok(GenerationRequest {
+            topic: r.topic,
+            function: r.function,
+            params: r.params,
+            mode,
+            locale: r.locale,
+            max_tokens: r.max_tokens,
+            idempotency_key: r.idempotency_key,
+        })
+    }
+}
+
+impl From<GenerationRequest> for pb::GenerateRequest {
+    fn from(r: GenerationRequest) -> Self {
+        let mode = match r.mode {
+            Mode::Auto => pb::Mode::Auto,
+            Mode::Sync => pb::Mode::Sync,
+            Mode::Async => pb::Mode::Async,
+        };
+        pb::GenerateRequest {
+            topic: r.topic,
+            function: r.function,
+            params: r.params,
+            mode: mode as i32,
+            locale: r.locale,
+            max_tokens: r.max_tokens,
+            idempotency_key: r.idempotency_key,
+        }
+    }
+}
+
+impl From<Job> for pb::GenerationJob {
+    fn from(j: Job) -> Self {
+        pb::GenerationJob {
+            task_id: j.task_id,
+            user_id: j.user_id,
+            hold_id: j.hold_id,
+            request: j.request.map(Into::into),
+        }
+    }
+}
+
+impl From<pb::GenerationJob> for Job {
+    /// A request the contract refuses (an unknown mode) is kept without its mode.
+    fn from(j: pb::GenerationJob) -> Self {
+        let request = j.request.map(|r| {
+            let raw = r.clone();
+            GenerationRequest::try_from(r).unwrap_or(GenerationRequest {
+                topic: raw.topic,
+                function: raw.function,
+                params: raw.params,
+                locale: raw.locale,
+                max_tokens: raw.max_tokens,
+                idempotency_key: raw.idempotency_key,
+                mode: Mode::Auto,
+            })
+        });
+        Job { task_id: j.task_id, user_id: j.user_id, hold_id: j.hold_id, request }
+    }
+}
+
+pub(crate) fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+fn usage_pb(u: Usage) -> pb::TokenUsage {
+    pb::TokenUsage { input_tokens: u.input, output_tokens: u.output, total_tokens: u.total() }
+}
+
+impl From<Completion> for pb::Completion {
+    fn from(c: Completion) -> Self {
+        pb::Completion {
+            id: c.id,
+            text: c.text,
+            usage: Some(usage_pb(c.usage)),
+            provider: c.provider,
+            model: c.model,
+            finish_reason: c.finish_reason,
+            cached: c.cached,
+        }
+    }
+}
+
+impl From<StreamEvent> for pb::GenerateStreamEvent {
+    fn from(e: StreamEvent) -> Self {
+        use pb::generate_stream_event::Event;
+        let event = match e {
+            StreamEvent::Started { id, provider, model, cached } => {
+                Event::Started(pb::StreamStarted { id, provider, model, cached })
+            }
+            StreamEvent::Delta(t) => Event::Delta(t),
+            StreamEvent::Finished { usage, finish_reason } => {
+                Event::Finished(pb::StreamFinished { usage: Some(usage_pb(usage)), finish_reason })
+            }
+        };
+        pb::GenerateStreamEvent { event: Some(event) }
+    }
+}
+
+impl From<TaskStatus> for pb::TaskStatus {
+    fn from(s: TaskStatus) -> Self {
+        match s {
+            TaskStatus::Queued => pb::TaskStatus::Queued,
+            TaskStatus::Running => pb::TaskStatus::Running,
+            TaskStatus::Completed => pb::TaskStatus::Completed,
+            TaskStatus::Failed => pb::TaskStatus::Failed,
+            TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+        }
+    }
+}
+
+/// The contract's status filter (`None`: unspecified, any).
+fn status_filter(s: pb::TaskStatus) -> Option<TaskStatus> {
+    match s {
+        pb::TaskStatus::Queued => Some(TaskStatus::Queued),
+        pb::TaskStatus::Running => Some(TaskStatus::Running),
+        pb::TaskStatus::Completed => Some(TaskStatus::Completed),
+        pb::TaskStatus::Failed => Some(TaskStatus::Failed),
+        pb::TaskStatus::Cancelled => Some(TaskStatus::Cancelled),
+        pb::TaskStatus::Unspecified => None,
+    }
+}
+
+impl From<Task> for pb::Task {
+    fn from(t: Task) -> Self {
+        pb::Task {
+            id: t.id.to_string(),
+            status: pb::TaskStatus::from(t.status) as i32,
+            topic: t.topic,
+            function: t.function,
+            text: t.text.unwrap_or_default(),
+            error: t.error.unwrap_or_default(),
+            usage: t.usage.map(usage_pb),
+            attempts: t.attempts,
+            created_at: Some(ts(t.created_at)),
+            updated_at: Some(ts(t.updated_at)),
+            locale: t.locale,
+        }
+    }
+}
+
+impl From<QueueStats> for pb::QueueStats {
+    fn from(s: QueueStats) -> Self {
+        pb::QueueStats {
+            queued: s.queued,
+            retrying: s.retrying,
+            dead: s.dead,
+            tasks: s.tasks.into_iter().collect(),
+            oldest_queued_seconds: s.oldest_queued_seconds,
+        }
+    }
+}
+
+impl From<DeadLetter> for pb::DeadLetter {
+    fn from(d: DeadLetter) -> Self {
+        pb::DeadLetter {
+            task_id: d.task_id,
+            user_id: d.user_id,
+            reason: d.reason,
+            attempts: d.attempts,
+            status: d.status.map(pb::TaskStatus::from).unwrap_or_default() as i32,
+            error: d.error,
+        }
+    }
+}
+
+impl From<RequeueOutcome> for pb::RequeueOutcome {
+    fn from(o: RequeueOutcome) -> Self {
+        pb::RequeueOutcome { task_id: o.task_id, requeued: o.requeued, reason: o.reason }
+    }
+}
+
+// ---- GenerationService -------------------------------------------------------------------
 
 #[derive(Clone)]
 pub struct AiGrpc {
@@ -37,10 +243,24 @@ fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
 }
 
 /// The request with the `idempotency-key` header as its key when the body has none.
-fn with_key(req: Request<pb::GenerateRequest>) -> (Identity, pb::GenerateRequest) {
+fn with_key(req: Request<pb::GenerateRequest>) -> Result<(Identity, GenerationRequest), Status> {
+    caller(&req)?;
     let identity = Identity::of(&req).cloned().unwrap_or_default();
     let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
-    (identity, pb::GenerateRequest { idempotency_key: key, ..req.into_inner() })
+    let r = pb::GenerateRequest { idempotency_key: key, ..req.into_inner() };
+    Ok((identity, r.try_into()?))
+}
+
+fn task_ref(t: Task) -> pb::TaskRef {
+    pb::TaskRef {
+        status_url: format!("/api/generate/{}", t.id),
+        task_id: t.id.to_string(),
+        status: pb::TaskStatus::from(t.status) as i32,
+    }
+}
+
+fn task_id(id: &str) -> Result<Uuid, AiError> {
+    Uuid::parse_str(id).map_err(|_| AiError::Invalid("task_id", "`task_id` must be a UUID".into()))
 }
 
 #[tonic::async_trait]
@@ -49,15 +269,14 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         &self,
         req: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
-        caller(&req)?;
-        let (identity, r) = with_key(req);
+        let (identity, r) = with_key(req)?;
         match self.generator.generate(&identity, r).await? {
             Outcome::Inline(c) => Ok(Response::new(pb::GenerateResponse {
-                outcome: Some(pb::generate_response::Outcome::Completion(c)),
+                outcome: Some(pb::generate_response::Outcome::Completion(c.into())),
             })),
             Outcome::Queued(t) => {
                 let mut res = Response::new(pb::GenerateResponse {
-                    outcome: Some(pb::generate_response::Outcome::Task(t)),
+                    outcome: Some(pb::generate_response::Outcome::Task(task_ref(t))),
                 });
                 res.metadata_mut().insert("x-http-status", "202".parse().expect("static"));
                 Ok(res)
@@ -65,24 +284,24 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         }
     }
 
-    type GenerateStreamStream = ReceiverStream<Result<pb::GenerateStreamEvent, Status>>;
+    type GenerateStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::GenerateStreamEvent, Status>> + Send>>;
 
     async fn generate_stream(
         &self,
         req: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStreamStream>, Status> {
-        caller(&req)?;
-        let (identity, r) = with_key(req);
-        Ok(Response::new(self.generator.stream(&identity, r).await?))
+        let (identity, r) = with_key(req)?;
+        let events = self.generator.stream(&identity, r).await?;
+        Ok(Response::new(Box::pin(events.map(|e| e.map(Into::into).map_err(Into::into)))))
     }
 
     async fn submit_task(
         &self,
         req: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        caller(&req)?;
-        let (identity, r) = with_key(req);
-        Ok(Response::new(self.generator.submit(&identity, r).await?))
+        let (identity, r) = with_key(req)?;
+        Ok(Response::new(self.generator.submit(&identity, r).await?.into()))
     }
 
     async fn get_task(
@@ -90,7 +309,8 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         req: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.generator.task(user, &req.get_ref().task_id).await?))
+        let id = task_id(&req.get_ref().task_id)?;
+        Ok(Response::new(self.generator.task(user, id).await?.into()))
     }
 
     async fn list_tasks(
@@ -99,12 +319,12 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let user = caller(&req)?;
         let r = req.into_inner();
-        let status = crate::tasks::status_of_pb(r.status());
+        let status = status_filter(r.status());
         let page = r.page.unwrap_or_default();
         let (tasks, next) =
             self.generator.tasks(user, page.page_size, &page.page_token, status).await?;
         Ok(Response::new(pb::ListTasksResponse {
-            tasks,
+            tasks: tasks.into_iter().map(Into::into).collect(),
             page: Some(skillup_proto::common::v1::PageResponse { next_page_token: next }),
         }))
     }
@@ -114,6 +334,84 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         req: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.generator.cancel(user, &req.get_ref().task_id).await?))
+        let id = task_id(&req.get_ref().task_id)?;
+        Ok(Response::new(self.generator.cancel(user, id).await?.into()))
+    }
+}
+
+// ---- GenerationAdminService --------------------------------------------------------------
+
+/// Operators' RPCs over the generation queue (see [`crate::admin`]). gRPC only, inside the
+/// mesh; every call needs an identity assertion with the `admin` scope.
+#[derive(Clone)]
+pub struct AdminGrpc {
+    generator: Generator,
+}
+
+impl AdminGrpc {
+    pub fn new(generator: Generator) -> Self {
+        Self { generator }
+    }
+
+    pub fn into_server(self) -> GenerationAdminServiceServer<Self> {
+        GenerationAdminServiceServer::new(self)
+    }
+
+    /// [`Self::into_server`], and its unary methods for direct calls from this process
+    /// (`skillup up`: see `skillup_kit::grpc::LocalChannel`).
+    pub fn into_local_server(
+        self,
+    ) -> (GenerationAdminServiceServer<Self>, skillup_proto::local::Handlers) {
+        pb::generation_admin_service_local::serve(self)
+    }
+}
+
+fn operator<T>(req: &Request<T>) -> Result<(), Status> {
+    match Identity::of(req) {
+        None => {
+            Err(Status::unauthenticated("an identity assertion with the admin scope is required"))
+        }
+        Some(id) if id.has_scope(ADMIN_SCOPE) => Ok(()),
+        Some(_) => Err(Status::permission_denied("the admin scope is required")),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::generation_admin_service_server::GenerationAdminService for AdminGrpc {
+    async fn get_queue_stats(
+        &self,
+        req: Request<pb::GetQueueStatsRequest>,
+    ) -> Result<Response<pb::QueueStats>, Status> {
+        operator(&req)?;
+        Ok(Response::new(self.generator.queue_stats().await?.into()))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        operator(&req)?;
+        let (letters, total) = self.generator.dead_letters(req.get_ref().limit).await?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: letters.into_iter().map(Into::into).collect(),
+            total,
+        }))
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        req: Request<pb::RequeueDeadLettersRequest>,
+    ) -> Result<Response<pb::RequeueDeadLettersResponse>, Status> {
+        operator(&req)?;
+        let r = req.into_inner();
+        for id in &r.task_ids {
+            if Uuid::parse_str(id).is_err() {
+                return Err(Status::invalid_argument(format!("task_ids: `{id}` is not a UUID")));
+            }
+        }
+        let outcomes = self.generator.requeue_dead(&r.task_ids, r.limit).await?;
+        Ok(Response::new(pb::RequeueDeadLettersResponse {
+            outcomes: outcomes.into_iter().map(Into::into).collect(),
+        }))
     }
 }

@@ -3,18 +3,18 @@
 
 use std::time::Duration;
 
-use prost::Message as _;
 use sha2::{Digest, Sha256};
-use skillup_proto::ai::v1::{self as pb};
 
-use crate::error::{AiError, Result};
+use crate::{
+    domain::{Completion, GenerationRequest},
+    error::{AiError, Result},
+};
 
 use crate::generator::*;
 
 /// Idempotency records of inline and streamed generations: `P` + the request's fingerprint
-/// while it runs, `R` + fingerprint + the answer once done (the `2` marks records that carry a
-/// fingerprint).
-pub(crate) const IDEM_KEY: &str = "ai:idem2:";
+/// while it runs, `R` + fingerprint + the answer (JSON) once done (`3`: the record's layout).
+pub(crate) const IDEM_KEY: &str = "ai:idem3:";
 
 /// How long a running request's claim on its key lasts if its process dies.
 pub(crate) const IDEM_PENDING: Duration = Duration::from_secs(600);
@@ -27,12 +27,12 @@ pub(crate) enum Claim {
     /// The key is ours now: run the request, then [`Generator::settle_claim`].
     Ours { key: String, fingerprint: [u8; 32] },
     /// The same request ran already: its answer.
-    Replay(pb::Completion),
+    Replay(Completion),
 }
 
 /// The request a key binds to: everything that decides the answer, in a canonical order
 /// (parameters sorted), hashed. Delivery (inline or streamed, the mode) is not part of it.
-pub(crate) fn fingerprint(r: &pb::GenerateRequest) -> [u8; 32] {
+pub(crate) fn fingerprint(r: &GenerationRequest) -> [u8; 32] {
     let mut params: Vec<(&String, &String)> = r.params.iter().collect();
     params.sort();
     let mut h = Sha256::new();
@@ -76,7 +76,7 @@ impl Generator {
         }
         match cache.get(&key).await? {
             Some(b) if b.len() >= 33 && b[1..33] != fingerprint => Err(key_reused()),
-            Some(b) if b[0] == b'R' && b.len() >= 33 => pb::Completion::decode(&b[33..])
+            Some(b) if b[0] == b'R' && b.len() >= 33 => serde_json::from_slice(&b[33..])
                 .map(|c| Some(Claim::Replay(c)))
                 .map_err(|e| AiError::Unavailable(format!("stored answer: {e}"))),
             _ => Err(AiError::Conflict(
@@ -91,14 +91,14 @@ impl Generator {
         &self,
         key: &str,
         fingerprint: &[u8; 32],
-        answer: Option<&pb::Completion>,
+        answer: Option<&Completion>,
     ) {
         let cache = &self.inner.cache;
         let res = match answer {
             Some(c) => {
                 let mut v = vec![b'R'];
                 v.extend(fingerprint);
-                v.extend(c.encode_to_vec());
+                v.extend(serde_json::to_vec(c).unwrap_or_default());
                 cache.set(key, v.into(), Some(IDEM_DONE)).await
             }
             None => cache.delete(key).await.map(|_| ()),

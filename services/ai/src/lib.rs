@@ -3,17 +3,20 @@
 //! `generate.long` for the worker; quota held at the subscribe service and settled by the
 //! tokens actually used; identical requests answered from the result cache.
 //!
-//! Reads top-down: [`build`] / [`build_worker`] wire it; [`grpc`] is the tonic adapter; the
-//! rules, one concern a module: [`generator`] (state, prepare, what every mode shares),
-//! [`generate`] (inline), [`stream`], [`tasks`] (queued), [`idempotency`], [`holds`] (quota),
-//! [`results`] (the result cache); [`worker`] the queue consumer; [`providers`] the provider
+//! Reads top-down: [`build`] / [`build_worker`] wire it; [`grpc`] is the tonic adapter (the
+//! contract's messages into [`domain`] values and back), [`queue`] and [`events`] the bus
+//! adapters, [`clients`] the gRPC adapters of the [`ports`]; the rules, one concern a module:
+//! [`generator`] (state, prepare, what every mode shares), [`generate`] (inline), [`stream`],
+//! [`tasks`] (queued), [`idempotency`], [`holds`] (quota), [`results`] (the result cache),
+//! [`admin`] (operators' queue work); [`worker`] the queue consumer; [`providers`] the provider
 //! port and its adapters; [`store`] the task table; [`fake`] a local stand-in for the paid
-//! providers (tests and benchmarks).
+//! providers (tests and benchmarks). No protobuf or tonic type reaches below the adapters.
 
 pub mod admin;
 pub mod clients;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod fake;
 pub mod generate;
 pub mod generator;
@@ -22,6 +25,7 @@ pub mod holds;
 pub mod idempotency;
 pub mod ports;
 pub mod providers;
+pub mod queue;
 pub mod results;
 pub mod store;
 pub mod stream;
@@ -32,7 +36,10 @@ use skillup_kit::grpc::ServiceChannel;
 use skillup_kit::{config::AiConfig, infra::Infra};
 
 pub use crate::{
-    admin::AdminGrpc, generator::Generator, grpc::AiGrpc, providers::Chain, worker::Worker,
+    generator::Generator,
+    grpc::{AdminGrpc, AiGrpc},
+    providers::Chain,
+    worker::Worker,
 };
 
 /// Runs the ai service's migrations.
@@ -51,9 +58,9 @@ pub async fn generator(
     migrate(&infra.db).await.map_err(|e| format!("ai migrations: {e}"))?;
     infra
         .bus
-        .declare_queue(&tasks::queue_spec(cfg))
+        .declare_queue(&queue::queue_spec(cfg))
         .await
-        .map_err(|e| format!("declaring {}: {e}", tasks::QUEUE))?;
+        .map_err(|e| format!("declaring {}: {e}", queue::QUEUE))?;
     let chain = Chain::from_config(cfg)?;
     tracing::info!(providers = ?chain.names(), "generation providers, in fallback order");
     Ok(Generator::new(

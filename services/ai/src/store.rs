@@ -152,6 +152,28 @@ pub mod task {
         }
     }
 
+    impl From<&Model> for crate::domain::Task {
+        fn from(t: &Model) -> Self {
+            let completed = t.status == crate::domain::TaskStatus::Completed;
+            crate::domain::Task {
+                id: t.id,
+                status: t.status,
+                topic: t.topic.clone(),
+                function: t.function.clone(),
+                locale: t.locale.clone(),
+                text: t.text.clone(),
+                error: t.error.clone(),
+                usage: completed.then_some(crate::domain::Usage {
+                    input: t.input_tokens.max(0) as u32,
+                    output: t.output_tokens.max(0) as u32,
+                }),
+                attempts: t.attempts.max(0) as u32,
+                created_at: t.created_at,
+                updated_at: t.updated_at,
+            }
+        }
+    }
+
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 

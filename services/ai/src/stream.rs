@@ -2,11 +2,11 @@
 
 use futures::StreamExt;
 use skillup_kit::identity::Identity;
-use skillup_proto::ai::v1::{self as pb};
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::{
+    domain::{Completion, GenerationRequest, StreamEvent},
     error::{AiError, Result},
     providers::{Answer, Chunk, Usage, estimate_tokens},
 };
@@ -14,29 +14,15 @@ use crate::{
 use crate::generator::*;
 use crate::idempotency::Claim;
 
-/// The events of a streamed generation.
-pub type Events = ReceiverStream<std::result::Result<pb::GenerateStreamEvent, tonic::Status>>;
+/// The events of a streamed generation; an error ends it.
+pub type Events = ReceiverStream<Result<StreamEvent>>;
 
 /// A finished answer as a stream: `started`, its words, `finished`.
-pub(crate) fn replay(c: pb::Completion) -> Events {
-    use pb::generate_stream_event::Event;
-    let ev = |e: Event| Ok(pb::GenerateStreamEvent { event: Some(e) });
-    let mut out = vec![ev(Event::Started(pb::StreamStarted {
-        id: c.id,
-        provider: c.provider,
-        model: c.model,
-        cached: c.cached,
-    }))];
-    for (i, w) in c.text.split(' ').enumerate() {
-        out.push(ev(Event::Delta(if i == 0 { w.to_owned() } else { format!(" {w}") })));
-    }
-    out.push(ev(Event::Finished(pb::StreamFinished {
-        usage: c.usage,
-        finish_reason: c.finish_reason,
-    })));
+pub(crate) fn replay(c: Completion) -> Events {
+    let out = c.into_events();
     let (tx, rx) = tokio::sync::mpsc::channel(out.len());
     for e in out {
-        let _ = tx.try_send(e);
+        let _ = tx.try_send(Ok(e));
     }
     ReceiverStream::new(rx)
 }
@@ -45,7 +31,7 @@ impl Generator {
     /// `GenerateStream`: `started`, the text as it comes, `finished` with the usage charged.
     /// A client that leaves stops the provider call; the hold settles by what was produced.
     /// With an idempotency key, the same request again replays the first stream.
-    pub async fn stream(&self, identity: &Identity, req: pb::GenerateRequest) -> Result<Events> {
+    pub async fn stream(&self, identity: &Identity, req: GenerationRequest) -> Result<Events> {
         let p = self.prepare(identity, req).await?;
         let claim = match self.claim(&p).await? {
             Some(Claim::Replay(c)) => return Ok(replay(c)),
@@ -66,7 +52,6 @@ impl Generator {
         p: Prepared,
         claim: Option<(String, [u8; 32])>,
     ) -> Result<Events> {
-        use pb::generate_stream_event::Event;
         let id = Uuid::now_v7();
         let key = format!("ai:{id}");
         if let Some(hit) = self.cached(&p).await {
@@ -79,7 +64,6 @@ impl Generator {
             return Ok(replay(c));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let ev = |e: Event| Ok(pb::GenerateStreamEvent { event: Some(e) });
 
         let (hold, _) = self.reserve(&p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
         let opened = self.inner.chain.stream(&p.req.function, |m| self.chat(&p, m)).await;
@@ -97,12 +81,12 @@ impl Generator {
             let mut finish: Option<String> = None;
             let mut failure: Option<crate::providers::ProviderError> = None;
             let mut left = false;
-            let started = ev(Event::Started(pb::StreamStarted {
+            let started = Ok(StreamEvent::Started {
                 id: id.to_string(),
                 provider: served.label.to_owned(),
                 model: served.model.clone(),
                 cached: false,
-            }));
+            });
             let mut pending = first.map(Ok);
             if tx.send(started).await.is_err() {
                 left = true;
@@ -119,7 +103,7 @@ impl Generator {
                     None => break,
                     Some(Ok(Chunk::Delta(t))) => {
                         text.push_str(&t);
-                        if tx.send(ev(Event::Delta(t))).await.is_err() {
+                        if tx.send(Ok(StreamEvent::Delta(t))).await.is_err() {
                             left = true;
                         }
                     }
@@ -159,8 +143,7 @@ impl Generator {
                 if let Some((key, fingerprint)) = &claim {
                     this.settle_claim(key, fingerprint, None).await;
                 }
-                let status: tonic::Status = AiError::Provider(e).into();
-                let _ = tx.send(Err(status)).await;
+                let _ = tx.send(Err(AiError::Provider(e))).await;
                 return;
             } else {
                 // The last event first; the stream closes once the hold is settled. A replay
@@ -172,12 +155,7 @@ impl Generator {
                     this.settle_claim(key, fingerprint, Some(&c)).await;
                 }
                 let finish_reason = answer.finish_reason.clone();
-                let _ = tx
-                    .send(ev(Event::Finished(pb::StreamFinished {
-                        usage: Some(token_usage(produced)),
-                        finish_reason: finish_reason.clone(),
-                    })))
-                    .await;
+                let _ = tx.send(Ok(StreamEvent::Finished { usage: produced, finish_reason })).await;
                 this.remember(&p, served.label, &answer).await;
             }
             this.commit(&hold, produced.total() as u64).await;

@@ -4,89 +4,25 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use prost::Message as _;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
-use skillup_kit::{
-    bus::{Message, QueueSpec},
-    config::AiConfig,
-    identity::Identity,
-};
-use skillup_proto::ai::v1::{self as pb, TaskStatus};
+use skillup_kit::{bus::Message, identity::Identity};
 use uuid::Uuid;
 
 use crate::{
+    domain::{GenerationRequest, Job, Task, TaskStatus as Status},
     error::{AiError, Result},
+    queue::{QUEUE, REQUEST_ID_HEADER},
     store::task,
 };
 
-use crate::domain::TaskStatus as Status;
 use crate::generator::*;
 use crate::idempotency::key_reused;
-
-/// The work queue of long generations (retry levels `generate.long.retry.N`, dead letters in
-/// `generate.long.dead`).
-pub const QUEUE: &str = "generate.long";
-
-/// Message header carrying the request id of the call that queued the task.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The queue with its priorities (0..=9 by plan) and backoff.
-pub fn queue_spec(cfg: &AiConfig) -> QueueSpec {
-    QueueSpec::new(QUEUE)
-        .max_priority(9)
-        .exponential_backoff(Duration::from_millis(cfg.retry_base_ms.max(1)), cfg.max_retries)
-}
 
 /// Queued tasks may wait and retry for up to a day.
 pub(crate) const TASK_HOLD_TTL: u32 = 86_400;
 
-pub(crate) const TASK_KEY: &str = "ai:task:";
-
-/// A stored status as the contract names it.
-pub(crate) fn status_pb(s: Status) -> TaskStatus {
-    match s {
-        Status::Queued => TaskStatus::Queued,
-        Status::Running => TaskStatus::Running,
-        Status::Completed => TaskStatus::Completed,
-        Status::Failed => TaskStatus::Failed,
-        Status::Cancelled => TaskStatus::Cancelled,
-    }
-}
-
-/// The contract's status as stored (`None`: unspecified, any).
-pub fn status_of_pb(s: TaskStatus) -> Option<Status> {
-    match s {
-        TaskStatus::Queued => Some(Status::Queued),
-        TaskStatus::Running => Some(Status::Running),
-        TaskStatus::Completed => Some(Status::Completed),
-        TaskStatus::Failed => Some(Status::Failed),
-        TaskStatus::Cancelled => Some(Status::Cancelled),
-        TaskStatus::Unspecified => None,
-    }
-}
-
-/// A task row as the API shows it.
-pub fn task_pb(t: &task::Model, with_text: bool) -> pb::Task {
-    let input = t.input_tokens.max(0) as u32;
-    let output = t.output_tokens.max(0) as u32;
-    pb::Task {
-        id: t.id.to_string(),
-        status: status_pb(t.status) as i32,
-        topic: t.topic.clone(),
-        function: t.function.clone(),
-        text: if with_text { t.text.clone().unwrap_or_default() } else { String::new() },
-        error: t.error.clone().unwrap_or_default(),
-        usage: (t.status == Status::Completed).then_some(pb::TokenUsage {
-            input_tokens: input,
-            output_tokens: output,
-            total_tokens: input + output,
-        }),
-        attempts: t.attempts.max(0) as u32,
-        created_at: Some(ts(t.created_at)),
-        updated_at: Some(ts(t.updated_at)),
-        locale: t.locale.clone(),
-    }
-}
+/// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
+pub(crate) const TASK_KEY: &str = "ai:task2:";
 
 /// Whether a stored task is the one `p` asks for (its key's retry) — the same function,
 /// topic, limits and built prompt (which holds the parameters and locale).
@@ -99,7 +35,7 @@ pub(crate) fn same_task(t: &task::Model, p: &Prepared) -> bool {
 
 impl Generator {
     /// `SubmitTask`: always queued.
-    pub async fn submit(&self, identity: &Identity, req: pb::GenerateRequest) -> Result<pb::Task> {
+    pub async fn submit(&self, identity: &Identity, req: GenerationRequest) -> Result<Task> {
         let p = self.prepare(identity, req).await?;
         self.enqueue(p).await
     }
@@ -107,7 +43,7 @@ impl Generator {
     /// Stores the task, holds its quota and puts it on the queue with a publisher confirm —
     /// only then is it accepted. A publish that cannot be confirmed fails the task and gives
     /// the hold back, so nothing is left half-written.
-    pub(crate) async fn enqueue(&self, p: Prepared) -> Result<pb::Task> {
+    pub(crate) async fn enqueue(&self, p: Prepared) -> Result<Task> {
         // On a task of its own: a caller that leaves (the edge cancels the call when its
         // client disconnects) must not cut it between the hold, the row and the publish.
         // It stays in the caller's span, so the published job carries the caller's trace.
@@ -118,7 +54,7 @@ impl Generator {
             .map_err(|e| AiError::Unavailable(format!("queueing: {e}")))?
     }
 
-    pub(crate) async fn enqueue_now(&self, p: Prepared) -> Result<pb::Task> {
+    pub(crate) async fn enqueue_now(&self, p: Prepared) -> Result<Task> {
         let task_id = Uuid::now_v7();
         let key = Self::hold_key(&p, &task_id);
         let idempotency = (!p.req.idempotency_key.is_empty())
@@ -129,7 +65,7 @@ impl Generator {
                 .one(&self.inner.db)
                 .await?
         {
-            return same_task(&t, &p).then(|| task_pb(&t, true)).ok_or_else(key_reused);
+            return same_task(&t, &p).then(|| Task::from(&t)).ok_or_else(key_reused);
         }
         let (hold, priority) = self.reserve(&p, p.hold_tokens(), &key, TASK_HOLD_TTL).await?;
         let hold_uuid = Uuid::parse_str(&hold)
@@ -155,20 +91,20 @@ impl Generator {
                     .one(&self.inner.db)
                     .await?
                     .ok_or_else(|| AiError::Unavailable("task vanished".into()))?;
-                return same_task(&t, &p).then(|| task_pb(&t, true)).ok_or_else(key_reused);
+                return same_task(&t, &p).then(|| Task::from(&t)).ok_or_else(key_reused);
             }
             Err(e) => {
                 self.release(&hold).await;
                 return Err(e.into());
             }
         };
-        let job = pb::GenerationJob {
+        let job = Job {
             task_id: task_id.to_string(),
             user_id: p.user.to_string(),
             hold_id: hold.clone(),
             request: Some(p.req.clone()),
         };
-        let mut msg = Message::new(job.encode_to_vec()).with_priority(priority.min(9) as u8);
+        let mut msg = Message::new(crate::queue::encode(job)).with_priority(priority.min(9) as u8);
         msg.id = task_id.to_string();
         if !p.request_id.is_empty() {
             msg = msg.with_header(REQUEST_ID_HEADER, p.request_id.clone());
@@ -189,21 +125,19 @@ impl Generator {
             return Err(AiError::Unavailable(format!("queue: {e}")));
         }
         metrics::counter!("ai_tasks_queued_total").increment(1);
-        Ok(task_pb(&row, true))
+        Ok(Task::from(&row))
     }
 
     /// One of the user's tasks: from the cache while fresh, else the database.
-    pub async fn task(&self, user: Uuid, id: &str) -> Result<pb::Task> {
-        let id = Uuid::parse_str(id).map_err(|_| invalid("task_id", "`task_id` must be a UUID"))?;
+    pub async fn task(&self, user: Uuid, id: Uuid) -> Result<Task> {
         if let Ok(Some(b)) = self.inner.cache.get(&format!("{TASK_KEY}{id}")).await
             && b.len() > 16
             && b[..16] == *user.as_bytes()
-            && let Ok(t) = pb::Task::decode(&b[16..])
+            && let Ok(t) = serde_json::from_slice::<Task>(&b[16..])
         {
             return Ok(t);
         }
-        let t = self.find(user, id).await?;
-        Ok(task_pb(&t, true))
+        Ok(Task::from(&self.find(user, id).await?))
     }
 
     pub(crate) async fn find(&self, user: Uuid, id: Uuid) -> Result<task::Model> {
@@ -217,7 +151,7 @@ impl Generator {
     /// Keeps a finished task in the cache for fast polling.
     pub(crate) async fn cache_task(&self, t: &task::Model) {
         let mut v = t.user_id.as_bytes().to_vec();
-        v.extend(task_pb(t, true).encode_to_vec());
+        v.extend(serde_json::to_vec(&Task::from(t)).unwrap_or_default());
         let ttl = Duration::from_secs(self.inner.cfg.task_cache_secs.max(1));
         let _ = self.inner.cache.set(&format!("{TASK_KEY}{}", t.id), v.into(), Some(ttl)).await;
     }
@@ -229,7 +163,7 @@ impl Generator {
         page_size: u32,
         page_token: &str,
         status: Option<Status>,
-    ) -> Result<(Vec<pb::Task>, String)> {
+    ) -> Result<(Vec<Task>, String)> {
         let size = match page_size {
             0 => 20,
             n => n.min(100),
@@ -251,12 +185,13 @@ impl Generator {
         } else {
             String::new()
         };
-        Ok((rows.iter().map(|t| task_pb(t, false)).collect(), next))
+        // A listing leaves the texts out: read one with `task`.
+        let list = rows.iter().map(|t| Task { text: None, ..Task::from(t) }).collect();
+        Ok((list, next))
     }
 
     /// Cancels a queued or running task: its hold goes back, a worker running it stops.
-    pub async fn cancel(&self, user: Uuid, id: &str) -> Result<pb::Task> {
-        let id = Uuid::parse_str(id).map_err(|_| invalid("task_id", "`task_id` must be a UUID"))?;
+    pub async fn cancel(&self, user: Uuid, id: Uuid) -> Result<Task> {
         let n = task::Entity::update_many()
             .col_expr(task::Column::Status, Expr::value(Status::Cancelled))
             .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
@@ -273,12 +208,10 @@ impl Generator {
         }
         self.release(&t.hold_id.to_string()).await;
         self.cache_task(&t).await;
-        let ev = pb::GenerationCancelled { task_id: id.to_string(), user_id: user.to_string() };
-        if let Err(e) = skillup_kit::events::publish(&self.inner.bus, &user.to_string(), &ev).await
-        {
+        if let Err(e) = crate::events::cancelled(&self.inner.bus, user, id).await {
             // The worker also re-reads the row before storing a result: it cannot complete it.
             tracing::warn!(task = %id, error = %e, "cancel event not published");
         }
-        Ok(task_pb(&t, true))
+        Ok(Task::from(&t))
     }
 }

@@ -14,13 +14,11 @@ use std::{
 };
 
 use chrono::Utc;
-use prost::Message as _;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, sea_query::Expr};
 use skillup_kit::{
     Shutdown,
-    bus::{Delivery, RetryOutcome, SubscriptionSpec},
+    bus::{Delivery, RetryOutcome},
 };
-use skillup_proto::{ai::v1 as pb, events::Event as _};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -28,8 +26,8 @@ use crate::{
     domain::TaskStatus as Status,
     generator::Generator,
     providers::{ChatMessage, ChatRequest},
+    queue::{QUEUE, REQUEST_ID_HEADER, queue_spec},
     store::task,
-    tasks::{QUEUE, REQUEST_ID_HEADER, queue_spec, task_pb},
 };
 
 /// Running tasks by id, so a cancel event can stop one.
@@ -94,18 +92,12 @@ impl Worker {
         inner.bus.declare_queue(&spec).await?;
         let mut cancels = inner
             .bus
-            .subscribe(
-                &SubscriptionSpec::new("ai-worker-cancel", &[pb::GenerationCancelled::KIND])
-                    .per_instance(),
-                64,
-            )
+            .subscribe(&crate::events::cancels("ai-worker-cancel").per_instance(), 64)
             .await?;
         let running = self.running.clone();
         let cancel_task = tokio::spawn(async move {
             while let Some(d) = cancels.next().await {
-                if let Some((_, ev)) =
-                    skillup_kit::events::decode::<pb::GenerationCancelled>(&d.message.payload)
-                    && let Ok(id) = Uuid::parse_str(&ev.task_id)
+                if let Some(id) = crate::events::cancelled_task(&d.message.payload)
                     && let Some(t) = running.lock().expect("running").get(&id)
                 {
                     t.cancel();
@@ -155,10 +147,10 @@ impl Worker {
 
     /// One delivery, settled exactly once.
     pub async fn handle(&self, d: Delivery) -> Handled {
-        let job = match pb::GenerationJob::decode(d.message.payload.as_ref()) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::error!(error = %e, "malformed job; dead-lettered");
+        let job = match crate::queue::decode(&d.message.payload) {
+            Some(j) => j,
+            None => {
+                tracing::error!("malformed job; dead-lettered");
                 let _ = d.dead_letter("malformed job").await;
                 return Handled::Skipped;
             }
@@ -386,17 +378,7 @@ impl Worker {
     /// `generation.completed` / `generation.failed`, under an id fixed by the task and
     /// outcome, so a repeat after a crash is recognisably the same event.
     async fn announce(&self, t: &task::Model) -> crate::error::Result<()> {
-        let bus = &self.generator.inner.bus;
-        let user = t.user_id.to_string();
-        let task = task_pb(t, true);
-        let id = format!("{}:{}", t.id, t.status);
-        if t.status == Status::Completed {
-            let ev = pb::GenerationCompleted { task: Some(task) };
-            skillup_kit::events::publish_with_id(bus, &id, &user, &ev).await?;
-        } else {
-            let ev = pb::GenerationFailed { task: Some(task) };
-            skillup_kit::events::publish_with_id(bus, &id, &user, &ev).await?;
-        }
+        crate::events::ended(&self.generator.inner.bus, t.user_id, t.into()).await?;
         Ok(())
     }
 }

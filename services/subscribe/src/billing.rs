@@ -1,11 +1,9 @@
-//! Charging a plan: the [`Billing`] port and its adapter, the payment service over gRPC.
+//! Charging a plan: the [`Billing`] port (its adapter, the payment service over gRPC, is
+//! [`crate::clients::PaymentBilling`]).
 
-use std::time::Duration;
-
-use skillup_proto::common::v1::Money;
 use uuid::Uuid;
 
-use crate::error::{Result, SubscribeError};
+use crate::error::Result;
 
 /// Takes money for plans (the payment service).
 #[async_trait::async_trait]
@@ -19,58 +17,4 @@ pub trait Billing: Send + Sync {
         key: &str,
         description: &str,
     ) -> Result<()>;
-}
-
-/// Billing through `skillup.payment.v1.PaymentService/Charge`.
-pub struct PaymentBilling {
-    channel: skillup_kit::grpc::ServiceChannel,
-}
-
-impl PaymentBilling {
-    pub fn new(channel: impl Into<skillup_kit::grpc::ServiceChannel>) -> Self {
-        Self { channel: channel.into() }
-    }
-}
-
-#[async_trait::async_trait]
-impl Billing for PaymentBilling {
-    async fn charge(
-        &self,
-        user: Uuid,
-        amount: i64,
-        currency: &str,
-        key: &str,
-        description: &str,
-    ) -> Result<()> {
-        use skillup_proto::payment::v1::{
-            ChargeRequest, payment_service_client::PaymentServiceClient,
-        };
-        let mut client = PaymentServiceClient::new(self.channel.clone());
-        let mut req = tonic::Request::new(ChargeRequest {
-            user_id: user.to_string(),
-            amount: Some(Money { amount_minor: amount, currency: currency.to_owned() }),
-            idempotency_key: key.to_owned(),
-            description: description.to_owned(),
-        });
-        req.set_timeout(Duration::from_secs(10));
-        match client.charge(req).await {
-            Ok(_) => Ok(()),
-            Err(s) => match skillup_kit::error::detail_of(&s).map(|d| d.code()) {
-                Some(skillup_proto::common::v1::ErrorCode::InsufficientFunds) => {
-                    Err(SubscribeError::InsufficientFunds)
-                }
-                Some(skillup_proto::common::v1::ErrorCode::IdempotencyKeyReused) => {
-                    Err(SubscribeError::KeyReused(
-                        "this idempotency key was already used for another subscription request"
-                            .into(),
-                    ))
-                }
-                _ => Err(SubscribeError::Unavailable(format!(
-                    "payment: {} {}",
-                    s.code(),
-                    s.message()
-                ))),
-            },
-        }
-    }
 }

@@ -11,13 +11,12 @@ use sea_orm::{
     sea_query::{Expr, OnConflict},
 };
 use skillup_kit::{
-    db::{is_busy as busy, is_unique_violation as unique_violation, timestamp as ts},
+    db::{is_busy as busy, is_unique_violation as unique_violation},
     outbox::Outbox,
 };
-use skillup_proto::subscribe::v1 as pb;
 use uuid::Uuid;
 
-use crate::domain::SubscriptionStatus as Status;
+use crate::domain::{Subscription, SubscriptionStatus as Status};
 use crate::subscriptions::*;
 use crate::{
     error::{Result, SubscribeError},
@@ -34,12 +33,7 @@ impl Subscriptions {
     /// runs at a time, so concurrent subscribes cannot both pay. A switch between paid plans
     /// credits the unused part of the current one and keeps the period's usage (it never starts
     /// the quota again from zero).
-    pub async fn subscribe(
-        &self,
-        user: Uuid,
-        plan_id: &str,
-        key: &str,
-    ) -> Result<pb::Subscription> {
+    pub async fn subscribe(&self, user: Uuid, plan_id: &str, key: &str) -> Result<Subscription> {
         if plan_id.is_empty() {
             return Err(SubscribeError::Invalid("plan", "`plan` is required".into()));
         }
@@ -68,11 +62,7 @@ impl Subscriptions {
     }
 
     /// Subscribing again to the plan one has: a cancellation is taken back, nothing charged.
-    pub(crate) async fn keep(
-        &self,
-        user: Uuid,
-        s: &subscription::Model,
-    ) -> Result<pb::Subscription> {
+    pub(crate) async fn keep(&self, user: Uuid, s: &subscription::Model) -> Result<Subscription> {
         if s.cancel_at_period_end {
             subscription::Entity::update_many()
                 .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(false))
@@ -82,7 +72,7 @@ impl Subscriptions {
                 .await?;
             self.forget(user).await;
         }
-        self.subscription_pb(user).await
+        self.subscription(user).await
     }
 
     /// Claims the user's one plan change in progress. A claim older than [`CHANGE_CLAIM`] was
@@ -140,7 +130,7 @@ impl Subscriptions {
         plan: &plan::Model,
         key: &str,
         change: Uuid,
-    ) -> Result<pb::Subscription> {
+    ) -> Result<Subscription> {
         let row = subscription::Entity::find()
             .filter(subscription::Column::UserId.eq(user))
             .one(&self.db)
@@ -236,11 +226,11 @@ impl Subscriptions {
         self.changed(&txn, user, &plan.id, Status::Active, end).await?;
         txn.commit().await?;
         self.committed(user).await;
-        self.subscription_pb(user).await
+        self.subscription(user).await
     }
 
     /// Cancels at the end of the current period.
-    pub async fn cancel(&self, user: Uuid) -> Result<pb::Subscription> {
+    pub async fn cancel(&self, user: Uuid) -> Result<Subscription> {
         let cur = self.current(user).await?;
         let Some(s) = cur.sub.filter(|s| s.status == Status::Active) else {
             return Err(SubscribeError::NotFound("there is no paid subscription to cancel".into()));
@@ -255,7 +245,7 @@ impl Subscriptions {
         self.changed(&txn, user, &s.plan_id, Status::Canceled, s.period_end).await?;
         txn.commit().await?;
         self.committed(user).await;
-        self.subscription_pb(user).await
+        self.subscription(user).await
     }
 
     /// Renews one subscription whose period ended: charges the next period once (the key is
@@ -355,14 +345,7 @@ impl Subscriptions {
         status: Status,
         end: DateTime<Utc>,
     ) -> std::result::Result<(), DbErr> {
-        let msg = pb::SubscriptionChanged {
-            user_id: user.to_string(),
-            plan: plan.to_owned(),
-            status: status_pb(status) as i32,
-            current_period_end: Some(ts(end)),
-        };
-        let id = Uuid::now_v7().to_string();
-        self.outbox.add(txn, &id, &user.to_string(), &msg).await
+        crate::events::changed(&self.outbox, txn, user, plan, status, end).await
     }
 
     /// After a change's commit: the cached row goes (on every replica: the cache is shared),

@@ -1,6 +1,87 @@
-//! The subscribe service's own values, valid by construction.
+//! The subscribe service's own values. `grpc.rs` converts them into the contract's messages;
+//! nothing below it sees a protobuf type.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{DeriveActiveEnum, EnumIter, sea_query::StringLen};
+use uuid::Uuid;
+
+/// An amount in a currency's minor units (cents, kopecks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Money {
+    pub minor: i64,
+    /// ISO 4217, upper case.
+    pub currency: String,
+}
+
+/// A plan as sold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub id: String,
+    pub title: String,
+    pub price: Money,
+    pub period_days: u32,
+    /// Function slugs the plan includes (`*`: all).
+    pub functions: Vec<String>,
+    pub token_quota: u64,
+    pub generation_quota: u32,
+    pub rate_limit_tier: String,
+    /// Queue priority of its tasks, 0..=9.
+    pub priority: u32,
+}
+
+/// A period's quota and what was used and is held of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub tokens_used: u64,
+    pub tokens_held: u64,
+    pub token_quota: u64,
+    pub generations_used: u32,
+    pub generations_held: u32,
+    pub generation_quota: u32,
+}
+
+/// A user's subscription as they see it: the free plan has no id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub id: Option<Uuid>,
+    pub user: Uuid,
+    pub plan: Plan,
+    pub status: SubscriptionStatus,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub cancel_at_period_end: bool,
+    pub usage: Usage,
+}
+
+/// Why a generation is not allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    FunctionNotInPlan,
+    QuotaExhausted,
+}
+
+/// Whether the user's plan allows a function now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entitlement {
+    /// `None`: allowed; else why not, in words for the user.
+    pub denied: Option<(DenyReason, String)>,
+    /// The user's plan.
+    pub plan: String,
+    pub priority: u32,
+}
+
+/// Quota held for one generation until it settles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaHold {
+    pub id: Uuid,
+    pub tokens: u64,
+    pub expires_at: DateTime<Utc>,
+    /// The period's usage with this hold in it.
+    pub usage: Usage,
+    pub priority: u32,
+}
 
 /// Where a paid subscription is. Stored as its name in `subscribe_subscriptions.status`
 /// (migration m0004 turned the protobuf numbers stored before into names).

@@ -1,14 +1,104 @@
 //! The tonic adapter. The caller's own subscription and usage come from the identity the edge
 //! asserted; entitlement and quota RPCs are internal (the ai service passes the user).
 
-use skillup_kit::identity::Identity;
-use skillup_proto::subscribe::v1::{
-    self as pb, subscription_service_server::SubscriptionServiceServer,
+use skillup_kit::{db::timestamp as ts, identity::Identity};
+use skillup_proto::{
+    common::v1 as common,
+    subscribe::v1::{self as pb, subscription_service_server::SubscriptionServiceServer},
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{error::SubscribeError, subscriptions::Subscriptions};
+use crate::{
+    domain::{DenyReason, Entitlement, Money, Plan, QuotaHold, Subscription, Usage},
+    error::SubscribeError,
+    events::status_pb,
+    subscriptions::Subscriptions,
+};
+
+impl From<Money> for common::Money {
+    fn from(m: Money) -> Self {
+        common::Money { amount_minor: m.minor, currency: m.currency }
+    }
+}
+
+impl From<Plan> for pb::Plan {
+    fn from(p: Plan) -> Self {
+        pb::Plan {
+            id: p.id,
+            title: p.title,
+            price: Some(p.price.into()),
+            period_days: p.period_days,
+            functions: p.functions,
+            token_quota: p.token_quota,
+            generation_quota: p.generation_quota,
+            rate_limit_tier: p.rate_limit_tier,
+            priority: p.priority,
+        }
+    }
+}
+
+impl From<Usage> for pb::Usage {
+    fn from(u: Usage) -> Self {
+        pb::Usage {
+            period_start: Some(ts(u.period_start)),
+            period_end: Some(ts(u.period_end)),
+            tokens_used: u.tokens_used,
+            tokens_held: u.tokens_held,
+            token_quota: u.token_quota,
+            generations_used: u.generations_used,
+            generations_held: u.generations_held,
+            generation_quota: u.generation_quota,
+        }
+    }
+}
+
+impl From<Subscription> for pb::Subscription {
+    fn from(s: Subscription) -> Self {
+        pb::Subscription {
+            id: s.id.map(|id| id.to_string()).unwrap_or_default(),
+            user_id: s.user.to_string(),
+            plan: Some(s.plan.into()),
+            status: status_pb(s.status) as i32,
+            current_period_start: Some(ts(s.period_start)),
+            current_period_end: Some(ts(s.period_end)),
+            cancel_at_period_end: s.cancel_at_period_end,
+            usage: Some(s.usage.into()),
+        }
+    }
+}
+
+impl From<Entitlement> for pb::CheckEntitlementResponse {
+    fn from(e: Entitlement) -> Self {
+        let (reason, message) = match e.denied {
+            None => (pb::DenyReason::Unspecified, String::new()),
+            Some((DenyReason::FunctionNotInPlan, m)) => (pb::DenyReason::FunctionNotInPlan, m),
+            Some((DenyReason::QuotaExhausted, m)) => (pb::DenyReason::QuotaExhausted, m),
+        };
+        pb::CheckEntitlementResponse {
+            allowed: reason == pb::DenyReason::Unspecified,
+            reason: reason as i32,
+            message,
+            plan: e.plan,
+            priority: e.priority,
+        }
+    }
+}
+
+impl From<QuotaHold> for pb::QuotaHold {
+    fn from(h: QuotaHold) -> Self {
+        pb::QuotaHold {
+            hold_id: h.id.to_string(),
+            tokens: h.tokens,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: h.expires_at.timestamp(),
+                nanos: 0,
+            }),
+            usage: Some(h.usage.into()),
+            priority: h.priority,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct SubscribeGrpc {
@@ -48,7 +138,8 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         &self,
         _req: Request<pb::ListPlansRequest>,
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
-        Ok(Response::new(pb::ListPlansResponse { plans: self.subs.plans().await? }))
+        let plans = self.subs.plans().await?.into_iter().map(Into::into).collect();
+        Ok(Response::new(pb::ListPlansResponse { plans }))
     }
 
     async fn get_my_subscription(
@@ -56,7 +147,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::GetMySubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.subs.subscription_pb(user).await?))
+        Ok(Response::new(self.subs.subscription(user).await?.into()))
     }
 
     async fn subscribe(
@@ -66,7 +157,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         let user = caller(&req)?;
         let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
         let r = req.into_inner();
-        Ok(Response::new(self.subs.subscribe(user, &r.plan, &key).await?))
+        Ok(Response::new(self.subs.subscribe(user, &r.plan, &key).await?.into()))
     }
 
     async fn cancel_subscription(
@@ -74,7 +165,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::CancelSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.subs.cancel(user).await?))
+        Ok(Response::new(self.subs.cancel(user).await?.into()))
     }
 
     async fn get_usage(
@@ -82,7 +173,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.subs.usage(user).await?))
+        Ok(Response::new(self.subs.usage(user).await?.into()))
     }
 
     async fn check_entitlement(
@@ -90,7 +181,8 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::CheckEntitlementRequest>,
     ) -> Result<Response<pb::CheckEntitlementResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.subs.entitlement(user_id(&r.user_id)?, &r.function_id).await?))
+        let e = self.subs.entitlement(user_id(&r.user_id)?, &r.function_id).await?;
+        Ok(Response::new(e.into()))
     }
 
     async fn reserve_quota(
@@ -98,7 +190,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::ReserveQuotaRequest>,
     ) -> Result<Response<pb::QuotaHold>, Status> {
         let r = req.into_inner();
-        let (h, usage, priority) = self
+        let hold = self
             .subs
             .reserve(
                 user_id(&r.user_id)?,
@@ -108,16 +200,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
                 r.ttl_seconds,
             )
             .await?;
-        Ok(Response::new(pb::QuotaHold {
-            hold_id: h.id.to_string(),
-            tokens: h.tokens as u64,
-            expires_at: Some(prost_types::Timestamp {
-                seconds: h.expires_at.timestamp(),
-                nanos: 0,
-            }),
-            usage: Some(usage),
-            priority,
-        }))
+        Ok(Response::new(hold.into()))
     }
 
     async fn commit_quota(
@@ -125,13 +208,13 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::CommitQuotaRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.subs.commit(&r.hold_id, r.actual_tokens).await?))
+        Ok(Response::new(self.subs.commit(&r.hold_id, r.actual_tokens).await?.into()))
     }
 
     async fn release_quota(
         &self,
         req: Request<pb::ReleaseQuotaRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
-        Ok(Response::new(self.subs.release(&req.into_inner().hold_id).await?))
+        Ok(Response::new(self.subs.release(&req.into_inner().hold_id).await?.into()))
     }
 }

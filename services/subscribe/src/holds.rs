@@ -12,10 +12,9 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 use skillup_kit::db::{is_busy as busy, is_unique_violation as unique_violation};
-use skillup_proto::subscribe::v1 as pb;
 use uuid::Uuid;
 
-use crate::domain::SubscriptionStatus as Status;
+use crate::domain::{DenyReason, Entitlement, QuotaHold, SubscriptionStatus as Status, Usage};
 use crate::subscriptions::*;
 use crate::{
     error::{Result, SubscribeError},
@@ -53,22 +52,16 @@ pub(crate) fn hold_uuid(id: &str) -> Result<Uuid> {
 
 impl Subscriptions {
     /// Whether the plan allows `function` and quota is left.
-    pub async fn entitlement(
-        &self,
-        user: Uuid,
-        function: &str,
-    ) -> Result<pb::CheckEntitlementResponse> {
+    pub async fn entitlement(&self, user: Uuid, function: &str) -> Result<Entitlement> {
         let cur = self.current(user).await?;
-        let deny = |reason: pb::DenyReason, message: String| pb::CheckEntitlementResponse {
-            allowed: false,
-            reason: reason as i32,
-            message,
+        let deny = |reason: DenyReason, message: String| Entitlement {
+            denied: Some((reason, message)),
             plan: cur.plan.id.clone(),
-            priority: cur.plan.priority as u32,
+            priority: Ord::max(cur.plan.priority, 0) as u32,
         };
         if !includes(&cur.plan, function) {
             return Ok(deny(
-                pb::DenyReason::FunctionNotInPlan,
+                DenyReason::FunctionNotInPlan,
                 format!(
                     "`{function}` is unavailable on the {} plan — subscribe to a plan that includes it (недоступно — оформите подписку)",
                     cur.plan.title
@@ -81,16 +74,14 @@ impl Subscriptions {
         });
         if tu + th >= cur.plan.token_quota || gu + gh >= cur.plan.generation_quota {
             return Ok(deny(
-                pb::DenyReason::QuotaExhausted,
+                DenyReason::QuotaExhausted,
                 "this period's quota is used up — upgrade your plan (квота исчерпана — смените тариф)".into(),
             ));
         }
-        Ok(pb::CheckEntitlementResponse {
-            allowed: true,
-            reason: pb::DenyReason::Unspecified as i32,
-            message: String::new(),
+        Ok(Entitlement {
+            denied: None,
             plan: cur.plan.id.clone(),
-            priority: cur.plan.priority as u32,
+            priority: Ord::max(cur.plan.priority, 0) as u32,
         })
     }
 
@@ -102,7 +93,7 @@ impl Subscriptions {
         tokens: u64,
         key: &str,
         ttl: u32,
-    ) -> Result<(hold::Model, pb::Usage, u32)> {
+    ) -> Result<QuotaHold> {
         if tokens == 0 || tokens > 10_000_000 {
             return Err(SubscribeError::Invalid("tokens", "`tokens` must be 1..=10000000".into()));
         }
@@ -145,6 +136,13 @@ impl Subscriptions {
         };
         let tokens = tokens as i64;
         let priority = |cur: &Current| Ord::max(cur.plan.priority, 0) as u32;
+        let held = |h: hold::Model, usage: Usage, priority: u32| QuotaHold {
+            id: h.id,
+            tokens: Ord::max(h.tokens, 0) as u64,
+            expires_at: h.expires_at,
+            usage,
+            priority,
+        };
         // The hot path is one transaction: a retried key is found by its unique violation (or
         // when the quota looks spent), and lapsed holds are reclaimed only when they stand in
         // the way (the periodic job reclaims the rest).
@@ -152,7 +150,7 @@ impl Subscriptions {
         for attempt in 0..50u64 {
             match self.try_reserve(user, &cur, tokens, &idem, ttl).await {
                 Ok(Taken::Yes(h, row)) => {
-                    return Ok((h, usage_pb(&cur, Some(&row)), priority(&cur)));
+                    return Ok(held(h, usage_of(&cur, Some(&row)), priority(&cur)));
                 }
                 Ok(Taken::Stale) => {
                     // The subscription changed since this replica saw it (the statement took
@@ -169,7 +167,7 @@ impl Subscriptions {
                 }
                 Ok(Taken::NoRoom) => {
                     if let Some(found) = self.hold_by_key(&cur, &idem).await? {
-                        return Ok((found.0, found.1, priority(&cur)));
+                        return Ok(held(found.0, found.1, priority(&cur)));
                     }
                     if !reclaimed {
                         reclaimed = true;
@@ -178,7 +176,7 @@ impl Subscriptions {
                         }
                     }
                     let row = self.usage_row(user, cur.period_start).await?;
-                    let u = usage_pb(&cur, row.as_ref());
+                    let u = usage_of(&cur, row.as_ref());
                     return Err(SubscribeError::QuotaExceeded(format!(
                         "{} of {} tokens and {} of {} generations are used or held",
                         u.tokens_used + u.tokens_held,
@@ -189,7 +187,7 @@ impl Subscriptions {
                 }
                 Err(e) if unique_violation(&e) => {
                     if let Some(found) = self.hold_by_key(&cur, &idem).await? {
-                        return Ok((found.0, found.1, priority(&cur)));
+                        return Ok(held(found.0, found.1, priority(&cur)));
                     }
                 }
                 Err(e) if busy(&e) => {
@@ -208,7 +206,7 @@ impl Subscriptions {
         &self,
         cur: &Current,
         idem: &str,
-    ) -> Result<Option<(hold::Model, pb::Usage)>> {
+    ) -> Result<Option<(hold::Model, Usage)>> {
         let Some(h) =
             hold::Entity::find().filter(hold::Column::Idempotency.eq(idem)).one(&self.db).await?
         else {
@@ -221,7 +219,7 @@ impl Subscriptions {
             )));
         }
         let row = self.usage_row(h.user_id, h.period_start).await?;
-        Ok(Some((h, usage_pb(cur, row.as_ref()))))
+        Ok(Some((h, usage_of(cur, row.as_ref()))))
     }
 
     /// One attempt at a hold: the usage row's conditional increment (returning the row) and
@@ -516,14 +514,14 @@ impl Subscriptions {
     /// Charges `actual` tokens (at most what was held) and one generation. The hold is read
     /// only when it did not move: unknown (404), or settled already — by a commit (the same
     /// answer again) or otherwise (409).
-    pub async fn commit(&self, hold_id: &str, actual: u64) -> Result<pb::Usage> {
+    pub async fn commit(&self, hold_id: &str, actual: u64) -> Result<Usage> {
         let id = hold_uuid(hold_id)?;
         let actual = i64::try_from(actual).unwrap_or(i64::MAX);
         let settled = self.settle_retrying(id, "committed", actual).await?;
         if let Settled::Yes(Some(row)) = &settled {
             let cur = self.current(row.user_id).await?;
             if cur.period_start == row.period_start {
-                return Ok(usage_pb(&cur, Some(row)));
+                return Ok(usage_of(&cur, Some(row)));
             }
         }
         let h = self.find_hold(hold_id).await?;
@@ -533,7 +531,7 @@ impl Subscriptions {
         self.usage(h.user_id).await
     }
 
-    pub async fn release(&self, hold_id: &str) -> Result<pb::Usage> {
+    pub async fn release(&self, hold_id: &str) -> Result<Usage> {
         let id = hold_uuid(hold_id)?;
         let settled = self.settle_retrying(id, "released", 0).await?;
         if let Settled::Yes(Some(row)) = &settled {

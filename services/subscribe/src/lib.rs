@@ -4,14 +4,18 @@
 //! quota as hold → settle (see [`holds`]).
 //!
 //! Reads top-down: [`build`] wires it and starts the periodic job; [`grpc`] is the tonic
-//! adapter; the rules: [`subscriptions`] (state, plans, the current plan), [`holds`] (quota),
-//! [`changes`] (subscribe, cancel, renew), [`billing`] (the payment port and its adapter);
-//! [`store`] the tables and default plans.
+//! adapter (the [`domain`] values into the contract's messages), [`events`] the bus adapter,
+//! [`clients`] the payment adapter of the [`billing`] port; the rules: [`subscriptions`]
+//! (state, plans, the current plan), [`holds`] (quota), [`changes`] (subscribe, cancel,
+//! renew); [`store`] the tables and default plans. No protobuf or tonic type reaches below
+//! the adapters.
 
 pub mod billing;
 pub mod changes;
+pub mod clients;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod holds;
 pub mod store;
@@ -23,9 +27,7 @@ use skillup_kit::{Shutdown, infra::Infra};
 
 use crate::store::migration::Migrator;
 pub use crate::{
-    billing::{Billing, PaymentBilling},
-    grpc::SubscribeGrpc,
-    subscriptions::Subscriptions,
+    billing::Billing, clients::PaymentBilling, grpc::SubscribeGrpc, subscriptions::Subscriptions,
 };
 
 /// Runs the subscribe service's migrations (the default plans included).

@@ -5,13 +5,12 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter};
-use skillup_kit::{bus::SharedBus, cache::SharedCache, db::timestamp as ts, outbox::Outbox};
-use skillup_proto::{common::v1::Money, subscribe::v1 as pb};
+use skillup_kit::{bus::SharedBus, cache::SharedCache, outbox::Outbox};
 use uuid::Uuid;
 
 use crate::{
     billing::Billing,
-    domain::SubscriptionStatus as Status,
+    domain::{Plan, Subscription, SubscriptionStatus as Status, Usage},
     error::{Result, SubscribeError},
     store::entities::{plan, subscription, usage},
 };
@@ -120,30 +119,17 @@ pub fn includes(plan: &plan::Model, function: &str) -> bool {
     plan.functions.split_whitespace().any(|f| f == "*" || f == function)
 }
 
-pub fn plan_pb(p: &plan::Model) -> pb::Plan {
-    pb::Plan {
-        id: p.id.clone(),
-        title: p.title.clone(),
-        price: Some(Money { amount_minor: p.price_minor, currency: p.currency.clone() }),
-        period_days: p.period_days as u32,
-        functions: p.functions.split_whitespace().map(str::to_owned).collect(),
-        token_quota: p.token_quota as u64,
-        generation_quota: p.generation_quota as u32,
-        rate_limit_tier: p.rate_limit_tier.clone(),
-        priority: p.priority as u32,
-    }
-}
-
-pub(crate) fn usage_pb(cur: &Current, u: Option<&usage::Model>) -> pb::Usage {
-    pb::Usage {
-        period_start: Some(ts(cur.period_start)),
-        period_end: Some(ts(cur.period_end)),
+/// The period's usage: the plan's quota and the row's counts (none yet: nothing used).
+pub(crate) fn usage_of(cur: &Current, u: Option<&usage::Model>) -> Usage {
+    Usage {
+        period_start: cur.period_start,
+        period_end: cur.period_end,
         tokens_used: u.map_or(0, |u| u.tokens_used) as u64,
         tokens_held: u.map_or(0, |u| u.tokens_held) as u64,
-        token_quota: cur.plan.token_quota as u64,
+        token_quota: cur.plan.token_quota.max(0) as u64,
         generations_used: u.map_or(0, |u| u.generations_used) as u32,
         generations_held: u.map_or(0, |u| u.generations_held) as u32,
-        generation_quota: cur.plan.generation_quota as u32,
+        generation_quota: cur.plan.generation_quota.max(0) as u32,
     }
 }
 
@@ -197,8 +183,8 @@ impl Subscriptions {
         Ok(plans)
     }
 
-    pub async fn plans(&self) -> Result<Vec<pb::Plan>> {
-        Ok(self.all_plans().await?.iter().map(plan_pb).collect())
+    pub async fn plans(&self) -> Result<Vec<Plan>> {
+        Ok(self.all_plans().await?.iter().map(Plan::from).collect())
     }
 
     pub(crate) async fn plan(&self, id: &str) -> Result<plan::Model> {
@@ -261,31 +247,31 @@ impl Subscriptions {
         Ok(usage::Entity::find_by_id((user, start)).one(&self.db).await?)
     }
 
-    pub async fn usage(&self, user: Uuid) -> Result<pb::Usage> {
+    pub async fn usage(&self, user: Uuid) -> Result<Usage> {
         let cur = self.current(user).await?;
         let row = self.usage_row(user, cur.period_start).await?;
-        Ok(usage_pb(&cur, row.as_ref()))
+        Ok(usage_of(&cur, row.as_ref()))
     }
 
-    pub async fn subscription_pb(&self, user: Uuid) -> Result<pb::Subscription> {
+    /// The user's subscription as they see it: their paid one while active, else the free
+    /// plan's (no id).
+    pub async fn subscription(&self, user: Uuid) -> Result<Subscription> {
         let cur = self.current(user).await?;
         let row = self.usage_row(user, cur.period_start).await?;
-        let usage = usage_pb(&cur, row.as_ref());
-        let (id, status, cancel) = match &cur.sub {
-            Some(s) if s.status == Status::Active => {
-                (s.id.to_string(), pb::SubscriptionStatus::Active, s.cancel_at_period_end)
-            }
-            _ => (String::new(), pb::SubscriptionStatus::Active, false),
+        let usage = usage_of(&cur, row.as_ref());
+        let (id, cancel) = match &cur.sub {
+            Some(s) if s.status == Status::Active => (Some(s.id), s.cancel_at_period_end),
+            _ => (None, false),
         };
-        Ok(pb::Subscription {
+        Ok(Subscription {
             id,
-            user_id: user.to_string(),
-            plan: Some(plan_pb(&cur.plan)),
-            status: status as i32,
-            current_period_start: Some(ts(cur.period_start)),
-            current_period_end: Some(ts(cur.period_end)),
+            user,
+            plan: Plan::from(&cur.plan),
+            status: Status::Active,
+            period_start: cur.period_start,
+            period_end: cur.period_end,
             cancel_at_period_end: cancel,
-            usage: Some(usage),
+            usage,
         })
     }
 
@@ -334,14 +320,5 @@ impl Subscriptions {
             }
         }
         known.insert(user, (std::time::Instant::now(), row));
-    }
-}
-
-/// A stored status as the contract names it.
-pub(crate) fn status_pb(s: Status) -> pb::SubscriptionStatus {
-    match s {
-        Status::Active => pb::SubscriptionStatus::Active,
-        Status::Canceled => pb::SubscriptionStatus::Canceled,
-        Status::Expired => pb::SubscriptionStatus::Expired,
     }
 }

@@ -21,6 +21,22 @@ pub mod plan {
         pub priority: i32,
     }
 
+    impl From<&Model> for crate::domain::Plan {
+        fn from(p: &Model) -> Self {
+            crate::domain::Plan {
+                id: p.id.clone(),
+                title: p.title.clone(),
+                price: crate::domain::Money { minor: p.price_minor, currency: p.currency.clone() },
+                period_days: p.period_days.max(0) as u32,
+                functions: p.functions.split_whitespace().map(str::to_owned).collect(),
+                token_quota: p.token_quota.max(0) as u64,
+                generation_quota: p.generation_quota.max(0) as u32,
+                rate_limit_tier: p.rate_limit_tier.clone(),
+                priority: p.priority.max(0) as u32,
+            }
+        }
+    }
+
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
@@ -39,7 +55,7 @@ pub mod subscription {
         #[sea_orm(unique)]
         pub user_id: Uuid,
         pub plan_id: String,
-        /// `skillup.subscribe.v1.SubscriptionStatus` number.
+        /// Stored as its name (`active`, `canceled`, `expired`).
         pub status: crate::domain::SubscriptionStatus,
         pub period_start: DateTimeUtc,
         pub period_end: DateTimeUtc,
