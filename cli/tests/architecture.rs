@@ -5,6 +5,9 @@
 //!   dev-dependencies, read from `cargo metadata`; the kit depends on no service;
 //! - no `tonic`, `prost` or generated `pb` type in a `domain/` or `store/` module, and a store
 //!   imports neither the rules nor the transport;
+//! - in a service crate, the contract's types stay in the adapters — `lib.rs`, `grpc.rs`
+//!   (tonic), `clients.rs` (ports over gRPC), `events.rs` and `queue.rs` (the bus), `error.rs`
+//!   (errors as statuses): the rules take and return the service's own values;
 //! - no event name as a string literal outside the catalogue (`skillup_proto::events`);
 //! - no two top-level modules of a crate name each other (`crate::a` in b and `crate::b` in a).
 
@@ -165,6 +168,60 @@ fn domain_and_store_modules_know_no_transport_and_no_rules() {
     }
     assert!(seen >= 10, "only {seen} domain/store files found: has the layout moved?");
     assert!(bad.is_empty(), "transport types or rules below the rules:\n{}", bad.join("\n"));
+}
+
+/// The modules of a service crate that speak the contract (see the module docs).
+const ADAPTERS: [&str; 6] =
+    ["lib.rs", "grpc.rs", "clients.rs", "events.rs", "queue.rs", "error.rs"];
+
+/// Lines of `src` that name a transport or contract type.
+fn transport_lines(src: &str) -> Vec<String> {
+    let forbidden = ["tonic::", "prost::", "prost_types::", "skillup_proto", "pb::"];
+    src.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            forbidden.iter().any(|f| code.contains(f))
+        })
+        .map(|(n, line)| format!("{}: {}", n + 1, line.trim()))
+        .collect()
+}
+
+#[test]
+fn the_rules_of_a_service_take_and_return_its_own_values() {
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for service in ["ai", "auth", "notification", "payment", "prompt", "subscribe"] {
+        let src_dir = root().join("services").join(service).join("src");
+        for file in rust_files(&src_dir) {
+            let rel = file.strip_prefix(&src_dir).unwrap().to_string_lossy().into_owned();
+            if ADAPTERS.contains(&rel.as_str()) {
+                continue;
+            }
+            seen += 1;
+            let src = std::fs::read_to_string(&file).unwrap();
+            bad.extend(
+                transport_lines(&src)
+                    .into_iter()
+                    .map(|l| format!("services/{service}/src/{rel}:{l}")),
+            );
+        }
+    }
+    assert!(seen >= 40, "only {seen} rule modules found: has the layout moved?");
+    assert!(
+        bad.is_empty(),
+        "contract types in the rules (convert in grpc.rs):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_adapter_rule_catches_a_protobuf_type_in_the_rules() {
+    let broken = "use crate::domain::Task;\npub fn f() -> Result<pb::Task, tonic::Status> {}\n";
+    assert_eq!(transport_lines(broken).len(), 1);
+    assert!(
+        transport_lines("// grpc.rs converts into pb::Task\nuse crate::domain::Task;\n").is_empty()
+    );
 }
 
 #[test]

@@ -164,16 +164,7 @@ impl Auth {
         let mut issued = self.start_session(&user, client).await?;
         issued.device_token =
             self.know_device(email.as_str(), device.map(|_| device_token)).await?;
-        self.emit(
-            &user.id,
-            &skillup_proto::auth::v1::UserLoggedIn {
-                user_id: user.id.to_string(),
-                session_id: issued.session_id.to_string(),
-                ip: client.ip.clone(),
-                user_agent: client.user_agent.clone(),
-            },
-        )
-        .await;
+        self.emit_logged_in(user.id, issued.session_id, client).await;
         Ok((user, issued))
     }
 

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use skillup_kit::{
     bus::SharedBus, cache::SharedCache, config::AuthConfig, mailer::SharedMailer, outbox::Outbox,
 };
-use skillup_proto::events::Event;
 use uuid::Uuid;
 
 use crate::{
@@ -173,35 +172,6 @@ impl Auth {
         }
         map.insert(id, (version.to_owned(), Instant::now(), user.clone()));
         Ok(user)
-    }
-
-    pub(crate) async fn emit<E: Event>(&self, user_id: &Uuid, msg: &E) {
-        if let Err(e) = skillup_kit::events::publish(&self.bus, &user_id.to_string(), msg).await {
-            tracing::warn!(event = E::KIND, error = %e, "event not published");
-        }
-    }
-
-    pub(crate) async fn emit_password_changed(&self, user_id: Uuid, via_reset: bool) {
-        let msg =
-            skillup_proto::auth::v1::PasswordChanged { user_id: user_id.to_string(), via_reset };
-        self.emit(&user_id, &msg).await;
-    }
-
-    pub(crate) async fn emit_revoked(
-        &self,
-        user_id: Uuid,
-        jtis: Vec<String>,
-        before: Option<DateTime<Utc>>,
-    ) {
-        let msg = skillup_proto::auth::v1::TokensRevoked {
-            jtis,
-            user_id: user_id.to_string(),
-            issued_before: before.map(|t| prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: t.timestamp_subsec_nanos() as i32,
-            }),
-        };
-        self.emit(&user_id, &msg).await;
     }
 }
 

@@ -105,11 +105,7 @@ impl Auth {
             .await
             .map_err(cache_err)?;
         self.bump_identity_version(user_id).await?;
-        self.emit(
-            &user_id,
-            &skillup_proto::auth::v1::EmailVerified { user_id: user_id.to_string() },
-        )
-        .await;
+        self.emit_email_verified(user_id).await;
         Ok(())
     }
 

@@ -1,10 +1,16 @@
-//! The messages of the events auth publishes (the catalogue in `skillup_proto::events` names
-//! them), built from its rows; the gRPC adapter shows a user the same way.
+//! The events auth publishes (the catalogue in `skillup_proto::events` names them), built from
+//! its rows; the gRPC adapter shows a user the same way. `user.registered` goes through the
+//! outbox with the row it reports; the others are published best-effort after the change.
 
+use chrono::{DateTime, Utc};
 use skillup_kit::db::timestamp as ts;
-use skillup_proto::auth::v1 as pb;
+use skillup_proto::{auth::v1 as pb, events::Event};
+use uuid::Uuid;
 
-use crate::store::entities::user;
+use crate::{
+    auth::{Auth, ClientInfo},
+    store::entities::user,
+};
 
 /// A user as the contracts show one.
 pub(crate) fn user_pb(u: &user::Model) -> pb::User {
@@ -24,4 +30,46 @@ pub(crate) fn user_pb(u: &user::Model) -> pb::User {
 /// `user.registered`.
 pub(crate) fn registered(u: &user::Model) -> pb::UserRegistered {
     pb::UserRegistered { user: Some(user_pb(u)) }
+}
+
+impl Auth {
+    async fn emit<E: Event>(&self, user_id: &Uuid, msg: &E) {
+        if let Err(e) = skillup_kit::events::publish(&self.bus, &user_id.to_string(), msg).await {
+            tracing::warn!(event = E::KIND, error = %e, "event not published");
+        }
+    }
+
+    /// `user.logged_in`.
+    pub(crate) async fn emit_logged_in(&self, user_id: Uuid, session: Uuid, client: &ClientInfo) {
+        let msg = pb::UserLoggedIn {
+            user_id: user_id.to_string(),
+            session_id: session.to_string(),
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+        };
+        self.emit(&user_id, &msg).await;
+    }
+
+    /// `user.email_verified`.
+    pub(crate) async fn emit_email_verified(&self, user_id: Uuid) {
+        self.emit(&user_id, &pb::EmailVerified { user_id: user_id.to_string() }).await;
+    }
+
+    /// `user.password_changed`.
+    pub(crate) async fn emit_password_changed(&self, user_id: Uuid, via_reset: bool) {
+        let msg = pb::PasswordChanged { user_id: user_id.to_string(), via_reset };
+        self.emit(&user_id, &msg).await;
+    }
+
+    /// `tokens.revoked`: these token ids, or every token issued before a time.
+    pub(crate) async fn emit_revoked(
+        &self,
+        user_id: Uuid,
+        jtis: Vec<String>,
+        before: Option<DateTime<Utc>>,
+    ) {
+        let msg =
+            pb::TokensRevoked { jtis, user_id: user_id.to_string(), issued_before: before.map(ts) };
+        self.emit(&user_id, &msg).await;
+    }
 }

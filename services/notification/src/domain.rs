@@ -23,3 +23,31 @@ pub enum NotificationKind {
     #[sea_orm(string_value = "subscription_changed")]
     SubscriptionChanged,
 }
+
+/// A notification as its user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    pub id: uuid::Uuid,
+    pub kind: NotificationKind,
+    pub title: String,
+    pub body: String,
+    /// Related ids (`task_id`, `transaction_id`, …).
+    pub data: std::collections::HashMap<String, String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub read_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a user wants emailed, and in which language.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preferences {
+    pub email_on_generation: bool,
+    pub email_on_payment: bool,
+    /// BCP 47; empty: the account's.
+    pub locale: String,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Preferences { email_on_generation: true, email_on_payment: true, locale: String::new() }
+    }
+}

@@ -210,7 +210,7 @@ impl Notifier {
         match self.record(&d.message.payload).await {
             Ok(Some(n)) => {
                 let user = n.user_id;
-                let pbn = to_pb(&n);
+                let pbn = pb::Notification::from(Notification::from(&n));
                 // Fanned out even for a duplicate: a crash between storing and fanning out
                 // must not leave live subscribers without it (they drop repeats by id).
                 let (id, user) = (fanout_id(&n), user.to_string());
@@ -298,6 +298,7 @@ impl Notifier {
 
     pub(crate) async fn on_fanout(&self, d: Delivery) {
         if let Some((env, n)) = skillup_kit::events::decode::<pb::Notification>(&d.message.payload)
+            && let Ok(n) = Notification::try_from(n)
             && let Ok(user) = Uuid::parse_str(&env.user_id)
             && let Some(seq) = env.id.rsplit_once('/').and_then(|(_, s)| s.parse::<i64>().ok())
             && let Some(tx) = self.live.lock().expect("live").get(&user)

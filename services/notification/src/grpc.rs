@@ -1,13 +1,91 @@
 //! The tonic adapter: every RPC acts for the caller the edge asserted.
 
-use skillup_kit::identity::Identity;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use skillup_kit::{db::timestamp as ts, identity::Identity};
 use skillup_proto::notification::v1::{
     self as pb, notification_service_server::NotificationServiceServer,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::notifier::Notifier;
+use crate::{
+    domain::{Notification, NotificationKind, Preferences},
+    notifier::Notifier,
+};
+
+fn kind_pb(k: NotificationKind) -> pb::NotificationKind {
+    match k {
+        NotificationKind::GenerationCompleted => pb::NotificationKind::GenerationCompleted,
+        NotificationKind::GenerationFailed => pb::NotificationKind::GenerationFailed,
+        NotificationKind::PaymentSucceeded => pb::NotificationKind::PaymentSucceeded,
+        NotificationKind::PaymentFailed => pb::NotificationKind::PaymentFailed,
+        NotificationKind::SubscriptionChanged => pb::NotificationKind::SubscriptionChanged,
+    }
+}
+
+impl From<Notification> for pb::Notification {
+    fn from(n: Notification) -> Self {
+        pb::Notification {
+            id: n.id.to_string(),
+            kind: kind_pb(n.kind) as i32,
+            title: n.title,
+            body: n.body,
+            data: n.data,
+            created_at: Some(ts(n.created_at)),
+            read_at: n.read_at.map(ts),
+        }
+    }
+}
+
+/// A notification another replica fanned out (`Err`: not one this version knows).
+impl TryFrom<pb::Notification> for Notification {
+    type Error = ();
+
+    fn try_from(n: pb::Notification) -> Result<Self, ()> {
+        let kind = match pb::NotificationKind::try_from(n.kind).map_err(drop)? {
+            pb::NotificationKind::GenerationCompleted => NotificationKind::GenerationCompleted,
+            pb::NotificationKind::GenerationFailed => NotificationKind::GenerationFailed,
+            pb::NotificationKind::PaymentSucceeded => NotificationKind::PaymentSucceeded,
+            pb::NotificationKind::PaymentFailed => NotificationKind::PaymentFailed,
+            pb::NotificationKind::SubscriptionChanged => NotificationKind::SubscriptionChanged,
+            pb::NotificationKind::Unspecified => return Err(()),
+        };
+        let time = |t: prost_types::Timestamp| {
+            chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        };
+        Ok(Notification {
+            id: Uuid::parse_str(&n.id).map_err(drop)?,
+            kind,
+            title: n.title,
+            body: n.body,
+            data: n.data,
+            created_at: n.created_at.and_then(time).ok_or(())?,
+            read_at: n.read_at.and_then(time),
+        })
+    }
+}
+
+impl From<Preferences> for pb::Preferences {
+    fn from(p: Preferences) -> Self {
+        pb::Preferences {
+            email_on_generation: p.email_on_generation,
+            email_on_payment: p.email_on_payment,
+            locale: p.locale,
+        }
+    }
+}
+
+impl From<pb::Preferences> for Preferences {
+    fn from(p: pb::Preferences) -> Self {
+        Preferences {
+            email_on_generation: p.email_on_generation,
+            email_on_payment: p.email_on_payment,
+            locale: p.locale,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct NotificationGrpc {
@@ -53,7 +131,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let (notifications, next, unread_count) =
             self.notifier.list(user, page.page_size, &page.page_token, r.unread_only).await?;
         Ok(Response::new(pb::ListNotificationsResponse {
-            notifications,
+            notifications: notifications.into_iter().map(Into::into).collect(),
             page: Some(skillup_proto::common::v1::PageResponse { next_page_token: next }),
             unread_count,
         }))
@@ -69,14 +147,15 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         Ok(Response::new(pb::MarkReadResponse { updated }))
     }
 
-    type SubscribeStream = crate::live::LiveStream;
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::Notification, Status>> + Send>>;
 
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.notifier.subscribe(user, &req.get_ref().after_id).await?))
+        let live = self.notifier.subscribe(user, &req.get_ref().after_id).await?;
+        Ok(Response::new(Box::pin(live.map(|n| Ok(n.into())))))
     }
 
     async fn get_preferences(
@@ -84,7 +163,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         req: Request<pb::GetPreferencesRequest>,
     ) -> Result<Response<pb::Preferences>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.notifier.preferences(user).await?))
+        Ok(Response::new(self.notifier.preferences(user).await?.into()))
     }
 
     async fn update_preferences(
@@ -92,6 +171,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         req: Request<pb::Preferences>,
     ) -> Result<Response<pb::Preferences>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.notifier.set_preferences(user, req.into_inner()).await?))
+        let p = self.notifier.set_preferences(user, req.into_inner().into()).await?;
+        Ok(Response::new(p.into()))
     }
 }

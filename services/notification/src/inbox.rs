@@ -5,10 +5,10 @@ use sea_orm::{
     ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::Expr,
 };
-use skillup_proto::notification::v1::{self as pb};
 use uuid::Uuid;
 
 use crate::{
+    domain::Preferences,
     error::{NotificationError, Result},
     store::{item, prefs},
 };
@@ -23,7 +23,7 @@ impl Notifier {
         page_size: u32,
         page_token: &str,
         unread_only: bool,
-    ) -> Result<(Vec<pb::Notification>, String, u32)> {
+    ) -> Result<(Vec<Notification>, String, u32)> {
         let size = match page_size {
             0 => 20,
             n => n.min(100),
@@ -59,7 +59,7 @@ impl Notifier {
             .filter(item::Column::ReadAt.is_null())
             .count(&self.db)
             .await?;
-        Ok((rows.iter().map(to_pb).collect(), next, unread as u32))
+        Ok((rows.iter().map(Notification::from).collect(), next, unread as u32))
     }
 
     /// Marks the given notifications (or all) read; how many changed.
@@ -81,22 +81,18 @@ impl Notifier {
         Ok(q.exec(&self.db).await?.rows_affected as u32)
     }
 
-    pub async fn preferences(&self, user: Uuid) -> Result<pb::Preferences> {
+    pub async fn preferences(&self, user: Uuid) -> Result<Preferences> {
         Ok(match prefs::Entity::find_by_id(user).one(&self.db).await? {
-            Some(p) => pb::Preferences {
+            Some(p) => Preferences {
                 email_on_generation: p.email_on_generation,
                 email_on_payment: p.email_on_payment,
                 locale: p.locale,
             },
-            None => pb::Preferences {
-                email_on_generation: true,
-                email_on_payment: true,
-                locale: String::new(),
-            },
+            None => Preferences::default(),
         })
     }
 
-    pub async fn set_preferences(&self, user: Uuid, p: pb::Preferences) -> Result<pb::Preferences> {
+    pub async fn set_preferences(&self, user: Uuid, p: Preferences) -> Result<Preferences> {
         let locale = p.locale.trim().to_owned();
         if locale.len() > 16 || !locale.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(NotificationError::Invalid(

@@ -3,7 +3,6 @@
 //! between the two.
 
 use sea_orm::EntityTrait;
-use skillup_proto::notification::v1::{self as pb};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -14,10 +13,8 @@ use crate::{
 
 use crate::notifier::*;
 
-/// A subscriber's notifications, as the gRPC stream answers them.
-pub type LiveStream = std::pin::Pin<
-    Box<dyn futures::Stream<Item = std::result::Result<pb::Notification, tonic::Status>> + Send>,
->;
+/// A subscriber's notifications, in sequence; it ends when the service cannot go on.
+pub type LiveStream = std::pin::Pin<Box<dyn futures::Stream<Item = Notification> + Send>>;
 
 /// One subscriber: its live receiver, where it is in the user's sequence, and what it still
 /// has to send from the store. Dropping it (the client left) forgets the user's channel on
@@ -27,7 +24,7 @@ pub(crate) struct Subscriber {
     notifier: Notifier,
     user: Uuid,
     last: i64,
-    pending: std::collections::VecDeque<pb::Notification>,
+    pending: std::collections::VecDeque<Notification>,
 }
 
 impl Subscriber {
@@ -35,13 +32,13 @@ impl Subscriber {
     pub(crate) async fn catch_up(&mut self, upto: Option<i64>) -> Result<()> {
         for n in self.notifier.after(self.user, self.last, upto).await? {
             self.last = n.seq;
-            self.pending.push_back(to_pb(&n));
+            self.pending.push_back(Notification::from(&n));
         }
         Ok(())
     }
 
     /// The next notification in sequence; `None` ends the stream.
-    pub(crate) async fn next(&mut self) -> Option<pb::Notification> {
+    pub(crate) async fn next(&mut self) -> Option<Notification> {
         loop {
             if let Some(n) = self.pending.pop_front() {
                 return Some(n);
@@ -123,7 +120,7 @@ impl Notifier {
             None => state.last = self.newest_seq(user).await?,
         }
         Ok(Box::pin(futures::stream::unfold(state, |mut st| async move {
-            st.next().await.map(|n| (Ok(n), st))
+            st.next().await.map(|n| (n, st))
         })))
     }
 

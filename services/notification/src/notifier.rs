@@ -7,10 +7,9 @@ use std::{
 };
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use skillup_kit::{bus::SharedBus, db::timestamp as ts, mailer::SharedMailer};
-use skillup_proto::notification::v1 as pb;
+use skillup_kit::{bus::SharedBus, mailer::SharedMailer};
 
-pub use crate::domain::NotificationKind;
+pub use crate::domain::{Notification, NotificationKind};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -31,18 +30,6 @@ pub struct Notifier {
     pub(crate) public_url: String,
     /// Live subscribers of this replica, by user.
     pub(crate) live: Arc<Mutex<HashMap<Uuid, broadcast::Sender<Live>>>>,
-}
-
-pub(crate) fn to_pb(n: &item::Model) -> pb::Notification {
-    pb::Notification {
-        id: n.id.to_string(),
-        kind: kind_pb(n.kind) as i32,
-        title: n.title.clone(),
-        body: n.body.clone(),
-        data: serde_json::from_str(&n.data).unwrap_or_default(),
-        created_at: Some(ts(n.created_at)),
-        read_at: n.read_at.map(ts),
-    }
 }
 
 pub(crate) fn clip(s: &str, n: usize) -> String {
@@ -97,19 +84,8 @@ pub(crate) const DIGESTED: [NotificationKind; 2] =
 #[derive(Clone, Debug)]
 pub(crate) struct Live {
     pub(crate) seq: i64,
-    pub(crate) notification: pb::Notification,
+    pub(crate) notification: Notification,
 }
 
 /// Most notifications a reconnecting client is sent from the backlog.
 pub(crate) const MAX_BACKLOG: u64 = 500;
-
-/// A stored kind as the contract names it.
-pub(crate) fn kind_pb(k: NotificationKind) -> pb::NotificationKind {
-    match k {
-        NotificationKind::GenerationCompleted => pb::NotificationKind::GenerationCompleted,
-        NotificationKind::GenerationFailed => pb::NotificationKind::GenerationFailed,
-        NotificationKind::PaymentSucceeded => pb::NotificationKind::PaymentSucceeded,
-        NotificationKind::PaymentFailed => pb::NotificationKind::PaymentFailed,
-        NotificationKind::SubscriptionChanged => pb::NotificationKind::SubscriptionChanged,
-    }
-}

@@ -174,6 +174,20 @@ pub mod item {
         pub read_at: Option<DateTimeUtc>,
     }
 
+    impl From<&Model> for crate::domain::Notification {
+        fn from(n: &Model) -> Self {
+            crate::domain::Notification {
+                id: n.id,
+                kind: n.kind,
+                title: n.title.clone(),
+                body: n.body.clone(),
+                data: serde_json::from_str(&n.data).unwrap_or_default(),
+                created_at: n.created_at,
+                read_at: n.read_at,
+            }
+        }
+    }
+
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 

@@ -162,3 +162,14 @@ pub enum TransactionStatus {
     #[sea_orm(string_value = "failed")]
     Failed,
 }
+
+/// A wallet's balance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balance {
+    pub user: uuid::Uuid,
+    /// Minor units of `currency`.
+    pub available_minor: i64,
+    pub currency: String,
+    /// `None`: the wallet has never moved.
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}

@@ -1,7 +1,8 @@
 //! The messages of the events payment publishes (the catalogue in `skillup_proto::events` names
 //! them), built from its ledger rows; the gRPC adapter shows an entry the same way.
 
-use skillup_kit::db::timestamp as ts;
+use sea_orm::{ConnectionTrait, DbErr};
+use skillup_kit::{db::timestamp as ts, outbox::Outbox};
 use skillup_proto::{common::v1::Money, payment::v1 as pb};
 
 use crate::{
@@ -45,5 +46,21 @@ fn status_pb(s: Status) -> pb::TransactionStatus {
         Status::Pending => pb::TransactionStatus::Pending,
         Status::Succeeded => pb::TransactionStatus::Succeeded,
         Status::Failed => pb::TransactionStatus::Failed,
+    }
+}
+
+/// Stores the event of entry `t` — `payment.succeeded`, or `payment.failed` — in `txn`, the
+/// transaction that writes it, under an id derived from the entry (consumers act on it once).
+pub(crate) async fn record<C: ConnectionTrait>(
+    outbox: &Outbox,
+    txn: &C,
+    t: &transaction::Model,
+) -> Result<(), DbErr> {
+    let (user, id) = (t.user_id.to_string(), format!("payment:{}", t.id));
+    let entry = Some(transaction_pb(t));
+    if t.status == Status::Failed {
+        outbox.add(txn, &id, &user, &pb::PaymentFailed { transaction: entry }).await
+    } else {
+        outbox.add(txn, &id, &user, &pb::PaymentSucceeded { transaction: entry }).await
     }
 }

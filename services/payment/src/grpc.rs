@@ -1,9 +1,9 @@
 //! The tonic adapter. Balance, top-up and the ledger are the caller's own (the identity the
 //! edge asserted); Charge and Refund are internal RPCs for the other services.
 
-use skillup_kit::identity::Identity;
+use skillup_kit::{db::timestamp, identity::Identity};
 use skillup_proto::{
-    common::v1::PageResponse,
+    common::v1::{Money, PageResponse},
     payment::v1::{self as pb, payment_service_server::PaymentServiceServer},
 };
 use tonic::{Request, Response, Status};
@@ -55,7 +55,12 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         req: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::Balance>, Status> {
         let user = caller(&req)?;
-        Ok(Response::new(self.ledger.balance(user, &req.get_ref().currency).await?))
+        let b = self.ledger.balance(user, &req.get_ref().currency).await?;
+        Ok(Response::new(pb::Balance {
+            user_id: b.user.to_string(),
+            available: Some(Money { amount_minor: b.available_minor, currency: b.currency }),
+            updated_at: b.updated_at.map(timestamp),
+        }))
     }
 
     async fn top_up(

@@ -14,15 +14,15 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use skillup_kit::{
     bus::SharedBus,
-    db::{is_busy as busy, is_unique_violation as unique_violation, timestamp as ts},
+    db::{is_busy as busy, is_unique_violation as unique_violation},
     outbox::Outbox,
 };
-use skillup_proto::{common::v1::Money, payment::v1 as pb};
 use uuid::Uuid;
 
 use crate::{
     domain::{
-        self, Authorization, PaymentProvider, TransactionKind as Kind, TransactionStatus as Status,
+        self, Authorization, Balance, PaymentProvider, TransactionKind as Kind,
+        TransactionStatus as Status,
     },
     error::{PaymentError, Result},
     store::entities::{account, posting, transaction},
@@ -125,20 +125,18 @@ impl Ledger {
         Self { outbox: Outbox::new(db.clone(), bus, crate::store::OUTBOX), db, provider }
     }
 
-    pub async fn balance(&self, user: Uuid, currency: &str) -> Result<pb::Balance> {
+    pub async fn balance(&self, user: Uuid, currency: &str) -> Result<Balance> {
         let currency = if currency.is_empty() {
             DEFAULT_CURRENCY.to_owned()
         } else {
             domain::currency("currency", currency)?
         };
         let row = account::Entity::find_by_id(wallet(user, &currency)).one(&self.db).await?;
-        Ok(pb::Balance {
-            user_id: user.to_string(),
-            available: Some(Money {
-                amount_minor: row.as_ref().map_or(0, |a| a.balance_minor),
-                currency,
-            }),
-            updated_at: row.map(|a| ts(a.updated_at)),
+        Ok(Balance {
+            user,
+            available_minor: row.as_ref().map_or(0, |a| a.balance_minor),
+            currency,
+            updated_at: row.map(|a| a.updated_at),
         })
     }
 
@@ -515,15 +513,7 @@ impl Ledger {
         txn: &C,
         t: &transaction::Model,
     ) -> std::result::Result<(), DbErr> {
-        let (user, id) = (t.user_id.to_string(), format!("payment:{}", t.id));
-        let entry = Some(crate::events::transaction_pb(t));
-        if t.status == Status::Failed {
-            let msg = pb::PaymentFailed { transaction: entry };
-            self.outbox.add(txn, &id, &user, &msg).await
-        } else {
-            let msg = pb::PaymentSucceeded { transaction: entry };
-            self.outbox.add(txn, &id, &user, &msg).await
-        }
+        crate::events::record(&self.outbox, txn, t).await
     }
 
     /// The outbox of this service's events (its relay runs in [`crate::build`]).

@@ -342,7 +342,7 @@ proptest! {
                     Op::Refund(..) => {}
                 }
             }
-            let b = ledger.balance(user, "USD").await.unwrap().available.unwrap().amount_minor;
+            let b = ledger.balance(user, "USD").await.unwrap().available_minor;
             assert_eq!(b, model);
             assert!(ledger.audit().await.unwrap().is_empty());
         });

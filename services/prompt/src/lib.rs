@@ -3,19 +3,22 @@
 //! function and parameters into provider-neutral messages. User text is data, never template
 //! code (see [`domain::template`]).
 //!
-//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; [`service`] the catalog;
-//! [`domain`] values and the template language; [`store`] the tables and the starter catalog.
+//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter (the [`domain`] values
+//! into the contract's messages and back); the rules: [`catalog`] (reading, building prompts)
+//! and [`editing`] (functions and template versions); [`domain`] values and the template
+//! language; [`store`] the tables and the starter catalog.
 
+pub mod catalog;
 pub mod domain;
+pub mod editing;
 pub mod error;
 pub mod grpc;
-pub mod service;
 pub mod store;
 
 use skillup_kit::infra::Infra;
 
 use crate::store::migration::Migrator;
-pub use crate::{grpc::PromptGrpc, service::Catalog};
+pub use crate::{catalog::Catalog, grpc::PromptGrpc};
 
 /// Runs the prompt service's migrations (the starter catalog included).
 pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
