@@ -251,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Health { timeout_ms } => health(&config, timeout_ms).await,
         Command::Admin { command: AdminCommand::Assertion { scopes, subject, ttl_secs } } => {
             let key = config.identity_key(false).context("the identity key (identity.key_file)")?;
-            let identity = skillup_kit::identity::Identity {
+            let identity = skillup_kit::identity::Caller {
                 user_id: subject,
                 scopes,
                 exp: skillup_kit::identity::now_secs() + ttl_secs.max(1),

@@ -10,7 +10,7 @@ use skillup_kit::{
     Shutdown,
     config::{AiConfig, ProviderConfig, ProviderKind},
     grpc::GrpcServer,
-    identity::{Identity, IdentityKey, now_secs},
+    identity::{Caller, IdentityKey, now_secs},
 };
 use skillup_proto::{
     ai::v1::{
@@ -151,7 +151,7 @@ skillup_testkit::both_adapters!(
 );
 
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {
-    let id = Identity {
+    let id = Caller {
         user_id: user.to_string(),
         email_verified: verified,
         tier: "free".into(),
@@ -597,7 +597,7 @@ async fn exhausted_retries_fail_the_task_release_the_hold_and_dead_letter(kind: 
 }
 
 fn as_operator<T>(h: &Harness, scopes: &[&str], msg: T) -> Request<T> {
-    let id = Identity {
+    let id = Caller {
         user_id: "operator".into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         exp: now_secs() + 300,
@@ -1219,13 +1219,13 @@ async fn services_that_are_restarting_are_asked_again(kind: Kind) {
         core.bind(addr).await.unwrap().run(shutdown).await
     });
     let user = Uuid::now_v7();
-    let id = Identity {
+    let id = Caller {
         user_id: user.to_string(),
         email_verified: true,
         exp: now_secs() + 300,
         ..Default::default()
     };
-    let id = Identity { assertion: h.key.sign(&id), ..id };
+    let id = Caller { assertion: h.key.sign(&id), ..id };
     let started = std::time::Instant::now();
     let out = generator
         .generate(&id, gen_req("photosynthesis", "quiz", pb::Mode::Sync).try_into().unwrap())

@@ -325,7 +325,7 @@ fn key_names_that_start_with_a_hyphen_are_values() {
 /// edge call. Rotation is now by command; the file is always newline-terminated and 0600.
 #[test]
 fn identity_keys_rotate_by_command() {
-    use skillup_kit::identity::{Identity, IdentityKey, now_secs};
+    use skillup_kit::identity::{Caller, IdentityKey, now_secs};
     use std::os::unix::fs::PermissionsExt;
     let dir = data_dir_with_test_key();
     let keys = dir.join("keys");
@@ -342,7 +342,7 @@ fn identity_keys_rotate_by_command() {
     std::fs::write(&file, format!("{text}{}\n", "ab".repeat(32))).unwrap();
     let old = IdentityKey::load(&file, false).unwrap();
     let signed_old =
-        old.sign(&Identity { user_id: "u".into(), exp: now_secs() + 60, ..Default::default() });
+        old.sign(&Caller { user_id: "u".into(), exp: now_secs() + 60, ..Default::default() });
 
     let added = run(&["identity", "add"]);
     let fp = added.split_whitespace().nth(3).unwrap().to_owned();
@@ -357,11 +357,8 @@ fn identity_keys_rotate_by_command() {
     assert!(listed.lines().next().unwrap().starts_with(&format!("{fp}  (signing)")), "{listed}");
     let promoted = IdentityKey::load(&file, false).unwrap();
     assert!(promoted.verify(&signed_old, now_secs()).is_ok(), "old assertions still verify");
-    let signed_new = promoted.sign(&Identity {
-        user_id: "u".into(),
-        exp: now_secs() + 60,
-        ..Default::default()
-    });
+    let signed_new =
+        promoted.sign(&Caller { user_id: "u".into(), exp: now_secs() + 60, ..Default::default() });
     assert!(old.verify(&signed_new, now_secs()).is_err(), "signed by the new key");
 
     let out = skillup()

@@ -11,7 +11,7 @@ use std::{
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use skillup_kit::identity::Identity;
+use skillup_kit::identity::Caller;
 use skillup_testkit::Kind;
 use support::{code, stack};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
@@ -292,7 +292,7 @@ fn a_pod_calling_a_service_directly_cannot_act_as_a_user() {
         assert_eq!(r.user_id, "");
         assert!(!r.metadata.iter().any(|m| m.starts_with("x-user-id")), "{:?}", r.metadata);
         // An assertion signed with another key, or expired, is refused.
-        let forged = skillup_kit::identity::IdentityKey::random().sign(&Identity {
+        let forged = skillup_kit::identity::IdentityKey::random().sign(&Caller {
             user_id: "victim".into(),
             scopes: vec!["admin".into()],
             tier: "premium".into(),
@@ -306,7 +306,7 @@ fn a_pod_calling_a_service_directly_cannot_act_as_a_user() {
         req.metadata_mut().insert("x-skillup-identity", forged.parse().unwrap());
         let err = client.echo(req).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let expired = s.key.sign(&Identity {
+        let expired = s.key.sign(&Caller {
             user_id: "victim".into(),
             scopes: vec![],
             tier: "free".into(),
@@ -320,7 +320,7 @@ fn a_pod_calling_a_service_directly_cannot_act_as_a_user() {
         req.metadata_mut().insert("x-skillup-identity", expired.parse().unwrap());
         assert_eq!(client.echo(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
         // A valid one (as a service forwarding what it received) is believed.
-        let good = s.key.sign(&Identity {
+        let good = s.key.sign(&Caller {
             user_id: "u-7".into(),
             scopes: vec!["user".into()],
             tier: "basic".into(),

@@ -19,7 +19,7 @@ use skillup_kit::{
     bus::SubscriptionSpec,
     config::{ProviderConfig, ProviderKind},
     grpc::GrpcServer,
-    identity::{Identity, IdentityKey, now_secs},
+    identity::{Caller, IdentityKey, now_secs},
     infra::Infra,
 };
 use skillup_proto::{
@@ -122,7 +122,7 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
 
 impl Deployment {
     fn as_user<T>(&self, user: Uuid, msg: T) -> Request<T> {
-        let id = Identity {
+        let id = Caller {
             user_id: user.to_string(),
             email_verified: true,
             exp: now_secs() + 600,
@@ -341,7 +341,7 @@ async fn no_task_that_got_a_202_is_lost_when_the_broker_restarts() {
         let mut i = 0;
         while Instant::now() < end {
             i += 1;
-            let id = Identity {
+            let id = Caller {
                 user_id: user.to_string(),
                 email_verified: true,
                 exp: now_secs() + 600,

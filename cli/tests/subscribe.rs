@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use skillup_kit::{
     grpc::GrpcServer,
-    identity::{Identity, IdentityKey, now_secs},
+    identity::{Caller, IdentityKey, now_secs},
 };
 use skillup_proto::{
     common::v1::ErrorCode,
@@ -73,7 +73,7 @@ skillup_testkit::both_adapters!(
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    let id = Identity { user_id: user.to_string(), exp: now_secs() + 60, ..Default::default() };
+    let id = Caller { user_id: user.to_string(), exp: now_secs() + 60, ..Default::default() };
     req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
     req
 }

@@ -17,7 +17,7 @@ use skillup_kit::{
     Shutdown,
     bus::{SharedBus, SubscriptionSpec},
     cache::SharedCache,
-    identity::{Identity, IdentityKey, VERSION_KEY_PREFIX, now_secs},
+    identity::{Caller, IdentityKey, VERSION_KEY_PREFIX, now_secs},
 };
 use skillup_proto::{
     auth::v1::{
@@ -32,42 +32,24 @@ use tonic::Code;
 
 use crate::{errors::ApiError, upstream::Upstream};
 
-/// A validated caller, as the edge keeps it.
+/// A token's validation, as the edge keeps it: the caller auth vouched for, and until when it
+/// is used without asking again.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub user_id: String,
-    pub scopes: Vec<String>,
-    pub tier: String,
-    pub email_verified: bool,
-    pub jti: String,
-    pub session_id: String,
-    /// Token expiry, Unix seconds.
-    pub expires_at: i64,
-    version: String,
+    pub caller: Caller,
     reuse_until: Instant,
 }
 
 impl Decision {
-    pub fn has_scopes(&self, required: &[String]) -> bool {
-        required.iter().all(|r| self.scopes.contains(r))
-    }
-
-    /// The identity to assert to services.
-    pub fn identity(&self, request_id: &str, ttl: Duration, client: &str) -> Identity {
-        let exp = (now_secs() + ttl.as_secs()).min(self.expires_at.max(0) as u64 + 1);
-        Identity {
-            user_id: self.user_id.clone(),
-            scopes: self.scopes.clone(),
-            tier: self.tier.clone(),
-            email_verified: self.email_verified,
+    /// The caller to assert to services for one call: this request's id and client, and an
+    /// expiry that never outlives the token.
+    pub fn identity(&self, request_id: &str, ttl: Duration, client: &str) -> Caller {
+        let exp = (now_secs() + ttl.as_secs()).min(self.caller.token_exp.max(0) as u64 + 1);
+        Caller {
             request_id: request_id.to_owned(),
             exp,
-            assertion: String::new(),
-            jti: self.jti.clone(),
-            sid: self.session_id.clone(),
-            ver: self.version.clone(),
-            token_exp: self.expires_at,
             ip: client.to_owned(),
+            ..self.caller.clone()
         }
     }
 }
@@ -108,9 +90,10 @@ impl Authenticator {
         if !self.reuse.is_zero() {
             let cached = self.decisions.read().expect("decisions lock").get(&key).cloned();
             if let Some(d) = cached {
-                let fresh = d.reuse_until > Instant::now() && d.expires_at > now_secs() as i64;
+                let fresh =
+                    d.reuse_until > Instant::now() && d.caller.token_exp > now_secs() as i64;
                 if fresh && self.stamp_matches(&d).await? {
-                    if !d.has_scopes(scopes) {
+                    if !d.caller.has_scopes(scopes) {
                         return Err(ApiError::new(
                             403,
                             "PERMISSION_DENIED",
@@ -142,9 +125,9 @@ impl Authenticator {
 
     /// The account's identity stamp still equals the one seen at validation.
     async fn stamp_matches(&self, d: &Decision) -> Result<bool, ApiError> {
-        let key = format!("{VERSION_KEY_PREFIX}{}", d.user_id);
+        let key = format!("{VERSION_KEY_PREFIX}{}", d.caller.user_id);
         match self.cache.get(&key).await {
-            Ok(v) => Ok(v.as_deref().unwrap_or_default() == d.version.as_bytes()),
+            Ok(v) => Ok(v.as_deref().unwrap_or_default() == d.caller.ver.as_bytes()),
             Err(e) => {
                 tracing::warn!(error = %e, "cache unavailable: refusing instead of trusting a cached decision");
                 Err(ApiError::unavailable("authentication is unavailable, retry later", Some(1)))
@@ -197,18 +180,18 @@ impl Authenticator {
     }
 
     fn decision(&self, r: ValidateTokenResponse) -> Decision {
-        let expires_at = r.expires_at.map_or(0, |t| t.seconds);
-        Decision {
+        let caller = Caller {
             user_id: r.user_id,
             scopes: r.scopes,
             tier: r.tier,
             email_verified: r.email_verified,
             jti: r.jti,
-            session_id: r.session_id,
-            expires_at,
-            version: r.identity_version,
-            reuse_until: Instant::now() + self.reuse,
-        }
+            sid: r.session_id,
+            token_exp: r.expires_at.map_or(0, |t| t.seconds),
+            ver: r.identity_version,
+            ..Caller::default()
+        };
+        Decision { caller, reuse_until: Instant::now() + self.reuse }
     }
 
     /// How many decisions are kept (for tests and metrics).
@@ -220,7 +203,7 @@ impl Authenticator {
     pub fn evict_user(&self, user_id: &str) -> usize {
         let mut map = self.decisions.write().expect("decisions lock");
         let before = map.len();
-        map.retain(|_, d| d.user_id != user_id);
+        map.retain(|_, d| d.caller.user_id != user_id);
         before - map.len()
     }
 

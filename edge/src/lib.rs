@@ -323,7 +323,7 @@ impl Inner {
         let client = client.to_string();
         let id = match d {
             Some(d) => d.identity(request_id, self.authn.assertion_ttl, &client),
-            None => identity::Identity {
+            None => identity::Caller {
                 request_id: request_id.to_owned(),
                 exp: identity::now_secs() + self.authn.assertion_ttl.as_secs(),
                 ip: client,

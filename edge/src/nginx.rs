@@ -50,10 +50,10 @@ pub(crate) async fn nginx_validate(
                     h.insert(k, v);
                 }
             };
-            put("x-user-id", &d.user_id);
-            put("x-scopes", &d.scopes.join(" "));
-            put("x-subscription-tier", &d.tier);
-            put("x-email-verified", if d.email_verified { "true" } else { "false" });
+            put("x-user-id", &d.caller.user_id);
+            put("x-scopes", &d.caller.scopes.join(" "));
+            put("x-subscription-tier", &d.caller.tier);
+            put("x-email-verified", if d.caller.email_verified { "true" } else { "false" });
             res
         }
         Err(e) => e.into_response_with(&rid),

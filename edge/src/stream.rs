@@ -80,7 +80,7 @@ fn error_event(e: &ApiError, request_id: &str) -> Event {
 /// How a WebSocket caller is known.
 pub enum WsAuth {
     /// Already validated (token in `Sec-WebSocket-Protocol`), with the token.
-    Ready(Decision, String),
+    Ready(Box<Decision>, String),
     /// Public route: no token needed.
     Public,
     /// The first message must carry the token.
@@ -118,7 +118,7 @@ async fn first_token(socket: &mut WebSocket, wait: Duration) -> Option<String> {
 pub async fn ws_bridge(mut socket: WebSocket, inner: Arc<Inner>, auth: WsAuth, call: WsCall) {
     let started = Instant::now();
     let (decision, token) = match auth {
-        WsAuth::Ready(d, t) => (Some(d), Some(t)),
+        WsAuth::Ready(d, t) => (Some(*d), Some(t)),
         WsAuth::Public => (None, None),
         WsAuth::FirstMessage => {
             let wait = Duration::from_millis(inner.cfg.ws_auth_timeout_ms);
@@ -213,7 +213,7 @@ pub async fn ws_bridge(mut socket: WebSocket, inner: Arc<Inner>, auth: WsAuth, c
                     break Some(close(1001, "no pong: connection considered dead"));
                 }
                 if let (Some(d), Some(token)) = (&decision, &token) {
-                    if d.expires_at <= skillup_kit::identity::now_secs() as i64 {
+                    if d.caller.token_exp <= skillup_kit::identity::now_secs() as i64 {
                         break Some(close(CLOSE_UNAUTHORIZED, "the access token expired"));
                     }
                     // Cheap while nothing changed (cached decision + one stamp read); a

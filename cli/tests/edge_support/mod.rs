@@ -22,7 +22,7 @@ use skillup_kit::{
     Shutdown,
     config::Config,
     grpc::GrpcServer,
-    identity::{Identity, IdentityKey},
+    identity::{Caller, IdentityKey},
     mailer::OutboxMailer,
 };
 use skillup_proto::{
@@ -52,7 +52,7 @@ pub struct Echo {
 }
 
 fn echo_of(req: &Request<pb::EchoRequest>) -> pb::EchoResponse {
-    let id = Identity::of(req).cloned();
+    let id = Caller::of(req).cloned();
     let mut metadata: Vec<String> = req
         .metadata()
         .iter()

@@ -25,7 +25,7 @@ pub(super) fn before_authentication(inner: &Inner, call: &mut Call) -> Result<()
 pub(super) fn after_authentication(inner: &Inner, call: &mut Call) -> Result<(), ApiError> {
     if call.route.rpc.rule.rate_class == RateClass::Generate {
         let v = match &call.decision {
-            Some(d) => inner.limits.check_generate(&d.tier, &d.user_id),
+            Some(d) => inner.limits.check_generate(&d.caller.tier, &d.caller.user_id),
             None => inner.limits.check_generate("free", &call.client.to_string()),
         }?;
         call.spend(v);

@@ -28,7 +28,7 @@ pub(super) async fn upgrade(
         .map_err(|rej| ApiError::invalid(format!("websocket: {rej}")))?;
     let public = call.route.rpc.rule.public;
     let auth = match (call.decision, call.token) {
-        (Some(d), Some(t)) => WsAuth::Ready(d, t),
+        (Some(d), Some(t)) => WsAuth::Ready(Box::new(d), t),
         _ if public => WsAuth::Public,
         _ => WsAuth::FirstMessage,
     };

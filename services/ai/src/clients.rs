@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skillup_kit::{grpc::ServiceChannel, identity::Identity};
+use skillup_kit::{grpc::ServiceChannel, identity::Caller};
 use skillup_proto::{
     prompt::v1::{
         BuildPromptRequest, FunctionClass, Role as PbRole,
@@ -105,7 +105,7 @@ impl GrpcPrompts {
 
 #[async_trait]
 impl Prompts for GrpcPrompts {
-    async fn build(&self, caller: &Identity, ask: &PromptAsk) -> Result<BuiltPrompt> {
+    async fn build(&self, caller: &Caller, ask: &PromptAsk) -> Result<BuiltPrompt> {
         let req = BuildPromptRequest {
             topic: ask.topic.clone(),
             function_id: ask.function.clone(),

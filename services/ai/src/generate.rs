@@ -1,6 +1,6 @@
 //! `Generate`: inline (from the cache or the provider) or queued, by the request's mode.
 
-use skillup_kit::identity::Identity;
+use skillup_kit::identity::Caller;
 use uuid::Uuid;
 
 use crate::{
@@ -19,7 +19,7 @@ pub enum Outcome {
 
 impl Generator {
     /// `Generate`: inline or queued by the mode.
-    pub async fn generate(&self, identity: &Identity, req: GenerationRequest) -> Result<Outcome> {
+    pub async fn generate(&self, identity: &Caller, req: GenerationRequest) -> Result<Outcome> {
         let p = self.prepare(identity, req).await?;
         if self.queues(&p) {
             return Ok(Outcome::Queued(self.enqueue(p).await?));

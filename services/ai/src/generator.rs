@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
-use skillup_kit::{bus::SharedBus, cache::SharedCache, config::AiConfig, identity::Identity};
+use skillup_kit::{bus::SharedBus, cache::SharedCache, config::AiConfig, identity::Caller};
 use uuid::Uuid;
 
 use crate::{
@@ -146,7 +146,7 @@ impl Generator {
     /// Checks the caller and the request, and builds the prompt.
     pub(crate) async fn prepare(
         &self,
-        identity: &Identity,
+        identity: &Caller,
         req: GenerationRequest,
     ) -> Result<Prepared> {
         let user = Uuid::parse_str(&identity.user_id)

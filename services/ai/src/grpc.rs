@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use skillup_kit::identity::Identity;
+use skillup_kit::identity::Caller;
 use skillup_proto::ai::v1::{
     self as pb, generation_admin_service_server::GenerationAdminServiceServer,
     generation_service_server::GenerationServiceServer,
@@ -239,13 +239,13 @@ impl AiGrpc {
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
-    Identity::account(req)
+    Caller::account(req)
 }
 
 /// The request with the `idempotency-key` header as its key when the body has none.
-fn with_key(req: Request<pb::GenerateRequest>) -> Result<(Identity, GenerationRequest), Status> {
+fn with_key(req: Request<pb::GenerateRequest>) -> Result<(Caller, GenerationRequest), Status> {
     caller(&req)?;
-    let identity = Identity::of(&req).cloned().unwrap_or_default();
+    let identity = Caller::of(&req).cloned().unwrap_or_default();
     let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
     let r = pb::GenerateRequest { idempotency_key: key, ..req.into_inner() };
     Ok((identity, r.try_into()?))
@@ -367,7 +367,7 @@ impl AdminGrpc {
 }
 
 fn operator<T>(req: &Request<T>) -> Result<(), Status> {
-    match Identity::of(req) {
+    match Caller::of(req) {
         None => {
             Err(Status::unauthenticated("an identity assertion with the admin scope is required"))
         }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use skillup_kit::identity::Identity;
+use skillup_kit::identity::Caller;
 use uuid::Uuid;
 
 use crate::{error::Result, providers::ChatMessage};
@@ -85,5 +85,5 @@ pub struct BuiltPrompt {
 #[async_trait]
 pub trait Prompts: Send + Sync + 'static {
     /// Builds the prompt as `caller` (the prompt service checks who asks).
-    async fn build(&self, caller: &Identity, ask: &PromptAsk) -> Result<BuiltPrompt>;
+    async fn build(&self, caller: &Caller, ask: &PromptAsk) -> Result<BuiltPrompt>;
 }

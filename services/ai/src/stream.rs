@@ -1,7 +1,7 @@
 //! `GenerateStream`: `started`, the text as it comes, `finished` with the usage charged.
 
 use futures::StreamExt;
-use skillup_kit::identity::Identity;
+use skillup_kit::identity::Caller;
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ impl Generator {
     /// `GenerateStream`: `started`, the text as it comes, `finished` with the usage charged.
     /// A client that leaves stops the provider call; the hold settles by what was produced.
     /// With an idempotency key, the same request again replays the first stream.
-    pub async fn stream(&self, identity: &Identity, req: GenerationRequest) -> Result<Events> {
+    pub async fn stream(&self, identity: &Caller, req: GenerationRequest) -> Result<Events> {
         let p = self.prepare(identity, req).await?;
         let claim = match self.claim(&p).await? {
             Some(Claim::Replay(c)) => return Ok(replay(c)),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
-use skillup_kit::{bus::Message, identity::Identity};
+use skillup_kit::{bus::Message, identity::Caller};
 use uuid::Uuid;
 
 use crate::{
@@ -35,7 +35,7 @@ pub(crate) fn same_task(t: &task::Model, p: &Prepared) -> bool {
 
 impl Generator {
     /// `SubmitTask`: always queued.
-    pub async fn submit(&self, identity: &Identity, req: GenerationRequest) -> Result<Task> {
+    pub async fn submit(&self, identity: &Caller, req: GenerationRequest) -> Result<Task> {
         let p = self.prepare(identity, req).await?;
         self.enqueue(p).await
     }

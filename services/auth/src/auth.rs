@@ -22,7 +22,8 @@ use sea_orm::{DatabaseConnection, EntityTrait};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use skillup_kit::{
-    bus::SharedBus, cache::SharedCache, config::AuthConfig, mailer::SharedMailer, outbox::Outbox,
+    bus::SharedBus, cache::SharedCache, config::AuthConfig, identity::Caller, mailer::SharedMailer,
+    outbox::Outbox,
 };
 use uuid::Uuid;
 
@@ -42,19 +43,17 @@ pub struct ClientInfo {
     pub user_agent: String,
 }
 
-/// A validated caller.
+/// A token that passed validation: the caller it speaks for, and the address it carries (the
+/// edge shows it on `ValidateToken`; the assertion to services leaves it out).
 #[derive(Debug, Clone)]
-pub struct Identity {
-    pub user_id: Uuid,
+pub struct Validated {
+    pub caller: Caller,
     pub email: String,
-    pub scopes: Vec<String>,
-    pub tier: String,
-    pub email_verified: bool,
-    pub jti: String,
-    pub session_id: Uuid,
-    pub expires_at: i64,
-    /// The account's identity stamp (`auth:ver:{user}`); empty when never changed.
-    pub version: String,
+}
+
+/// The account of a caller auth validated (its id always parses), or "sign in first".
+pub(crate) fn account_of(who: &Caller) -> Result<Uuid> {
+    who.user().ok_or(AuthError::Unauthenticated("sign in first"))
 }
 
 /// What a successful sign-in hands back.

@@ -8,7 +8,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait, sea_query::Expr,
 };
 use secrecy::SecretString;
-use skillup_kit::mailer::Email as Mail;
+use skillup_kit::{identity::Caller, mailer::Email as Mail};
 use uuid::Uuid;
 
 use crate::{
@@ -167,11 +167,12 @@ impl Auth {
 
     pub async fn change_password(
         &self,
-        who: &Identity,
+        who: &Caller,
         current: &str,
         new_password: &str,
     ) -> Result<()> {
-        let user = self.user(who.user_id).await?;
+        let (user_id, session) = (account_of(who)?, who.session());
+        let user = self.user(user_id).await?;
         if !password::verify(SecretString::from(current.to_owned()), user.password_hash.clone())
             .await
         {
@@ -185,16 +186,16 @@ impl Auth {
                 "the new password must differ from the current one",
             ));
         }
-        self.set_password(who.user_id, new_password).await?;
+        self.set_password(user_id, new_password).await?;
         let others: Vec<Uuid> = self
-            .active_session_ids(who.user_id)
+            .active_session_ids(user_id)
             .await?
             .into_iter()
-            .filter(|s| *s != who.session_id)
+            .filter(|s| Some(*s) != session)
             .collect();
-        self.revoke_sessions(who.user_id, &others).await?;
-        self.emit_revoked(who.user_id, Vec::new(), None).await;
-        self.emit_password_changed(who.user_id, false).await;
+        self.revoke_sessions(user_id, &others).await?;
+        self.emit_revoked(user_id, Vec::new(), None).await;
+        self.emit_password_changed(user_id, false).await;
         Ok(())
     }
 

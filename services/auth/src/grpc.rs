@@ -3,11 +3,12 @@
 //! token>`, validated fully.
 
 use skillup_kit::db::timestamp as ts;
+use skillup_kit::identity::Caller;
 use skillup_proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    auth::{Auth, ClientInfo, Identity, Issued},
+    auth::{Auth, ClientInfo, Issued, account_of},
     error::AuthError,
     events::user_pb,
     store::entities::{session, user},
@@ -39,28 +40,18 @@ impl AuthGrpc {
     /// The caller: the identity the edge validated moments ago and asserted (verified by the
     /// kit before this runs), or — for direct gRPC callers such as operators with grpcurl — a
     /// full validation of the bearer token.
-    async fn caller<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
-        if let Some(id) = skillup_kit::identity::Identity::of(req)
-            && let (Ok(user_id), Ok(session_id)) =
-                (uuid::Uuid::parse_str(&id.user_id), uuid::Uuid::parse_str(&id.sid))
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        if let Some(id) = Caller::of(req)
+            && id.user().is_some()
+            && id.session().is_some()
             && !id.jti.is_empty()
         {
-            return Ok(Identity {
-                user_id,
-                email: String::new(),
-                scopes: id.scopes.clone(),
-                tier: id.tier.clone(),
-                email_verified: id.email_verified,
-                jti: id.jti.clone(),
-                session_id,
-                expires_at: id.token_exp,
-                version: id.ver.clone(),
-            });
+            return Ok(id.clone());
         }
         let token = bearer(req.metadata()).ok_or_else(|| {
             Status::from(AuthError::Unauthenticated("sign in first: no bearer token"))
         })?;
-        Ok(self.auth.validate(token, &[]).await?)
+        Ok(self.auth.validate(token, &[]).await?.caller)
     }
 }
 
@@ -155,7 +146,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let who = self.caller(&req).await?;
-        self.auth.logout_all(who.user_id).await?;
+        self.auth.logout_all(account_of(&who)?).await?;
         Ok(with_status(pb::LogoutResponse {}, 204))
     }
 
@@ -172,7 +163,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         req: Request<pb::ResendVerificationRequest>,
     ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
         let who = self.caller(&req).await?;
-        self.auth.resend_verification(who.user_id).await?;
+        self.auth.resend_verification(account_of(&who)?).await?;
         Ok(with_status(pb::ResendVerificationResponse {}, 202))
     }
 
@@ -205,7 +196,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
 
     async fn get_me(&self, req: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
         let who = self.caller(&req).await?;
-        let user = self.auth.profile(who.user_id, &who.version).await?;
+        let user = self.auth.profile(account_of(&who)?, &who.ver).await?;
         let mut out = user_pb(&user);
         // The validated view is the newest (tier and verification may be fresher than the row
         // read by a replica).
@@ -219,9 +210,10 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let who = self.caller(&req).await?;
-        let sessions = self.auth.list_sessions(who.user_id).await?;
+        let sessions = self.auth.list_sessions(account_of(&who)?).await?;
+        let current = who.session().unwrap_or_default();
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: sessions.iter().take(100).map(|s| session_pb(s, who.session_id)).collect(),
+            sessions: sessions.iter().take(100).map(|s| session_pb(s, current)).collect(),
         }))
     }
 
@@ -230,7 +222,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         req: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
         let who = self.caller(&req).await?;
-        self.auth.revoke_session(who.user_id, &req.into_inner().session_id).await?;
+        self.auth.revoke_session(account_of(&who)?, &req.into_inner().session_id).await?;
         Ok(with_status(pb::RevokeSessionResponse {}, 204))
     }
 
@@ -239,17 +231,18 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         req: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
         let r = req.into_inner();
-        let id = self.auth.validate(&r.token, &r.required_scopes).await?;
+        let v = self.auth.validate(&r.token, &r.required_scopes).await?;
+        let c = v.caller;
         Ok(Response::new(pb::ValidateTokenResponse {
-            user_id: id.user_id.to_string(),
-            email: id.email,
-            scopes: id.scopes,
-            tier: id.tier,
-            email_verified: id.email_verified,
-            jti: id.jti,
-            expires_at: Some(prost_types::Timestamp { seconds: id.expires_at, nanos: 0 }),
-            session_id: id.session_id.to_string(),
-            identity_version: id.version,
+            user_id: c.user_id,
+            email: v.email,
+            scopes: c.scopes,
+            tier: c.tier,
+            email_verified: c.email_verified,
+            jti: c.jti,
+            expires_at: Some(prost_types::Timestamp { seconds: c.token_exp, nanos: 0 }),
+            session_id: c.sid,
+            identity_version: c.ver,
         }))
     }
 
@@ -280,7 +273,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
     ) -> Result<Response<pb::User>, Status> {
         // An operator: the edge's assertion (a REST call of an admin), or one made by
         // `skillup admin assertion`, or a bearer token validated here.
-        match skillup_kit::identity::Identity::of(&req) {
+        match Caller::of(&req) {
             Some(id) if id.has_scope("admin") => {}
             Some(_) => {
                 return Err(AuthError::Forbidden("this call needs the admin scope").into());

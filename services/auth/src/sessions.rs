@@ -9,6 +9,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait, sea_query::Expr,
 };
+use skillup_kit::identity::Caller;
 use uuid::Uuid;
 
 use crate::{
@@ -272,8 +273,10 @@ impl Auth {
             .collect())
     }
 
-    pub async fn logout(&self, who: &Identity, refresh_token: &str) -> Result<()> {
-        let left = (who.expires_at - now().timestamp()).max(0) as u64 + LEEWAY_SECS;
+    pub async fn logout(&self, who: &Caller, refresh_token: &str) -> Result<()> {
+        let user_id = account_of(who)?;
+        let session = who.session().ok_or(AuthError::Unauthenticated("sign in first"))?;
+        let left = (who.token_exp - now().timestamp()).max(0) as u64 + LEEWAY_SECS;
         self.cache
             .set(
                 &format!("auth:bl:{}", who.jti),
@@ -282,21 +285,21 @@ impl Auth {
             )
             .await
             .map_err(cache_err)?;
-        let mut sessions = vec![who.session_id];
+        let mut sessions = vec![session];
         if !refresh_token.is_empty() && secrets::looks_like_token(refresh_token) {
             let hash = secrets::hash(refresh_token);
             if let Some(row) = refresh_token::Entity::find()
                 .filter(refresh_token::Column::TokenHash.eq(hash))
                 .one(&self.db)
                 .await?
-                && row.user_id == who.user_id
-                && row.session_id != who.session_id
+                && row.user_id == user_id
+                && row.session_id != session
             {
                 sessions.push(row.session_id);
             }
         }
-        self.revoke_sessions(who.user_id, &sessions).await?;
-        self.emit_revoked(who.user_id, vec![who.jti.clone()], None).await;
+        self.revoke_sessions(user_id, &sessions).await?;
+        self.emit_revoked(user_id, vec![who.jti.clone()], None).await;
         Ok(())
     }
 
@@ -343,7 +346,7 @@ impl Auth {
 
     /// The check the edge and Nginx depend on. Fails closed: if the cache cannot answer, the
     /// answer is "unavailable", never "valid".
-    pub async fn validate(&self, token: &str, required_scopes: &[String]) -> Result<Identity> {
+    pub async fn validate(&self, token: &str, required_scopes: &[String]) -> Result<Validated> {
         let claims = self.keys.verify(token).map_err(|e| match e {
             TokenError::Expired => AuthError::Expired("the access token has expired"),
             TokenError::Invalid(_) => AuthError::Unauthenticated("the access token is not valid"),
@@ -397,20 +400,24 @@ impl Auth {
             .and_then(|b| std::str::from_utf8(b).ok())
             .map(str::to_owned)
             .unwrap_or(claims.tier);
-        Ok(Identity {
-            user_id,
+        let version = vals[6]
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Validated {
+            caller: Caller {
+                user_id: user_id.to_string(),
+                scopes,
+                tier,
+                email_verified: claims.email_verified || vals[5].is_some(),
+                jti: claims.jti,
+                sid: session_id.to_string(),
+                token_exp: claims.exp,
+                ver: version,
+                ..Caller::default()
+            },
             email: claims.email,
-            scopes,
-            tier,
-            email_verified: claims.email_verified || vals[5].is_some(),
-            jti: claims.jti,
-            session_id,
-            expires_at: claims.exp,
-            version: vals[6]
-                .as_deref()
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or_default()
-                .to_owned(),
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use skillup_kit::{db::timestamp as ts, identity::Identity};
+use skillup_kit::{db::timestamp as ts, identity::Caller};
 use skillup_proto::notification::v1::{
     self as pb, notification_service_server::NotificationServiceServer,
 };
@@ -116,7 +116,7 @@ impl NotificationGrpc {
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
-    Identity::account(req)
+    Caller::account(req)
 }
 
 #[tonic::async_trait]

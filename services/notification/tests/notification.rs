@@ -7,7 +7,7 @@ use futures::StreamExt;
 use skillup_kit::{
     Shutdown,
     grpc::GrpcServer,
-    identity::{Identity, IdentityKey, now_secs},
+    identity::{Caller, IdentityKey, now_secs},
     mailer::OutboxMailer,
 };
 use skillup_proto::{
@@ -69,7 +69,7 @@ skillup_testkit::both_adapters!(
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
-    let id = Identity { user_id: user.to_string(), exp: now_secs() + 300, ..Default::default() };
+    let id = Caller { user_id: user.to_string(), exp: now_secs() + 300, ..Default::default() };
     let mut req = Request::new(msg);
     req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
     req

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use skillup_kit::identity::{Identity, IdentityKey, now_secs};
+use skillup_kit::identity::{Caller, IdentityKey, now_secs};
 use skillup_proto::{
     common::v1::Money,
     payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
@@ -41,7 +41,7 @@ async fn client(addr: &str) -> PaymentServiceClient<Channel> {
 }
 
 async fn fund(c: &mut PaymentServiceClient<Channel>, key: &IdentityKey, user: uuid::Uuid) {
-    let id = Identity { user_id: user.to_string(), exp: now_secs() + 300, ..Default::default() };
+    let id = Caller { user_id: user.to_string(), exp: now_secs() + 300, ..Default::default() };
     let mut req = tonic::Request::new(pb::TopUpRequest {
         amount_minor: 100_000_000,
         currency: "USD".into(),

@@ -1,7 +1,7 @@
 //! The tonic adapter. Balance, top-up and the ledger are the caller's own (the identity the
 //! edge asserted); Charge and Refund are internal RPCs for the other services.
 
-use skillup_kit::{db::timestamp, identity::Identity};
+use skillup_kit::{db::timestamp, identity::Caller};
 use skillup_proto::{
     common::v1::{Money, PageResponse},
     payment::v1::{self as pb, payment_service_server::PaymentServiceServer},
@@ -37,7 +37,7 @@ impl PaymentGrpc {
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
-    Identity::account(req)
+    Caller::account(req)
 }
 
 /// 201 for a new entry, 200 for a replayed one.

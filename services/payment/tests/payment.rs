@@ -5,7 +5,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use skillup_kit::{
     grpc::GrpcServer,
-    identity::{Identity, IdentityKey, now_secs},
+    identity::{Caller, IdentityKey, now_secs},
 };
 use skillup_payment::{Ledger, SandboxProvider};
 use skillup_proto::{
@@ -52,7 +52,7 @@ skillup_testkit::both_adapters!(
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    let id = Identity {
+    let id = Caller {
         user_id: user.to_string(),
         scopes: vec!["user".into()],
         tier: "free".into(),

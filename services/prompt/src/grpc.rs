@@ -1,7 +1,7 @@
 //! The tonic adapter: decode, check the caller where the RPC needs one, call the catalog, map
 //! errors. Admin RPCs need the scope `admin` in the identity the edge asserted.
 
-use skillup_kit::{db::timestamp, identity::Identity};
+use skillup_kit::{db::timestamp, identity::Caller};
 use skillup_proto::prompt::v1::{self as pb, prompt_service_server::PromptServiceServer};
 use tonic::{Request, Response, Status};
 
@@ -116,7 +116,7 @@ impl PromptGrpc {
 }
 
 fn admin<T>(req: &Request<T>) -> Result<(), Status> {
-    let id = Identity::of(req)
+    let id = Caller::of(req)
         .ok_or(PromptError::Unauthenticated("sign in first: this call needs an administrator"))?;
     if !id.has_scope("admin") {
         return Err(PromptError::Forbidden("this call needs the admin scope").into());

@@ -4,7 +4,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use skillup_kit::{
     grpc::GrpcServer,
-    identity::{Identity, IdentityKey, now_secs},
+    identity::{Caller, IdentityKey, now_secs},
 };
 use skillup_proto::prompt::v1::{self as pb, prompt_service_client::PromptServiceClient};
 use skillup_testkit::{Kind, TestInfra, TestServer};
@@ -40,7 +40,7 @@ skillup_testkit::both_adapters!(
 
 fn as_user<T>(h: &Harness, msg: T, scopes: &[&str]) -> Request<T> {
     let mut req = Request::new(msg);
-    let id = Identity {
+    let id = Caller {
         user_id: "u-1".into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         tier: "free".into(),

@@ -1,7 +1,7 @@
 //! The tonic adapter. The caller's own subscription and usage come from the identity the edge
 //! asserted; entitlement and quota RPCs are internal (the ai service passes the user).
 
-use skillup_kit::{db::timestamp as ts, identity::Identity};
+use skillup_kit::{db::timestamp as ts, identity::Caller};
 use skillup_proto::{
     common::v1 as common,
     subscribe::v1::{self as pb, subscription_service_server::SubscriptionServiceServer},
@@ -124,7 +124,7 @@ impl SubscribeGrpc {
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
-    Identity::account(req)
+    Caller::account(req)
 }
 
 fn user_id(s: &str) -> Result<Uuid, Status> {

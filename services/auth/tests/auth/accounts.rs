@@ -405,7 +405,7 @@ pub(crate) fn login_from(
         password: pw.into(),
         device_token: device.into(),
     });
-    let id = skillup_kit::identity::Identity {
+    let id = skillup_kit::identity::Caller {
         exp: skillup_kit::identity::now_secs() + 60,
         ip: ip.into(),
         ..Default::default()

@@ -71,7 +71,7 @@ impl IdentityKey {
     }
 
     /// Signs `identity` (its `exp` as given).
-    pub fn sign(&self, identity: &Identity) -> String {
+    pub fn sign(&self, identity: &Caller) -> String {
         let claims = Claims::encode_from(identity);
         let mut out = String::with_capacity(3 + claims.len() * 4 / 3 + 48);
         out.push_str("v2.");
@@ -83,11 +83,7 @@ impl IdentityKey {
     }
 
     /// Checks signature and expiry; `now` in Unix seconds.
-    pub fn verify(
-        &self,
-        assertion: &str,
-        now: u64,
-    ) -> std::result::Result<Identity, AssertionError> {
+    pub fn verify(&self, assertion: &str, now: u64) -> std::result::Result<Caller, AssertionError> {
         if assertion.len() > 4096 {
             return Err(AssertionError::Malformed);
         }
@@ -102,7 +98,7 @@ impl IdentityKey {
             .find(|k| hmac::verify(k, body.as_bytes(), &tag).is_ok())
             .ok_or(AssertionError::BadSignature)?;
         let bytes = URL_SAFE_NO_PAD.decode(claims).map_err(|_| AssertionError::Malformed)?;
-        let mut id: Identity = if version == "v2" {
+        let mut id: Caller = if version == "v2" {
             <Claims as prost::Message>::decode(bytes.as_slice())
                 .map_err(|_| AssertionError::Malformed)?
                 .into()

@@ -57,7 +57,7 @@ where
 
 /// What [`IdentityLayer`] does to a call (and what an in-process direct call does too):
 /// drops every identity header; with a valid assertion, puts them back from its claims and
-/// adds the [`Identity`] to `extensions`; a bad or expired assertion is UNAUTHENTICATED.
+/// adds the [`Caller`] to `extensions`; a bad or expired assertion is UNAUTHENTICATED.
 pub fn admit(
     key: Option<&IdentityKey>,
     headers: &mut http::HeaderMap,

@@ -3,7 +3,7 @@
 //! `x-scopes`, `x-subscription-tier`, `x-email-verified`) together with a short-lived assertion
 //! it signs with HMAC-SHA256 under a key only the mesh holds (`identity.key_file`, a Kubernetes
 //! Secret). Every service's server runs [`IdentityLayer`]: plain identity headers are dropped,
-//! a valid assertion puts them back from its own claims and adds an [`Identity`] to the
+//! a valid assertion puts them back from its own claims and adds a [`Caller`] to the
 //! request's extensions, a bad or expired one is refused. So a pod that reaches a service
 //! directly cannot act as a user by setting headers.
 //!
@@ -67,9 +67,11 @@ pub const IDENTITY_HEADERS: [http::HeaderName; 5] = [
 /// Least key length, bytes.
 pub const MIN_KEY_BYTES: usize = 32;
 
-/// A validated caller.
+/// Who is calling: the one type for it everywhere. Auth builds it from a validated token, the
+/// edge caches it per token and asserts it (signed) on every upstream call, and services read
+/// it from the request; an anonymous assertion (a public route) carries only the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
+pub struct Caller {
     /// Account id (UUID text).
     #[serde(rename = "sub")]
     pub user_id: String,
@@ -111,19 +113,34 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-impl Identity {
+impl Caller {
+    /// The account, when the caller is one.
+    pub fn user(&self) -> Option<uuid::Uuid> {
+        uuid::Uuid::parse_str(&self.user_id).ok()
+    }
+
+    /// The token's session, when the caller came with one.
+    pub fn session(&self) -> Option<uuid::Uuid> {
+        uuid::Uuid::parse_str(&self.sid).ok()
+    }
+
+    /// Whether the caller holds every scope of `required`.
+    pub fn has_scopes(&self, required: &[String]) -> bool {
+        required.iter().all(|r| self.scopes.contains(r))
+    }
+
     /// Whether the caller holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
 
     /// The identity the kit's interceptor verified for this request, if any.
-    pub fn of<T>(req: &tonic::Request<T>) -> Option<&Identity> {
-        req.extensions().get::<Identity>()
+    pub fn of<T>(req: &tonic::Request<T>) -> Option<&Caller> {
+        req.extensions().get::<Caller>()
     }
 
-    /// Like [`Identity::of`], or UNAUTHENTICATED.
-    pub fn require<T>(req: &tonic::Request<T>) -> std::result::Result<&Identity, tonic::Status> {
+    /// Like [`Caller::of`], or UNAUTHENTICATED.
+    pub fn require<T>(req: &tonic::Request<T>) -> std::result::Result<&Caller, tonic::Status> {
         Self::of(req).ok_or_else(|| {
             crate::error::status(
                 skillup_proto::common::v1::ErrorCode::Unauthenticated,
@@ -176,7 +193,7 @@ pub enum AssertionError {
     Expired,
 }
 
-/// The claims of a v2 assertion, as protobuf (the fields of [`Identity`] but the assertion).
+/// The claims of a v2 assertion, as protobuf (the fields of [`Caller`] but the assertion).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Claims {
     #[prost(string, tag = "1")]
@@ -205,7 +222,7 @@ pub struct Claims {
 
 impl Claims {
     /// `identity`'s claims, encoded as [`Claims`] without copying its strings first.
-    fn encode_from(id: &Identity) -> Vec<u8> {
+    fn encode_from(id: &Caller) -> Vec<u8> {
         use prost::encoding::{bool, int64, string, uint64};
         let mut buf = Vec::with_capacity(192);
         let text = |tag: u32, v: &String, buf: &mut Vec<u8>| {
@@ -236,9 +253,9 @@ impl Claims {
     }
 }
 
-impl From<Claims> for Identity {
+impl From<Claims> for Caller {
     fn from(c: Claims) -> Self {
-        Identity {
+        Caller {
             user_id: c.sub,
             scopes: c.scp,
             tier: c.tier,
@@ -281,8 +298,8 @@ impl ClientAddr {
 mod tests {
     use super::*;
 
-    fn id(exp: u64) -> Identity {
-        Identity {
+    fn id(exp: u64) -> Caller {
+        Caller {
             user_id: "u1".into(),
             scopes: vec!["user".into()],
             tier: "free".into(),
@@ -311,18 +328,18 @@ mod tests {
             (headers, ext)
         };
         let (headers, ext) = admitted(None);
-        assert!(ext.get::<ClientAddr>().is_none() && ext.get::<Identity>().is_none());
+        assert!(ext.get::<ClientAddr>().is_none() && ext.get::<Caller>().is_none());
         assert!(!headers.contains_key(USER_ID));
         let anonymous =
-            Identity { exp: now_secs() + 60, ip: "203.0.113.7".into(), ..Default::default() };
+            Caller { exp: now_secs() + 60, ip: "203.0.113.7".into(), ..Default::default() };
         let (headers, ext) = admitted(Some(key.sign(&anonymous)));
         assert_eq!(ext.get::<ClientAddr>(), Some(&ClientAddr("203.0.113.7".into())));
-        assert!(ext.get::<Identity>().is_none(), "no account");
+        assert!(ext.get::<Caller>().is_none(), "no account");
         assert!(!headers.contains_key(USER_ID) && !headers.contains_key(ASSERTION));
-        let user = Identity { ip: "203.0.113.8".into(), ..id(now_secs() + 60) };
+        let user = Caller { ip: "203.0.113.8".into(), ..id(now_secs() + 60) };
         let (headers, ext) = admitted(Some(key.sign(&user)));
         assert_eq!(ext.get::<ClientAddr>(), Some(&ClientAddr("203.0.113.8".into())));
-        assert_eq!(ext.get::<Identity>().unwrap().user_id, "u1");
+        assert_eq!(ext.get::<Caller>().unwrap().user_id, "u1");
         assert_eq!(headers[USER_ID], "u1");
     }
 
@@ -339,7 +356,7 @@ mod tests {
     #[test]
     fn v2_claims_are_protobuf_and_v1_json_assertions_still_verify() {
         let key = IdentityKey::random();
-        let full = Identity {
+        let full = Caller {
             scopes: vec!["user".into(), "admin".into()],
             email_verified: true,
             jti: "j".into(),
@@ -353,13 +370,13 @@ mod tests {
         let (body, _) = a.rsplit_once('.').unwrap();
         let bytes = URL_SAFE_NO_PAD.decode(&body[3..]).unwrap();
         let claims = <Claims as prost::Message>::decode(bytes.as_slice()).unwrap();
-        assert_eq!(Identity::from(claims), full, "every claim round-trips");
-        assert_eq!(key.verify(&a, 99).unwrap(), Identity { assertion: a.clone(), ..full.clone() });
+        assert_eq!(Caller::from(claims), full, "every claim round-trips");
+        assert_eq!(key.verify(&a, 99).unwrap(), Caller { assertion: a.clone(), ..full.clone() });
         // An assertion as the edge signed it before v2.
         let v1_body = format!("v1.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&full).unwrap()));
         let tag = hmac::sign(&key.key, v1_body.as_bytes());
         let v1 = format!("{v1_body}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
-        assert_eq!(key.verify(&v1, 99).unwrap(), Identity { assertion: v1.clone(), ..full });
+        assert_eq!(key.verify(&v1, 99).unwrap(), Caller { assertion: v1.clone(), ..full });
         assert_eq!(key.verify(&v1.replacen("v1.", "v3.", 1), 1), Err(AssertionError::Malformed));
     }
 
@@ -368,7 +385,7 @@ mod tests {
         let key = IdentityKey::random();
         let a = key.sign(&id(100));
         assert_eq!(IdentityKey::random().verify(&a, 1), Err(AssertionError::BadSignature));
-        let forged = key.sign(&Identity { user_id: "u2".into(), ..id(100) });
+        let forged = key.sign(&Caller { user_id: "u2".into(), ..id(100) });
         let (forged_body, _) = forged.rsplit_once('.').unwrap();
         let (_, tag) = a.rsplit_once('.').unwrap();
         assert_eq!(
