@@ -1,18 +1,26 @@
 //! The components `skillup` can run, what infrastructure each needs, and their migrations.
-//! Service issues register their `serve` functions here as they land.
+//! Every service is built the same way (`skillup_kit::component::Component::build` from one
+//! `Context`); `serve` runs one per process, `up` (see `up.rs`) all of them in one.
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
+use skillup_ai::Generator;
+use skillup_auth::AuthGrpc;
 use skillup_kit::{
     Config, Shutdown,
+    component::{Component as _, Context},
     config::Needs,
-    grpc::{GrpcServer, LocalSlot, ServiceChannel},
+    grpc::GrpcServer,
     identity::IdentityKey,
     infra::Infra,
     ops,
 };
+use skillup_notification::NotificationGrpc;
+use skillup_payment::PaymentGrpc;
+use skillup_prompt::PromptGrpc;
+use skillup_subscribe::SubscribeGrpc;
 
 /// A component that runs as its own process under `skillup serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,17 +106,16 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
     // The worker's run: awaited before the process exits, so SIGTERM lets the tasks in hand
     // finish (within the grace) instead of cutting them off to be paid for twice elsewhere.
     let mut worker_run = None;
+    let ctx = Context::new(&config, &infra, &shutdown);
     let builder = match component {
-        Component::Auth => {
-            builder.add_service(auth(&config, &infra, &shutdown).await?.into_server())
-        }
-        Component::Prompt => builder.add_service(prompt(&infra).await?.into_server()),
-        Component::Payment => builder.add_service(payment(&infra, &shutdown).await?.into_server()),
+        Component::Auth => builder.add_service(AuthGrpc::build(&ctx).await?.into_server()),
+        Component::Prompt => builder.add_service(PromptGrpc::build(&ctx).await?.into_server()),
+        Component::Payment => builder.add_service(PaymentGrpc::build(&ctx).await?.into_server()),
         Component::Subscribe => {
-            builder.add_service(subscribe(&config, &infra, None, &shutdown).await?.into_server())
+            builder.add_service(SubscribeGrpc::build(&ctx).await?.into_server())
         }
         Component::Ai => {
-            let generator = generator(&config, &infra, None).await?;
+            let generator = Generator::build(&ctx).await?;
             builder
                 .add_service(skillup_ai::AdminGrpc::new(generator.clone()).into_server())
                 .add_service(skillup_ai::AiGrpc::new(generator).into_server())
@@ -120,7 +127,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
                 config.ai.worker_concurrency > 0,
                 "`ai.worker_concurrency` (SKILLUP_AI__WORKER_CONCURRENCY) must be at least 1 for a worker"
             );
-            let worker = skillup_ai::Worker::new(generator(&config, &infra, None).await?);
+            let worker = skillup_ai::Worker::new(Generator::build(&ctx).await?);
             worker.report_metrics();
             let grace = Duration::from_millis(config.shutdown.grace_ms);
             let stop = shutdown.clone();
@@ -132,7 +139,7 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             builder
         }
         Component::Notification => {
-            builder.add_service(notification(&config, &infra, &shutdown).await?.into_server())
+            builder.add_service(NotificationGrpc::build(&ctx).await?.into_server())
         }
         Component::Edge => anyhow::bail!("the edge is served on its own path above"),
     };
@@ -195,109 +202,6 @@ pub fn edge(
         shutdown.clone(),
     )
     .map_err(|e| anyhow::anyhow!("edge: {e}"))
-}
-
-/// The auth service on this process's infrastructure.
-pub async fn auth(
-    config: &Config,
-    infra: &Infra,
-    shutdown: &Shutdown,
-) -> anyhow::Result<skillup_auth::AuthGrpc> {
-    let mailer = skillup_kit::mailer::from_config(config)?;
-    skillup_auth::build(config.auth.clone(), config.keys_dir(), infra, mailer, shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("auth: {e}"))
-}
-
-/// The prompt service (catalog and prompt building) on this process's database.
-pub async fn prompt(infra: &Infra) -> anyhow::Result<skillup_prompt::PromptGrpc> {
-    skillup_prompt::build(infra).await.map_err(|e| anyhow::anyhow!("prompt: {e}"))
-}
-
-/// The payment service (balances and the ledger) with the sandbox card processor.
-pub async fn payment(
-    infra: &Infra,
-    shutdown: &Shutdown,
-) -> anyhow::Result<skillup_payment::PaymentGrpc> {
-    skillup_payment::build(infra, shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("payment: {e}"))
-}
-
-/// The subscribe service, charging through the payment service (see [`service_channel`]), with
-/// its renewal and hold-expiry job every 5 s.
-pub async fn subscribe(
-    config: &Config,
-    infra: &Infra,
-    local: Option<&LocalSlot>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<skillup_subscribe::SubscribeGrpc> {
-    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(service_channel(
-        config, "payment", local,
-    )?));
-    skillup_subscribe::build(infra, billing, Duration::from_secs(5), shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))
-}
-
-/// How this process reaches service `name`: in-process through `local` when it runs here too
-/// (`skillup up` with `edge.in_process`) and no `edge.upstreams.<name>` sends it elsewhere;
-/// otherwise over gRPC at `config.service_url(name)`.
-fn service_channel(
-    config: &Config,
-    name: &str,
-    local: Option<&LocalSlot>,
-) -> anyhow::Result<ServiceChannel> {
-    Ok(match local {
-        Some(slot) if !config.edge.upstreams.contains_key(name) => {
-            ServiceChannel::InProcess(slot.clone())
-        }
-        _ => ServiceChannel::Network(channel(config, name)?),
-    })
-}
-
-fn channel(config: &Config, service: &str) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(config.service_url(service))
-        .with_context(|| format!("the {service} service's address"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
-}
-
-/// The generator the ai service and the worker share, reaching subscribe and prompt as
-/// [`service_channel`] says.
-pub async fn generator(
-    config: &Config,
-    infra: &Infra,
-    local: Option<&LocalSlot>,
-) -> anyhow::Result<skillup_ai::Generator> {
-    skillup_ai::generator(
-        infra,
-        &config.ai,
-        service_channel(config, "subscribe", local)?,
-        service_channel(config, "prompt", local)?,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("ai: {e}"))
-}
-
-/// The notification service, emailing through the same mailer as auth.
-pub async fn notification(
-    config: &Config,
-    infra: &Infra,
-    shutdown: &Shutdown,
-) -> anyhow::Result<skillup_notification::NotificationGrpc> {
-    let mailer = skillup_kit::mailer::from_config(config)?;
-    skillup_notification::build(
-        infra,
-        mailer,
-        &config.auth.public_url,
-        Duration::from_secs(config.notification.digest_secs.max(1)),
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("notification: {e}"))
 }
 
 /// Applies every component's migrations; returns how many components have any.

@@ -2,13 +2,19 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use skillup_auth::keys::KeyStore;
+use anyhow::Context as _;
+use skillup_ai::Generator;
+use skillup_auth::{AuthGrpc, keys::KeyStore};
 use skillup_kit::{
     Config, Shutdown,
+    component::{Component as _, Context},
     grpc::{GrpcServer, LocalSlot},
     infra::Infra,
 };
+use skillup_notification::NotificationGrpc;
+use skillup_payment::PaymentGrpc;
+use skillup_prompt::PromptGrpc;
+use skillup_subscribe::SubscribeGrpc;
 
 use crate::{components, say};
 
@@ -62,25 +68,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let slot = LocalSlot::new();
     let local_slot = config.edge.in_process.then_some(&slot);
     let identity_key = components::identity_key(&config)?;
-    let auth = components::auth(&config, &infra, &shutdown).await?;
+    let ctx = Context::new(&config, &infra, &shutdown).with_local(local_slot);
+    let auth = AuthGrpc::build(&ctx).await?;
     say(&format!(
         "ready  auth      (skillup.auth.v1; emails go to {})",
         config.outbox_dir().display()
     ));
 
-    let prompt = components::prompt(&infra).await?;
+    let prompt = PromptGrpc::build(&ctx).await?;
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
-    let payment = components::payment(&infra, &shutdown).await?;
+    let payment = PaymentGrpc::build(&ctx).await?;
     say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
-    let subscribe = components::subscribe(&config, &infra, local_slot, &shutdown).await?;
+    let subscribe = SubscribeGrpc::build(&ctx).await?;
     say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");
 
-    let generator = components::generator(&config, &infra, local_slot).await?;
+    let generator = Generator::build(&ctx).await?;
     let ai = skillup_ai::AiGrpc::new(generator.clone());
     let ai_admin = skillup_ai::AdminGrpc::new(generator.clone());
     say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
 
-    let notification = components::notification(&config, &infra, &shutdown).await?;
+    let notification = NotificationGrpc::build(&ctx).await?;
     say("ready  notification (skillup.notification.v1; live at /api/notifications/ws)");
 
     // One listener for every gRPC service (service issues add theirs here).

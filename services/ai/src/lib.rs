@@ -32,8 +32,12 @@ pub mod stream;
 pub mod tasks;
 pub mod worker;
 
-use skillup_kit::grpc::ServiceChannel;
-use skillup_kit::{config::AiConfig, infra::Infra};
+use skillup_kit::{
+    component::{BuildError, Component, Context},
+    config::AiConfig,
+    grpc::ServiceChannel,
+    infra::Infra,
+};
 
 pub use crate::{
     generator::Generator,
@@ -54,14 +58,15 @@ pub async fn generator(
     cfg: &AiConfig,
     subscribe: impl Into<ServiceChannel>,
     prompt: impl Into<ServiceChannel>,
-) -> Result<Generator, String> {
-    migrate(&infra.db).await.map_err(|e| format!("ai migrations: {e}"))?;
+) -> Result<Generator, BuildError> {
+    const NAME: &str = <Generator as Component>::NAME;
+    migrate(&infra.db).await.map_err(BuildError::migrations(NAME))?;
     infra
         .bus
         .declare_queue(&queue::queue_spec(cfg))
         .await
-        .map_err(|e| format!("declaring {}: {e}", queue::QUEUE))?;
-    let chain = Chain::from_config(cfg)?;
+        .map_err(BuildError::infrastructure(NAME, "the generate.long queue"))?;
+    let chain = Chain::from_config(cfg).map_err(|e| BuildError::config(NAME, e))?;
     tracing::info!(providers = ?chain.names(), "generation providers, in fallback order");
     Ok(Generator::new(
         infra.db.clone(),
@@ -74,22 +79,14 @@ pub async fn generator(
     ))
 }
 
-/// The gRPC service.
-pub async fn build(
-    infra: &Infra,
-    cfg: &AiConfig,
-    subscribe: impl Into<ServiceChannel>,
-    prompt: impl Into<ServiceChannel>,
-) -> Result<AiGrpc, String> {
-    Ok(AiGrpc::new(generator(infra, cfg, subscribe, prompt).await?))
-}
+#[async_trait::async_trait]
+impl Component for Generator {
+    const NAME: &'static str = "ai";
 
-/// The worker (run it with [`Worker::run`]).
-pub async fn build_worker(
-    infra: &Infra,
-    cfg: &AiConfig,
-    subscribe: impl Into<ServiceChannel>,
-    prompt: impl Into<ServiceChannel>,
-) -> Result<Worker, String> {
-    Ok(Worker::new(generator(infra, cfg, subscribe, prompt).await?))
+    /// [`generator`] reaching subscribe and prompt as the context says. The ai service
+    /// ([`AiGrpc`], [`AdminGrpc`]) and the [`Worker`] are built on it.
+    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+        let (subscribe, prompt) = (ctx.channel("subscribe")?, ctx.channel("prompt")?);
+        generator(ctx.infra, &ctx.config.ai, subscribe, prompt).await
+    }
 }

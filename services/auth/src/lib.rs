@@ -24,6 +24,7 @@ use std::time::Duration;
 use skillup_kit::{
     Shutdown,
     bus::{SharedBus, SubscriptionSpec},
+    component::{BuildError, Component, Context},
     config::AuthConfig,
     infra::Infra,
     mailer::SharedMailer,
@@ -47,14 +48,17 @@ pub async fn build(
     infra: &Infra,
     mailer: SharedMailer,
     shutdown: Shutdown,
-) -> Result<AuthGrpc, String> {
-    migrate(&infra.db).await.map_err(|e| format!("auth migrations: {e}"))?;
-    let keys = TokenKeys::load(&keys_dir, &cfg.issuer, &cfg.audience)?;
+) -> Result<AuthGrpc, BuildError> {
+    const NAME: &str = <AuthGrpc as Component>::NAME;
+    migrate(&infra.db).await.map_err(BuildError::migrations(NAME))?;
+    let keys = TokenKeys::load(&keys_dir, &cfg.issuer, &cfg.audience).map_err(|e| {
+        BuildError::infrastructure(NAME, "signing keys")(skillup_kit::Error::Keys(e))
+    })?;
     let reloader = keys.spawn_reloader(Duration::from_secs(30));
     let auth =
         Auth::new(infra.db.clone(), infra.cache.clone(), infra.bus.clone(), mailer, keys, cfg)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| BuildError::config(NAME, e.to_string()))?;
     auth.outbox().spawn_relay(shutdown.clone());
     let consumer =
         tokio::spawn(consume_tier_changes(auth.clone(), infra.bus.clone(), shutdown.clone()));
@@ -64,6 +68,19 @@ pub async fn build(
         consumer.abort();
     });
     Ok(AuthGrpc::new(auth))
+}
+
+#[async_trait::async_trait]
+impl Component for AuthGrpc {
+    const NAME: &'static str = "auth";
+
+    /// [`build`] with the process's configuration and mailer.
+    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+        let mailer = skillup_kit::mailer::from_config(ctx.config)
+            .map_err(BuildError::infrastructure(Self::NAME, "mailer"))?;
+        let cfg = ctx.config.auth.clone();
+        build(cfg, ctx.config.keys_dir(), ctx.infra, mailer, ctx.shutdown.clone()).await
+    }
 }
 
 /// Keeps users' tiers in step with their subscriptions.

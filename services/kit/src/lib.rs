@@ -7,6 +7,7 @@
 pub mod breaker;
 pub mod bus;
 pub mod cache;
+pub mod component;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -18,7 +18,12 @@ pub mod store;
 
 use std::time::Duration;
 
-use skillup_kit::{Shutdown, infra::Infra, mailer::SharedMailer};
+use skillup_kit::{
+    Shutdown,
+    component::{BuildError, Component, Context},
+    infra::Infra,
+    mailer::SharedMailer,
+};
 
 pub use crate::{grpc::NotificationGrpc, notifier::Notifier};
 
@@ -36,11 +41,12 @@ pub async fn build(
     public_url: &str,
     digest_every: Duration,
     shutdown: Shutdown,
-) -> Result<NotificationGrpc, String> {
-    migrate(&infra.db).await.map_err(|e| format!("notification migrations: {e}"))?;
+) -> Result<NotificationGrpc, BuildError> {
+    const NAME: &str = <NotificationGrpc as Component>::NAME;
+    migrate(&infra.db).await.map_err(BuildError::migrations(NAME))?;
     let notifier = Notifier::new(infra.db.clone(), infra.bus.clone(), mailer, public_url);
     let consumers =
-        notifier.consumers().await.map_err(|e| format!("notification consumers: {e}"))?;
+        notifier.consumers().await.map_err(BuildError::infrastructure(NAME, "consumers"))?;
     tokio::spawn(notifier.clone().run(consumers, shutdown.clone()));
     let job = notifier.clone();
     tokio::spawn(async move {
@@ -55,4 +61,18 @@ pub async fn build(
         }
     });
     Ok(NotificationGrpc::new(notifier))
+}
+
+#[async_trait::async_trait]
+impl Component for NotificationGrpc {
+    const NAME: &'static str = "notification";
+
+    /// [`build`] emailing through the process's mailer, with the digest every
+    /// `notification.digest_secs`.
+    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+        let mailer = skillup_kit::mailer::from_config(ctx.config)
+            .map_err(BuildError::infrastructure(Self::NAME, "mailer"))?;
+        let every = Duration::from_secs(ctx.config.notification.digest_secs.max(1));
+        build(ctx.infra, mailer, &ctx.config.auth.public_url, every, ctx.shutdown.clone()).await
+    }
 }

@@ -15,7 +15,11 @@ pub mod store;
 
 use std::sync::Arc;
 
-use skillup_kit::{Shutdown, infra::Infra};
+use skillup_kit::{
+    Shutdown,
+    component::{BuildError, Component, Context},
+    infra::Infra,
+};
 
 use crate::store::migration::Migrator;
 pub use crate::{domain::SandboxProvider, grpc::PaymentGrpc, service::Ledger};
@@ -27,9 +31,18 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()
 
 /// Builds the service on connected infrastructure with the sandbox processor (migrating first),
 /// and starts the relay of its outbox until `shutdown`.
-pub async fn build(infra: &Infra, shutdown: Shutdown) -> Result<PaymentGrpc, String> {
-    migrate(&infra.db).await.map_err(|e| format!("payment migrations: {e}"))?;
+pub async fn build(infra: &Infra, shutdown: Shutdown) -> Result<PaymentGrpc, BuildError> {
+    migrate(&infra.db).await.map_err(BuildError::migrations(<PaymentGrpc as Component>::NAME))?;
     let ledger = Ledger::new(infra.db.clone(), infra.bus.clone(), Arc::new(SandboxProvider));
     ledger.outbox().spawn_relay(shutdown);
     Ok(PaymentGrpc::new(ledger))
+}
+
+#[async_trait::async_trait]
+impl Component for PaymentGrpc {
+    const NAME: &'static str = "payment";
+
+    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+        build(ctx.infra, ctx.shutdown.clone()).await
+    }
 }

@@ -15,7 +15,10 @@ pub mod error;
 pub mod grpc;
 pub mod store;
 
-use skillup_kit::infra::Infra;
+use skillup_kit::{
+    component::{BuildError, Component, Context},
+    infra::Infra,
+};
 
 use crate::store::migration::Migrator;
 pub use crate::{catalog::Catalog, grpc::PromptGrpc};
@@ -26,7 +29,16 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()
 }
 
 /// Builds the service on connected infrastructure (migrating first).
-pub async fn build(infra: &Infra) -> Result<PromptGrpc, String> {
-    migrate(&infra.db).await.map_err(|e| format!("prompt migrations: {e}"))?;
+pub async fn build(infra: &Infra) -> Result<PromptGrpc, BuildError> {
+    migrate(&infra.db).await.map_err(BuildError::migrations(<PromptGrpc as Component>::NAME))?;
     Ok(PromptGrpc::new(Catalog::new(infra.db.clone())))
+}
+
+#[async_trait::async_trait]
+impl Component for PromptGrpc {
+    const NAME: &'static str = "prompt";
+
+    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+        build(ctx.infra).await
+    }
 }

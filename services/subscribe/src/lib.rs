@@ -23,7 +23,11 @@ pub mod subscriptions;
 
 use std::{sync::Arc, time::Duration};
 
-use skillup_kit::{Shutdown, infra::Infra};
+use skillup_kit::{
+    Shutdown,
+    component::{BuildError, Component, Context},
+    infra::Infra,
+};
 
 use crate::store::migration::Migrator;
 pub use crate::{
@@ -43,8 +47,8 @@ pub async fn build(
     billing: Arc<dyn Billing>,
     interval: Duration,
     shutdown: Shutdown,
-) -> Result<SubscribeGrpc, String> {
-    migrate(&infra.db).await.map_err(|e| format!("subscribe migrations: {e}"))?;
+) -> Result<SubscribeGrpc, BuildError> {
+    migrate(&infra.db).await.map_err(BuildError::migrations(<SubscribeGrpc as Component>::NAME))?;
     let subs =
         Subscriptions::new(infra.db.clone(), infra.bus.clone(), infra.cache.clone(), billing);
     subs.outbox().spawn_relay(shutdown.clone());
@@ -64,4 +68,15 @@ pub async fn build(
         }
     });
     Ok(SubscribeGrpc::new(subs))
+}
+
+#[async_trait::async_trait]
+impl Component for SubscribeGrpc {
+    const NAME: &'static str = "subscribe";
+
+    /// [`build`] charging through the payment service, with the periodic job every 5 s.
+    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+        let billing = Arc::new(PaymentBilling::new(ctx.channel("payment")?));
+        build(ctx.infra, billing, Duration::from_secs(5), ctx.shutdown.clone()).await
+    }
 }
