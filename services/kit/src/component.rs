@@ -129,7 +129,7 @@ mod tests {
         let away = channel(&config, Some(&slot), "payment").unwrap();
         assert!(matches!(away, ServiceChannel::Network(_)), "an upstream setting wins");
         config.edge.upstreams.insert("prompt".into(), "not a url at all".into());
-        let e = channel(&config, None, "prompt").err().expect("a bad address is refused");
+        let Err(e) = channel(&config, None, "prompt") else { panic!("a bad address is refused") };
         assert!(matches!(e, BuildError::Config { component: "prompt", .. }), "{e}");
         assert!(e.to_string().starts_with("prompt: the prompt service's address"), "{e}");
     }
