@@ -5,13 +5,9 @@
 //! message is acknowledged, and only a task still `failed` is requeued — so a crash between the
 //! two leaves a dead letter that the next requeue acknowledges as stale.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{
-    ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
-};
 use skillup_kit::bus::{Consumer, DEATH_REASON_HEADER, Delivery, Message};
 use uuid::Uuid;
 
@@ -33,22 +29,12 @@ fn batch(limit: u32) -> u32 {
     if limit == 0 { 50 } else { limit.min(MAX_BATCH) }
 }
 
-#[derive(FromQueryResult)]
-struct StatusCount {
-    status: String,
-    n: i64,
-}
-
 impl Generator {
     /// Age of the oldest task still queued, seconds (0 when none): the consumers' lag.
     pub async fn queue_lag(&self) -> crate::error::Result<f64> {
-        let oldest = task::Entity::find()
-            .filter(task::Column::Status.eq(Stored::Queued))
-            .order_by_asc(task::Column::CreatedAt)
-            .one(&self.inner.db)
-            .await?;
+        let oldest = self.inner.tasks.oldest_queued().await?;
         Ok(oldest
-            .map(|t| (Utc::now() - t.created_at).num_milliseconds().max(0) as f64 / 1000.0)
+            .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or(0.0))
     }
 
@@ -61,17 +47,7 @@ impl Generator {
             retrying.push(bus.depth(&format!("{QUEUE}.retry.{level}")).await?);
         }
         let dead = bus.depth(&dead_queue()).await?;
-        let db = &self.inner.db;
-        let counts = task::Entity::find()
-            .select_only()
-            .column(task::Column::Status)
-            .column_as(task::Column::Id.count(), "n")
-            .group_by(task::Column::Status)
-            .into_model::<StatusCount>()
-            .all(db)
-            .await?;
-        let tasks: BTreeMap<String, u64> =
-            counts.into_iter().map(|c| (c.status, c.n.max(0) as u64)).collect();
+        let tasks = self.inner.tasks.counts().await?;
         let oldest_queued_seconds = self.queue_lag().await?;
         Ok(QueueStats { queued, retrying, dead, tasks, oldest_queued_seconds })
     }
@@ -113,7 +89,7 @@ impl Generator {
         let job = crate::queue::decode(&d.message.payload).unwrap_or_default();
         let reason = d.message.headers.get(DEATH_REASON_HEADER).cloned().unwrap_or_default();
         let row = match Uuid::parse_str(&job.task_id) {
-            Ok(id) => task::Entity::find_by_id(id).one(&self.inner.db).await.ok().flatten(),
+            Ok(id) => self.inner.tasks.get(id).await.ok().flatten(),
             Err(_) => None,
         };
         DeadLetter {
@@ -168,8 +144,8 @@ impl Generator {
         let Ok(id) = Uuid::parse_str(&job.task_id) else {
             return Requeue::Stale("malformed job: dropped".into());
         };
-        let db = &self.inner.db;
-        let t = match task::Entity::find_by_id(id).one(db).await {
+        let tasks = &self.inner.tasks;
+        let t = match tasks.get(id).await {
             Ok(Some(t)) => t,
             Ok(None) => return Requeue::Stale("no such task: dropped".into()),
             Err(e) => return Requeue::Refused(format!("database: {e}")),
@@ -195,21 +171,9 @@ impl Generator {
         let Ok(hold_id) = Uuid::parse_str(&hold.id) else {
             return Requeue::Refused("subscribe returned a bad hold id".into());
         };
-        let n = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value(Stored::Queued))
-            .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
-            .col_expr(task::Column::Attempts, Expr::value(0))
-            .col_expr(task::Column::HoldId, Expr::value(hold_id))
-            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
-            .col_expr(task::Column::LeaseUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
-            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(task::Column::Id.eq(id))
-            .filter(task::Column::Status.eq(Stored::Failed))
-            .exec(db)
-            .await;
-        match n {
-            Ok(r) if r.rows_affected == 1 => {}
-            Ok(_) => {
+        match tasks.requeue(id, hold_id).await {
+            Ok(true) => {}
+            Ok(false) => {
                 self.release(&hold.id).await;
                 return Requeue::Stale("task changed meanwhile: dead letter dropped".into());
             }
@@ -224,14 +188,7 @@ impl Generator {
         msg.id = id.to_string();
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
             // Put the task back as it was; the dead letter stays for another try.
-            let _ = task::Entity::update_many()
-                .col_expr(task::Column::Status, Expr::value(Stored::Failed))
-                .col_expr(task::Column::Error, Expr::value(t.error.clone()))
-                .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
-                .filter(task::Column::Id.eq(id))
-                .filter(task::Column::Status.eq(Stored::Queued))
-                .exec(db)
-                .await;
+            let _ = tasks.unrequeue(id, t.error.clone()).await;
             self.release(&hold.id).await;
             return Requeue::Refused(format!("queue: {e}"));
         }

@@ -28,14 +28,13 @@ pub struct Generator {
 }
 
 pub(crate) struct Inner {
-    pub db: DatabaseConnection,
     pub cache: SharedCache,
     pub bus: SharedBus,
     pub chain: Chain,
     pub cfg: AiConfig,
     pub quota: Arc<dyn Quota>,
     pub prompts: Arc<dyn Prompts>,
-    pub tasks: crate::store::TaskWriter,
+    pub tasks: crate::store::Tasks,
 }
 
 /// A request made ready: the caller, the built prompt and the chosen limits.
@@ -127,14 +126,13 @@ impl Generator {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                db: db.clone(),
-                cache,
+                cache: cache.clone(),
                 bus,
                 chain,
                 cfg,
                 quota,
                 prompts,
-                tasks: crate::store::TaskWriter::start(db.clone(), TASK_WRITERS),
+                tasks: crate::store::Tasks::new(db.clone(), cache.clone(), TASK_WRITERS),
             }),
         }
     }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
 use skillup_kit::{bus::Message, identity::Caller};
 use uuid::Uuid;
 
@@ -20,9 +19,6 @@ use crate::idempotency::key_reused;
 
 /// Queued tasks may wait and retry for up to a day.
 pub(crate) const TASK_HOLD_TTL: u32 = 86_400;
-
-/// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
-pub(crate) const TASK_KEY: &str = "ai:task2:";
 
 /// Whether a stored task is the one `p` asks for (its key's retry) — the same function,
 /// topic, limits and built prompt (which holds the parameters and locale).
@@ -60,10 +56,7 @@ impl Generator {
         let idempotency = (!p.req.idempotency_key.is_empty())
             .then(|| format!("{}:{}", p.user, p.req.idempotency_key));
         if let Some(idem) = &idempotency
-            && let Some(t) = task::Entity::find()
-                .filter(task::Column::Idempotency.eq(idem.clone()))
-                .one(&self.inner.db)
-                .await?
+            && let Some(t) = self.inner.tasks.by_idempotency(idem).await?
         {
             return same_task(&t, &p).then(|| Task::from(&t)).ok_or_else(key_reused);
         }
@@ -86,9 +79,10 @@ impl Generator {
             Err(e) if skillup_kit::db::is_unique_violation(&e) => {
                 // A concurrent retry with the same key won; it holds the same quota hold.
                 let idem = idempotency.unwrap_or_default();
-                let t = task::Entity::find()
-                    .filter(task::Column::Idempotency.eq(idem))
-                    .one(&self.inner.db)
+                let t = self
+                    .inner
+                    .tasks
+                    .by_idempotency(&idem)
                     .await?
                     .ok_or_else(|| AiError::Unavailable("task vanished".into()))?;
                 return same_task(&t, &p).then(|| Task::from(&t)).ok_or_else(key_reused);
@@ -111,16 +105,8 @@ impl Generator {
         }
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
             tracing::error!(task = %task_id, error = %e, "queueing failed; the task is failed and its hold released");
-            let _ = task::Entity::update_many()
-                .col_expr(task::Column::Status, Expr::value(Status::Failed))
-                .col_expr(
-                    task::Column::Error,
-                    Expr::value("the task could not be queued; nothing was charged"),
-                )
-                .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
-                .filter(task::Column::Id.eq(task_id))
-                .exec(&self.inner.db)
-                .await;
+            let failed = "the task could not be queued; nothing was charged";
+            let _ = self.inner.tasks.fail_unqueued(task_id, failed).await;
             self.release(&hold).await;
             return Err(AiError::Unavailable(format!("queue: {e}")));
         }
@@ -130,19 +116,16 @@ impl Generator {
 
     /// One of the user's tasks: from the cache while fresh, else the database.
     pub async fn task(&self, user: Uuid, id: Uuid) -> Result<Task> {
-        if let Ok(Some(b)) = self.inner.cache.get(&format!("{TASK_KEY}{id}")).await
-            && b.len() > 16
-            && b[..16] == *user.as_bytes()
-            && let Ok(t) = serde_json::from_slice::<Task>(&b[16..])
-        {
+        if let Some(t) = self.inner.tasks.cached(user, id).await {
             return Ok(t);
         }
         Ok(Task::from(&self.find(user, id).await?))
     }
 
     pub(crate) async fn find(&self, user: Uuid, id: Uuid) -> Result<task::Model> {
-        task::Entity::find_by_id(id)
-            .one(&self.inner.db)
+        self.inner
+            .tasks
+            .get(id)
             .await?
             .filter(|t| t.user_id == user)
             .ok_or_else(|| AiError::NotFound("no such task".into()))
@@ -150,10 +133,8 @@ impl Generator {
 
     /// Keeps a finished task in the cache for fast polling.
     pub(crate) async fn cache_task(&self, t: &task::Model) {
-        let mut v = t.user_id.as_bytes().to_vec();
-        v.extend(serde_json::to_vec(&Task::from(t)).unwrap_or_default());
         let ttl = Duration::from_secs(self.inner.cfg.task_cache_secs.max(1));
-        let _ = self.inner.cache.set(&format!("{TASK_KEY}{}", t.id), v.into(), Some(ttl)).await;
+        self.inner.tasks.remember(t, ttl).await;
     }
 
     /// The user's tasks, newest first (task ids are time-ordered).
@@ -168,17 +149,13 @@ impl Generator {
             0 => 20,
             n => n.min(100),
         } as u64;
-        let mut q = task::Entity::find().filter(task::Column::UserId.eq(user));
-        if !page_token.is_empty() {
-            let after = Uuid::parse_str(page_token)
-                .map_err(|_| invalid("page.page_token", "`page_token` is not one this API gave"))?;
-            q = q.filter(task::Column::Id.lt(after));
-        }
-        if let Some(status) = status {
-            q = q.filter(task::Column::Status.eq(status));
-        }
-        let mut rows =
-            q.order_by_desc(task::Column::Id).limit(size + 1).all(&self.inner.db).await?;
+        let before = match page_token {
+            "" => None,
+            t => Some(Uuid::parse_str(t).map_err(|_| {
+                invalid("page.page_token", "`page_token` is not one this API gave")
+            })?),
+        };
+        let mut rows = self.inner.tasks.page(user, before, status, size + 1).await?;
         let next = if rows.len() as u64 > size {
             rows.truncate(size as usize);
             rows.last().map(|t| t.id.to_string()).unwrap_or_default()
@@ -192,18 +169,9 @@ impl Generator {
 
     /// Cancels a queued or running task: its hold goes back, a worker running it stops.
     pub async fn cancel(&self, user: Uuid, id: Uuid) -> Result<Task> {
-        let n = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value(Status::Cancelled))
-            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
-            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(task::Column::Id.eq(id))
-            .filter(task::Column::UserId.eq(user))
-            .filter(task::Column::Status.is_in([Status::Queued, Status::Running]))
-            .exec(&self.inner.db)
-            .await?
-            .rows_affected;
+        let cancelled = self.inner.tasks.cancel(user, id).await?;
         let t = self.find(user, id).await?;
-        if n == 0 {
+        if !cancelled {
             return Err(AiError::Conflict(format!("the task is already {}", t.status)));
         }
         self.release(&t.hold_id.to_string()).await;

@@ -14,7 +14,6 @@ use std::{
 };
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, sea_query::Expr};
 use skillup_kit::{
     Shutdown,
     bus::{Delivery, RetryOutcome},
@@ -27,7 +26,7 @@ use crate::{
     generator::Generator,
     providers::{ChatMessage, ChatRequest},
     queue::{QUEUE, REQUEST_ID_HEADER, queue_spec},
-    store::task,
+    store::{task, tasks::Produced},
 };
 
 /// Running tasks by id, so a cancel event can stop one.
@@ -198,8 +197,8 @@ impl Worker {
 
     async fn run_task(&self, id: Uuid, d: &Delivery) -> crate::error::Result<Step> {
         let g = &self.generator;
-        let db = &g.inner.db;
-        let Some(t) = task::Entity::find_by_id(id).one(db).await? else {
+        let tasks = &g.inner.tasks;
+        let Some(t) = tasks.get(id).await? else {
             tracing::warn!(task = %id, "job for an unknown task; dropped");
             return Ok(Step::Ack(Handled::Skipped));
         };
@@ -228,27 +227,8 @@ impl Worker {
         // Claim it: queued, or running under a lease that lapsed (its worker died), or
         // redelivered by the broker (the consumer holding it is gone).
         let claim = Uuid::now_v7().to_string();
-        let now = Utc::now();
-        let lease = now + chrono::Duration::seconds(g.inner.cfg.lease_secs as i64);
-        let mut stale = Condition::any().add(task::Column::LeaseUntil.lt(now));
-        if d.redelivered {
-            stale = stale.add(task::Column::Status.eq(Status::Running));
-        }
-        let claimable = Condition::any()
-            .add(task::Column::Status.eq(Status::Queued))
-            .add(Condition::all().add(task::Column::Status.eq(Status::Running)).add(stale));
-        let n = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value(Status::Running))
-            .col_expr(task::Column::Claim, Expr::value(claim.clone()))
-            .col_expr(task::Column::LeaseUntil, Expr::value(lease))
-            .col_expr(task::Column::Attempts, Expr::value(d.attempt() as i32))
-            .col_expr(task::Column::UpdatedAt, Expr::value(now))
-            .filter(task::Column::Id.eq(id))
-            .filter(claimable)
-            .exec(db)
-            .await?
-            .rows_affected;
-        if n == 0 {
+        let lease = Utc::now() + chrono::Duration::seconds(g.inner.cfg.lease_secs as i64);
+        if !tasks.claim(id, &claim, lease, d.attempt(), d.redelivered).await? {
             tracing::info!(task = %id, "another worker holds this task; duplicate delivery acked");
             return Ok(Step::Ack(Handled::Skipped));
         }
@@ -282,30 +262,15 @@ impl Worker {
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok((served, answer)) => {
-                let n = task::Entity::update_many()
-                    .col_expr(task::Column::Status, Expr::value(Status::Completed))
-                    .col_expr(task::Column::Text, Expr::value(answer.text.clone()))
-                    .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
-                    .col_expr(task::Column::InputTokens, Expr::value(answer.usage.input as i32))
-                    .col_expr(task::Column::OutputTokens, Expr::value(answer.usage.output as i32))
-                    .col_expr(task::Column::Provider, Expr::value(served.label))
-                    .col_expr(
-                        task::Column::Model,
-                        Expr::value(answer.model.chars().take(128).collect::<String>()),
-                    )
-                    .col_expr(
-                        task::Column::FinishReason,
-                        Expr::value(answer.finish_reason.chars().take(32).collect::<String>()),
-                    )
-                    .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
-                    .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
-                    .filter(task::Column::Id.eq(id))
-                    .filter(task::Column::Claim.eq(claim.clone()))
-                    .filter(task::Column::Status.eq(Status::Running))
-                    .exec(db)
-                    .await?
-                    .rows_affected;
-                if n == 0 {
+                let produced = Produced {
+                    text: answer.text.clone(),
+                    input_tokens: answer.usage.input,
+                    output_tokens: answer.usage.output,
+                    provider: served.label.to_owned(),
+                    model: answer.model.clone(),
+                    finish_reason: answer.finish_reason.clone(),
+                };
+                if !tasks.complete(id, &claim, produced).await? {
                     // Cancelled (or taken over) meanwhile: the result is not this run's to keep.
                     return Ok(Step::Ack(Handled::Cancelled));
                 }
@@ -348,8 +313,10 @@ impl Worker {
     }
 
     async fn reload(&self, id: Uuid) -> crate::error::Result<task::Model> {
-        task::Entity::find_by_id(id)
-            .one(&self.generator.inner.db)
+        self.generator
+            .inner
+            .tasks
+            .get(id)
             .await?
             .ok_or_else(|| crate::error::AiError::NotFound("task vanished".into()))
     }
@@ -362,16 +329,7 @@ impl Worker {
         status: Status,
         error: Option<String>,
     ) -> crate::error::Result<()> {
-        task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value(status))
-            .col_expr(task::Column::Error, Expr::value(error))
-            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
-            .col_expr(task::Column::LeaseUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
-            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(task::Column::Id.eq(id))
-            .filter(task::Column::Claim.eq(claim.to_owned()))
-            .exec(&self.generator.inner.db)
-            .await?;
+        self.generator.inner.tasks.unclaim(id, claim, status, error).await?;
         Ok(())
     }
 

@@ -1,0 +1,266 @@
+//! Every statement on `ai_tasks`, and the cache of finished tasks: the rules ask for what they
+//! need by name (claim, complete, requeue, …); none of them builds a query.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
+};
+use skillup_kit::cache::SharedCache;
+use uuid::Uuid;
+
+use super::{TaskWriter, task};
+use crate::domain::{Task, TaskStatus as Status};
+
+/// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
+const TASK_KEY: &str = "ai:task2:";
+
+/// What a run produced, to store on its task.
+pub struct Produced {
+    pub text: String,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub provider: String,
+    pub model: String,
+    pub finish_reason: String,
+}
+
+#[derive(Clone)]
+pub struct Tasks {
+    db: DatabaseConnection,
+    cache: SharedCache,
+    writer: Arc<TaskWriter>,
+}
+
+#[derive(FromQueryResult)]
+struct StatusCount {
+    status: String,
+    n: i64,
+}
+
+impl Tasks {
+    /// The table on `db` (inserts batched by `writers` writers), finished tasks cached in
+    /// `cache`.
+    pub fn new(db: DatabaseConnection, cache: SharedCache, writers: usize) -> Self {
+        let writer = Arc::new(TaskWriter::start(db.clone(), writers));
+        Self { db, cache, writer }
+    }
+
+    /// Inserts a new task; returns when it is committed.
+    pub async fn insert(&self, row: task::Model) -> Result<(), DbErr> {
+        self.writer.insert(row).await
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<task::Model>, DbErr> {
+        task::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// The task a submission's idempotency record (`{user}:{key}`) made.
+    pub async fn by_idempotency(&self, key: &str) -> Result<Option<task::Model>, DbErr> {
+        task::Entity::find().filter(task::Column::Idempotency.eq(key)).one(&self.db).await
+    }
+
+    /// Up to `limit` of the user's tasks older than `before`, newest first (ids are
+    /// time-ordered).
+    pub async fn page(
+        &self,
+        user: Uuid,
+        before: Option<Uuid>,
+        status: Option<Status>,
+        limit: u64,
+    ) -> Result<Vec<task::Model>, DbErr> {
+        let mut q = task::Entity::find().filter(task::Column::UserId.eq(user));
+        if let Some(before) = before {
+            q = q.filter(task::Column::Id.lt(before));
+        }
+        if let Some(status) = status {
+            q = q.filter(task::Column::Status.eq(status));
+        }
+        q.order_by_desc(task::Column::Id).limit(limit).all(&self.db).await
+    }
+
+    /// Fails a task whose job could not be queued.
+    pub async fn fail_unqueued(&self, id: Uuid, error: &str) -> Result<(), DbErr> {
+        task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(Status::Failed))
+            .col_expr(task::Column::Error, Expr::value(error))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// Cancels the user's task if it is queued or running; whether it did.
+    pub async fn cancel(&self, user: Uuid, id: Uuid) -> Result<bool, DbErr> {
+        let n = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(Status::Cancelled))
+            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::UserId.eq(user))
+            .filter(task::Column::Status.is_in([Status::Queued, Status::Running]))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+
+    /// Takes the task for one run under `claim` until `lease_until`: when it is queued, or
+    /// running under a lease that lapsed (its worker died), or — `redelivered` — running for a
+    /// consumer the broker gave up on. Whether this run has it.
+    pub async fn claim(
+        &self,
+        id: Uuid,
+        claim: &str,
+        lease_until: DateTime<Utc>,
+        attempt: u32,
+        redelivered: bool,
+    ) -> Result<bool, DbErr> {
+        let now = Utc::now();
+        let mut stale = Condition::any().add(task::Column::LeaseUntil.lt(now));
+        if redelivered {
+            stale = stale.add(task::Column::Status.eq(Status::Running));
+        }
+        let claimable = Condition::any()
+            .add(task::Column::Status.eq(Status::Queued))
+            .add(Condition::all().add(task::Column::Status.eq(Status::Running)).add(stale));
+        let n = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(Status::Running))
+            .col_expr(task::Column::Claim, Expr::value(claim))
+            .col_expr(task::Column::LeaseUntil, Expr::value(lease_until))
+            .col_expr(task::Column::Attempts, Expr::value(attempt as i32))
+            .col_expr(task::Column::UpdatedAt, Expr::value(now))
+            .filter(task::Column::Id.eq(id))
+            .filter(claimable)
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+
+    /// Stores a run's result — only while the run still holds the task (not cancelled or
+    /// taken over meanwhile). Whether it did.
+    pub async fn complete(&self, id: Uuid, claim: &str, p: Produced) -> Result<bool, DbErr> {
+        let n = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(Status::Completed))
+            .col_expr(task::Column::Text, Expr::value(p.text))
+            .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::InputTokens, Expr::value(p.input_tokens as i32))
+            .col_expr(task::Column::OutputTokens, Expr::value(p.output_tokens as i32))
+            .col_expr(task::Column::Provider, Expr::value(p.provider))
+            .col_expr(
+                task::Column::Model,
+                Expr::value(p.model.chars().take(128).collect::<String>()),
+            )
+            .col_expr(
+                task::Column::FinishReason,
+                Expr::value(p.finish_reason.chars().take(32).collect::<String>()),
+            )
+            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Claim.eq(claim))
+            .filter(task::Column::Status.eq(Status::Running))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+
+    /// Gives the task up from the run holding `claim`: back to the queue, or failed with a
+    /// reason.
+    pub async fn unclaim(
+        &self,
+        id: Uuid,
+        claim: &str,
+        status: Status,
+        error: Option<String>,
+    ) -> Result<(), DbErr> {
+        task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(status))
+            .col_expr(task::Column::Error, Expr::value(error))
+            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Claim.eq(claim))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// A failed task queued again from attempt 0 under a new hold; whether it was still
+    /// failed.
+    pub async fn requeue(&self, id: Uuid, hold: Uuid) -> Result<bool, DbErr> {
+        let n = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(Status::Queued))
+            .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::Attempts, Expr::value(0))
+            .col_expr(task::Column::HoldId, Expr::value(hold))
+            .col_expr(task::Column::Claim, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Status.eq(Status::Failed))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+
+    /// Undoes [`Self::requeue`] when the job could not be queued: failed again, with `error`.
+    pub async fn unrequeue(&self, id: Uuid, error: Option<String>) -> Result<(), DbErr> {
+        task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(Status::Failed))
+            .col_expr(task::Column::Error, Expr::value(error))
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Status.eq(Status::Queued))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// When the oldest task still queued was submitted.
+    pub async fn oldest_queued(&self) -> Result<Option<DateTime<Utc>>, DbErr> {
+        Ok(task::Entity::find()
+            .filter(task::Column::Status.eq(Status::Queued))
+            .order_by_asc(task::Column::CreatedAt)
+            .one(&self.db)
+            .await?
+            .map(|t| t.created_at))
+    }
+
+    /// Tasks by stored status name.
+    pub async fn counts(&self) -> Result<BTreeMap<String, u64>, DbErr> {
+        let counts = task::Entity::find()
+            .select_only()
+            .column(task::Column::Status)
+            .column_as(task::Column::Id.count(), "n")
+            .group_by(task::Column::Status)
+            .into_model::<StatusCount>()
+            .all(&self.db)
+            .await?;
+        Ok(counts.into_iter().map(|c| (c.status, c.n.max(0) as u64)).collect())
+    }
+
+    /// The user's task from the cache of finished ones, if it is there.
+    pub async fn cached(&self, user: Uuid, id: Uuid) -> Option<Task> {
+        let b = self.cache.get(&format!("{TASK_KEY}{id}")).await.ok()??;
+        if b.len() > 16 && b[..16] == *user.as_bytes() {
+            serde_json::from_slice(&b[16..]).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Keeps a task in the cache for `ttl` (best effort: the table is the truth).
+    pub async fn remember(&self, t: &task::Model, ttl: Duration) {
+        let mut v = t.user_id.as_bytes().to_vec();
+        v.extend(serde_json::to_vec(&Task::from(t)).unwrap_or_default());
+        let _ = self.cache.set(&format!("{TASK_KEY}{}", t.id), v.into(), Some(ttl)).await;
+    }
+}

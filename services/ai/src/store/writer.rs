@@ -1,0 +1,94 @@
+//! Batched inserts of task rows.
+
+use sea_orm::DbErr;
+
+use super::task;
+
+/// Task rows written together: what arrives while a batch is being written goes into the next
+/// one, so under load many submissions share one statement and one commit, and alone a row is
+/// written at once (no timer, no added wait). A few writers run side by side. A batch that
+/// breaks a unique key (a retried submission) is written row by row, so each caller gets its
+/// own outcome.
+pub struct TaskWriter {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+    batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+type Pending = (task::Model, tokio::sync::oneshot::Sender<Result<(), DbErr>>);
+
+/// Rows per statement at most (PostgreSQL's 65,535 bind parameters allow far more; this keeps
+/// one statement short).
+const MAX_BATCH: usize = 64;
+
+impl TaskWriter {
+    pub fn start(db: sea_orm::DatabaseConnection, writers: usize) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        let batches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for _ in 0..writers.max(1) {
+            let (db, rx, count) = (db.clone(), rx.clone(), batches.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut batch = Vec::new();
+                    {
+                        let mut rx = rx.lock().await;
+                        let Some(first) = rx.recv().await else { return };
+                        batch.push(first);
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(p) => batch.push(p),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    write(&db, batch).await;
+                }
+            });
+        }
+        Self { tx, batches }
+    }
+
+    /// Batches written so far (a batch is one statement unless it broke a unique key).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Inserts `row`; returns when it is committed (or why not).
+    pub async fn insert(&self, row: task::Model) -> Result<(), DbErr> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let stopped = || DbErr::Custom("the task writer stopped".into());
+        self.tx.send((row, done)).await.map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write(db: &sea_orm::DatabaseConnection, mut batch: Vec<Pending>) {
+    use sea_orm::{ActiveModelTrait, EntityTrait};
+    let one =
+        |row: task::Model| async move { task::ActiveModel::from(row).insert(db).await.map(|_| ()) };
+    if batch.len() == 1 {
+        let (row, done) = batch.pop().expect("one row");
+        let _ = done.send(one(row).await);
+        return;
+    }
+    let rows: Vec<task::ActiveModel> = batch.iter().map(|(r, _)| r.clone().into()).collect();
+    match task::Entity::insert_many(rows).exec_without_returning(db).await {
+        Ok(_) => {
+            for (_, done) in batch {
+                let _ = done.send(Ok(()));
+            }
+        }
+        Err(e) if skillup_kit::db::is_unique_violation(&e) => {
+            for (row, done) in batch {
+                let _ = done.send(one(row).await);
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for (_, done) in batch {
+                let _ = done.send(Err(DbErr::Custom(msg.clone())));
+            }
+        }
+    }
+}
