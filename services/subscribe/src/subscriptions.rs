@@ -12,7 +12,10 @@ use crate::{
     billing::Billing,
     domain::{Plan, Subscription, SubscriptionStatus as Status, Usage},
     error::{Result, SubscribeError},
-    store::entities::{plan, subscription, usage},
+    store::{
+        entities::{plan, subscription, usage},
+        quota::QuotaStore,
+    },
 };
 
 /// The plan of everyone without a paid subscription.
@@ -26,6 +29,7 @@ pub struct Subscriptions {
     pub(crate) plans: PlanCache,
     pub(crate) known: KnownRows,
     pub(crate) outbox: Outbox,
+    pub(crate) quota: QuotaStore,
 }
 
 /// PostgreSQL: the subscription rows this replica's reserves last saw, used without asking the
@@ -141,7 +145,8 @@ impl Subscriptions {
         billing: Arc<dyn Billing>,
     ) -> Self {
         let outbox = Outbox::new(db.clone(), bus, crate::store::OUTBOX);
-        Self { db, cache, billing, plans: Arc::default(), known: Arc::default(), outbox }
+        let quota = QuotaStore::new(db.clone());
+        Self { db, cache, billing, plans: Arc::default(), known: Arc::default(), outbox, quota }
     }
 
     /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
@@ -244,7 +249,7 @@ impl Subscriptions {
         user: Uuid,
         start: DateTime<Utc>,
     ) -> Result<Option<usage::Model>> {
-        Ok(usage::Entity::find_by_id((user, start)).one(&self.db).await?)
+        Ok(self.quota.usage(user, start).await?)
     }
 
     pub async fn usage(&self, user: Uuid) -> Result<Usage> {
