@@ -215,6 +215,56 @@ fn the_rules_of_a_service_take_and_return_its_own_values() {
     );
 }
 
+/// Service crates whose store owns every statement (issue 18 moves the others).
+const STORE_OWNS_SQL: [&str; 2] = ["ai", "subscribe"];
+
+/// Lines of `src` that build or run a statement.
+fn sql_lines(src: &str) -> Vec<String> {
+    let forbidden = [
+        "Entity::",
+        "Statement::",
+        ".exec(",
+        ".exec_with_returning(",
+        "query_one",
+        "query_all",
+        ".execute(",
+    ];
+    src.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            forbidden.iter().any(|f| code.contains(f))
+        })
+        .map(|(n, line)| format!("{}: {}", n + 1, line.trim()))
+        .collect()
+}
+
+#[test]
+fn statements_live_in_the_store() {
+    let mut bad = Vec::new();
+    for service in STORE_OWNS_SQL {
+        let src_dir = root().join("services").join(service).join("src");
+        for file in rust_files(&src_dir) {
+            let rel = file.strip_prefix(&src_dir).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with("store") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&file).unwrap();
+            bad.extend(
+                sql_lines(&src).into_iter().map(|l| format!("services/{service}/src/{rel}:{l}")),
+            );
+        }
+    }
+    assert!(bad.is_empty(), "statements outside the store:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_store_rule_catches_a_query_in_the_rules() {
+    let broken =
+        "let t = task::Entity::find_by_id(id).one(db).await?;\nself.tasks.get(id).await?;\n";
+    assert_eq!(sql_lines(broken).len(), 1);
+}
+
 #[test]
 fn the_adapter_rule_catches_a_protobuf_type_in_the_rules() {
     let broken = "use crate::domain::Task;\npub fn f() -> Result<pb::Task, tonic::Status> {}\n";

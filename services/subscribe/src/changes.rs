@@ -5,11 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Set,
-    TransactionTrait,
-    sea_query::{Expr, OnConflict},
-};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 use skillup_kit::{
     db::{is_busy as busy, is_unique_violation as unique_violation},
     outbox::Outbox,
@@ -20,7 +16,7 @@ use crate::domain::{Subscription, SubscriptionStatus as Status};
 use crate::subscriptions::*;
 use crate::{
     error::{Result, SubscribeError},
-    store::entities::{change, plan, subscription},
+    store::entities::{plan, subscription},
 };
 
 /// How long a plan change may keep its claim before another change may take over (the claim of
@@ -64,12 +60,7 @@ impl Subscriptions {
     /// Subscribing again to the plan one has: a cancellation is taken back, nothing charged.
     pub(crate) async fn keep(&self, user: Uuid, s: &subscription::Model) -> Result<Subscription> {
         if s.cancel_at_period_end {
-            subscription::Entity::update_many()
-                .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(false))
-                .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
-                .filter(subscription::Column::Id.eq(s.id))
-                .exec(&self.db)
-                .await?;
+            self.subs.set_cancel_at_period_end(&self.db, s.id, false).await?;
             self.forget(user).await;
         }
         self.subscription(user).await
@@ -81,20 +72,10 @@ impl Subscriptions {
         let id = Uuid::now_v7();
         for attempt in 0..20u64 {
             let now = Utc::now();
-            let claim = change::ActiveModel {
-                user_id: Set(user),
-                change_id: Set(id),
-                started_at: Set(now),
-            };
-            match change::Entity::insert(claim).exec_without_returning(&self.db).await {
-                Ok(_) => return Ok(id),
+            match self.subs.claim_change(user, id, now).await {
+                Ok(()) => return Ok(id),
                 Err(e) if unique_violation(&e) => {
-                    let stale = change::Entity::delete_many()
-                        .filter(change::Column::UserId.eq(user))
-                        .filter(change::Column::StartedAt.lt(now - CHANGE_CLAIM))
-                        .exec(&self.db)
-                        .await?
-                        .rows_affected;
+                    let stale = self.subs.drop_stale_change(user, now - CHANGE_CLAIM).await?;
                     if stale == 0 {
                         return Err(SubscribeError::Conflict(
                             "another plan change for this account is in progress; retry in a moment"
@@ -112,12 +93,7 @@ impl Subscriptions {
     }
 
     pub(crate) async fn release_change(&self, user: Uuid, change: Uuid) {
-        let res = change::Entity::delete_many()
-            .filter(change::Column::UserId.eq(user))
-            .filter(change::Column::ChangeId.eq(change))
-            .exec(&self.db)
-            .await;
-        if let Err(e) = res {
+        if let Err(e) = self.subs.end_change(&self.db, user, change).await {
             tracing::warn!(error = %e, %user, "plan change claim not released; it lapses on its own");
         }
     }
@@ -131,10 +107,7 @@ impl Subscriptions {
         key: &str,
         change: Uuid,
     ) -> Result<Subscription> {
-        let row = subscription::Entity::find()
-            .filter(subscription::Column::UserId.eq(user))
-            .one(&self.db)
-            .await?;
+        let row = self.subs.of_user(user).await?;
         let cur = self.current_of(user, row).await?;
         let now = Utc::now();
         let active = cur.sub.clone().filter(|s| s.status == Status::Active);
@@ -187,42 +160,14 @@ impl Subscriptions {
         let start = active.as_ref().map_or(now, |s| s.period_start);
         let end = now + chrono::Duration::days(i64::from(plan.period_days));
         let txn = self.db.begin().await?;
-        let ours = change::Entity::delete_many()
-            .filter(change::Column::UserId.eq(user))
-            .filter(change::Column::ChangeId.eq(change))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        if ours != 1 {
+        let ours = self.subs.end_change(&txn, user, change).await?;
+        if !ours {
             txn.rollback().await?;
             tracing::error!(%user, %change, price, "a plan change outlived its claim after charging");
             return Err(SubscribeError::Unavailable("the plan change was superseded".into()));
         }
         // One row per user: a first subscribe inserts it, later ones update it.
-        subscription::Entity::insert(subscription::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            user_id: Set(user),
-            plan_id: Set(plan.id.clone()),
-            status: Set(Status::Active),
-            period_start: Set(start),
-            period_end: Set(end),
-            cancel_at_period_end: Set(false),
-            updated_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(subscription::Column::UserId)
-                .update_columns([
-                    subscription::Column::PlanId,
-                    subscription::Column::Status,
-                    subscription::Column::PeriodStart,
-                    subscription::Column::PeriodEnd,
-                    subscription::Column::CancelAtPeriodEnd,
-                    subscription::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
+        self.subs.activate(&txn, user, &plan.id, start, end).await?;
         self.changed(&txn, user, &plan.id, Status::Active, end).await?;
         txn.commit().await?;
         self.committed(user).await;
@@ -236,12 +181,7 @@ impl Subscriptions {
             return Err(SubscribeError::NotFound("there is no paid subscription to cancel".into()));
         };
         let txn = self.db.begin().await?;
-        subscription::Entity::update_many()
-            .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(true))
-            .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(subscription::Column::Id.eq(s.id))
-            .exec(&txn)
-            .await?;
+        self.subs.set_cancel_at_period_end(&txn, s.id, true).await?;
         self.changed(&txn, user, &s.plan_id, Status::Canceled, s.period_end).await?;
         txn.commit().await?;
         self.committed(user).await;
@@ -295,20 +235,8 @@ impl Subscriptions {
         end: DateTime<Utc>,
         event_plan: &str,
     ) -> Result<bool> {
-        let mut q = subscription::Entity::update_many()
-            .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(subscription::Column::Id.eq(s.id))
-            .filter(subscription::Column::PeriodEnd.eq(s.period_end))
-            .filter(subscription::Column::Status.eq(Status::Active));
-        if status == Status::Active {
-            q = q
-                .col_expr(subscription::Column::PeriodStart, Expr::value(s.period_end))
-                .col_expr(subscription::Column::PeriodEnd, Expr::value(end));
-        } else {
-            q = q.col_expr(subscription::Column::Status, Expr::value(status));
-        }
         let txn = self.db.begin().await?;
-        if q.exec(&txn).await?.rows_affected != 1 {
+        if !self.subs.advance(&txn, s, status, end).await? {
             txn.rollback().await?;
             return Ok(false);
         }
@@ -321,12 +249,7 @@ impl Subscriptions {
     /// The periodic job: renews every subscription whose period ended. Returns how many it
     /// looked at.
     pub async fn renew_due(&self) -> Result<usize> {
-        let due = subscription::Entity::find()
-            .filter(subscription::Column::Status.eq(Status::Active))
-            .filter(subscription::Column::PeriodEnd.lte(Utc::now()))
-            .limit(500)
-            .all(&self.db)
-            .await?;
+        let due = self.subs.due(500).await?;
         let n = due.len();
         for s in due {
             if let Err(e) = self.renew(s).await {
@@ -362,11 +285,7 @@ impl Subscriptions {
 
     /// Test and operator hook: moves a subscription's period end (to exercise renewal).
     pub async fn set_period_end(&self, user: Uuid, end: DateTime<Utc>) -> Result<()> {
-        subscription::Entity::update_many()
-            .col_expr(subscription::Column::PeriodEnd, Expr::value(end))
-            .filter(subscription::Column::UserId.eq(user))
-            .exec(&self.db)
-            .await?;
+        self.subs.set_period_end(user, end).await?;
         self.forget(user).await;
         Ok(())
     }

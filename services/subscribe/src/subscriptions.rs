@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter};
+use sea_orm::{DatabaseConnection, DbBackend};
 use skillup_kit::{bus::SharedBus, cache::SharedCache, outbox::Outbox};
 use uuid::Uuid;
 
@@ -15,6 +15,7 @@ use crate::{
     store::{
         entities::{plan, subscription, usage},
         quota::QuotaStore,
+        subscriptions::SubscriptionStore,
     },
 };
 
@@ -30,6 +31,7 @@ pub struct Subscriptions {
     pub(crate) known: KnownRows,
     pub(crate) outbox: Outbox,
     pub(crate) quota: QuotaStore,
+    pub(crate) subs: SubscriptionStore,
 }
 
 /// PostgreSQL: the subscription rows this replica's reserves last saw, used without asking the
@@ -145,8 +147,9 @@ impl Subscriptions {
         billing: Arc<dyn Billing>,
     ) -> Self {
         let outbox = Outbox::new(db.clone(), bus, crate::store::OUTBOX);
-        let quota = QuotaStore::new(db.clone());
-        Self { db, cache, billing, plans: Arc::default(), known: Arc::default(), outbox, quota }
+        let (quota, subs) = (QuotaStore::new(db.clone()), SubscriptionStore::new(db.clone()));
+        let (plans, known) = (Arc::default(), Arc::default());
+        Self { db, cache, billing, plans, known, outbox, quota, subs }
     }
 
     /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
@@ -157,10 +160,7 @@ impl Subscriptions {
         {
             return Ok(row);
         }
-        let row = subscription::Entity::find()
-            .filter(subscription::Column::UserId.eq(user))
-            .one(&self.db)
-            .await?;
+        let row = self.subs.of_user(user).await?;
         let _ =
             self.cache.set(&cache_key(user), encode(row.as_ref()).into(), Some(CACHE_TTL)).await;
         Ok(row)
@@ -181,9 +181,7 @@ impl Subscriptions {
         {
             return Ok(plans.clone());
         }
-        let mut plans = plan::Entity::find().all(&self.db).await?;
-        plans.sort_by_key(|p| (p.price_minor, p.id.clone()));
-        let plans = Arc::new(plans);
+        let plans = Arc::new(self.subs.plans().await?);
         *self.plans.write().expect("plans lock") = Some((std::time::Instant::now(), plans.clone()));
         Ok(plans)
     }
@@ -218,7 +216,7 @@ impl Subscriptions {
             && s.status == Status::Active
             && s.period_end <= now
         {
-            let fresh = subscription::Entity::find_by_id(s.id).one(&self.db).await?;
+            let fresh = self.subs.get(s.id).await?;
             if let Some(f) = fresh.filter(|f| f.status == Status::Active && f.period_end <= now) {
                 self.renew(f).await?;
             }

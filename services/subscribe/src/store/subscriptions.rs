@@ -1,0 +1,181 @@
+//! Every statement on `subscribe_plans`, `subscribe_subscriptions` and
+//! `subscribe_plan_changes`. Statements that belong to a change's transaction take the
+//! connection (`txn`) the rules opened, so the row, its event and the end of the change's
+//! claim commit together.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    Set,
+    sea_query::{Expr, OnConflict},
+};
+use uuid::Uuid;
+
+use super::entities::{change, plan, subscription};
+use crate::domain::SubscriptionStatus as Status;
+
+#[derive(Clone)]
+pub struct SubscriptionStore {
+    db: DatabaseConnection,
+}
+
+impl SubscriptionStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Every plan, cheapest first.
+    pub async fn plans(&self) -> Result<Vec<plan::Model>, DbErr> {
+        let mut plans = plan::Entity::find().all(&self.db).await?;
+        plans.sort_by_key(|p| (p.price_minor, p.id.clone()));
+        Ok(plans)
+    }
+
+    /// The user's subscription row (one per user, whatever its status).
+    pub async fn of_user(&self, user: Uuid) -> Result<Option<subscription::Model>, DbErr> {
+        subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user))
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<subscription::Model>, DbErr> {
+        subscription::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// Up to `limit` active subscriptions whose period has ended.
+    pub async fn due(&self, limit: u64) -> Result<Vec<subscription::Model>, DbErr> {
+        subscription::Entity::find()
+            .filter(subscription::Column::Status.eq(Status::Active))
+            .filter(subscription::Column::PeriodEnd.lte(Utc::now()))
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Sets or takes back a cancellation at the period's end.
+    pub async fn set_cancel_at_period_end<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: Uuid,
+        cancel: bool,
+    ) -> Result<(), DbErr> {
+        subscription::Entity::update_many()
+            .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(cancel))
+            .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(subscription::Column::Id.eq(id))
+            .exec(conn)
+            .await
+            .map(drop)
+    }
+
+    /// The user's row made active on `plan` for `[start, end)`: inserted the first time,
+    /// updated after.
+    pub async fn activate<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        user: Uuid,
+        plan: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        subscription::Entity::insert(subscription::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user),
+            plan_id: Set(plan.to_owned()),
+            status: Set(Status::Active),
+            period_start: Set(start),
+            period_end: Set(end),
+            cancel_at_period_end: Set(false),
+            updated_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::column(subscription::Column::UserId)
+                .update_columns([
+                    subscription::Column::PlanId,
+                    subscription::Column::Status,
+                    subscription::Column::PeriodStart,
+                    subscription::Column::PeriodEnd,
+                    subscription::Column::CancelAtPeriodEnd,
+                    subscription::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map(drop)
+    }
+
+    /// Moves an ended active period on (`Active`: the next one ends at `end`) or sets its
+    /// status (`Expired`) — only if the row is still the one `s` read. Whether it did.
+    pub async fn advance<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        s: &subscription::Model,
+        status: Status,
+        end: DateTime<Utc>,
+    ) -> Result<bool, DbErr> {
+        let mut q = subscription::Entity::update_many()
+            .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(subscription::Column::Id.eq(s.id))
+            .filter(subscription::Column::PeriodEnd.eq(s.period_end))
+            .filter(subscription::Column::Status.eq(Status::Active));
+        if status == Status::Active {
+            q = q
+                .col_expr(subscription::Column::PeriodStart, Expr::value(s.period_end))
+                .col_expr(subscription::Column::PeriodEnd, Expr::value(end));
+        } else {
+            q = q.col_expr(subscription::Column::Status, Expr::value(status));
+        }
+        Ok(q.exec(txn).await?.rows_affected == 1)
+    }
+
+    /// Moves the user's period end (tests and operators).
+    pub async fn set_period_end(&self, user: Uuid, end: DateTime<Utc>) -> Result<(), DbErr> {
+        subscription::Entity::update_many()
+            .col_expr(subscription::Column::PeriodEnd, Expr::value(end))
+            .filter(subscription::Column::UserId.eq(user))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// Claims the user's one plan change (`Err` with a unique violation: another holds it).
+    pub async fn claim_change(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        let claim =
+            change::ActiveModel { user_id: Set(user), change_id: Set(id), started_at: Set(now) };
+        change::Entity::insert(claim).exec_without_returning(&self.db).await.map(drop)
+    }
+
+    /// Drops the user's change claim if it started before `before` (its process died); how
+    /// many it dropped.
+    pub async fn drop_stale_change(&self, user: Uuid, before: DateTime<Utc>) -> Result<u64, DbErr> {
+        Ok(change::Entity::delete_many()
+            .filter(change::Column::UserId.eq(user))
+            .filter(change::Column::StartedAt.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
+    /// Ends change `change`'s claim; whether it still held it.
+    pub async fn end_change<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        user: Uuid,
+        change: Uuid,
+    ) -> Result<bool, DbErr> {
+        Ok(change::Entity::delete_many()
+            .filter(change::Column::UserId.eq(user))
+            .filter(change::Column::ChangeId.eq(change))
+            .exec(conn)
+            .await?
+            .rows_affected
+            == 1)
+    }
+}
