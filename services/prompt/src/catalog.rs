@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::DatabaseConnection;
 
 use crate::{
     domain::{
@@ -17,13 +17,16 @@ use crate::{
         values::{self, DEFAULT_LOCALE},
     },
     error::{PromptError, Result},
-    store::entities::{function, template, topic},
+    store::{
+        catalog::CatalogStore,
+        entities::{function, template},
+    },
 };
 
 /// The catalog.
 #[derive(Clone)]
 pub struct Catalog {
-    pub(crate) db: DatabaseConnection,
+    pub(crate) store: CatalogStore,
     /// Function + current template by (function, locale), read on every BuildPrompt: kept
     /// for [`RECIPE_TTL`], cleared at once here on every catalog change (other replicas see a
     /// change within the TTL).
@@ -62,7 +65,7 @@ pub(crate) fn declared_params(f: &function::Model) -> BTreeMap<String, String> {
 
 impl Catalog {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db, recipes: Default::default() }
+        Self { store: CatalogStore::new(db), recipes: Default::default() }
     }
 
     pub(crate) fn forget_recipes(&self) {
@@ -96,8 +99,9 @@ impl Catalog {
 
     pub async fn topics(&self, locale: &str) -> Result<Vec<Topic>> {
         let locale = values::locale(locale)?;
-        let mut out: Vec<Topic> = topic::Entity::find()
-            .all(&self.db)
+        let mut out: Vec<Topic> = self
+            .store
+            .topics()
             .await?
             .into_iter()
             .map(|t| Topic {
@@ -112,12 +116,7 @@ impl Catalog {
 
     async fn locales_by_function(&self) -> Result<HashMap<String, Vec<String>>> {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
-        for t in template::Entity::find()
-            .filter(template::Column::Current.eq(true))
-            .order_by_asc(template::Column::Locale)
-            .all(&self.db)
-            .await?
-        {
+        for t in self.store.current_templates().await? {
             map.entry(t.function_id).or_default().push(t.locale);
         }
         Ok(map)
@@ -140,8 +139,9 @@ impl Catalog {
     pub async fn functions(&self, locale: &str) -> Result<Vec<Function>> {
         let locale = values::locale(locale)?;
         let mut locales = self.locales_by_function().await?;
-        let mut out: Vec<Function> = function::Entity::find()
-            .all(&self.db)
+        let mut out: Vec<Function> = self
+            .store
+            .functions()
             .await?
             .into_iter()
             .map(|f| {
@@ -155,8 +155,8 @@ impl Catalog {
 
     pub(crate) async fn function(&self, id: &str) -> Result<function::Model> {
         let id = values::slug("function_id", id)?;
-        function::Entity::find_by_id(id.clone())
-            .one(&self.db)
+        self.store
+            .function(&id)
             .await?
             .ok_or_else(|| PromptError::NotFound(format!("no function `{id}`")))
     }
@@ -173,12 +173,7 @@ impl Catalog {
         function_id: &str,
         locale: &str,
     ) -> Result<Option<template::Model>> {
-        Ok(template::Entity::find()
-            .filter(template::Column::FunctionId.eq(function_id))
-            .filter(template::Column::Locale.eq(locale))
-            .filter(template::Column::Current.eq(true))
-            .one(&self.db)
-            .await?)
+        Ok(self.store.current_template(function_id, locale).await?)
     }
 
     /// The messages for `topic` + `function_id`: user text is inserted as data, never parsed.

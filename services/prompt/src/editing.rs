@@ -3,11 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-    sea_query::Expr,
-};
-
 use crate::{
     catalog::{Catalog, declared_params},
     domain::{
@@ -18,6 +13,7 @@ use crate::{
     },
     error::{PromptError, Result},
     store::{
+        catalog::NewTemplate,
         entities::{function, template},
         seed::BUILTINS,
     },
@@ -124,41 +120,31 @@ impl Catalog {
         }
         let (locale, declared) = Self::check_template(t, &params)?;
         let now = chrono::Utc::now();
-        let txn = self.db.begin().await?;
-        let inserted = function::ActiveModel {
-            id: Set(id.clone()),
-            title_en: Set(title.clone()),
-            title_ru: Set(title),
-            description_en: Set(description.clone()),
-            description_ru: Set(description),
-            class: Set(class),
-            default_max_tokens: Set(f.default_max_tokens as i32),
-            min_tier: Set(min_tier),
-            params: Set(serde_json::to_string(&params).unwrap_or_else(|_| "{}".into())),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await;
-        match inserted {
+        let row = function::Model {
+            id: id.clone(),
+            title_en: title.clone(),
+            title_ru: title,
+            description_en: description.clone(),
+            description_ru: description,
+            class,
+            default_max_tokens: f.default_max_tokens as i32,
+            min_tier,
+            params: serde_json::to_string(&params).unwrap_or_else(|_| "{}".into()),
+            created_at: now,
+        };
+        let first = NewTemplate {
+            function_id: &id,
+            locale: &locale,
+            system: &t.system,
+            user: &t.user,
+            variables: &declared,
+        };
+        match self.store.create(row, first).await {
             Err(e) if skillup_kit::db::is_unique_violation(&e) => {
                 return Err(PromptError::Exists(format!("function `{id}` already exists")));
             }
             other => other?,
         };
-        template::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
-            function_id: Set(id.clone()),
-            locale: Set(locale),
-            version: Set(1),
-            system: Set(t.system.clone()),
-            user: Set(t.user.clone()),
-            variables: Set(declared.join(" ")),
-            current: Set(true),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        txn.commit().await?;
         self.forget_recipes();
         self.get_function(&id, "en").await
     }
@@ -189,35 +175,14 @@ impl Catalog {
         declared: &[String],
         t: &TemplateDraft,
     ) -> std::result::Result<TemplateVersion, sea_orm::DbErr> {
-        let txn = self.db.begin().await?;
-        let last = template::Entity::find()
-            .filter(template::Column::FunctionId.eq(function_id))
-            .filter(template::Column::Locale.eq(locale))
-            .order_by_desc(template::Column::Version)
-            .one(&txn)
-            .await?
-            .map_or(0, |t| t.version);
-        let inserted = template::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
-            function_id: Set(function_id.to_owned()),
-            locale: Set(locale.to_owned()),
-            version: Set(last + 1),
-            system: Set(t.system.clone()),
-            user: Set(t.user.clone()),
-            variables: Set(declared.join(" ")),
-            current: Set(true),
-            created_at: Set(chrono::Utc::now()),
-        }
-        .insert(&txn)
-        .await?;
-        template::Entity::update_many()
-            .col_expr(template::Column::Current, Expr::value(false))
-            .filter(template::Column::FunctionId.eq(function_id))
-            .filter(template::Column::Locale.eq(locale))
-            .filter(template::Column::Id.ne(inserted.id))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
+        let t = NewTemplate {
+            function_id,
+            locale,
+            system: &t.system,
+            user: &t.user,
+            variables: declared,
+        };
+        let inserted = self.store.publish(t).await?;
         self.forget_recipes();
         Ok(template_version(&inserted))
     }
@@ -231,42 +196,25 @@ impl Catalog {
     ) -> Result<TemplateVersion> {
         let f = self.function(function_id).await?;
         let locale = values::locale(locale)?;
-        let txn = self.db.begin().await?;
-        let Some(target) = template::Entity::find()
-            .filter(template::Column::FunctionId.eq(&f.id))
-            .filter(template::Column::Locale.eq(&locale))
-            .filter(template::Column::Version.eq(version as i32))
-            .one(&txn)
-            .await?
-        else {
+        let Some(updated) = self.store.make_current(&f.id, &locale, version as i32).await? else {
             return Err(PromptError::NotFound(format!(
                 "`{}` has no version {version} in `{locale}`",
                 f.id
             )));
         };
-        template::Entity::update_many()
-            .col_expr(template::Column::Current, Expr::value(false))
-            .filter(template::Column::FunctionId.eq(&f.id))
-            .filter(template::Column::Locale.eq(&locale))
-            .exec(&txn)
-            .await?;
-        let mut active: template::ActiveModel = target.into();
-        active.current = Set(true);
-        let updated = active.update(&txn).await?;
-        txn.commit().await?;
         self.forget_recipes();
         Ok(template_version(&updated))
     }
 
     pub async fn templates(&self, function_id: &str, locale: &str) -> Result<Vec<TemplateVersion>> {
         let f = self.function(function_id).await?;
-        let mut q = template::Entity::find().filter(template::Column::FunctionId.eq(&f.id));
-        if !locale.is_empty() {
-            q = q.filter(template::Column::Locale.eq(values::locale(locale)?));
-        }
-        Ok(q.order_by_asc(template::Column::Locale)
-            .order_by_desc(template::Column::Version)
-            .all(&self.db)
+        let locale = match locale {
+            "" => None,
+            l => Some(values::locale(l)?),
+        };
+        Ok(self
+            .store
+            .templates(&f.id, locale.as_deref())
             .await?
             .iter()
             .map(template_version)

@@ -1,5 +1,6 @@
 //! The catalog's tables: topics, functions, and versioned templates per function and locale.
 
+pub mod catalog;
 pub mod entities;
 pub mod migration;
 pub mod seed;
