@@ -6,11 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, ExprTrait},
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Set, TransactionTrait};
 use sha2::{Digest, Sha256};
 use skillup_kit::{
     bus::SharedBus,
@@ -25,7 +21,7 @@ use crate::{
         TransactionStatus as Status,
     },
     error::{PaymentError, Result},
-    store::entities::{account, posting, transaction},
+    store::{entities::transaction, ledger::LedgerStore},
 };
 
 /// The currency of a balance asked for without one.
@@ -34,6 +30,7 @@ pub const DEFAULT_CURRENCY: &str = "USD";
 #[derive(Clone)]
 pub struct Ledger {
     db: DatabaseConnection,
+    store: LedgerStore,
     outbox: Outbox,
     provider: Arc<dyn PaymentProvider>,
 }
@@ -122,7 +119,8 @@ enum Refused {
 
 impl Ledger {
     pub fn new(db: DatabaseConnection, bus: SharedBus, provider: Arc<dyn PaymentProvider>) -> Self {
-        Self { outbox: Outbox::new(db.clone(), bus, crate::store::OUTBOX), db, provider }
+        let outbox = Outbox::new(db.clone(), bus, crate::store::OUTBOX);
+        Self { store: LedgerStore::new(db.clone()), outbox, db, provider }
     }
 
     pub async fn balance(&self, user: Uuid, currency: &str) -> Result<Balance> {
@@ -131,7 +129,7 @@ impl Ledger {
         } else {
             domain::currency("currency", currency)?
         };
-        let row = account::Entity::find_by_id(wallet(user, &currency)).one(&self.db).await?;
+        let row = self.store.account(&wallet(user, &currency)).await?;
         Ok(Balance {
             user,
             available_minor: row.as_ref().map_or(0, |a| a.balance_minor),
@@ -182,7 +180,7 @@ impl Ledger {
         // The processor deduplicates by the same key, so racing duplicates capture once.
         let scoped_key = format!("{}:{}", m.scope(), m.key);
         match self.provider.capture(amount, &currency, payment_method, &scoped_key).await? {
-            Authorization::Approved { .. } => self.execute(m).await,
+            Authorization::Approved { .. } => self.apply(m).await,
             Authorization::Declined { reason } => self.refuse(m, reason).await,
         }
     }
@@ -218,7 +216,7 @@ impl Ledger {
             description,
             refund_of: None,
         };
-        self.execute(m).await
+        self.apply(m).await
     }
 
     /// Returns (part of) a charge.
@@ -234,8 +232,9 @@ impl Ledger {
         })?;
         let key = domain::idempotency_key(key)?;
         let description = domain::description(description)?;
-        let charge = transaction::Entity::find_by_id(id)
-            .one(&self.db)
+        let charge = self
+            .store
+            .entry(id)
             .await?
             .filter(|t| t.kind == Kind::Charge && t.status == Status::Succeeded)
             .ok_or_else(|| PaymentError::NotFound(format!("no successful charge {id}")))?;
@@ -253,7 +252,7 @@ impl Ledger {
             description,
             refund_of: Some(id),
         };
-        self.execute(m).await
+        self.apply(m).await
     }
 
     /// The caller's entries, newest first; `page_token` is the last id seen.
@@ -267,18 +266,16 @@ impl Ledger {
             0 => 20,
             n => Ord::min(n, 100),
         } as u64;
-        let mut q = transaction::Entity::find().filter(transaction::Column::UserId.eq(user));
-        if !page_token.is_empty() {
-            let after = Uuid::parse_str(page_token).map_err(|_| {
+        let before = match page_token {
+            "" => None,
+            t => Some(Uuid::parse_str(t).map_err(|_| {
                 PaymentError::Invalid(
                     "page.page_token",
                     "`page_token` is not one this service gave".into(),
                 )
-            })?;
-            q = q.filter(transaction::Column::Id.lt(after));
-        }
-        let mut rows =
-            q.order_by_desc(transaction::Column::Id).limit(size + 1).all(&self.db).await?;
+            })?),
+        };
+        let mut rows = self.store.entries(user, before, size + 1).await?;
         let next = if rows.len() as u64 > size {
             rows.truncate(size as usize);
             rows.last().map(|r| r.id.to_string()).unwrap_or_default()
@@ -289,11 +286,7 @@ impl Ledger {
     }
 
     async fn existing(&self, m: &Movement) -> Result<Option<transaction::Model>> {
-        Ok(transaction::Entity::find()
-            .filter(transaction::Column::IdempotencyScope.eq(m.scope()))
-            .filter(transaction::Column::IdempotencyKey.eq(&m.key))
-            .one(&self.db)
-            .await?)
+        Ok(self.store.entry_by_key(&m.scope(), &m.key).await?)
     }
 
     /// The first answer for a key, or a refusal when the request differs.
@@ -311,28 +304,8 @@ impl Ledger {
         Ok((t, false))
     }
 
-    async fn ensure_account<C: ConnectionTrait>(
-        db: &C,
-        key: &str,
-        user: Option<Uuid>,
-        currency: &str,
-    ) -> std::result::Result<(), DbErr> {
-        account::Entity::insert(account::ActiveModel {
-            key: Set(key.to_owned()),
-            user_id: Set(user),
-            currency: Set(currency.to_owned()),
-            balance_minor: Set(0),
-            allow_negative: Set(user.is_none()),
-            updated_at: Set(chrono::Utc::now()),
-        })
-        .on_conflict_do_nothing_on([account::Column::Key])
-        .exec(db)
-        .await?;
-        Ok(())
-    }
-
     /// Applies a movement once per key; retries what SQLite reports as busy.
-    async fn execute(&self, m: Movement) -> Result<Outcome> {
+    async fn apply(&self, m: Movement) -> Result<Outcome> {
         for attempt in 0..50u64 {
             if let Some(existing) = self.existing(&m).await? {
                 // A charge refused for want of funds moved nothing: the same request may try
@@ -344,14 +317,10 @@ impl Ledger {
                 if !retry_refused {
                     return self.replay(existing, &m.hash);
                 }
-                transaction::Entity::delete_many()
-                    .filter(transaction::Column::Id.eq(existing.id))
-                    .filter(transaction::Column::Status.eq(Status::Failed))
-                    .exec(&self.db)
-                    .await?;
+                self.store.forget_refusal(existing.id).await?;
                 continue;
             }
-            match self.try_execute(&m).await {
+            match self.try_apply(&m).await {
                 Ok(Ok(t)) => {
                     self.outbox.wake();
                     return Ok((t, true));
@@ -376,7 +345,7 @@ impl Ledger {
         Err(PaymentError::Unavailable("the ledger stayed busy".into()))
     }
 
-    async fn try_execute(
+    async fn try_apply(
         &self,
         m: &Movement,
     ) -> std::result::Result<std::result::Result<transaction::Model, Refused>, DbErr> {
@@ -388,83 +357,27 @@ impl Ledger {
         let now = chrono::Utc::now();
         let id = Uuid::now_v7();
         let txn = self.db.begin().await?;
+        let store = &self.store;
         // Accounts are made on first use, inside the movement (no commit of their own).
-        Self::ensure_account(&txn, &m.from, from_user, &m.currency).await?;
-        Self::ensure_account(&txn, &m.to, to_user, &m.currency).await?;
+        store.ensure_account(&txn, &m.from, from_user, &m.currency).await?;
+        store.ensure_account(&txn, &m.to, to_user, &m.currency).await?;
         // The entry first: the unique index stops a concurrent duplicate here, before any
         // money moves.
-        m.entry(id, Status::Succeeded, String::new(), now).insert(&txn).await?;
-        if let Some(charge) = m.refund_of {
-            let done = transaction::Entity::update_many()
-                .col_expr(
-                    transaction::Column::RefundedMinor,
-                    Expr::col(transaction::Column::RefundedMinor).add(m.amount),
-                )
-                .filter(transaction::Column::Id.eq(charge))
-                .filter(
-                    Expr::col(transaction::Column::RefundedMinor)
-                        .add(m.amount)
-                        .lte(Expr::col(transaction::Column::AmountMinor)),
-                )
-                .exec(&txn)
-                .await?;
-            if done.rows_affected != 1 {
-                txn.rollback().await?;
-                return Ok(Err(Refused::RefundTooLarge));
-            }
+        store.insert_entry(&txn, m.entry(id, Status::Succeeded, String::new(), now)).await?;
+        if let Some(charge) = m.refund_of
+            && !store.add_refunded(&txn, charge, m.amount).await?
+        {
+            txn.rollback().await?;
+            return Ok(Err(Refused::RefundTooLarge));
         }
         // The debit is conditional: a wallet never goes below zero, whatever runs beside it.
-        let debited = account::Entity::update_many()
-            .col_expr(
-                account::Column::BalanceMinor,
-                Expr::col(account::Column::BalanceMinor).sub(m.amount),
-            )
-            .col_expr(account::Column::UpdatedAt, Expr::value(now))
-            .filter(account::Column::Key.eq(&m.from))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(account::Column::AllowNegative.eq(true))
-                    .add(account::Column::BalanceMinor.gte(m.amount)),
-            )
-            .exec(&txn)
-            .await?;
-        if debited.rows_affected != 1 {
+        if !store.debit(&txn, &m.from, m.amount, now).await? {
             txn.rollback().await?;
             return Ok(Err(Refused::Insufficient));
         }
-        account::Entity::update_many()
-            .col_expr(
-                account::Column::BalanceMinor,
-                Expr::col(account::Column::BalanceMinor).add(m.amount),
-            )
-            .col_expr(account::Column::UpdatedAt, Expr::value(now))
-            .filter(account::Column::Key.eq(&m.to))
-            .exec(&txn)
-            .await?;
-        for (key, amount) in [(&m.from, -m.amount), (&m.to, m.amount)] {
-            posting::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                transaction_id: Set(id),
-                account_key: Set(key.clone()),
-                amount_minor: Set(amount),
-                created_at: Set(now),
-            }
-            .insert(&txn)
-            .await?;
-        }
-        let after = account::Entity::find_by_id(wallet(m.user_id, &m.currency))
-            .one(&txn)
-            .await?
-            .map_or(0, |a| a.balance_minor);
-        transaction::Entity::update_many()
-            .col_expr(transaction::Column::BalanceAfterMinor, Expr::value(after))
-            .filter(transaction::Column::Id.eq(id))
-            .exec(&txn)
-            .await?;
-        let row = transaction::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .ok_or(DbErr::RecordNotFound("the entry just written".into()))?;
+        store.credit(&txn, &m.to, m.amount, now).await?;
+        store.post(&txn, id, &m.from, &m.to, m.amount, now).await?;
+        let row = store.stamp_balance(&txn, id, &wallet(m.user_id, &m.currency)).await?;
         self.record_event(&txn, &row).await?;
         txn.commit().await?;
         Ok(Ok(row))
@@ -499,7 +412,7 @@ impl Ledger {
         row: transaction::ActiveModel,
     ) -> std::result::Result<transaction::Model, DbErr> {
         let txn = self.db.begin().await?;
-        let t = row.insert(&txn).await?;
+        let t = self.store.insert_entry(&txn, row).await?;
         self.record_event(&txn, &t).await?;
         txn.commit().await?;
         Ok(t)
@@ -525,7 +438,7 @@ impl Ledger {
     /// every account's balance equals the sum of its postings. Returns the offenders.
     pub async fn audit(&self) -> Result<Vec<String>> {
         let mut bad = Vec::new();
-        let postings = posting::Entity::find().all(&self.db).await?;
+        let postings = self.store.all_postings().await?;
         let mut by_tx: std::collections::HashMap<Uuid, i64> = Default::default();
         let mut by_account: std::collections::HashMap<String, i64> = Default::default();
         for p in &postings {
@@ -537,7 +450,7 @@ impl Ledger {
                 bad.push(format!("transaction {tx}: postings sum to {sum}"));
             }
         }
-        for a in account::Entity::find().all(&self.db).await? {
+        for a in self.store.all_accounts().await? {
             let sum = by_account.get(&a.key).copied().unwrap_or(0);
             if sum != a.balance_minor {
                 bad.push(format!(
