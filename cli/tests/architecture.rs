@@ -216,7 +216,7 @@ fn the_rules_of_a_service_take_and_return_its_own_values() {
 }
 
 /// Service crates whose store owns every statement (issue 18 moves the others).
-const STORE_OWNS_SQL: [&str; 4] = ["ai", "payment", "prompt", "subscribe"];
+const STORE_OWNS_SQL: [&str; 5] = ["ai", "notification", "payment", "prompt", "subscribe"];
 
 /// Lines of `src` that build or run a statement.
 fn sql_lines(src: &str) -> Vec<String> {

@@ -1,16 +1,9 @@
 //! The email digest: what finished since the last one, one email per user per run, claimed so
 //! that no two replicas send it.
 
-use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, Query},
-};
 use skillup_kit::mailer::Email;
 
-use crate::{
-    error::Result,
-    store::{contact, item},
-};
+use crate::{error::Result, store::item};
 
 use crate::notifier::*;
 
@@ -41,43 +34,13 @@ impl Notifier {
     /// Safe on every replica at once: a user's batch is claimed by a conditional update before
     /// it is sent (and handed back if sending fails). Returns how many emails went out.
     pub async fn send_digests(&self) -> Result<usize> {
-        let pending = contact::Entity::find()
-            .filter(contact::Column::MailPending.eq(true))
-            .limit(200)
-            .all(&self.db)
-            .await?;
+        let pending = self.store.pending_contacts(200).await?;
         let mut sent = 0;
         for c in pending {
-            let items = item::Entity::find()
-                .filter(item::Column::UserId.eq(c.user_id))
-                .filter(item::Column::Seq.gt(c.emailed_seq))
-                .filter(item::Column::Kind.is_in(DIGESTED))
-                .order_by_asc(item::Column::Seq)
-                .limit(50)
-                .all(&self.db)
-                .await?;
+            let items = self.store.of_kinds_after(c.user_id, &DIGESTED, c.emailed_seq, 50).await?;
             let upto = items.last().map_or(c.emailed_seq, |n| n.seq);
-            // Still pending if something newer than this digest is stored by now: decided in
-            // the claiming statement itself, so a notification stored while this digest was
-            // being read is never marked as sent (its insert holds the contact row until its
-            // commit, and the claim waits for it).
-            let newer = Query::select()
-                .expr(Expr::value(1))
-                .from(item::Entity)
-                .and_where(item::Column::UserId.eq(c.user_id))
-                .and_where(item::Column::Seq.gt(upto))
-                .and_where(item::Column::Kind.is_in(DIGESTED))
-                .to_owned();
-            let claimed = contact::Entity::update_many()
-                .col_expr(contact::Column::EmailedSeq, Expr::value(upto))
-                .col_expr(contact::Column::MailPending, Expr::exists(newer))
-                .filter(contact::Column::UserId.eq(c.user_id))
-                .filter(contact::Column::EmailedSeq.eq(c.emailed_seq))
-                .filter(contact::Column::MailPending.eq(true))
-                .exec(&self.db)
-                .await?
-                .rows_affected
-                == 1;
+            let claimed =
+                self.store.claim_digest(c.user_id, &DIGESTED, c.emailed_seq, upto).await?;
             if !claimed
                 || items.is_empty()
                 || !self.preferences(c.user_id).await?.email_on_generation
@@ -87,13 +50,7 @@ impl Notifier {
             let email = digest(&c.email, &items, &self.public_url);
             if let Err(e) = self.mailer.send(email).await {
                 tracing::warn!(error = %e, "digest email failed; it is retried next run");
-                contact::Entity::update_many()
-                    .col_expr(contact::Column::EmailedSeq, Expr::value(c.emailed_seq))
-                    .col_expr(contact::Column::MailPending, Expr::value(true))
-                    .filter(contact::Column::UserId.eq(c.user_id))
-                    .filter(contact::Column::EmailedSeq.eq(upto))
-                    .exec(&self.db)
-                    .await?;
+                self.store.unclaim_digest(c.user_id, c.emailed_seq, upto).await?;
                 continue;
             }
             metrics::counter!("notification_emails_total").increment(1);

@@ -6,9 +6,6 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use prost::Message as _;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait, sea_query::Expr,
-};
 use skillup_kit::{
     Shutdown,
     bus::{Delivery, SubscriptionSpec},
@@ -21,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{NotificationError, Result},
-    store::{contact, item},
+    store::item,
 };
 
 use crate::notifier::*;
@@ -244,43 +241,29 @@ impl Notifier {
         let Ok(user) = Uuid::parse_str(&env.user_id) else { return Ok(None) };
         let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
         for attempt in 0..100u64 {
-            let row = item::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                user_id: Set(user),
-                seq: Set(self.newest_seq(user).await? + 1),
-                kind: Set(kind),
-                title: Set(title.clone()),
-                body: Set(body.clone()),
-                data: Set(data.clone()),
-                event_id: Set(env.id.clone()),
-                created_at: Set(Utc::now()),
-                read_at: Set(None),
+            let row = item::Model {
+                id: Uuid::now_v7(),
+                user_id: user,
+                seq: self.newest_seq(user).await? + 1,
+                kind,
+                title: title.clone(),
+                body: body.clone(),
+                data: data.clone(),
+                event_id: env.id.clone(),
+                created_at: Utc::now(),
+                read_at: None,
             };
-            // The row and the digest's flag together: a digest that claims the contact sees
-            // either both or neither (see `send_digests`).
-            let txn = self.db.begin().await?;
-            match row.insert(&txn).await {
+            // The row and the digest's flag together (see `send_digests`); the next digest
+            // emails it when the user has an address on file.
+            match self.store.insert(row, DIGESTED.contains(&kind)).await {
                 Ok(n) => {
-                    if DIGESTED.contains(&kind) {
-                        // The next digest emails it (when the user has an address on file).
-                        contact::Entity::update_many()
-                            .col_expr(contact::Column::MailPending, Expr::value(true))
-                            .filter(contact::Column::UserId.eq(user))
-                            .exec(&txn)
-                            .await?;
-                    }
-                    txn.commit().await?;
                     metrics::counter!("notifications_created_total").increment(1);
                     return Ok(Some(n));
                 }
                 // This very event is stored already (a redelivery): the stored one. Otherwise
                 // another event took this sequence number: the next.
                 Err(e) if skillup_kit::db::is_unique_violation(&e) => {
-                    txn.rollback().await?;
-                    let existing = item::Entity::find()
-                        .filter(item::Column::EventId.eq(env.id.clone()))
-                        .one(&self.db)
-                        .await?;
+                    let existing = self.store.by_event(&env.id).await?;
                     if existing.is_some() {
                         metrics::counter!("notifications_duplicate_events_total").increment(1);
                         return Ok(existing);
@@ -314,21 +297,12 @@ impl Notifier {
     ) -> Result<()> {
         let Some(u) = &reg.user else { return Ok(()) };
         let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
-        contact::Entity::insert(contact::ActiveModel {
-            user_id: Set(user),
-            email: Set(u.email.clone()),
-            emailed_seq: Set(0),
-            // Events of the same user may have been stored before this one arrived.
-            mail_pending: Set(true),
-        })
-        .on_conflict_do_nothing_on([contact::Column::UserId])
-        .exec(&self.db)
-        .await?;
-        Ok(())
+        // Pending: events of the same user may have been stored before this one arrived.
+        Ok(self.store.add_contact(user, &u.email).await?)
     }
 
     /// The address emails to `user` go to, if one is on file.
     pub async fn contact(&self, user: Uuid) -> Result<Option<String>> {
-        Ok(contact::Entity::find_by_id(user).one(&self.db).await?.map(|c| c.email))
+        Ok(self.store.contact(user).await?.map(|c| c.email))
     }
 }

@@ -2,14 +2,10 @@
 //! missed after the last id it saw, and drops duplicates by id — nothing falls in the gap
 //! between the two.
 
-use sea_orm::EntityTrait;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::{
-    error::{NotificationError, Result},
-    store::item,
-};
+use crate::error::{NotificationError, Result};
 
 use crate::notifier::*;
 
@@ -91,12 +87,7 @@ impl Notifier {
             "" => None,
             s => {
                 let id = Uuid::parse_str(s).map_err(|_| invalid())?;
-                let n = item::Entity::find_by_id(id)
-                    .one(&self.db)
-                    .await?
-                    .filter(|n| n.user_id == user)
-                    .ok_or_else(invalid)?;
-                Some(n.seq)
+                Some(self.store.seq_of(user, id).await?.ok_or_else(invalid)?)
             }
         };
         // Live first, then the backlog: nothing can fall between the two.

@@ -6,14 +6,17 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::DatabaseConnection;
 use skillup_kit::{bus::SharedBus, mailer::SharedMailer};
 
 pub use crate::domain::{Notification, NotificationKind};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::{error::Result, store::item};
+use crate::{
+    error::Result,
+    store::{NotificationStore, item},
+};
 
 /// The fan-out id: the notification id and its sequence number (`{id}/{seq}`), so replicas
 /// order it without another read.
@@ -23,7 +26,7 @@ pub(crate) fn fanout_id(n: &item::Model) -> String {
 
 #[derive(Clone)]
 pub struct Notifier {
-    pub(crate) db: DatabaseConnection,
+    pub(crate) store: NotificationStore,
     pub(crate) bus: SharedBus,
     pub(crate) mailer: SharedMailer,
     /// Base of the link in emails.
@@ -43,20 +46,13 @@ impl Notifier {
         mailer: SharedMailer,
         public_url: impl Into<String>,
     ) -> Self {
-        Self { db, bus, mailer, public_url: public_url.into(), live: Default::default() }
+        let store = NotificationStore::new(db);
+        Self { store, bus, mailer, public_url: public_url.into(), live: Default::default() }
     }
 
     /// The user's newest sequence number (0 before the first notification).
     pub(crate) async fn newest_seq(&self, user: Uuid) -> Result<i64> {
-        Ok(item::Entity::find()
-            .select_only()
-            .column_as(item::Column::Seq.max(), "max")
-            .filter(item::Column::UserId.eq(user))
-            .into_tuple::<Option<i64>>()
-            .one(&self.db)
-            .await?
-            .flatten()
-            .unwrap_or(0))
+        Ok(self.store.newest_seq(user).await?)
     }
 
     /// Stored notifications with sequence numbers in `(after, upto]`, in order.
@@ -66,13 +62,7 @@ impl Notifier {
         after: i64,
         upto: Option<i64>,
     ) -> Result<Vec<item::Model>> {
-        let mut q = item::Entity::find()
-            .filter(item::Column::UserId.eq(user))
-            .filter(item::Column::Seq.gt(after));
-        if let Some(u) = upto {
-            q = q.filter(item::Column::Seq.lte(u));
-        }
-        Ok(q.order_by_asc(item::Column::Seq).limit(MAX_BACKLOG).all(&self.db).await?)
+        Ok(self.store.after(user, after, upto, MAX_BACKLOG).await?)
     }
 }
 

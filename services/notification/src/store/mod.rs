@@ -1,6 +1,10 @@
 //! The notification service's tables: each user's notifications (one per bus event, unique by
 //! the event id) and their delivery preferences.
 
+pub mod notifications;
+
+pub use notifications::NotificationStore;
+
 use sea_orm_migration::{prelude::*, schema::*};
 
 skillup_kit::migrator!(

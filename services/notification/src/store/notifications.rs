@@ -1,0 +1,241 @@
+//! Every statement on the notification service's tables: `notification_items` (each user's
+//! notifications in sequence), `notification_contacts` (where the digest goes, and what it
+//! covered) and `notification_prefs`.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, Query},
+};
+use uuid::Uuid;
+
+use super::{contact, item, prefs};
+use crate::domain::NotificationKind;
+
+#[derive(Clone)]
+pub struct NotificationStore {
+    db: DatabaseConnection,
+}
+
+impl NotificationStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The user's newest sequence number (0 before the first notification).
+    pub async fn newest_seq(&self, user: Uuid) -> Result<i64, DbErr> {
+        Ok(item::Entity::find()
+            .select_only()
+            .column_as(item::Column::Seq.max(), "max")
+            .filter(item::Column::UserId.eq(user))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten()
+            .unwrap_or(0))
+    }
+
+    /// The user's notifications with sequence numbers in `(after, upto]`, in order, at most
+    /// `limit`.
+    pub async fn after(
+        &self,
+        user: Uuid,
+        after: i64,
+        upto: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<item::Model>, DbErr> {
+        let mut q = item::Entity::find()
+            .filter(item::Column::UserId.eq(user))
+            .filter(item::Column::Seq.gt(after));
+        if let Some(u) = upto {
+            q = q.filter(item::Column::Seq.lte(u));
+        }
+        q.order_by_asc(item::Column::Seq).limit(limit).all(&self.db).await
+    }
+
+    /// The sequence number of the user's notification `id` (`None`: not one of theirs).
+    pub async fn seq_of(&self, user: Uuid, id: Uuid) -> Result<Option<i64>, DbErr> {
+        Ok(item::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .filter(|n| n.user_id == user)
+            .map(|n| n.seq))
+    }
+
+    /// Up to `limit` of the user's notifications before sequence `before`, newest first.
+    pub async fn page(
+        &self,
+        user: Uuid,
+        unread_only: bool,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<item::Model>, DbErr> {
+        let mut q = item::Entity::find().filter(item::Column::UserId.eq(user));
+        if unread_only {
+            q = q.filter(item::Column::ReadAt.is_null());
+        }
+        if let Some(before) = before {
+            q = q.filter(item::Column::Seq.lt(before));
+        }
+        q.order_by_desc(item::Column::Seq).limit(limit).all(&self.db).await
+    }
+
+    pub async fn unread(&self, user: Uuid) -> Result<u64, DbErr> {
+        item::Entity::find()
+            .filter(item::Column::UserId.eq(user))
+            .filter(item::Column::ReadAt.is_null())
+            .count(&self.db)
+            .await
+    }
+
+    /// Marks the user's unread notifications read (those in `ids`, or all); how many changed.
+    pub async fn mark_read(&self, user: Uuid, ids: Option<Vec<Uuid>>) -> Result<u64, DbErr> {
+        let mut q = item::Entity::update_many()
+            .col_expr(item::Column::ReadAt, Expr::value(Utc::now()))
+            .filter(item::Column::UserId.eq(user))
+            .filter(item::Column::ReadAt.is_null());
+        if let Some(ids) = ids {
+            q = q.filter(item::Column::Id.is_in(ids));
+        }
+        Ok(q.exec(&self.db).await?.rows_affected)
+    }
+
+    pub async fn prefs(&self, user: Uuid) -> Result<Option<prefs::Model>, DbErr> {
+        prefs::Entity::find_by_id(user).one(&self.db).await
+    }
+
+    pub async fn set_prefs(&self, p: prefs::Model) -> Result<(), DbErr> {
+        prefs::Entity::insert(prefs::ActiveModel::from(p))
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(prefs::Column::UserId)
+                    .update_columns([
+                        prefs::Column::EmailOnGeneration,
+                        prefs::Column::EmailOnPayment,
+                        prefs::Column::Locale,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// Stores a notification and, when the digest emails it (`digested`), marks its user's
+    /// contact pending — together, so a digest claiming the contact sees both or neither. A
+    /// unique violation: the event is stored already, or its sequence number was taken.
+    pub async fn insert(&self, row: item::Model, digested: bool) -> Result<item::Model, DbErr> {
+        let user = row.user_id;
+        let txn = self.db.begin().await?;
+        let n = match item::ActiveModel::from(row).insert(&txn).await {
+            Ok(n) => n,
+            Err(e) => {
+                txn.rollback().await?;
+                return Err(e);
+            }
+        };
+        if digested {
+            contact::Entity::update_many()
+                .col_expr(contact::Column::MailPending, Expr::value(true))
+                .filter(contact::Column::UserId.eq(user))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(n)
+    }
+
+    /// The notification stored for bus event `event_id`.
+    pub async fn by_event(&self, event_id: &str) -> Result<Option<item::Model>, DbErr> {
+        item::Entity::find().filter(item::Column::EventId.eq(event_id)).one(&self.db).await
+    }
+
+    /// Keeps the user's address (first one wins), pending: events of the user may be stored
+    /// already.
+    pub async fn add_contact(&self, user: Uuid, email: &str) -> Result<(), DbErr> {
+        contact::Entity::insert(contact::ActiveModel {
+            user_id: Set(user),
+            email: Set(email.to_owned()),
+            emailed_seq: Set(0),
+            mail_pending: Set(true),
+        })
+        .on_conflict_do_nothing_on([contact::Column::UserId])
+        .exec(&self.db)
+        .await
+        .map(drop)
+    }
+
+    pub async fn contact(&self, user: Uuid) -> Result<Option<contact::Model>, DbErr> {
+        contact::Entity::find_by_id(user).one(&self.db).await
+    }
+
+    /// Up to `limit` contacts with mail pending.
+    pub async fn pending_contacts(&self, limit: u64) -> Result<Vec<contact::Model>, DbErr> {
+        contact::Entity::find()
+            .filter(contact::Column::MailPending.eq(true))
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Up to `limit` of the user's notifications of `kinds` after sequence `after`, in order.
+    pub async fn of_kinds_after(
+        &self,
+        user: Uuid,
+        kinds: &[NotificationKind],
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<item::Model>, DbErr> {
+        item::Entity::find()
+            .filter(item::Column::UserId.eq(user))
+            .filter(item::Column::Seq.gt(after))
+            .filter(item::Column::Kind.is_in(kinds.iter().copied()))
+            .order_by_asc(item::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Claims a digest of the user's notifications `(from, upto]`: only if the contact still
+    /// says `from` and pending. It stays pending if something of `kinds` newer than `upto` is
+    /// stored by now — decided in the claiming statement itself, so a notification stored
+    /// while the digest was being read is never marked as sent (its insert holds the contact
+    /// row until its commit, and the claim waits for it). Whether this call has it.
+    pub async fn claim_digest(
+        &self,
+        user: Uuid,
+        kinds: &[NotificationKind],
+        from: i64,
+        upto: i64,
+    ) -> Result<bool, DbErr> {
+        let newer = Query::select()
+            .expr(Expr::value(1))
+            .from(item::Entity)
+            .and_where(item::Column::UserId.eq(user))
+            .and_where(item::Column::Seq.gt(upto))
+            .and_where(item::Column::Kind.is_in(kinds.iter().copied()))
+            .to_owned();
+        let n = contact::Entity::update_many()
+            .col_expr(contact::Column::EmailedSeq, Expr::value(upto))
+            .col_expr(contact::Column::MailPending, Expr::exists(newer))
+            .filter(contact::Column::UserId.eq(user))
+            .filter(contact::Column::EmailedSeq.eq(from))
+            .filter(contact::Column::MailPending.eq(true))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+
+    /// Hands a claimed digest back (its email could not be sent).
+    pub async fn unclaim_digest(&self, user: Uuid, from: i64, upto: i64) -> Result<(), DbErr> {
+        contact::Entity::update_many()
+            .col_expr(contact::Column::EmailedSeq, Expr::value(from))
+            .col_expr(contact::Column::MailPending, Expr::value(true))
+            .filter(contact::Column::UserId.eq(user))
+            .filter(contact::Column::EmailedSeq.eq(upto))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+}
