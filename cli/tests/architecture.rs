@@ -8,6 +8,8 @@
 //! - in a service crate, the contract's types stay in the adapters — `lib.rs`, `grpc.rs`
 //!   (tonic), `clients.rs` (ports over gRPC), `events.rs` and `queue.rs` (the bus), `error.rs`
 //!   (errors as statuses): the rules take and return the service's own values;
+//! - in a service crate, every statement (a sea-orm `Entity::` query, a raw `Statement`) is in
+//!   `store/`: the rules ask the store by name;
 //! - no event name as a string literal outside the catalogue (`skillup_proto::events`);
 //! - no two top-level modules of a crate name each other (`crate::a` in b and `crate::b` in a).
 
@@ -191,7 +193,7 @@ fn transport_lines(src: &str) -> Vec<String> {
 fn the_rules_of_a_service_take_and_return_its_own_values() {
     let mut bad = Vec::new();
     let mut seen = 0;
-    for service in ["ai", "auth", "notification", "payment", "prompt", "subscribe"] {
+    for service in SERVICES {
         let src_dir = root().join("services").join(service).join("src");
         for file in rust_files(&src_dir) {
             let rel = file.strip_prefix(&src_dir).unwrap().to_string_lossy().into_owned();
@@ -215,8 +217,8 @@ fn the_rules_of_a_service_take_and_return_its_own_values() {
     );
 }
 
-/// Service crates whose store owns every statement (issue 18 moves the others).
-const STORE_OWNS_SQL: [&str; 5] = ["ai", "notification", "payment", "prompt", "subscribe"];
+/// The service crates.
+const SERVICES: [&str; 6] = ["ai", "auth", "notification", "payment", "prompt", "subscribe"];
 
 /// Lines of `src` that build or run a statement.
 fn sql_lines(src: &str) -> Vec<String> {
@@ -242,7 +244,7 @@ fn sql_lines(src: &str) -> Vec<String> {
 #[test]
 fn statements_live_in_the_store() {
     let mut bad = Vec::new();
-    for service in STORE_OWNS_SQL {
+    for service in SERVICES {
         let src_dir = root().join("services").join(service).join("src");
         for file in rust_files(&src_dir) {
             let rel = file.strip_prefix(&src_dir).unwrap().to_string_lossy().into_owned();

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr, TransactionTrait,
-};
+use sea_orm::{SqlErr, TransactionTrait};
 use secrecy::SecretString;
 use skillup_kit::mailer::Email as Mail;
 use uuid::Uuid;
@@ -42,22 +40,22 @@ impl Auth {
             .await
             .map_err(AuthError::Internal)?;
         let t = now();
-        let model = user::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            email: Set(email.as_str().to_owned()),
-            name: Set(name.to_owned()),
-            password_hash: Set(hash),
-            email_verified: Set(false),
-            tier: Set("free".into()),
-            scopes: Set("user".into()),
-            is_active: Set(true),
-            created_at: Set(t),
-            updated_at: Set(t),
+        let model = user::Model {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_owned(),
+            name: name.to_owned(),
+            password_hash: hash,
+            email_verified: false,
+            tier: "free".into(),
+            scopes: "user".into(),
+            is_active: true,
+            created_at: t,
+            updated_at: t,
         };
         // The unique index decides between concurrent registrations of one address; the
         // account and its `user.registered` (the notification service's contact) commit together.
         let txn = self.db.begin().await?;
-        let user = match model.clone().insert(&txn).await {
+        let user = match self.store.insert_user(&txn, model).await {
             Ok(u) => u,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 txn.rollback().await?;
@@ -89,9 +87,7 @@ impl Auth {
     /// Tells an address's owner that someone tried to register it (once per resend interval:
     /// repeated attempts cannot flood the owner's mailbox).
     pub(crate) async fn note_to_owner(&self, email: &str) -> Result<()> {
-        let Some(owner) =
-            user::Entity::find().filter(user::Column::Email.eq(email)).one(&self.db).await?
-        else {
+        let Some(owner) = self.store.user_by_email(email).await? else {
             return Ok(());
         };
         match self.throttle_mail(owner.id, "taken").await {
@@ -137,10 +133,7 @@ impl Auth {
         };
         self.refuse_if_locked(&counters).await?;
 
-        let found = user::Entity::find()
-            .filter(user::Column::Email.eq(email.as_str()))
-            .one(&self.db)
-            .await?;
+        let found = self.store.user_by_email(email.as_str()).await?;
         let secret = SecretString::from(password.to_owned());
         let ok = match &found {
             Some(u) => password::verify(secret, u.password_hash.clone()).await,

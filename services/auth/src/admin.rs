@@ -1,7 +1,6 @@
 //! Administration: deactivating accounts, and tiers kept in step with subscriptions.
 
 use bytes::Bytes;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use uuid::Uuid;
 
 use crate::{error::Result, store::entities::user};
@@ -13,12 +12,7 @@ impl Auth {
         let id =
             Uuid::parse_str(user_id).map_err(|_| invalid("user_id", "user_id must be a UUID"))?;
         let user = self.user(id).await?;
-        user::Entity::update_many()
-            .col_expr(user::Column::IsActive, Expr::value(active))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now()))
-            .filter(user::Column::Id.eq(id))
-            .exec(&self.db)
-            .await?;
+        self.store.set_active(id, active).await?;
         if active {
             self.cache.delete(&format!("auth:off:{id}")).await.map_err(cache_err)?;
         } else {
@@ -41,12 +35,7 @@ impl Auth {
         if tier.is_empty() || tier.len() > 32 {
             return Err(invalid("plan", "tier must be 1..=32 characters"));
         }
-        user::Entity::update_many()
-            .col_expr(user::Column::Tier, Expr::value(tier))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now()))
-            .filter(user::Column::Id.eq(id))
-            .exec(&self.db)
-            .await?;
+        self.store.set_tier(id, tier).await?;
         self.cache
             .set(&format!("auth:tier:{id}"), Bytes::from(tier.to_owned()), Some(self.marker_ttl()))
             .await

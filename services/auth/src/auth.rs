@@ -18,7 +18,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, EntityTrait};
+use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use skillup_kit::{
@@ -33,6 +33,7 @@ use crate::{
         tokens::{LEEWAY_SECS, TokenKeys},
     },
     error::{AuthError, Result},
+    store::accounts::AccountStore,
     store::entities::user,
 };
 
@@ -73,6 +74,7 @@ pub struct Issued {
 #[derive(Clone)]
 pub struct Auth {
     pub(crate) db: DatabaseConnection,
+    pub(crate) store: AccountStore,
     pub(crate) cache: SharedCache,
     pub(crate) bus: SharedBus,
     pub(crate) mailer: SharedMailer,
@@ -128,7 +130,9 @@ impl Auth {
             .await
             .map_err(AuthError::Internal)?;
         let outbox = Outbox::new(db.clone(), bus.clone(), crate::store::OUTBOX);
-        Ok(Self { db, cache, bus, mailer, keys, cfg, dummy_hash, profiles: Arc::default(), outbox })
+        let store = AccountStore::new(db.clone());
+        let profiles = Arc::default();
+        Ok(Self { db, store, cache, bus, mailer, keys, cfg, dummy_hash, profiles, outbox })
     }
 
     /// The outbox of this service's `user.registered` events (its relay runs in
@@ -147,10 +151,7 @@ impl Auth {
     }
 
     pub async fn user(&self, id: Uuid) -> Result<user::Model> {
-        user::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .ok_or(AuthError::NotFound("no such account"))
+        self.store.user(id).await?.ok_or(AuthError::NotFound("no such account"))
     }
 
     /// The account as of identity stamp `version` (see `profiles`).

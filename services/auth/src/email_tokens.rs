@@ -4,9 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait, sea_query::Expr,
-};
 use secrecy::SecretString;
 use skillup_kit::{identity::Caller, mailer::Email as Mail};
 use uuid::Uuid;
@@ -14,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     domain::{email::Email, password, secrets},
     error::{AuthError, Result},
-    store::entities::{email_token, user},
+    store::entities::user,
 };
 
 use crate::auth::*;
@@ -24,18 +21,8 @@ impl Auth {
         let token = secrets::new_token();
         let ttl =
             if kind == "verify" { self.cfg.verification_ttl_secs } else { self.cfg.reset_ttl_secs };
-        let t = now();
-        email_token::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            user_id: Set(user.id),
-            kind: Set(kind.into()),
-            token_hash: Set(secrets::hash(&token)),
-            created_at: Set(t),
-            expires_at: Set(t + chrono::Duration::seconds(ttl as i64)),
-            used_at: Set(None),
-        }
-        .insert(&self.db)
-        .await?;
+        let expires = now() + chrono::Duration::seconds(ttl as i64);
+        self.store.insert_email_token(user.id, kind, secrets::hash(&token), expires).await?;
         let base = self.cfg.public_url.trim_end_matches('/');
         let (subject, body) = if kind == "verify" {
             (
@@ -68,25 +55,14 @@ impl Auth {
         if !secrets::looks_like_token(token) {
             return Err(bad());
         }
-        let row = email_token::Entity::find()
-            .filter(email_token::Column::TokenHash.eq(secrets::hash(token)))
-            .filter(email_token::Column::Kind.eq(kind))
-            .one(&self.db)
-            .await?
-            .ok_or_else(bad)?;
+        let row = self.store.email_token(&secrets::hash(token), kind).await?.ok_or_else(bad)?;
         if row.used_at.is_some() {
             return Err(invalid("token", "this link was already used"));
         }
         if row.expires_at <= now() {
             return Err(invalid("token", "this link has expired; ask for a new one"));
         }
-        let spent = email_token::Entity::update_many()
-            .col_expr(email_token::Column::UsedAt, Expr::value(now()))
-            .filter(email_token::Column::Id.eq(row.id))
-            .filter(email_token::Column::UsedAt.is_null())
-            .exec(&self.db)
-            .await?;
-        if spent.rows_affected != 1 {
+        if !self.store.spend_email_token(row.id).await? {
             return Err(invalid("token", "this link was already used"));
         }
         Ok(row.user_id)
@@ -94,12 +70,7 @@ impl Auth {
 
     pub async fn verify_email(&self, token: &str) -> Result<()> {
         let user_id = self.spend_email_token(token, "verify").await?;
-        user::Entity::update_many()
-            .col_expr(user::Column::EmailVerified, Expr::value(true))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now()))
-            .filter(user::Column::Id.eq(user_id))
-            .exec(&self.db)
-            .await?;
+        self.store.set_email_verified(user_id).await?;
         self.cache
             .set(&format!("auth:ev:{user_id}"), Bytes::from_static(b"1"), Some(self.marker_ttl()))
             .await
@@ -137,11 +108,7 @@ impl Auth {
     /// Answers the same whether or not the account exists.
     pub async fn request_password_reset(&self, email: &str) -> Result<()> {
         let email = Email::parse(email).map_err(|m| invalid("email", m))?;
-        let Some(user) = user::Entity::find()
-            .filter(user::Column::Email.eq(email.as_str()))
-            .one(&self.db)
-            .await?
-        else {
+        let Some(user) = self.store.user_by_email(email.as_str()).await? else {
             return Ok(());
         };
         if !user.is_active {
@@ -206,22 +173,6 @@ impl Auth {
             password::hash(SecretString::from(new_password.to_owned()), self.cfg.bcrypt_cost)
                 .await
                 .map_err(AuthError::Internal)?;
-        let t = now();
-        let txn = self.db.begin().await?;
-        user::Entity::update_many()
-            .col_expr(user::Column::PasswordHash, Expr::value(hash))
-            .col_expr(user::Column::UpdatedAt, Expr::value(t))
-            .filter(user::Column::Id.eq(user_id))
-            .exec(&txn)
-            .await?;
-        email_token::Entity::update_many()
-            .col_expr(email_token::Column::UsedAt, Expr::value(t))
-            .filter(email_token::Column::UserId.eq(user_id))
-            .filter(email_token::Column::Kind.eq("reset"))
-            .filter(email_token::Column::UsedAt.is_null())
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(())
+        Ok(self.store.set_password(user_id, hash).await?)
     }
 }

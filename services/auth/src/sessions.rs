@@ -5,10 +5,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait, sea_query::Expr,
-};
 use skillup_kit::identity::Caller;
 use uuid::Uuid;
 
@@ -18,32 +14,13 @@ use crate::{
         tokens::{AccessClaims, LEEWAY_SECS, TokenError},
     },
     error::{AuthError, Result},
-    store::entities::{refresh_token, session, user},
+    store::{
+        accounts::Client,
+        entities::{session, user},
+    },
 };
 
 use crate::auth::*;
-
-pub(crate) async fn insert_refresh<C: ConnectionTrait>(
-    db: &C,
-    sid: Uuid,
-    user_id: Uuid,
-    token: &str,
-    at: DateTime<Utc>,
-    expires: DateTime<Utc>,
-) -> Result<()> {
-    refresh_token::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        session_id: Set(sid),
-        user_id: Set(user_id),
-        token_hash: Set(secrets::hash(token)),
-        created_at: Set(at),
-        expires_at: Set(expires),
-        used_at: Set(None),
-    }
-    .insert(db)
-    .await?;
-    Ok(())
-}
 
 impl Auth {
     pub(crate) async fn start_session(
@@ -55,21 +32,12 @@ impl Auth {
         let refresh_ttl = chrono::Duration::seconds(self.cfg.refresh_ttl_secs as i64);
         let sid = Uuid::now_v7();
         let refresh = secrets::new_token();
-        let txn = self.db.begin().await?;
-        session::ActiveModel {
-            id: Set(sid),
-            user_id: Set(user.id),
-            user_agent: Set(truncate(&client.user_agent, 512)),
-            ip: Set(truncate(&client.ip, 64)),
-            created_at: Set(t),
-            last_used_at: Set(t),
-            expires_at: Set(t + refresh_ttl),
-            revoked_at: Set(None),
-        }
-        .insert(&txn)
-        .await?;
-        insert_refresh(&txn, sid, user.id, &refresh, t, t + refresh_ttl).await?;
-        txn.commit().await?;
+        let client = Client {
+            ip: &truncate(&client.ip, 64),
+            user_agent: &truncate(&client.user_agent, 512),
+        };
+        let hash = secrets::hash(&refresh);
+        self.store.start_session(sid, user.id, client, hash, t + refresh_ttl).await?;
         let access = self.mint_access(user, sid).await?;
         Ok(self.issued(user.id, sid, access, refresh))
     }
@@ -128,13 +96,14 @@ impl Auth {
             return Err(AuthError::Unauthenticated("the refresh token is not valid"));
         }
         let hash = secrets::hash(token);
-        let row = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(&hash))
-            .one(&self.db)
+        let row = self
+            .store
+            .refresh_token(&hash)
             .await?
             .ok_or(AuthError::Unauthenticated("the refresh token is not valid"))?;
-        let sess = session::Entity::find_by_id(row.session_id)
-            .one(&self.db)
+        let sess = self
+            .store
+            .session(row.session_id)
             .await?
             .ok_or(AuthError::Unauthenticated("the refresh token is not valid"))?;
         if sess.revoked_at.is_some() {
@@ -154,27 +123,11 @@ impl Auth {
         // Claim it: exactly one refresh wins the conditional update.
         let refresh_ttl = chrono::Duration::seconds(self.cfg.refresh_ttl_secs as i64);
         let next = secrets::new_token();
-        let txn = self.db.begin().await?;
-        let claimed = refresh_token::Entity::update_many()
-            .col_expr(refresh_token::Column::UsedAt, Expr::value(t))
-            .filter(refresh_token::Column::Id.eq(row.id))
-            .filter(refresh_token::Column::UsedAt.is_null())
-            .exec(&txn)
-            .await?;
-        if claimed.rows_affected != 1 {
-            txn.rollback().await?;
+        let (ip, user_agent) = (truncate(&client.ip, 64), truncate(&client.user_agent, 512));
+        let client = Client { ip: &ip, user_agent: &user_agent };
+        if !self.store.rotate(&row, secrets::hash(&next), client, t + refresh_ttl).await? {
             return self.spent(&hash, &sess, &user, None).await;
         }
-        insert_refresh(&txn, sess.id, user.id, &next, t, t + refresh_ttl).await?;
-        session::Entity::update_many()
-            .col_expr(session::Column::LastUsedAt, Expr::value(t))
-            .col_expr(session::Column::ExpiresAt, Expr::value(t + refresh_ttl))
-            .col_expr(session::Column::Ip, Expr::value(truncate(&client.ip, 64)))
-            .col_expr(session::Column::UserAgent, Expr::value(truncate(&client.user_agent, 512)))
-            .filter(session::Column::Id.eq(sess.id))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
         let access = self.mint_access(&user, sess.id).await?;
         let issued = self.issued(user.id, sess.id, access, next);
         let grace = Duration::from_secs(self.cfg.refresh_grace_secs);
@@ -232,13 +185,7 @@ impl Auth {
         if ids.is_empty() {
             return Ok(());
         }
-        session::Entity::update_many()
-            .col_expr(session::Column::RevokedAt, Expr::value(now()))
-            .filter(session::Column::Id.is_in(ids.to_vec()))
-            .filter(session::Column::UserId.eq(user_id))
-            .filter(session::Column::RevokedAt.is_null())
-            .exec(&self.db)
-            .await?;
+        self.store.revoke_sessions(user_id, ids).await?;
         for id in ids {
             self.cache
                 .set(&format!("auth:sid:{id}"), Bytes::from_static(b"1"), Some(self.marker_ttl()))
@@ -263,14 +210,7 @@ impl Auth {
     }
 
     pub(crate) async fn active_session_ids(&self, user_id: Uuid) -> Result<Vec<Uuid>> {
-        Ok(session::Entity::find()
-            .filter(session::Column::UserId.eq(user_id))
-            .filter(session::Column::RevokedAt.is_null())
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|s| s.id)
-            .collect())
+        Ok(self.store.unrevoked_sessions(user_id).await?.into_iter().map(|s| s.id).collect())
     }
 
     pub async fn logout(&self, who: &Caller, refresh_token: &str) -> Result<()> {
@@ -288,10 +228,7 @@ impl Auth {
         let mut sessions = vec![session];
         if !refresh_token.is_empty() && secrets::looks_like_token(refresh_token) {
             let hash = secrets::hash(refresh_token);
-            if let Some(row) = refresh_token::Entity::find()
-                .filter(refresh_token::Column::TokenHash.eq(hash))
-                .one(&self.db)
-                .await?
+            if let Some(row) = self.store.refresh_token(&hash).await?
                 && row.user_id == user_id
                 && row.session_id != session
             {
@@ -321,19 +258,13 @@ impl Auth {
     }
 
     pub async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<session::Model>> {
-        Ok(session::Entity::find()
-            .filter(session::Column::UserId.eq(user_id))
-            .filter(session::Column::RevokedAt.is_null())
-            .filter(session::Column::ExpiresAt.gt(now()))
-            .order_by_desc(session::Column::LastUsedAt)
-            .all(&self.db)
-            .await?)
+        Ok(self.store.live_sessions(user_id).await?)
     }
 
     pub async fn revoke_session(&self, user_id: Uuid, session_id: &str) -> Result<()> {
         let id = Uuid::parse_str(session_id)
             .map_err(|_| invalid("session_id", "session_id must be a UUID"))?;
-        let found = session::Entity::find_by_id(id).one(&self.db).await?;
+        let found = self.store.session(id).await?;
         match found {
             Some(s) if s.user_id == user_id && s.revoked_at.is_none() => {
                 self.revoke_sessions(user_id, &[id]).await?;

@@ -1,5 +1,6 @@
 //! Auth's tables (all prefixed `auth_`), its migrations, and the queries the domain needs.
 
+pub mod accounts;
 pub mod entities;
 pub mod migration;
 

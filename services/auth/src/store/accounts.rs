@@ -1,0 +1,271 @@
+//! Every statement on auth's tables: `auth_users`, `auth_email_tokens` (verification and
+//! reset links, by hash), `auth_sessions` (refresh families) and `auth_refresh_tokens`.
+//! Statements that belong to a transaction the rules opened take its connection (`txn`).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, Set, TransactionTrait, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::entities::{email_token, refresh_token, session, user};
+
+/// What a session records about the client that signs in or refreshes.
+pub struct Client<'a> {
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+}
+
+#[derive(Clone)]
+pub struct AccountStore {
+    db: DatabaseConnection,
+}
+
+impl AccountStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    // ---- users --------------------------------------------------------------------------
+
+    pub async fn user(&self, id: Uuid) -> Result<Option<user::Model>, DbErr> {
+        user::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<user::Model>, DbErr> {
+        user::Entity::find().filter(user::Column::Email.eq(email)).one(&self.db).await
+    }
+
+    /// A new account (a unique violation: the address has one).
+    pub async fn insert_user<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        u: user::Model,
+    ) -> Result<user::Model, DbErr> {
+        user::ActiveModel::from(u).insert(txn).await
+    }
+
+    pub async fn set_active(&self, id: Uuid, active: bool) -> Result<(), DbErr> {
+        self.update_user(id, user::Column::IsActive, active).await
+    }
+
+    pub async fn set_tier(&self, id: Uuid, tier: &str) -> Result<(), DbErr> {
+        self.update_user(id, user::Column::Tier, tier).await
+    }
+
+    pub async fn set_email_verified(&self, id: Uuid) -> Result<(), DbErr> {
+        self.update_user(id, user::Column::EmailVerified, true).await
+    }
+
+    async fn update_user(
+        &self,
+        id: Uuid,
+        column: user::Column,
+        value: impl Into<sea_orm::Value>,
+    ) -> Result<(), DbErr> {
+        user::Entity::update_many()
+            .col_expr(column, Expr::value(value))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// Sets the password hash and, in the same transaction, spends every reset link still
+    /// out: a link mailed before a reset or a change must not set the password again.
+    pub async fn set_password(&self, id: Uuid, hash: String) -> Result<(), DbErr> {
+        let t = Utc::now();
+        let txn = self.db.begin().await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .col_expr(user::Column::UpdatedAt, Expr::value(t))
+            .filter(user::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        email_token::Entity::update_many()
+            .col_expr(email_token::Column::UsedAt, Expr::value(t))
+            .filter(email_token::Column::UserId.eq(id))
+            .filter(email_token::Column::Kind.eq("reset"))
+            .filter(email_token::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
+        txn.commit().await
+    }
+
+    // ---- emailed tokens -----------------------------------------------------------------
+
+    pub async fn insert_email_token(
+        &self,
+        user: Uuid,
+        kind: &str,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        email_token::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user),
+            kind: Set(kind.into()),
+            token_hash: Set(token_hash),
+            created_at: Set(Utc::now()),
+            expires_at: Set(expires_at),
+            used_at: Set(None),
+        }
+        .insert(&self.db)
+        .await
+        .map(drop)
+    }
+
+    pub async fn email_token(
+        &self,
+        token_hash: &str,
+        kind: &str,
+    ) -> Result<Option<email_token::Model>, DbErr> {
+        email_token::Entity::find()
+            .filter(email_token::Column::TokenHash.eq(token_hash))
+            .filter(email_token::Column::Kind.eq(kind))
+            .one(&self.db)
+            .await
+    }
+
+    /// Spends an emailed token; whether this call did (not one before it).
+    pub async fn spend_email_token(&self, id: Uuid) -> Result<bool, DbErr> {
+        let spent = email_token::Entity::update_many()
+            .col_expr(email_token::Column::UsedAt, Expr::value(Utc::now()))
+            .filter(email_token::Column::Id.eq(id))
+            .filter(email_token::Column::UsedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(spent.rows_affected == 1)
+    }
+
+    // ---- sessions and refresh tokens ----------------------------------------------------
+
+    /// A new session with its first refresh token, together.
+    pub async fn start_session(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        client: Client<'_>,
+        refresh_hash: String,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        let t = Utc::now();
+        let txn = self.db.begin().await?;
+        session::ActiveModel {
+            id: Set(id),
+            user_id: Set(user),
+            user_agent: Set(client.user_agent.to_owned()),
+            ip: Set(client.ip.to_owned()),
+            created_at: Set(t),
+            last_used_at: Set(t),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        Self::insert_refresh(&txn, id, user, refresh_hash, t, expires_at).await?;
+        txn.commit().await
+    }
+
+    async fn insert_refresh<C: ConnectionTrait>(
+        txn: &C,
+        session: Uuid,
+        user: Uuid,
+        hash: String,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        refresh_token::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            session_id: Set(session),
+            user_id: Set(user),
+            token_hash: Set(hash),
+            created_at: Set(at),
+            expires_at: Set(expires_at),
+            used_at: Set(None),
+        }
+        .insert(txn)
+        .await
+        .map(drop)
+    }
+
+    pub async fn refresh_token(&self, hash: &str) -> Result<Option<refresh_token::Model>, DbErr> {
+        refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(hash))
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn session(&self, id: Uuid) -> Result<Option<session::Model>, DbErr> {
+        session::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// Spends refresh token `spent` for `next` and moves its session on — only if `spent` was
+    /// unused: exactly one refresh wins. Whether this call did.
+    pub async fn rotate(
+        &self,
+        spent: &refresh_token::Model,
+        next_hash: String,
+        client: Client<'_>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, DbErr> {
+        let t = Utc::now();
+        let txn = self.db.begin().await?;
+        let claimed = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(t))
+            .filter(refresh_token::Column::Id.eq(spent.id))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_refresh(&txn, spent.session_id, spent.user_id, next_hash, t, expires_at)
+            .await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::LastUsedAt, Expr::value(t))
+            .col_expr(session::Column::ExpiresAt, Expr::value(expires_at))
+            .col_expr(session::Column::Ip, Expr::value(client.ip))
+            .col_expr(session::Column::UserAgent, Expr::value(client.user_agent))
+            .filter(session::Column::Id.eq(spent.session_id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks the user's sessions among `ids` revoked.
+    pub async fn revoke_sessions(&self, user: Uuid, ids: &[Uuid]) -> Result<(), DbErr> {
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+            .filter(session::Column::Id.is_in(ids.to_vec()))
+            .filter(session::Column::UserId.eq(user))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// The user's sessions not revoked (expired ones too).
+    pub async fn unrevoked_sessions(&self, user: Uuid) -> Result<Vec<session::Model>, DbErr> {
+        session::Entity::find()
+            .filter(session::Column::UserId.eq(user))
+            .filter(session::Column::RevokedAt.is_null())
+            .all(&self.db)
+            .await
+    }
+
+    /// The user's live sessions, most recently used first.
+    pub async fn live_sessions(&self, user: Uuid) -> Result<Vec<session::Model>, DbErr> {
+        session::Entity::find()
+            .filter(session::Column::UserId.eq(user))
+            .filter(session::Column::RevokedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(Utc::now()))
+            .order_by_desc(session::Column::LastUsedAt)
+            .all(&self.db)
+            .await
+    }
+}
