@@ -55,22 +55,17 @@ impl Auth {
         // The unique index decides between concurrent registrations of one address; the
         // account and its `user.registered` (the notification service's contact) commit together.
         let txn = self.db.begin().await?;
-        let user = match self.store.insert_user(&txn, model).await {
+        let user = match self.store.insert_user(&txn, model.clone()).await {
             Ok(u) => u,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 txn.rollback().await?;
                 self.note_to_owner(email.as_str()).await?;
+                // The same answer as a new account (an address's owner is not disclosed);
+                // nothing of it is stored.
                 return Ok(user::Model {
                     id: Uuid::now_v7(),
-                    email: email.as_str().to_owned(),
-                    name: name.to_owned(),
                     password_hash: String::new(),
-                    email_verified: false,
-                    tier: "free".into(),
-                    scopes: "user".into(),
-                    is_active: true,
-                    created_at: t,
-                    updated_at: t,
+                    ..model
                 });
             }
             Err(e) => return Err(e.into()),
