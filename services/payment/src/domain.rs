@@ -6,35 +6,73 @@ use crate::error::{PaymentError, Result};
 pub const MAX_AMOUNT: i64 = 100_000_000;
 
 /// An ISO 4217 code: three upper-case letters.
-pub fn currency(field: &'static str, c: &str) -> Result<String> {
-    if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(c.to_owned())
-    } else {
-        Err(PaymentError::Invalid(
-            field,
-            format!("`{field}` must be an ISO 4217 code such as USD or RUB"),
-        ))
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Currency(String);
+
+impl Currency {
+    /// `c` as a currency; `field` names it in the refusal.
+    pub fn parse(field: &'static str, c: &str) -> Result<Self> {
+        if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Self(c.to_owned()))
+        } else {
+            Err(PaymentError::Invalid(
+                field,
+                format!("`{field}` must be an ISO 4217 code such as USD or RUB"),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-/// An amount of 1..=100,000,000 minor units.
-pub fn amount(field: &'static str, a: i64) -> Result<i64> {
-    if (1..=MAX_AMOUNT).contains(&a) {
-        Ok(a)
-    } else {
-        Err(PaymentError::Invalid(field, format!("`{field}` must be 1..={MAX_AMOUNT} minor units")))
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An amount of 1..=100,000,000 minor units (cents, kopecks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MinorUnits(i64);
+
+impl MinorUnits {
+    /// `a` as an amount; `field` names it in the refusal.
+    pub fn parse(field: &'static str, a: i64) -> Result<Self> {
+        if (1..=MAX_AMOUNT).contains(&a) {
+            Ok(Self(a))
+        } else {
+            Err(PaymentError::Invalid(
+                field,
+                format!("`{field}` must be 1..={MAX_AMOUNT} minor units"),
+            ))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
     }
 }
 
 /// An idempotency key: 1..=128 printable ASCII characters.
-pub fn idempotency_key(k: &str) -> Result<String> {
-    if (1..=128).contains(&k.len()) && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        Ok(k.to_owned())
-    } else {
-        Err(PaymentError::Invalid(
-            "idempotency_key",
-            "send an Idempotency-Key of 1..=128 printable ASCII characters".into(),
-        ))
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(k: &str) -> Result<Self> {
+        if (1..=128).contains(&k.len()) && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            Ok(Self(k.to_owned()))
+        } else {
+            Err(PaymentError::Invalid(
+                "idempotency_key",
+                "send an Idempotency-Key of 1..=128 printable ASCII characters".into(),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -108,15 +146,20 @@ mod tests {
 
     #[test]
     fn values_are_checked() {
-        assert!(currency("c", "USD").is_ok());
-        assert!(currency("c", "usd").is_err());
-        assert!(currency("c", "US").is_err());
-        assert!(amount("a", 0).is_err());
-        assert!(amount("a", MAX_AMOUNT + 1).is_err());
-        assert!(idempotency_key("k-1").is_ok());
-        assert!(idempotency_key("").is_err());
-        assert!(idempotency_key("has space").is_err());
-        assert!(idempotency_key(&"k".repeat(129)).is_err());
+        assert_eq!(Currency::parse("c", "USD").unwrap().as_str(), "USD");
+        assert!(Currency::parse("c", "usd").is_err());
+        assert!(Currency::parse("c", "US").is_err());
+        assert_eq!(MinorUnits::parse("a", 1).unwrap().get(), 1);
+        assert!(MinorUnits::parse("a", 0).is_err());
+        assert!(MinorUnits::parse("a", MAX_AMOUNT + 1).is_err());
+        assert_eq!(IdempotencyKey::parse("k-1").unwrap().as_str(), "k-1");
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(129)).is_err());
+        match MinorUnits::parse("amount.amount_minor", -5) {
+            Err(PaymentError::Invalid(field, _)) => assert_eq!(field, "amount.amount_minor"),
+            other => panic!("{other:?}"),
+        }
     }
 }
 

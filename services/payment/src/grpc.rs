@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    domain::{Currency, IdempotencyKey, MinorUnits},
     error::PaymentError,
     events::transaction_pb,
     service::{Ledger, Outcome},
@@ -55,7 +56,11 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         req: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::Balance>, Status> {
         let user = caller(&req)?;
-        let b = self.ledger.balance(user, &req.get_ref().currency).await?;
+        let currency = match req.get_ref().currency.as_str() {
+            "" => None,
+            c => Some(Currency::parse("currency", c)?),
+        };
+        let b = self.ledger.balance(user, currency).await?;
         Ok(Response::new(pb::Balance {
             user_id: b.user.to_string(),
             available: Some(Money { amount_minor: b.available_minor, currency: b.currency }),
@@ -70,9 +75,10 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         let user = caller(&req)?;
         let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
         let r = req.into_inner();
-        Ok(answer(
-            self.ledger.top_up(user, r.amount_minor, &r.currency, &key, &r.payment_method).await?,
-        ))
+        let amount = MinorUnits::parse("amount_minor", r.amount_minor)?;
+        let currency = Currency::parse("currency", &r.currency)?;
+        let key = IdempotencyKey::parse(&key)?;
+        Ok(answer(self.ledger.top_up(user, amount, currency, key, &r.payment_method).await?))
     }
 
     async fn list_transactions(
@@ -96,17 +102,10 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         let user = Uuid::parse_str(&r.user_id)
             .map_err(|_| PaymentError::Invalid("user_id", "`user_id` must be a UUID".into()))?;
         let money = r.amount.unwrap_or_default();
-        Ok(answer(
-            self.ledger
-                .charge(
-                    user,
-                    money.amount_minor,
-                    &money.currency,
-                    &r.idempotency_key,
-                    &r.description,
-                )
-                .await?,
-        ))
+        let amount = MinorUnits::parse("amount.amount_minor", money.amount_minor)?;
+        let currency = Currency::parse("amount.currency", &money.currency)?;
+        let key = IdempotencyKey::parse(&r.idempotency_key)?;
+        Ok(answer(self.ledger.charge(user, amount, currency, key, &r.description).await?))
     }
 
     async fn refund(
@@ -114,10 +113,10 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         req: Request<pb::RefundRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
         let r = req.into_inner();
-        Ok(answer(
-            self.ledger
-                .refund(&r.transaction_id, r.amount_minor, &r.idempotency_key, &r.description)
-                .await?,
-        ))
+        let id = Uuid::parse_str(&r.transaction_id).map_err(|_| {
+            PaymentError::Invalid("transaction_id", "`transaction_id` must be a UUID".into())
+        })?;
+        let key = IdempotencyKey::parse(&r.idempotency_key)?;
+        Ok(answer(self.ledger.refund(id, r.amount_minor, key, &r.description).await?))
     }
 }

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        self, Authorization, Balance, PaymentProvider, TransactionKind as Kind,
-        TransactionStatus as Status,
+        self, Authorization, Balance, Currency, IdempotencyKey, MinorUnits, PaymentProvider,
+        TransactionKind as Kind, TransactionStatus as Status,
     },
     error::{PaymentError, Result},
     store::{entities::transaction, ledger::LedgerStore},
@@ -123,12 +123,9 @@ impl Ledger {
         Self { store: LedgerStore::new(db.clone()), outbox, db, provider }
     }
 
-    pub async fn balance(&self, user: Uuid, currency: &str) -> Result<Balance> {
-        let currency = if currency.is_empty() {
-            DEFAULT_CURRENCY.to_owned()
-        } else {
-            domain::currency("currency", currency)?
-        };
+    /// A wallet's balance (`None`: the default currency's).
+    pub async fn balance(&self, user: Uuid, currency: Option<Currency>) -> Result<Balance> {
+        let currency = currency.map_or_else(|| DEFAULT_CURRENCY.to_owned(), |c| c.to_string());
         let row = self.store.account(&wallet(user, &currency)).await?;
         Ok(Balance {
             user,
@@ -142,14 +139,12 @@ impl Ledger {
     pub async fn top_up(
         &self,
         user: Uuid,
-        amount: i64,
-        currency: &str,
-        key: &str,
+        amount: MinorUnits,
+        currency: Currency,
+        key: IdempotencyKey,
         payment_method: &str,
     ) -> Result<Outcome> {
-        let amount = domain::amount("amount_minor", amount)?;
-        let currency = domain::currency("currency", currency)?;
-        let key = domain::idempotency_key(key)?;
+        let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
         if payment_method.len() > 200 {
             return Err(PaymentError::Invalid(
                 "payment_method",
@@ -189,14 +184,12 @@ impl Ledger {
     pub async fn charge(
         &self,
         user: Uuid,
-        amount: i64,
-        currency: &str,
-        key: &str,
+        amount: MinorUnits,
+        currency: Currency,
+        key: IdempotencyKey,
         description: &str,
     ) -> Result<Outcome> {
-        let amount = domain::amount("amount.amount_minor", amount)?;
-        let currency = domain::currency("amount.currency", currency)?;
-        let key = domain::idempotency_key(key)?;
+        let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
         let description = domain::description(description)?;
         let m = Movement {
             kind: Kind::Charge,
@@ -220,17 +213,15 @@ impl Ledger {
     }
 
     /// Returns (part of) a charge.
+    /// Returns `amount` (0: what is left) of charge `id`.
     pub async fn refund(
         &self,
-        charge_id: &str,
+        id: Uuid,
         amount: i64,
-        key: &str,
+        key: IdempotencyKey,
         description: &str,
     ) -> Result<Outcome> {
-        let id = Uuid::parse_str(charge_id).map_err(|_| {
-            PaymentError::Invalid("transaction_id", "`transaction_id` must be a UUID".into())
-        })?;
-        let key = domain::idempotency_key(key)?;
+        let (charge_id, key) = (id.to_string(), key.as_str().to_owned());
         let description = domain::description(description)?;
         let charge = self
             .store
@@ -239,7 +230,7 @@ impl Ledger {
             .filter(|t| t.kind == Kind::Charge && t.status == Status::Succeeded)
             .ok_or_else(|| PaymentError::NotFound(format!("no successful charge {id}")))?;
         let amount = if amount == 0 { charge.amount_minor - charge.refunded_minor } else { amount };
-        let amount = domain::amount("amount_minor", amount)?;
+        let amount = MinorUnits::parse("amount_minor", amount)?.get();
         let m = Movement {
             kind: Kind::Refund,
             user_id: charge.user_id,
@@ -247,7 +238,7 @@ impl Ledger {
             currency: charge.currency.clone(),
             from: system_account("revenue", &charge.currency, charge.user_id),
             to: wallet(charge.user_id, &charge.currency),
-            hash: hash(&["refund", charge_id, &amount.to_string(), &description]),
+            hash: hash(&["refund", &charge_id, &amount.to_string(), &description]),
             key,
             description,
             refund_of: Some(id),

@@ -7,7 +7,10 @@ use skillup_kit::{
     grpc::GrpcServer,
     identity::{Caller, IdentityKey, now_secs},
 };
-use skillup_payment::{Ledger, SandboxProvider};
+use skillup_payment::{
+    Ledger, SandboxProvider,
+    domain::{Currency, IdempotencyKey, MinorUnits},
+};
 use skillup_proto::{
     common::v1::{ErrorCode, Money, PageRequest},
     payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
@@ -311,13 +314,15 @@ proptest! {
             let mut model: i64 = 0;
             let mut charges: Vec<(String, i64, i64)> = Vec::new(); // (id, amount, refunded)
             for (n, op) in ops.iter().enumerate() {
-                let key = format!("k-{n}");
+                let key = IdempotencyKey::parse(&format!("k-{n}")).unwrap();
+                let usd = || Currency::parse("currency", "USD").unwrap();
+                let units = |a: i64| MinorUnits::parse("amount", a).unwrap();
                 match op {
                     Op::TopUp(a) => {
-                        ledger.top_up(user, *a, "USD", &key, "").await.unwrap();
+                        ledger.top_up(user, units(*a), usd(), key, "").await.unwrap();
                         model += a;
                     }
-                    Op::Charge(a) => match ledger.charge(user, *a, "USD", &key, "usage").await {
+                    Op::Charge(a) => match ledger.charge(user, units(*a), usd(), key, "usage").await {
                         Ok((t, _)) => {
                             assert!(model >= *a);
                             model -= a;
@@ -329,7 +334,8 @@ proptest! {
                         let len = charges.len();
                         let c = &mut charges[*i % len];
                         let asked = if *a == 0 { c.1 - c.2 } else { *a };
-                        match ledger.refund(&c.0, *a, &key, "").await {
+                        let id = Uuid::parse_str(&c.0).unwrap();
+                        match ledger.refund(id, *a, key, "").await {
                             Ok((t, _)) => {
                                 assert_eq!(t.amount_minor, asked);
                                 assert!(c.2 + asked <= c.1);
@@ -342,7 +348,7 @@ proptest! {
                     Op::Refund(..) => {}
                 }
             }
-            let b = ledger.balance(user, "USD").await.unwrap().available_minor;
+            let b = ledger.balance(user, None).await.unwrap().available_minor;
             assert_eq!(b, model);
             assert!(ledger.audit().await.unwrap().is_empty());
         });
