@@ -126,6 +126,18 @@ fn the_crate_rule_catches_a_dev_dependency_between_services() {
     );
 }
 
+/// Lines of `src` (comments aside) that contain any of `forbidden`, numbered.
+fn lines_naming(src: &str, forbidden: &[&str]) -> Vec<String> {
+    src.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            forbidden.iter().any(|f| code.contains(f))
+        })
+        .map(|(n, line)| format!("{}: {}", n + 1, line.trim()))
+        .collect()
+}
+
 /// Lines of `src` that name a transport type or reach for the rules, for a `domain/` or
 /// `store/` module.
 fn layer_violations(src: &str) -> Vec<String> {
@@ -139,14 +151,7 @@ fn layer_violations(src: &str) -> Vec<String> {
         "crate::grpc",
         "crate::worker",
     ];
-    src.lines()
-        .enumerate()
-        .filter(|(_, line)| {
-            let code = line.split("//").next().unwrap_or_default();
-            forbidden.iter().any(|f| code.contains(f))
-        })
-        .map(|(n, line)| format!("{}: {}", n + 1, line.trim()))
-        .collect()
+    lines_naming(src, &forbidden)
 }
 
 #[test]
@@ -179,14 +184,7 @@ const ADAPTERS: [&str; 6] =
 /// Lines of `src` that name a transport or contract type.
 fn transport_lines(src: &str) -> Vec<String> {
     let forbidden = ["tonic::", "prost::", "prost_types::", "skillup_proto", "pb::"];
-    src.lines()
-        .enumerate()
-        .filter(|(_, line)| {
-            let code = line.split("//").next().unwrap_or_default();
-            forbidden.iter().any(|f| code.contains(f))
-        })
-        .map(|(n, line)| format!("{}: {}", n + 1, line.trim()))
-        .collect()
+    lines_naming(src, &forbidden)
 }
 
 #[test]
@@ -231,14 +229,7 @@ fn sql_lines(src: &str) -> Vec<String> {
         "query_all",
         ".execute(",
     ];
-    src.lines()
-        .enumerate()
-        .filter(|(_, line)| {
-            let code = line.split("//").next().unwrap_or_default();
-            forbidden.iter().any(|f| code.contains(f))
-        })
-        .map(|(n, line)| format!("{}: {}", n + 1, line.trim()))
-        .collect()
+    lines_naming(src, &forbidden)
 }
 
 #[test]
