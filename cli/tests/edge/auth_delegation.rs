@@ -1,0 +1,261 @@
+//! Auth delegation: tokens and scopes, identity assertions, revocation at every edge, Nginx's auth_request.
+
+use super::*;
+
+// ---------- auth delegation ----------
+
+#[test]
+pub(super) fn protected_routes_need_a_valid_token_and_the_right_scope() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        let (tok, _, user_id) = s.register().await;
+        let (st, v, h) = s.get("/v1/echo/x", None).await;
+        assert_eq!((st, code(&v)), (401, "UNAUTHENTICATED"));
+        assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        let (st, v, _) = s.get("/v1/echo/x", Some("not.a.token")).await;
+        assert_eq!((st, code(&v)), (401, "UNAUTHENTICATED"));
+        let (st, v, _) = s.get("/v1/admin/echo?id=1", Some(&tok)).await;
+        assert_eq!((st, code(&v)), (403, "PERMISSION_DENIED"));
+        let (st, v, _) = s.get("/v1/echo/x", Some(&tok)).await;
+        assert_eq!(st, 200);
+        assert_eq!(v["user_id"], user_id.as_str());
+        assert_eq!(v["tier"], "free");
+        assert_eq!(v["scopes"], json!(["user"]));
+        let (st, v, _) = s.get("/v1/public/echo?id=1", None).await;
+        assert_eq!((st, v["user_id"].as_str()), (200, Some("")), "public: anonymous");
+    });
+}
+
+#[test]
+pub(super) fn client_sent_identity_headers_are_replaced_by_the_validated_identity() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        let (tok, _, user_id) = s.register().await;
+        let res = s
+            .http
+            .get(s.url("/v1/echo/x"))
+            .bearer_auth(&tok)
+            .header("x-user-id", "00000000-0000-0000-0000-000000000001")
+            .header("x-scopes", "admin")
+            .header("x-subscription-tier", "premium")
+            .header("x-email-verified", "true")
+            .header("x-skillup-identity", "v1.forged.sig")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["user_id"], user_id.as_str());
+        let md: Vec<String> = serde_json::from_value(v["metadata"].clone()).unwrap();
+        assert!(md.contains(&format!("x-user-id={user_id}")), "{md:?}");
+        assert!(md.contains(&"x-scopes=user".to_owned()), "{md:?}");
+        assert!(md.contains(&"x-subscription-tier=free".to_owned()), "{md:?}");
+        assert!(md.contains(&"x-email-verified=false".to_owned()), "{md:?}");
+        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v2.")), "{md:?}");
+        // A public route: the spoofed headers are dropped, nobody is asserted.
+        let res = s
+            .http
+            .get(s.url("/v1/public/echo?id=1"))
+            .header("x-user-id", "00000000-0000-0000-0000-000000000001")
+            .send()
+            .await
+            .unwrap();
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["user_id"], "");
+        let md: Vec<String> = serde_json::from_value(v["metadata"].clone()).unwrap();
+        assert!(!md.iter().any(|m| m.starts_with("x-user-id")), "{md:?}");
+    });
+}
+
+#[test]
+pub(super) fn a_pod_calling_a_service_directly_cannot_act_as_a_user() {
+    mt().block_on(async {
+        use skillup_proto::testing::v1::{EchoRequest, echo_service_client::EchoServiceClient};
+        let s = stack(Kind::Embedded, |_| {}).await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = EchoServiceClient::new(channel);
+        // Plain headers are dropped.
+        let mut req = tonic::Request::new(EchoRequest { id: "1".into(), ..Default::default() });
+        req.metadata_mut().insert("x-user-id", "victim".parse().unwrap());
+        req.metadata_mut().insert("x-scopes", "admin".parse().unwrap());
+        let r = client.echo(req).await.unwrap().into_inner();
+        assert_eq!(r.user_id, "");
+        assert!(!r.metadata.iter().any(|m| m.starts_with("x-user-id")), "{:?}", r.metadata);
+        // An assertion signed with another key, or expired, is refused.
+        let forged = skillup_kit::identity::IdentityKey::random().sign(&Caller {
+            user_id: "victim".into(),
+            scopes: vec!["admin".into()],
+            tier: "premium".into(),
+            email_verified: true,
+            request_id: String::new(),
+            exp: skillup_kit::identity::now_secs() + 60,
+            assertion: String::new(),
+            ..Default::default()
+        });
+        let mut req = tonic::Request::new(EchoRequest { id: "1".into(), ..Default::default() });
+        req.metadata_mut().insert("x-skillup-identity", forged.parse().unwrap());
+        let err = client.echo(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let expired = s.key.sign(&Caller {
+            user_id: "victim".into(),
+            scopes: vec![],
+            tier: "free".into(),
+            email_verified: false,
+            request_id: String::new(),
+            exp: skillup_kit::identity::now_secs() - 1,
+            assertion: String::new(),
+            ..Default::default()
+        });
+        let mut req = tonic::Request::new(EchoRequest { id: "1".into(), ..Default::default() });
+        req.metadata_mut().insert("x-skillup-identity", expired.parse().unwrap());
+        assert_eq!(client.echo(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        // A valid one (as a service forwarding what it received) is believed.
+        let good = s.key.sign(&Caller {
+            user_id: "u-7".into(),
+            scopes: vec!["user".into()],
+            tier: "basic".into(),
+            email_verified: true,
+            request_id: "r".into(),
+            exp: skillup_kit::identity::now_secs() + 30,
+            assertion: String::new(),
+            ..Default::default()
+        });
+        let mut req = tonic::Request::new(EchoRequest { id: "1".into(), ..Default::default() });
+        req.metadata_mut().insert("x-skillup-identity", good.parse().unwrap());
+        let r = client.echo(req).await.unwrap().into_inner();
+        assert_eq!((r.user_id.as_str(), r.tier.as_str()), ("u-7", "basic"));
+    });
+}
+
+#[test]
+pub(super) fn a_revoked_token_fails_on_the_next_request_at_every_edge() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |c| c.edge.decision_cache_ms = 60_000).await;
+        let other = s.start_edge(s.config.clone()).await;
+        let (tok, refresh, _) = s.register().await;
+        let on_other = |tok: String| {
+            let url = format!("{other}/v1/echo/x");
+            let http = s.http.clone();
+            async move { http.get(url).bearer_auth(tok).send().await.unwrap().status().as_u16() }
+        };
+        // Both edges validate and cache the decision.
+        assert_eq!(s.get("/v1/echo/x", Some(&tok)).await.0, 200);
+        assert_eq!(on_other(tok.clone()).await, 200);
+        assert_eq!(on_other(tok.clone()).await, 200);
+        // Log out through the first edge…
+        let (st, v, _) = s.post("/api/auth/logout", Some(&tok), json!({"refresh_token": refresh})).await;
+        assert_eq!(st, 204, "{v}");
+        // …and the second refuses the very next request.
+        assert_eq!(on_other(tok.clone()).await, 401);
+        assert_eq!(s.get("/v1/echo/x", Some(&tok)).await.0, 401);
+        // Log out everywhere revokes tokens not cached anywhere yet, and cached ones.
+        let (tok2, _, _) = s.register().await;
+        let login = s
+            .post("/api/auth/login", None, json!({"email": s.get("/api/auth/me", Some(&tok2)).await.1["email"], "password": support::PASSWORD}))
+            .await;
+        let tok3 = login.1["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(on_other(tok3.clone()).await, 200);
+        assert_eq!(s.post("/api/auth/logout/all", Some(&tok2), json!({})).await.0, 204);
+        assert_eq!(on_other(tok3).await, 401);
+        assert_eq!(on_other(tok2).await, 401);
+    });
+}
+
+#[test]
+pub(super) fn revocation_events_evict_cached_decisions_at_every_edge() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |c| c.edge.decision_cache_ms = 60_000).await;
+        let (other, edge) = s.start_edge_handle(s.config.clone()).await;
+        let (tok, _, _) = s.register().await;
+        let status = s
+            .http
+            .get(format!("{other}/v1/echo/x"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+        assert_eq!(edge.inner().authn.cached(), 1, "the second edge keeps the decision");
+        assert_eq!(s.post("/api/auth/logout/all", Some(&tok), json!({})).await.0, 204);
+        // The token.revoked event reaches the second edge's own queue and evicts it.
+        let start = Instant::now();
+        while edge.inner().authn.cached() != 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "not evicted by the event");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+#[test]
+pub(super) fn auth_unreachable_is_503_never_a_pass_through() {
+    mt().block_on(async {
+        let s = stack(Kind::Embedded, |c| {
+            c.edge.upstreams.insert("auth".into(), "http://127.0.0.1:9".into());
+        })
+        .await;
+        let seen_before = s.seen.calls.load(Ordering::SeqCst);
+        let (st, v, h) = s.get("/v1/echo/x", Some("eyJhbGciOiJSUzI1NiJ9.e30.sig")).await;
+        assert_eq!((st, code(&v)), (503, "UNAVAILABLE"), "{v}");
+        assert!(h.contains_key("retry-after"));
+        assert_eq!(s.seen.calls.load(Ordering::SeqCst), seen_before, "nothing proxied");
+        // Public routes still work.
+        assert_eq!(s.get("/v1/public/echo?id=1", None).await.0, 200);
+    });
+}
+
+#[test]
+pub(super) fn nginx_auth_request_endpoint() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        let (tok, _, user_id) = s.register().await;
+        let res = s
+            .http
+            .get(s.url("/api/auth/internal/jwt/validate"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        assert_eq!(res.headers()["x-user-id"], user_id.as_str());
+        assert_eq!(res.headers()["x-scopes"], "user");
+        assert_eq!(res.headers()["x-subscription-tier"], "free");
+        assert_eq!(res.headers()["x-email-verified"], "false");
+        let res = s
+            .http
+            .get(s.url("/api/auth/internal/jwt/validate"))
+            .bearer_auth("bad")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        let res = s
+            .http
+            .get(s.url("/api/auth/internal/jwt/validate"))
+            .bearer_auth(&tok)
+            .header("x-required-scopes", "admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        // From outside the allow-list (here: loopback is not in it), refused.
+        let mut c = s.config.clone();
+        c.edge.internal_cidrs = vec!["10.0.0.0/8".into()];
+        let outside = s.start_edge(c).await;
+        let res = s
+            .http
+            .get(format!("{outside}/api/auth/internal/jwt/validate"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        let res = s.http.get(format!("{outside}/v1/internal/echo?id=1")).send().await.unwrap();
+        assert_eq!(res.status(), 403, "internal routes too");
+        assert_eq!(s.get("/v1/internal/echo?id=1", None).await.0, 200, "from loopback it answers");
+    });
+}
