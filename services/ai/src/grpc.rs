@@ -4,9 +4,8 @@
 
 use std::pin::Pin;
 
-use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use skillup_kit::identity::Caller;
+use skillup_kit::{db::timestamp as ts, identity::Caller};
 use skillup_proto::ai::v1::{
     self as pb, generation_admin_service_server::GenerationAdminServiceServer,
     generation_service_server::GenerationServiceServer,
@@ -100,10 +99,6 @@ impl From<pb::GenerationJob> for Job {
         });
         Job { task_id: j.task_id, user_id: j.user_id, hold_id: j.hold_id, request }
     }
-}
-
-pub(crate) fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 fn usage_pb(u: Usage) -> pb::TokenUsage {
