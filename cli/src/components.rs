@@ -9,7 +9,7 @@ use sea_orm::DatabaseConnection;
 use skillup_ai::Generator;
 use skillup_auth::AuthGrpc;
 use skillup_kit::{
-    Config, Shutdown,
+    Shutdown,
     component::{Component as _, Context},
     config::Needs,
     grpc::GrpcServer,
@@ -21,6 +21,8 @@ use skillup_notification::NotificationGrpc;
 use skillup_payment::PaymentGrpc;
 use skillup_prompt::PromptGrpc;
 use skillup_subscribe::SubscribeGrpc;
+
+use crate::settings::Settings;
 
 /// A component that runs as its own process under `skillup serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,16 +80,17 @@ impl Component {
 
 /// Runs one component until SIGTERM: its gRPC server (health, reflection, metrics) and the
 /// ops HTTP endpoints. Components not built yet say so plainly instead of pretending to serve.
-pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
+pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let infra = Infra::connect(&config).await.context("connecting the infrastructure")?;
+    let config = &settings.shared;
+    let infra = Infra::connect(config).await.context("connecting the infrastructure")?;
     if component.needs().database {
         skillup_kit::db::report_pool(&infra.db, infra.database_kind);
     }
-    let identity_key = identity_key(&config)?;
+    let identity_key = identity_key(&settings)?;
     if component == Component::Edge {
-        let edge = edge(&config, &infra, identity_key, None, None, &shutdown)?;
+        let edge = edge(&settings, &infra, identity_key, None, None, &shutdown)?;
         let http = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
@@ -106,16 +109,21 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
     // The worker's run: awaited before the process exits, so SIGTERM lets the tasks in hand
     // finish (within the grace) instead of cutting them off to be paid for twice elsewhere.
     let mut worker_run = None;
-    let ctx = Context::new(&config, &infra, &shutdown);
+    let deployment = settings.deployment();
+    let ctx = Context::new(config, &deployment, &infra, &shutdown);
     let builder = match component {
-        Component::Auth => builder.add_service(AuthGrpc::build(&ctx).await?.into_server()),
-        Component::Prompt => builder.add_service(PromptGrpc::build(&ctx).await?.into_server()),
-        Component::Payment => builder.add_service(PaymentGrpc::build(&ctx).await?.into_server()),
+        Component::Auth => {
+            builder.add_service(AuthGrpc::build(&ctx, &settings.auth).await?.into_server())
+        }
+        Component::Prompt => builder.add_service(PromptGrpc::build(&ctx, &()).await?.into_server()),
+        Component::Payment => {
+            builder.add_service(PaymentGrpc::build(&ctx, &()).await?.into_server())
+        }
         Component::Subscribe => {
-            builder.add_service(SubscribeGrpc::build(&ctx).await?.into_server())
+            builder.add_service(SubscribeGrpc::build(&ctx, &()).await?.into_server())
         }
         Component::Ai => {
-            let generator = Generator::build(&ctx).await?;
+            let generator = Generator::build(&ctx, &settings.ai).await?;
             builder
                 .add_service(skillup_ai::AdminGrpc::new(generator.clone()).into_server())
                 .add_service(skillup_ai::AiGrpc::new(generator).into_server())
@@ -124,10 +132,10 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             // The worker serves no RPCs of its own: health, reflection and metrics only, so
             // Kubernetes probes it like every other component.
             anyhow::ensure!(
-                config.ai.worker_concurrency > 0,
+                settings.ai.worker_concurrency > 0,
                 "`ai.worker_concurrency` (SKILLUP_AI__WORKER_CONCURRENCY) must be at least 1 for a worker"
             );
-            let worker = skillup_ai::Worker::new(Generator::build(&ctx).await?);
+            let worker = skillup_ai::Worker::new(Generator::build(&ctx, &settings.ai).await?);
             worker.report_metrics();
             let grace = Duration::from_millis(config.shutdown.grace_ms);
             let stop = shutdown.clone();
@@ -139,7 +147,8 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
             builder
         }
         Component::Notification => {
-            builder.add_service(NotificationGrpc::build(&ctx).await?.into_server())
+            let notification = NotificationGrpc::build(&ctx, &settings.notification).await?;
+            builder.add_service(notification.into_server())
         }
         Component::Edge => anyhow::bail!("the edge is served on its own path above"),
     };
@@ -170,16 +179,16 @@ pub async fn serve(component: Component, config: Config) -> anyhow::Result<()> {
 /// The key the edge signs identity assertions with and every service verifies them with:
 /// `identity.key_file` (a Secret in Kubernetes), or `<keys_dir>/identity.key`, created on first
 /// start when unset and missing (processes sharing a data directory share it).
-pub fn identity_key(config: &Config) -> anyhow::Result<Arc<IdentityKey>> {
-    let create = config.identity.key_file.is_none();
-    Ok(Arc::new(config.identity_key(create).context("loading the identity assertion key")?))
+pub fn identity_key(settings: &Settings) -> anyhow::Result<Arc<IdentityKey>> {
+    let create = settings.shared.identity.key_file.is_none();
+    Ok(Arc::new(settings.identity_key(create).context("loading the identity assertion key")?))
 }
 
 /// The edge on this process's infrastructure, routing every contract in `proto/`.
 /// `services` limits the routes to the services that exist (under `up`, the ones this version
 /// serves); `None` routes every contract.
 pub fn edge(
-    config: &Config,
+    settings: &Settings,
     infra: &Infra,
     identity_key: Arc<IdentityKey>,
     services: Option<Vec<String>>,
@@ -190,7 +199,8 @@ pub fn edge(
         .context("reading the contracts")?;
     skillup_edge::Edge::build(
         skillup_edge::EdgeParts {
-            config: config.clone(),
+            config: settings.shared.clone(),
+            edge: settings.edge.clone(),
             descriptors,
             cache: infra.cache.clone(),
             bus: infra.bus.clone(),

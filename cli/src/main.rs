@@ -2,6 +2,7 @@
 //! `serve <component>` runs one component per process (Kubernetes); `migrate`; `keys`.
 
 mod components;
+mod settings;
 mod up;
 
 use std::path::PathBuf;
@@ -10,12 +11,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skillup_auth::keys::KeyStore;
 use skillup_kit::{
-    Config,
     config::{LogFormat, Overrides, RunMode},
     telemetry,
 };
 
-use crate::components::Component;
+use crate::{components::Component, settings::Settings};
 
 /// mimalloc: glibc's malloc contends on its arena locks under many small concurrent
 /// allocations (h2 frames, JSON); the edge benchmark showed ~12 % of CPU in malloc/free.
@@ -219,14 +219,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             LogFormatArg::Json => LogFormat::Json,
         }),
     };
-    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    let config = Settings::load(cli.config.as_deref(), &overrides)?;
     let service = match &cli.command {
         Command::Up => "skillup".to_owned(),
         Command::Serve { component } => format!("skillup-{}", component.name()),
         _ => "skillup-cli".to_owned(),
     };
     // Kept to the end of `run`: dropping it flushes batched spans and queued error reports.
-    let _telemetry = telemetry::init(config.log_format, &service, telemetry::Exporters::from_env());
+    let _telemetry =
+        telemetry::init(config.shared.log_format, &service, telemetry::Exporters::from_env());
     match cli.command {
         Command::Up => {
             config.validate(RunMode::AllInOne, Component::all_needs())?;
@@ -238,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             config.validate(RunMode::AllInOne, Default::default())?;
-            let url = config.database_url_or_embedded();
+            let url = config.shared.database_url_or_embedded();
             // Two connections: on PostgreSQL one holds the migrations' lock while they run on
             // the other.
             let db =
@@ -264,7 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
+async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
     let default_dir = config.keys_dir();
     match command {
         KeysCommand::Generate { dir, verify_only } => {
@@ -310,7 +311,7 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
         KeysCommand::Identity { command, file } => {
             use skillup_kit::identity::KeyFile;
             let path = file
-                .or_else(|| config.identity.key_file.clone())
+                .or_else(|| config.shared.identity.key_file.clone())
                 .unwrap_or_else(|| skillup_kit::identity::default_key_path(&default_dir));
             let mut keys = KeyFile::read(&path)?;
             match command {
@@ -354,9 +355,9 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
 
 /// `skillup health`: GET /readyz on this process's HTTP address (an edge's `edge.ops_addr`
 /// when set).
-async fn health(config: &Config, timeout_ms: u64) -> anyhow::Result<()> {
+async fn health(config: &Settings, timeout_ms: u64) -> anyhow::Result<()> {
     // An edge with an operations listener answers /readyz there only.
-    let mut addr = config.edge.ops_addr.unwrap_or(config.http_addr);
+    let mut addr = config.edge.ops_addr.unwrap_or(config.shared.http_addr);
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use skillup_ai::Generator;
-use skillup_auth::{AuthGrpc, keys::KeyStore};
+use skillup_auth::{AuthConfig, AuthGrpc, keys::KeyStore};
 use skillup_kit::{
-    Config, Shutdown,
+    Shutdown,
     component::{Component as _, Context},
     grpc::{GrpcServer, LocalSlot},
     infra::Infra,
@@ -16,9 +16,10 @@ use skillup_payment::PaymentGrpc;
 use skillup_prompt::PromptGrpc;
 use skillup_subscribe::SubscribeGrpc;
 
-use crate::{components, say};
+use crate::{components, say, settings::Settings};
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    let config = settings.shared.clone();
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     skillup_kit::files::private_dir(&config.data_dir)
@@ -32,7 +33,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let applied = components::migrate_all(&infra.db).await?;
     say(&format!("ready  migrations ({applied} components)"));
 
-    let store = KeyStore::new(config.keys_dir());
+    let store = KeyStore::new(settings.keys_dir());
     let (kid, generated) = store.ensure_signing_key().await.context("preparing the signing key")?;
     say(&format!(
         "ready  keys      (RS256 4096-bit, kid {kid}{})",
@@ -45,49 +46,49 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
-    let mut config = config;
-    config.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));
+    settings.edge.upstream_default.get_or_insert_with(|| format!("http://{grpc_addr}"));
     // The HTTP listener too, before auth: the links auth mails point at it unless
     // `auth.public_url` says otherwise (`--http-addr 127.0.0.1:9000` mails :9000 links).
     let http = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
-    let scheme = if config.edge.tls_cert_file.is_some() { "https" } else { "http" };
+    let scheme = if settings.edge.tls_cert_file.is_some() { "https" } else { "http" };
     let public = if http_addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", http_addr.port())
     } else {
         http_addr.to_string()
     };
-    if config.auth.public_url == Config::default().auth.public_url {
-        config.auth.public_url = format!("{scheme}://{public}");
+    if settings.auth.public_url == AuthConfig::default().public_url {
+        settings.auth.public_url = format!("{scheme}://{public}");
     }
 
     // Services that call each other (ai → subscribe, prompt; subscribe → payment) do it
     // in-process, through the server built below, as the edge does (`edge.in_process`).
     let slot = LocalSlot::new();
-    let local_slot = config.edge.in_process.then_some(&slot);
-    let identity_key = components::identity_key(&config)?;
-    let ctx = Context::new(&config, &infra, &shutdown).with_local(local_slot);
-    let auth = AuthGrpc::build(&ctx).await?;
+    let local_slot = settings.edge.in_process.then_some(&slot);
+    let identity_key = components::identity_key(&settings)?;
+    let deployment = settings.deployment();
+    let ctx = Context::new(&config, &deployment, &infra, &shutdown).with_local(local_slot);
+    let auth = AuthGrpc::build(&ctx, &settings.auth).await?;
     say(&format!(
         "ready  auth      (skillup.auth.v1; emails go to {})",
         config.outbox_dir().display()
     ));
 
-    let prompt = PromptGrpc::build(&ctx).await?;
+    let prompt = PromptGrpc::build(&ctx, &()).await?;
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
-    let payment = PaymentGrpc::build(&ctx).await?;
+    let payment = PaymentGrpc::build(&ctx, &()).await?;
     say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
-    let subscribe = SubscribeGrpc::build(&ctx).await?;
+    let subscribe = SubscribeGrpc::build(&ctx, &()).await?;
     say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");
 
-    let generator = Generator::build(&ctx).await?;
+    let generator = Generator::build(&ctx, &settings.ai).await?;
     let ai = skillup_ai::AiGrpc::new(generator.clone());
     let ai_admin = skillup_ai::AdminGrpc::new(generator.clone());
     say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
 
-    let notification = NotificationGrpc::build(&ctx).await?;
+    let notification = NotificationGrpc::build(&ctx, &settings.notification).await?;
     say("ready  notification (skillup.notification.v1; live at /api/notifications/ws)");
 
     // One listener for every gRPC service (service issues add theirs here).
@@ -119,7 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     // The worker starts once the services it calls are reachable in-process.
-    let worker_task = if config.ai.worker_concurrency > 0 {
+    let worker_task = if settings.ai.worker_concurrency > 0 {
         let worker = skillup_ai::Worker::new(generator);
         worker.report_metrics();
         let task = tokio::spawn(
@@ -127,7 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         say(&format!(
             "ready  worker    (generate.long, {} at a time)",
-            config.ai.worker_concurrency
+            settings.ai.worker_concurrency
         ));
         Some(task)
     } else {
@@ -138,7 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Route exactly what this process serves.
     let served = grpc_services;
     let edge =
-        components::edge(&config, &infra, identity_key, Some(served), Some(local), &shutdown)?;
+        components::edge(&settings, &infra, identity_key, Some(served), Some(local), &shutdown)?;
     let routes = edge.inner().table.routes.len();
     let http_task = tokio::spawn(edge.serve(http, shutdown.clone()));
     say(&format!("ready  edge      {http_addr} ({routes} REST routes from the contracts)"));

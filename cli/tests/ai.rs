@@ -5,10 +5,12 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use skillup_ai::fake::{Behavior, FakeProvider};
+use skillup_ai::{
+    config::{AiConfig, ProviderConfig, ProviderKind},
+    fake::{Behavior, FakeProvider},
+};
 use skillup_kit::{
     Shutdown,
-    config::{AiConfig, ProviderConfig, ProviderKind},
     grpc::GrpcServer,
     identity::{Caller, IdentityKey, now_secs},
 };
@@ -68,7 +70,7 @@ fn provider(kind: ProviderKind, url: String) -> ProviderConfig {
 
 /// The config the tests run with: one OpenAI provider on the fake, fast retries.
 fn config(fake: &FakeProvider) -> AiConfig {
-    let mut cfg = skillup_kit::Config::default().ai;
+    let mut cfg = AiConfig::default();
     cfg.providers.clear();
     cfg.providers.insert("openai".into(), provider(ProviderKind::Openai, fake.openai_url()));
     cfg.chain = vec!["openai".into()];

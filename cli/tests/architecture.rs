@@ -10,6 +10,8 @@
 //!   (errors as statuses): the rules take and return the service's own values;
 //! - in a service crate, every statement (a sea-orm `Entity::` query, a raw `Statement`) is in
 //!   `store/`: the rules ask the store by name;
+//! - the kit declares no service's settings: a service's section (`impl Section for …`) lives in
+//!   its own crate;
 //! - no event name as a string literal outside the catalogue (`skillup_proto::events`);
 //! - no two top-level modules of a crate name each other (`crate::a` in b and `crate::b` in a).
 
@@ -249,6 +251,39 @@ fn statements_live_in_the_store() {
         }
     }
     assert!(bad.is_empty(), "statements outside the store:\n{}", bad.join("\n"));
+}
+
+/// Lines of the kit that declare or read a service's section (`[auth]`, `[ai]`, …).
+fn kit_section_lines(src: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for service in SERVICES.iter().chain(["edge"].iter()) {
+        let camel = service[..1].to_uppercase() + &service[1..];
+        names.push(format!("struct {camel}Config"));
+        names.push(format!(".{service}."));
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    lines_naming(src, &names)
+}
+
+#[test]
+fn the_kit_declares_no_services_settings() {
+    let src_dir = root().join("services/kit/src");
+    let mut bad = Vec::new();
+    for file in rust_files(&src_dir) {
+        let rel = file.strip_prefix(&src_dir).unwrap().to_string_lossy().into_owned();
+        let src = std::fs::read_to_string(&file).unwrap();
+        bad.extend(
+            kit_section_lines(&src).into_iter().map(|l| format!("services/kit/src/{rel}:{l}")),
+        );
+    }
+    assert!(bad.is_empty(), "a service's settings in the kit:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_kit_rule_catches_a_section_in_the_kit() {
+    assert_eq!(kit_section_lines("pub struct AiConfig {\n    pub chain: Vec<String>,\n}").len(), 1);
+    assert_eq!(kit_section_lines("let url = config.edge.upstreams.get(name);").len(), 1);
+    assert!(kit_section_lines("pub struct BusConfig {").is_empty());
 }
 
 #[test]

@@ -13,11 +13,14 @@ use std::{
 };
 
 use common::{free_port, skillup};
-use skillup_ai::fake::{Behavior, FakeProvider};
+use skillup_ai::{
+    AiConfig,
+    config::{ProviderConfig, ProviderKind},
+    fake::{Behavior, FakeProvider},
+};
 use skillup_kit::{
     Config, Shutdown,
     bus::SubscriptionSpec,
-    config::{ProviderConfig, ProviderKind},
     grpc::GrpcServer,
     identity::{Caller, IdentityKey, now_secs},
     infra::Infra,
@@ -33,6 +36,7 @@ use uuid::Uuid;
 /// The services of one deployment, in this process, with the names a worker process needs.
 struct Deployment {
     config: Config,
+    ai_config: AiConfig,
     infra: Infra,
     key: Arc<IdentityKey>,
     core: TestServer,
@@ -57,8 +61,9 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
     config.bus.exchange = format!("test.{}.events", testing::unique());
     config.bus.queue_prefix = format!("test.{}.", testing::unique());
     config.bus.publish_timeout_ms = 30_000;
-    config.ai.providers.clear();
-    config.ai.providers.insert(
+    let mut ai = AiConfig::default();
+    ai.providers.clear();
+    ai.providers.insert(
         "openai".into(),
         ProviderConfig {
             kind: ProviderKind::Openai,
@@ -68,8 +73,8 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
             ..Default::default()
         },
     );
-    config.ai.chain = vec!["openai".into()];
-    config.ai.retry_base_ms = 200;
+    ai.chain = vec!["openai".into()];
+    ai.retry_base_ms = 200;
     let infra = Infra::connect(&config).await.unwrap();
     let key = Arc::new(IdentityKey::random());
     let shutdown = Shutdown::new();
@@ -92,7 +97,7 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
     )
     .await;
     let generator =
-        skillup_ai::generator(&infra, &config.ai, core.channel(), core.channel()).await.unwrap();
+        skillup_ai::generator(&infra, &ai, core.channel(), core.channel()).await.unwrap();
     if in_process_worker {
         let w = skillup_ai::Worker::new(generator.clone());
         tokio::spawn(w.run(shutdown.clone(), Duration::from_secs(5)));
@@ -107,6 +112,7 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
         ai: GenerationServiceClient::new(ai_server.channel()),
         subs: SubscriptionServiceClient::new(core.channel()),
         config,
+        ai_config: ai,
         infra,
         key,
         core,
@@ -136,7 +142,7 @@ impl Deployment {
     /// `skillup serve worker` on this deployment's servers.
     fn worker_process(&self, dir: &std::path::Path) -> Child {
         let c = &self.config;
-        let p = &c.ai.providers["openai"];
+        let p = &self.ai_config.providers["openai"];
         skillup()
             .args(["serve", "worker", "--grpc-addr"])
             .arg(format!("127.0.0.1:{}", free_port()))
@@ -154,7 +160,7 @@ impl Deployment {
             .env("SKILLUP_AI__PROVIDERS__OPENAI__BASE_URL", &p.base_url)
             .env("SKILLUP_AI__PROVIDERS__OPENAI__API_KEY", "sk-test")
             .env("SKILLUP_AI__PROVIDERS__OPENAI__MODEL", &p.model)
-            .env("SKILLUP_AI__RETRY_BASE_MS", c.ai.retry_base_ms.to_string())
+            .env("SKILLUP_AI__RETRY_BASE_MS", self.ai_config.retry_base_ms.to_string())
             .spawn()
             .unwrap()
     }

@@ -20,8 +20,10 @@ use axum::{Router, body::Body, extract::ConnectInfo};
 use bytes::Bytes;
 use http::{Request, Response};
 use ipnet::IpNet;
-use skillup_kit::{Shutdown, config::EdgeConfig};
+use skillup_kit::Shutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::EdgeConfig;
 
 /// Connection settings, from [`EdgeConfig`].
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@
 //! the OpenAPI document and the ops endpoints have handlers of their own.
 
 pub mod authn;
+pub mod config;
 pub mod conn;
 pub mod errors;
 pub mod json;
@@ -44,7 +45,7 @@ use skillup_kit::{
     Readiness, Shutdown,
     bus::SharedBus,
     cache::SharedCache,
-    config::{Config, EdgeConfig},
+    config::Config,
     identity::{self, IdentityKey},
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -56,6 +57,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+pub use crate::config::EdgeConfig;
 use crate::{
     authn::{Authenticator, Decision},
     errors::ApiError,
@@ -75,7 +77,10 @@ pub const WS_PROTOCOL: &str = "skillup.v1";
 
 /// What the edge is built from.
 pub struct EdgeParts {
+    /// The shared settings.
     pub config: Config,
+    /// The edge's own section.
+    pub edge: EdgeConfig,
     /// The contracts (normally `skillup_proto::FILE_DESCRIPTOR_SET`).
     pub descriptors: DescriptorPool,
     pub cache: SharedCache,
@@ -117,7 +122,7 @@ impl Edge {
     /// Reads the routes, prepares upstream channels (connected on first use), and starts the
     /// revocation listener and the rate-limit janitor; both stop with `shutdown`.
     pub fn build(parts: EdgeParts, shutdown: Shutdown) -> Result<Self, String> {
-        let cfg = parts.config.edge.clone();
+        let cfg = parts.edge.clone();
         let table = RouteTable::from_pool(&parts.descriptors, parts.services.as_deref())?;
         let mut names: Vec<String> = table.routes.iter().map(|r| r.rpc.upstream.clone()).collect();
         names.push("auth".into());

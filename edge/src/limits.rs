@@ -10,6 +10,7 @@ use std::{
     collections::HashMap, hash::Hash, net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration,
 };
 
+use crate::config::RateConfig;
 use governor::{
     Quota, RateLimiter,
     clock::{Clock, DefaultClock},
@@ -17,7 +18,6 @@ use governor::{
     state::keyed::DefaultKeyedStateStore,
 };
 use http::{HeaderMap, HeaderValue, header};
-use skillup_kit::config::RateConfig;
 
 use crate::errors::ApiError;
 

@@ -7,7 +7,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
-use skillup_kit::config::{BreakerConfig, EdgeConfig, RetryConfig};
+use skillup_kit::config::BreakerConfig;
+
+use crate::config::{EdgeConfig, RetryConfig};
 use tonic::{
     Code, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},

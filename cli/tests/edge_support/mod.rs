@@ -20,7 +20,6 @@ use skillup_auth::keys::{KeyStore, SigningKey};
 use skillup_edge::{Edge, EdgeParts};
 use skillup_kit::{
     Shutdown,
-    config::Config,
     grpc::GrpcServer,
     identity::{Caller, IdentityKey},
     mailer::OutboxMailer,
@@ -246,6 +245,14 @@ pub fn testing_pool() -> DescriptorPool {
     DescriptorPool::decode(skillup_proto::TESTING_FILE_DESCRIPTOR_SET).unwrap()
 }
 
+/// What a test stack runs with: the shared settings and the sections of auth and the edge.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub shared: skillup_kit::Config,
+    pub auth: skillup_auth::AuthConfig,
+    pub edge: skillup_edge::EdgeConfig,
+}
+
 /// Test defaults: generous budgets (tests of limits set their own), quick breaker.
 pub fn base_config() -> Config {
     let mut c = Config::default();
@@ -329,7 +336,8 @@ impl Stack {
     ) -> (String, Edge) {
         let edge = Edge::build(
             EdgeParts {
-                config: config.clone(),
+                config: config.shared.clone(),
+                edge: config.edge.clone(),
                 descriptors: testing_pool(),
                 cache: self.t.infra.cache.clone(),
                 bus: self.t.infra.bus.clone(),

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
-use skillup_kit::{bus::SharedBus, cache::SharedCache, config::AiConfig, identity::Caller};
+use skillup_kit::{bus::SharedBus, cache::SharedCache, identity::Caller};
 use uuid::Uuid;
 
 use crate::{
+    config::AiConfig,
     domain::{Completion, GenerationRequest, Mode},
     error::{AiError, Result},
     ports::{PromptAsk, Prompts, Quota},

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod clients;
+pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
@@ -34,12 +35,12 @@ pub mod worker;
 
 use skillup_kit::{
     component::{BuildError, Component, Context},
-    config::AiConfig,
     grpc::ServiceChannel,
     infra::Infra,
 };
 
 pub use crate::{
+    config::AiConfig,
     generator::Generator,
     grpc::{AdminGrpc, AiGrpc},
     providers::Chain,
@@ -83,10 +84,12 @@ pub async fn generator(
 impl Component for Generator {
     const NAME: &'static str = "ai";
 
+    type Config = AiConfig;
+
     /// [`generator`] reaching subscribe and prompt as the context says. The ai service
     /// ([`AiGrpc`], [`AdminGrpc`]) and the [`Worker`] are built on it.
-    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+    async fn build(ctx: &Context<'_>, config: &AiConfig) -> Result<Self, BuildError> {
         let (subscribe, prompt) = (ctx.channel("subscribe")?, ctx.channel("prompt")?);
-        generator(ctx.infra, &ctx.config.ai, subscribe, prompt).await
+        generator(ctx.infra, config, subscribe, prompt).await
     }
 }

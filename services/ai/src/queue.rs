@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use prost::Message as _;
-use skillup_kit::{bus::QueueSpec, config::AiConfig};
+use skillup_kit::bus::QueueSpec;
+
+use crate::config::AiConfig;
 use skillup_proto::ai::v1 as pb;
 
 use crate::domain::Job;

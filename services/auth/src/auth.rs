@@ -22,12 +22,12 @@ use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use skillup_kit::{
-    bus::SharedBus, cache::SharedCache, config::AuthConfig, identity::Caller, mailer::SharedMailer,
-    outbox::Outbox,
+    bus::SharedBus, cache::SharedCache, identity::Caller, mailer::SharedMailer, outbox::Outbox,
 };
 use uuid::Uuid;
 
 use crate::{
+    config::AuthConfig,
     domain::{
         password, secrets,
         tokens::{LEEWAY_SECS, TokenKeys},

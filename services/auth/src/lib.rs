@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod config;
 pub mod domain;
 pub mod email_tokens;
 pub mod error;
@@ -25,13 +26,12 @@ use skillup_kit::{
     Shutdown,
     bus::{SharedBus, SubscriptionSpec},
     component::{BuildError, Component, Context},
-    config::AuthConfig,
     infra::Infra,
     mailer::SharedMailer,
 };
 use skillup_proto::{events::Event as _, subscribe::v1::SubscriptionChanged};
 
-pub use crate::{auth::Auth, grpc::AuthGrpc};
+pub use crate::{auth::Auth, config::AuthConfig, grpc::AuthGrpc};
 use crate::{domain::tokens::TokenKeys, store::migration::Migrator};
 
 /// Runs auth's migrations.
@@ -74,12 +74,14 @@ pub async fn build(
 impl Component for AuthGrpc {
     const NAME: &'static str = "auth";
 
-    /// [`build`] with the process's configuration and mailer.
-    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+    type Config = AuthConfig;
+
+    /// [`build`] with the process's mailer and keys.
+    async fn build(ctx: &Context<'_>, config: &AuthConfig) -> Result<Self, BuildError> {
         let mailer = skillup_kit::mailer::from_config(ctx.config)
             .map_err(BuildError::infrastructure(Self::NAME, "mailer"))?;
-        let cfg = ctx.config.auth.clone();
-        build(cfg, ctx.config.keys_dir(), ctx.infra, mailer, ctx.shutdown.clone()).await
+        let keys_dir = ctx.deployment.keys_dir().to_owned();
+        build(config.clone(), keys_dir, ctx.infra, mailer, ctx.shutdown.clone()).await
     }
 }
 

@@ -3,13 +3,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use skillup_auth::keys::{KeyStore, SigningKey};
-use skillup_kit::{
-    Shutdown,
-    config::{AuthConfig, Config},
-    grpc::GrpcServer,
-    mailer::OutboxMailer,
+use skillup_auth::{
+    AuthConfig,
+    keys::{KeyStore, SigningKey},
 };
+use skillup_kit::{Shutdown, grpc::GrpcServer, mailer::OutboxMailer};
 use skillup_proto::{
     auth::v1::{self as pb, auth_service_client::AuthServiceClient},
     events::Event as _,
@@ -34,7 +32,7 @@ impl Drop for Harness {
 }
 
 fn test_config() -> AuthConfig {
-    AuthConfig { bcrypt_cost: 4, ..Config::default().auth }
+    AuthConfig { bcrypt_cost: 4, ..AuthConfig::default() }
 }
 
 fn keys_dir() -> std::path::PathBuf {

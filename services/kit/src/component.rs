@@ -3,7 +3,11 @@
 //! failing with the same typed [`BuildError`] — so `skillup up` and `skillup serve` wire them
 //! alike (zero2prod's `Application::build`, as a trait).
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use crate::{
     Config, Shutdown,
@@ -54,9 +58,45 @@ impl BuildError {
     }
 }
 
+/// What every component needs to know about the deployment around it, whichever section
+/// sets it (the binary fills it in from the sections it loaded).
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// gRPC address of a service by its short name (`payment`, `prompt`, …).
+    pub upstreams: BTreeMap<String, String>,
+    /// Address of any service not in `upstreams`.
+    pub upstream_default: String,
+    /// Where users reach the platform (links in emails).
+    pub public_url: String,
+    /// Where keys are kept (signing keys, the identity assertion key).
+    pub keys_dir: PathBuf,
+}
+
+impl Deployment {
+    /// Everything at this process's own gRPC address; keys under `data_dir`.
+    pub fn local(config: &Config) -> Self {
+        Self {
+            upstreams: BTreeMap::new(),
+            upstream_default: format!("http://{}", config.grpc_addr),
+            public_url: format!("http://{}", config.http_addr),
+            keys_dir: config.data_dir.join("keys"),
+        }
+    }
+
+    /// Where service `name` is reached over gRPC.
+    pub fn service_url(&self, name: &str) -> &str {
+        self.upstreams.get(name).unwrap_or(&self.upstream_default)
+    }
+
+    pub fn keys_dir(&self) -> &Path {
+        &self.keys_dir
+    }
+}
+
 /// What every component is built from.
 pub struct Context<'a> {
     pub config: &'a Config,
+    pub deployment: &'a Deployment,
     pub infra: &'a Infra,
     /// Background work a component starts stops with it.
     pub shutdown: &'a Shutdown,
@@ -65,34 +105,39 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(config: &'a Config, infra: &'a Infra, shutdown: &'a Shutdown) -> Self {
-        Self { config, infra, shutdown, local: None }
+    pub fn new(
+        config: &'a Config,
+        deployment: &'a Deployment,
+        infra: &'a Infra,
+        shutdown: &'a Shutdown,
+    ) -> Self {
+        Self { config, deployment, infra, shutdown, local: None }
     }
 
     /// Reach the services that run in this process through `slot` (filled once their server
-    /// is built), unless `edge.upstreams.<name>` sends one elsewhere.
+    /// is built), unless the deployment sends one elsewhere (`edge.upstreams.<name>`).
     pub fn with_local(self, slot: Option<&'a LocalSlot>) -> Self {
         Self { local: slot, ..self }
     }
 
     /// How this component reaches service `name`: in-process when it runs here too, else over
-    /// gRPC at `config.service_url(name)` (connected lazily).
+    /// gRPC at its address (connected lazily).
     pub fn channel(&self, name: &'static str) -> Result<ServiceChannel, BuildError> {
-        channel(self.config, self.local, name)
+        channel(self.deployment, self.local, name)
     }
 }
 
 fn channel(
-    config: &Config,
+    deployment: &Deployment,
     local: Option<&LocalSlot>,
     name: &'static str,
 ) -> Result<ServiceChannel, BuildError> {
     if let Some(slot) = local
-        && !config.edge.upstreams.contains_key(name)
+        && !deployment.upstreams.contains_key(name)
     {
         return Ok(ServiceChannel::InProcess(slot.clone()));
     }
-    let endpoint = tonic::transport::Endpoint::from_shared(config.service_url(name))
+    let endpoint = tonic::transport::Endpoint::from_shared(deployment.service_url(name).to_owned())
         .map_err(|e| BuildError::config(name, format!("the {name} service's address: {e}")))?;
     Ok(ServiceChannel::Network(
         endpoint
@@ -109,9 +154,12 @@ pub trait Component: Sized {
     /// The name logs and errors use.
     const NAME: &'static str;
 
+    /// Its own settings (its config section, `()` when it has none).
+    type Config: Sync;
+
     /// Migrates what it owns, starts its background work (stopped by `ctx.shutdown`) and
     /// answers the built component.
-    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError>;
+    async fn build(ctx: &Context<'_>, config: &Self::Config) -> Result<Self, BuildError>;
 }
 
 #[cfg(test)]
@@ -120,16 +168,21 @@ mod tests {
 
     #[tokio::test]
     async fn services_of_this_process_are_reached_in_process_unless_sent_elsewhere() {
-        let mut config = Config::default();
+        let mut deployment = Deployment::local(&Config::default());
         let slot = LocalSlot::new();
-        let here = channel(&config, Some(&slot), "payment").unwrap();
+        let here = channel(&deployment, Some(&slot), "payment").unwrap();
         assert!(matches!(here, ServiceChannel::InProcess(_)));
-        assert!(matches!(channel(&config, None, "payment").unwrap(), ServiceChannel::Network(_)));
-        config.edge.upstreams.insert("payment".into(), "http://payment:50051".into());
-        let away = channel(&config, Some(&slot), "payment").unwrap();
+        let there = channel(&deployment, None, "payment").unwrap();
+        assert!(matches!(there, ServiceChannel::Network(_)));
+        assert_eq!(deployment.service_url("payment"), "http://127.0.0.1:50051");
+        deployment.upstreams.insert("payment".into(), "http://payment:50051".into());
+        assert_eq!(deployment.service_url("payment"), "http://payment:50051");
+        let away = channel(&deployment, Some(&slot), "payment").unwrap();
         assert!(matches!(away, ServiceChannel::Network(_)), "an upstream setting wins");
-        config.edge.upstreams.insert("prompt".into(), "not a url at all".into());
-        let Err(e) = channel(&config, None, "prompt") else { panic!("a bad address is refused") };
+        deployment.upstreams.insert("prompt".into(), "not a url at all".into());
+        let Err(e) = channel(&deployment, None, "prompt") else {
+            panic!("a bad address is refused")
+        };
         assert!(matches!(e, BuildError::Config { component: "prompt", .. }), "{e}");
         assert!(e.to_string().starts_with("prompt: the prompt service's address"), "{e}");
     }

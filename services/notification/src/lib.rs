@@ -6,6 +6,7 @@
 //! Reads top-down: [`build`] wires it and starts the consumers; [`grpc`] is the tonic adapter;
 //! [`service`] the rules; [`store`] the tables.
 
+pub mod config;
 pub mod digest;
 pub mod domain;
 pub mod error;
@@ -25,7 +26,7 @@ use skillup_kit::{
     mailer::SharedMailer,
 };
 
-pub use crate::{grpc::NotificationGrpc, notifier::Notifier};
+pub use crate::{config::NotificationConfig, grpc::NotificationGrpc, notifier::Notifier};
 
 /// Runs the notification service's migrations.
 pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {
@@ -67,12 +68,15 @@ pub async fn build(
 impl Component for NotificationGrpc {
     const NAME: &'static str = "notification";
 
+    type Config = NotificationConfig;
+
     /// [`build`] emailing through the process's mailer, with the digest every
     /// `notification.digest_secs`.
-    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+    async fn build(ctx: &Context<'_>, config: &NotificationConfig) -> Result<Self, BuildError> {
         let mailer = skillup_kit::mailer::from_config(ctx.config)
             .map_err(BuildError::infrastructure(Self::NAME, "mailer"))?;
-        let every = Duration::from_secs(ctx.config.notification.digest_secs.max(1));
-        build(ctx.infra, mailer, &ctx.config.auth.public_url, every, ctx.shutdown.clone()).await
+        let every = Duration::from_secs(config.digest_secs.max(1));
+        let public_url = &ctx.deployment.public_url;
+        build(ctx.infra, mailer, public_url, every, ctx.shutdown.clone()).await
     }
 }

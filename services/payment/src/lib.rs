@@ -42,7 +42,9 @@ pub async fn build(infra: &Infra, shutdown: Shutdown) -> Result<PaymentGrpc, Bui
 impl Component for PaymentGrpc {
     const NAME: &'static str = "payment";
 
-    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+    type Config = ();
+
+    async fn build(ctx: &Context<'_>, _: &()) -> Result<Self, BuildError> {
         build(ctx.infra, ctx.shutdown.clone()).await
     }
 }

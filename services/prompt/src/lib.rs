@@ -38,7 +38,9 @@ pub async fn build(infra: &Infra) -> Result<PromptGrpc, BuildError> {
 impl Component for PromptGrpc {
     const NAME: &'static str = "prompt";
 
-    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+    type Config = ();
+
+    async fn build(ctx: &Context<'_>, _: &()) -> Result<Self, BuildError> {
         build(ctx.infra).await
     }
 }

@@ -74,8 +74,10 @@ pub async fn build(
 impl Component for SubscribeGrpc {
     const NAME: &'static str = "subscribe";
 
+    type Config = ();
+
     /// [`build`] charging through the payment service, with the periodic job every 5 s.
-    async fn build(ctx: &Context<'_>) -> Result<Self, BuildError> {
+    async fn build(ctx: &Context<'_>, _: &()) -> Result<Self, BuildError> {
         let billing = Arc::new(PaymentBilling::new(ctx.channel("payment")?));
         build(ctx.infra, billing, Duration::from_secs(5), ctx.shutdown.clone()).await
     }

@@ -14,10 +14,9 @@ mod openai;
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream::BoxStream};
-use skillup_kit::{
-    breaker::Breaker,
-    config::{AiConfig, ProviderConfig, ProviderKind},
-};
+use skillup_kit::breaker::Breaker;
+
+use crate::config::{AiConfig, ProviderConfig, ProviderKind};
 
 pub use self::{anthropic::Anthropic, offline::Offline, openai::OpenAi};
 

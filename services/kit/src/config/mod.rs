@@ -13,18 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-mod ai;
-mod auth;
-mod edge;
+mod layers;
 mod runtime;
+mod shared;
 mod validate;
 
 pub use self::{
-    ai::{AiConfig, ProviderConfig, ProviderKind},
-    auth::{AuthConfig, IdentityConfig, MailConfig},
-    edge::{BreakerConfig, EdgeConfig, RateConfig, RetryConfig},
-    runtime::{BusConfig, GrpcConfig, NotificationConfig, ShutdownConfig},
-    validate::Needs,
+    layers::{Layers, Section},
+    runtime::{BreakerConfig, BusConfig, GrpcConfig, ShutdownConfig},
+    shared::{IdentityConfig, MailConfig},
+    validate::{Needs, invalid},
 };
 pub use crate::telemetry::LogFormat;
 
@@ -37,10 +35,12 @@ pub enum RunMode {
     Distributed,
 }
 
-/// The whole process configuration. Field names are the config keys: `grpc_addr` in the file,
-/// `SKILLUP_GRPC_ADDR` in the environment, `--grpc-addr` on the command line.
+/// The settings every component shares. Field names are the config keys: `grpc_addr` in the
+/// file, `SKILLUP_GRPC_ADDR` in the environment, `--grpc-addr` on the command line. Each
+/// service owns its own section (a [`Section`]: `auth`, `ai`, `edge`, …) in its crate; the
+/// binary loads them all from the same [`Layers`]. Unknown keys are refused by [`Layers`]
+/// (top level) and by each section (inside it).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where `up` keeps its SQLite file and keys.
     pub data_dir: PathBuf,
@@ -71,18 +71,10 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// How often readiness probes run, in milliseconds.
     pub readiness_interval_ms: u64,
-    /// The auth service.
-    pub auth: AuthConfig,
     /// Outgoing email.
     pub mail: MailConfig,
     /// The identity assertion the edge signs and every service verifies.
     pub identity: IdentityConfig,
-    /// The REST/JSON edge.
-    pub edge: EdgeConfig,
-    /// Generation: providers, modes, cache, the worker.
-    pub ai: AiConfig,
-    /// Notifications.
-    pub notification: NotificationConfig,
 }
 
 impl Default for Config {
@@ -106,131 +98,21 @@ impl Default for Config {
             shutdown: ShutdownConfig { drain_ms: 2_000, grace_ms: 30_000 },
             grpc: GrpcConfig { max_concurrent_rpcs: 1_024, rpc_timeout_ms: 300_000 },
             readiness_interval_ms: 2_000,
-            auth: AuthConfig {
-                issuer: "skillup".into(),
-                audience: "skillup-api".into(),
-                access_ttl_secs: 3_600,
-                refresh_ttl_secs: 14 * 24 * 3_600,
-                refresh_grace_secs: 10,
-                bcrypt_cost: 12,
-                password_min_chars: 8,
-                verification_ttl_secs: 24 * 3_600,
-                reset_ttl_secs: 3_600,
-                resend_interval_secs: 60,
-                max_failures_per_account: 5,
-                max_failures_per_account_total: 50,
-                max_failures_per_ip: 50,
-                failure_window_secs: 900,
-                lockout_base_secs: 30,
-                lockout_max_secs: 3_600,
-                keys_dir: None,
-                public_url: "http://127.0.0.1:8080".into(),
-            },
             mail: MailConfig {
                 from: "SkillUp <no-reply@skillup.local>".into(),
                 outbox_dir: None,
                 smtp_url: None,
             },
             identity: IdentityConfig { key_file: None, ttl_secs: 60 },
-            edge: EdgeConfig {
-                upstreams: Default::default(),
-                upstream_default: None,
-                upstream_connections: 2,
-                in_process: true,
-                timeout_ms: 30_000,
-                decision_cache_ms: 5_000,
-                decision_cache_max: 100_000,
-                max_body_bytes: 1 << 20,
-                max_header_bytes: 16 << 10,
-                header_timeout_ms: 10_000,
-                body_timeout_ms: 30_000,
-                idle_timeout_ms: 60_000,
-                max_connections: 10_000,
-                max_connections_per_ip: 256,
-                internal_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
-                ops_addr: None,
-                trusted_proxies: Vec::new(),
-                cors_origins: Vec::new(),
-                tls_cert_file: None,
-                tls_key_file: None,
-                sse_keepalive_ms: 15_000,
-                ws_ping_ms: 20_000,
-                ws_auth_timeout_ms: 10_000,
-                rate: RateConfig {
-                    ip_per_sec: 50,
-                    ip_burst: 100,
-                    auth_per_min: 30,
-                    auth_burst: 10,
-                    generate_per_min: [("free", 10), ("basic", 60), ("premium", 300)]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
-                        .collect(),
-                    generate_burst: 5,
-                },
-                breaker: BreakerConfig {
-                    consecutive_failures: 5,
-                    failure_rate_percent: 50,
-                    window: 20,
-                    open_ms: 5_000,
-                    half_open_probes: 3,
-                },
-                retry: RetryConfig {
-                    max_attempts: 8,
-                    initial_backoff_ms: 25,
-                    max_backoff_ms: 500,
-                    unreachable_ms: 5_000,
-                },
-            },
-            ai: AiConfig {
-                providers: [
-                    (
-                        "openai".to_owned(),
-                        ProviderConfig {
-                            kind: ProviderKind::Openai,
-                            base_url: "https://api.openai.com/v1".into(),
-                            api_key_env: Some("OPENAI_API_KEY".into()),
-                            model: "gpt-4o-mini".into(),
-                            ..ProviderConfig::default()
-                        },
-                    ),
-                    (
-                        "anthropic".to_owned(),
-                        ProviderConfig {
-                            kind: ProviderKind::Anthropic,
-                            base_url: "https://api.anthropic.com".into(),
-                            api_key_env: Some("ANTHROPIC_API_KEY".into()),
-                            model: "claude-3-5-haiku-latest".into(),
-                            ..ProviderConfig::default()
-                        },
-                    ),
-                ]
-                .into_iter()
-                .collect(),
-                chain: vec!["openai".into(), "anthropic".into()],
-                require_verified_email: true,
-                sync_max_tokens: 1_000,
-                temperature: 0.7,
-                cache_ttl_secs: 3_600,
-                cache_hit_charge_percent: 0,
-                worker_concurrency: 16,
-                retry_base_ms: 2_000,
-                max_retries: 4,
-                lease_secs: 600,
-                task_cache_secs: 3_600,
-                breaker: BreakerConfig {
-                    consecutive_failures: 5,
-                    failure_rate_percent: 50,
-                    window: 20,
-                    open_ms: 30_000,
-                    half_open_probes: 1,
-                },
-            },
-            notification: NotificationConfig { digest_secs: 60 },
         }
     }
 }
 
-fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes a secret setting (for the layered defaults; never logged).
+pub fn ser_secret_opt<S: serde::Serializer>(
+    v: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match v {
         Some(v) => s.serialize_some(v.expose_secret()),
         None => s.serialize_none(),
@@ -264,13 +146,13 @@ pub const NOT_CONFIG: &[&str] = &[
 ];
 
 impl Config {
-    /// Loads every layer. `file` is the `--config` path (or `SKILLUP_CONFIG`), if any.
+    /// Only the shared settings, every layer (a process with no section of its own; tests).
     pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Self> {
-        Self::figment(file, overrides).extract().map_err(|e| Error::Config(describe(e)))
+        Layers::new(file, overrides).shared()
     }
 
-    /// The layered sources, for tests and for `skillup config` style tooling.
-    pub fn figment(file: Option<&std::path::Path>, overrides: &Overrides) -> Figment {
+    /// The layered sources (see [`Layers`]).
+    fn figment(file: Option<&std::path::Path>, overrides: &Overrides) -> Figment {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
@@ -289,32 +171,20 @@ impl Config {
         .merge(Serialized::defaults(overrides))
     }
 
-    /// The signing-key directory.
-    pub fn keys_dir(&self) -> PathBuf {
-        self.auth.keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
-    }
-
     /// The identity assertion key: `identity.key_file`, or `<keys_dir>/identity.key` (created
     /// when missing only if `create`).
-    pub fn identity_key(&self, create: bool) -> Result<crate::identity::IdentityKey> {
+    pub fn identity_key(
+        &self,
+        keys_dir: &std::path::Path,
+        create: bool,
+    ) -> Result<crate::identity::IdentityKey> {
         match &self.identity.key_file {
             Some(path) => crate::identity::IdentityKey::load(path, false),
             None => crate::identity::IdentityKey::load(
-                &crate::identity::default_key_path(&self.keys_dir()),
+                &crate::identity::default_key_path(keys_dir),
                 create,
             ),
         }
-    }
-
-    /// Where this process reaches service `name` (`payment`, `prompt`, …) over gRPC:
-    /// `edge.upstreams.<name>`, else `edge.upstream_default`, else this process's `grpc_addr`.
-    pub fn service_url(&self, name: &str) -> String {
-        self.edge
-            .upstreams
-            .get(name)
-            .cloned()
-            .or_else(|| self.edge.upstream_default.clone())
-            .unwrap_or_else(|| format!("http://{}", self.grpc_addr))
     }
 
     /// The file mailer's outbox.
@@ -333,17 +203,6 @@ impl Config {
             None => format!("sqlite://{}?mode=rwc", self.data_dir.join("skillup.db").display()),
         }
     }
-}
-
-fn describe(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| {
-            let key = if e.path.is_empty() { String::from("(root)") } else { e.path.join(".") };
-            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
-            format!("`{key}`: {} (from {source})", e.kind)
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]
@@ -383,31 +242,6 @@ mod tests {
             assert!(err.contains("`grpc_addr`"), "{err}");
             Ok(())
         });
-    }
-
-    /// Issue 27.2: every k8s pod got the providers' key file variables; all but ai and worker
-    /// exit reading files they do not mount.
-    #[test]
-    fn only_components_that_call_providers_read_their_key_files() {
-        let mut c = Config::default();
-        let missing = std::path::PathBuf::from("/nonexistent/skillup/providers/openai");
-        c.ai.providers.insert(
-            "openai".into(),
-            ProviderConfig {
-                kind: ProviderKind::Openai,
-                base_url: "https://api.openai.com/v1".into(),
-                model: "gpt-4o-mini".into(),
-                api_key_file: Some(missing),
-                ..ProviderConfig::default()
-            },
-        );
-        let without = Needs { database: false, cache: false, bus: false, providers: false };
-        c.validate(RunMode::AllInOne, without).expect("an edge or auth never reads the key");
-        let err = c
-            .validate(RunMode::AllInOne, Needs { providers: true, ..without })
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("reading the API key file"), "{err}");
     }
 
     /// Issue 27.1: `SKILLUP_` variables of the telemetry and the scripts are not config keys.
@@ -450,50 +284,86 @@ mod tests {
     }
 
     #[test]
-    fn edge_settings_are_checked() {
-        let mut c = Config::default();
-        c.edge.internal_cidrs.push("10.0.0.0/33".into());
-        let err = c.validate(RunMode::AllInOne, Needs::default()).unwrap_err().to_string();
-        assert!(err.contains("edge.internal_cidrs") && err.contains("10.0.0.0/33"), "{err}");
-        let mut c = Config::default();
-        c.edge.tls_cert_file = Some("cert.pem".into());
-        let err = c.validate(RunMode::AllInOne, Needs::default()).unwrap_err().to_string();
-        assert!(err.contains("tls_key_file"), "{err}");
+    fn the_identity_assertion_life_is_checked() {
         let mut c = Config::default();
         c.identity.ttl_secs = 0;
-        assert!(c.validate(RunMode::AllInOne, Needs::default()).is_err());
+        let err = c.validate(RunMode::AllInOne, Needs::default()).unwrap_err().to_string();
+        assert!(err.contains("SKILLUP_IDENTITY__TTL_SECS"), "{err}");
+    }
+
+    /// A service's section, as a service crate declares one.
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Toy {
+        per_min: std::collections::BTreeMap<String, u32>,
+        limit: u32,
+    }
+
+    impl Default for Toy {
+        fn default() -> Self {
+            Self { per_min: [("free".to_owned(), 10)].into_iter().collect(), limit: 3 }
+        }
+    }
+
+    impl Section for Toy {
+        const KEY: &'static str = "toy";
+
+        fn check(&self, _needs: Needs) -> Result<()> {
+            if self.limit == 0 { Err(invalid("toy.limit", "must be above 0")) } else { Ok(()) }
+        }
+    }
+
+    fn toy_layers(file: Option<&str>) -> Layers {
+        Layers::new(file.map(std::path::Path::new), &Overrides::default()).with::<Toy>()
     }
 
     #[test]
-    fn nested_edge_keys_come_from_the_environment() {
+    fn a_section_layers_like_the_shared_settings() {
         Jail::expect_with(|jail| {
-            jail.set_env("SKILLUP_EDGE__UPSTREAMS__AUTH", "http://auth:50051");
-            jail.set_env("SKILLUP_EDGE__RATE__GENERATE_PER_MIN__GOLD", "1000");
-            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
-            assert_eq!(c.edge.upstreams["auth"], "http://auth:50051");
-            assert_eq!(c.edge.rate.generate_per_min["gold"], 1000);
-            assert_eq!(c.edge.rate.generate_per_min["free"], 10, "defaults kept beside it");
-            // Lists as the deployment manifests write them.
-            jail.set_env("SKILLUP_EDGE__INTERNAL_CIDRS", r#"["127.0.0.0/8","172.28.0.10/32"]"#);
-            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
-            assert_eq!(c.edge.internal_cidrs, ["127.0.0.0/8", "172.28.0.10/32"]);
+            jail.create_file("c.toml", "[toy]\nlimit = 5")?;
+            jail.set_env("SKILLUP_TOY__PER_MIN__GOLD", "1000");
+            let layers = toy_layers(Some("c.toml"));
+            let toy: Toy = layers.section().map_err(|e| e.to_string())?;
+            assert_eq!(toy.limit, 5, "the file beats the section's default");
+            assert_eq!(toy.per_min["gold"], 1000, "nested env with __");
+            assert_eq!(toy.per_min["free"], 10, "defaults kept beside it");
+            toy.check(Needs::default()).map_err(|e| e.to_string())?;
+            layers.shared().map_err(|e| e.to_string())?;
+            jail.set_env("SKILLUP_TOY__LIMIT", "0");
+            let toy: Toy = toy_layers(Some("c.toml")).section().map_err(|e| e.to_string())?;
+            let err = toy.check(Needs::default()).unwrap_err().to_string();
+            assert_eq!(err, "configuration: `toy.limit` (SKILLUP_TOY__LIMIT) must be above 0");
             Ok(())
         });
     }
 
     #[test]
-    fn provider_keys_come_from_a_file_and_a_blank_one_means_none() {
-        use secrecy::ExposeSecret;
-        let dir = std::env::temp_dir().join(format!("skillup-key-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("openai");
-        let p = ProviderConfig { api_key_file: Some(file.clone()), ..ProviderConfig::default() };
-        assert!(p.resolve_key().unwrap_err().contains("openai"), "a missing file is an error");
-        std::fs::write(&file, "  sk-test\n").unwrap();
-        assert_eq!(p.resolve_key().unwrap().unwrap().expose_secret(), "sk-test");
-        std::fs::write(&file, "\n").unwrap();
-        assert!(p.resolve_key().unwrap().is_none(), "a blank Secret entry = no key");
-        let _ = std::fs::remove_dir_all(dir);
+    fn unknown_keys_are_refused_inside_a_section_and_beside_it() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SKILLUP_TOY__LIMT", "1");
+            let err = toy_layers(None).section::<Toy>().unwrap_err().to_string();
+            assert!(err.contains("`toy.limt`: unknown field"), "{err}");
+            jail.clear_env();
+            jail.set_env("SKILLUP_TOYS__LIMIT", "1");
+            let err = toy_layers(None).shared().unwrap_err().to_string();
+            assert!(err.contains("`toys` is not a configuration key"), "{err}");
+            jail.clear_env();
+            jail.set_env("SKILLUP_TOY__LIMIT", "1");
+            toy_layers(None).shared().map_err(|e| e.to_string())?;
+            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("`toy` is not a configuration key"), "unregistered: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_in_a_section_names_its_whole_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SKILLUP_TOY__LIMIT", "many");
+            let err = toy_layers(None).section::<Toy>().unwrap_err().to_string();
+            assert!(err.contains("`toy.limit`"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

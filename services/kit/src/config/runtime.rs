@@ -1,5 +1,5 @@
-//! What every component shares: the bus, the gRPC servers' limits, shutdown timings; and
-//! notifications.
+//! What every component shares: the bus, the gRPC servers' limits, shutdown timings, a
+//! circuit breaker.
 
 use super::*;
 
@@ -41,11 +41,20 @@ pub struct ShutdownConfig {
     pub grace_ms: u64,
 }
 
-/// Notification settings (`SKILLUP_NOTIFICATION__…`).
+/// A circuit breaker (the edge's per upstream, `SKILLUP_EDGE__BREAKER__…`; ai's per provider,
+/// `SKILLUP_AI__BREAKER__…`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotificationConfig {
-    /// How often finished generations are emailed, seconds: one email per user per run, a
-    /// digest when several finished.
-    pub digest_secs: u64,
+pub struct BreakerConfig {
+    /// Opens after this many failures in a row (UNAVAILABLE, DEADLINE_EXCEEDED, transport
+    /// errors); 0 = never on a streak.
+    pub consecutive_failures: u32,
+    /// Also opens when at least this percent of the last `window` calls failed; 0 = off.
+    pub failure_rate_percent: u32,
+    /// Calls the failure rate is taken over (and the least before it counts).
+    pub window: u32,
+    /// How long it stays open before half-open probes, milliseconds.
+    pub open_ms: u64,
+    /// Probe calls let through while half-open; all must succeed to close.
+    pub half_open_probes: u32,
 }

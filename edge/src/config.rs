@@ -1,6 +1,10 @@
-//! The edge's settings: upstreams, limits, retries, rate budgets, breakers, timeouts.
+//! The edge's settings (`[edge]`, `SKILLUP_EDGE__…`): upstreams, limits, retries, rate
+//! budgets, breakers, timeouts.
 
-use super::*;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use skillup_kit::config::{BreakerConfig, Needs, Section, invalid};
 
 /// The edge (`SKILLUP_EDGE__…`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -110,19 +114,135 @@ pub struct RateConfig {
     pub generate_burst: u32,
 }
 
-/// Circuit breaker per upstream (`SKILLUP_EDGE__BREAKER__…`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
-    /// Opens after this many failures in a row (UNAVAILABLE, DEADLINE_EXCEEDED, transport
-    /// errors); 0 = never on a streak.
-    pub consecutive_failures: u32,
-    /// Also opens when at least this percent of the last `window` calls failed; 0 = off.
-    pub failure_rate_percent: u32,
-    /// Calls the failure rate is taken over (and the least before it counts).
-    pub window: u32,
-    /// How long it stays open before half-open probes, milliseconds.
-    pub open_ms: u64,
-    /// Probe calls let through while half-open; all must succeed to close.
-    pub half_open_probes: u32,
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            upstreams: Default::default(),
+            upstream_default: None,
+            upstream_connections: 2,
+            in_process: true,
+            timeout_ms: 30_000,
+            decision_cache_ms: 5_000,
+            decision_cache_max: 100_000,
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 16 << 10,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            internal_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            ops_addr: None,
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            sse_keepalive_ms: 15_000,
+            ws_ping_ms: 20_000,
+            ws_auth_timeout_ms: 10_000,
+            rate: RateConfig {
+                ip_per_sec: 50,
+                ip_burst: 100,
+                auth_per_min: 30,
+                auth_burst: 10,
+                generate_per_min: [("free", 10), ("basic", 60), ("premium", 300)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                generate_burst: 5,
+            },
+            breaker: BreakerConfig {
+                consecutive_failures: 5,
+                failure_rate_percent: 50,
+                window: 20,
+                open_ms: 5_000,
+                half_open_probes: 3,
+            },
+            retry: RetryConfig {
+                max_attempts: 8,
+                initial_backoff_ms: 25,
+                max_backoff_ms: 500,
+                unreachable_ms: 5_000,
+            },
+        }
+    }
+}
+
+impl Section for EdgeConfig {
+    const KEY: &'static str = "edge";
+
+    fn check(&self, _needs: Needs) -> skillup_kit::Result<()> {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "edge.tls_cert_file",
+                "and edge.tls_key_file must be set together",
+            ));
+        }
+        for (key, value) in [
+            ("edge.header_timeout_ms", self.header_timeout_ms),
+            ("edge.body_timeout_ms", self.body_timeout_ms),
+            ("edge.idle_timeout_ms", self.idle_timeout_ms),
+            ("edge.max_connections", self.max_connections as u64),
+            ("edge.max_connections_per_ip", self.max_connections_per_ip as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be above 0"));
+            }
+        }
+        for (key, list) in [
+            ("edge.internal_cidrs", &self.internal_cidrs),
+            ("edge.trusted_proxies", &self.trusted_proxies),
+        ] {
+            if let Some(bad) = list.iter().find(|n| n.parse::<ipnet::IpNet>().is_err()) {
+                return Err(invalid(key, &format!("holds `{bad}`, which is not a CIDR")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+mod tests {
+    use figment::Jail;
+    use skillup_kit::config::{Layers, Overrides};
+
+    use super::*;
+
+    #[test]
+    fn edge_settings_are_checked() {
+        EdgeConfig::default().check(Needs::default()).expect("the defaults work");
+        let mut c = EdgeConfig::default();
+        c.internal_cidrs.push("10.0.0.0/33".into());
+        let err = c.check(Needs::default()).unwrap_err().to_string();
+        assert!(err.contains("edge.internal_cidrs") && err.contains("10.0.0.0/33"), "{err}");
+        let c = EdgeConfig { tls_cert_file: Some("cert.pem".into()), ..EdgeConfig::default() };
+        let err = c.check(Needs::default()).unwrap_err().to_string();
+        assert!(err.contains("tls_key_file"), "{err}");
+        let c = EdgeConfig { idle_timeout_ms: 0, ..EdgeConfig::default() };
+        let err = c.check(Needs::default()).unwrap_err().to_string();
+        assert!(err.contains("SKILLUP_EDGE__IDLE_TIMEOUT_MS"), "{err}");
+    }
+
+    #[test]
+    fn nested_edge_keys_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SKILLUP_EDGE__UPSTREAMS__AUTH", "http://auth:50051");
+            jail.set_env("SKILLUP_EDGE__RATE__GENERATE_PER_MIN__GOLD", "1000");
+            let load = || {
+                Layers::new(None, &Overrides::default())
+                    .with::<EdgeConfig>()
+                    .section::<EdgeConfig>()
+                    .map_err(|e| e.to_string())
+            };
+            let c = load()?;
+            assert_eq!(c.upstreams["auth"], "http://auth:50051");
+            assert_eq!(c.rate.generate_per_min["gold"], 1000);
+            assert_eq!(c.rate.generate_per_min["free"], 10, "defaults kept beside it");
+            // Lists as the deployment manifests write them.
+            jail.set_env("SKILLUP_EDGE__INTERNAL_CIDRS", r#"["127.0.0.0/8","172.28.0.10/32"]"#);
+            assert_eq!(load()?.internal_cidrs, ["127.0.0.0/8", "172.28.0.10/32"]);
+            Ok(())
+        });
+    }
 }

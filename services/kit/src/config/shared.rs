@@ -1,0 +1,28 @@
+//! Settings more than one component reads: outgoing email (auth and notification send it) and
+//! the identity assertion (the edge signs it, every service verifies it).
+
+use super::*;
+
+/// Outgoing email (`SKILLUP_MAIL__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// Sender address.
+    pub from: String,
+    /// Outbox directory for the file mailer; empty = `<data_dir>/outbox`.
+    pub outbox_dir: Option<PathBuf>,
+    /// SMTP server (`smtp://host:25?tls=required`, `smtps://user:pass@host:465`); unset = outbox.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub smtp_url: Option<SecretString>,
+}
+
+/// Identity assertion settings (`SKILLUP_IDENTITY__…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// File holding the HMAC key (at least 32 bytes; a Kubernetes Secret). Unset =
+    /// `<keys_dir>/identity.key`, created on first start when it is missing.
+    pub key_file: Option<PathBuf>,
+    /// Life of an assertion the edge mints, seconds.
+    pub ttl_secs: u64,
+}
