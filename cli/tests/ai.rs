@@ -30,12 +30,15 @@ use uuid::Uuid;
 
 #[path = "ai/inline.rs"]
 mod inline;
+#[path = "ai/library.rs"]
+mod library;
 #[path = "ai/queued.rs"]
 mod queued;
 #[path = "ai/resilience.rs"]
 mod resilience;
 
 use inline::*;
+use library::*;
 use queued::*;
 use resilience::*;
 
@@ -161,6 +164,11 @@ skillup_testkit::both_adapters!(
     the_result_cache_is_per_user,
     task_rows_are_written_in_batches_each_with_its_own_outcome,
     services_that_are_restarting_are_asked_again,
+    every_generation_is_a_document_of_the_library,
+    the_library_finds_words_and_filters,
+    owners_title_star_and_delete_their_documents_others_get_not_found,
+    a_stream_its_client_left_is_kept_with_what_was_generated,
+    the_search_can_use_its_index,
 );
 
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {

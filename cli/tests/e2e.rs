@@ -186,6 +186,68 @@ async fn seed_flow(base: &str, outbox: &Path) {
     let balance = ok(get("/api/payments/balance?currency=USD", &token).await.unwrap(), 200).await;
     assert_eq!(number(&balance["available"]["amount_minor"]), 5000 - price, "{balance}");
 
+    // The library: the three generations, whichever way they ran, paged, found, edited, deleted.
+    let inline_id = inline["completion"]["id"].as_str().unwrap().to_owned();
+    let stream_id = events[0]["started"]["id"].as_str().unwrap().to_owned();
+    let first = ok(get("/api/generate?page_size=2", &token).await.unwrap(), 200).await;
+    let next = first["page"]["next_page_token"].as_str().unwrap().to_owned();
+    let rest_page = ok(
+        get(&format!("/api/generate?page_size=2&page_token={next}"), &token).await.unwrap(),
+        200,
+    )
+    .await;
+    let docs: Vec<&Value> = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest_page["tasks"].as_array().unwrap())
+        .collect();
+    let listed: Vec<(&str, &str)> =
+        docs.iter().map(|d| (d["id"].as_str().unwrap(), d["delivery"].as_str().unwrap())).collect();
+    assert_eq!(
+        listed,
+        [
+            (task_id.as_str(), "DELIVERY_QUEUED"),
+            (stream_id.as_str(), "DELIVERY_STREAM"),
+            (inline_id.as_str(), "DELIVERY_INLINE")
+        ],
+        "newest first: {first} {rest_page}"
+    );
+    let found = ok(get("/api/generate?query=tectonic", &token).await.unwrap(), 200).await;
+    assert_eq!(found["tasks"][0]["id"], stream_id.as_str(), "{found}");
+    assert_eq!(found["tasks"].as_array().unwrap().len(), 1, "{found}");
+    let doc = ok(get(&format!("/api/generate/{inline_id}"), &token).await.unwrap(), 200).await;
+    assert_eq!(doc["text"], inline["completion"]["text"], "an inline answer's id leads to it");
+    let edited = ok(
+        rest.patch(format!("{base}/api/generate/{inline_id}"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "Мой квиз", "starred": true}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(
+        (edited["title"].as_str(), edited["starred"].as_bool()),
+        (Some("Мой квиз"), Some(true))
+    );
+    let starred = ok(get("/api/generate?starred=true", &token).await.unwrap(), 200).await;
+    assert_eq!(starred["tasks"].as_array().unwrap().len(), 1, "{starred}");
+    let bad = rest
+        .patch(format!("{base}/api/generate/{inline_id}"))
+        .bearer_auth(&token)
+        .json(&json!({"title": ""}))
+        .send()
+        .await
+        .unwrap();
+    let bad = ok(bad, 400).await;
+    assert_eq!(bad["error"]["field"], "title", "{bad}");
+    let gone =
+        rest.delete(format!("{base}/api/generate/{task_id}")).bearer_auth(&token).send().await;
+    assert_eq!(gone.unwrap().status(), 204);
+    ok(get(&status_url, &token).await.unwrap(), 404).await;
+
     // Log out: the same token is refused at once.
     let out = rest
         .post(format!("{base}/api/auth/logout"))

@@ -57,6 +57,7 @@ pub fn request_message(
                 ))
                 .field(key));
             }
+            let key = page_alias(input, key);
             set_path(&mut root, input, &key, &value, true)?;
         }
     }
@@ -95,6 +96,19 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Json>, ApiError> {
     match parse_json(body)? {
         Json::Object(m) => Ok(m),
         _ => Err(ApiError::invalid("the body must be a JSON object")),
+    }
+}
+
+/// `page_size` and `page_token` at the top of a query are the request's `page.page_size` and
+/// `page.page_token` (as AIP-158 writes them) when it has a `page` and no field of that name.
+fn page_alias(input: &MessageDescriptor, key: String) -> String {
+    if (key == "page_size" || key == "page_token")
+        && input.get_field_by_name(&key).is_none()
+        && input.get_field_by_name("page").is_some()
+    {
+        format!("page.{key}")
+    } else {
+        key
     }
 }
 

@@ -73,7 +73,7 @@ pub(super) async fn queued_tasks_complete_through_the_worker_once(kind: Kind) {
                     page_size: 3,
                     page_token: String::new(),
                 }),
-                status: 0,
+                ..Default::default()
             },
         ))
         .await
@@ -92,7 +92,7 @@ pub(super) async fn queued_tasks_complete_through_the_worker_once(kind: Kind) {
                     page_size: 3,
                     page_token: next,
                 }),
-                status: 0,
+                ..Default::default()
             },
         ))
         .await

@@ -312,7 +312,18 @@ pub(super) async fn generation_through_the_edge(
     assert_eq!(res.status(), 202);
     let history: serde_json::Value =
         get_json(rest, format!("http://{http}/api/generate?page.page_size=10"), token).await;
-    assert_eq!(history["tasks"].as_array().unwrap().len(), 2, "{history}");
+    // The library: the two queued tasks and the inline and streamed generations before them.
+    let deliveries: Vec<&str> = history["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["delivery"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deliveries,
+        ["DELIVERY_QUEUED", "DELIVERY_QUEUED", "DELIVERY_STREAM", "DELIVERY_INLINE"],
+        "{history}"
+    );
     // Enums by name in a query, as the OpenAPI document says.
     let done =
         get_json(rest, format!("http://{http}/api/generate?status=TASK_STATUS_COMPLETED"), token)

@@ -78,7 +78,7 @@ impl Completion {
     }
 }
 
-/// A queued generation as its owner sees it.
+/// A generation as its owner sees it: a document of their library, whichever way it ran.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub id: Uuid,
@@ -86,7 +86,7 @@ pub struct Task {
     pub topic: String,
     pub function: String,
     pub locale: String,
-    /// Set once completed.
+    /// Set once completed (and, for a stream its client left, what was generated).
     pub text: Option<String>,
     /// Why it failed, in words its owner can read.
     pub error: Option<String>,
@@ -95,6 +95,100 @@ pub struct Task {
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// How it ran.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Its owner's title; the topic until they set one.
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub starred: bool,
+    /// The function's parameters as asked.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Who answered.
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub finish_reason: String,
+    /// The document this one was generated again from.
+    #[serde(default)]
+    pub regenerated_from: Option<Uuid>,
+    /// A stream its client left before the end: `text` holds what was generated.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// The text's beginning, in listings (which leave `text` out).
+    #[serde(default)]
+    pub excerpt: String,
+}
+
+/// Characters of a document's text a listing shows.
+pub const EXCERPT_CHARS: usize = 240;
+
+/// The beginning of `text` a listing shows: its first [`EXCERPT_CHARS`] characters, blank runs
+/// made one space, cut at a word when one ends near there.
+pub fn excerpt(text: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= EXCERPT_CHARS {
+        return flat;
+    }
+    let cut: String = flat.chars().take(EXCERPT_CHARS).collect();
+    let at_word = match cut.rfind(' ') {
+        Some(i) if i > cut.len() * 3 / 4 => &cut[..i],
+        _ => &cut,
+    };
+    format!("{at_word}…")
+}
+
+/// How a generation ran. Stored as its name in `ai_tasks.delivery`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Serialize,
+    Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Answered in one response.
+    #[sea_orm(string_value = "inline")]
+    Inline,
+    /// Streamed as it was generated.
+    #[sea_orm(string_value = "stream")]
+    Stream,
+    /// Queued and run by a worker.
+    #[default]
+    #[sea_orm(string_value = "queued")]
+    Queued,
+}
+
+/// Which of a user's documents to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LibraryQuery {
+    /// Words to find in the title, topic and text (at most 200 characters); empty = all.
+    pub query: String,
+    /// Only this function's; empty = all.
+    pub function: String,
+    /// Only starred ones.
+    pub starred: bool,
+    pub status: Option<TaskStatus>,
+}
+
+/// What its owner changes on a document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentEdit {
+    /// 1..=200 characters once trimmed.
+    pub title: Option<String>,
+    pub starred: Option<bool>,
 }
 
 /// A message on the work queue: the task to run (its row holds everything else) and the
@@ -193,6 +287,15 @@ mod tests {
     use sea_orm::{ActiveEnum, Iterable};
 
     use super::TaskStatus;
+
+    #[test]
+    fn excerpts_are_short_flat_and_cut_at_a_word() {
+        assert_eq!(super::excerpt("  Один\n\nдва  три "), "Один два три");
+        let long = "слово ".repeat(100);
+        let e = super::excerpt(&long);
+        assert!(e.chars().count() <= super::EXCERPT_CHARS + 1, "{e}");
+        assert!(e.ends_with("слово…"), "{e}");
+    }
 
     #[test]
     fn every_status_is_stored_under_its_name() {

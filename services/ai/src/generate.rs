@@ -4,8 +4,9 @@ use skillup_kit::identity::Caller;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Completion, GenerationRequest, Task},
+    domain::{Completion, Delivery, GenerationRequest, Task},
     error::Result,
+    providers::Answer,
 };
 
 use crate::generator::*;
@@ -14,7 +15,7 @@ use crate::idempotency::Claim;
 /// What `Generate` did.
 pub enum Outcome {
     Inline(Completion),
-    Queued(Task),
+    Queued(Box<Task>),
 }
 
 impl Generator {
@@ -22,7 +23,7 @@ impl Generator {
     pub async fn generate(&self, identity: &Caller, req: GenerationRequest) -> Result<Outcome> {
         let p = self.prepare(identity, req).await?;
         if self.queues(&p) {
-            return Ok(Outcome::Queued(self.enqueue(p).await?));
+            return Ok(Outcome::Queued(Box::new(self.enqueue(p).await?)));
         }
         match self.claim(&p).await? {
             None => self.inline(&p).await.map(Outcome::Inline),
@@ -41,6 +42,7 @@ impl Generator {
         if let Some(hit) = self.cached(p).await {
             self.charge_hit(p, &key, hit.answer.usage).await?;
             metrics::counter!("ai_cache_hits_total").increment(1);
+            self.keep(p, ended(id, Delivery::Inline, &hit.provider, &hit.answer, None)).await;
             return Ok(completion(&id, &hit.provider, hit.answer, true));
         }
         let (hold, _) = self.reserve(p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
@@ -55,6 +57,7 @@ impl Generator {
                 let (this, tokens, label) =
                     (self.clone(), answer.usage.total() as u64, served.label);
                 let (key, kept) = (self.result_key(p), answer.clone());
+                self.keep(p, ended(id, Delivery::Inline, label, &answer, Some(&hold))).await;
                 tokio::spawn(async move {
                     this.remember_at(&key, label, &kept).await;
                     this.commit(&hold, tokens).await;
@@ -67,4 +70,15 @@ impl Generator {
             }
         }
     }
+}
+
+/// A generation that ended well, for [`Generator::keep`].
+pub(crate) fn ended<'a>(
+    id: Uuid,
+    delivery: Delivery,
+    provider: &'a str,
+    answer: &'a Answer,
+    hold: Option<&'a str>,
+) -> Ended<'a> {
+    Ended { id, delivery, provider, answer, hold, error: None, interrupted: false }
 }

@@ -11,10 +11,11 @@ use uuid::Uuid;
 
 use crate::{
     config::AiConfig,
-    domain::{Completion, GenerationRequest, Mode},
+    domain::{Completion, Delivery, GenerationRequest, Mode, TaskStatus},
     error::{AiError, Result},
     ports::{PromptAsk, Prompts, Quota},
     providers::{Answer, Chain, ChatMessage, ChatRequest},
+    store::task,
 };
 
 /// Sync holds lapse after this long if the process dies before settling them.
@@ -192,6 +193,55 @@ impl Generator {
             function: p.req.function.clone(),
             topic: p.req.topic.trim().to_owned(),
             locale: p.locale.clone(),
+        }
+    }
+}
+
+/// How a generation that was answered at once ended, for its document.
+pub(crate) struct Ended<'a> {
+    pub id: Uuid,
+    pub delivery: Delivery,
+    pub provider: &'a str,
+    pub answer: &'a Answer,
+    /// The quota hold it was charged under (`None` for a cached answer).
+    pub hold: Option<&'a str>,
+    /// Why it failed, if it did (`answer.text` holds what came before).
+    pub error: Option<String>,
+    /// Its client left mid-stream.
+    pub interrupted: bool,
+}
+
+impl Generator {
+    /// Files an inline or streamed generation in its owner's library. Awaited before the
+    /// answer goes out, so an answer a user saw is in their library; the task writer batches
+    /// concurrent ones into one statement and one commit. A failed write is logged and
+    /// counted, and the answer still goes out: it was produced and charged.
+    pub(crate) async fn keep(&self, p: &Prepared, end: Ended<'_>) {
+        let now = chrono::Utc::now();
+        let hold = end.hold.and_then(|h| Uuid::parse_str(h).ok()).unwrap_or_default();
+        let status = if end.error.is_some() { TaskStatus::Failed } else { TaskStatus::Completed };
+        let row = task::Model {
+            status,
+            topic: p.req.topic.trim().to_owned(),
+            function: p.req.function.clone(),
+            locale: p.locale.clone(),
+            messages: serde_json::to_string(&p.messages).unwrap_or_default(),
+            max_tokens: p.max_tokens as i32,
+            text: Some(end.answer.text.clone()),
+            error: end.error,
+            input_tokens: end.answer.usage.input as i32,
+            output_tokens: end.answer.usage.output as i32,
+            provider: end.provider.chars().take(32).collect(),
+            model: end.answer.model.chars().take(128).collect(),
+            finish_reason: end.answer.finish_reason.chars().take(32).collect(),
+            delivery: end.delivery,
+            params: serde_json::to_string(&p.req.params).unwrap_or_else(|_| "{}".into()),
+            interrupted: end.interrupted,
+            ..task::Model::queued(end.id, p.user, hold, now)
+        };
+        if let Err(e) = self.inner.tasks.insert(row).await {
+            metrics::counter!("ai_documents_lost_total").increment(1);
+            tracing::error!(generation = %end.id, error = %e, "the generation was answered but not filed in the library");
         }
     }
 }

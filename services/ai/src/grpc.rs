@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        Completion, DeadLetter, GenerationRequest, Job, Mode, QueueStats, RequeueOutcome,
-        StreamEvent, Task, TaskStatus, Usage,
+        Completion, DeadLetter, Delivery, DocumentEdit, GenerationRequest, Job, LibraryQuery, Mode,
+        QueueStats, RequeueOutcome, StreamEvent, Task, TaskStatus, Usage,
     },
     error::AiError,
     generate::Outcome,
@@ -173,6 +173,26 @@ impl From<Task> for pb::Task {
             created_at: Some(ts(t.created_at)),
             updated_at: Some(ts(t.updated_at)),
             locale: t.locale,
+            delivery: pb::Delivery::from(t.delivery) as i32,
+            title: t.title,
+            starred: t.starred,
+            params: t.params.into_iter().collect(),
+            provider: t.provider,
+            model: t.model,
+            finish_reason: t.finish_reason,
+            regenerated_from: t.regenerated_from.map(|id| id.to_string()).unwrap_or_default(),
+            interrupted: t.interrupted,
+            excerpt: t.excerpt,
+        }
+    }
+}
+
+impl From<Delivery> for pb::Delivery {
+    fn from(d: Delivery) -> Self {
+        match d {
+            Delivery::Inline => pb::Delivery::Inline,
+            Delivery::Stream => pb::Delivery::Stream,
+            Delivery::Queued => pb::Delivery::Queued,
         }
     }
 }
@@ -271,7 +291,7 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
             })),
             Outcome::Queued(t) => {
                 let mut res = Response::new(pb::GenerateResponse {
-                    outcome: Some(pb::generate_response::Outcome::Task(task_ref(t))),
+                    outcome: Some(pb::generate_response::Outcome::Task(task_ref(*t))),
                 });
                 res.metadata_mut().insert("x-http-status", "202".parse().expect("static"));
                 Ok(res)
@@ -314,10 +334,15 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let user = caller(&req)?;
         let r = req.into_inner();
-        let status = status_filter(r.status());
+        let filter = LibraryQuery {
+            status: status_filter(r.status()),
+            query: r.query,
+            function: r.function,
+            starred: r.starred,
+        };
         let page = r.page.unwrap_or_default();
         let (tasks, next) =
-            self.generator.tasks(user, page.page_size, &page.page_token, status).await?;
+            self.generator.tasks(user, page.page_size, &page.page_token, &filter).await?;
         Ok(Response::new(pb::ListTasksResponse {
             tasks: tasks.into_iter().map(Into::into).collect(),
             page: Some(skillup_proto::common::v1::PageResponse { next_page_token: next }),
@@ -331,6 +356,27 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         let user = caller(&req)?;
         let id = task_id(&req.get_ref().task_id)?;
         Ok(Response::new(self.generator.cancel(user, id).await?.into()))
+    }
+
+    async fn update_task(
+        &self,
+        req: Request<pb::UpdateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let id = task_id(&r.task_id)?;
+        let edit = DocumentEdit { title: r.title, starred: r.starred };
+        Ok(Response::new(self.generator.edit(user, id, edit).await?.into()))
+    }
+
+    async fn delete_task(
+        &self,
+        req: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
+        let user = caller(&req)?;
+        let id = task_id(&req.get_ref().task_id)?;
+        self.generator.delete(user, id).await?;
+        Ok(Response::new(pb::DeleteTaskResponse {}))
     }
 }
 

@@ -6,7 +6,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Completion, GenerationRequest, StreamEvent},
+    domain::{Completion, Delivery, GenerationRequest, StreamEvent},
     error::{AiError, Result},
     providers::{Answer, Chunk, Usage, estimate_tokens},
 };
@@ -57,6 +57,9 @@ impl Generator {
         if let Some(hit) = self.cached(&p).await {
             self.charge_hit(&p, &key, hit.answer.usage).await?;
             metrics::counter!("ai_cache_hits_total").increment(1);
+            let delivery = Delivery::Stream;
+            self.keep(&p, crate::generate::ended(id, delivery, &hit.provider, &hit.answer, None))
+                .await;
             let c = completion(&id, &hit.provider, hit.answer, true);
             if let Some((key, fingerprint)) = &claim {
                 self.settle_claim(key, fingerprint, Some(&c)).await;
@@ -132,6 +135,27 @@ impl Generator {
                 "ok"
             };
             metrics::counter!("ai_streams_total", "outcome" => outcome).increment(1);
+            // Filed in the library first, whatever happened: a stream the client left with
+            // what it was sent, one whose provider failed with what came before.
+            let (finish_reason, error) = if left {
+                ("cancelled".to_owned(), None)
+            } else if failure.is_some() {
+                let error = "the provider failed mid-stream; what came before is kept";
+                ("error".to_owned(), Some(error.to_owned()))
+            } else {
+                (finish.unwrap_or_else(|| "stop".into()), None)
+            };
+            let answer = Answer { text, usage: produced, finish_reason, model: served.model };
+            let end = Ended {
+                id,
+                delivery: Delivery::Stream,
+                provider: served.label,
+                answer: &answer,
+                hold: Some(&hold),
+                error,
+                interrupted: left,
+            };
+            this.keep(&p, end).await;
             if left {
                 tracing::info!(generation = %id, tokens = produced.total(), "client left mid-stream; provider call cancelled");
                 if let Some((key, fingerprint)) = &claim {
@@ -148,8 +172,6 @@ impl Generator {
             } else {
                 // The last event first; the stream closes once the hold is settled. A replay
                 // of the key is ready before the client sees the end.
-                let finish_reason = finish.unwrap_or_else(|| "stop".into());
-                let answer = Answer { text, usage: produced, finish_reason, model: served.model };
                 if let Some((key, fingerprint)) = &claim {
                     let c = completion(&id, served.label, answer.clone(), false);
                     this.settle_claim(key, fingerprint, Some(&c)).await;

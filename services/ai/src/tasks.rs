@@ -8,7 +8,7 @@ use skillup_kit::{bus::Message, identity::Caller};
 use uuid::Uuid;
 
 use crate::{
-    domain::{GenerationRequest, Job, Task, TaskStatus as Status},
+    domain::{DocumentEdit, GenerationRequest, Job, LibraryQuery, Task, excerpt},
     error::{AiError, Result},
     queue::{QUEUE, REQUEST_ID_HEADER},
     store::task,
@@ -72,6 +72,7 @@ impl Generator {
             max_tokens: p.max_tokens as i32,
             priority: priority as i32,
             idempotency: idempotency.clone(),
+            params: serde_json::to_string(&p.req.params).unwrap_or_else(|_| "{}".into()),
             ..task::Model::queued(task_id, p.user, hold_uuid, now)
         };
         let row = match self.inner.tasks.insert(row.clone()).await {
@@ -137,14 +138,21 @@ impl Generator {
         self.inner.tasks.remember(t, ttl).await;
     }
 
-    /// The user's tasks, newest first (task ids are time-ordered).
+    /// The user's library, newest first (ids are time-ordered): every generation, or those
+    /// `filter` asks for.
     pub async fn tasks(
         &self,
         user: Uuid,
         page_size: u32,
         page_token: &str,
-        status: Option<Status>,
+        filter: &LibraryQuery,
     ) -> Result<(Vec<Task>, String)> {
+        if filter.query.chars().count() > 200 {
+            return Err(invalid("query", "`query` must be at most 200 characters"));
+        }
+        if filter.function.len() > 64 {
+            return Err(invalid("function", "`function` must be a function slug such as \"quiz\""));
+        }
         let size = match page_size {
             0 => 20,
             n => n.min(100),
@@ -155,16 +163,55 @@ impl Generator {
                 invalid("page.page_token", "`page_token` is not one this API gave")
             })?),
         };
-        let mut rows = self.inner.tasks.page(user, before, status, size + 1).await?;
+        let mut rows = self.inner.tasks.page(user, before, filter, size + 1).await?;
         let next = if rows.len() as u64 > size {
             rows.truncate(size as usize);
             rows.last().map(|t| t.id.to_string()).unwrap_or_default()
         } else {
             String::new()
         };
-        // A listing leaves the texts out: read one with `task`.
-        let list = rows.iter().map(|t| Task { text: None, ..Task::from(t) }).collect();
+        // A listing leaves the texts out (an excerpt instead): read one with `task`.
+        let list = rows
+            .iter()
+            .map(|t| {
+                let mut d = Task::from(t);
+                d.excerpt = excerpt(d.text.take().as_deref().unwrap_or_default());
+                d
+            })
+            .collect();
         Ok((list, next))
+    }
+
+    /// Its owner's edit of a document: the title (1..=200 characters once trimmed) and the
+    /// star.
+    pub async fn edit(&self, user: Uuid, id: Uuid, mut edit: DocumentEdit) -> Result<Task> {
+        if let Some(title) = &mut edit.title {
+            *title = title.trim().to_owned();
+            if title.is_empty() || title.chars().count() > 200 {
+                return Err(invalid("title", "`title` must be 1..=200 characters"));
+            }
+        }
+        match self.inner.tasks.edit(user, id, &edit).await? {
+            Some(t) => Ok(Task::from(&t)),
+            None => Err(AiError::NotFound("no such task".into())),
+        }
+    }
+
+    /// Deletes one of the user's documents; a queued or running one is cancelled first (its
+    /// hold goes back, a worker running it stops).
+    pub async fn delete(&self, user: Uuid, id: Uuid) -> Result<()> {
+        let t = self.find(user, id).await?;
+        if !t.status.is_final() {
+            match self.cancel(user, id).await {
+                Ok(_) | Err(AiError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.inner.tasks.delete(user, id).await? {
+            Ok(())
+        } else {
+            Err(AiError::NotFound("no such task".into()))
+        }
     }
 
     /// Cancels a queued or running task: its hold goes back, a worker running it stops.

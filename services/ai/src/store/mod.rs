@@ -1,6 +1,8 @@
-//! The ai service's table, `ai_tasks`: queued generations and their results — the entity
-//! ([`task`]), every statement on it ([`tasks::Tasks`]), batched inserts ([`writer`]) and the
-//! migrations (below).
+//! The ai service's table, `ai_tasks`: every generation a user made (inline, streamed or
+//! queued) — the user's library — and its result: the entity ([`task`]), every statement on it
+//! ([`tasks::Tasks`]), batched inserts ([`writer`]) and the migrations (below), with the
+//! full-text index (PostgreSQL: a `tsvector` column by the document's locale under a GIN index;
+//! SQLite: an FTS5 table kept by triggers).
 
 pub mod task;
 pub mod tasks;
@@ -11,7 +13,7 @@ pub use writer::TaskWriter;
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-skillup_kit::migrator!(Migrator, "ai_migrations", [M0001Tasks, M0002StatusIndex]);
+skillup_kit::migrator!(Migrator, "ai_migrations", [M0001Tasks, M0002StatusIndex, M0003Library]);
 
 struct M0001Tasks;
 
@@ -90,5 +92,96 @@ impl MigrationTrait for M0002StatusIndex {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_index(Index::drop().name("ai_tasks_status_created").table("ai_tasks").to_owned())
             .await
+    }
+}
+
+/// Every generation is a document of its owner's library: how it ran, a title and a star its
+/// owner sets, the parameters asked, what it was regenerated from, whether its client left
+/// mid-stream; and the full-text index.
+struct M0003Library;
+
+skillup_kit::migration_name!(M0003Library, "m0003_library");
+
+/// PostgreSQL: the words of the title, topic and text, stemmed by the document's locale.
+const PG_SEARCH: &[&str] = &[
+    "ALTER TABLE ai_tasks ADD COLUMN IF NOT EXISTS search tsvector GENERATED ALWAYS AS (
+        to_tsvector(
+            CASE WHEN locale LIKE 'ru%' THEN 'russian'::regconfig ELSE 'english'::regconfig END,
+            coalesce(title, '') || ' ' || topic || ' ' || coalesce(text, '')
+        )
+    ) STORED",
+    "CREATE INDEX IF NOT EXISTS ai_tasks_search ON ai_tasks USING GIN (search)",
+];
+
+/// SQLite (`skillup up`): an FTS5 table of the same words, kept by triggers.
+const SQLITE_SEARCH: &[&str] = &[
+    "CREATE VIRTUAL TABLE IF NOT EXISTS ai_tasks_fts USING fts5(
+        id UNINDEXED, title, topic, text, tokenize = 'unicode61 remove_diacritics 2'
+    )",
+    "CREATE TRIGGER IF NOT EXISTS ai_tasks_fts_insert AFTER INSERT ON ai_tasks BEGIN
+        INSERT INTO ai_tasks_fts (id, title, topic, text)
+        VALUES (new.id, coalesce(new.title, ''), new.topic, coalesce(new.text, ''));
+    END",
+    "CREATE TRIGGER IF NOT EXISTS ai_tasks_fts_update AFTER UPDATE OF title, topic, text ON ai_tasks
+    BEGIN
+        DELETE FROM ai_tasks_fts WHERE id = old.id;
+        INSERT INTO ai_tasks_fts (id, title, topic, text)
+        VALUES (new.id, coalesce(new.title, ''), new.topic, coalesce(new.text, ''));
+    END",
+    "CREATE TRIGGER IF NOT EXISTS ai_tasks_fts_delete AFTER DELETE ON ai_tasks BEGIN
+        DELETE FROM ai_tasks_fts WHERE id = old.id;
+    END",
+    "INSERT INTO ai_tasks_fts (id, title, topic, text)
+        SELECT id, coalesce(title, ''), topic, coalesce(text, '') FROM ai_tasks",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Library {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite adds them one at a time.
+        for column in [
+            string_len("delivery", 16).default("queued").to_owned(),
+            string_len_null("title", 200),
+            boolean("starred").default(false).to_owned(),
+            text("params").default("{}").to_owned(),
+            uuid_null("regenerated_from"),
+            boolean("interrupted").default(false).to_owned(),
+        ] {
+            let mut column = column;
+            m.alter_table(Table::alter().table("ai_tasks").add_column(&mut column).to_owned())
+                .await?;
+        }
+        let search = match m.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => PG_SEARCH,
+            sea_orm::DatabaseBackend::Sqlite => SQLITE_SEARCH,
+            other => return Err(DbErr::Migration(format!("no full-text index for {other:?}"))),
+        };
+        for statement in search {
+            m.get_connection().execute_unprepared(statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let drop = match m.get_database_backend() {
+            sea_orm::DatabaseBackend::Sqlite => &[
+                "DROP TRIGGER IF EXISTS ai_tasks_fts_insert",
+                "DROP TRIGGER IF EXISTS ai_tasks_fts_update",
+                "DROP TRIGGER IF EXISTS ai_tasks_fts_delete",
+                "DROP TABLE IF EXISTS ai_tasks_fts",
+            ][..],
+            _ => {
+                &["DROP INDEX IF EXISTS ai_tasks_search", "ALTER TABLE ai_tasks DROP COLUMN search"]
+                    [..]
+            }
+        };
+        for statement in drop {
+            m.get_connection().execute_unprepared(statement).await?;
+        }
+        for column in ["delivery", "title", "starred", "params", "regenerated_from", "interrupted"]
+        {
+            m.alter_table(Table::alter().table("ai_tasks").drop_column(column).to_owned()).await?;
+        }
+        Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! A queued generation: the `ai_tasks` row.
+//! A generation — a document of its owner's library: the `ai_tasks` row.
 
 use sea_orm::entity::prelude::*;
 
@@ -33,6 +33,16 @@ pub struct Model {
     pub lease_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// inline | stream | queued
+    pub delivery: crate::domain::Delivery,
+    /// Its owner's title; `None` = the topic.
+    pub title: Option<String>,
+    pub starred: bool,
+    /// The function's parameters, a JSON object.
+    pub params: String,
+    pub regenerated_from: Option<Uuid>,
+    /// A stream its client left: `text` is what was generated until then.
+    pub interrupted: bool,
 }
 
 impl Model {
@@ -62,6 +72,12 @@ impl Model {
             lease_until: None,
             created_at: now,
             updated_at: now,
+            delivery: crate::domain::Delivery::Queued,
+            title: None,
+            starred: false,
+            params: "{}".into(),
+            regenerated_from: None,
+            interrupted: false,
         }
     }
 }
@@ -84,6 +100,16 @@ impl From<&Model> for crate::domain::Task {
             attempts: t.attempts.max(0) as u32,
             created_at: t.created_at,
             updated_at: t.updated_at,
+            delivery: t.delivery,
+            title: t.title.clone().unwrap_or_else(|| t.topic.clone()),
+            starred: t.starred,
+            params: serde_json::from_str(&t.params).unwrap_or_default(),
+            provider: t.provider.clone(),
+            model: t.model.clone(),
+            finish_reason: t.finish_reason.clone(),
+            regenerated_from: t.regenerated_from,
+            interrupted: t.interrupted,
+            excerpt: String::new(),
         }
     }
 }

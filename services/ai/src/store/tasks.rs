@@ -5,14 +5,15 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Expr,
+    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, SimpleExpr},
 };
 use skillup_kit::cache::SharedCache;
 use uuid::Uuid;
 
 use super::{TaskWriter, task};
-use crate::domain::{Task, TaskStatus as Status};
+use crate::domain::{DocumentEdit, LibraryQuery, Task, TaskStatus as Status};
 
 /// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
 const TASK_KEY: &str = "ai:task2:";
@@ -62,23 +63,70 @@ impl Tasks {
         task::Entity::find().filter(task::Column::Idempotency.eq(key)).one(&self.db).await
     }
 
-    /// Up to `limit` of the user's tasks older than `before`, newest first (ids are
-    /// time-ordered).
+    /// Up to `limit` of the user's documents older than `before` that `filter` asks for,
+    /// newest first (ids are time-ordered). The words are matched by the full-text index —
+    /// PostgreSQL's `tsvector` (the query stemmed both as Russian and as English), SQLite's
+    /// FTS5 (every word, as a prefix) — and always bound, never written into the statement.
     pub async fn page(
         &self,
         user: Uuid,
         before: Option<Uuid>,
-        status: Option<Status>,
+        filter: &LibraryQuery,
         limit: u64,
     ) -> Result<Vec<task::Model>, DbErr> {
         let mut q = task::Entity::find().filter(task::Column::UserId.eq(user));
         if let Some(before) = before {
             q = q.filter(task::Column::Id.lt(before));
         }
-        if let Some(status) = status {
+        if let Some(status) = filter.status {
             q = q.filter(task::Column::Status.eq(status));
         }
+        if !filter.function.is_empty() {
+            q = q.filter(task::Column::Function.eq(filter.function.as_str()));
+        }
+        if filter.starred {
+            q = q.filter(task::Column::Starred.eq(true));
+        }
+        if let Some(words) = search_condition(self.db.get_database_backend(), &filter.query) {
+            q = q.filter(words);
+        }
         q.order_by_desc(task::Column::Id).limit(limit).all(&self.db).await
+    }
+
+    /// Applies its owner's edit; the document as it is now, `None` if it is not theirs.
+    pub async fn edit(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        edit: &DocumentEdit,
+    ) -> Result<Option<task::Model>, DbErr> {
+        let mut q = task::Entity::update_many()
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::UserId.eq(user));
+        if let Some(title) = &edit.title {
+            q = q.col_expr(task::Column::Title, Expr::value(title.as_str()));
+        }
+        if let Some(starred) = edit.starred {
+            q = q.col_expr(task::Column::Starred, Expr::value(starred));
+        }
+        if q.exec(&self.db).await?.rows_affected == 0 {
+            return Ok(None);
+        }
+        self.forget(id).await;
+        self.get(id).await
+    }
+
+    /// Deletes the user's document; whether there was one.
+    pub async fn delete(&self, user: Uuid, id: Uuid) -> Result<bool, DbErr> {
+        let n = task::Entity::delete_many()
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::UserId.eq(user))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        self.forget(id).await;
+        Ok(n == 1)
     }
 
     /// Fails a task whose job could not be queued.
@@ -257,10 +305,65 @@ impl Tasks {
         }
     }
 
+    /// Drops a task from the cache of finished ones (best effort: entries lapse anyway).
+    pub async fn forget(&self, id: Uuid) {
+        let _ = self.cache.delete(&format!("{TASK_KEY}{id}")).await;
+    }
+
     /// Keeps a task in the cache for `ttl` (best effort: the table is the truth).
     pub async fn remember(&self, t: &task::Model, ttl: Duration) {
         let mut v = t.user_id.as_bytes().to_vec();
         v.extend(serde_json::to_vec(&Task::from(t)).unwrap_or_default());
         let _ = self.cache.set(&format!("{TASK_KEY}{}", t.id), v.into(), Some(ttl)).await;
+    }
+}
+
+/// The condition that finds `query`'s words, on `backend`; `None` for no words.
+fn search_condition(backend: DatabaseBackend, query: &str) -> Option<SimpleExpr> {
+    let query = query.trim();
+    if query.is_empty() {
+        return None;
+    }
+    Some(match backend {
+        DatabaseBackend::Sqlite => {
+            let words = fts5_words(query)?;
+            Expr::cust_with_values(
+                "ai_tasks.id IN (SELECT id FROM ai_tasks_fts WHERE ai_tasks_fts MATCH ?)",
+                [words],
+            )
+        }
+        _ => Expr::cust_with_values(
+            "ai_tasks.search @@ (websearch_to_tsquery('russian', $1) \
+             || websearch_to_tsquery('english', $1))",
+            [query],
+        ),
+    })
+}
+
+/// An FTS5 query for the words of `query`: each word quoted (so no character of it is query
+/// syntax) and matched as a prefix, all of them required. `None` when there is no word.
+pub(crate) fn fts5_words(query: &str) -> Option<String> {
+    let words: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(32)
+        .map(|w| format!("\"{w}\"*"))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts5_words;
+
+    #[test]
+    fn fts5_queries_are_quoted_words() {
+        assert_eq!(fts5_words("plan урока").as_deref(), Some(r#""plan"* "урока"*"#));
+        assert_eq!(
+            fts5_words(r#"a" OR text:"x* NEAR(b)"#).as_deref(),
+            Some(r#""a"* "OR"* "text"* "x"* "NEAR"* "b"*"#),
+            "no character of the query is FTS5 syntax"
+        );
+        assert_eq!(fts5_words(" -- ; "), None);
     }
 }

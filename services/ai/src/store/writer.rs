@@ -63,17 +63,42 @@ impl TaskWriter {
     }
 }
 
+/// A write transaction: on SQLite `BEGIN IMMEDIATE`, which takes the write lock at once (waiting
+/// for it as `busy_timeout` says) instead of upgrading a read part-way, which SQLite may refuse
+/// at once with SQLITE_BUSY when another connection writes; PostgreSQL ignores the mode.
+pub(crate) async fn begin_write(
+    db: &sea_orm::DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Each insert in a transaction of its own, ended either way: on SQLite a statement that
+/// failed inside the full-text index's trigger otherwise leaves its connection reading an old
+/// snapshot, and the pool's next write on it fails with SQLITE_BUSY_SNAPSHOT.
 async fn write(db: &sea_orm::DatabaseConnection, mut batch: Vec<Pending>) {
     use sea_orm::{ActiveModelTrait, EntityTrait};
-    let one =
-        |row: task::Model| async move { task::ActiveModel::from(row).insert(db).await.map(|_| ()) };
+    let one = |row: task::Model| async move {
+        let tx = begin_write(db).await?;
+        task::ActiveModel::from(row).insert(&tx).await?;
+        tx.commit().await
+    };
     if batch.len() == 1 {
         let (row, done) = batch.pop().expect("one row");
         let _ = done.send(one(row).await);
         return;
     }
     let rows: Vec<task::ActiveModel> = batch.iter().map(|(r, _)| r.clone().into()).collect();
-    match task::Entity::insert_many(rows).exec_without_returning(db).await {
+    let many = async {
+        let tx = begin_write(db).await?;
+        task::Entity::insert_many(rows).exec_without_returning(&tx).await?;
+        tx.commit().await
+    };
+    match many.await {
         Ok(_) => {
             for (_, done) in batch {
                 let _ = done.send(Ok(()));
