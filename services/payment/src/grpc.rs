@@ -13,7 +13,7 @@ use crate::{
     domain::{Currency, IdempotencyKey, MinorUnits},
     error::PaymentError,
     events::transaction_pb,
-    service::{Ledger, Outcome},
+    ledger::{Ledger, Outcome},
 };
 
 #[derive(Clone)]

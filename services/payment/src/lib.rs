@@ -10,7 +10,8 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;
-pub mod service;
+pub mod ledger;
+pub mod movements;
 pub mod store;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use skillup_kit::{
 };
 
 use crate::store::migration::Migrator;
-pub use crate::{domain::SandboxProvider, grpc::PaymentGrpc, service::Ledger};
+pub use crate::{domain::SandboxProvider, grpc::PaymentGrpc, ledger::Ledger};
 
 /// Runs the payment service's migrations.
 pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()> {

@@ -1,4 +1,5 @@
-//! The ledger. Every movement is one database transaction that writes the user-facing entry,
+//! The ledger: its state, balances, listings and the audit, and how a movement is applied (the
+//! three movements users and services ask for are in `movements.rs`). Every movement is one database transaction that writes the user-facing entry,
 //! moves the balances (the debit is a conditional update, so a wallet never goes below zero,
 //! on SQLite and PostgreSQL alike) and writes two postings that sum to zero. Idempotency keys
 //! are unique per kind and user: a duplicate — sequential or concurrent — meets the first
@@ -17,8 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        self, Authorization, Balance, Currency, IdempotencyKey, MinorUnits, PaymentProvider,
-        TransactionKind as Kind, TransactionStatus as Status,
+        Balance, Currency, PaymentProvider, TransactionKind as Kind, TransactionStatus as Status,
     },
     error::{PaymentError, Result},
     store::{entities::transaction, ledger::LedgerStore},
@@ -30,30 +30,30 @@ pub const DEFAULT_CURRENCY: &str = "USD";
 #[derive(Clone)]
 pub struct Ledger {
     db: DatabaseConnection,
-    store: LedgerStore,
+    pub(crate) store: LedgerStore,
     outbox: Outbox,
-    provider: Arc<dyn PaymentProvider>,
+    pub(crate) provider: Arc<dyn PaymentProvider>,
 }
 
 /// A ledger entry and whether this call made it (false: an idempotent replay).
 pub type Outcome = (transaction::Model, bool);
 
-struct Movement {
-    kind: Kind,
-    user_id: Uuid,
-    amount: i64,
-    currency: String,
-    from: String,
-    to: String,
-    key: String,
-    hash: String,
-    description: String,
+pub(crate) struct Movement {
+    pub(crate) kind: Kind,
+    pub(crate) user_id: Uuid,
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) key: String,
+    pub(crate) hash: String,
+    pub(crate) description: String,
     /// For refunds: the charge, whose refunded total may not exceed its amount.
-    refund_of: Option<Uuid>,
+    pub(crate) refund_of: Option<Uuid>,
 }
 
 impl Movement {
-    fn scope(&self) -> String {
+    pub(crate) fn scope(&self) -> String {
         format!("{}:{}", self.kind.scope_number(), self.user_id)
     }
 
@@ -90,15 +90,15 @@ impl Movement {
 /// shard, and the system's balance is the sum over its shards.
 pub const SYSTEM_SHARDS: u128 = 16;
 
-fn system_account(name: &str, currency: &str, user: Uuid) -> String {
+pub(crate) fn system_account(name: &str, currency: &str, user: Uuid) -> String {
     format!("system:{name}:{currency}:{}", user.as_u128() % SYSTEM_SHARDS)
 }
 
-fn wallet(user: Uuid, currency: &str) -> String {
+pub(crate) fn wallet(user: Uuid, currency: &str) -> String {
     format!("user:{user}:{currency}")
 }
 
-fn hash(parts: &[&str]) -> String {
+pub(crate) fn hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -135,117 +135,6 @@ impl Ledger {
         })
     }
 
-    /// Adds money through the processor.
-    pub async fn top_up(
-        &self,
-        user: Uuid,
-        amount: MinorUnits,
-        currency: Currency,
-        key: IdempotencyKey,
-        payment_method: &str,
-    ) -> Result<Outcome> {
-        let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
-        if payment_method.len() > 200 {
-            return Err(PaymentError::Invalid(
-                "payment_method",
-                "`payment_method` is at most 200 characters".into(),
-            ));
-        }
-        let m = Movement {
-            kind: Kind::TopUp,
-            user_id: user,
-            amount,
-            currency: currency.clone(),
-            from: system_account(&format!("processor:{}", self.provider.name()), &currency, user),
-            to: wallet(user, &currency),
-            hash: hash(&[
-                "top-up",
-                &user.to_string(),
-                &amount.to_string(),
-                &currency,
-                payment_method,
-            ]),
-            key,
-            description: format!("top-up ({})", self.provider.name()),
-            refund_of: None,
-        };
-        if let Some(existing) = self.existing(&m).await? {
-            return self.replay(existing, &m.hash);
-        }
-        // The processor deduplicates by the same key, so racing duplicates capture once.
-        let scoped_key = format!("{}:{}", m.scope(), m.key);
-        match self.provider.capture(amount, &currency, payment_method, &scoped_key).await? {
-            Authorization::Approved { .. } => self.apply(m).await,
-            Authorization::Declined { reason } => self.refuse(m, reason).await,
-        }
-    }
-
-    /// Debits a wallet (internal: subscriptions, usage).
-    pub async fn charge(
-        &self,
-        user: Uuid,
-        amount: MinorUnits,
-        currency: Currency,
-        key: IdempotencyKey,
-        description: &str,
-    ) -> Result<Outcome> {
-        let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
-        let description = domain::description(description)?;
-        let m = Movement {
-            kind: Kind::Charge,
-            user_id: user,
-            amount,
-            currency: currency.clone(),
-            from: wallet(user, &currency),
-            to: system_account("revenue", &currency, user),
-            hash: hash(&[
-                "charge",
-                &user.to_string(),
-                &amount.to_string(),
-                &currency,
-                &description,
-            ]),
-            key,
-            description,
-            refund_of: None,
-        };
-        self.apply(m).await
-    }
-
-    /// Returns (part of) a charge.
-    /// Returns `amount` (0: what is left) of charge `id`.
-    pub async fn refund(
-        &self,
-        id: Uuid,
-        amount: i64,
-        key: IdempotencyKey,
-        description: &str,
-    ) -> Result<Outcome> {
-        let (charge_id, key) = (id.to_string(), key.as_str().to_owned());
-        let description = domain::description(description)?;
-        let charge = self
-            .store
-            .entry(id)
-            .await?
-            .filter(|t| t.kind == Kind::Charge && t.status == Status::Succeeded)
-            .ok_or_else(|| PaymentError::NotFound(format!("no successful charge {id}")))?;
-        let amount = if amount == 0 { charge.amount_minor - charge.refunded_minor } else { amount };
-        let amount = MinorUnits::parse("amount_minor", amount)?.get();
-        let m = Movement {
-            kind: Kind::Refund,
-            user_id: charge.user_id,
-            amount,
-            currency: charge.currency.clone(),
-            from: system_account("revenue", &charge.currency, charge.user_id),
-            to: wallet(charge.user_id, &charge.currency),
-            hash: hash(&["refund", &charge_id, &amount.to_string(), &description]),
-            key,
-            description,
-            refund_of: Some(id),
-        };
-        self.apply(m).await
-    }
-
     /// The caller's entries, newest first; `page_token` is the last id seen.
     pub async fn list(
         &self,
@@ -276,12 +165,12 @@ impl Ledger {
         Ok((rows, next))
     }
 
-    async fn existing(&self, m: &Movement) -> Result<Option<transaction::Model>> {
+    pub(crate) async fn existing(&self, m: &Movement) -> Result<Option<transaction::Model>> {
         Ok(self.store.entry_by_key(&m.scope(), &m.key).await?)
     }
 
     /// The first answer for a key, or a refusal when the request differs.
-    fn replay(&self, t: transaction::Model, hash: &str) -> Result<Outcome> {
+    pub(crate) fn replay(&self, t: transaction::Model, hash: &str) -> Result<Outcome> {
         if t.request_hash != hash {
             return Err(PaymentError::KeyReused);
         }
@@ -296,7 +185,7 @@ impl Ledger {
     }
 
     /// Applies a movement once per key; retries what SQLite reports as busy.
-    async fn apply(&self, m: Movement) -> Result<Outcome> {
+    pub(crate) async fn apply(&self, m: Movement) -> Result<Outcome> {
         for attempt in 0..50u64 {
             if let Some(existing) = self.existing(&m).await? {
                 // A charge refused for want of funds moved nothing: the same request may try
@@ -375,7 +264,7 @@ impl Ledger {
     }
 
     /// Records a refused movement under its key (so a retry gets the same answer) and says why.
-    async fn refuse(&self, m: Movement, reason: String) -> Result<Outcome> {
+    pub(crate) async fn refuse(&self, m: Movement, reason: String) -> Result<Outcome> {
         for attempt in 0..50u64 {
             let row = m.entry(Uuid::now_v7(), Status::Failed, reason.clone(), chrono::Utc::now());
             match self.insert_refusal(row).await {

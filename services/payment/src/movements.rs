@@ -1,0 +1,127 @@
+//! The movements users and services ask for: a top-up through the processor, a charge of a
+//! wallet, a refund of (part of) a charge — each built as a [`Movement`] and applied by the
+//! ledger (`ledger.rs`).
+
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        self, Authorization, Currency, IdempotencyKey, MinorUnits, TransactionKind as Kind,
+        TransactionStatus as Status,
+    },
+    error::{PaymentError, Result},
+    ledger::{Ledger, Movement, Outcome, hash, system_account, wallet},
+};
+
+impl Ledger {
+    /// Adds money through the processor.
+    pub async fn top_up(
+        &self,
+        user: Uuid,
+        amount: MinorUnits,
+        currency: Currency,
+        key: IdempotencyKey,
+        payment_method: &str,
+    ) -> Result<Outcome> {
+        let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
+        if payment_method.len() > 200 {
+            return Err(PaymentError::Invalid(
+                "payment_method",
+                "`payment_method` is at most 200 characters".into(),
+            ));
+        }
+        let m = Movement {
+            kind: Kind::TopUp,
+            user_id: user,
+            amount,
+            currency: currency.clone(),
+            from: system_account(&format!("processor:{}", self.provider.name()), &currency, user),
+            to: wallet(user, &currency),
+            hash: hash(&[
+                "top-up",
+                &user.to_string(),
+                &amount.to_string(),
+                &currency,
+                payment_method,
+            ]),
+            key,
+            description: format!("top-up ({})", self.provider.name()),
+            refund_of: None,
+        };
+        if let Some(existing) = self.existing(&m).await? {
+            return self.replay(existing, &m.hash);
+        }
+        // The processor deduplicates by the same key, so racing duplicates capture once.
+        let scoped_key = format!("{}:{}", m.scope(), m.key);
+        match self.provider.capture(amount, &currency, payment_method, &scoped_key).await? {
+            Authorization::Approved { .. } => self.apply(m).await,
+            Authorization::Declined { reason } => self.refuse(m, reason).await,
+        }
+    }
+
+    /// Debits a wallet (internal: subscriptions, usage).
+    pub async fn charge(
+        &self,
+        user: Uuid,
+        amount: MinorUnits,
+        currency: Currency,
+        key: IdempotencyKey,
+        description: &str,
+    ) -> Result<Outcome> {
+        let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
+        let description = domain::description(description)?;
+        let m = Movement {
+            kind: Kind::Charge,
+            user_id: user,
+            amount,
+            currency: currency.clone(),
+            from: wallet(user, &currency),
+            to: system_account("revenue", &currency, user),
+            hash: hash(&[
+                "charge",
+                &user.to_string(),
+                &amount.to_string(),
+                &currency,
+                &description,
+            ]),
+            key,
+            description,
+            refund_of: None,
+        };
+        self.apply(m).await
+    }
+
+    /// Returns (part of) a charge.
+    /// Returns `amount` (0: what is left) of charge `id`.
+    pub async fn refund(
+        &self,
+        id: Uuid,
+        amount: i64,
+        key: IdempotencyKey,
+        description: &str,
+    ) -> Result<Outcome> {
+        let (charge_id, key) = (id.to_string(), key.as_str().to_owned());
+        let description = domain::description(description)?;
+        let charge = self
+            .store
+            .entry(id)
+            .await?
+            .filter(|t| t.kind == Kind::Charge && t.status == Status::Succeeded)
+            .ok_or_else(|| PaymentError::NotFound(format!("no successful charge {id}")))?;
+        let amount = if amount == 0 { charge.amount_minor - charge.refunded_minor } else { amount };
+        let amount = MinorUnits::parse("amount_minor", amount)?.get();
+        let m = Movement {
+            kind: Kind::Refund,
+            user_id: charge.user_id,
+            amount,
+            currency: charge.currency.clone(),
+            from: system_account("revenue", &charge.currency, charge.user_id),
+            to: wallet(charge.user_id, &charge.currency),
+            hash: hash(&["refund", &charge_id, &amount.to_string(), &description]),
+            key,
+            description,
+            refund_of: Some(id),
+        };
+        self.apply(m).await
+    }
+}
