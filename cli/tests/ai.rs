@@ -169,6 +169,7 @@ skillup_testkit::both_adapters!(
     owners_title_star_and_delete_their_documents_others_get_not_found,
     a_stream_its_client_left_is_kept_with_what_was_generated,
     the_search_can_use_its_index,
+    regenerating_makes_a_new_linked_document_never_from_the_cache,
 );
 
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {

@@ -243,6 +243,18 @@ async fn seed_flow(base: &str, outbox: &Path) {
         .unwrap();
     let bad = ok(bad, 400).await;
     assert_eq!(bad["error"]["field"], "title", "{bad}");
+    let again = rest
+        .post(format!("{base}/api/generate/{inline_id}/regenerate"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let again = ok(again, 200).await;
+    let new_id = again["completion"]["id"].as_str().unwrap();
+    assert_ne!(new_id, inline_id, "{again}");
+    let doc = ok(get(&format!("/api/generate/{new_id}"), &token).await.unwrap(), 200).await;
+    assert_eq!(doc["regenerated_from"], inline_id.as_str(), "{doc}");
     let gone =
         rest.delete(format!("{base}/api/generate/{task_id}")).bearer_auth(&token).send().await;
     assert_eq!(gone.unwrap().status(), 204);

@@ -301,3 +301,42 @@ pub(super) async fn the_search_can_use_its_index(kind: Kind) {
     assert!(plan.iter().any(|l| l.contains(uses)), "{}", plan.join("\n"));
     tx.rollback().await.unwrap();
 }
+
+pub(super) async fn regenerating_makes_a_new_linked_document_never_from_the_cache(kind: Kind) {
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    let mut req = gen_req("regenerate me", "quiz", pb::Mode::Sync);
+    req.params.insert("questions".into(), "4".into());
+    let first = generate(&mut h, user, req.clone(), pb::Delivery::Inline).await;
+    // The same request again is a cache hit: no provider call.
+    generate(&mut h, user, req, pb::Delivery::Inline).await;
+    assert_eq!(h.fake.requests(), 1);
+    let used = settled_usage(&mut h, user).await.tokens_used;
+
+    let again = |id: &str| pb::RegenerateTaskRequest { task_id: id.into(), ..Default::default() };
+    let r = h.ai.regenerate_task(as_user(&h, user, again(&first))).await.unwrap().into_inner();
+    let Some(Outcome::Completion(c)) = r.outcome else { panic!("inline as the original: {r:?}") };
+    assert_eq!(h.fake.requests(), 2, "asked the provider, not the cache");
+    assert!(!c.cached && c.id != first, "{c:?}");
+    assert!(settled_usage(&mut h, user).await.tokens_used > used, "charged like any generation");
+    let doc = h.ai.get_task(as_user(&h, user, pb::GetTaskRequest { task_id: c.id.clone() }));
+    let doc = doc.await.unwrap().into_inner();
+    assert_eq!(doc.regenerated_from, first);
+    assert_eq!((doc.topic.as_str(), doc.function.as_str()), ("regenerate me", "quiz"));
+    assert_eq!(doc.params.get("questions").map(String::as_str), Some("4"), "same parameters");
+
+    // A queued original is regenerated queued.
+    let queued =
+        generate(&mut h, user, gen_req("long one", "quiz", pb::Mode::Async), pb::Delivery::Queued)
+            .await;
+    let r = h.ai.regenerate_task(as_user(&h, user, again(&queued))).await.unwrap().into_inner();
+    let Some(Outcome::Task(t)) = r.outcome else { panic!("queued as the original: {r:?}") };
+    let t = finished(&mut h, user, &t.task_id).await;
+    assert_eq!(t.regenerated_from, queued);
+    assert_eq!(t.delivery(), pb::Delivery::Queued);
+
+    // Someone else's document cannot be regenerated (nor found).
+    let e = h.ai.regenerate_task(as_user(&h, other, again(&first))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}

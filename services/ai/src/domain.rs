@@ -36,6 +36,10 @@ pub struct GenerationRequest {
     pub max_tokens: u32,
     /// Empty: none.
     pub idempotency_key: String,
+    /// Never answered from the result cache (a regeneration).
+    pub fresh: bool,
+    /// The document this one is generated again from.
+    pub regenerated_from: Option<Uuid>,
 }
 
 /// An answer given inline (or replayed as a stream).

@@ -237,6 +237,7 @@ impl Generator {
             delivery: end.delivery,
             params: serde_json::to_string(&p.req.params).unwrap_or_else(|_| "{}".into()),
             interrupted: end.interrupted,
+            regenerated_from: p.req.regenerated_from,
             ..task::Model::queued(end.id, p.user, hold, now)
         };
         if let Err(e) = self.inner.tasks.insert(row).await {

@@ -48,6 +48,8 @@ impl TryFrom<pb::GenerateRequest> for GenerationRequest {
             locale: r.locale,
             max_tokens: r.max_tokens,
             idempotency_key: r.idempotency_key,
+            fresh: false,
+            regenerated_from: None,
         })
     }
 }
@@ -95,6 +97,7 @@ impl From<pb::GenerationJob> for Job {
                 max_tokens: raw.max_tokens,
                 idempotency_key: raw.idempotency_key,
                 mode: Mode::Auto,
+                ..GenerationRequest::default()
             })
         });
         Job { task_id: j.task_id, user_id: j.user_id, hold_id: j.hold_id, request }
@@ -266,6 +269,22 @@ fn with_key(req: Request<pb::GenerateRequest>) -> Result<(Caller, GenerationRequ
     Ok((identity, r.try_into()?))
 }
 
+/// An inline answer (200) or a queued task (202).
+fn respond(outcome: Outcome) -> Result<Response<pb::GenerateResponse>, Status> {
+    match outcome {
+        Outcome::Inline(c) => Ok(Response::new(pb::GenerateResponse {
+            outcome: Some(pb::generate_response::Outcome::Completion(c.into())),
+        })),
+        Outcome::Queued(t) => {
+            let mut res = Response::new(pb::GenerateResponse {
+                outcome: Some(pb::generate_response::Outcome::Task(task_ref(*t))),
+            });
+            res.metadata_mut().insert("x-http-status", "202".parse().expect("static"));
+            Ok(res)
+        }
+    }
+}
+
 fn task_ref(t: Task) -> pb::TaskRef {
     pb::TaskRef {
         status_url: format!("/api/generate/{}", t.id),
@@ -285,18 +304,7 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         req: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let (identity, r) = with_key(req)?;
-        match self.generator.generate(&identity, r).await? {
-            Outcome::Inline(c) => Ok(Response::new(pb::GenerateResponse {
-                outcome: Some(pb::generate_response::Outcome::Completion(c.into())),
-            })),
-            Outcome::Queued(t) => {
-                let mut res = Response::new(pb::GenerateResponse {
-                    outcome: Some(pb::generate_response::Outcome::Task(task_ref(*t))),
-                });
-                res.metadata_mut().insert("x-http-status", "202".parse().expect("static"));
-                Ok(res)
-            }
-        }
+        respond(self.generator.generate(&identity, r).await?)
     }
 
     type GenerateStreamStream =
@@ -356,6 +364,17 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         let user = caller(&req)?;
         let id = task_id(&req.get_ref().task_id)?;
         Ok(Response::new(self.generator.cancel(user, id).await?.into()))
+    }
+
+    async fn regenerate_task(
+        &self,
+        req: Request<pb::RegenerateTaskRequest>,
+    ) -> Result<Response<pb::GenerateResponse>, Status> {
+        let user = caller(&req)?;
+        let identity = Caller::of(&req).cloned().unwrap_or_default();
+        let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
+        let id = task_id(&req.get_ref().task_id)?;
+        respond(self.generator.regenerate(&identity, user, id, key).await?)
     }
 
     async fn update_task(

@@ -40,7 +40,7 @@ impl Generator {
     }
 
     pub(crate) async fn cached(&self, p: &Prepared) -> Option<CachedAnswer> {
-        if self.inner.cfg.cache_ttl_secs == 0 {
+        if self.inner.cfg.cache_ttl_secs == 0 || p.req.fresh {
             return None;
         }
         match self.inner.cache.get(&self.result_key(p)).await {

@@ -73,6 +73,7 @@ impl Generator {
             priority: priority as i32,
             idempotency: idempotency.clone(),
             params: serde_json::to_string(&p.req.params).unwrap_or_else(|_| "{}".into()),
+            regenerated_from: p.req.regenerated_from,
             ..task::Model::queued(task_id, p.user, hold_uuid, now)
         };
         let row = match self.inner.tasks.insert(row.clone()).await {
@@ -180,6 +181,33 @@ impl Generator {
             })
             .collect();
         Ok((list, next))
+    }
+
+    /// A new document from the same request as document `id`: never from the result cache,
+    /// charged like any generation, linked to the original; inline or queued as it ran.
+    pub async fn regenerate(
+        &self,
+        identity: &Caller,
+        user: Uuid,
+        id: Uuid,
+        idempotency_key: String,
+    ) -> Result<crate::generate::Outcome> {
+        let original = self.find(user, id).await?;
+        let req = GenerationRequest {
+            topic: original.topic.clone(),
+            function: original.function.clone(),
+            params: serde_json::from_str(&original.params).unwrap_or_default(),
+            mode: match original.delivery {
+                crate::domain::Delivery::Queued => crate::domain::Mode::Async,
+                _ => crate::domain::Mode::Sync,
+            },
+            locale: original.locale.clone(),
+            max_tokens: original.max_tokens.max(0) as u32,
+            idempotency_key,
+            fresh: true,
+            regenerated_from: Some(id),
+        };
+        self.generate(identity, req).await
     }
 
     /// Its owner's edit of a document: the title (1..=200 characters once trimmed) and the
