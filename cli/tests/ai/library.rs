@@ -148,6 +148,8 @@ pub(super) async fn the_library_finds_words_and_filters(kind: Kind) {
         assert!(r.is_ok(), "{hostile}: {r:?}");
     }
     assert_eq!(library(&mut h, user, list(|_| {})).await.len(), 3, "the table is still there");
+    assert!(library(&mut h, user, q("!!! ...")).await.is_empty(), "no word finds nothing");
+    assert_eq!(library(&mut h, user, q("   ")).await.len(), 3, "a blank query is no filter");
     let long = "a".repeat(201);
     let err = h.ai.list_tasks(as_user(&h, user, q(&long))).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

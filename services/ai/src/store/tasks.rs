@@ -318,20 +318,22 @@ impl Tasks {
     }
 }
 
-/// The condition that finds `query`'s words, on `backend`; `None` for no words.
+/// The condition that finds `query`'s words, on `backend`; `None` for an empty query (every
+/// document), a condition nothing meets for one without a word (`"!!!"`).
 fn search_condition(backend: DatabaseBackend, query: &str) -> Option<SimpleExpr> {
     let query = query.trim();
     if query.is_empty() {
         return None;
     }
     Some(match backend {
-        DatabaseBackend::Sqlite => {
-            let words = fts5_words(query)?;
-            Expr::cust_with_values(
+        DatabaseBackend::Sqlite => match fts5_words(query) {
+            Some(words) => Expr::cust_with_values(
                 "ai_tasks.id IN (SELECT id FROM ai_tasks_fts WHERE ai_tasks_fts MATCH ?)",
                 [words],
-            )
-        }
+            ),
+            // No word in it: nothing matches, as PostgreSQL's empty tsquery.
+            None => Expr::cust("1 = 0"),
+        },
         _ => Expr::cust_with_values(
             "ai_tasks.search @@ (websearch_to_tsquery('russian', $1) \
              || websearch_to_tsquery('english', $1))",
