@@ -80,7 +80,7 @@ impl Component for AuthGrpc {
     async fn build(ctx: &Context<'_>, config: &AuthConfig) -> Result<Self, BuildError> {
         let mailer = skillup_kit::mailer::from_config(ctx.config)
             .map_err(BuildError::infrastructure(Self::NAME, "mailer"))?;
-        let keys_dir = ctx.deployment.keys_dir().to_owned();
+        let keys_dir = ctx.deployment.keys_dir.clone();
         build(config.clone(), keys_dir, ctx.infra, mailer, ctx.shutdown.clone()).await
     }
 }

@@ -3,11 +3,7 @@
 //! failing with the same typed [`BuildError`] — so `skillup up` and `skillup serve` wire them
 //! alike (zero2prod's `Application::build`, as a trait).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use crate::{
     Config, Shutdown,
@@ -73,23 +69,9 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Everything at this process's own gRPC address; keys under `data_dir`.
-    pub fn local(config: &Config) -> Self {
-        Self {
-            upstreams: BTreeMap::new(),
-            upstream_default: format!("http://{}", config.grpc_addr),
-            public_url: format!("http://{}", config.http_addr),
-            keys_dir: config.data_dir.join("keys"),
-        }
-    }
-
     /// Where service `name` is reached over gRPC.
     pub fn service_url(&self, name: &str) -> &str {
         self.upstreams.get(name).unwrap_or(&self.upstream_default)
-    }
-
-    pub fn keys_dir(&self) -> &Path {
-        &self.keys_dir
     }
 }
 
@@ -168,7 +150,12 @@ mod tests {
 
     #[tokio::test]
     async fn services_of_this_process_are_reached_in_process_unless_sent_elsewhere() {
-        let mut deployment = Deployment::local(&Config::default());
+        let mut deployment = Deployment {
+            upstreams: BTreeMap::new(),
+            upstream_default: "http://127.0.0.1:50051".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            keys_dir: "keys".into(),
+        };
         let slot = LocalSlot::new();
         let here = channel(&deployment, Some(&slot), "payment").unwrap();
         assert!(matches!(here, ServiceChannel::InProcess(_)));

@@ -146,11 +146,6 @@ pub const NOT_CONFIG: &[&str] = &[
 ];
 
 impl Config {
-    /// Only the shared settings, every layer (a process with no section of its own; tests).
-    pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Self> {
-        Layers::new(file, overrides).shared()
-    }
-
     /// The layered sources (see [`Layers`]).
     fn figment(file: Option<&std::path::Path>, overrides: &Overrides) -> Figment {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
@@ -212,6 +207,11 @@ mod tests {
 
     use super::*;
 
+    /// The shared settings alone, every layer (no section registered).
+    fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config> {
+        Layers::new(file, overrides).shared()
+    }
+
     #[test]
     fn layers_override_in_order() {
         Jail::expect_with(|jail| {
@@ -223,7 +223,7 @@ mod tests {
                 grpc_addr: Some("127.0.0.1:4444".parse().unwrap()),
                 ..Default::default()
             };
-            let c = Config::load(Some("c.toml".as_ref()), &over).map_err(|e| e.to_string())?;
+            let c = load(Some("c.toml".as_ref()), &over).map_err(|e| e.to_string())?;
             assert_eq!(c.grpc_addr.port(), 4444, "flag beats file");
             assert_eq!(c.http_addr.port(), 3333, "env beats file");
             assert_eq!(c.cache_prefix, "file:", "file beats default");
@@ -238,7 +238,7 @@ mod tests {
     fn a_bad_value_names_its_key() {
         Jail::expect_with(|jail| {
             jail.set_env("SKILLUP_GRPC_ADDR", "not-an-address");
-            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            let err = load(None, &Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("`grpc_addr`"), "{err}");
             Ok(())
         });
@@ -251,7 +251,7 @@ mod tests {
             for name in NOT_CONFIG {
                 jail.set_env(format!("SKILLUP_{name}"), "1");
             }
-            Config::load(None, &Overrides::default()).expect("not refused");
+            load(None, &Overrides::default()).expect("not refused");
             Ok(())
         });
     }
@@ -260,7 +260,7 @@ mod tests {
     fn an_unknown_key_is_refused() {
         Jail::expect_with(|jail| {
             jail.set_env("SKILLUP_GRPC_ADRR", "127.0.0.1:1");
-            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            let err = load(None, &Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("grpc_adrr"), "{err}");
             Ok(())
         });
@@ -350,7 +350,7 @@ mod tests {
             jail.clear_env();
             jail.set_env("SKILLUP_TOY__LIMIT", "1");
             toy_layers(None).shared().map_err(|e| e.to_string())?;
-            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            let err = load(None, &Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("`toy` is not a configuration key"), "unregistered: {err}");
             Ok(())
         });
