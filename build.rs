@@ -38,6 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `prost::Name` on every message: the event catalogue (`skillup_proto::events`) takes the
     // type URL of each event's payload from it.
     config.enable_type_names();
+    // Our packages sit at the crate's root (`crate::ai::v1`, not `crate::skillup::ai::v1`), so a
+    // reference to a `google.api` message must be absolute; `HttpBody` is written in `lib.rs`.
+    config.extern_path(".google.api.HttpBody", "crate::google::api::HttpBody");
     config.service_generator(Box::new(WithLocal(tonic)));
     config.compile_fds(testing.file_descriptor_set())?;
     Ok(())

@@ -131,10 +131,33 @@ package!(notification, "skillup.notification.v1");
 #[doc(hidden)]
 package!(testing, "skillup.testing.v1");
 
-/// The vendored `google.api` annotation types (`HttpRule`), for the edge's transcoder.
+/// The vendored `google.api` types: the annotations (`HttpRule`) the edge's transcoder reads,
+/// and `HttpBody`.
 pub mod google {
     pub mod api {
         tonic::include_proto!("google.api");
+
+        /// `google.api.HttpBody` (`proto/google/api/httpbody.proto`): an answer the edge gives
+        /// as raw bytes. Written out here because our packages sit at the crate's root, so the
+        /// build refers to it by an absolute path, and prost-build generates no type it is
+        /// given a path for.
+        #[derive(Clone, PartialEq, ::prost::Message)]
+        pub struct HttpBody {
+            /// The HTTP Content-Type header value specifying the content type of the body.
+            #[prost(string, tag = "1")]
+            pub content_type: ::prost::alloc::string::String,
+            /// The HTTP request/response body as raw binary.
+            #[prost(bytes = "vec", tag = "2")]
+            pub data: ::prost::alloc::vec::Vec<u8>,
+            /// Application specific response metadata.
+            #[prost(message, repeated, tag = "3")]
+            pub extensions: ::prost::alloc::vec::Vec<::prost_types::Any>,
+        }
+
+        impl ::prost::Name for HttpBody {
+            const NAME: &'static str = "HttpBody";
+            const PACKAGE: &'static str = "google.api";
+        }
     }
 }
 

@@ -170,6 +170,7 @@ skillup_testkit::both_adapters!(
     a_stream_its_client_left_is_kept_with_what_was_generated,
     the_search_can_use_its_index,
     regenerating_makes_a_new_linked_document_never_from_the_cache,
+    a_document_downloads_as_markdown_text_or_html,
 );
 
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {

@@ -255,6 +255,20 @@ async fn seed_flow(base: &str, outbox: &Path) {
     assert_ne!(new_id, inline_id, "{again}");
     let doc = ok(get(&format!("/api/generate/{new_id}"), &token).await.unwrap(), 200).await;
     assert_eq!(doc["regenerated_from"], inline_id.as_str(), "{doc}");
+    let file = get(&format!("/api/generate/{inline_id}/export?format=html"), &token).await.unwrap();
+    assert_eq!(file.status(), 200);
+    let h = file.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(
+        h["content-disposition"],
+        "attachment; filename=\"document.html\"; filename*=UTF-8''%D0%9C%D0%BE%D0%B9%20%D0%BA%D0%B2%D0%B8%D0%B7.html"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["content-security-policy"].to_str().unwrap().contains("sandbox"));
+    let page = file.text().await.unwrap();
+    assert!(page.contains("<title>Мой квиз</title>"), "{page}");
+    let bad = get(&format!("/api/generate/{inline_id}/export?format=pdf"), &token).await.unwrap();
+    assert_eq!(ok(bad, 400).await["error"]["field"], "format");
     let gone =
         rest.delete(format!("{base}/api/generate/{task_id}")).bearer_auth(&token).send().await;
     assert_eq!(gone.unwrap().status(), 204);

@@ -398,7 +398,10 @@ mod tests {
         let mut rng = Rng(42);
         let mut checked = 0;
         for service in pool.services().filter(|s| s.full_name().starts_with("skillup.")) {
-            for method in service.methods() {
+            // An `HttpBody` is answered as its bytes, never as JSON.
+            for method in
+                service.methods().filter(|m| m.output().full_name() != "google.api.HttpBody")
+            {
                 let desc = method.output();
                 for _ in 0..50 {
                     let m = random_message(&desc, &mut rng, 0);

@@ -110,6 +110,15 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
             );
         } else if ok == 204 {
             responses.insert("204".into(), json!({"description": "done, no content"}));
+        } else if rpc.output.full_name() == "google.api.HttpBody" {
+            responses.insert(
+                ok.to_string(),
+                json!({
+                    "description": "a file to download (`Content-Disposition: attachment`), in the content type the operation names",
+                    "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+                }),
+            );
         } else {
             responses.insert(
                 ok.to_string(),

@@ -342,3 +342,66 @@ pub(super) async fn regenerating_makes_a_new_linked_document_never_from_the_cach
     let e = h.ai.regenerate_task(as_user(&h, other, again(&first))).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
+
+pub(super) async fn a_document_downloads_as_markdown_text_or_html(kind: Kind) {
+    let mut h = harness_with(kind, Behavior::quick(40), config, false).await;
+    let user = Uuid::now_v7();
+    let id =
+        generate(&mut h, user, gen_req("экспорт", "quiz", pb::Mode::Sync), pb::Delivery::Inline)
+            .await;
+    let edit = pb::UpdateTaskRequest {
+        task_id: id.clone(),
+        title: Some("Урок 1/2: «фото»".into()),
+        starred: None,
+    };
+    h.ai.update_task(as_user(&h, user, edit)).await.unwrap();
+    let text =
+        h.ai.get_task(as_user(&h, user, pb::GetTaskRequest { task_id: id.clone() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .text;
+    let export =
+        |format: &str| pb::ExportTaskRequest { task_id: id.clone(), format: format.into() };
+
+    for (format, ext, content_type) in [
+        ("md", "md", "text/markdown; charset=utf-8"),
+        ("", "md", "text/markdown; charset=utf-8"),
+        ("txt", "txt", "text/plain; charset=utf-8"),
+        ("HTML", "html", "text/html; charset=utf-8"),
+    ] {
+        let res = h.ai.export_task(as_user(&h, user, export(format))).await.unwrap();
+        let disposition = res.metadata().get("content-disposition").unwrap().to_str().unwrap();
+        // The name drops the path characters: «Урок 12 «фото».ext», percent-encoded as UTF-8; the ASCII name keeps what it can.
+        let encoded = format!(
+            "filename*=UTF-8''%D0%A3%D1%80%D0%BE%D0%BA%2012%20%C2%AB%D1%84%D0%BE%D1%82%D0%BE%C2%BB.{ext}"
+        );
+        assert!(disposition.starts_with("attachment; filename=\"____ 12 ______."), "{disposition}");
+        assert!(disposition.ends_with(&encoded), "{disposition}");
+        let body = res.into_inner();
+        assert_eq!(body.content_type, content_type);
+        let body = String::from_utf8(body.data).unwrap();
+        let first_words = text.split_whitespace().next().unwrap().trim_matches('#');
+        assert!(body.contains(first_words), "{format}: the text is in the file: {body}");
+        match ext {
+            "md" => assert!(body.starts_with("# Урок 1/2: «фото»\n\n"), "{body}"),
+            "txt" => assert!(body.starts_with("Урок 1/2: «фото»\n\n"), "{body}"),
+            _ => assert!(body.contains("<title>Урок 1/2: «фото»</title>"), "{body}"),
+        }
+    }
+
+    let err = h.ai.export_task(as_user(&h, user, export("pdf"))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(skillup_kit::error::detail_of(&err).unwrap().field, "format");
+    let other = Uuid::now_v7();
+    let err = h.ai.export_task(as_user(&h, other, export("md"))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "someone else's document does not exist");
+
+    // A queued document has nothing to download yet. (No worker here.)
+    let queued = h.ai.submit_task(as_user(&h, user, gen_req("waiting", "quiz", pb::Mode::Async)));
+    let queued = queued.await.unwrap().into_inner();
+    let req = pb::ExportTaskRequest { task_id: queued.id, format: "md".into() };
+    let err = h.ai.export_task(as_user(&h, user, req)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "409 at the edge: {err:?}");
+    assert!(err.message().contains("no text"), "{err:?}");
+}

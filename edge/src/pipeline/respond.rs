@@ -9,6 +9,9 @@ use axum::{
 use http::{HeaderValue, StatusCode, header};
 
 use super::Call;
+
+/// A response message the edge answers with as it is, not as JSON.
+const HTTP_BODY: &str = "google.api.HttpBody";
 use crate::{Inner, errors::ApiError, transcode, upstream::CallError};
 
 pub(super) fn unary(
@@ -42,6 +45,10 @@ pub(super) fn unary(
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut res = if status == StatusCode::NO_CONTENT {
         status.into_response()
+    } else if call.route.rpc.output.full_name() == HTTP_BODY {
+        let mut res = raw_body(r.metadata(), r.get_ref())?;
+        *res.status_mut() = status;
+        res
     } else {
         let json = transcode::response_json(
             &call.route.rpc.output,
@@ -57,5 +64,35 @@ pub(super) fn unary(
     if let Some(v) = call.verdict {
         v.write(res.headers_mut());
     }
+    Ok(res)
+}
+
+/// A `google.api.HttpBody` answer: its bytes as the body under its content type, a download
+/// name the service gave (`content-disposition` metadata), and headers that keep a browser from
+/// sniffing or running it in our origin.
+fn raw_body(md: &tonic::metadata::MetadataMap, bytes: &[u8]) -> Result<Response, ApiError> {
+    use prost::Message as _;
+    let body = skillup_proto::google::api::HttpBody::decode(bytes).map_err(|e| {
+        tracing::error!(error = %e, "undecodable upstream HttpBody");
+        ApiError::new(502, "INTERNAL", "the service answered with an unreadable message")
+    })?;
+    let content_type = HeaderValue::from_str(&body.content_type)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let mut res = Response::new(Body::from(body.data));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    if let Some(v) =
+        md.get("content-disposition").and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     Ok(res)
 }

@@ -6,9 +6,12 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use skillup_kit::{db::timestamp as ts, identity::Caller};
-use skillup_proto::ai::v1::{
-    self as pb, generation_admin_service_server::GenerationAdminServiceServer,
-    generation_service_server::GenerationServiceServer,
+use skillup_proto::{
+    ai::v1::{
+        self as pb, generation_admin_service_server::GenerationAdminServiceServer,
+        generation_service_server::GenerationServiceServer,
+    },
+    google::api::HttpBody,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -397,6 +400,25 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         self.generator.delete(user, id).await?;
         Ok(Response::new(pb::DeleteTaskResponse {}))
     }
+
+    async fn export_task(
+        &self,
+        req: Request<pb::ExportTaskRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let id = task_id(&r.task_id)?;
+        let file = self.generator.export(user, id, &r.format).await?;
+        let mut res = Response::new(HttpBody {
+            content_type: file.content_type.to_owned(),
+            data: file.body.into_bytes(),
+            extensions: Vec::new(),
+        });
+        let disposition = attachment(&file.file_name);
+        res.metadata_mut()
+            .insert("content-disposition", disposition.parse().expect("ASCII by construction"));
+        Ok(res)
+    }
 }
 
 // ---- GenerationAdminService --------------------------------------------------------------
@@ -474,4 +496,37 @@ impl pb::generation_admin_service_server::GenerationAdminService for AdminGrpc {
             outcomes: outcomes.into_iter().map(Into::into).collect(),
         }))
     }
+}
+
+/// `Content-Disposition` for a download named `file_name` (RFC 6266): an ASCII `filename` for
+/// old clients (other characters as `_`; `document` for a name without Latin letters or
+/// digits) and the exact name as UTF-8 in `filename*` (RFC 8187).
+fn attachment(file_name: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // RFC 8187's attr-char, unescaped.
+    const ATTR: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
+    let (stem, ext) = file_name.rsplit_once('.').unwrap_or((file_name, ""));
+    let ascii: String = if stem.chars().any(|c| c.is_ascii_alphanumeric()) {
+        let keep = |c: char| (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ';
+        stem.chars().map(|c| if keep(c) { c } else { '_' }).collect()
+    } else {
+        "document".to_owned()
+    };
+    let ascii = format!("{ascii}.{ext}");
+    format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        utf8_percent_encode(file_name, ATTR)
+    )
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::{
     domain::{DocumentEdit, GenerationRequest, Job, LibraryQuery, Task, excerpt},
     error::{AiError, Result},
+    export::{self, Export, Format},
     queue::{QUEUE, REQUEST_ID_HEADER},
     store::task,
 };
@@ -240,6 +241,17 @@ impl Generator {
         } else {
             Err(AiError::NotFound("no such task".into()))
         }
+    }
+
+    /// One of the user's documents as a file in `format` (`md`, `txt`, `html`); CONFLICT
+    /// while it has no text.
+    pub async fn export(&self, user: Uuid, id: Uuid, format: &str) -> Result<Export> {
+        let format = Format::parse(format)
+            .ok_or_else(|| invalid("format", "`format` must be md, txt or html"))?;
+        let task = self.task(user, id).await?;
+        export::render(&task, format).ok_or_else(|| {
+            AiError::Conflict(format!("the document has no text to export: it is {}", task.status))
+        })
     }
 
     /// Cancels a queued or running task: its hold goes back, a worker running it stops.
