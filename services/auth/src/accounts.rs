@@ -152,7 +152,6 @@ impl Auth {
         let mut issued = self.start_session(&user, client).await?;
         issued.device_token =
             self.know_device(email.as_str(), device.map(|_| device_token)).await?;
-        self.emit_logged_in(user.id, issued.session_id, client).await;
         Ok((user, issued))
     }
 

@@ -1,6 +1,6 @@
 //! The events auth publishes (the catalogue in `skillup_proto::events` names them), built from
-//! its rows; the gRPC adapter shows a user the same way. `user.registered` goes through the
-//! outbox with the row it reports; the others are published best-effort after the change.
+//! its rows; the gRPC adapter shows a user the same way. `user.registered` and `user.logged_in` go
+//! through the outbox with the row they report; the others are published best-effort after the change.
 
 use chrono::{DateTime, Utc};
 use skillup_kit::db::timestamp as ts;
@@ -8,8 +8,8 @@ use skillup_proto::{auth::v1 as pb, events::Event};
 use uuid::Uuid;
 
 use crate::{
-    auth::{Auth, ClientInfo},
-    store::entities::user,
+    auth::Auth,
+    store::{accounts::Client, entities::user},
 };
 
 /// A user as the contracts show one.
@@ -32,22 +32,21 @@ pub(crate) fn registered(u: &user::Model) -> pb::UserRegistered {
     pb::UserRegistered { user: Some(user_pb(u)) }
 }
 
+/// `user.logged_in`, with the client as stored on the session.
+pub(crate) fn logged_in(user_id: Uuid, session: Uuid, client: Client<'_>) -> pb::UserLoggedIn {
+    pb::UserLoggedIn {
+        user_id: user_id.to_string(),
+        session_id: session.to_string(),
+        ip: client.ip.to_owned(),
+        user_agent: client.user_agent.to_owned(),
+    }
+}
+
 impl Auth {
     async fn emit<E: Event>(&self, user_id: &Uuid, msg: &E) {
         if let Err(e) = skillup_kit::events::publish(&self.bus, &user_id.to_string(), msg).await {
             tracing::warn!(event = E::KIND, error = %e, "event not published");
         }
-    }
-
-    /// `user.logged_in`.
-    pub(crate) async fn emit_logged_in(&self, user_id: Uuid, session: Uuid, client: &ClientInfo) {
-        let msg = pb::UserLoggedIn {
-            user_id: user_id.to_string(),
-            session_id: session.to_string(),
-            ip: client.ip.clone(),
-            user_agent: client.user_agent.clone(),
-        };
-        self.emit(&user_id, &msg).await;
     }
 
     /// `user.email_verified`.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use sea_orm::TransactionTrait;
 use skillup_kit::identity::Caller;
 use uuid::Uuid;
 
@@ -23,6 +24,8 @@ use crate::{
 use crate::auth::*;
 
 impl Auth {
+    /// A sign-in: a new session (refresh family) and its first pair; its `user.logged_in`
+    /// commits with the session through the outbox.
     pub(crate) async fn start_session(
         &self,
         user: &user::Model,
@@ -37,7 +40,12 @@ impl Auth {
             user_agent: &truncate(&client.user_agent, 512),
         };
         let hash = secrets::hash(&refresh);
-        self.store.start_session(sid, user.id, client, hash, t + refresh_ttl).await?;
+        let txn = self.db.begin().await?;
+        self.store.start_session(&txn, sid, user.id, client, hash, t + refresh_ttl).await?;
+        let event = crate::events::logged_in(user.id, sid, client);
+        self.outbox.add(&txn, &format!("logged_in:{sid}"), &user.id.to_string(), &event).await?;
+        txn.commit().await?;
+        self.outbox.wake();
         let access = self.mint_access(user, sid).await?;
         Ok(self.issued(user.id, sid, access, refresh))
     }

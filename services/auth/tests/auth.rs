@@ -94,6 +94,7 @@ skillup_testkit::both_adapters!(
     register_login_me_validate,
     bad_input_gets_a_reason_never_internal,
     concurrent_duplicate_registration_makes_exactly_one_account,
+    every_sign_in_reports_user_logged_in_through_the_outbox,
     logout_blacklists_at_once_and_ends_the_session,
     log_out_everywhere,
     revoke_one_session,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::entities::{email_token, refresh_token, session, user};
 
 /// What a session records about the client that signs in or refreshes.
+#[derive(Clone, Copy)]
 pub struct Client<'a> {
     pub ip: &'a str,
     pub user_agent: &'a str,
@@ -143,8 +144,11 @@ impl AccountStore {
     // ---- sessions and refresh tokens ----------------------------------------------------
 
     /// A new session with its first refresh token, together.
-    pub async fn start_session(
+    /// A new session and its first refresh token, in the caller's transaction (which also
+    /// holds the sign-in's `user.logged_in`).
+    pub async fn start_session<C: ConnectionTrait>(
         &self,
+        txn: &C,
         id: Uuid,
         user: Uuid,
         client: Client<'_>,
@@ -152,7 +156,6 @@ impl AccountStore {
         expires_at: DateTime<Utc>,
     ) -> Result<(), DbErr> {
         let t = Utc::now();
-        let txn = self.db.begin().await?;
         session::ActiveModel {
             id: Set(id),
             user_id: Set(user),
@@ -163,10 +166,9 @@ impl AccountStore {
             expires_at: Set(expires_at),
             revoked_at: Set(None),
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
-        Self::insert_refresh(&txn, id, user, refresh_hash, t, expires_at).await?;
-        txn.commit().await
+        Self::insert_refresh(txn, id, user, refresh_hash, t, expires_at).await
     }
 
     async fn insert_refresh<C: ConnectionTrait>(

@@ -159,6 +159,82 @@ pub(crate) async fn concurrent_duplicate_registration_makes_exactly_one_account(
     assert!(more.is_err(), "exactly one event");
 }
 
+pub(crate) async fn every_sign_in_reports_user_logged_in_through_the_outbox(kind: Kind) {
+    let mut h = harness(kind).await;
+    let group = format!("logged-in-test-{}", uuid::Uuid::now_v7());
+    let spec = skillup_kit::bus::SubscriptionSpec::new(group, &[pb::UserLoggedIn::KIND]);
+    let mut events = h.t.infra.bus.subscribe(&spec, 16).await.unwrap();
+    let em = email();
+    let first = register(&mut h, &em).await;
+    let me = h.client.get_me(bearer(pb::GetMeRequest {}, &first.access_token)).await.unwrap();
+    let user_id = me.into_inner().id;
+    let mut login =
+        pb::LoginRequest { email: em.clone(), password: PASSWORD.into(), ..Default::default() };
+    let mut req = Request::new(login.clone());
+    req.metadata_mut().insert("user-agent", "Firefox/140".parse().unwrap());
+    h.client.login(req).await.unwrap();
+    login.password = "wrong password".into();
+    h.client.login(login).await.unwrap_err();
+
+    // Other tests sign in on the same broker: this user's events only.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 {
+        let d =
+            tokio::time::timeout_at(deadline, events.next()).await.expect("two events").unwrap();
+        let (env, ev) =
+            skillup_kit::events::decode::<pb::UserLoggedIn>(&d.message.payload).unwrap();
+        d.ack().await.unwrap();
+        if ev.user_id == user_id {
+            assert_eq!(env.id, format!("logged_in:{}", ev.session_id), "one event per session");
+            seen.push(ev);
+        }
+    }
+    assert_ne!(seen[0].session_id, seen[1].session_id);
+    assert!(seen.iter().any(|e| e.user_agent.starts_with("Firefox/140")), "{seen:?}");
+    let sessions = h
+        .client
+        .list_sessions(bearer(pb::ListSessionsRequest {}, &first.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let mut ids: Vec<_> = sessions.iter().map(|s| s.id.clone()).collect();
+    let mut reported: Vec<_> = seen.iter().map(|e| e.session_id.clone()).collect();
+    ids.sort();
+    reported.sort();
+    assert_eq!(ids, reported, "each event names a stored session");
+    // The refused attempt reported nothing.
+    let more = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            let d = events.next().await.unwrap();
+            let (_, ev) =
+                skillup_kit::events::decode::<pb::UserLoggedIn>(&d.message.payload).unwrap();
+            d.ack().await.unwrap();
+            if ev.user_id == user_id {
+                return ev;
+            }
+        }
+    })
+    .await;
+    assert!(more.is_err(), "a refused sign-in is no event: {more:?}");
+    // Relayed: nothing left in the outbox (the relay deletes a row once the broker confirmed).
+    let outbox = skillup_kit::outbox::Outbox::new(
+        h.t.infra.db.clone(),
+        h.t.infra.bus.clone(),
+        skillup_auth::store::OUTBOX,
+    );
+    let mut pending = u64::MAX;
+    for _ in 0..100 {
+        pending = outbox.pending().await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending, 0, "relayed");
+}
+
 // ---------- the JWT attack list ----------
 
 mod attacks {
