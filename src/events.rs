@@ -30,6 +30,7 @@ macro_rules! catalogue {
 catalogue! {
     auth::UserRegistered => "user.registered",
     auth::UserLoggedIn => "user.logged_in",
+    auth::UserUpdated => "user.updated",
     auth::EmailVerified => "user.email_verified",
     auth::PasswordChanged => "user.password_changed",
     auth::TokensRevoked => "token.revoked",
@@ -66,6 +67,6 @@ mod tests {
             let (entity, fact) = kind.split_once('.').unwrap();
             assert!(!entity.is_empty() && !fact.is_empty() && !fact.contains('.'), "{kind}");
         }
-        assert_eq!(all.len(), 12);
+        assert_eq!(all.len(), 13);
     }
 }

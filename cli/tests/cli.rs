@@ -145,6 +145,7 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         email: "ada@example.com".into(),
         password: "correct horse battery".into(),
         name: String::new(),
+        ..Default::default()
     })
     .await
     .expect("register through `up`");

@@ -274,6 +274,30 @@ async fn seed_flow(base: &str, outbox: &Path) {
     assert_eq!(gone.unwrap().status(), 204);
     ok(get(&status_url, &token).await.unwrap(), 404).await;
 
+    // The profile: a language and a time zone, each validated.
+    let me = rest
+        .patch(format!("{base}/api/auth/me"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Ада", "locale": "ru", "time_zone": "Europe/Moscow"}))
+        .send()
+        .await
+        .unwrap();
+    let me = ok(me, 200).await;
+    assert_eq!(
+        (me["locale"].as_str(), me["time_zone"].as_str()),
+        (Some("ru"), Some("Europe/Moscow"))
+    );
+    let bad = rest
+        .patch(format!("{base}/api/auth/me"))
+        .bearer_auth(&token)
+        .json(&json!({"time_zone": "Moscow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok(bad, 400).await["error"]["field"], "time_zone");
+    let me = ok(get("/api/auth/me", &token).await.unwrap(), 200).await;
+    assert_eq!(me["name"], "Ада", "{me}");
+
     // Log out: the same token is refused at once.
     let out = rest
         .post(format!("{base}/api/auth/logout"))

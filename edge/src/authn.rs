@@ -189,6 +189,7 @@ impl Authenticator {
             sid: r.session_id,
             token_exp: r.expires_at.map_or(0, |t| t.seconds),
             ver: r.identity_version,
+            locale: r.locale,
             ..Caller::default()
         };
         Decision { caller, reuse_until: Instant::now() + self.reuse }

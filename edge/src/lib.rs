@@ -46,6 +46,7 @@ use skillup_kit::{
     bus::SharedBus,
     cache::SharedCache,
     config::Config,
+    i18n::Locale,
     identity::{self, IdentityKey},
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -326,7 +327,7 @@ impl Inner {
         client: IpAddr,
     ) {
         let client = client.to_string();
-        let id = match d {
+        let mut id = match d {
             Some(d) => d.identity(request_id, self.authn.assertion_ttl, &client),
             None => identity::Caller {
                 request_id: request_id.to_owned(),
@@ -335,6 +336,16 @@ impl Inner {
                 ..Default::default()
             },
         };
+        // The account's language; for anyone else, the best of their Accept-Language.
+        if id.locale.is_empty() {
+            id.locale = md
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .and_then(Locale::negotiate)
+                .unwrap_or_default()
+                .tag()
+                .to_owned();
+        }
         if let Ok(v) = MetadataValue::try_from(self.authn.key.sign(&id)) {
             md.insert(identity::ASSERTION, v);
         }

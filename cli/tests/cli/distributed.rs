@@ -72,6 +72,7 @@ pub(super) async fn serve_auth_prompt_and_edge_as_separate_processes_on_the_real
         email: "grace@example.com".into(),
         password: "correct horse battery".into(),
         name: String::new(),
+        ..Default::default()
     })
     .await
     .unwrap();

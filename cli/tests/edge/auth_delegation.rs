@@ -27,6 +27,48 @@ pub(super) fn protected_routes_need_a_valid_token_and_the_right_scope() {
 }
 
 #[test]
+pub(super) fn services_hear_the_accounts_language_else_the_requests() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        let echo = |lang: Option<&'static str>, token: Option<String>| {
+            let mut req = s.http.get(s.url("/v1/echo/x"));
+            if token.is_none() {
+                req = s.http.get(s.url("/v1/public/echo?id=1"));
+            }
+            if let Some(l) = lang {
+                req = req.header("accept-language", l);
+            }
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            async move {
+                let res = req.send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                res.json::<Value>().await.unwrap()["locale"].as_str().unwrap().to_owned()
+            }
+        };
+        assert_eq!(echo(Some("ru-RU,ru;q=0.9,en;q=0.8"), None).await, "ru");
+        assert_eq!(echo(Some("de;q=1, en;q=0.3, ru;q=0.5"), None).await, "ru", "by weight");
+        assert_eq!(echo(Some("de"), None).await, "en");
+        assert_eq!(echo(None, None).await, "en");
+        // Registered without a preference and no Accept-Language: English, whatever a
+        // later request asks for; a profile change applies to the very next request.
+        let (tok, _, _) = s.register().await;
+        assert_eq!(echo(Some("ru"), Some(tok.clone())).await, "en");
+        let res = s
+            .http
+            .patch(s.url("/api/auth/me"))
+            .bearer_auth(&tok)
+            .json(&json!({"locale": "ru"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(echo(Some("en"), Some(tok.clone())).await, "ru");
+    });
+}
+
+#[test]
 pub(super) fn client_sent_identity_headers_are_replaced_by_the_validated_identity() {
     mt().block_on(async {
         let s = stack(Kind::Real, |_| {}).await;

@@ -69,6 +69,7 @@ fn echo_of(req: &Request<pb::EchoRequest>) -> pb::EchoResponse {
         scopes: id.as_ref().map(|i| i.scopes.clone()).unwrap_or_default(),
         tier: id.as_ref().map(|i| i.tier.clone()).unwrap_or_default(),
         email_verified: id.as_ref().is_some_and(|i| i.email_verified),
+        locale: skillup_kit::i18n::Locale::of(req).tag().to_owned(),
         request_id: req
             .metadata()
             .get("x-request-id")

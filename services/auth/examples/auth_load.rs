@@ -55,6 +55,7 @@ async fn account(c: &mut AuthServiceClient<Channel>) -> (String, String) {
         email: email.clone(),
         password: PASSWORD.into(),
         name: String::new(),
+        ..Default::default()
     })
     .await
     .expect("register");

@@ -6,13 +6,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use sea_orm::{SqlErr, TransactionTrait};
 use secrecy::SecretString;
-use skillup_kit::mailer::Email as Mail;
+use skillup_kit::{i18n::Locale, mailer::Email as Mail};
 use uuid::Uuid;
 
 use crate::{
-    domain::{email::Email, password, secrets},
+    domain::{
+        email::Email,
+        password,
+        profile::{self, ProfileEdit},
+        secrets,
+    },
     error::{AuthError, Result},
-    store::entities::user,
+    store::{accounts::ProfileChange, entities::user},
 };
 
 use crate::auth::*;
@@ -20,20 +25,37 @@ use crate::auth::*;
 /// How long a device that signed in stays known (see [`Auth::login`]).
 pub(crate) const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
 
+/// What registration asks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Registration<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    pub name: &'a str,
+    /// `en` / `ru`, or empty for `request_locale`.
+    pub locale: &'a str,
+    /// IANA name, or empty for UTC.
+    pub time_zone: &'a str,
+    /// The language the request came in (its `Accept-Language`, as the edge negotiated it).
+    pub request_locale: Locale,
+}
+
 impl Auth {
     /// Creates an account and mails its confirmation link. An address that has an account
     /// already gets the same answer — a look-alike account, after the same password hashing —
     /// and its owner a note instead of a link (OWASP: registration never tells whether an
     /// address is registered). Tokens come from [`Auth::login`].
-    pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<user::Model> {
-        let email = Email::parse(email).map_err(|m| invalid("email", m))?;
-        let name = name.trim();
-        if name.chars().count() > 100 {
-            return Err(invalid("name", "name must be at most 100 characters"));
-        }
-        if name.chars().any(|c| c.is_control()) {
-            return Err(invalid("name", "name cannot contain control characters"));
-        }
+    pub async fn register(&self, r: &Registration<'_>) -> Result<user::Model> {
+        let password = r.password;
+        let email = Email::parse(r.email).map_err(|m| invalid("email", m))?;
+        let name = profile::name(r.name).map_err(|m| invalid("name", m))?;
+        let locale = match r.locale {
+            "" => r.request_locale,
+            l => profile::locale(l).map_err(|m| invalid("locale", m))?,
+        };
+        let time_zone = match r.time_zone {
+            "" => profile::DEFAULT_TIME_ZONE.to_owned(),
+            tz => profile::time_zone(tz).map_err(|m| invalid("time_zone", m))?,
+        };
         password::check_policy(password, self.cfg.password_min_chars)
             .map_err(|m| invalid("password", m))?;
         let hash = password::hash(SecretString::from(password.to_owned()), self.cfg.bcrypt_cost)
@@ -43,7 +65,7 @@ impl Auth {
         let model = user::Model {
             id: Uuid::now_v7(),
             email: email.as_str().to_owned(),
-            name: name.to_owned(),
+            name,
             password_hash: hash,
             email_verified: false,
             tier: "free".into(),
@@ -51,6 +73,8 @@ impl Auth {
             is_active: true,
             created_at: t,
             updated_at: t,
+            locale: locale.tag().to_owned(),
+            time_zone,
         };
         // The unique index decides between concurrent registrations of one address; the
         // account and its `user.registered` (the notification service's contact) commit together.
@@ -217,5 +241,39 @@ impl Auth {
             }
         }
         Ok(())
+    }
+}
+
+impl Auth {
+    /// Its owner's change of profile (name, language, time zone; each alone). The row and its
+    /// `user.updated` commit together; a new language is in force on the caller's next request
+    /// at every edge (the cache holds it beside the tier, and the identity stamp changes).
+    pub async fn update_me(&self, user_id: Uuid, edit: &ProfileEdit) -> Result<user::Model> {
+        let name = edit.name.as_deref().map(profile::name).transpose();
+        let name = name.map_err(|m| invalid("name", m))?;
+        let locale = edit.locale.as_deref().map(profile::locale).transpose();
+        let locale = locale.map_err(|m| invalid("locale", m))?;
+        let time_zone = edit.time_zone.as_deref().map(profile::time_zone).transpose();
+        let time_zone = time_zone.map_err(|m| invalid("time_zone", m))?;
+        if name.is_none() && locale.is_none() && time_zone.is_none() {
+            return self.user(user_id).await;
+        }
+        let change = ProfileChange { name, locale: locale.map(Locale::tag), time_zone };
+        let txn = self.db.begin().await?;
+        let Some(user) = self.store.update_profile(&txn, user_id, &change).await? else {
+            return Err(AuthError::NotFound("no such account"));
+        };
+        let msg = crate::events::updated(&user);
+        let id = format!("updated:{}:{}", user.id, Uuid::now_v7());
+        self.outbox.add(&txn, &id, &user.id.to_string(), &msg).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        if let Some(l) = locale {
+            let key = format!("auth:loc:{user_id}");
+            let tag = Bytes::from_static(l.tag().as_bytes());
+            self.cache.set(&key, tag, Some(self.marker_ttl())).await.map_err(cache_err)?;
+        }
+        self.bump_identity_version(user_id).await?;
+        Ok(user)
     }
 }

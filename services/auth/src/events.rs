@@ -1,6 +1,6 @@
 //! The events auth publishes (the catalogue in `skillup_proto::events` names them), built from
-//! its rows; the gRPC adapter shows a user the same way. `user.registered` and `user.logged_in` go
-//! through the outbox with the row they report; the others are published best-effort after the change.
+//! its rows; the gRPC adapter shows a user the same way. `user.registered`, `user.updated` and
+//! `user.logged_in` go through the outbox with the row they report; the others are published best-effort after the change.
 
 use chrono::{DateTime, Utc};
 use skillup_kit::db::timestamp as ts;
@@ -24,7 +24,14 @@ pub(crate) fn user_pb(u: &user::Model) -> pb::User {
         is_active: u.is_active,
         created_at: Some(ts(u.created_at)),
         updated_at: Some(ts(u.updated_at)),
+        locale: u.locale.clone(),
+        time_zone: u.time_zone.clone(),
     }
+}
+
+/// `user.updated`.
+pub(crate) fn updated(u: &user::Model) -> pb::UserUpdated {
+    pb::UserUpdated { user: Some(user_pb(u)) }
 }
 
 /// `user.registered`.

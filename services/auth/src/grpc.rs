@@ -3,12 +3,14 @@
 //! token>`, validated fully.
 
 use skillup_kit::db::timestamp as ts;
-use skillup_kit::identity::Caller;
+use skillup_kit::{i18n::Locale, identity::Caller};
 use skillup_proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
+    accounts::Registration,
     auth::{Auth, ClientInfo, Issued, account_of},
+    domain::profile::ProfileEdit,
     error::AuthError,
     events::user_pb,
     store::entities::{session, user},
@@ -70,6 +72,15 @@ fn client<T>(req: &Request<T>) -> ClientInfo {
     ClientInfo { ip, user_agent }
 }
 
+/// The account shown to its owner: the validated view of tier and verification is the newest
+/// (fresher than a row a replica read).
+fn as_seen_by(user: &user::Model, who: Caller) -> pb::User {
+    let mut out = user_pb(user);
+    out.tier = who.tier;
+    out.email_verified |= who.email_verified;
+    out
+}
+
 fn with_status<T>(body: T, code: u16) -> Response<T> {
     let mut res = Response::new(body);
     res.metadata_mut()
@@ -107,8 +118,17 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request_locale = Locale::of(&req);
         let r = req.into_inner();
-        let user = self.auth.register(&r.email, &r.password, &r.name).await?;
+        let registration = Registration {
+            email: &r.email,
+            password: &r.password,
+            name: &r.name,
+            locale: &r.locale,
+            time_zone: &r.time_zone,
+            request_locale,
+        };
+        let user = self.auth.register(&registration).await?;
         Ok(with_status(pb::RegisterResponse { user: Some(user_pb(&user)) }, 201))
     }
 
@@ -197,12 +217,18 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
     async fn get_me(&self, req: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
         let who = self.caller(&req).await?;
         let user = self.auth.profile(account_of(&who)?, &who.ver).await?;
-        let mut out = user_pb(&user);
-        // The validated view is the newest (tier and verification may be fresher than the row
-        // read by a replica).
-        out.tier = who.tier;
-        out.email_verified |= who.email_verified;
-        Ok(Response::new(out))
+        Ok(Response::new(as_seen_by(&user, who)))
+    }
+
+    async fn update_me(
+        &self,
+        req: Request<pb::UpdateMeRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        let edit = ProfileEdit { name: r.name, locale: r.locale, time_zone: r.time_zone };
+        let user = self.auth.update_me(account_of(&who)?, &edit).await?;
+        Ok(Response::new(as_seen_by(&user, who)))
     }
 
     async fn list_sessions(
@@ -243,6 +269,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
             expires_at: Some(prost_types::Timestamp { seconds: c.token_exp, nanos: 0 }),
             session_id: c.sid,
             identity_version: c.ver,
+            locale: c.locale,
         }))
     }
 

@@ -84,6 +84,7 @@ impl Auth {
             email_verified: user.email_verified,
             sid: sid.to_string(),
             email: user.email.clone(),
+            loc: user.locale.clone(),
         };
         let meta = serde_json::json!({
             "user_id": claims.sub, "email": claims.email, "scopes": claims.scope.split_whitespace().collect::<Vec<_>>(),
@@ -302,6 +303,7 @@ impl Auth {
             format!("auth:tier:{}", claims.sub),
             format!("auth:ev:{}", claims.sub),
             format!("{}{}", skillup_kit::identity::VERSION_KEY_PREFIX, claims.sub),
+            format!("auth:loc:{}", claims.sub),
         ];
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let vals = self.cache.get_many(&refs).await.map_err(cache_err)?;
@@ -344,8 +346,14 @@ impl Auth {
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or_default()
             .to_owned();
+        let locale = vals[7]
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_owned)
+            .unwrap_or(claims.loc);
         Ok(Validated {
             caller: Caller {
+                locale,
                 user_id: user_id.to_string(),
                 scopes,
                 tier,

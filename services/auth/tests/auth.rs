@@ -95,6 +95,7 @@ skillup_testkit::both_adapters!(
     bad_input_gets_a_reason_never_internal,
     concurrent_duplicate_registration_makes_exactly_one_account,
     every_sign_in_reports_user_logged_in_through_the_outbox,
+    a_profile_sets_name_language_and_time_zone,
     logout_blacklists_at_once_and_ends_the_session,
     log_out_everywhere,
     revoke_one_session,
@@ -136,6 +137,7 @@ async fn register(h: &mut Harness, email: &str) -> pb::AuthResponse {
             email: email.into(),
             password: PASSWORD.into(),
             name: "Ada".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod grpc;
+pub mod i18n;
 pub mod identity;
 pub mod infra;
 pub mod mailer;

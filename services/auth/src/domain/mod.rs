@@ -3,5 +3,6 @@
 
 pub mod email;
 pub mod password;
+pub mod profile;
 pub mod secrets;
 pub mod tokens;

@@ -44,6 +44,9 @@ pub struct AccessClaims {
     /// Session (refresh family) id.
     pub sid: String,
     pub email: String,
+    /// The account's language when the token was minted (a newer one is in the cache).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub loc: String,
 }
 
 /// Why a token was refused.
@@ -323,6 +326,7 @@ mod tests {
             email_verified: false,
             sid: uuid::Uuid::now_v7().to_string(),
             email: "a@example.com".into(),
+            loc: "ru".into(),
         }
     }
 

@@ -11,6 +11,14 @@ use uuid::Uuid;
 
 use super::entities::{email_token, refresh_token, session, user};
 
+/// The profile fields to set (validated); `None` leaves one as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange<'a> {
+    pub name: Option<String>,
+    pub locale: Option<&'a str>,
+    pub time_zone: Option<String>,
+}
+
 /// What a session records about the client that signs in or refreshes.
 #[derive(Clone, Copy)]
 pub struct Client<'a> {
@@ -45,6 +53,30 @@ impl AccountStore {
         u: user::Model,
     ) -> Result<user::Model, DbErr> {
         user::ActiveModel::from(u).insert(txn).await
+    }
+
+    /// Sets what `change` holds, in the caller's transaction; the row as it is now, `None`
+    /// when there is no such account.
+    pub async fn update_profile<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: Uuid,
+        change: &ProfileChange<'_>,
+    ) -> Result<Option<user::Model>, DbErr> {
+        let mut q = user::Entity::update_many()
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(id));
+        if let Some(name) = &change.name {
+            q = q.col_expr(user::Column::Name, Expr::value(name.clone()));
+        }
+        if let Some(locale) = change.locale {
+            q = q.col_expr(user::Column::Locale, Expr::value(locale));
+        }
+        if let Some(tz) = &change.time_zone {
+            q = q.col_expr(user::Column::TimeZone, Expr::value(tz.clone()));
+        }
+        q.exec(txn).await?;
+        user::Entity::find_by_id(id).one(txn).await
     }
 
     pub async fn set_active(&self, id: Uuid, active: bool) -> Result<(), DbErr> {

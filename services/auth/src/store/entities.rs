@@ -20,6 +20,10 @@ pub mod user {
         pub is_active: bool,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// `en` or `ru`.
+        pub locale: String,
+        /// IANA name.
+        pub time_zone: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,7 +6,7 @@ use sea_orm_migration::{prelude::*, schema::*};
 skillup_kit::migrator!(
     Migrator,
     "auth_migrations",
-    [M0001Init, skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX)]
+    [M0001Init, skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX), M0003Profile]
 );
 
 struct M0001Init;
@@ -116,6 +116,35 @@ impl MigrationTrait for M0001Init {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for t in ["auth_email_tokens", "auth_refresh_tokens", "auth_sessions", "auth_users"] {
             m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The profile's language and time zone. Accounts made before it read English and UTC.
+struct M0003Profile;
+
+skillup_kit::migration_name!(M0003Profile, "m0003_profile");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Profile {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite adds them one at a time.
+        for column in [
+            string_len("locale", 8).default("en").to_owned(),
+            string_len("time_zone", 64).default("UTC").to_owned(),
+        ] {
+            let mut column = column;
+            m.alter_table(Table::alter().table("auth_users").add_column(&mut column).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["locale", "time_zone"] {
+            m.alter_table(Table::alter().table("auth_users").drop_column(column).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -202,6 +202,7 @@ pub(crate) async fn an_unconfirmed_name_stays_out_of_our_mail(kind: Kind) {
             email: em.clone(),
             password: PASSWORD.into(),
             name: name.into(),
+            ..Default::default()
         })
         .await
         .unwrap();

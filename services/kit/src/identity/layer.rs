@@ -79,6 +79,10 @@ pub fn admit(
             if !id.ip.is_empty() {
                 extensions.insert(ClientAddr(id.ip.clone()));
             }
+            // The language to answer in, for anonymous callers too.
+            if let Some(l) = crate::i18n::Locale::parse(&id.locale) {
+                extensions.insert(l);
+            }
             // An anonymous assertion (a public route) vouches for the address only.
             if id.user_id.is_empty() {
                 return Ok(());

@@ -104,6 +104,10 @@ pub struct Caller {
     /// address from here (see [`ClientAddr`]), never from a header a caller could set.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ip: String,
+    /// The language to answer in (`en`, `ru`): the account's, else the request's
+    /// `Accept-Language` as the edge negotiated it (see [`crate::i18n::Locale::of`]).
+    #[serde(rename = "loc", default, skip_serializing_if = "String::is_empty")]
+    pub locale: String,
     /// The signed form, for forwarding on service-to-service calls.
     #[serde(skip)]
     pub assertion: String,
@@ -218,6 +222,8 @@ pub struct Claims {
     pub texp: i64,
     #[prost(string, tag = "11")]
     pub ip: String,
+    #[prost(string, tag = "12")]
+    pub loc: String,
 }
 
 impl Claims {
@@ -249,6 +255,7 @@ impl Claims {
             int64::encode(10, &id.token_exp, &mut buf);
         }
         text(11, &id.ip, &mut buf);
+        text(12, &id.locale, &mut buf);
         buf
     }
 }
@@ -267,6 +274,7 @@ impl From<Claims> for Caller {
             ver: c.ver,
             token_exp: c.texp,
             ip: c.ip,
+            locale: c.loc,
             assertion: String::new(),
         }
     }
