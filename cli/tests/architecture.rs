@@ -444,3 +444,50 @@ fn the_circle_rule_reads_paths_and_groups() {
     let got: Vec<String> = modules_named(src).into_iter().collect();
     assert_eq!(got, ["a", "b", "c", "g"]);
 }
+
+/// Every `locales/` directory of the workspace: (its path, its English and Russian sources).
+fn catalogues(dir: &Path, out: &mut Vec<(PathBuf, String, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !path.is_dir()
+            || name.starts_with('.')
+            || ["target", "node_modules"].contains(&name.as_str())
+        {
+            continue;
+        }
+        if name == "locales" {
+            let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
+            out.push((path.clone(), read("en.ftl"), read("ru.ftl")));
+        } else {
+            catalogues(&path, out);
+        }
+    }
+}
+
+#[test]
+fn every_message_is_in_english_and_russian() {
+    use skillup_kit::i18n::{Locale, parity};
+    let mut found = Vec::new();
+    catalogues(&root(), &mut found);
+    assert!(found.iter().any(|(p, ..)| p.ends_with("services/auth/locales")), "{found:?}");
+    let mut problems = Vec::new();
+    for (path, en, ru) in &found {
+        if en.trim().is_empty() || ru.trim().is_empty() {
+            problems.push(format!("{}: en.ftl and ru.ftl must both hold messages", path.display()));
+        }
+        for missing in parity(&[(Locale::En, en), (Locale::Ru, ru)]) {
+            problems.push(format!("{}: {missing}", path.display()));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_language_rule_catches_a_message_in_one_language() {
+    use skillup_kit::i18n::{Locale, parity};
+    let en = "a = A\nb = B\n    .title = T\n";
+    let ru = "a = А\nb = Б\n";
+    assert_eq!(parity(&[(Locale::En, en), (Locale::Ru, ru)]), ["ru: missing b.title"]);
+}

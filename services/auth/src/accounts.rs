@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sea_orm::{SqlErr, TransactionTrait};
 use secrecy::SecretString;
-use skillup_kit::{i18n::Locale, mailer::Email as Mail};
+use skillup_kit::{fluent_args, i18n::Locale};
 use uuid::Uuid;
 
 use crate::{
@@ -17,6 +17,7 @@ use crate::{
         secrets,
     },
     error::{AuthError, Result},
+    letters,
     store::{accounts::ProfileChange, entities::user},
 };
 
@@ -115,12 +116,9 @@ impl Auth {
             Ok(()) => {}
         }
         let base = self.cfg.public_url.trim_end_matches('/');
-        let body = format!(
-            "Hello{},\n\nsomeone tried to create a SkillUp account with this address, which already has one. If it was you, sign in at {base}/ — or, if you forgot your password, reset it at {base}/reset-password.\n\nIf it was not you, nothing changed; you can ignore this email.\n",
-            greeting(&owner)
-        );
-        let mail =
-            Mail { to: owner.email.clone(), subject: "Your SkillUp account".to_owned(), body };
+        let args =
+            fluent_args![("home", format!("{base}/")), ("reset", format!("{base}/reset-password"))];
+        let mail = letters::letter(&owner, "account-taken", args);
         self.mailer.send(mail).await.map_err(|e| AuthError::Unavailable(format!("mailer: {e}")))
     }
 

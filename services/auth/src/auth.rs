@@ -174,14 +174,3 @@ impl Auth {
         Ok(user)
     }
 }
-
-/// The name to greet by — only once the address is confirmed: until then the name is whatever
-/// someone typed next to an address that may not be theirs, and our mail must not carry a
-/// stranger's text to it.
-pub(crate) fn greeting(user: &user::Model) -> String {
-    if user.name.is_empty() || !user.email_verified {
-        String::new()
-    } else {
-        format!(" {}", user.name)
-    }
-}

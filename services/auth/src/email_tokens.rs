@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use secrecy::SecretString;
-use skillup_kit::{identity::Caller, mailer::Email as Mail};
+use skillup_kit::{fluent_args, identity::Caller};
 use uuid::Uuid;
 
 use crate::{
     domain::{email::Email, password, secrets},
     error::{AuthError, Result},
+    letters,
     store::entities::user,
 };
 
@@ -24,29 +25,18 @@ impl Auth {
         let expires = now() + chrono::Duration::seconds(ttl as i64);
         self.store.insert_email_token(user.id, kind, secrets::hash(&token), expires).await?;
         let base = self.cfg.public_url.trim_end_matches('/');
-        let (subject, body) = if kind == "verify" {
-            (
-                "Confirm your email for SkillUp".to_owned(),
-                format!(
-                    "Hello{},\n\nconfirm your email address by opening this link:\n{base}/verify-email?token={token}\n\nOr send this token to POST /api/auth/verify-email: {token}\n\nThe link expires in {} hours.\n",
-                    greeting(user),
-                    ttl / 3600
-                ),
-            )
+        let mail = if kind == "verify" {
+            let link = format!("{base}/verify-email?token={token}");
+            let args =
+                fluent_args![("link", link), ("token", token.as_str()), ("hours", ttl / 3600)];
+            letters::letter(user, "verify-email", args)
         } else {
-            (
-                "Reset your SkillUp password".to_owned(),
-                format!(
-                    "Hello{},\n\nsomeone asked to reset your password. If it was you, open:\n{base}/reset-password?token={token}\n\nOr send this token to POST /api/auth/password/reset/confirm: {token}\n\nThe link expires in {} minutes. If it was not you, ignore this email.\n",
-                    greeting(user),
-                    ttl / 60
-                ),
-            )
+            let link = format!("{base}/reset-password?token={token}");
+            let args =
+                fluent_args![("link", link), ("token", token.as_str()), ("minutes", ttl / 60)];
+            letters::letter(user, "reset-password", args)
         };
-        self.mailer
-            .send(Mail { to: user.email.clone(), subject, body })
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("mailer: {e}")))
+        self.mailer.send(mail).await.map_err(|e| AuthError::Unavailable(format!("mailer: {e}")))
     }
 
     /// Spends an emailed token of `kind` atomically; returns its user.

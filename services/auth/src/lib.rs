@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod keys;
+pub mod letters;
 pub mod sessions;
 pub mod store;
 

@@ -555,6 +555,9 @@ pub(crate) async fn a_profile_sets_name_language_and_time_zone(kind: Kind) {
     req.metadata_mut().insert("accept-language", "ru-RU,ru;q=0.9,en;q=0.8".parse().unwrap());
     let user = h.client.register(req).await.unwrap().into_inner().user.unwrap();
     assert_eq!((user.locale.as_str(), user.time_zone.as_str()), ("ru", "UTC"));
+    let mail = h.outbox.read_all().unwrap().into_iter().find(|m| m.to == em).unwrap();
+    assert_eq!(mail.subject, "Подтвердите email для SkillUp", "mail in the account's language");
+    assert!(mail.body.contains("Ссылка действует 24 часа."), "{}", mail.body);
     let explicit = pb::RegisterRequest {
         email: email(),
         password: PASSWORD.into(),
@@ -602,6 +605,14 @@ pub(crate) async fn a_profile_sets_name_language_and_time_zone(kind: Kind) {
     // Each field alone; nothing asked, nothing changed.
     let me = h.client.update_me(update(None, Some("ru"), None)).await.unwrap().into_inner();
     assert_eq!((me.name.as_str(), me.locale.as_str()), ("Ада", "ru"));
+    // Mail follows the profile: English now.
+    h.client.update_me(update(None, Some("en"), None)).await.unwrap();
+    let reset = pb::RequestPasswordResetRequest { email: em.clone() };
+    h.client.request_password_reset(reset).await.unwrap();
+    let mails = h.outbox.read_all().unwrap();
+    let reset = mails.iter().rfind(|m| m.to == em).unwrap();
+    assert_eq!(reset.subject, "Reset your SkillUp password");
+    let me = h.client.update_me(update(None, Some("ru"), None)).await.unwrap().into_inner();
     let same = h.client.update_me(update(None, None, None)).await.unwrap().into_inner();
     assert_eq!(same.updated_at, me.updated_at);
     for (field, req) in [
@@ -620,9 +631,9 @@ pub(crate) async fn a_profile_sets_name_language_and_time_zone(kind: Kind) {
     // Each change is one `user.updated` with the account as it became.
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while seen.len() < 2 {
+    while seen.len() < 4 {
         let d =
-            tokio::time::timeout_at(deadline, events.next()).await.expect("two events").unwrap();
+            tokio::time::timeout_at(deadline, events.next()).await.expect("four events").unwrap();
         let (_, ev) = skillup_kit::events::decode::<pb::UserUpdated>(&d.message.payload).unwrap();
         d.ack().await.unwrap();
         let u = ev.user.unwrap();
@@ -633,6 +644,8 @@ pub(crate) async fn a_profile_sets_name_language_and_time_zone(kind: Kind) {
     assert_eq!(
         seen,
         [
+            ("Ада".to_owned(), "en".to_owned(), "Europe/Moscow".to_owned()),
+            ("Ада".to_owned(), "ru".to_owned(), "Europe/Moscow".to_owned()),
             ("Ада".to_owned(), "en".to_owned(), "Europe/Moscow".to_owned()),
             ("Ада".to_owned(), "ru".to_owned(), "Europe/Moscow".to_owned())
         ]

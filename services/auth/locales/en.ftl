@@ -1,0 +1,45 @@
+# What auth writes to people, in English. Every message here has its twin in ru.ftl (a test
+# checks).
+
+# The first line of every email; the name only once the address is confirmed.
+greeting = Hello,
+greeting-named = Hello { $name },
+
+verify-email =
+    .subject = Confirm your email for SkillUp
+    .body =
+        { $greeting }
+
+        confirm your email address by opening this link:
+        { $link }
+
+        Or send this token to POST /api/auth/verify-email: { $token }
+
+        The link expires in { $hours ->
+            [one] { $hours } hour
+           *[other] { $hours } hours
+        }.
+
+reset-password =
+    .subject = Reset your SkillUp password
+    .body =
+        { $greeting }
+
+        someone asked to reset your password. If it was you, open:
+        { $link }
+
+        Or send this token to POST /api/auth/password/reset/confirm: { $token }
+
+        The link expires in { $minutes ->
+            [one] { $minutes } minute
+           *[other] { $minutes } minutes
+        }. If it was not you, ignore this email.
+
+account-taken =
+    .subject = Your SkillUp account
+    .body =
+        { $greeting }
+
+        someone tried to create a SkillUp account with this address, which already has one. If it was you, sign in at { $home } — or, if you forgot your password, reset it at { $reset }.
+
+        If it was not you, nothing changed; you can ignore this email.

@@ -1,0 +1,47 @@
+# What auth writes to people, in Russian. Every message here has its twin in en.ftl (a test
+# checks).
+
+# The first line of every email; the name only once the address is confirmed.
+greeting = Здравствуйте!
+greeting-named = Здравствуйте, { $name }!
+
+verify-email =
+    .subject = Подтвердите email для SkillUp
+    .body =
+        { $greeting }
+
+        Подтвердите адрес электронной почты — откройте ссылку:
+        { $link }
+
+        Или отправьте этот токен в POST /api/auth/verify-email: { $token }
+
+        Ссылка действует { $hours ->
+            [one] { $hours } час
+            [few] { $hours } часа
+           *[many] { $hours } часов
+        }.
+
+reset-password =
+    .subject = Сброс пароля SkillUp
+    .body =
+        { $greeting }
+
+        Кто-то попросил сбросить пароль вашего аккаунта. Если это были вы, откройте ссылку:
+        { $link }
+
+        Или отправьте этот токен в POST /api/auth/password/reset/confirm: { $token }
+
+        Ссылка действует { $minutes ->
+            [one] { $minutes } минуту
+            [few] { $minutes } минуты
+           *[many] { $minutes } минут
+        }. Если это были не вы, просто проигнорируйте письмо.
+
+account-taken =
+    .subject = Ваш аккаунт SkillUp
+    .body =
+        { $greeting }
+
+        Кто-то пытался создать аккаунт SkillUp с этим адресом, но аккаунт с ним уже есть. Если это были вы, войдите на { $home } — или, если забыли пароль, восстановите его на { $reset }.
+
+        Если это были не вы, ничего не изменилось; письмо можно проигнорировать.
