@@ -298,6 +298,17 @@ async fn seed_flow(base: &str, outbox: &Path) {
     let me = ok(get("/api/auth/me", &token).await.unwrap(), 200).await;
     assert_eq!(me["name"], "Ада", "{me}");
 
+    // Usage over time: this flow's generations, today, in the reader's zone.
+    let history = ok(
+        get("/api/subscriptions/usage/history?time_zone=Europe/Moscow", &token).await.unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(history["time_zone"], "Europe/Moscow");
+    assert_eq!(history["periods"][0]["current"], true, "{history}");
+    let today = history["days"].as_array().unwrap().last().unwrap().clone();
+    assert!(today["generations"].as_u64().unwrap() >= 3, "{history}");
+
     // Log out: the same token is refused at once.
     let out = rest
         .post(format!("{base}/api/auth/logout"))

@@ -69,6 +69,7 @@ skillup_testkit::both_adapters!(
     switching_plans_keeps_the_usage_and_charges_every_switch,
     concurrent_subscribes_charge_once,
     a_settled_hold_is_never_taken_again_by_its_key,
+    usage_history_tells_periods_days_and_functions,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -541,4 +542,99 @@ async fn a_settled_hold_is_never_taken_again_by_its_key(kind: Kind) {
     assert!(matches!(err, skillup_subscribe::error::SubscribeError::KeyReused(_)), "{err:?}");
     let status: tonic::Status = err.into();
     assert_eq!(code_of(&status), ErrorCode::IdempotencyKeyReused);
+}
+
+async fn usage_history_tells_periods_days_and_functions(kind: Kind) {
+    use sea_orm::{ActiveModelTrait, Set};
+    let mut h = harness(kind).await;
+    let user = Uuid::now_v7();
+    for (function, held, used) in [
+        ("summary", 1_000, Some(600)),
+        ("quiz", 500, Some(200)),
+        ("quiz", 500, Some(100)),
+        ("quiz", 500, None),
+    ] {
+        let hold = h
+            .client
+            .reserve_quota(pb::ReserveQuotaRequest {
+                user_id: user.to_string(),
+                function_id: function.into(),
+                tokens: held,
+                idempotency_key: String::new(),
+                ttl_seconds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match used {
+            Some(actual_tokens) => {
+                let commit = pb::CommitQuotaRequest { hold_id: hold.hold_id, actual_tokens };
+                h.client.commit_quota(commit).await.unwrap();
+            }
+            None => {
+                h.client
+                    .release_quota(pb::ReleaseQuotaRequest { hold_id: hold.hold_id })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    // A past period, as its usage row stands.
+    let now =
+        h.client.get_usage(as_user(&h, user, pb::GetUsageRequest {})).await.unwrap().into_inner();
+    let current_start =
+        chrono::DateTime::from_timestamp(now.period_start.unwrap().seconds, 0).unwrap();
+    let past_start = current_start - chrono::Duration::days(31);
+    skillup_subscribe::store::entities::usage::ActiveModel {
+        user_id: Set(user),
+        period_start: Set(past_start),
+        tokens_used: Set(7_000),
+        tokens_held: Set(0),
+        generations_used: Set(7),
+        generations_held: Set(0),
+    }
+    .insert(&h.t.infra.db)
+    .await
+    .unwrap();
+
+    let key = h.key.clone();
+    let history = |tz: &str, periods| {
+        let mut req = Request::new(pb::GetUsageHistoryRequest { time_zone: tz.into(), periods });
+        let id = Caller { user_id: user.to_string(), exp: now_secs() + 60, ..Default::default() };
+        req.metadata_mut().insert("x-skillup-identity", key.sign(&id).parse().unwrap());
+        req
+    };
+    let got = h.client.get_usage_history(history("", 0)).await.unwrap().into_inner();
+    assert_eq!(got.time_zone, "UTC");
+    assert_eq!(got.periods.len(), 2, "{got:?}");
+    let cur = &got.periods[0];
+    assert!(cur.current);
+    assert_eq!((cur.tokens_used, cur.generations_used), (900, 3), "a released hold is no use");
+    let by: Vec<(&str, u64, u32)> =
+        cur.by_function.iter().map(|f| (f.function_id.as_str(), f.tokens, f.generations)).collect();
+    assert_eq!(by, [("summary", 600, 1), ("quiz", 300, 2)], "most tokens first");
+    let past = &got.periods[1];
+    assert!(!past.current);
+    assert_eq!((past.tokens_used, past.generations_used), (7_000, 7));
+    assert_eq!(past.period_end, cur.period_start, "a past period ends where the next began");
+    let today = chrono::Utc::now().date_naive();
+    let first = current_start.date_naive();
+    assert_eq!(got.days.len() as i64, (today - first).num_days() + 1, "every day so far");
+    assert_eq!(got.days.first().unwrap().date, first.to_string());
+    let last = got.days.last().unwrap();
+    assert_eq!((last.date.clone(), last.tokens, last.generations), (today.to_string(), 900, 3));
+
+    // Another zone moves days, never totals.
+    let far =
+        h.client.get_usage_history(history("Pacific/Kiritimati", 1)).await.unwrap().into_inner();
+    assert_eq!(far.periods.len(), 1);
+    assert_eq!(far.days.iter().map(|d| d.tokens).sum::<u64>(), 900);
+
+    for (tz, periods, field) in [("Nowhere/City", 0, "time_zone"), ("", 37, "periods")] {
+        let err = h.client.get_usage_history(history(tz, periods)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(skillup_kit::error::detail_of(&err).unwrap().field, field);
+    }
+    let err = h.client.get_usage_history(pb::GetUsageHistoryRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
 }

@@ -130,3 +130,43 @@ mod tests {
         assert_eq!(SubscriptionStatus::parse("1"), None);
     }
 }
+
+/// What one function used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionUsage {
+    /// `""` for generations settled before holds named their function.
+    pub function: String,
+    pub tokens: u64,
+    pub generations: u32,
+}
+
+/// One period's settled usage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeriodUsage {
+    pub period_start: DateTime<Utc>,
+    /// The current period's end; for a past one, when the next period began.
+    pub period_end: DateTime<Utc>,
+    pub tokens_used: u64,
+    pub generations_used: u32,
+    /// Most tokens first.
+    pub by_function: Vec<FunctionUsage>,
+    pub current: bool,
+}
+
+/// One day of the current period, in the asked time zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayUsage {
+    pub date: chrono::NaiveDate,
+    pub tokens: u64,
+    pub generations: u32,
+    /// Most tokens first.
+    pub by_function: Vec<FunctionUsage>,
+}
+
+/// A user's usage over time: periods newest first, the current period day by day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageHistory {
+    pub time_zone: String,
+    pub periods: Vec<PeriodUsage>,
+    pub days: Vec<DayUsage>,
+}

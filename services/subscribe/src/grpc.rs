@@ -10,7 +10,10 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{DenyReason, Entitlement, Money, Plan, QuotaHold, Subscription, Usage},
+    domain::{
+        DenyReason, Entitlement, FunctionUsage, Money, Plan, QuotaHold, Subscription, Usage,
+        UsageHistory,
+    },
     error::SubscribeError,
     events::status_pb,
     subscriptions::Subscriptions,
@@ -49,6 +52,46 @@ impl From<Usage> for pb::Usage {
             generations_used: u.generations_used,
             generations_held: u.generations_held,
             generation_quota: u.generation_quota,
+        }
+    }
+}
+
+fn functions(by: Vec<FunctionUsage>) -> Vec<pb::FunctionUsage> {
+    by.into_iter()
+        .map(|f| pb::FunctionUsage {
+            function_id: f.function,
+            tokens: f.tokens,
+            generations: f.generations,
+        })
+        .collect()
+}
+
+impl From<UsageHistory> for pb::UsageHistory {
+    fn from(h: UsageHistory) -> Self {
+        pb::UsageHistory {
+            time_zone: h.time_zone,
+            periods: h
+                .periods
+                .into_iter()
+                .map(|p| pb::PeriodUsage {
+                    period_start: Some(ts(p.period_start)),
+                    period_end: Some(ts(p.period_end)),
+                    tokens_used: p.tokens_used,
+                    generations_used: p.generations_used,
+                    by_function: functions(p.by_function),
+                    current: p.current,
+                })
+                .collect(),
+            days: h
+                .days
+                .into_iter()
+                .map(|d| pb::DayUsage {
+                    date: d.date.to_string(),
+                    tokens: d.tokens,
+                    generations: d.generations,
+                    by_function: functions(d.by_function),
+                })
+                .collect(),
         }
     }
 }
@@ -174,6 +217,15 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
     ) -> Result<Response<pb::Usage>, Status> {
         let user = caller(&req)?;
         Ok(Response::new(self.subs.usage(user).await?.into()))
+    }
+
+    async fn get_usage_history(
+        &self,
+        req: Request<pb::GetUsageHistoryRequest>,
+    ) -> Result<Response<pb::UsageHistory>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.subs.usage_history(user, &r.time_zone, r.periods).await?.into()))
     }
 
     async fn check_entitlement(

@@ -14,7 +14,7 @@ use crate::{
     error::{Result, SubscribeError},
     store::{
         entities::hold,
-        quota::{Assumed, Settled, Taken},
+        quota::{Ask, Assumed, Settled, Taken},
     },
 };
 
@@ -142,9 +142,10 @@ impl Subscriptions {
         // the way (the periodic job reclaims the rest).
         let (mut reclaimed, mut rereads) = (false, 0);
         for attempt in 0..50u64 {
-            match self.quota.take(user, &assumed(&cur), tokens, &idem, ttl).await {
+            let ask = Ask { function, tokens, idem: &idem, ttl };
+            match self.quota.take(user, &assumed(&cur), &ask).await {
                 Ok(Taken::Yes(h, row)) => {
-                    return Ok(held(h, usage_of(&cur, Some(&row)), priority(&cur)));
+                    return Ok(held(*h, usage_of(&cur, Some(&row)), priority(&cur)));
                 }
                 Ok(Taken::Stale) => {
                     // The subscription changed since this replica saw it (the statement took

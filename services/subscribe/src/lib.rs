@@ -6,7 +6,7 @@
 //! Reads top-down: [`build`] wires it and starts the periodic job; [`grpc`] is the tonic
 //! adapter (the [`domain`] values into the contract's messages), [`events`] the bus adapter,
 //! [`clients`] the payment adapter of the [`billing`] port; the rules: [`subscriptions`]
-//! (state, plans, the current plan), [`holds`] (quota), [`changes`] (subscribe, cancel,
+//! (state, plans, the current plan), [`holds`] (quota), [`history`] (usage over time), [`changes`] (subscribe, cancel,
 //! renew); [`store`] the tables and default plans. No protobuf or tonic type reaches below
 //! the adapters.
 
@@ -17,6 +17,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod history;
 pub mod holds;
 pub mod store;
 pub mod subscriptions;

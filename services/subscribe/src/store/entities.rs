@@ -112,6 +112,8 @@ pub mod hold {
         pub idempotency: String,
         pub expires_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
+        /// The function it was taken for.
+        pub function_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

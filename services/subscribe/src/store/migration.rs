@@ -12,7 +12,8 @@ skillup_kit::migrator!(
         M0001Init,
         skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
         M0003PlanChanges,
-        M0004StatusNames
+        M0004StatusNames,
+        M0005HoldFunctions
     ]
 );
 
@@ -165,5 +166,38 @@ impl MigrationTrait for M0004StatusNames {
         )
         .await?;
         m.commit().await
+    }
+}
+
+/// Each hold names the function it was taken for, so usage can be told by function and by
+/// day; an index serves a user's history. Holds taken before it read as function `""`.
+struct M0005HoldFunctions;
+
+skillup_kit::migration_name!(M0005HoldFunctions, "m0005_hold_functions");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005HoldFunctions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let mut column = string_len("function_id", 64).default("").to_owned();
+        m.alter_table(Table::alter().table("subscribe_holds").add_column(&mut column).to_owned())
+            .await?;
+        m.create_index(
+            Index::create()
+                .name("subscribe_holds_user_period")
+                .table("subscribe_holds")
+                .col("user_id")
+                .col("period_start")
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop().name("subscribe_holds_user_period").table("subscribe_holds").to_owned(),
+        )
+        .await?;
+        m.alter_table(Table::alter().table("subscribe_holds").drop_column("function_id").to_owned())
+            .await
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, TransactionTrait,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{Expr, ExprTrait, Func},
 };
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ use crate::domain::SubscriptionStatus as Status;
 #[derive(Debug)]
 pub enum Taken {
     /// The hold, and the usage row it left.
-    Yes(hold::Model, usage::Model),
+    Yes(Box<hold::Model>, usage::Model),
     /// No room in the quota, or no usage row for the period yet.
     NoRoom,
     /// The subscription row the attempt assumed is not the table's any more: nothing taken.
@@ -43,6 +43,34 @@ pub struct Assumed {
     pub generation_quota: i32,
 }
 
+/// What a reserve asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub function: &'a str,
+    pub tokens: i64,
+    /// `{user}:{key}`.
+    pub idem: &'a str,
+    /// Seconds until the hold lapses.
+    pub ttl: u32,
+}
+
+/// Settled usage of one function in one period.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct FunctionSum {
+    pub period_start: DateTime<Utc>,
+    pub function_id: String,
+    pub tokens: i64,
+    pub generations: i64,
+}
+
+/// One settled generation: when it started, what it was, what it cost.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct Charged {
+    pub created_at: DateTime<Utc>,
+    pub function_id: String,
+    pub actual_tokens: i64,
+}
+
 #[derive(Clone)]
 pub struct QuotaStore {
     db: DatabaseConnection,
@@ -51,6 +79,65 @@ pub struct QuotaStore {
 impl QuotaStore {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
+    }
+
+    /// The user's usage rows, newest period first, at most `limit`.
+    pub async fn periods(&self, user: Uuid, limit: u64) -> Result<Vec<usage::Model>, DbErr> {
+        use sea_orm::QueryOrder;
+        usage::Entity::find()
+            .filter(usage::Column::UserId.eq(user))
+            .order_by_desc(usage::Column::PeriodStart)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Settled usage by period and function, for periods from `since` on.
+    pub async fn by_function(
+        &self,
+        user: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<FunctionSum>, DbErr> {
+        hold::Entity::find()
+            .select_only()
+            .column(hold::Column::PeriodStart)
+            .column(hold::Column::FunctionId)
+            // PostgreSQL sums a bigint as numeric: back to bigint.
+            .column_as(
+                Expr::from(Func::cast_as(
+                    Func::sum(Expr::col(hold::Column::ActualTokens)),
+                    "bigint",
+                )),
+                "tokens",
+            )
+            .column_as(Expr::col(hold::Column::Id).count(), "generations")
+            .filter(hold::Column::UserId.eq(user))
+            .filter(hold::Column::PeriodStart.gte(since))
+            .filter(hold::Column::Status.eq("committed"))
+            .group_by(hold::Column::PeriodStart)
+            .group_by(hold::Column::FunctionId)
+            .into_model::<FunctionSum>()
+            .all(&self.db)
+            .await
+    }
+
+    /// Every settled generation of one period (bounded by the period's generation quota).
+    pub async fn charged(
+        &self,
+        user: Uuid,
+        period_start: DateTime<Utc>,
+    ) -> Result<Vec<Charged>, DbErr> {
+        hold::Entity::find()
+            .select_only()
+            .column(hold::Column::CreatedAt)
+            .column(hold::Column::FunctionId)
+            .column(hold::Column::ActualTokens)
+            .filter(hold::Column::UserId.eq(user))
+            .filter(hold::Column::PeriodStart.eq(period_start))
+            .filter(hold::Column::Status.eq("committed"))
+            .into_model::<Charged>()
+            .all(&self.db)
+            .await
     }
 
     /// The period's usage row.
@@ -84,14 +171,8 @@ impl QuotaStore {
 
     /// One attempt at a hold: the usage row's conditional increment (returning the row) and
     /// the hold, in one transaction.
-    pub async fn take(
-        &self,
-        user: Uuid,
-        cur: &Assumed,
-        tokens: i64,
-        idem: &str,
-        ttl: u32,
-    ) -> Result<Taken, DbErr> {
+    pub async fn take(&self, user: Uuid, cur: &Assumed, ask: &Ask<'_>) -> Result<Taken, DbErr> {
+        let Ask { function, tokens, idem, ttl } = *ask;
         let now = Utc::now();
         let h = hold::Model {
             id: Uuid::now_v7(),
@@ -103,6 +184,7 @@ impl QuotaStore {
             idempotency: idem.to_owned(),
             expires_at: now + chrono::Duration::seconds(i64::from(ttl)),
             created_at: now,
+            function_id: function.to_owned(),
         };
         for attempt in 0..2 {
             if self.db.get_database_backend() == DbBackend::Postgres {
@@ -153,7 +235,7 @@ impl QuotaStore {
             };
             let h = hold::ActiveModel::from(h).insert(&txn).await?;
             txn.commit().await?;
-            return Ok(Taken::Yes(h, row));
+            return Ok(Taken::Yes(Box::new(h), row));
         }
         Ok(Taken::NoRoom)
     }
@@ -202,8 +284,8 @@ impl QuotaStore {
             ), held AS (
                 INSERT INTO subscribe_holds
                     (id, user_id, period_start, tokens, status, actual_tokens, idempotency,
-                     expires_at, created_at)
-                SELECT $6, $2, $3, $1, 'held', 0, $7, $8, $9 FROM taken
+                     expires_at, created_at, function_id)
+                SELECT $6, $2, $3, $1, 'held', 0, $7, $8, $9, $13 FROM taken
             )
             SELECT fresh.ok AS fresh, taken.*
               FROM fresh CROSS JOIN async_commit LEFT JOIN taken ON true"#;
@@ -223,6 +305,7 @@ impl QuotaStore {
                 cur.paid_plan.clone().into(),
                 cur.period_end.into(),
                 Status::Active.as_str().into(),
+                h.function_id.clone().into(),
             ],
         );
         let res = self
@@ -234,7 +317,7 @@ impl QuotaStore {
             return Ok(Taken::Stale);
         }
         Ok(match usage::Model::from_query_result_optional(&res, "")? {
-            Some(row) => Taken::Yes(h.clone(), row),
+            Some(row) => Taken::Yes(Box::new(h.clone()), row),
             None => Taken::NoRoom,
         })
     }
