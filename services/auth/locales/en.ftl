@@ -43,3 +43,34 @@ account-taken =
         someone tried to create a SkillUp account with this address, which already has one. If it was you, sign in at { $home } — or, if you forgot your password, reset it at { $reset }.
 
         If it was not you, nothing changed; you can ignore this email.
+
+confirm-email =
+    .subject = Confirm your new email for SkillUp
+    .body =
+        { $greeting }
+
+        confirm that this is the new address of your SkillUp account by opening this link:
+        { $link }
+
+        Or send this token to POST /api/auth/me/email/confirm: { $token }
+
+        The link expires in { $hours ->
+            [one] { $hours } hour
+           *[other] { $hours } hours
+        }. Until then the account keeps its current address.
+
+email-changing =
+    .subject = Your SkillUp address is about to change
+    .body =
+        { $greeting }
+
+        someone signed in to your SkillUp account asked to change its address to { $new }. It changes only when the link sent there is opened.
+
+        If it was not you, change your password now at { $reset } — that signs everyone else out.
+
+email-taken =
+    .subject = Your SkillUp account
+    .body =
+        { $greeting }
+
+        someone asked to move another SkillUp account to this address, which already has an account — yours. Nothing changed. If you forgot your password, reset it at { $reset }; to sign in, go to { $home }.

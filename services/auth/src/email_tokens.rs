@@ -12,7 +12,7 @@ use crate::{
     domain::{email::Email, password, secrets},
     error::{AuthError, Result},
     letters,
-    store::entities::user,
+    store::entities::{email_token, user},
 };
 
 use crate::auth::*;
@@ -23,7 +23,7 @@ impl Auth {
         let ttl =
             if kind == "verify" { self.cfg.verification_ttl_secs } else { self.cfg.reset_ttl_secs };
         let expires = now() + chrono::Duration::seconds(ttl as i64);
-        self.store.insert_email_token(user.id, kind, secrets::hash(&token), expires).await?;
+        self.store.insert_email_token(user.id, kind, secrets::hash(&token), expires, None).await?;
         let base = self.cfg.public_url.trim_end_matches('/');
         let mail = if kind == "verify" {
             let link = format!("{base}/verify-email?token={token}");
@@ -41,6 +41,15 @@ impl Auth {
 
     /// Spends an emailed token of `kind` atomically; returns its user.
     pub(crate) async fn spend_email_token(&self, token: &str, kind: &str) -> Result<Uuid> {
+        Ok(self.spend_email_token_row(token, kind).await?.user_id)
+    }
+
+    /// [`Self::spend_email_token`], the whole row.
+    pub(crate) async fn spend_email_token_row(
+        &self,
+        token: &str,
+        kind: &str,
+    ) -> Result<email_token::Model> {
         let bad = || invalid("token", "this link is not valid; ask for a new one");
         if !secrets::looks_like_token(token) {
             return Err(bad());
@@ -55,7 +64,7 @@ impl Auth {
         if !self.store.spend_email_token(row.id).await? {
             return Err(invalid("token", "this link was already used"));
         }
-        Ok(row.user_id)
+        Ok(row)
     }
 
     pub async fn verify_email(&self, token: &str) -> Result<()> {

@@ -24,6 +24,8 @@ pub enum AuthError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
     /// A dependency did not answer: fail closed.
     #[error("authentication is unavailable right now, retry later")]
     Unavailable(String),
@@ -71,6 +73,7 @@ impl From<AuthError> for Status {
             AuthError::Revoked(_) => status(ErrorCode::TokenRevoked, msg),
             AuthError::Forbidden(_) => status(ErrorCode::PermissionDenied, msg),
             AuthError::NotFound(_) => status(ErrorCode::NotFound, msg),
+            AuthError::Conflict(_) => status(ErrorCode::Conflict, msg),
             AuthError::Unavailable(detail) => {
                 tracing::warn!(%detail, "auth dependency unavailable");
                 status(ErrorCode::Unavailable, msg)

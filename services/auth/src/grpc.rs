@@ -220,6 +220,24 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         Ok(Response::new(as_seen_by(&user, who)))
     }
 
+    async fn change_email(
+        &self,
+        req: Request<pb::ChangeEmailRequest>,
+    ) -> Result<Response<pb::ChangeEmailResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        self.auth.change_email(&who, &r.password, &r.new_email).await?;
+        Ok(with_status(pb::ChangeEmailResponse {}, 202))
+    }
+
+    async fn confirm_email_change(
+        &self,
+        req: Request<pb::ConfirmEmailChangeRequest>,
+    ) -> Result<Response<pb::ConfirmEmailChangeResponse>, Status> {
+        let email = self.auth.confirm_email_change(&req.get_ref().token).await?;
+        Ok(Response::new(pb::ConfirmEmailChangeResponse { email }))
+    }
+
     async fn update_me(
         &self,
         req: Request<pb::UpdateMeRequest>,

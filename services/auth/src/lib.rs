@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod email_change;
 pub mod email_tokens;
 pub mod error;
 pub mod events;

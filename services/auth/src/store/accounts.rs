@@ -79,6 +79,24 @@ impl AccountStore {
         user::Entity::find_by_id(id).one(txn).await
     }
 
+    /// Moves the account to a confirmed new address, in the caller's transaction (a unique
+    /// violation: the address has an account now); the row as it is now.
+    pub async fn change_email<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: Uuid,
+        email: &str,
+    ) -> Result<Option<user::Model>, DbErr> {
+        user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(email))
+            .col_expr(user::Column::EmailVerified, Expr::value(true))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(id))
+            .exec(txn)
+            .await?;
+        user::Entity::find_by_id(id).one(txn).await
+    }
+
     pub async fn set_active(&self, id: Uuid, active: bool) -> Result<(), DbErr> {
         self.update_user(id, user::Column::IsActive, active).await
     }
@@ -135,6 +153,7 @@ impl AccountStore {
         kind: &str,
         token_hash: String,
         expires_at: DateTime<Utc>,
+        new_email: Option<String>,
     ) -> Result<(), DbErr> {
         email_token::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -144,6 +163,7 @@ impl AccountStore {
             created_at: Set(Utc::now()),
             expires_at: Set(expires_at),
             used_at: Set(None),
+            new_email: Set(new_email),
         }
         .insert(&self.db)
         .await

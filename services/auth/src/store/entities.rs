@@ -91,13 +91,15 @@ pub mod email_token {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: Uuid,
         pub user_id: Uuid,
-        /// "verify" or "reset".
+        /// "verify", "reset" or "email_change".
         pub kind: String,
         #[sea_orm(unique)]
         pub token_hash: String,
         pub created_at: DateTimeUtc,
         pub expires_at: DateTimeUtc,
         pub used_at: Option<DateTimeUtc>,
+        /// The address an `email_change` token confirms.
+        pub new_email: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,7 +6,12 @@ use sea_orm_migration::{prelude::*, schema::*};
 skillup_kit::migrator!(
     Migrator,
     "auth_migrations",
-    [M0001Init, skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX), M0003Profile]
+    [
+        M0001Init,
+        skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
+        M0003Profile,
+        M0004EmailChange
+    ]
 );
 
 struct M0001Init;
@@ -147,5 +152,24 @@ impl MigrationTrait for M0003Profile {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// An emailed token of a change of address carries the address it confirms.
+struct M0004EmailChange;
+
+skillup_kit::migration_name!(M0004EmailChange, "m0004_email_change");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004EmailChange {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let mut column = string_len_null("new_email", 254);
+        m.alter_table(Table::alter().table("auth_email_tokens").add_column(&mut column).to_owned())
+            .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("auth_email_tokens").drop_column("new_email").to_owned())
+            .await
     }
 }

@@ -216,3 +216,66 @@ pub(crate) async fn an_unconfirmed_name_stays_out_of_our_mail(kind: Kind) {
 }
 
 // ---------- keys, tiers, deactivation, fail-closed ----------
+
+pub(crate) async fn an_address_changes_only_from_the_new_address(kind: Kind) {
+    let mut h = harness(kind).await;
+    let (old, new) = (email(), email());
+    let tokens = register(&mut h, &old).await;
+    let change = |password: &str, new_email: &str| {
+        bearer(
+            pb::ChangeEmailRequest { password: password.into(), new_email: new_email.into() },
+            &tokens.access_token,
+        )
+    };
+    for (password, address, field) in [
+        ("wrong password", new.as_str(), "password"),
+        (PASSWORD, old.as_str(), "new_email"),
+        (PASSWORD, "not an address", "new_email"),
+    ] {
+        let err = h.client.change_email(change(password, address)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}");
+        assert_eq!(skillup_kit::error::detail_of(&err).unwrap().field, field);
+    }
+    let res = h.client.change_email(change(PASSWORD, &new.to_uppercase())).await.unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "202");
+    let mails = h.outbox.read_all().unwrap();
+    let confirm = mails.iter().find(|m| m.to == new).expect("a link to the new address");
+    assert!(confirm.body.contains("/confirm-email?token="), "{}", confirm.body);
+    let notice = mails.iter().rfind(|m| m.to == old).unwrap();
+    assert!(notice.body.contains(&new), "the old address hears where to: {}", notice.body);
+    assert!(!notice.body.contains("token="), "no link at the old address");
+    let me = h.client.get_me(bearer(pb::GetMeRequest {}, &tokens.access_token)).await.unwrap();
+    assert_eq!(me.into_inner().email, old, "nothing changes before the link is used");
+
+    let token = token_in(&confirm.body);
+    let done =
+        h.client.confirm_email_change(pb::ConfirmEmailChangeRequest { token: token.clone() });
+    assert_eq!(done.await.unwrap().into_inner().email, new);
+    let err =
+        h.client.confirm_email_change(pb::ConfirmEmailChangeRequest { token }).await.unwrap_err();
+    assert_eq!(skillup_kit::error::detail_of(&err).unwrap().field, "token", "single use");
+    // Sessions stay; the new address is the verified one; sign-in follows it.
+    let v = validate(&mut h, &tokens.access_token).await.unwrap();
+    assert!(v.email_verified, "the new address proved itself");
+    let me = h.client.get_me(bearer(pb::GetMeRequest {}, &tokens.access_token)).await.unwrap();
+    assert_eq!(me.into_inner().email, new);
+    sign_in(&mut h, &new, PASSWORD).await.unwrap();
+    let err = sign_in(&mut h, &old, PASSWORD).await.unwrap_err();
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+
+    // An address with an account: the same answer; its owner gets a note, nobody a link.
+    let taken = email();
+    register(&mut h, &taken).await;
+    let other = register(&mut h, &email()).await;
+    let req = bearer(
+        pb::ChangeEmailRequest { password: PASSWORD.into(), new_email: taken.clone() },
+        &other.access_token,
+    );
+    let res = h.client.change_email(req).await.unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "202");
+    let to_taken: Vec<_> =
+        h.outbox.read_all().unwrap().into_iter().filter(|m| m.to == taken).collect();
+    assert_eq!(to_taken.len(), 2, "the verification at registration, then the note");
+    assert!(!to_taken[1].body.contains("token="), "{}", to_taken[1].body);
+    assert!(to_taken[1].body.contains("already has an account"), "{}", to_taken[1].body);
+}
