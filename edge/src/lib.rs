@@ -17,6 +17,7 @@ pub mod limits;
 pub mod net;
 mod nginx;
 pub mod openapi;
+mod pages;
 mod pipeline;
 pub mod routes;
 pub mod stream;
@@ -229,6 +230,7 @@ impl Edge {
         let app = Router::new()
             .route(NGINX_VALIDATE, get(nginx::nginx_validate))
             .route("/api/openapi.json", get(openapi_json))
+            .merge(pages::routes())
             .fallback(pipeline::dispatch)
             .with_state(inner)
             .merge(ops);

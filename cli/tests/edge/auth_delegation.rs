@@ -301,3 +301,100 @@ pub(super) fn nginx_auth_request_endpoint() {
         assert_eq!(s.get("/v1/internal/echo?id=1", None).await.0, 200, "from loopback it answers");
     });
 }
+
+// ---------- the pages our emails link to ----------
+
+/// The link to `path` in the newest mail to `to`, as a path and query on this edge.
+fn link_in(s: &support::Stack, to: &str, path: &str) -> String {
+    let mails = s.outbox.read_all().unwrap();
+    let mail = mails.iter().rfind(|m| m.to == to).expect("a mail");
+    let at = mail.body.find(path).unwrap_or_else(|| panic!("no {path} in {}", mail.body));
+    mail.body[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+pub(super) fn email_links_open_pages_that_do_the_step_in_the_readers_language() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        let email = format!("pages-{}@example.com", skillup_testkit::unique());
+        let res = s
+            .http
+            .post(s.url("/api/auth/register"))
+            .header("accept-language", "ru")
+            .json(&json!({"email": email, "password": support::PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let link = link_in(&s, &email, "/verify-email?token=");
+        let token = link.split("token=").nth(1).unwrap().to_owned();
+
+        // Opening the link only shows a form: a mail scanner confirms nothing.
+        let page = s.http.get(s.url(&link)).header("accept-language", "ru-RU,ru").send().await;
+        let page = page.unwrap();
+        assert_eq!(page.status(), 200);
+        let h = page.headers().clone();
+        assert_eq!(h["content-type"], "text/html; charset=utf-8");
+        assert_eq!(h["referrer-policy"], "no-referrer", "the token never leaves in a Referer");
+        assert!(h["content-security-policy"].to_str().unwrap().starts_with("default-src 'none'"));
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("<html lang=\"ru\">") && html.contains("Подтвердите email"),
+            "{html}"
+        );
+        assert!(html.contains(&format!("value=\"{token}\"")), "{html}");
+        let login = json!({"email": email, "password": support::PASSWORD});
+        let res = s.http.post(s.url("/api/auth/login")).json(&login).send().await.unwrap();
+        let access =
+            res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+        let (_, me, _) = s.get("/api/auth/me", Some(&access)).await;
+        assert_eq!(me["email_verified"], false, "GET did nothing");
+
+        // The form's post does it, through the same route as the JSON call.
+        let post = |path: &str, form: Vec<(&str, String)>, lang: &str| {
+            s.http.post(s.url(path)).header("accept-language", lang.to_owned()).form(&form).send()
+        };
+        let done = post("/verify-email", vec![("token", token.clone())], "ru").await.unwrap();
+        assert_eq!(done.status(), 200);
+        assert!(done.text().await.unwrap().contains("Email подтверждён"));
+        let (_, me, _) = s.get("/api/auth/me", Some(&access)).await;
+        assert_eq!(me["email_verified"], true);
+        let again = post("/verify-email", vec![("token", token)], "en").await.unwrap();
+        assert_eq!(again.status(), 400);
+        assert!(again.text().await.unwrap().contains("was used already"), "single use, in English");
+
+        // A reset: the password twice, a mismatch said on the form, then the new password works.
+        let res = s
+            .http
+            .post(s.url("/api/auth/password/reset"))
+            .json(&json!({"email": email}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+        let link = link_in(&s, &email, "/reset-password?token=");
+        let token = link.split("token=").nth(1).unwrap().to_owned();
+        let html = s.http.get(s.url(&link)).send().await.unwrap().text().await.unwrap();
+        assert!(html.contains("type=\"password\" name=\"repeat\""), "{html}");
+        let form = |a: &str, b: &str| {
+            vec![("token", token.clone()), ("password", a.to_owned()), ("repeat", b.to_owned())]
+        };
+        let res = post("/reset-password", form("new password 1", "new password 2"), "en").await;
+        let res = res.unwrap();
+        assert_eq!(res.status(), 400);
+        assert!(res.text().await.unwrap().contains("The two passwords differ"));
+        let res = post("/reset-password", form("new password 1", "new password 1"), "en").await;
+        assert_eq!(res.unwrap().status(), 200);
+        let login = json!({"email": email, "password": "new password 1"});
+        let res = s.http.post(s.url("/api/auth/login")).json(&login).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+
+        // Nothing but a token as we mint them reaches a page; unknown /api paths stay JSON.
+        let res =
+            s.http.get(s.url("/confirm-email?token=%22%3E%3Cscript%3E")).send().await.unwrap();
+        assert_eq!(res.status(), 400);
+        assert!(!res.text().await.unwrap().contains("<script>"));
+        let (st, v, _) = s.get("/api/verify-email", None).await;
+        assert_eq!((st, code(&v)), (404, "NOT_FOUND"));
+    });
+}
