@@ -31,6 +31,7 @@ catalogue! {
     auth::UserRegistered => "user.registered",
     auth::UserLoggedIn => "user.logged_in",
     auth::UserUpdated => "user.updated",
+    auth::UserDeleted => "user.deleted",
     auth::EmailVerified => "user.email_verified",
     auth::PasswordChanged => "user.password_changed",
     auth::TokensRevoked => "token.revoked",
@@ -67,6 +68,6 @@ mod tests {
             let (entity, fact) = kind.split_once('.').unwrap();
             assert!(!entity.is_empty() && !fact.is_empty() && !fact.contains('.'), "{kind}");
         }
-        assert_eq!(all.len(), 13);
+        assert_eq!(all.len(), 14);
     }
 }

@@ -171,6 +171,7 @@ skillup_testkit::both_adapters!(
     the_search_can_use_its_index,
     regenerating_makes_a_new_linked_document_never_from_the_cache,
     a_document_downloads_as_markdown_text_or_html,
+    a_deleted_users_library_and_cached_answers_are_forgotten,
 );
 
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {

@@ -371,3 +371,138 @@ async fn the_seed_flow_against_skillup_up() {
     assert!(ready, "`skillup up` never got ready");
     seed_flow(&base, &up.dir.join("outbox")).await;
 }
+
+/// Every place the mesh keeps data that holds `needle`: `table.column` of the database (text
+/// and bytes alike) and keys of the cache under `prefix` (by name or string value).
+async fn traces(db_url: &str, prefix: &str, needle: &str) -> Vec<String> {
+    use fred::{prelude::*, types::scan::Scanner};
+    use futures::TryStreamExt;
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(db_url).await.unwrap();
+    let pg = sea_orm::DatabaseBackend::Postgres;
+    let columns = db
+        .query_all_raw(Statement::from_string(
+            pg,
+            "SELECT table_name::text AS t, column_name::text AS c, data_type::text AS d
+               FROM information_schema.columns
+              WHERE table_schema = current_schema()
+                AND data_type IN ('text', 'character varying', 'bytea', 'json', 'jsonb')",
+        ))
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for row in columns {
+        let (t, c, d): (String, String, String) = (
+            row.try_get("", "t").unwrap(),
+            row.try_get("", "c").unwrap(),
+            row.try_get("", "d").unwrap(),
+        );
+        let test = if d == "bytea" {
+            format!("position(convert_to($1, 'UTF8') in \"{c}\") > 0")
+        } else {
+            format!("\"{c}\"::text ILIKE '%' || $1 || '%'")
+        };
+        let sql = format!("SELECT count(*) AS n FROM \"{t}\" WHERE {test}");
+        let n: i64 = db
+            .query_one_raw(Statement::from_sql_and_values(pg, sql, [needle.into()]))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "n")
+            .unwrap();
+        if n > 0 {
+            found.push(format!("{t}.{c}: {n} row(s)"));
+        }
+    }
+    let redis = Builder::from_config(Config::from_url(&skillup_testkit::redis_url()).unwrap())
+        .build()
+        .unwrap();
+    redis.init().await.unwrap();
+    let mut pages = std::pin::pin!(redis.scan(format!("{prefix}*"), Some(500), None));
+    while let Some(mut page) = pages.try_next().await.unwrap() {
+        for key in page.take_results().unwrap_or_default() {
+            let name = key.as_str().unwrap_or_default().to_owned();
+            // Strings by value (other types hold no value we keep personal data in).
+            let value: Option<bytes::Bytes> = redis.get(&name).await.unwrap_or(None);
+            let holds = value.is_some_and(|v| String::from_utf8_lossy(&v[..]).contains(needle));
+            if name.contains(needle) || holds {
+                found.push(format!("redis {name}"));
+            }
+        }
+        Scanner::next(page);
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_leaves_no_personal_data_in_any_service() {
+    let mesh = Mesh::start(&[]).await;
+    let (base, outbox) = (mesh.edge(), mesh.dir.join("outbox"));
+    let rest = reqwest::Client::new();
+    let email = format!("forget-{}@example.com", testing::unique());
+    let password = "correct horse battery";
+    let account = json!({"email": email, "password": password, "name": "Ада"});
+    let res = rest.post(format!("{base}/api/auth/register")).json(&account).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let verify = mailed_token(&outbox, &email);
+    let res = rest
+        .post(format!("{base}/api/auth/verify-email"))
+        .json(&json!({"token": verify}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A failed sign-in (counters), then a real one from a known device.
+    let wrong = json!({"email": email, "password": "wrong password"});
+    let res = rest.post(format!("{base}/api/auth/login")).json(&wrong).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let credentials = json!({"email": email, "password": password});
+    let res = rest.post(format!("{base}/api/auth/login")).json(&credentials).send().await.unwrap();
+    let login: Value = ok(res, 200).await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    // Documents that hold the address itself, inline and queued.
+    for mode in ["MODE_SYNC", "MODE_ASYNC"] {
+        let res = rest
+            .post(format!("{base}/api/generate"))
+            .bearer_auth(&token)
+            .json(&json!({"topic": format!("a letter to {email}"), "function": "email", "mode": mode}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    }
+    let (db_url, prefix) =
+        (mesh.database_url().to_owned(), mesh.setting("SKILLUP_CACHE_PREFIX").unwrap().to_owned());
+    let before = traces(&db_url, &prefix, &email).await;
+    assert!(before.iter().any(|t| t.starts_with("auth_users.email")), "{before:?}");
+    assert!(before.iter().any(|t| t.starts_with("ai_tasks.")), "the library holds it: {before:?}");
+
+    // The password confirms it; then every token ends at once.
+    let delete = |pw: &str| {
+        rest.delete(format!("{base}/api/auth/me"))
+            .bearer_auth(&token)
+            .json(&json!({"password": pw}))
+            .send()
+    };
+    let res = delete("wrong password").await.unwrap();
+    assert_eq!(ok(res, 400).await["error"]["field"], "password");
+    assert_eq!(delete(password).await.unwrap().status(), 204);
+    let me = rest.get(format!("{base}/api/auth/me")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(me.status(), 401);
+    let res = rest.post(format!("{base}/api/auth/login")).json(&credentials).send().await.unwrap();
+    assert_eq!(res.status(), 401, "no account answers to the address");
+
+    // Every service forgets (the consumers run on their own time).
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = traces(&db_url, &prefix, &email).await;
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(left.is_empty(), "personal data left behind: {left:?}");
+    // The address is free for a new account (a new id; the old one is a tombstone).
+    let res = rest.post(format!("{base}/api/auth/register")).json(&account).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+}

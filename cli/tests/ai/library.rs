@@ -405,3 +405,22 @@ pub(super) async fn a_document_downloads_as_markdown_text_or_html(kind: Kind) {
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "409 at the edge: {err:?}");
     assert!(err.message().contains("no text"), "{err:?}");
 }
+
+pub(super) async fn a_deleted_users_library_and_cached_answers_are_forgotten(kind: Kind) {
+    let mut h = harness_with(kind, Behavior::quick(40), config, false).await;
+    let (user, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let req = gen_req("forget me", "quiz", pb::Mode::Sync);
+    generate(&mut h, user, req.clone(), pb::Delivery::Inline).await;
+    assert!(inline(&mut h, user, req.clone()).await.unwrap().cached, "an answer is cached");
+    generate(&mut h, other, req.clone(), pb::Delivery::Inline).await;
+    let queued = h.ai.submit_task(as_user(&h, user, gen_req("waiting", "quiz", pb::Mode::Async)));
+    queued.await.unwrap();
+    assert_eq!(library(&mut h, user, list(|_| {})).await.len(), 3);
+
+    assert_eq!(h.generator.forget_user(user).await.unwrap(), 3, "every document, queued too");
+    assert!(library(&mut h, user, list(|_| {})).await.is_empty());
+    assert!(!inline(&mut h, user, req.clone()).await.unwrap().cached, "no cached answer left");
+    assert_eq!(library(&mut h, other, list(|_| {})).await.len(), 1, "nobody else's");
+    assert!(inline(&mut h, other, req).await.unwrap().cached, "nor their cache");
+    assert_eq!(h.generator.forget_user(user).await.unwrap(), 1, "again: only what came since");
+}

@@ -68,6 +68,16 @@ impl Mesh {
         mesh
     }
 
+    /// The database every process uses.
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
+    /// A setting every process was started with.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
     /// The edge's base URL.
     pub fn edge(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports["edge"].1)

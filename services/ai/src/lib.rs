@@ -39,6 +39,7 @@ use skillup_kit::{
     grpc::ServiceChannel,
     infra::Infra,
 };
+use skillup_proto::auth::v1::UserDeleted;
 
 pub use crate::{
     config::AiConfig,
@@ -91,6 +92,33 @@ impl Component for Generator {
     /// ([`AiGrpc`], [`AdminGrpc`]) and the [`Worker`] are built on it.
     async fn build(ctx: &Context<'_>, config: &AiConfig) -> Result<Self, BuildError> {
         let (subscribe, prompt) = (ctx.channel("subscribe")?, ctx.channel("prompt")?);
-        generator(ctx.infra, config, subscribe, prompt).await
+        let generator = generator(ctx.infra, config, subscribe, prompt).await?;
+        // `user.deleted`: the person's library and cached answers go (one consumer group:
+        // whichever process of the deployment takes the event).
+        let deleted = skillup_kit::events::subscribe::<UserDeleted>(&ctx.infra.bus, "ai")
+            .await
+            .map_err(BuildError::infrastructure(Self::NAME, "the deleted-user subscription"))?;
+        let g = generator.clone();
+        tokio::spawn(skillup_kit::events::consume(
+            deleted,
+            ctx.shutdown.clone(),
+            move |_, ev: UserDeleted| {
+                let g = g.clone();
+                async move {
+                    use skillup_kit::events::Outcome;
+                    let Ok(user) = uuid::Uuid::parse_str(&ev.user_id) else {
+                        return Outcome::Reject(format!("not a user id: {}", ev.user_id));
+                    };
+                    match g.forget_user(user).await {
+                        Ok(n) => {
+                            tracing::info!(%user, documents = n, "a deleted user's library is gone");
+                            Outcome::Done
+                        }
+                        Err(e) => Outcome::Retry(e.to_string()),
+                    }
+                }
+            },
+        ));
+        Ok(generator)
     }
 }

@@ -11,7 +11,7 @@ use crate::{
 use crate::{generator::*, ports::Entitlement};
 
 /// Cache key prefixes.
-pub(crate) const RESULT_KEY: &str = "ai:res:";
+pub(crate) const RESULT_KEY: &str = "ai:res2:";
 
 /// A cached answer.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -26,8 +26,10 @@ impl Generator {
     pub(crate) fn result_key(&self, p: &Prepared) -> String {
         let primary = self.inner.chain.primary(&p.req.function);
         let messages = serde_json::to_vec(&p.messages).unwrap_or_default();
+        // Under the user, so a deleted user's answers go with them.
         format!(
-            "{RESULT_KEY}{}",
+            "{RESULT_KEY}{}:{}",
+            p.user,
             sha_hex(&[
                 p.user.as_bytes(),
                 primary.name.as_bytes(),

@@ -254,6 +254,15 @@ impl Generator {
         })
     }
 
+    /// A deleted account: every document of it (a queued one's worker finds no row and drops
+    /// it) and every cached answer go.
+    pub async fn forget_user(&self, user: Uuid) -> Result<u64> {
+        let n = self.inner.tasks.forget_user(user).await?;
+        let prefix = format!("{}{user}:", crate::results::RESULT_KEY);
+        self.inner.cache.delete_prefix(&prefix).await?;
+        Ok(n)
+    }
+
     /// Cancels a queued or running task: its hold goes back, a worker running it stops.
     pub async fn cancel(&self, user: Uuid, id: Uuid) -> Result<Task> {
         let cancelled = self.inner.tasks.cancel(user, id).await?;

@@ -138,14 +138,16 @@ impl Auth {
             return Err(invalid("password", "password is required"));
         }
         let email = Email::parse(email).map_err(|m| invalid("email", m))?;
-        let device = self.known_device(email.as_str(), device_token).await?;
+        // The cache never holds an address: its keys and values name its hash.
+        let who = secrets::hash(email.as_str());
+        let device = self.known_device(&who, device_token).await?;
         let cfg = &self.cfg;
         let counters: Vec<(String, u32)> = match &device {
             Some(hash) => vec![(format!("dev:{hash}"), cfg.max_failures_per_account)],
             None => vec![
-                (format!("pair:{}:{}", email.as_str(), client.ip), cfg.max_failures_per_account),
+                (format!("pair:{who}:{}", client.ip), cfg.max_failures_per_account),
                 (format!("ip:{}", client.ip), cfg.max_failures_per_ip),
-                (format!("acct:{}", email.as_str()), cfg.max_failures_per_account_total),
+                (format!("acct:{who}"), cfg.max_failures_per_account_total),
             ],
         };
         self.refuse_if_locked(&counters).await?;
@@ -167,17 +169,16 @@ impl Auth {
             return Err(AuthError::Forbidden("this account is deactivated"));
         }
         // The owner is in: this device's (or pair's) failures and the account's are forgiven.
-        let account = format!("acct:{}", email.as_str());
-        for who in [counters[0].0.as_str(), account.as_str()] {
-            self.cache.delete(&format!("auth:fail:{who}")).await.map_err(cache_err)?;
+        let account = format!("acct:{who}");
+        for counter in [counters[0].0.as_str(), account.as_str()] {
+            self.cache.delete(&format!("auth:fail:{counter}")).await.map_err(cache_err)?;
         }
         let mut issued = self.start_session(&user, client).await?;
-        issued.device_token =
-            self.know_device(email.as_str(), device.map(|_| device_token)).await?;
+        issued.device_token = self.know_device(&who, device.map(|_| device_token)).await?;
         Ok((user, issued))
     }
 
-    /// The hash of `token` when it is a device token of `email`.
+    /// The hash of `token` when it is a device token of the address hashed `email`.
     pub(crate) async fn known_device(&self, email: &str, token: &str) -> Result<Option<String>> {
         if !secrets::looks_like_token(token) {
             return Ok(None);
@@ -187,7 +188,7 @@ impl Auth {
         Ok(owner.filter(|o| o.as_ref() == email.as_bytes()).map(|_| hash))
     }
 
-    /// Remembers a device of `email` for [`DEVICE_TTL`] more: the one it already had, or a
+    /// Remembers a device of the address hashed `email` for [`DEVICE_TTL`] more: the one it already had, or a
     /// new one. Returns its token.
     pub(crate) async fn know_device(&self, email: &str, known: Option<&str>) -> Result<String> {
         let token = known.map_or_else(secrets::new_token, str::to_owned);

@@ -154,6 +154,11 @@ impl Auth {
         self.store.user(id).await?.ok_or(AuthError::NotFound("no such account"))
     }
 
+    /// Drops an account from the recently-read ones.
+    pub(crate) fn forget_profile(&self, id: Uuid) {
+        self.profiles.write().expect("profiles lock").remove(&id);
+    }
+
     /// The account as of identity stamp `version` (see `profiles`).
     pub async fn profile(&self, id: Uuid, version: &str) -> Result<user::Model> {
         if let Some((v, at, user)) = self.profiles.read().expect("profiles lock").get(&id)

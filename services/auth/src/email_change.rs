@@ -90,3 +90,38 @@ impl Auth {
         self.mailer.send(mail).await.map_err(|e| AuthError::Unavailable(format!("mailer: {e}")))
     }
 }
+
+impl Auth {
+    /// Deletes the caller's account, confirmed by the password. Every session and token ends
+    /// at once (the revocation markers outlive any token); the row stays only as a tombstone
+    /// of its id (address, name, password and sessions erased) and its `user.deleted` commits
+    /// with it, so every service forgets the person.
+    pub async fn delete_me(&self, who: &Caller, pw: &str) -> Result<()> {
+        let user = self.user(account_of(who)?).await?;
+        if pw.is_empty() {
+            return Err(invalid("password", "the password is required"));
+        }
+        if !password::verify(SecretString::from(pw.to_owned()), user.password_hash.clone()).await {
+            return Err(invalid("password", "the password is wrong"));
+        }
+        // Tokens die first: from here on the account answers to nobody.
+        self.logout_all(user.id).await?;
+        let off = format!("auth:off:{}", user.id);
+        self.cache
+            .set(&off, Bytes::from_static(b"1"), Some(self.marker_ttl()))
+            .await
+            .map_err(cache_err)?;
+        let txn = self.db.begin().await?;
+        self.store.erase(&txn, user.id).await?;
+        let msg = crate::events::deleted(user.id);
+        self.outbox.add(&txn, &format!("deleted:{}", user.id), &user.id.to_string(), &msg).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        for marker in ["tier", "ev", "loc"] {
+            self.cache.delete(&format!("auth:{marker}:{}", user.id)).await.map_err(cache_err)?;
+        }
+        self.bump_identity_version(user.id).await?;
+        self.forget_profile(user.id);
+        Ok(())
+    }
+}

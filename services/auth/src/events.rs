@@ -29,6 +29,11 @@ pub(crate) fn user_pb(u: &user::Model) -> pb::User {
     }
 }
 
+/// `user.deleted`.
+pub(crate) fn deleted(user_id: Uuid) -> pb::UserDeleted {
+    pb::UserDeleted { user_id: user_id.to_string() }
+}
+
 /// `user.updated`.
 pub(crate) fn updated(u: &user::Model) -> pb::UserUpdated {
     pb::UserUpdated { user: Some(user_pb(u)) }

@@ -220,6 +220,15 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         Ok(Response::new(as_seen_by(&user, who)))
     }
 
+    async fn delete_me(
+        &self,
+        req: Request<pb::DeleteMeRequest>,
+    ) -> Result<Response<pb::DeleteMeResponse>, Status> {
+        let who = self.caller(&req).await?;
+        self.auth.delete_me(&who, &req.get_ref().password).await?;
+        Ok(with_status(pb::DeleteMeResponse {}, 204))
+    }
+
     async fn change_email(
         &self,
         req: Request<pb::ChangeEmailRequest>,

@@ -86,8 +86,9 @@ impl Auth {
             email: user.email.clone(),
             loc: user.locale.clone(),
         };
+        // No address in the cache: a deleted account's must not outlive it there.
         let meta = serde_json::json!({
-            "user_id": claims.sub, "email": claims.email, "scopes": claims.scope.split_whitespace().collect::<Vec<_>>(),
+            "user_id": claims.sub, "scopes": claims.scope.split_whitespace().collect::<Vec<_>>(),
             "tier": claims.tier, "email_verified": claims.email_verified});
         let jti = claims.jti.clone();
         let token = self.keys.sign(claims).await.map_err(AuthError::Internal)?;

@@ -97,6 +97,7 @@ skillup_testkit::both_adapters!(
     every_sign_in_reports_user_logged_in_through_the_outbox,
     a_profile_sets_name_language_and_time_zone,
     an_address_changes_only_from_the_new_address,
+    a_deleted_account_ends_every_session_and_keeps_only_its_id,
     logout_blacklists_at_once_and_ends_the_session,
     log_out_everywhere,
     revoke_one_session,

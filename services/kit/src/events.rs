@@ -63,3 +63,58 @@ pub fn payload<E: Event>(env: &EventEnvelope) -> Option<E> {
     }
     E::decode(env.payload.as_ref()?.value.as_slice()).ok()
 }
+
+/// What a consumer made of one event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Applied (or nothing to do): acknowledged.
+    Done,
+    /// Not now (a dependency is down): delivered again later.
+    Retry(String),
+    /// Never applicable: dead-lettered with the reason.
+    Reject(String),
+}
+
+/// Subscribes `group` to events of kind `E` (durably: what is published from now on waits for
+/// it). Subscribe before anything that might cause such an event, then [`consume`].
+pub async fn subscribe<E: Event>(bus: &SharedBus, group: &str) -> Result<crate::bus::Consumer> {
+    bus.subscribe(&crate::bus::SubscriptionSpec::new(group, &[E::KIND]), 16).await
+}
+
+/// Consumes events of kind `E` from `consumer` until `shutdown`: each decoded event goes to
+/// `handle`, whose [`Outcome`] settles it; an undecodable one is dead-lettered.
+pub async fn consume<E, F, Fut>(
+    mut consumer: crate::bus::Consumer,
+    shutdown: crate::Shutdown,
+    mut handle: F,
+) where
+    E: Event,
+    F: FnMut(EventEnvelope, E) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    loop {
+        let delivery = tokio::select! {
+            d = consumer.next() => match d { Some(d) => d, None => return },
+            _ = shutdown.wait() => return,
+        };
+        let Some((env, event)) = decode::<E>(&delivery.message.payload) else {
+            tracing::warn!(kind = E::KIND, "undecodable event, dead-lettering it");
+            let _ = delivery.dead_letter("undecodable").await;
+            continue;
+        };
+        let settled = match handle(env, event).await {
+            Outcome::Done => delivery.ack().await,
+            Outcome::Retry(why) => {
+                tracing::warn!(kind = E::KIND, reason = %why, "event not applied yet");
+                delivery.retry(&why, None).await.map(drop)
+            }
+            Outcome::Reject(why) => {
+                tracing::warn!(kind = E::KIND, reason = %why, "event rejected");
+                delivery.dead_letter(&why).await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, kind = E::KIND, "event not settled");
+        }
+    }
+}

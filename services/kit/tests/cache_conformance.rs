@@ -35,7 +35,25 @@ conformance!(
     compare_and_set_has_one_winner,
     compare_and_set_can_delete,
     get_many_in_one_round_trip,
+    delete_prefix_removes_one_owners_keys_only,
 );
+
+async fn delete_prefix_removes_one_owners_keys_only(c: SharedCache) {
+    for i in 0..1_200 {
+        c.set(&format!("res:u1:{i}"), Bytes::from_static(b"x"), None).await.unwrap();
+    }
+    c.set("res:u10:0", Bytes::from_static(b"other user"), None).await.unwrap();
+    c.set("res:u2:0", Bytes::from_static(b"other user"), None).await.unwrap();
+    // A glob character in a prefix is literal.
+    c.set("res:u*:0", Bytes::from_static(b"starred"), None).await.unwrap();
+    assert_eq!(c.delete_prefix("res:u1:").await.unwrap(), 1_200, "every page of the scan");
+    assert_eq!(c.get("res:u1:7").await.unwrap(), None);
+    assert!(c.get("res:u10:0").await.unwrap().is_some(), "a longer id is another owner");
+    assert!(c.get("res:u2:0").await.unwrap().is_some());
+    assert_eq!(c.delete_prefix("res:u*").await.unwrap(), 1, "only the literal key");
+    assert!(c.get("res:u2:0").await.unwrap().is_some());
+    assert_eq!(c.delete_prefix("res:nobody:").await.unwrap(), 0);
+}
 
 async fn get_set_delete(c: SharedCache) {
     assert_eq!(c.get("k").await.unwrap(), None);

@@ -11,8 +11,13 @@ use skillup_kit::{
     bus::{Delivery, SubscriptionSpec},
 };
 use skillup_proto::{
-    ai::v1 as aipb, auth::v1::UserRegistered, common::v1::EventEnvelope, events::Event as _,
-    notification::v1 as pb, payment::v1 as paypb, subscribe::v1 as subpb,
+    ai::v1 as aipb,
+    auth::v1::{UserDeleted, UserRegistered, UserUpdated},
+    common::v1::EventEnvelope,
+    events::Event as _,
+    notification::v1 as pb,
+    payment::v1 as paypb,
+    subscribe::v1 as subpb,
 };
 use uuid::Uuid;
 
@@ -141,7 +146,8 @@ impl Notifier {
     /// Subscribes to the producers' events (one queue shared by the replicas) and to the
     /// fan-out (a queue per replica).
     pub async fn consumers(&self) -> skillup_kit::Result<Consumers> {
-        let patterns: Vec<&str> = SOURCES.iter().copied().chain([UserRegistered::KIND]).collect();
+        let people = [UserRegistered::KIND, UserUpdated::KIND, UserDeleted::KIND];
+        let patterns: Vec<&str> = SOURCES.iter().copied().chain(people).collect();
         let events = self
             .bus
             .subscribe(&SubscriptionSpec::new("notification", &patterns), EVENTS_IN_FLIGHT as u16)
@@ -193,15 +199,23 @@ impl Notifier {
     }
 
     pub(crate) async fn on_event(&self, d: Delivery) {
-        if let Some((_, reg)) = skillup_kit::events::decode::<UserRegistered>(&d.message.payload) {
-            match self.remember_contact(&reg).await {
-                Ok(()) => {
-                    let _ = d.ack().await;
-                }
-                Err(e) => {
-                    let _ = d.retry(&e.to_string(), None).await;
-                }
-            }
+        use skillup_kit::events::decode;
+        let body = &d.message.payload;
+        // The person's own events: their contact, or forgetting them.
+        let person = if let Some((_, reg)) = decode::<UserRegistered>(body) {
+            Some(self.remember_contact(&reg).await)
+        } else if let Some((_, up)) = decode::<UserUpdated>(body) {
+            Some(self.update_contact(&up).await)
+        } else if let Some((_, del)) = decode::<UserDeleted>(body) {
+            Some(self.forget_user(&del.user_id).await)
+        } else {
+            None
+        };
+        if let Some(done) = person {
+            let _ = match done {
+                Ok(()) => d.ack().await,
+                Err(e) => d.retry(&e.to_string(), None).await.map(drop),
+            };
             return;
         }
         match self.record(&d.message.payload).await {
@@ -299,6 +313,22 @@ impl Notifier {
         let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
         // Pending: events of the same user may have been stored before this one arrived.
         Ok(self.store.add_contact(user, &u.email).await?)
+    }
+
+    /// A changed profile: the address emails go to follows the account's.
+    pub(crate) async fn update_contact(
+        &self,
+        up: &skillup_proto::auth::v1::UserUpdated,
+    ) -> Result<()> {
+        let Some(u) = &up.user else { return Ok(()) };
+        let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
+        Ok(self.store.set_contact(user, &u.email).await?)
+    }
+
+    /// A deleted account: its notifications, preferences and contact go.
+    pub(crate) async fn forget_user(&self, user_id: &str) -> Result<()> {
+        let Ok(user) = Uuid::parse_str(user_id) else { return Ok(()) };
+        Ok(self.store.forget_user(user).await?)
     }
 
     /// The address emails to `user` go to, if one is on file.

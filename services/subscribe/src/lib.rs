@@ -29,6 +29,7 @@ use skillup_kit::{
     component::{BuildError, Component, Context},
     infra::Infra,
 };
+use skillup_proto::auth::v1::UserDeleted;
 
 use crate::store::migration::Migrator;
 pub use crate::{
@@ -53,6 +54,21 @@ pub async fn build(
     let subs =
         Subscriptions::new(infra.db.clone(), infra.bus.clone(), infra.cache.clone(), billing);
     subs.outbox().spawn_relay(shutdown.clone());
+    let deleted = skillup_kit::events::subscribe::<UserDeleted>(&infra.bus, "subscribe")
+        .await
+        .map_err(BuildError::infrastructure(
+            <SubscribeGrpc as Component>::NAME,
+            "the deleted-user subscription",
+        ))?;
+    let forgetting = subs.clone();
+    tokio::spawn(skillup_kit::events::consume(
+        deleted,
+        shutdown.clone(),
+        move |_, ev: UserDeleted| {
+            let subs = forgetting.clone();
+            async move { forget(&subs, &ev.user_id).await }
+        },
+    ));
     let job = subs.clone();
     tokio::spawn(async move {
         loop {
@@ -69,6 +85,18 @@ pub async fn build(
         }
     });
     Ok(SubscribeGrpc::new(subs))
+}
+
+/// `user.deleted`: the subscription ends now.
+async fn forget(subs: &Subscriptions, user_id: &str) -> skillup_kit::events::Outcome {
+    use skillup_kit::events::Outcome;
+    let Ok(user) = uuid::Uuid::parse_str(user_id) else {
+        return Outcome::Reject(format!("not a user id: {user_id}"));
+    };
+    match subs.forget_user(user).await {
+        Ok(()) => Outcome::Done,
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
 }
 
 #[async_trait::async_trait]

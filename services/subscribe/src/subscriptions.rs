@@ -167,6 +167,14 @@ impl Subscriptions {
     }
 
     /// Drops the cached row after a change (on every replica: the cache is shared).
+    /// A deleted account: its subscription ends now, without a refund or a renewal (the ledger
+    /// keeps what was paid; usage counts stay, they name nobody).
+    pub async fn forget_user(&self, user: Uuid) -> Result<()> {
+        self.subs.end_now(user).await?;
+        self.forget(user).await;
+        Ok(())
+    }
+
     pub(crate) async fn forget(&self, user: Uuid) {
         if let Err(e) = self.cache.delete(&cache_key(user)).await {
             tracing::warn!(error = %e, %user, "cached subscription not evicted; it expires on its own");

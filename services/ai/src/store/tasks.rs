@@ -16,7 +16,8 @@ use super::{TaskWriter, task};
 use crate::domain::{DocumentEdit, LibraryQuery, Task, TaskStatus as Status};
 
 /// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
-const TASK_KEY: &str = "ai:task2:";
+/// `ai:task3:{user}:{id}`: under the user, so their entries go with them.
+const TASK_KEY: &str = "ai:task3:";
 
 /// What a run produced, to store on its task.
 pub struct Produced {
@@ -113,7 +114,7 @@ impl Tasks {
         if q.exec(&self.db).await?.rows_affected == 0 {
             return Ok(None);
         }
-        self.forget(id).await;
+        self.forget(user, id).await;
         self.get(id).await
     }
 
@@ -125,8 +126,23 @@ impl Tasks {
             .exec(&self.db)
             .await?
             .rows_affected;
-        self.forget(id).await;
+        self.forget(user, id).await;
         Ok(n == 1)
+    }
+
+    /// Everything of a deleted user: every document (whatever its state) and every cached
+    /// entry; how many documents there were.
+    pub async fn forget_user(&self, user: Uuid) -> Result<u64, DbErr> {
+        let n = task::Entity::delete_many()
+            .filter(task::Column::UserId.eq(user))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        self.cache
+            .delete_prefix(&format!("{TASK_KEY}{user}:"))
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        Ok(n)
     }
 
     /// Fails a task whose job could not be queued.
@@ -297,7 +313,7 @@ impl Tasks {
 
     /// The user's task from the cache of finished ones, if it is there.
     pub async fn cached(&self, user: Uuid, id: Uuid) -> Option<Task> {
-        let b = self.cache.get(&format!("{TASK_KEY}{id}")).await.ok()??;
+        let b = self.cache.get(&format!("{TASK_KEY}{user}:{id}")).await.ok()??;
         if b.len() > 16 && b[..16] == *user.as_bytes() {
             serde_json::from_slice(&b[16..]).ok()
         } else {
@@ -306,15 +322,16 @@ impl Tasks {
     }
 
     /// Drops a task from the cache of finished ones (best effort: entries lapse anyway).
-    pub async fn forget(&self, id: Uuid) {
-        let _ = self.cache.delete(&format!("{TASK_KEY}{id}")).await;
+    pub async fn forget(&self, user: Uuid, id: Uuid) {
+        let _ = self.cache.delete(&format!("{TASK_KEY}{user}:{id}")).await;
     }
 
     /// Keeps a task in the cache for `ttl` (best effort: the table is the truth).
     pub async fn remember(&self, t: &task::Model, ttl: Duration) {
         let mut v = t.user_id.as_bytes().to_vec();
         v.extend(serde_json::to_vec(&Task::from(t)).unwrap_or_default());
-        let _ = self.cache.set(&format!("{TASK_KEY}{}", t.id), v.into(), Some(ttl)).await;
+        let key = format!("{TASK_KEY}{}:{}", t.user_id, t.id);
+        let _ = self.cache.set(&key, v.into(), Some(ttl)).await;
     }
 }
 

@@ -97,6 +97,33 @@ impl AccountStore {
         user::Entity::find_by_id(id).one(txn).await
     }
 
+    /// A deleted account, in the caller's transaction: the row keeps only its id (so it is
+    /// never reused) under an address nobody has; its sessions, refresh tokens and emailed
+    /// tokens go.
+    pub async fn erase<C: ConnectionTrait>(&self, txn: &C, id: Uuid) -> Result<(), DbErr> {
+        user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(format!("{id}@deleted.invalid")))
+            .col_expr(user::Column::Name, Expr::value(""))
+            .col_expr(user::Column::PasswordHash, Expr::value(""))
+            .col_expr(user::Column::EmailVerified, Expr::value(false))
+            .col_expr(user::Column::Scopes, Expr::value(""))
+            .col_expr(user::Column::IsActive, Expr::value(false))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(id))
+            .exec(txn)
+            .await?;
+        refresh_token::Entity::delete_many()
+            .filter(refresh_token::Column::UserId.eq(id))
+            .exec(txn)
+            .await?;
+        session::Entity::delete_many().filter(session::Column::UserId.eq(id)).exec(txn).await?;
+        email_token::Entity::delete_many()
+            .filter(email_token::Column::UserId.eq(id))
+            .exec(txn)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_active(&self, id: Uuid, active: bool) -> Result<(), DbErr> {
         self.update_user(id, user::Column::IsActive, active).await
     }

@@ -434,7 +434,12 @@ pub(crate) async fn lockout_is_exact_under_fifty_parallel_wrong_passwords(kind: 
         }
     }
     assert_eq!(wrong + limited, 50);
-    let counted = h.t.infra.cache.incr(&format!("auth:fail:acct:{em}"), 0, None).await.unwrap();
+    let counted =
+        h.t.infra
+            .cache
+            .incr(&format!("auth:fail:acct:{}", skillup_auth::domain::secrets::hash(&em)), 0, None)
+            .await
+            .unwrap();
     assert_eq!(counted, wrong, "every checked wrong password counted exactly once");
     assert!(wrong >= 5);
     // Locked now, even with the right password.

@@ -279,3 +279,55 @@ pub(crate) async fn an_address_changes_only_from_the_new_address(kind: Kind) {
     assert!(!to_taken[1].body.contains("token="), "{}", to_taken[1].body);
     assert!(to_taken[1].body.contains("already has an account"), "{}", to_taken[1].body);
 }
+
+pub(crate) async fn a_deleted_account_ends_every_session_and_keeps_only_its_id(kind: Kind) {
+    let mut h = harness(kind).await;
+    let group = format!("deleted-test-{}", uuid::Uuid::now_v7());
+    let spec = skillup_kit::bus::SubscriptionSpec::new(group, &[pb::UserDeleted::KIND]);
+    let mut events = h.t.infra.bus.subscribe(&spec, 16).await.unwrap();
+    let em = email();
+    let tokens = register(&mut h, &em).await;
+    let other = sign_in(&mut h, &em, PASSWORD).await.unwrap();
+    let me = h.client.get_me(bearer(pb::GetMeRequest {}, &tokens.access_token)).await.unwrap();
+    let id = me.into_inner().id;
+    let delete =
+        |pw: &str| bearer(pb::DeleteMeRequest { password: pw.into() }, &tokens.access_token);
+    let err = h.client.delete_me(delete("wrong password")).await.unwrap_err();
+    assert_eq!(skillup_kit::error::detail_of(&err).unwrap().field, "password");
+    let res = h.client.delete_me(delete(PASSWORD)).await.unwrap();
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "204");
+    for t in [&tokens.access_token, &other.access_token] {
+        assert_eq!(validate(&mut h, t).await.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let refresh = h.client.refresh(pb::RefreshRequest { refresh_token: other.refresh_token }).await;
+    assert_eq!(refresh.unwrap_err().code(), Code::Unauthenticated, "sessions are gone");
+    assert_eq!(reason(&sign_in(&mut h, &em, PASSWORD).await.unwrap_err()), "INVALID_CREDENTIALS");
+    // The row is a tombstone: its id, nothing of the person.
+    use sea_orm::EntityTrait;
+    let row = skillup_auth::store::entities::user::Entity::find_by_id(
+        uuid::Uuid::parse_str(&id).unwrap(),
+    )
+    .one(&h.t.infra.db)
+    .await
+    .unwrap()
+    .expect("kept as a tombstone");
+    assert_eq!(row.email, format!("{id}@deleted.invalid"));
+    assert!(row.name.is_empty() && row.password_hash.is_empty() && !row.is_active);
+    let sessions =
+        skillup_auth::store::entities::session::Entity::find().all(&h.t.infra.db).await.unwrap();
+    assert!(sessions.iter().all(|s| s.user_id.to_string() != id), "no session rows");
+    // One `user.deleted`; the address can have a new account.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = tokio::time::timeout_at(deadline, events.next()).await.expect("the event").unwrap();
+        let (env, ev) = skillup_kit::events::decode::<pb::UserDeleted>(&d.message.payload).unwrap();
+        d.ack().await.unwrap();
+        if ev.user_id == id {
+            assert_eq!(env.id, format!("deleted:{id}"));
+            break;
+        }
+    }
+    let again = register(&mut h, &em).await;
+    let me = h.client.get_me(bearer(pb::GetMeRequest {}, &again.access_token)).await.unwrap();
+    assert_ne!(me.into_inner().id, id, "a new account, never the old id");
+}

@@ -93,6 +93,18 @@ impl Cache for MemoryCache {
         Ok(self.with(|m, now| m.remove(key).is_some_and(|e| e.live(now))))
     }
 
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        Ok(self.with(|m, now| {
+            let mut n = 0;
+            m.retain(|k, e| {
+                let gone = k.starts_with(prefix);
+                n += u64::from(gone && e.live(now));
+                !gone
+            });
+            n
+        }))
+    }
+
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
         self.with(|m, now| {
             let current = match Self::live(m, key, now) {

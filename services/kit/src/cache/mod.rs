@@ -35,6 +35,9 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool>;
     /// Removes a key; true if it existed.
     async fn delete(&self, key: &str) -> Result<bool>;
+    /// Removes every key that starts with `prefix` (what a service keeps for one user, when the
+    /// user is deleted); how many there were. Not atomic with writes that race it.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64>;
     /// Adds `delta` atomically (a missing key counts as 0) and returns the new value. `ttl`
     /// is applied when the key has none (so a fixed window starts with its first increment).
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64>;

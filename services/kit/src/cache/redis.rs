@@ -117,6 +117,29 @@ impl Cache for RedisCache {
         Ok(self.client.del::<i64, _>(self.key(key)).await? > 0)
     }
 
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        use fred::types::scan::Scanner;
+        use futures::TryStreamExt;
+        // SCAN's MATCH is a glob: the prefix's own special characters are literal.
+        let mut pattern = String::new();
+        for c in self.key(prefix).chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        let mut deleted = 0u64;
+        let mut pages = std::pin::pin!(self.client.scan(pattern, Some(500), None));
+        while let Some(mut page) = pages.try_next().await? {
+            if let Some(keys) = page.take_results().filter(|k| !k.is_empty()) {
+                deleted += self.client.unlink::<i64, _>(keys).await?.max(0) as u64;
+            }
+            page.next();
+        }
+        Ok(deleted)
+    }
+
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
         self.client
             .eval::<i64, _, _, _>(INCR, vec![self.key(key)], vec![delta, ttl_ms(ttl)])

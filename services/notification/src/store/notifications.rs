@@ -165,6 +165,33 @@ impl NotificationStore {
         .map(drop)
     }
 
+    /// The user's address now (a change of address), the contact made if missing.
+    pub async fn set_contact(&self, user: Uuid, email: &str) -> Result<(), DbErr> {
+        contact::Entity::insert(contact::ActiveModel {
+            user_id: Set(user),
+            email: Set(email.to_owned()),
+            emailed_seq: Set(0),
+            mail_pending: Set(true),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(contact::Column::UserId)
+                .update_column(contact::Column::Email)
+                .to_owned(),
+        )
+        .exec(&self.db)
+        .await
+        .map(drop)
+    }
+
+    /// Everything of a deleted user: notifications, preferences, contact.
+    pub async fn forget_user(&self, user: Uuid) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        item::Entity::delete_many().filter(item::Column::UserId.eq(user)).exec(&txn).await?;
+        prefs::Entity::delete_many().filter(prefs::Column::UserId.eq(user)).exec(&txn).await?;
+        contact::Entity::delete_many().filter(contact::Column::UserId.eq(user)).exec(&txn).await?;
+        txn.commit().await
+    }
+
     pub async fn contact(&self, user: Uuid) -> Result<Option<contact::Model>, DbErr> {
         contact::Entity::find_by_id(user).one(&self.db).await
     }

@@ -53,6 +53,21 @@ impl SubscriptionStore {
             .await
     }
 
+    /// A deleted user's subscription ends now (expired, never renewed); how many rows moved.
+    pub async fn end_now(&self, user: Uuid) -> Result<u64, DbErr> {
+        let now = Utc::now();
+        Ok(subscription::Entity::update_many()
+            .col_expr(subscription::Column::Status, Expr::value(Status::Expired))
+            .col_expr(subscription::Column::CancelAtPeriodEnd, Expr::value(true))
+            .col_expr(subscription::Column::PeriodEnd, Expr::value(now))
+            .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
+            .filter(subscription::Column::UserId.eq(user))
+            .filter(subscription::Column::Status.ne(Status::Expired))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
     /// Sets or takes back a cancellation at the period's end.
     pub async fn set_cancel_at_period_end<C: ConnectionTrait>(
         &self,
