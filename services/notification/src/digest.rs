@@ -1,30 +1,40 @@
 //! The email digest: what finished since the last one, one email per user per run, claimed so
 //! that no two replicas send it.
 
-use skillup_kit::mailer::Email;
+use skillup_kit::{fluent_args, i18n::Locale, mailer::Email};
 
-use crate::{error::Result, store::item};
+use crate::{
+    domain::Notification,
+    error::Result,
+    store::item,
+    texts::{MESSAGES, localize},
+};
 
 use crate::notifier::*;
 
-/// One email for one finished task; a digest for several.
-pub(crate) fn digest(to: &str, items: &[item::Model], public_url: &str) -> Email {
-    let subject = match items {
+/// One email for one finished task; a digest for several — in the reader's language.
+pub(crate) fn digest(to: &str, locale: Locale, items: &[item::Model], public_url: &str) -> Email {
+    let items: Vec<Notification> =
+        items.iter().map(|n| localize(Notification::from(n), locale)).collect();
+    let subject = match &items[..] {
         [one] => one.title.clone(),
-        many => format!("{} of your generations have finished", many.len()),
+        many => {
+            let args = fluent_args![("count", many.len())];
+            MESSAGES.text(locale, "digest.subject", Some(&args))
+        }
     };
-    let mut body = String::from("Hello,\n\n");
-    for n in items {
+    let mut body = format!("{}\n\n", MESSAGES.text(locale, "digest.hello", None));
+    for n in &items {
         body.push_str(&format!("• {}\n", n.title));
         let excerpt = clip(&n.body, 200);
         if !excerpt.is_empty() {
             body.push_str(&format!("  {excerpt}\n"));
         }
     }
-    body.push_str(&format!(
-        "\nRead them in SkillUp: {}/api/generate\n\nYou can turn these emails off in your notification preferences.\n",
-        public_url.trim_end_matches('/')
-    ));
+    let link = format!("{}/api/generate", public_url.trim_end_matches('/'));
+    let read = MESSAGES.text(locale, "digest.read", Some(&fluent_args![("link", link)]));
+    let off = MESSAGES.text(locale, "digest.off", None);
+    body.push_str(&format!("\n{read}\n\n{off}\n"));
     Email { to: to.to_owned(), subject, body }
 }
 
@@ -47,7 +57,12 @@ impl Notifier {
             {
                 continue;
             }
-            let email = digest(&c.email, &items, &self.public_url);
+            // The language chosen for emails, else the account's.
+            let prefs = self.preferences(c.user_id).await?;
+            let locale = Locale::parse(&prefs.locale)
+                .or_else(|| Locale::parse(prefs.locale.split('-').next().unwrap_or("")))
+                .unwrap_or_else(|| Locale::or_default(&c.locale));
+            let email = digest(&c.email, locale, &items, &self.public_url);
             if let Err(e) = self.mailer.send(email).await {
                 tracing::warn!(error = %e, "digest email failed; it is retried next run");
                 self.store.unclaim_digest(c.user_id, c.emailed_seq, upto).await?;

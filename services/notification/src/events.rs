@@ -70,6 +70,8 @@ pub fn describe(
         aipb::GenerationCompleted::KIND => {
             let t = payload::<aipb::GenerationCompleted>(env)?.task?;
             data.insert("task_id".into(), t.id.clone());
+            data.insert("function".into(), t.function.replace('_', " "));
+            data.insert("topic".into(), clip(&t.topic, 200));
             Some((
                 NotificationKind::GenerationCompleted,
                 clip(&format!("Your {} is ready", task_line(&t)), 200),
@@ -80,6 +82,8 @@ pub fn describe(
         aipb::GenerationFailed::KIND => {
             let t = payload::<aipb::GenerationFailed>(env)?.task?;
             data.insert("task_id".into(), t.id.clone());
+            data.insert("function".into(), t.function.replace('_', " "));
+            data.insert("topic".into(), clip(&t.topic, 200));
             Some((
                 NotificationKind::GenerationFailed,
                 clip(&format!("Your {} could not be written", task_line(&t)), 200),
@@ -107,6 +111,7 @@ pub fn describe(
                     )
                 })
                 .unwrap_or_default();
+            data.insert("amount".into(), money.clone());
             let body = if ok { t.description.clone() } else { t.failure_reason.clone() };
             Some((
                 if ok {
@@ -126,11 +131,14 @@ pub fn describe(
         subpb::SubscriptionChanged::KIND => {
             let s = payload::<subpb::SubscriptionChanged>(env)?;
             data.insert("plan".into(), s.plan.clone());
-            let until = s
+            let end = s
                 .current_period_end
                 .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-                .map(|t| format!(" until {}", t.format("%Y-%m-%d")))
-                .unwrap_or_default();
+                .map(|t| t.format("%Y-%m-%d").to_string());
+            if let Some(end) = &end {
+                data.insert("until".into(), end.clone());
+            }
+            let until = end.map(|e| format!(" until {e}")).unwrap_or_default();
             Some((
                 NotificationKind::SubscriptionChanged,
                 clip(&format!("Your plan is now {}", s.plan), 200),
@@ -312,7 +320,7 @@ impl Notifier {
         let Some(u) = &reg.user else { return Ok(()) };
         let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
         // Pending: events of the same user may have been stored before this one arrived.
-        Ok(self.store.add_contact(user, &u.email).await?)
+        Ok(self.store.add_contact(user, &u.email, &u.locale).await?)
     }
 
     /// A changed profile: the address emails go to follows the account's.
@@ -322,7 +330,7 @@ impl Notifier {
     ) -> Result<()> {
         let Some(u) = &up.user else { return Ok(()) };
         let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
-        Ok(self.store.set_contact(user, &u.email).await?)
+        Ok(self.store.set_contact(user, &u.email, &u.locale).await?)
     }
 
     /// A deleted account: its notifications, preferences and contact go.

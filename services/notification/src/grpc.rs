@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use skillup_kit::{db::timestamp as ts, identity::Caller};
+use skillup_kit::{db::timestamp as ts, i18n::Locale, identity::Caller};
 use skillup_proto::notification::v1::{
     self as pb, notification_service_server::NotificationServiceServer,
 };
@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::{
     domain::{Notification, NotificationKind, Preferences},
     notifier::Notifier,
+    texts,
 };
 
 fn kind_pb(k: NotificationKind) -> pb::NotificationKind {
@@ -126,12 +127,16 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         req: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
         let user = caller(&req)?;
+        let locale = Locale::of(&req);
         let r = req.into_inner();
         let page = r.page.unwrap_or_default();
         let (notifications, next, unread_count) =
             self.notifier.list(user, page.page_size, &page.page_token, r.unread_only).await?;
         Ok(Response::new(pb::ListNotificationsResponse {
-            notifications: notifications.into_iter().map(Into::into).collect(),
+            notifications: notifications
+                .into_iter()
+                .map(|n| texts::localize(n, locale).into())
+                .collect(),
             page: Some(skillup_proto::common::v1::PageResponse { next_page_token: next }),
             unread_count,
         }))
@@ -154,8 +159,9 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let user = caller(&req)?;
+        let locale = Locale::of(&req);
         let live = self.notifier.subscribe(user, &req.get_ref().after_id).await?;
-        Ok(Response::new(Box::pin(live.map(|n| Ok(n.into())))))
+        Ok(Response::new(Box::pin(live.map(move |n| Ok(texts::localize(n, locale).into())))))
     }
 
     async fn get_preferences(

@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod live;
 pub mod notifier;
 pub mod store;
+pub mod texts;
 
 use std::time::Duration;
 

@@ -66,6 +66,7 @@ skillup_testkit::both_adapters!(
     a_user_on_either_replica_gets_every_event,
     lists_unread_counts_read_marks_and_preferences,
     a_burst_of_finished_tasks_sends_one_digest_email,
+    people_read_notifications_and_emails_in_their_language_until_they_are_deleted,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -339,4 +340,82 @@ async fn a_burst_of_finished_tasks_sends_one_digest_email(kind: Kind) {
     stored(&h, user, 7).await;
     assert_eq!(h.notifiers[0].send_digests().await.unwrap(), 0);
     assert_eq!(h.outbox.read_all().unwrap().len(), 2);
+}
+
+async fn people_read_notifications_and_emails_in_their_language_until_they_are_deleted(kind: Kind) {
+    use skillup_proto::auth::v1 as authpb;
+    let h = harness(kind, 1).await;
+    let user = Uuid::now_v7();
+    let account = |email: &str, locale: &str| authpb::User {
+        id: user.to_string(),
+        email: email.into(),
+        locale: locale.into(),
+        ..Default::default()
+    };
+    let bus = &h.t.infra.bus;
+    let reg = authpb::UserRegistered { user: Some(account("ivan@example.com", "ru")) };
+    skillup_kit::events::publish(bus, &user.to_string(), &reg).await.unwrap();
+    for i in 0..3 {
+        completed(&h, user, &format!("ru-{user}-{i}"), &format!("тема {i}")).await;
+    }
+    stored(&h, user, 3).await;
+    let mut sent = 0;
+    for _ in 0..400 {
+        sent += h.notifiers[0].send_digests().await.unwrap();
+        if sent > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mails = h.outbox.read_all().unwrap();
+    let mail = mails.iter().find(|m| m.to == "ivan@example.com").expect("a digest");
+    assert_eq!(mail.subject, "Готовы 3 генерации");
+    assert!(mail.body.starts_with("Здравствуйте!\n\n• Текст «тема 0» готов"), "{}", mail.body);
+    assert!(mail.body.contains("Эти письма можно отключить"), "{}", mail.body);
+
+    // The list speaks the reader's language, whatever the email's.
+    let in_lang = |locale: &str| {
+        let id = Caller {
+            user_id: user.to_string(),
+            exp: now_secs() + 300,
+            locale: locale.into(),
+            ..Default::default()
+        };
+        let mut req = Request::new(pb::ListNotificationsRequest::default());
+        req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+        req
+    };
+    let mut c = h.replicas[0].0.clone();
+    let ru = c.list_notifications(in_lang("ru")).await.unwrap().into_inner().notifications;
+    assert_eq!(ru[0].title, "Текст «тема 2» готов");
+    let en = c.list_notifications(in_lang("en")).await.unwrap().into_inner().notifications;
+    assert_eq!(en[0].title, "Your lesson plan about «тема 2» is ready");
+
+    // A new address and language: the next email follows both.
+    let up = authpb::UserUpdated { user: Some(account("ivan@new.example.com", "en")) };
+    skillup_kit::events::publish(bus, &user.to_string(), &up).await.unwrap();
+    for _ in 0..400 {
+        if h.notifiers[0].contact(user).await.unwrap().as_deref() == Some("ivan@new.example.com") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    completed(&h, user, &format!("en-{user}"), "topic").await;
+    stored(&h, user, 4).await;
+    assert_eq!(h.notifiers[0].send_digests().await.unwrap(), 1);
+    let mails = h.outbox.read_all().unwrap();
+    let mail = mails.iter().find(|m| m.to == "ivan@new.example.com").expect("to the new address");
+    assert_eq!(mail.subject, "Your lesson plan about «topic» is ready");
+
+    // Deleted: nothing of the person is left here.
+    let del = authpb::UserDeleted { user_id: user.to_string() };
+    skillup_kit::events::publish(bus, &user.to_string(), &del).await.unwrap();
+    for _ in 0..400 {
+        if h.notifiers[0].contact(user).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.notifiers[0].contact(user).await.unwrap(), None);
+    assert!(list(&h, user, false).await.notifications.is_empty());
 }

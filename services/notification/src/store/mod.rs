@@ -10,7 +10,7 @@ use sea_orm_migration::{prelude::*, schema::*};
 skillup_kit::migrator!(
     Migrator,
     "notification_migrations",
-    [M0001Init, M0002Contacts, M0003KindNames]
+    [M0001Init, M0002Contacts, M0003KindNames, M0004ContactLocale]
 );
 
 struct M0001Init;
@@ -132,6 +132,29 @@ impl MigrationTrait for M0003KindNames {
     }
 }
 
+/// The language a contact reads its emails in (from the account's profile).
+struct M0004ContactLocale;
+
+skillup_kit::migration_name!(M0004ContactLocale, "m0004_contact_locale");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004ContactLocale {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let mut column = string_len("locale", 8).default("en").to_owned();
+        m.alter_table(
+            Table::alter().table("notification_contacts").add_column(&mut column).to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter().table("notification_contacts").drop_column("locale").to_owned(),
+        )
+        .await
+    }
+}
+
 pub mod contact {
     use sea_orm::entity::prelude::*;
 
@@ -145,6 +168,8 @@ pub mod contact {
         pub emailed_seq: i64,
         /// Generation notifications wait for the next digest.
         pub mail_pending: bool,
+        /// `en` or `ru`: the account's language.
+        pub locale: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -152,12 +152,13 @@ impl NotificationStore {
 
     /// Keeps the user's address (first one wins), pending: events of the user may be stored
     /// already.
-    pub async fn add_contact(&self, user: Uuid, email: &str) -> Result<(), DbErr> {
+    pub async fn add_contact(&self, user: Uuid, email: &str, locale: &str) -> Result<(), DbErr> {
         contact::Entity::insert(contact::ActiveModel {
             user_id: Set(user),
             email: Set(email.to_owned()),
             emailed_seq: Set(0),
             mail_pending: Set(true),
+            locale: Set(locale.to_owned()),
         })
         .on_conflict_do_nothing_on([contact::Column::UserId])
         .exec(&self.db)
@@ -165,17 +166,18 @@ impl NotificationStore {
         .map(drop)
     }
 
-    /// The user's address now (a change of address), the contact made if missing.
-    pub async fn set_contact(&self, user: Uuid, email: &str) -> Result<(), DbErr> {
+    /// The user's address and language now (a changed profile), the contact made if missing.
+    pub async fn set_contact(&self, user: Uuid, email: &str, locale: &str) -> Result<(), DbErr> {
         contact::Entity::insert(contact::ActiveModel {
             user_id: Set(user),
             email: Set(email.to_owned()),
             emailed_seq: Set(0),
             mail_pending: Set(true),
+            locale: Set(locale.to_owned()),
         })
         .on_conflict(
             sea_orm::sea_query::OnConflict::column(contact::Column::UserId)
-                .update_column(contact::Column::Email)
+                .update_columns([contact::Column::Email, contact::Column::Locale])
                 .to_owned(),
         )
         .exec(&self.db)

@@ -1,0 +1,19 @@
+# What notifications and their emails say, in English. Every message here has its twin in
+# ru.ftl (a test checks).
+
+generation-completed = Your { $function } about «{ $topic }» is ready
+generation-failed = Your { $function } about «{ $topic }» could not be written
+payment-succeeded = Payment of { $amount } went through
+payment-failed = Payment of { $amount } was refused
+subscription-changed = Your plan is now { $plan }
+    .body = The { $plan } plan is in force.
+    .until = The { $plan } plan is in force until { $until }.
+
+digest =
+    .subject = { $count ->
+        [one] { $count } of your generations has finished
+       *[other] { $count } of your generations have finished
+    }
+    .hello = Hello,
+    .read = Read them in SkillUp: { $link }
+    .off = You can turn these emails off in your notification preferences.

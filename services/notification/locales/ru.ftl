@@ -1,0 +1,20 @@
+# Что говорят уведомления и письма о них, по-русски. У каждого сообщения здесь есть пара в
+# en.ftl (это проверяет тест).
+
+generation-completed = Текст «{ $topic }» готов
+generation-failed = Не удалось написать текст «{ $topic }»
+payment-succeeded = Платёж на { $amount } прошёл
+payment-failed = Платёж на { $amount } отклонён
+subscription-changed = Ваш тариф теперь — { $plan }
+    .body = Действует тариф { $plan }.
+    .until = Тариф { $plan } действует до { $until }.
+
+digest =
+    .subject = { $count ->
+        [one] Готова { $count } генерация
+        [few] Готовы { $count } генерации
+       *[many] Готовы { $count } генераций
+    }
+    .hello = Здравствуйте!
+    .read = Прочитать их в SkillUp: { $link }
+    .off = Эти письма можно отключить в настройках уведомлений.
