@@ -506,3 +506,69 @@ async fn a_deleted_account_leaves_no_personal_data_in_any_service() {
     let res = rest.post(format!("{base}/api/auth/register")).json(&account).send().await.unwrap();
     assert_eq!(res.status(), 201);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_the_notification_service_never_heard_of_still_gets_mail() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let mesh = Mesh::start(&[("SKILLUP_NOTIFICATION__DIGEST_SECS", "1")]).await;
+    let (base, outbox) = (mesh.edge(), mesh.dir.join("outbox"));
+    let rest = reqwest::Client::new();
+    let email = format!("unheard-{}@example.com", testing::unique());
+    let account = json!({"email": email, "password": "correct horse battery"});
+    let res = rest.post(format!("{base}/api/auth/register")).json(&account).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let verify = mailed_token(&outbox, &email);
+    let res = rest
+        .post(format!("{base}/api/auth/verify-email"))
+        .json(&json!({"token": verify}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // As if the account predated the notification service: its contact is not on file.
+    let db = sea_orm::Database::connect(mesh.database_url()).await.unwrap();
+    let pg = sea_orm::DatabaseBackend::Postgres;
+    let count = Statement::from_sql_and_values(
+        pg,
+        "SELECT count(*) AS n FROM notification_contacts WHERE email = $1",
+        [email.clone().into()],
+    );
+    for _ in 0..100 {
+        let n: i64 =
+            db.query_one_raw(count.clone()).await.unwrap().unwrap().try_get("", "n").unwrap();
+        if n == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forget = Statement::from_sql_and_values(
+        pg,
+        "DELETE FROM notification_contacts WHERE email = $1",
+        [email.clone().into()],
+    );
+    assert_eq!(db.execute_raw(forget).await.unwrap().rows_affected(), 1);
+
+    let res = rest.post(format!("{base}/api/auth/login")).json(&account).send().await.unwrap();
+    let token = ok(res, 200).await["access_token"].as_str().unwrap().to_owned();
+    let res = rest
+        .post(format!("{base}/api/generate"))
+        .bearer_auth(&token)
+        .json(&json!({"topic": "volcanoes", "function": "quiz", "mode": "MODE_ASYNC"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    // The finished task's notification asks auth for the contact; the digest mails it.
+    let mut mailed = false;
+    for _ in 0..300 {
+        mailed = std::fs::read_dir(&outbox).into_iter().flatten().any(|e| {
+            let body = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+            body.contains(&format!("To: {email}")) && body.contains("volcanoes")
+        });
+        if mailed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(mailed, "no email about the finished task: {}", mesh.log("notification"));
+}

@@ -154,6 +154,15 @@ impl Auth {
         self.store.user(id).await?.ok_or(AuthError::NotFound("no such account"))
     }
 
+    /// An active account, for another service that writes to it (deleted and deactivated
+    /// ones are NOT_FOUND).
+    pub async fn contact(&self, id: Uuid) -> Result<user::Model> {
+        match self.store.user(id).await? {
+            Some(u) if u.is_active => Ok(u),
+            _ => Err(AuthError::NotFound("no such account")),
+        }
+    }
+
     /// Drops an account from the recently-read ones.
     pub(crate) fn forget_profile(&self, id: Uuid) {
         self.profiles.write().expect("profiles lock").remove(&id);

@@ -300,6 +300,22 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         }))
     }
 
+    async fn get_contact(
+        &self,
+        req: Request<pb::GetContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let id = uuid::Uuid::parse_str(&req.get_ref().user_id)
+            .map_err(|_| AuthError::Invalid("user_id", "`user_id` must be a UUID".into()))?;
+        let user = self.auth.contact(id).await?;
+        Ok(Response::new(pb::Contact {
+            user_id: user.id.to_string(),
+            email: user.email,
+            name: user.name,
+            locale: user.locale,
+            email_verified: user.email_verified,
+        }))
+    }
+
     async fn get_jwks(
         &self,
         _req: Request<pb::GetJwksRequest>,

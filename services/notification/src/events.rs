@@ -278,8 +278,11 @@ impl Notifier {
             // The row and the digest's flag together (see `send_digests`); the next digest
             // emails it when the user has an address on file.
             match self.store.insert(row, DIGESTED.contains(&kind)).await {
-                Ok(n) => {
+                Ok((n, unknown)) => {
                     metrics::counter!("notifications_created_total").increment(1);
+                    if unknown {
+                        self.learn_contact(user).await;
+                    }
                     return Ok(Some(n));
                 }
                 // This very event is stored already (a redelivery): the stored one. Otherwise
@@ -321,6 +324,22 @@ impl Notifier {
         let Ok(user) = Uuid::parse_str(&u.id) else { return Ok(()) };
         // Pending: events of the same user may have been stored before this one arrived.
         Ok(self.store.add_contact(user, &u.email, &u.locale).await?)
+    }
+
+    /// A user with something to email but no contact on file (registered before this service
+    /// first ran): asks the directory, and files the contact with the digest flag up. Best
+    /// effort: the next such notification asks again.
+    pub(crate) async fn learn_contact(&self, user: Uuid) {
+        let Some(directory) = &self.directory else { return };
+        match directory.contact(user).await {
+            Ok(Some(c)) => {
+                if let Err(e) = self.store.add_contact(user, &c.email, &c.locale).await {
+                    tracing::warn!(error = %e, %user, "a learnt contact was not stored");
+                }
+            }
+            Ok(None) => tracing::debug!(%user, "no account to write to"),
+            Err(e) => tracing::warn!(error = %e, %user, "the directory did not answer"),
+        }
     }
 
     /// A changed profile: the address emails go to follows the account's.

@@ -6,6 +6,7 @@
 //! Reads top-down: [`build`] wires it and starts the consumers; [`grpc`] is the tonic adapter;
 //! [`service`] the rules; [`store`] the tables.
 
+pub mod clients;
 pub mod config;
 pub mod digest;
 pub mod domain;
@@ -15,6 +16,7 @@ pub mod grpc;
 pub mod inbox;
 pub mod live;
 pub mod notifier;
+pub mod ports;
 pub mod store;
 pub mod texts;
 
@@ -44,9 +46,19 @@ pub async fn build(
     digest_every: Duration,
     shutdown: Shutdown,
 ) -> Result<NotificationGrpc, BuildError> {
+    let notifier = Notifier::new(infra.db.clone(), infra.bus.clone(), mailer, public_url);
+    start(infra, notifier, digest_every, shutdown).await
+}
+
+/// [`build`] on a notifier made already (one that asks a directory, say).
+pub async fn start(
+    infra: &Infra,
+    notifier: Notifier,
+    digest_every: Duration,
+    shutdown: Shutdown,
+) -> Result<NotificationGrpc, BuildError> {
     const NAME: &str = <NotificationGrpc as Component>::NAME;
     migrate(&infra.db).await.map_err(BuildError::migrations(NAME))?;
-    let notifier = Notifier::new(infra.db.clone(), infra.bus.clone(), mailer, public_url);
     let consumers =
         notifier.consumers().await.map_err(BuildError::infrastructure(NAME, "consumers"))?;
     tokio::spawn(notifier.clone().run(consumers, shutdown.clone()));
@@ -78,6 +90,10 @@ impl Component for NotificationGrpc {
             .map_err(BuildError::infrastructure(Self::NAME, "mailer"))?;
         let every = Duration::from_secs(config.digest_secs.max(1));
         let public_url = &ctx.deployment.public_url;
-        build(ctx.infra, mailer, public_url, every, ctx.shutdown.clone()).await
+        let auth = clients::GrpcDirectory::new(ctx.channel("auth")?);
+        let notifier =
+            Notifier::new(ctx.infra.db.clone(), ctx.infra.bus.clone(), mailer, public_url)
+                .with_directory(std::sync::Arc::new(auth));
+        start(ctx.infra, notifier, every, ctx.shutdown.clone()).await
     }
 }

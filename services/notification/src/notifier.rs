@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Result,
+    ports::Directory,
     store::{NotificationStore, item},
 };
 
@@ -33,6 +34,8 @@ pub struct Notifier {
     pub(crate) public_url: String,
     /// Live subscribers of this replica, by user.
     pub(crate) live: Arc<Mutex<HashMap<Uuid, broadcast::Sender<Live>>>>,
+    /// Asked for the contact of a user never heard of (`None`: nobody to ask).
+    pub(crate) directory: Option<Arc<dyn Directory>>,
 }
 
 pub(crate) fn clip(s: &str, n: usize) -> String {
@@ -47,7 +50,14 @@ impl Notifier {
         public_url: impl Into<String>,
     ) -> Self {
         let store = NotificationStore::new(db);
-        Self { store, bus, mailer, public_url: public_url.into(), live: Default::default() }
+        let public_url = public_url.into();
+        Self { store, bus, mailer, public_url, live: Default::default(), directory: None }
+    }
+
+    /// Asks `directory` for the contact of users it has not heard of.
+    pub fn with_directory(mut self, directory: Arc<dyn Directory>) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// The user's newest sequence number (0 before the first notification).

@@ -124,7 +124,13 @@ impl NotificationStore {
     /// Stores a notification and, when the digest emails it (`digested`), marks its user's
     /// contact pending — together, so a digest claiming the contact sees both or neither. A
     /// unique violation: the event is stored already, or its sequence number was taken.
-    pub async fn insert(&self, row: item::Model, digested: bool) -> Result<item::Model, DbErr> {
+    /// Stores a notification; a `digested` one flags its user's contact for the next digest.
+    /// Also says whether such a contact was missing (a user never heard of).
+    pub async fn insert(
+        &self,
+        row: item::Model,
+        digested: bool,
+    ) -> Result<(item::Model, bool), DbErr> {
         let user = row.user_id;
         let txn = self.db.begin().await?;
         let n = match item::ActiveModel::from(row).insert(&txn).await {
@@ -134,15 +140,17 @@ impl NotificationStore {
                 return Err(e);
             }
         };
+        let mut unknown = false;
         if digested {
-            contact::Entity::update_many()
+            let flagged = contact::Entity::update_many()
                 .col_expr(contact::Column::MailPending, Expr::value(true))
                 .filter(contact::Column::UserId.eq(user))
                 .exec(&txn)
                 .await?;
+            unknown = flagged.rows_affected == 0;
         }
         txn.commit().await?;
-        Ok(n)
+        Ok((n, unknown))
     }
 
     /// The notification stored for bus event `event_id`.
