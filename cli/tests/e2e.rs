@@ -372,6 +372,20 @@ async fn the_seed_flow_against_skillup_up() {
     seed_flow(&base, &up.dir.join("outbox")).await;
 }
 
+/// Registers `account` and confirms its address from the email.
+async fn register_verified(rest: &reqwest::Client, base: &str, outbox: &Path, account: &Value) {
+    let res = rest.post(format!("{base}/api/auth/register")).json(account).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let verify = mailed_token(outbox, account["email"].as_str().unwrap());
+    let res = rest
+        .post(format!("{base}/api/auth/verify-email"))
+        .json(&json!({"token": verify}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 /// Every place the mesh keeps data that holds `needle`: `table.column` of the database (text
 /// and bytes alike) and keys of the cache under `prefix` (by name or string value).
 async fn traces(db_url: &str, prefix: &str, needle: &str) -> Vec<String> {
@@ -442,16 +456,7 @@ async fn a_deleted_account_leaves_no_personal_data_in_any_service() {
     let email = format!("forget-{}@example.com", testing::unique());
     let password = "correct horse battery";
     let account = json!({"email": email, "password": password, "name": "Ада"});
-    let res = rest.post(format!("{base}/api/auth/register")).json(&account).send().await.unwrap();
-    assert_eq!(res.status(), 201);
-    let verify = mailed_token(&outbox, &email);
-    let res = rest
-        .post(format!("{base}/api/auth/verify-email"))
-        .json(&json!({"token": verify}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    register_verified(&rest, &base, &outbox, &account).await;
     // A failed sign-in (counters), then a real one from a known device.
     let wrong = json!({"email": email, "password": "wrong password"});
     let res = rest.post(format!("{base}/api/auth/login")).json(&wrong).send().await.unwrap();
@@ -515,16 +520,7 @@ async fn an_account_the_notification_service_never_heard_of_still_gets_mail() {
     let rest = reqwest::Client::new();
     let email = format!("unheard-{}@example.com", testing::unique());
     let account = json!({"email": email, "password": "correct horse battery"});
-    let res = rest.post(format!("{base}/api/auth/register")).json(&account).send().await.unwrap();
-    assert_eq!(res.status(), 201);
-    let verify = mailed_token(&outbox, &email);
-    let res = rest
-        .post(format!("{base}/api/auth/verify-email"))
-        .json(&json!({"token": verify}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    register_verified(&rest, &base, &outbox, &account).await;
     // As if the account predated the notification service: its contact is not on file.
     let db = sea_orm::Database::connect(mesh.database_url()).await.unwrap();
     let pg = sea_orm::DatabaseBackend::Postgres;
