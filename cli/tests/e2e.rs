@@ -476,6 +476,27 @@ async fn a_deleted_account_leaves_no_personal_data_in_any_service() {
             .unwrap();
         assert!(res.status().is_success(), "{}", res.text().await.unwrap());
     }
+    // In the account's language, through every hop (edge → ai → subscribe and back).
+    let res = rest
+        .patch(format!("{base}/api/auth/me"))
+        .bearer_auth(&token)
+        .json(&json!({"locale": "ru"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = rest
+        .post(format!("{base}/api/generate"))
+        .bearer_auth(&token)
+        .header("accept-language", "en")
+        .json(&json!({"topic": "photosynthesis", "function": "lesson_plan"}))
+        .send()
+        .await
+        .unwrap();
+    let refused = ok(res, 402).await;
+    assert_eq!(refused["error"]["code"], "SUBSCRIPTION_REQUIRED", "{refused}");
+    let says = refused["error"]["message"].as_str().unwrap();
+    assert!(says.starts_with("Недоступно — оформите подписку"), "{refused}");
     let (db_url, prefix) =
         (mesh.database_url().to_owned(), mesh.setting("SKILLUP_CACHE_PREFIX").unwrap().to_owned());
     let before = traces(&db_url, &prefix, &email).await;

@@ -146,11 +146,15 @@ async fn everyone_starts_on_free_with_its_functions_and_quota(kind: Kind) {
     let no = entitled(&mut h, user, "lesson_plan").await;
     assert!(!no.allowed);
     assert_eq!(no.reason(), pb::DenyReason::FunctionNotInPlan);
-    assert!(
-        no.message.contains("subscribe") && no.message.contains("оформите подписку"),
-        "{}",
-        no.message
-    );
+    assert!(no.message.starts_with("Unavailable — subscribe to a plan"), "{}", no.message);
+    // Asked on behalf of someone who reads Russian: in Russian.
+    let mut req = Request::new(pb::CheckEntitlementRequest {
+        user_id: user.to_string(),
+        function_id: "lesson_plan".into(),
+    });
+    req.metadata_mut().insert("accept-language", "ru".parse().unwrap());
+    let no = h.client.check_entitlement(req).await.unwrap().into_inner();
+    assert!(no.message.starts_with("Недоступно — оформите подписку"), "{}", no.message);
     let err = h
         .client
         .reserve_quota(pb::ReserveQuotaRequest {

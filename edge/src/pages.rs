@@ -5,7 +5,7 @@
 //! auth RPC), and the answer is a page in the reader's language. No script: the policy allows
 //! none, and the token never leaves in a `Referer`.
 
-use std::{collections::HashMap, sync::Arc, sync::LazyLock};
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Form, Router,
@@ -18,18 +18,12 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header, request:
 use serde_json::{Value, json};
 use skillup_kit::{
     fluent_args,
-    i18n::{Catalogue, FluentArgs, Locale},
+    i18n::{FluentArgs, Locale},
 };
 
 use crate::{Inner, pipeline};
 
-/// The edge's message sources, by language.
-pub const SOURCES: [(Locale, &str); 2] = [
-    (Locale::En, include_str!("../locales/en.ftl")),
-    (Locale::Ru, include_str!("../locales/ru.ftl")),
-];
-
-static MESSAGES: LazyLock<Catalogue> = LazyLock::new(|| Catalogue::new(&SOURCES));
+skillup_kit::catalogue!();
 
 /// One of the steps a link leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

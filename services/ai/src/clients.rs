@@ -146,9 +146,11 @@ impl Prompts for GrpcPrompts {
 }
 
 /// A call to another service, carrying this span's trace (its span is a child of ours).
+/// A call on behalf of the one being served: its trace and its language.
 fn traced<T>(msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     skillup_kit::telemetry::inject_metadata(req.metadata_mut());
+    skillup_kit::i18n::forward(req.metadata_mut());
     req
 }
 

@@ -70,8 +70,10 @@ impl From<AiError> for Status {
         let msg = e.to_string();
         match e {
             AiError::Invalid(field, m) => invalid_field(field, m),
-            AiError::EmailNotVerified => status(ErrorCode::EmailNotVerified, msg),
-            AiError::NotFound(_) => status(ErrorCode::NotFound, msg),
+            AiError::EmailNotVerified => {
+                status(ErrorCode::EmailNotVerified, crate::texts::text("email-not-verified"))
+            }
+            AiError::NotFound(_) => status(ErrorCode::NotFound, crate::texts::text("not-found")),
             AiError::Conflict(_) => status(ErrorCode::Conflict, msg),
             AiError::KeyReused(_) => status(ErrorCode::IdempotencyKeyReused, msg),
             AiError::NotSubscribed(_) => status(ErrorCode::SubscriptionRequired, msg),
@@ -91,7 +93,7 @@ impl From<AiError> for Status {
             }
             AiError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "ai dependency failed");
-                status(ErrorCode::Unavailable, msg)
+                status(ErrorCode::Unavailable, crate::texts::text("unavailable"))
             }
         }
     }

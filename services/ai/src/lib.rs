@@ -32,6 +32,7 @@ pub mod results;
 pub mod store;
 pub mod stream;
 pub mod tasks;
+pub mod texts;
 pub mod worker;
 
 use skillup_kit::{

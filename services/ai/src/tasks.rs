@@ -46,7 +46,9 @@ impl Generator {
         // It stays in the caller's span, so the published job carries the caller's trace.
         use tracing::Instrument;
         let this = self.clone();
-        tokio::spawn(async move { this.enqueue_now(p).await }.instrument(tracing::Span::current()))
+        // In the caller's language too: a refusal is worded for them.
+        let work = skillup_kit::i18n::carried(async move { this.enqueue_now(p).await });
+        tokio::spawn(work.instrument(tracing::Span::current()))
             .await
             .map_err(|e| AiError::Unavailable(format!("queueing: {e}")))?
     }

@@ -74,3 +74,15 @@ email-taken =
         { $greeting }
 
         someone asked to move another SkillUp account to this address, which already has an account — yours. Nothing changed. If you forgot your password, reset it at { $reset }; to sign in, go to { $home }.
+
+# Errors people read.
+error-invalid-credentials = Email or password is wrong.
+error-throttled = Too many attempts; try again in { $seconds ->
+    [one] { $seconds } second
+   *[other] { $seconds } seconds
+}.
+error-sign-in = Sign in first.
+error-token-expired = Your session has expired; sign in again.
+error-token-revoked = This session has ended; sign in again.
+error-deactivated = This account is deactivated.
+error-unavailable = Sign-in is unavailable right now; try again in a moment.

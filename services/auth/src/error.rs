@@ -47,11 +47,16 @@ impl From<skillup_kit::Error> for AuthError {
 
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
+        use crate::letters::said;
         let msg = e.to_string();
         match e {
             AuthError::Invalid(field, m) => invalid_field(field, m),
-            AuthError::InvalidCredentials => status(ErrorCode::InvalidCredentials, msg),
+            AuthError::InvalidCredentials => {
+                status(ErrorCode::InvalidCredentials, said("error-invalid-credentials", None))
+            }
             AuthError::Throttled(secs) => {
+                let msg =
+                    said("error-throttled", Some(&skillup_kit::fluent_args![("seconds", secs)]));
                 let detail = skillup_proto::common::v1::ErrorDetail {
                     code: ErrorCode::RateLimited as i32,
                     message: msg.clone(),
@@ -68,15 +73,25 @@ impl From<AuthError> for Status {
                 }
                 s
             }
+            AuthError::Unauthenticated("sign in first") => {
+                status(ErrorCode::Unauthenticated, said("error-sign-in", None))
+            }
             AuthError::Unauthenticated(_) => status(ErrorCode::Unauthenticated, msg),
-            AuthError::Expired(_) => status(ErrorCode::TokenExpired, msg),
-            AuthError::Revoked(_) => status(ErrorCode::TokenRevoked, msg),
+            AuthError::Expired(_) => {
+                status(ErrorCode::TokenExpired, said("error-token-expired", None))
+            }
+            AuthError::Revoked(_) => {
+                status(ErrorCode::TokenRevoked, said("error-token-revoked", None))
+            }
+            AuthError::Forbidden("this account is deactivated") => {
+                status(ErrorCode::PermissionDenied, said("error-deactivated", None))
+            }
             AuthError::Forbidden(_) => status(ErrorCode::PermissionDenied, msg),
             AuthError::NotFound(_) => status(ErrorCode::NotFound, msg),
             AuthError::Conflict(_) => status(ErrorCode::Conflict, msg),
             AuthError::Unavailable(detail) => {
                 tracing::warn!(%detail, "auth dependency unavailable");
-                status(ErrorCode::Unavailable, msg)
+                status(ErrorCode::Unavailable, said("error-unavailable", None))
             }
             AuthError::Internal(detail) => {
                 tracing::error!(%detail, "auth internal error");

@@ -1,23 +1,20 @@
-//! The emails auth sends, in the reader's language: the texts are Fluent messages in
+//! The emails auth sends, and the errors people read, in the reader's language: the texts are Fluent messages in
 //! `locales/{en,ru}.ftl` (a test keeps the two in step), filled in here.
-
-use std::sync::LazyLock;
 
 use skillup_kit::{
     fluent_args,
-    i18n::{Catalogue, FluentArgs, Locale},
+    i18n::{FluentArgs, Locale},
     mailer::Email as Mail,
 };
 
 use crate::store::entities::user;
 
-/// Auth's message sources, by language.
-pub const SOURCES: [(Locale, &str); 2] = [
-    (Locale::En, include_str!("../locales/en.ftl")),
-    (Locale::Ru, include_str!("../locales/ru.ftl")),
-];
+skillup_kit::catalogue!();
 
-static MESSAGES: LazyLock<Catalogue> = LazyLock::new(|| Catalogue::new(&SOURCES));
+/// Message `key` in the language of the call being served (errors people read).
+pub(crate) fn said(key: &str, args: Option<&FluentArgs<'_>>) -> String {
+    MESSAGES.text(skillup_kit::i18n::current(), key, args)
+}
 
 /// The language an account reads.
 pub(crate) fn locale_of(user: &user::Model) -> Locale {

@@ -78,17 +78,52 @@ impl Locale {
 
     /// The locale a service answers a call in: as the edge asserted it (the identity layer
     /// puts it in the request's extensions, for anonymous calls too), else the call's
-    /// `accept-language` metadata (a direct gRPC caller), else English.
+    /// `accept-language` metadata (a direct gRPC caller, or a service calling on behalf of
+    /// one), else English.
     pub fn of<T>(req: &tonic::Request<T>) -> Self {
-        if let Some(l) = req.extensions().get::<Locale>() {
+        Self::of_parts(req.metadata().as_ref(), req.extensions())
+    }
+
+    /// [`Self::of`] from a request's headers and extensions.
+    pub fn of_parts(headers: &http::HeaderMap, extensions: &http::Extensions) -> Self {
+        if let Some(l) = extensions.get::<Locale>() {
             return *l;
         }
-        req.metadata()
+        headers
             .get("accept-language")
             .and_then(|v| v.to_str().ok())
             .and_then(Self::negotiate)
             .unwrap_or_default()
     }
+}
+
+tokio::task_local! {
+    static CURRENT: Locale;
+}
+
+/// The language of the call being served: the kit's server layers run every RPC inside
+/// [`scope`] with [`Locale::of`] its request, so an error message made anywhere below can be
+/// worded for the caller. English outside a call.
+pub fn current() -> Locale {
+    CURRENT.try_with(|l| *l).unwrap_or_default()
+}
+
+/// Puts the language of the call being served on a call this service makes on its behalf
+/// (`accept-language`), so the answer comes worded for the same person.
+pub fn forward(metadata: &mut tonic::metadata::MetadataMap) {
+    metadata
+        .insert("accept-language", tonic::metadata::MetadataValue::from_static(current().tag()));
+}
+
+/// `fut` as part of the call being served, in its language: for work a call hands to a task of
+/// its own (`tokio::spawn(i18n::carried(fut))`).
+pub fn carried<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope(current(), fut)
+}
+
+/// Runs `fut` as serving a call in `locale` (see [`current`]).
+pub async fn scope<F: std::future::Future>(locale: Locale, fut: F) -> F::Output {
+    CURRENT.scope(locale, fut).await
 }
 
 impl fmt::Display for Locale {
@@ -206,6 +241,28 @@ pub fn parity(sources: &[(Locale, &str)]) -> Vec<String> {
         }
     }
     missing
+}
+
+/// A crate's messages: `SOURCES` (its `locales/en.ftl` and `locales/ru.ftl`, compiled in) and
+/// `MESSAGES`, their [`Catalogue`]. Call it once, in the module that words things.
+#[macro_export]
+macro_rules! catalogue {
+    () => {
+        /// This crate's message sources, by language (`locales/{en,ru}.ftl`).
+        pub const SOURCES: [($crate::i18n::Locale, &str); 2] = [
+            (
+                $crate::i18n::Locale::En,
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/locales/en.ftl")),
+            ),
+            (
+                $crate::i18n::Locale::Ru,
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/locales/ru.ftl")),
+            ),
+        ];
+
+        pub(crate) static MESSAGES: std::sync::LazyLock<$crate::i18n::Catalogue> =
+            std::sync::LazyLock::new(|| $crate::i18n::Catalogue::new(&SOURCES));
+    };
 }
 
 /// Fluent arguments from pairs: `args![("count", 5), ("name", "Ада")]`.

@@ -3,19 +3,11 @@
 //! title; it is worded when read — a list, a live stream, an email — in the reader's language
 //! (`locales/{en,ru}.ftl`). Rows stored before they kept their arguments read as stored.
 
-use std::sync::LazyLock;
-
-use skillup_kit::i18n::{Catalogue, FluentArgs, Locale};
+use skillup_kit::i18n::{FluentArgs, Locale};
 
 use crate::domain::{Notification, NotificationKind};
 
-/// The service's message sources, by language.
-pub const SOURCES: [(Locale, &str); 2] = [
-    (Locale::En, include_str!("../locales/en.ftl")),
-    (Locale::Ru, include_str!("../locales/ru.ftl")),
-];
-
-pub(crate) static MESSAGES: LazyLock<Catalogue> = LazyLock::new(|| Catalogue::new(&SOURCES));
+skillup_kit::catalogue!();
 
 /// The sentence arguments each kind needs in `data`.
 fn needs(kind: NotificationKind) -> (&'static str, &'static [&'static str]) {

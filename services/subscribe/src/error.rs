@@ -12,9 +12,8 @@ pub enum SubscribeError {
     Invalid(&'static str, String),
     #[error("{0}")]
     NotFound(String),
-    #[error(
-        "unavailable — subscribe to a plan that includes it (недоступно — оформите подписку): {0}"
-    )]
+    /// Worded for the caller (see [`crate::texts`]).
+    #[error("{0}")]
     SubscriptionRequired(String),
     #[error("the quota of this period is used up: {0}")]
     QuotaExceeded(String),
@@ -43,12 +42,14 @@ impl From<SubscribeError> for Status {
             SubscribeError::NotFound(_) => status(ErrorCode::NotFound, msg),
             SubscribeError::SubscriptionRequired(_) => status(ErrorCode::SubscriptionRequired, msg),
             SubscribeError::QuotaExceeded(_) => status(ErrorCode::QuotaExceeded, msg),
-            SubscribeError::InsufficientFunds => status(ErrorCode::InsufficientFunds, msg),
+            SubscribeError::InsufficientFunds => {
+                status(ErrorCode::InsufficientFunds, crate::texts::text("insufficient-funds", None))
+            }
             SubscribeError::Conflict(_) => status(ErrorCode::Conflict, msg),
             SubscribeError::KeyReused(_) => status(ErrorCode::IdempotencyKeyReused, msg),
             SubscribeError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "subscribe dependency failed");
-                status(ErrorCode::Unavailable, msg)
+                status(ErrorCode::Unavailable, crate::texts::text("unavailable", None))
             }
         }
     }

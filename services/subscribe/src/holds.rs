@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::{DenyReason, Entitlement, QuotaHold, SubscriptionStatus as Status, Usage};
 use crate::subscriptions::*;
+use crate::texts;
 use crate::{
     error::{Result, SubscribeError},
     store::{
@@ -17,6 +18,7 @@ use crate::{
         quota::{Ask, Assumed, Settled, Taken},
     },
 };
+use skillup_kit::fluent_args;
 
 /// The subscription a reserve assumes, as the quota statements check it.
 pub(crate) fn assumed(cur: &Current) -> Assumed {
@@ -54,12 +56,10 @@ impl Subscriptions {
             priority: Ord::max(cur.plan.priority, 0) as u32,
         };
         if !includes(&cur.plan, function) {
+            let args = fluent_args![("function", function), ("plan", cur.plan.title.as_str())];
             return Ok(deny(
                 DenyReason::FunctionNotInPlan,
-                format!(
-                    "`{function}` is unavailable on the {} plan — subscribe to a plan that includes it (недоступно — оформите подписку)",
-                    cur.plan.title
-                ),
+                texts::text("not-in-plan", Some(&args)),
             ));
         }
         let u = self.usage_row(user, cur.period_start).await?;
@@ -67,10 +67,7 @@ impl Subscriptions {
             (u.tokens_used, u.tokens_held, u.generations_used, u.generations_held)
         });
         if tu + th >= cur.plan.token_quota || gu + gh >= cur.plan.generation_quota {
-            return Ok(deny(
-                DenyReason::QuotaExhausted,
-                "this period's quota is used up — upgrade your plan (квота исчерпана — смените тариф)".into(),
-            ));
+            return Ok(deny(DenyReason::QuotaExhausted, texts::text("quota-used-up", None)));
         }
         Ok(Entitlement {
             denied: None,
@@ -116,10 +113,8 @@ impl Subscriptions {
             if includes(&cur.plan, function) {
                 Ok(())
             } else {
-                Err(SubscribeError::SubscriptionRequired(format!(
-                    "`{function}` is not in the {} plan",
-                    cur.plan.title
-                )))
+                let args = fluent_args![("function", function), ("plan", cur.plan.title.as_str())];
+                Err(SubscribeError::SubscriptionRequired(texts::text("not-in-plan", Some(&args))))
             }
         };
         entitled(&cur)?;

@@ -21,6 +21,7 @@ pub mod history;
 pub mod holds;
 pub mod store;
 pub mod subscriptions;
+pub mod texts;
 
 use std::{sync::Arc, time::Duration};
 

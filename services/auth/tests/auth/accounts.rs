@@ -587,6 +587,22 @@ pub(crate) async fn a_profile_sets_name_language_and_time_zone(kind: Kind) {
 
     let tokens = sign_in(&mut h, &em, PASSWORD).await.unwrap();
     assert_eq!(validate(&mut h, &tokens.access_token).await.unwrap().locale, "ru");
+    // Errors people read come in the language the call asks for; the code stays.
+    let mut wrong = Request::new(pb::LoginRequest {
+        email: em.clone(),
+        password: "wrong password".into(),
+        ..Default::default()
+    });
+    wrong.metadata_mut().insert("accept-language", "ru-RU,ru;q=0.9".parse().unwrap());
+    let err = h.client.login(wrong).await.unwrap_err();
+    assert_eq!(
+        (reason(&err).as_str(), err.message()),
+        ("INVALID_CREDENTIALS", "Неверный email или пароль.")
+    );
+    let wrong =
+        pb::LoginRequest { email: em.clone(), password: "wrong".into(), ..Default::default() };
+    let err = h.client.login(wrong).await.unwrap_err();
+    assert_eq!(err.message(), "Email or password is wrong.", "English when nothing is asked");
     let update = |name: Option<&str>, locale: Option<&str>, tz: Option<&str>| {
         bearer(
             pb::UpdateMeRequest {

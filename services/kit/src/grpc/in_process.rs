@@ -84,6 +84,7 @@ impl LocalChannel {
             let key = self.direct.identity.as_deref();
             crate::identity::admit(key, &mut headers, &mut extensions, path)
         };
+        let locale = crate::i18n::Locale::of_parts(&headers, &extensions);
         // Admitted as by the listener's load layer (before the identity check's answer counts).
         let (permit, timeout) = (self.direct.load.admit(), self.direct.load.timeout());
         let mut rec = Recorder::new(metrics.clone());
@@ -97,7 +98,8 @@ impl LocalChannel {
                 (None, _) => Err(super::LoadLayer::overloaded()),
                 (Some(_), Err(status)) => Err(status),
                 (Some(_permit), Ok(())) => {
-                    match tokio::time::timeout(timeout, handler(req)).await {
+                    let served = crate::i18n::scope(locale, handler(req));
+                    match tokio::time::timeout(timeout, served).await {
                         Ok(res) => res.map_err(without_source),
                         Err(_) => Err(super::LoadLayer::deadline_passed(timeout)),
                     }

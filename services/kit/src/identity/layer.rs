@@ -49,7 +49,11 @@ where
         let admitted =
             admit(self.key.as_deref(), &mut parts.headers, &mut parts.extensions, parts.uri.path());
         match admitted {
-            Ok(()) => Box::pin(self.inner.call(Request::from_parts(parts, body))),
+            Ok(()) => {
+                let locale = crate::i18n::Locale::of_parts(&parts.headers, &parts.extensions);
+                let call = self.inner.call(Request::from_parts(parts, body));
+                Box::pin(crate::i18n::scope(locale, call))
+            }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }
