@@ -28,3 +28,18 @@ link-invalid = This link is not valid, was used already, or has expired. Ask Ski
 too-many = Too many attempts. Wait a minute and try again.
 address-taken = This address has an account now, so the change was not made.
 try-later = Something went wrong on our side. Try again in a few minutes.
+
+# The edge's own errors, by code (a service's errors come worded by the service).
+error-UNAUTHENTICATED = Sign in first: the request has no valid access token.
+error-PERMISSION_DENIED = This action is not allowed for this account.
+error-NOT_FOUND = There is nothing at this address.
+error-METHOD_NOT_ALLOWED = This address does not take this method.
+error-RATE_LIMITED = Too many requests; try again in { $seconds ->
+    [one] { $seconds } second
+   *[other] { $seconds } seconds
+}.
+error-PAYLOAD_TOO_LARGE = The request is too large.
+error-UNSUPPORTED_MEDIA_TYPE = Send the body as JSON.
+error-DEADLINE_EXCEEDED = The service did not answer in time; try again.
+error-UNAVAILABLE = The service is unavailable right now; try again in a moment.
+error-INTERNAL = Something went wrong on our side; try again later.

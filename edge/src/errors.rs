@@ -21,6 +21,8 @@ pub struct ErrorParts {
     pub message: String,
     pub field: Option<String>,
     pub headers: HeaderMap,
+    /// Worded by a service for the person already (see [`ApiError::worded`]).
+    pub from_service: bool,
 }
 
 impl std::ops::Deref for ApiError {
@@ -44,7 +46,32 @@ impl ApiError {
             message: message.into(),
             field: None,
             headers: HeaderMap::new(),
+            from_service: false,
         }))
+    }
+
+    /// The edge's own error in `locale`: a sentence by its code (`error-{CODE}` in
+    /// `edge/locales`) for a reader of another language than the English the edge writes in.
+    /// A service's error is worded by the service; bad input (400) keeps its precise English
+    /// detail — it is for the developer of the client.
+    pub fn worded(mut self, locale: skillup_kit::i18n::Locale) -> Self {
+        if self.from_service
+            || locale == skillup_kit::i18n::Locale::En
+            || self.status == StatusCode::BAD_REQUEST
+        {
+            return self;
+        }
+        let seconds = self
+            .headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1);
+        let args = skillup_kit::fluent_args![("seconds", seconds)];
+        if let Some(text) = crate::pages::word(locale, &format!("error-{}", self.code), &args) {
+            self.message = text;
+        }
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -107,6 +134,9 @@ impl ApiError {
             _ => status.message().to_owned(),
         };
         let mut e = Self::new(http, &text, message);
+        // A coded status is the service's own answer, worded for the person; a bare one (a
+        // transport failure, a crash) is the edge's to word.
+        e.from_service = detail.is_some();
         if let Some(d) = &detail {
             if !d.field.is_empty() {
                 e.field = Some(d.field.clone());

@@ -165,6 +165,11 @@ async fn call(inner: &Arc<Inner>, parts: &Parts, path: &str, body: &Value) -> (S
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// Message `key` in `l`, if the edge has one.
+pub(crate) fn word(l: Locale, key: &str, args: &FluentArgs<'_>) -> Option<String> {
+    MESSAGES.has(key).then(|| MESSAGES.text(l, key, Some(args)))
+}
+
 fn text(l: Locale, key: &str, args: Option<&FluentArgs<'_>>) -> String {
     MESSAGES.text(l, key, args)
 }

@@ -398,3 +398,43 @@ pub(super) fn email_links_open_pages_that_do_the_step_in_the_readers_language() 
         assert_eq!((st, code(&v)), (404, "NOT_FOUND"));
     });
 }
+
+#[test]
+pub(super) fn the_edges_own_errors_are_worded_in_the_readers_language() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        let ask = |path: &'static str, lang: &'static str| {
+            let req = s.http.get(s.url(path)).header("accept-language", lang);
+            async move {
+                let res = req.send().await.unwrap();
+                let status = res.status().as_u16();
+                (status, res.json::<Value>().await.unwrap())
+            }
+        };
+        let (st, v) = ask("/v1/echo/x", "ru-RU,ru;q=0.9").await;
+        assert_eq!((st, code(&v)), (401, "UNAUTHENTICATED"), "the code stays");
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("Сначала войдите"), "{v}");
+        let (st, v) = ask("/api/nothing-here", "ru").await;
+        assert_eq!(
+            (st, v["error"]["message"].as_str()),
+            (404, Some("По этому адресу ничего нет."))
+        );
+        let (_, v) = ask("/api/nothing-here", "en").await;
+        assert_eq!(v["error"]["message"], "no such route", "English stays the edge's own words");
+        // A service's answer is worded by the service (auth here, in the asserted language),
+        // never re-worded by the edge.
+        let wrong = json!({"email": "nobody@example.com", "password": "wrong password"});
+        let res = s
+            .http
+            .post(s.url("/api/auth/login"))
+            .header("accept-language", "ru")
+            .json(&wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(code(&v), "INVALID_CREDENTIALS");
+        assert_eq!(v["error"]["message"], "Неверный email или пароль.", "{v}");
+    });
+}

@@ -35,6 +35,8 @@ use axum::{
 };
 use http::{HeaderMap, Request, header, request::Parts};
 
+use skillup_kit::i18n::Locale;
+
 use crate::{
     Inner, X_REQUEST_ID,
     authn::Decision,
@@ -76,10 +78,11 @@ pub(crate) async fn dispatch(State(inner): State<Arc<Inner>>, req: Request<Body>
     let (parts, body) = req.into_parts();
     let rid = request_id(&parts.headers);
     let method = parts.method.clone();
+    let locale = Locale::of_parts(&parts.headers, &parts.extensions);
     let (route, result) = handle(&inner, parts, body, rid.clone()).await;
     let res = match result {
         Ok(r) => r,
-        Err(e) => e.into_response_with(&rid),
+        Err(e) => e.worded(locale).into_response_with(&rid),
     };
     let elapsed = started.elapsed().as_secs_f64();
     match route {

@@ -176,6 +176,11 @@ impl Catalogue {
         &self.bundles.iter().find(|(l, _)| *l == locale).expect("every locale is built").1
     }
 
+    /// Whether message `key` (no attribute) exists in English.
+    pub fn has(&self, key: &str) -> bool {
+        self.bundle(Locale::En).has_message(key)
+    }
+
     /// Message `key` (or `key.attribute`) in `locale`, English when the locale lacks it, the
     /// key itself when no language has it (and an error in the log).
     pub fn text(&self, locale: Locale, key: &str, args: Option<&FluentArgs<'_>>) -> String {
