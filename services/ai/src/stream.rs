@@ -78,7 +78,7 @@ impl Generator {
             }
         };
         let this = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(skillup_kit::i18n::carried(async move {
             let mut text = String::new();
             let mut usage: Option<Usage> = None;
             let mut finish: Option<String> = None;
@@ -181,7 +181,7 @@ impl Generator {
                 this.remember(&p, served.label, &answer).await;
             }
             this.commit(&hold, produced.total() as u64).await;
-        });
+        }));
         Ok(ReceiverStream::new(rx))
     }
 }
