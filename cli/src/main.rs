@@ -88,6 +88,9 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Print the edge's OpenAPI document (every REST route of the contracts) and exit; the
+    /// web console's typed client is generated from it (`web/api/openapi.json`).
+    Openapi,
     /// Operators' tools.
     Admin {
         #[command(subcommand)]
@@ -250,6 +253,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { command } => keys(command, &config).await,
         Command::Health { timeout_ms } => health(&config, timeout_ms).await,
+        Command::Openapi => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(skillup_edge::openapi::contract_document().as_bytes())
+                .context("writing the document")?;
+            Ok(())
+        }
         Command::Admin { command: AdminCommand::Assertion { scopes, subject, ttl_secs } } => {
             let key = config.identity_key(false).context("the identity key (identity.key_file)")?;
             let identity = skillup_kit::identity::Caller {

@@ -141,11 +141,17 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let edge =
         components::edge(&settings, &infra, identity_key, Some(served), Some(local), &shutdown)?;
     let routes = edge.inner().table.routes.len();
+    let console = edge.has_console();
     let http_task = tokio::spawn(edge.serve(http, shutdown.clone()));
     say(&format!("ready  edge      {http_addr} ({routes} REST routes from the contracts)"));
 
     say("");
-    say("SkillUp is up.");
+    if console {
+        say(&format!("SkillUp is up: open {scheme}://{public}/"));
+        say(&format!("  console   {scheme}://{public}/"));
+    } else {
+        say("SkillUp is up (the web console is off: edge.console = false).");
+    }
     say(&format!("  api       {scheme}://{public}/api/openapi.json"));
     say(&format!("  health    {scheme}://{public}/healthz"));
     say(&format!("  ready     {scheme}://{public}/readyz"));

@@ -39,7 +39,7 @@ struct Up {
     lines: Vec<String>,
 }
 
-/// Starts `skillup up` on free ports and waits for its "SkillUp is up." line.
+/// Starts `skillup up` on free ports and waits for its "SkillUp is up" line.
 fn start_up(cmd: &mut Command, data_dir: &std::path::Path) -> Up {
     let mut child = cmd
         .args(["up", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
@@ -61,7 +61,7 @@ fn start_up(cmd: &mut Command, data_dir: &std::path::Path) -> Up {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                let done = line == "SkillUp is up.";
+                let done = line.starts_with("SkillUp is up");
                 lines.push(line);
                 if done {
                     break;

@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 #[path = "edge/auth_delegation.rs"]
 mod auth_delegation;
+#[path = "edge/console.rs"]
+mod console;
 #[path = "edge/resilience.rs"]
 mod resilience;
 #[path = "edge/streaming.rs"]

@@ -65,6 +65,8 @@ pub struct EdgeConfig {
     pub ws_ping_ms: u64,
     /// How long a WebSocket may take to send its token, milliseconds.
     pub ws_auth_timeout_ms: u64,
+    /// Serve the web console (built into the binary) at `/`; off = the JSON API only.
+    pub console: bool,
     /// Rate limits.
     pub rate: RateConfig,
     /// Circuit breakers, one per upstream service.
@@ -140,6 +142,7 @@ impl Default for EdgeConfig {
             sse_keepalive_ms: 15_000,
             ws_ping_ms: 20_000,
             ws_auth_timeout_ms: 10_000,
+            console: true,
             rate: RateConfig {
                 ip_per_sec: 50,
                 ip_burst: 100,

@@ -11,6 +11,7 @@
 pub mod authn;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod errors;
 pub mod json;
 pub mod limits;
@@ -20,6 +21,7 @@ pub mod openapi;
 mod pages;
 mod pipeline;
 pub mod routes;
+pub mod session;
 pub mod stream;
 mod tls;
 pub mod transcode;
@@ -107,6 +109,10 @@ pub struct Inner {
     pub(crate) internal: Vec<IpNet>,
     pub(crate) trusted: Vec<IpNet>,
     openapi: Bytes,
+    /// The web console, when served.
+    pub(crate) console: Option<console::Console>,
+    /// Where the session cookies are sent.
+    pub(crate) cookie_paths: session::CookiePaths,
     readiness: Readiness,
     /// After SIGTERM: how long /readyz reads 503 while connections are still accepted, then
     /// how long in-flight requests may take.
@@ -170,6 +176,8 @@ impl Edge {
             });
         }
         let limits = Limits::new(&cfg.rate);
+        let cookie_paths = session::CookiePaths::of(&table);
+        let cfg_console = if cfg.console { console::Console::load() } else { None };
         let inner = Arc::new(Inner {
             internal: net::nets(&cfg.internal_cidrs),
             trusted: net::nets(&cfg.trusted_proxies),
@@ -179,6 +187,8 @@ impl Edge {
             authn,
             limits,
             openapi: Bytes::from(doc.to_string()),
+            cookie_paths,
+            console: cfg_console,
             readiness,
             drain: Duration::from_millis(parts.config.shutdown.drain_ms),
             grace: Duration::from_millis(parts.config.shutdown.grace_ms),
@@ -227,13 +237,14 @@ impl Edge {
             ))
         };
         let cors = cors(&inner.cfg.cors_origins);
-        let app = Router::new()
+        let mut app = Router::new()
             .route(NGINX_VALIDATE, get(nginx::nginx_validate))
-            .route("/api/openapi.json", get(openapi_json))
-            .merge(pages::routes())
-            .fallback(pipeline::dispatch)
-            .with_state(inner)
-            .merge(ops);
+            .route("/api/openapi.json", get(openapi_json));
+        // The pages our emails link to are the console's; without it, the edge's own.
+        if inner.console.is_none() {
+            app = app.merge(pages::routes());
+        }
+        let app = app.fallback(front).with_state(inner.clone()).merge(ops);
         // Layers, outermost first:
         let stack = ServiceBuilder::new()
             // request id: accept the caller's X-Request-Id or mint one, before anything logs;
@@ -252,7 +263,24 @@ impl Edge {
             .option_layer(cors)
             // gzip: compresses JSON answers (never SSE streams) for clients that ask.
             .layer(CompressionLayer::new());
-        app.layer(stack)
+        let app = app.layer(stack);
+        if inner.cfg.tls_cert_file.is_some() {
+            // Over TLS, browsers are told to come back only that way.
+            app.layer(axum::middleware::map_response(|mut res: Response| async move {
+                res.headers_mut().insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+                );
+                res
+            }))
+        } else {
+            app
+        }
+    }
+
+    /// Whether this edge serves the web console.
+    pub fn has_console(&self) -> bool {
+        self.inner.console.is_some()
     }
 
     /// Serves on `listener` (HTTPS when a certificate is configured) until `shutdown`, then
@@ -388,6 +416,28 @@ impl Inner {
         skillup_kit::telemetry::inject_metadata(&mut md);
         md
     }
+}
+
+/// Every request no route of its own took: the web console's reads (paths no contract route
+/// claims, outside `/api/`), else the transcoding pipeline (which answers an unknown path as
+/// a JSON 404).
+async fn front(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response {
+    if let Some(console) = &inner.console
+        && console::Console::claims(req.method(), req.uri().path())
+        && matches!(inner.table.lookup(req.method(), req.uri().path()), routes::Lookup::NotFound)
+    {
+        let started = std::time::Instant::now();
+        let (parts, _) = req.into_parts();
+        let res = console.serve(&parts);
+        routes::RouteMetrics::record_other(
+            "console",
+            &parts.method,
+            res.status(),
+            started.elapsed().as_secs_f64(),
+        );
+        return res;
+    }
+    pipeline::dispatch(State(inner), req).await
 }
 
 async fn openapi_json(State(inner): State<Arc<Inner>>) -> Response {

@@ -15,6 +15,16 @@ use crate::{
 };
 
 /// Builds the document.
+/// The document of every route the contracts define (`skillup openapi`; the web console's
+/// typed client is generated from it).
+pub fn contract_document() -> String {
+    let pool = prost_reflect::DescriptorPool::decode(skillup_proto::FILE_DESCRIPTOR_SET)
+        .expect("the contracts' descriptor set decodes");
+    let table = RouteTable::from_pool(&pool, None).expect("the contracts' routes are valid");
+    let doc = document(&table, "SkillUp API", env!("CARGO_PKG_VERSION"));
+    serde_json::to_string_pretty(&doc).expect("a JSON value serializes") + "\n"
+}
+
 pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut schemas: BTreeMap<String, Value> = BTreeMap::new();
@@ -49,6 +59,36 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
                 if bound.contains(&f.name())
                     || matches!(&route.body, BodyRule::Field(b) if b == f.name())
                 {
+                    continue;
+                }
+                if let Kind::Message(m) = f.kind()
+                    && well_known(&m).is_none()
+                    && !f.is_list()
+                    && !f.is_map()
+                {
+                    // A message in the query: its scalar fields as `field.sub`; a `page` of
+                    // `page_size` / `page_token` by the top-level names the edge also takes.
+                    for sub in m.fields() {
+                        let Some(schema) =
+                            query_schema(&sub).filter(|_| !matches!(sub.kind(), Kind::Message(_)))
+                        else {
+                            continue;
+                        };
+                        let alias = f.name() == "page"
+                            && matches!(sub.name(), "page_size" | "page_token")
+                            && rpc.input.get_field_by_name(sub.name()).is_none();
+                        let name = if alias {
+                            sub.name().to_owned()
+                        } else {
+                            format!("{}.{}", f.name(), sub.name())
+                        };
+                        let mut p = json!({"name": name, "in": "query", "required": false, "schema": schema});
+                        let d = field_comment(&sub);
+                        if !d.is_empty() {
+                            p["description"] = json!(d);
+                        }
+                        params.push(p);
+                    }
                     continue;
                 }
                 if let Some(schema) = query_schema(&f) {
@@ -378,6 +418,18 @@ fn field_comment(f: &FieldDescriptor) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The web console's typed client is generated from the saved document: it must be what
+    /// the contracts give (`scripts/web-api` refreshes it and the types).
+    #[test]
+    fn the_consoles_saved_document_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/api/openapi.json");
+        let saved = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            saved == super::contract_document(),
+            "web/api/openapi.json is stale: run scripts/web-api (then commit it and web/app/api/schema.d.ts)"
+        );
+    }
+
     use prost_reflect::DescriptorPool;
 
     use super::*;

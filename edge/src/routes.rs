@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Method;
 use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor, Value};
 use skillup_proto::{
-    common::v1::{EdgeRule, RateClass},
+    common::v1::{EdgeRule, RateClass, SessionStep},
     google::api::{HttpRule, http_rule::Pattern},
 };
 
@@ -39,6 +39,8 @@ pub struct Access {
     pub timeout_ms: u32,
     pub internal: bool,
     pub success_status: u16,
+    /// Its part in a browser session carried by cookies.
+    pub session: SessionStep,
 }
 
 /// What the HTTP body maps to.
@@ -113,6 +115,11 @@ impl RouteMetrics {
     /// A request that matched no route.
     pub fn record_unmatched(method: &Method, status: http::StatusCode, secs: f64) {
         Self::record_labelled("unmatched", method, status, secs);
+    }
+
+    /// A request answered outside the route table (`console`).
+    pub fn record_other(label: &str, method: &Method, status: http::StatusCode, secs: f64) {
+        Self::record_labelled(label, method, status, secs);
     }
 
     fn record_labelled(label: &str, method: &Method, status: http::StatusCode, secs: f64) {
@@ -359,6 +366,7 @@ impl RouteTable {
                                     timeout_ms: r.timeout_ms,
                                     internal: r.internal,
                                     success_status: r.success_status as u16,
+                                    session: r.session(),
                                 }
                             }
                             _ => Access::default(),

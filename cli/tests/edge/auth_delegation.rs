@@ -304,6 +304,26 @@ pub(super) fn nginx_auth_request_endpoint() {
 
 // ---------- the pages our emails link to ----------
 
+#[test]
+pub(super) fn with_the_console_the_links_open_the_console() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |_| {}).await;
+        for path in
+            ["/verify-email?token=abc", "/reset-password?token=abc", "/confirm-email?token=abc"]
+        {
+            let res = s.http.get(s.url(path)).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+            let scripts = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap();
+            assert!(scripts.contains("'self'") && !scripts.contains("unsafe-inline"), "{csp}");
+            assert!(
+                res.text().await.unwrap().contains("<div id=\"__nuxt\">"),
+                "{path}: the console's shell"
+            );
+        }
+    });
+}
+
 /// The link to `path` in the newest mail to `to`, as a path and query on this edge.
 fn link_in(s: &support::Stack, to: &str, path: &str) -> String {
     let mails = s.outbox.read_all().unwrap();
@@ -315,7 +335,8 @@ fn link_in(s: &support::Stack, to: &str, path: &str) -> String {
 #[test]
 pub(super) fn email_links_open_pages_that_do_the_step_in_the_readers_language() {
     mt().block_on(async {
-        let s = stack(Kind::Real, |_| {}).await;
+        // Without the console (API-only deployments) the edge's own pages serve the links.
+        let s = stack(Kind::Real, |c| c.edge.console = false).await;
         let email = format!("pages-{}@example.com", skillup_testkit::unique());
         let res = s
             .http

@@ -14,7 +14,7 @@ use crate::{
     Inner,
     errors::ApiError,
     routes::{self, Route},
-    stream, transcode,
+    session, stream, transcode,
 };
 
 pub(super) async fn call(
@@ -26,7 +26,11 @@ pub(super) async fn call(
     let route = &call.route;
     let rule = &route.rpc.rule;
     let mut md = inner.base_metadata(&parts.headers, &call.rid);
-    let body_bytes = read_body(inner, &parts, body, route).await?;
+    let session = session::carried(inner, &parts, rule.session)?;
+    let mut body_bytes = read_body(inner, &parts, body, route).await?;
+    if let Some(carried) = session {
+        body_bytes = session::fill_request(carried, &route.rpc.input, &parts.headers, body_bytes)?;
+    }
     let msg = transcode::request_message(route, &call.vars, parts.uri.query(), &body_bytes)?;
     inner.put_identity(&mut md, call.decision.as_ref(), &call.rid, call.client);
     let Some(upstream) = inner.upstreams.get(&route.rpc.upstream) else {
@@ -53,7 +57,7 @@ pub(super) async fn call(
         return Ok(res);
     }
     let answer = upstream.unary(grpc_path, transcode::encode(&msg), md, timeout, idempotent).await;
-    respond::unary(inner, &call, answer)
+    respond::unary(inner, &call, answer, session)
 }
 
 /// The body: at most `edge.max_body_bytes`, within `edge.body_timeout_ms` (408 otherwise), and

@@ -12,12 +12,19 @@ use super::Call;
 
 /// A response message the edge answers with as it is, not as JSON.
 const HTTP_BODY: &str = "google.api.HttpBody";
-use crate::{Inner, errors::ApiError, transcode, upstream::CallError};
+use crate::{
+    Inner,
+    errors::ApiError,
+    session::{self, Carried},
+    transcode,
+    upstream::CallError,
+};
 
 pub(super) fn unary(
     inner: &Inner,
     call: &Call,
     answer: Result<tonic::Response<bytes::Bytes>, CallError>,
+    session: Option<Carried>,
 ) -> Result<Response, ApiError> {
     let rule = &call.route.rpc.rule;
     let r = match answer {
@@ -28,6 +35,9 @@ pub(super) fn unary(
                 && e.status != StatusCode::TOO_MANY_REQUESTS
             {
                 v.write(&mut e.headers);
+            }
+            if let Some(carried) = session {
+                session::finish_error(carried, &inner.cookie_paths, &mut e);
             }
             return Err(e);
         }
@@ -44,7 +54,11 @@ pub(super) fn unary(
         });
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut res = if status == StatusCode::NO_CONTENT {
-        status.into_response()
+        let mut res = status.into_response();
+        if let Some(carried) = session {
+            session::finish_answer(carried, &inner.cookie_paths, Vec::new(), res.headers_mut());
+        }
+        res
     } else if call.route.rpc.output.full_name() == HTTP_BODY {
         let mut res = raw_body(r.metadata(), r.get_ref())?;
         *res.status_mut() = status;
@@ -55,7 +69,15 @@ pub(super) fn unary(
             r.get_ref(),
             call.route.response_body.as_deref(),
         )?;
+        let mut cookies = http::HeaderMap::new();
+        let json = match session {
+            Some(carried) => {
+                session::finish_answer(carried, &inner.cookie_paths, json, &mut cookies)
+            }
+            None => json,
+        };
         let mut res = Response::new(Body::from(json));
+        res.headers_mut().extend(cookies);
         *res.status_mut() = status;
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

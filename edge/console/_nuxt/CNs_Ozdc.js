@@ -1,0 +1,1 @@
+var e=e=>{};export{e as t};

@@ -1,0 +1,62 @@
+// Numbers, money and dates in the reader's locale, through Intl.
+
+export interface Money {
+  currency?: string | null
+  amount_minor?: string | number | null
+}
+
+const cache = new Map<string, Intl.NumberFormat | Intl.DateTimeFormat>()
+
+function numberFormat(locale: string, options: Intl.NumberFormatOptions): Intl.NumberFormat {
+  const key = `n|${locale}|${JSON.stringify(options)}`
+  let f = cache.get(key) as Intl.NumberFormat | undefined
+  if (!f) cache.set(key, (f = new Intl.NumberFormat(locale, options)))
+  return f
+}
+
+export function formatNumber(locale: string, n: number | string | null | undefined): string {
+  return numberFormat(locale, {}).format(Number(n ?? 0))
+}
+
+/** `{currency, amount_minor}` as money (minor units by the currency's own digits). */
+export function formatMoney(locale: string, money: Money | null | undefined): string {
+  const currency = money?.currency || 'USD'
+  const f = numberFormat(locale, { style: 'currency', currency })
+  const digits = f.resolvedOptions().maximumFractionDigits ?? 2
+  return f.format(Number(money?.amount_minor ?? 0) / 10 ** digits)
+}
+
+/** Major units typed by a person → minor units for the API (`12.5` USD → `1250`). */
+export function toMinor(locale: string, currency: string, major: number): number {
+  const digits = numberFormat(locale, { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2
+  return Math.round(major * 10 ** digits)
+}
+
+export function formatDate(locale: string, iso: string | null | undefined, withTime = true, timeZone?: string): string {
+  if (!iso) return ''
+  const d = new Date(iso)
+  if (Number.isNaN(d.getTime())) return ''
+  const key = `d|${locale}|${withTime}|${timeZone ?? ''}`
+  let f = cache.get(key) as Intl.DateTimeFormat | undefined
+  if (!f) {
+    f = new Intl.DateTimeFormat(locale, {
+      dateStyle: 'medium',
+      ...(withTime ? { timeStyle: 'short' } : {}),
+      ...(timeZone ? { timeZone } : {}),
+    })
+    cache.set(key, f)
+  }
+  return f.format(d)
+}
+
+/** "3 minutes ago" in the reader's language. */
+export function formatRelative(locale: string, iso: string | null | undefined, now = Date.now()): string {
+  if (!iso) return ''
+  const secs = Math.round((new Date(iso).getTime() - now) / 1000)
+  const rtf = new Intl.RelativeTimeFormat(locale, { numeric: 'auto' })
+  const abs = Math.abs(secs)
+  if (abs < 60) return rtf.format(secs, 'second')
+  if (abs < 3600) return rtf.format(Math.round(secs / 60), 'minute')
+  if (abs < 86400) return rtf.format(Math.round(secs / 3600), 'hour')
+  return rtf.format(Math.round(secs / 86400), 'day')
+}

@@ -1,0 +1,82 @@
+// The whole product as a new person meets it, against a real `skillup up`: sign up, confirm the
+// address from the emailed link, a streamed text, a queued one that completes live, both found
+// in the library, a top-up, a subscription that unlocks a function, notifications, and signing
+// out everywhere.
+import { test, expect, nav, signUp } from './fixtures'
+
+test('a new person goes through the whole product', async ({ page }) => {
+  await signUp(page)
+
+  // A short function streams in live.
+  await page.getByLabel('Topic', { exact: true }).fill('Photosynthesis')
+  await page.getByRole('radio', { name: /Quiz/ }).check()
+  await page.getByRole('button', { name: 'Generate', exact: true }).click()
+  await expect(page.getByTestId('phase')).toHaveText('Done')
+  await expect(page.getByTestId('output')).toContainText(/\w+/)
+  const latencies = await page.evaluate(() => performance.getEntriesByName('stream-token').map((e) => e.duration))
+  expect(latencies.length).toBeGreaterThan(0)
+  test.info().annotations.push({ type: 'stream-token-ms', description: JSON.stringify(summary(latencies)) })
+
+  // A long one goes to the queue and its result arrives through the socket.
+  await page.getByRole('radio', { name: /Article/ }).check()
+  await page.getByLabel('Topic', { exact: true }).fill('Volcanoes of Kamchatka')
+  const queued = page.waitForResponse((r) => r.url().endsWith('/api/generate/tasks') && r.status() === 202)
+  await page.getByRole('button', { name: 'Generate', exact: true }).click()
+  await queued
+  // Well before the fallback poll (15 s): the socket brought it.
+  await expect(page.getByTestId('phase')).toHaveText('Done', { timeout: 10_000 })
+  await expect(page.getByTestId('output')).toContainText(/\w+/)
+  await expect(page.getByRole('status').filter({ hasText: /Volcanoes|Article|ready/i }).first()).toBeVisible()
+
+  // Both are in the library, and search finds each.
+  await nav(page, 'Library')
+  await expect(page.getByTestId('document')).toHaveCount(2)
+  await page.getByLabel('Search').fill('Kamchatka')
+  await expect(page.getByTestId('document')).toHaveCount(1)
+  await expect(page.getByTestId('document')).toContainText('Kamchatka')
+  await page.getByLabel('Search').fill('Photosynthesis')
+  await expect(page.getByTestId('document')).toHaveCount(1)
+  await expect(page.getByTestId('document')).toContainText('Photosynthesis')
+  await page.getByTestId('document').getByRole('link').first().click()
+  await expect(page.getByTestId('text')).toContainText(/\w+/)
+
+  // The locked function says why and where to go.
+  await nav(page, 'Generate')
+  await page.getByRole('radio', { name: /Lesson plan/ }).check()
+  await expect(page.getByTestId('locked')).toContainText('Unavailable — subscribe to a plan')
+
+  // Top up, subscribe; the function unlocks.
+  await page.getByRole('link', { name: 'See plans' }).click()
+  await page.getByLabel('Amount').fill('25')
+  await page.getByRole('button', { name: 'Top up' }).click()
+  await expect(page.getByTestId('balance')).toHaveText('$25.00')
+  await page.getByRole('button', { name: 'Subscribe' }).first().click()
+  await expect(page.getByTestId('current-plan')).toContainText('Basic')
+  await expect(page.getByTestId('balance')).toHaveText('$15.10')
+  await nav(page, 'Generate')
+  await page.getByRole('radio', { name: /Lesson plan/ }).check()
+  await expect(page.getByTestId('locked')).toHaveCount(0)
+  await expect(page.getByRole('button', { name: 'Generate', exact: true })).toBeDisabled()
+  await page.getByLabel('Topic', { exact: true }).fill('Fractions')
+  await expect(page.getByRole('button', { name: 'Generate', exact: true })).toBeEnabled()
+
+  // Notifications: the finished task and the payment, live in the bell; all read.
+  await expect(page.getByTestId('unread')).toBeVisible()
+  await page.getByRole('link', { name: /Notifications/ }).click()
+  await expect(page.getByTestId('notification').first()).toBeVisible()
+  await page.getByRole('button', { name: 'Mark all as read' }).click()
+  await expect(page.getByTestId('unread')).toHaveCount(0)
+
+  // Sign out everywhere: back to sign-in, and the session is gone on reload.
+  await nav(page, 'Account')
+  await page.getByRole('button', { name: 'Sign out everywhere' }).click()
+  await expect(page).toHaveURL(/\/signin/)
+  await page.goto('/library')
+  await expect(page).toHaveURL(/\/signin/)
+})
+
+function summary(xs: number[]) {
+  const s = [...xs].sort((a, b) => a - b)
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!
+  return { n: s.length, p50: at(0.5), p95: at(0.95), max: s[s.length - 1] }
+}

@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest'
+import { formatMoney, toMinor } from '~/utils/format'
+import { fileNameOf } from '~/composables/useExport'
+
+describe('money and names', () => {
+  it('formats minor units by the currency in the reader locale', () => {
+    expect(formatMoney('en', { currency: 'USD', amount_minor: '1510' })).toBe('$15.10')
+    expect(formatMoney('ru', { currency: 'USD', amount_minor: '1510' }).replace(/\s/g, ' ')).toBe('15,10 $')
+    expect(formatMoney('en', { currency: 'JPY', amount_minor: 500 })).toBe('¥500')
+    expect(toMinor('en', 'USD', 12.5)).toBe(1250)
+  })
+
+  it('reads the download name the server gives, Cyrillic included', () => {
+    const d = "attachment; filename=\"Fotosintez.md\"; filename*=UTF-8''%D0%A4%D0%BE%D1%82%D0%BE%D1%81%D0%B8%D0%BD%D1%82%D0%B5%D0%B7.md"
+    expect(fileNameOf(d, 'x.md')).toBe('Фотосинтез.md')
+    expect(fileNameOf('attachment; filename="a.txt"', 'x')).toBe('a.txt')
+    expect(fileNameOf(null, 'x.md')).toBe('x.md')
+  })
+})
