@@ -9,7 +9,7 @@ export const PASSWORD = 'correct horse battery staple'
 
 export const test = base.extend<object>({
   baseURL: async ({}, use) => {
-    await use(process.env.SKILLUP_URL)
+    await use(process.env.E2E_SKILLUP_URL)
   },
 })
 
@@ -21,7 +21,7 @@ export function unique(): string {
 
 /** The newest link to `path` in the mail to `to`, waiting for the mail to be written. */
 export async function mailedLink(to: string, path: string): Promise<string> {
-  const outbox = join(process.env.SKILLUP_DATA_DIR!, 'outbox')
+  const outbox = join(process.env.E2E_DATA_DIR!, 'outbox')
   for (let i = 0; i < 100; i++) {
     const mails = readdirSync(outbox, { withFileTypes: true })
       .filter((e) => e.isFile())

@@ -1,4 +1,4 @@
-// Starts `skillup up` (the binary cargo built: SKILLUP_BIN, else target/debug/skillup) on free
+// Starts `skillup up` (the binary cargo built: E2E_SKILLUP_BIN, else target/debug/skillup) on free
 // ports in a fresh data directory, waits for its "SkillUp is up: open <url>" line, and hands the
 // URL and the data directory (whose outbox holds the emails) to the tests.
 import { spawn } from 'node:child_process'
@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline'
 export const STATE = join(tmpdir(), 'skillup-e2e-state.json')
 
 export default async function globalSetup() {
-  const bin = process.env.SKILLUP_BIN ?? fileURLToPath(new URL('../../target/debug/skillup', import.meta.url))
+  const bin = process.env.E2E_SKILLUP_BIN ?? fileURLToPath(new URL('../../target/debug/skillup', import.meta.url))
   const dataDir = mkdtempSync(join(tmpdir(), 'skillup-e2e-'))
   // The embedded defaults: never the developer's servers.
   const { DATABASE_URL: _db, REDIS_URL: _cache, AMQP_URL: _bus, ...inherited } = process.env
@@ -43,7 +43,7 @@ export default async function globalSetup() {
     child.on('exit', (code) => fail(new Error(`\`skillup up\` exited with ${code}`)))
   })
   child.stdout!.resume()
-  process.env.SKILLUP_URL = url
-  process.env.SKILLUP_DATA_DIR = dataDir
+  process.env.E2E_SKILLUP_URL = url
+  process.env.E2E_DATA_DIR = dataDir
   writeFileSync(STATE, JSON.stringify({ pid: child.pid, url, dataDir }))
 }

@@ -69,7 +69,7 @@ test('signing out in one tab returns the other to sign-in', async ({ context }) 
 
 test('a session revoked from another device ends here on the next call', async ({ page, browser }) => {
   const email = await signUp(page)
-  const other = await browser.newContext({ baseURL: process.env.SKILLUP_URL })
+  const other = await browser.newContext({ baseURL: process.env.E2E_SKILLUP_URL })
   const there = await other.newPage()
   await there.goto('/signin')
   await there.getByLabel('Email').fill(email)
