@@ -103,7 +103,7 @@ fn every_bad_input_gets_a_clear_4xx() {
             (status, v, headers)
         };
         let h = &s.http;
-        let (st, v, _) = send(h.get(s.url("/nope"))).await;
+        let (st, v, _) = send(h.get(s.url("/api/nope"))).await;
         assert_eq!((st, code(&v)), (404, "NOT_FOUND"));
         assert!(!v["error"]["request_id"].as_str().unwrap().is_empty());
         let (st, v, hd) = send(h.delete(s.url("/api/auth/login"))).await;
@@ -151,8 +151,9 @@ fn every_bad_input_gets_a_clear_4xx() {
                 .await;
         assert!(st == 431, "oversize headers: {st} {v}");
         // The hidden RPC has no route at all.
-        let (st, _, _) = send(h.get(s.url("/skillup.testing.v1.EchoService/Hidden"))).await;
-        assert_eq!(st, 404);
+        let hidden = h.post(s.url("/skillup.testing.v1.EchoService/Hidden")).json(&json!({}));
+        let (st, v, _) = send(hidden).await;
+        assert_eq!((st, code(&v)), (404, "NOT_FOUND"));
     });
 }
 
@@ -212,7 +213,7 @@ fn request_ids_are_accepted_or_minted_and_passed_on() {
         assert_eq!(res.headers()["x-request-id"], "req-42");
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["request_id"], "req-42", "the service sees the same id");
-        let res = s.http.get(s.url("/nope")).send().await.unwrap();
+        let res = s.http.get(s.url("/api/nope")).send().await.unwrap();
         let minted = res.headers()["x-request-id"].to_str().unwrap().to_owned();
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["error"]["request_id"], minted);

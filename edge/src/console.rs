@@ -61,7 +61,7 @@ impl Console {
     pub fn claims(method: &Method, path: &str) -> bool {
         (method == Method::GET || method == Method::HEAD)
             && !path.starts_with("/api/")
-            && path != "/api"
+            && !matches!(path, "/api" | "/healthz" | "/readyz" | "/metrics")
     }
 
     /// The answer to a read of `parts.uri.path()`.
@@ -239,5 +239,8 @@ mod tests {
         assert!(!Console::claims(&Method::GET, "/api/nothing"));
         assert!(!Console::claims(&Method::GET, "/api"));
         assert!(!Console::claims(&Method::POST, "/library"));
+        for ops in ["/healthz", "/readyz", "/metrics"] {
+            assert!(!Console::claims(&Method::GET, ops), "{ops}");
+        }
     }
 }

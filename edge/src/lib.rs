@@ -428,7 +428,12 @@ async fn front(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response 
     {
         let started = std::time::Instant::now();
         let (parts, _) = req.into_parts();
-        let res = console.serve(&parts);
+        // Like every request, before anything is looked up: the header limits and the per-IP
+        // budget (a flood of deep links costs what a flood of API calls does).
+        let res = match pipeline::admit_only(&inner, &parts) {
+            Ok(()) => console.serve(&parts),
+            Err(e) => e.into_response_with(&pipeline::request_id(&parts.headers)),
+        };
         routes::RouteMetrics::record_other(
             "console",
             &parts.method,

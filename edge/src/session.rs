@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, header, request::Parts};
 use serde_json::{Map, Value};
 use skillup_proto::common::v1::SessionStep;
 
-use crate::{Inner, errors::ApiError, net, pipeline, routes::RouteTable};
+use crate::{Inner, errors::ApiError, net, routes::RouteTable};
 
 /// The request header by which a client asks for cookie transport.
 pub const TRANSPORT_HEADER: &str = "x-session-transport";
@@ -74,6 +74,7 @@ pub struct Carried {
 pub(crate) fn carried(
     inner: &Inner,
     parts: &Parts,
+    peer: std::net::SocketAddr,
     step: SessionStep,
 ) -> Result<Option<Carried>, ApiError> {
     let asked = parts
@@ -84,7 +85,7 @@ pub(crate) fn carried(
     if !asked || step == SessionStep::Unspecified {
         return Ok(None);
     }
-    let secure = secure(inner, parts);
+    let secure = secure(inner, parts, peer);
     let origin = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let own = own_origin(parts, secure);
     let allowed = origin.is_some_and(|o| {
@@ -101,11 +102,10 @@ pub(crate) fn carried(
 }
 
 /// Over TLS here, or behind a trusted proxy that says the client spoke HTTPS.
-fn secure(inner: &Inner, parts: &Parts) -> bool {
+fn secure(inner: &Inner, parts: &Parts, peer: std::net::SocketAddr) -> bool {
     if inner.cfg.tls_cert_file.is_some() {
         return true;
     }
-    let peer = pipeline::peer(parts);
     net::contains(&inner.trusted, peer.ip())
         && parts
             .headers

@@ -26,7 +26,7 @@ pub(super) async fn call(
     let route = &call.route;
     let rule = &route.rpc.rule;
     let mut md = inner.base_metadata(&parts.headers, &call.rid);
-    let session = session::carried(inner, &parts, rule.session)?;
+    let session = session::carried(inner, &parts, super::peer(&parts), rule.session)?;
     let mut body_bytes = read_body(inner, &parts, body, route).await?;
     if let Some(carried) = session {
         body_bytes = session::fill_request(carried, &route.rpc.input, &parts.headers, body_bytes)?;

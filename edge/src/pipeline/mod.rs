@@ -131,6 +131,11 @@ async fn handle(inner: &Arc<Inner>, parts: Parts, body: Body, rid: String) -> Ha
     (label, res)
 }
 
+/// Stage 1 alone, for answers served outside the pipeline (the web console).
+pub(crate) fn admit_only(inner: &Arc<Inner>, parts: &Parts) -> Result<(), ApiError> {
+    admit::admit(inner, parts).map(|_| ())
+}
+
 pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
