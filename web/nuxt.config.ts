@@ -26,10 +26,11 @@ export default defineNuxtConfig({
     strategy: 'no_prefix',
     vueI18n: './i18n.config.ts',
     defaultLocale: 'en',
-    langDir: 'locales',
     locales: [
-      { code: 'en', language: 'en-US', name: 'English', file: 'en.json' },
-      { code: 'ru', language: 'ru-RU', name: 'Русский', file: 'ru.json' },
+      // The messages come from i18n.config.ts (bundled: lazy files get keys hashed from their
+      // absolute path, which would make the build depend on where the checkout is).
+      { code: 'en', language: 'en-US', name: 'English' },
+      { code: 'ru', language: 'ru-RU', name: 'Русский' },
     ],
     detectBrowserLanguage: {
       useCookie: true,

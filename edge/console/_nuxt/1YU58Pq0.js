@@ -1,1 +1,0 @@
-var e={one:0,few:1,many:2,other:2},t=new Intl.PluralRules(`ru`),n=new Intl.PluralRules(`en`),r=()=>({legacy:!1,fallbackLocale:`en`,pluralRules:{ru:(n,r)=>Math.min(e[t.select(n)]??2,r-1),en:(e,t)=>Math.min(n.select(e)===`one`?0:1,t-1)}});export{r as default};
