@@ -32,6 +32,24 @@ test('the access token is renewed silently before it expires', async ({ page }) 
   await expect(page.getByText('Nothing here yet')).toBeVisible()
 })
 
+test('an expired access token is renewed silently on the next call', async ({ page }) => {
+  test.setTimeout(120_000)
+  await page.clock.install()
+  await signUp(page)
+  // The page's clock stops, so its timer cannot renew early: the token really expires (60 s in
+  // the test config; the server allows no grace on expiry). The edge then closes the live
+  // socket (4401) and the page renews from the cookie — or, had it no socket, the next call's
+  // 401 would (tests/unit/client.test.ts).
+  const renewed = page.waitForResponse((r) => r.url().endsWith('/api/auth/refresh') && r.status() === 200, { timeout: 90_000 })
+  await page.clock.pauseAt(Date.now() + 1_000)
+  await page.waitForTimeout(62_000)
+  await renewed
+  await page.clock.resume()
+  await nav(page, 'Library')
+  await expect(page).toHaveURL(/\/library$/)
+  await expect(page.getByText('Nothing here yet')).toBeVisible()
+})
+
 test('two tabs renewing at once share one refresh and both stay signed in', async ({ context }) => {
   await context.clock.install()
   const a = await context.newPage()
