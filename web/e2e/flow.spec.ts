@@ -30,6 +30,8 @@ test('a new person goes through the whole product', async ({ page }) => {
 
   // Both are in the library, and search finds each.
   await nav(page, 'Library')
+  // The new page's content takes the focus (screen readers announce it; Tab starts there).
+  await expect(page.locator('#main')).toBeFocused()
   await expect(page.getByTestId('document')).toHaveCount(2)
   await page.getByLabel('Search').fill('Kamchatka')
   await expect(page.getByTestId('document')).toHaveCount(1)
