@@ -15,3 +15,15 @@ md.renderer.rules.link_open = (tokens, idx, options, env, self) => {
 export function renderMarkdown(text: string): string {
   return md.render(text)
 }
+
+/** An excerpt as prose: Markdown's marks (headings, bullets, emphasis, code, links) taken out;
+ * an underscore inside a word (`OPENAI_API_KEY`) stays. */
+export function plainText(text: string): string {
+  return text
+    .replace(/\[([^\]]*)\]\([^)]*\)/g, '$1')
+    .replace(/(^|\s)(#{1,6}|[-*+>]|\d+\.)\s+/g, '$1')
+    .replace(/[*`]+|~~/g, '')
+    .replace(/(^|[\s(])(_{1,2})([^_\s](?:.*?[^_\s])?)\2(?=[\s).,!?:;]|$)/g, '$1$3')
+    .replace(/\s+/g, ' ')
+    .trim()
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { renderMarkdown } from '~/utils/markdown'
+import { plainText, renderMarkdown } from '~/utils/markdown'
 
 describe('generated Markdown', () => {
   it('renders formatting', () => {
@@ -16,5 +16,15 @@ describe('generated Markdown', () => {
 
   it('opens links away from the console', () => {
     expect(renderMarkdown('[a](https://example.com)')).toContain('rel="noopener noreferrer nofollow" target="_blank"')
+  })
+})
+
+describe('excerpts as prose', () => {
+  it('drops the marks and keeps the words', () => {
+    expect(plainText('# Summary: Tides\n- **What** they are\n- _why_ and `how`\n1. [Read](https://x)')).toBe('Summary: Tides What they are why and how Read')
+  })
+
+  it('keeps an underscore inside a word', () => {
+    expect(plainText('set OPENAI_API_KEY or __ANTHROPIC_API_KEY__')).toBe('set OPENAI_API_KEY or ANTHROPIC_API_KEY')
   })
 })
