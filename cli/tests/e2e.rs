@@ -534,6 +534,149 @@ async fn a_deleted_account_leaves_no_personal_data_in_any_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_takes_all_their_data_away_in_one_archive() {
+    use std::io::Read as _;
+    let mesh = Mesh::start(&[]).await;
+    let (base, outbox) = (mesh.edge(), mesh.dir.join("outbox"));
+    let rest = reqwest::Client::new();
+    let email = format!("takeout-{}@example.com", testing::unique());
+    let password = "correct horse battery";
+    let account = json!({"email": email, "password": password, "name": "Ада", "locale": "ru"});
+    register_verified(&rest, &base, &outbox, &account).await;
+    let credentials = json!({"email": email, "password": password});
+    let res = rest.post(format!("{base}/api/auth/login")).json(&credentials).send().await.unwrap();
+    let token = ok(res, 200).await["access_token"].as_str().unwrap().to_owned();
+    let post = |path: &str, body: Value| {
+        rest.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send()
+    };
+    let get = |path: String| rest.get(format!("{base}{path}")).bearer_auth(&token).send();
+
+    // Something in every service: money, a document inline and one queued (a notification).
+    let res = rest
+        .post(format!("{base}/api/payments/top-up"))
+        .bearer_auth(&token)
+        .header("idempotency-key", format!("takeout-{email}"))
+        .json(&json!({"amount_minor": 700, "currency": "USD"}))
+        .send()
+        .await
+        .unwrap();
+    let top_up = ok(res, 201).await;
+    let body = json!({"topic": "фотосинтез", "function": "email", "mode": "MODE_SYNC"});
+    let inline = ok(post("/api/generate", body).await.unwrap(), 200).await;
+    let body = json!({"topic": "осень", "function": "email", "mode": "MODE_ASYNC"});
+    let queued = ok(post("/api/generate", body).await.unwrap(), 202).await;
+    let task = queued["task"]["task_id"].as_str().unwrap().to_owned();
+    let mut notified = false;
+    for _ in 0..200 {
+        let list = ok(get("/api/notifications".into()).await.unwrap(), 200).await;
+        if list["notifications"].as_array().is_some_and(|n| !n.is_empty()) {
+            notified = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(notified, "the queued generation's notification never came");
+
+    // Asked for twice: one export, 202, prepared in the background.
+    let first = ok(post("/api/auth/me/export", json!({})).await.unwrap(), 202).await;
+    let second = ok(post("/api/auth/me/export", json!({})).await.unwrap(), 202).await;
+    assert_eq!(first["id"], second["id"]);
+    let id = first["id"].as_str().unwrap().to_owned();
+    let mut ready = Value::Null;
+    for _ in 0..300 {
+        let list = ok(get("/api/auth/me/export".into()).await.unwrap(), 200).await;
+        let found = list["exports"].as_array().unwrap().iter().find(|e| e["id"] == id).cloned();
+        if let Some(e) = found.filter(|e| e["status"] != "DATA_EXPORT_STATUS_PREPARING") {
+            ready = e;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready["status"], "DATA_EXPORT_STATUS_READY", "{ready}");
+    let url = ready["download_url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("/api/auth/me/export/{id}"));
+
+    // The link came by email, in the account's language.
+    let mut letter = String::new();
+    for _ in 0..100 {
+        for entry in std::fs::read_dir(&outbox).into_iter().flatten() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            if text.contains(&format!("To: {email}")) && text.contains(&format!("export={id}")) {
+                letter = text;
+            }
+        }
+        if !letter.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(letter.contains(&format!("/account?export={id}")), "no link mailed: {letter}");
+
+    // Only its owner downloads it: a zip, streamed through the edge.
+    let stranger = json!({"email": format!("s-{email}"), "password": password});
+    register_verified(&rest, &base, &outbox, &stranger).await;
+    let res = rest.post(format!("{base}/api/auth/login")).json(&stranger).send().await.unwrap();
+    let other = ok(res, 200).await["access_token"].as_str().unwrap().to_owned();
+    let res = rest.get(format!("{base}{url}")).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(ok(res, 404).await["error"]["code"], "NOT_FOUND");
+    let res = rest.get(format!("{base}{url}")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = get(url.clone()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let header = |n: &str| res.headers()[n].to_str().unwrap().to_owned();
+    assert_eq!(header("content-type"), "application/zip");
+    assert!(header("content-disposition").starts_with("attachment; filename=\"skillup-data-"));
+    assert_eq!(header("cache-control"), "private, no-store");
+    let bytes = res.bytes().await.unwrap();
+    assert_eq!(
+        ready["size_bytes"].as_str().map(|s| s.parse::<usize>().unwrap()),
+        Some(bytes.len())
+    );
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let name = f.name().unwrap().into_owned();
+        let mut text = String::new();
+        f.read_to_string(&mut text).unwrap();
+        files.insert(name, text);
+    }
+    let read = |name: &str| -> Value {
+        serde_json::from_str(
+            files.get(name).unwrap_or_else(|| panic!("no {name}: {:?}", files.keys())),
+        )
+        .unwrap()
+    };
+    assert_eq!(read("account.json")["email"], email.as_str());
+    assert_eq!(read("account.json")["name"], "Ада");
+    assert!(!read("sessions.json").as_array().unwrap().is_empty());
+    let docs = read("library/documents.json");
+    let ids: Vec<&str> =
+        docs.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&inline["completion"]["id"].as_str().unwrap()), "{ids:?}");
+    assert!(ids.contains(&task.as_str()), "{ids:?}");
+    let markdown = files.keys().filter(|k| k.starts_with("library/") && k.ends_with(".md")).count();
+    assert_eq!(markdown, 2, "each document as Markdown: {:?}", files.keys());
+    assert!(files.keys().any(|k| k.contains("фотосинтез")), "named by title: {:?}", files.keys());
+    let entries = read("transactions.json");
+    assert_eq!(entries[0]["id"], top_up["id"]);
+    assert_eq!(read("wallets.json")[0]["balance_minor"], 700);
+    assert_eq!(read("subscription.json")["current"]["plan"]["id"], "free");
+    assert!(read("usage.json")["periods"][0]["generations_used"].as_u64().unwrap() >= 1);
+    let notes = read("notifications.json");
+    assert!(!notes.as_array().unwrap().is_empty());
+    assert!(
+        notes[0]["title"].as_str().unwrap().chars().any(|c| matches!(c, 'а'..='я')),
+        "worded in the account's language: {notes}"
+    );
+    assert_eq!(read("notification-contact.json")["email"], email.as_str());
+    assert_eq!(
+        read("export.json")["parts"],
+        json!(["auth", "ai", "subscribe", "payment", "notification"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_the_notification_service_never_heard_of_still_gets_mail() {
     use sea_orm::{ConnectionTrait, Statement};
     let mesh = Mesh::start(&[("SKILLUP_NOTIFICATION__DIGEST_SECS", "1")]).await;

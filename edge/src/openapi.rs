@@ -140,7 +140,8 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
             None => schema_ref(&rpc.output, &mut pending),
         };
         let mut responses = Map::new();
-        if rpc.server_streaming {
+        let file = rpc.output.full_name() == "google.api.HttpBody";
+        if rpc.server_streaming && !file {
             responses.insert(
                 "200".into(),
                 json!({
@@ -150,7 +151,7 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
             );
         } else if ok == 204 {
             responses.insert("204".into(), json!({"description": "done, no content"}));
-        } else if rpc.output.full_name() == "google.api.HttpBody" {
+        } else if file {
             responses.insert(
                 ok.to_string(),
                 json!({

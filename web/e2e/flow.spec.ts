@@ -2,7 +2,8 @@
 // address from the emailed link, a streamed text, a queued one that completes live, both found
 // in the library, a top-up, a subscription that unlocks a function, notifications, and signing
 // out everywhere.
-import { test, expect, nav, signUp } from './fixtures'
+import { readFileSync } from 'node:fs'
+import { test, expect, mailedLink, nav, signUp } from './fixtures'
 
 test('a new person goes through the whole product', async ({ page }) => {
   await signUp(page)
@@ -75,6 +76,28 @@ test('a new person goes through the whole product', async ({ page }) => {
   await expect(page).toHaveURL(/\/signin/)
   await page.goto('/library')
   await expect(page).toHaveURL(/\/signin/)
+})
+
+test('a person takes a copy of all their data away', async ({ page }) => {
+  const email = await signUp(page)
+  await nav(page, 'Account')
+  const section = page.locator('#your-data')
+  await section.getByRole('button', { name: 'Prepare a copy of my data' }).click()
+  await expect(section.getByText('Ready', { exact: true })).toBeVisible({ timeout: 30_000 })
+  await expect(section.getByRole('button', { name: 'Prepare a copy of my data' })).toBeEnabled()
+
+  // The emailed link opens the account page at that copy; the download needs the session.
+  const link = await mailedLink(email, '/account?export=')
+  await page.goto(link)
+  await expect(section.getByText('Here is the copy from your email')).toBeVisible()
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    section.getByRole('button', { name: 'Download' }).click(),
+  ])
+  expect(download.suggestedFilename()).toMatch(/^skillup-data-\d{4}-\d{2}-\d{2}\.zip$/)
+  const path = await download.path()
+  const head = readFileSync(path).subarray(0, 2).toString('latin1')
+  expect(head).toBe('PK')
 })
 
 function summary(xs: number[]) {

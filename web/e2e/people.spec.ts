@@ -92,7 +92,11 @@ for (const locale of ['en', 'ru'] as const) {
         await axe(page, '/notifications')
         await page.goto('/account')
         await expect(page.getByRole('heading', { level: 1 })).toBeVisible()
+        const data = page.locator('#your-data')
+        await data.getByRole('button', { name: locale === 'ru' ? 'Подготовить копию моих данных' : 'Prepare a copy of my data' }).click()
+        await expect(data.getByRole('button', { name: locale === 'ru' ? 'Скачать' : 'Download' })).toBeVisible({ timeout: 30_000 })
         await axe(page, '/account')
+        await data.screenshot({ path: `${shots}account-data-${locale}-${scheme}.png` })
       })
     })
   }

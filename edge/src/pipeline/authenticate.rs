@@ -36,7 +36,10 @@ pub(super) async fn authenticate(
             }
         }
     }
-    if call.route.rpc.server_streaming && !call.streaming {
+    // A file the service streams (`google.api.HttpBody`) is a plain download; other streams
+    // need a client that reads one.
+    let file = call.route.rpc.output.full_name() == super::respond::HTTP_BODY;
+    if call.route.rpc.server_streaming && !call.streaming && !file {
         return Err(ApiError::new(
             406,
             "NOT_ACCEPTABLE",

@@ -49,8 +49,12 @@ pub(super) async fn call(
             .server_streaming(grpc_path, transcode::encode(&msg), md, timeout, idempotent)
             .await
             .map_err(|e| inner.call_error(e))?;
-        let keep = Duration::from_millis(inner.cfg.sse_keepalive_ms.max(100));
-        let mut res = stream::sse(opened.into_inner(), route, keep, call.rid.clone());
+        let mut res = if route.rpc.output.full_name() == respond::HTTP_BODY {
+            respond::streamed_body(opened).await?
+        } else {
+            let keep = Duration::from_millis(inner.cfg.sse_keepalive_ms.max(100));
+            stream::sse(opened.into_inner(), route, keep, call.rid.clone())
+        };
         if let Some(v) = call.verdict {
             v.write(res.headers_mut());
         }

@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use super::Call;
 
 /// A response message the edge answers with as it is, not as JSON.
-const HTTP_BODY: &str = "google.api.HttpBody";
+pub(super) const HTTP_BODY: &str = "google.api.HttpBody";
 use crate::{
     Inner,
     errors::ApiError,
@@ -93,17 +93,55 @@ pub(super) fn unary(
 /// name the service gave (`content-disposition` metadata), and headers that keep a browser from
 /// sniffing or running it in our origin.
 fn raw_body(md: &tonic::metadata::MetadataMap, bytes: &[u8]) -> Result<Response, ApiError> {
+    let body = decode_body(bytes)?;
+    let mut res = Response::new(Body::from(body.data));
+    download_headers(res.headers_mut(), md, &body.content_type);
+    Ok(res)
+}
+
+/// A server stream of `google.api.HttpBody` as one download (grpc-gateway's convention): the
+/// first message's content type, the service's `content-disposition`, and each message's bytes
+/// sent on as they arrive, so a large file never sits whole in the edge. A failure before the
+/// first bytes is the usual error answer; one midway cuts the body short (the client sees an
+/// incomplete download, never a silently shorter file).
+pub(super) async fn streamed_body(
+    opened: tonic::Response<tonic::Streaming<bytes::Bytes>>,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt as _;
+    let (md, mut stream, _) = opened.into_parts();
+    let first = match stream.next().await {
+        Some(Ok(bytes)) => decode_body(&bytes)?,
+        Some(Err(status)) => return Err(ApiError::from_status(&status)),
+        None => skillup_proto::google::api::HttpBody::default(),
+    };
+    let rest = stream.map(|r| {
+        let bytes = r.map_err(|s| std::io::Error::other(s.message().to_owned()))?;
+        let body = decode_body(&bytes).map_err(|_| std::io::Error::other("unreadable message"))?;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(body.data))
+    });
+    let head = futures::stream::once(async move { Ok(bytes::Bytes::from(first.data)) });
+    let mut res = Response::new(Body::from_stream(head.chain(rest)));
+    download_headers(res.headers_mut(), &md, &first.content_type);
+    Ok(res)
+}
+
+fn decode_body(bytes: &[u8]) -> Result<skillup_proto::google::api::HttpBody, ApiError> {
     use prost::Message as _;
-    let body = skillup_proto::google::api::HttpBody::decode(bytes).map_err(|e| {
+    skillup_proto::google::api::HttpBody::decode(bytes).map_err(|e| {
         tracing::error!(error = %e, "undecodable upstream HttpBody");
         ApiError::new(502, "INTERNAL", "the service answered with an unreadable message")
-    })?;
-    let content_type = HeaderValue::from_str(&body.content_type)
+    })
+}
+
+fn download_headers(
+    h: &mut http::HeaderMap,
+    md: &tonic::metadata::MetadataMap,
+    content_type: &str,
+) {
+    let content_type = HeaderValue::from_str(content_type)
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let mut res = Response::new(Body::from(body.data));
-    let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
     if let Some(v) =
         md.get("content-disposition").and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
@@ -116,5 +154,4 @@ fn raw_body(md: &tonic::metadata::MetadataMap, bytes: &[u8]) -> Result<Response,
         HeaderValue::from_static("sandbox; default-src 'none'"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    Ok(res)
 }

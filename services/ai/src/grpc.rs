@@ -419,6 +419,18 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
             .insert("content-disposition", disposition.parse().expect("ASCII by construction"));
         Ok(res)
     }
+
+    type ExportUserDataStream = skillup_kit::grpc::ExportStream;
+
+    async fn export_user_data(
+        &self,
+        req: Request<skillup_proto::common::v1::ExportUserDataRequest>,
+    ) -> Result<Response<Self::ExportUserDataStream>, Status> {
+        let generator = self.generator.clone();
+        skillup_kit::grpc::export_part(req.get_ref(), move |user, sink| async move {
+            generator.export_user(user, &sink).await
+        })
+    }
 }
 
 // ---- GenerationAdminService --------------------------------------------------------------

@@ -8,7 +8,7 @@
 //! adapters, [`clients`] the gRPC adapters of the [`ports`]; the rules, one concern a module:
 //! [`generator`] (state, prepare, what every mode shares), [`generate`] (inline), [`stream`],
 //! [`tasks`] (queued), [`idempotency`], [`holds`] (quota), [`results`] (the result cache),
-//! [`admin`] (operators' queue work), [`export`] (a document as a file); [`worker`] the queue consumer; [`providers`] the provider
+//! [`admin`] (operators' queue work), [`export`] (a document as a file), [`user_data`] (a person's part of their data export); [`worker`] the queue consumer; [`providers`] the provider
 //! port and its adapters; [`store`] the task table; [`fake`] a local stand-in for the paid
 //! providers (tests and benchmarks). No protobuf or tonic type reaches below the adapters.
 
@@ -33,6 +33,7 @@ pub mod store;
 pub mod stream;
 pub mod tasks;
 pub mod texts;
+pub mod user_data;
 pub mod worker;
 
 use skillup_kit::{

@@ -75,6 +75,21 @@ email-taken =
 
         someone asked to move another SkillUp account to this address, which already has an account — yours. Nothing changed. If you forgot your password, reset it at { $reset }; to sign in, go to { $home }.
 
+data-export-ready =
+    .subject = Your SkillUp data is ready to download
+    .body =
+        { $greeting }
+
+        the copy of your SkillUp data you asked for is ready: your account, sessions, library, usage, subscription, transactions and notifications, as a zip of JSON and Markdown files ({ $size }).
+
+        Download it while signed in to your account:
+        { $link }
+
+        The link works for { $hours ->
+            [one] { $hours } hour
+           *[other] { $hours } hours
+        }, then the copy is deleted. If you did not ask for it, change your password at { $reset }.
+
 # Errors people read.
 error-invalid-credentials = Email or password is wrong.
 error-throttled = Too many attempts; try again in { $seconds ->
@@ -86,3 +101,5 @@ error-token-expired = Your session has expired; sign in again.
 error-token-revoked = This session has ended; sign in again.
 error-deactivated = This account is deactivated.
 error-unavailable = Sign-in is unavailable right now; try again in a moment.
+error-export-gone = There is no such copy of your data: it has expired or was never made. Ask for a new one.
+error-export-not-ready = The copy of your data is still being prepared; you will get an email when it is ready.

@@ -33,8 +33,9 @@ use crate::{
         tokens::{LEEWAY_SECS, TokenKeys},
     },
     error::{AuthError, Result},
-    store::accounts::AccountStore,
+    ports::DataHolder,
     store::entities::user,
+    store::{accounts::AccountStore, exports::ExportStore},
 };
 
 /// Where a request came from (for sessions and per-IP limits).
@@ -90,6 +91,11 @@ pub struct Auth {
     /// `user.registered` waits here until the broker has it (the other events are about
     /// revocations and sign-ins kept in Redis, and are published directly, after the fact).
     pub(crate) outbox: Outbox,
+    /// People's data exports, and the services holding the other parts of them.
+    pub(crate) exports: ExportStore,
+    pub(crate) holders: Arc<[Arc<dyn DataHolder>]>,
+    /// Wakes this replica's export runner when someone asks for an export.
+    pub(crate) export_wake: Arc<tokio::sync::Notify>,
 }
 
 /// One cached account row: (identity stamp it was read under, when, the row).
@@ -132,7 +138,30 @@ impl Auth {
         let outbox = Outbox::new(db.clone(), bus.clone(), crate::store::OUTBOX);
         let store = AccountStore::new(db.clone());
         let profiles = Arc::default();
-        Ok(Self { db, store, cache, bus, mailer, keys, cfg, dummy_hash, profiles, outbox })
+        let exports = ExportStore::new(db.clone());
+        let (holders, export_wake) = (Arc::from(Vec::new()), Arc::default());
+        Ok(Self {
+            db,
+            store,
+            cache,
+            bus,
+            mailer,
+            keys,
+            cfg,
+            dummy_hash,
+            profiles,
+            outbox,
+            exports,
+            holders,
+            export_wake,
+        })
+    }
+
+    /// The services holding the other parts of people's data exports (none: an export holds
+    /// auth's part only).
+    pub fn with_data_holders(mut self, holders: Vec<Arc<dyn DataHolder>>) -> Self {
+        self.holders = Arc::from(holders);
+        self
     }
 
     /// The outbox of this service's `user.registered` events (its relay runs in

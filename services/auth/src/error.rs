@@ -6,6 +6,11 @@ use tonic::Status;
 
 pub type Result<T, E = AuthError> = std::result::Result<T, E>;
 
+/// A data export nobody may download (unknown, another's, expired, failed): worded for people.
+pub(crate) const NO_EXPORT: &str = "no such export";
+/// A data export still being prepared: worded for people.
+pub(crate) const NOT_READY: &str = "the export is not ready yet";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("{1}")]
@@ -87,7 +92,13 @@ impl From<AuthError> for Status {
                 status(ErrorCode::PermissionDenied, said("error-deactivated", None))
             }
             AuthError::Forbidden(_) => status(ErrorCode::PermissionDenied, msg),
+            AuthError::NotFound(NO_EXPORT) => {
+                status(ErrorCode::NotFound, said("error-export-gone", None))
+            }
             AuthError::NotFound(_) => status(ErrorCode::NotFound, msg),
+            AuthError::Conflict(NOT_READY) => {
+                status(ErrorCode::Conflict, said("error-export-not-ready", None))
+            }
             AuthError::Conflict(_) => status(ErrorCode::Conflict, msg),
             AuthError::Unavailable(detail) => {
                 tracing::warn!(%detail, "auth dependency unavailable");

@@ -4,7 +4,10 @@
 
 use skillup_kit::db::timestamp as ts;
 use skillup_kit::{i18n::Locale, identity::Caller};
-use skillup_proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer};
+use skillup_proto::{
+    auth::v1::{self as pb, auth_service_server::AuthServiceServer},
+    google::api::HttpBody,
+};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
@@ -13,6 +16,7 @@ use crate::{
     domain::profile::ProfileEdit,
     error::AuthError,
     events::user_pb,
+    exports::{DataExport, ExportStatus},
     store::entities::{session, user},
 };
 
@@ -79,6 +83,27 @@ fn as_seen_by(user: &user::Model, who: Caller) -> pb::User {
     out.tier = who.tier;
     out.email_verified |= who.email_verified;
     out
+}
+
+/// An export as its owner sees it, with where to download it once ready.
+fn export_pb(e: DataExport) -> pb::DataExport {
+    let status = match e.status {
+        ExportStatus::Preparing => pb::DataExportStatus::Preparing,
+        ExportStatus::Ready => pb::DataExportStatus::Ready,
+        ExportStatus::Failed => pb::DataExportStatus::Failed,
+    };
+    pb::DataExport {
+        id: e.id.to_string(),
+        status: status as i32,
+        created_at: Some(ts(e.created_at)),
+        ready_at: e.ready_at.map(ts),
+        expires_at: e.expires_at.map(ts),
+        size_bytes: e.size_bytes,
+        download_url: match e.status {
+            ExportStatus::Ready => format!("/api/auth/me/export/{}", e.id),
+            _ => String::new(),
+        },
+    }
 }
 
 fn with_status<T>(body: T, code: u16) -> Response<T> {
@@ -277,6 +302,53 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         let who = self.caller(&req).await?;
         self.auth.revoke_session(account_of(&who)?, &req.into_inner().session_id).await?;
         Ok(with_status(pb::RevokeSessionResponse {}, 204))
+    }
+
+    async fn request_data_export(
+        &self,
+        req: Request<pb::RequestDataExportRequest>,
+    ) -> Result<Response<pb::DataExport>, Status> {
+        let who = self.caller(&req).await?;
+        Ok(with_status(export_pb(self.auth.request_export(&who).await?), 202))
+    }
+
+    async fn list_data_exports(
+        &self,
+        req: Request<pb::ListDataExportsRequest>,
+    ) -> Result<Response<pb::ListDataExportsResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let exports = self.auth.data_exports(&who).await?.into_iter().map(export_pb).collect();
+        Ok(Response::new(pb::ListDataExportsResponse { exports }))
+    }
+
+    type DownloadDataExportStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<HttpBody, Status>> + Send>>;
+
+    async fn download_data_export(
+        &self,
+        req: Request<pb::DownloadDataExportRequest>,
+    ) -> Result<Response<Self::DownloadDataExportStream>, Status> {
+        use futures::StreamExt as _;
+        let who = self.caller(&req).await?;
+        let id = uuid::Uuid::parse_str(&req.get_ref().export_id)
+            .map_err(|_| AuthError::Invalid("export_id", "`export_id` must be a UUID".into()))?;
+        let archive = self.auth.export_archive(&who, id).await?;
+        // The first message says what the bytes are; the rest carry only bytes.
+        let mut first = true;
+        let body = archive.bytes.map(move |r| {
+            let content_type = if std::mem::take(&mut first) { "application/zip" } else { "" };
+            r.map(|data| HttpBody {
+                content_type: content_type.into(),
+                data: data.to_vec(),
+                extensions: Vec::new(),
+            })
+            .map_err(Status::from)
+        });
+        let mut res = Response::new(Box::pin(body) as Self::DownloadDataExportStream);
+        let disposition = format!("attachment; filename=\"{}\"", archive.file_name);
+        res.metadata_mut()
+            .insert("content-disposition", disposition.parse().expect("ASCII by construction"));
+        Ok(res)
     }
 
     async fn validate_token(

@@ -4,21 +4,25 @@
 //!
 //! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; the rules: [`auth`]
 //! (state, the caller, events), [`accounts`] (register, sign in), [`sessions`] (tokens,
-//! refresh, logout, validation), [`email_tokens`] (verification, resets), [`admin`];
+//! refresh, logout, validation), [`email_tokens`] (verification, resets), [`exports`] (a
+//! person's copy of their data, gathered from the [`ports`] — adapters in [`clients`]), [`admin`];
 //! [`domain`] the values and token rules; [`keys`] the signing keys on disk; [`store`] the tables.
 
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod clients;
 pub mod config;
 pub mod domain;
 pub mod email_change;
 pub mod email_tokens;
 pub mod error;
 pub mod events;
+pub mod exports;
 pub mod grpc;
 pub mod keys;
 pub mod letters;
+pub mod ports;
 pub mod sessions;
 pub mod store;
 
@@ -51,6 +55,18 @@ pub async fn build(
     mailer: SharedMailer,
     shutdown: Shutdown,
 ) -> Result<AuthGrpc, BuildError> {
+    build_with(cfg, keys_dir, infra, mailer, Vec::new(), shutdown).await
+}
+
+/// [`build`], with the services holding the other parts of people's data exports.
+pub async fn build_with(
+    cfg: AuthConfig,
+    keys_dir: std::path::PathBuf,
+    infra: &Infra,
+    mailer: SharedMailer,
+    holders: Vec<std::sync::Arc<dyn ports::DataHolder>>,
+    shutdown: Shutdown,
+) -> Result<AuthGrpc, BuildError> {
     const NAME: &str = <AuthGrpc as Component>::NAME;
     migrate(&infra.db).await.map_err(BuildError::migrations(NAME))?;
     let keys = TokenKeys::load(&keys_dir, &cfg.issuer, &cfg.audience).map_err(|e| {
@@ -60,8 +76,10 @@ pub async fn build(
     let auth =
         Auth::new(infra.db.clone(), infra.cache.clone(), infra.bus.clone(), mailer, keys, cfg)
             .await
-            .map_err(|e| BuildError::config(NAME, e.to_string()))?;
+            .map_err(|e| BuildError::config(NAME, e.to_string()))?
+            .with_data_holders(holders);
     auth.outbox().spawn_relay(shutdown.clone());
+    tokio::spawn(auth.clone().run_exports(shutdown.clone()));
     let consumer =
         tokio::spawn(consume_tier_changes(auth.clone(), infra.bus.clone(), shutdown.clone()));
     tokio::spawn(async move {
@@ -83,7 +101,8 @@ impl Component for AuthGrpc {
         let mailer = skillup_kit::mailer::from_config(ctx.config)
             .map_err(BuildError::infrastructure(Self::NAME, "mailer"))?;
         let keys_dir = ctx.deployment.keys_dir.clone();
-        build(config.clone(), keys_dir, ctx.infra, mailer, ctx.shutdown.clone()).await
+        let holders = clients::GrpcHolder::all(|name| ctx.channel(name))?;
+        build_with(config.clone(), keys_dir, ctx.infra, mailer, holders, ctx.shutdown.clone()).await
     }
 }
 

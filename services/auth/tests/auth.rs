@@ -43,13 +43,23 @@ fn keys_dir() -> std::path::PathBuf {
 }
 
 async fn start_with(t: TestInfra, cfg: AuthConfig) -> Harness {
+    start_holding(t, cfg, Vec::new()).await
+}
+
+/// [`start_with`], gathering people's data exports from `holders` too.
+async fn start_holding(
+    t: TestInfra,
+    cfg: AuthConfig,
+    holders: Vec<Arc<dyn skillup_auth::ports::DataHolder>>,
+) -> Harness {
     let outbox = OutboxMailer::new(
         std::env::temp_dir().join(format!("skillup-outbox-{}", testing::unique())),
         "test@skillup",
     );
     let shutdown = Shutdown::new();
+    let mailer = Arc::new(outbox.clone());
     let svc =
-        skillup_auth::build(cfg, keys_dir(), &t.infra, Arc::new(outbox.clone()), shutdown.clone())
+        skillup_auth::build_with(cfg, keys_dir(), &t.infra, mailer, holders, shutdown.clone())
             .await
             .unwrap();
     let key = Arc::new(skillup_kit::identity::IdentityKey::random());
@@ -83,11 +93,20 @@ async fn real() -> Harness {
 mod accounts;
 #[path = "auth/email.rs"]
 mod email;
+#[path = "auth/exports.rs"]
+mod exports;
+#[path = "auth/limits.rs"]
+mod limits;
+#[path = "auth/profile.rs"]
+mod profile;
 #[path = "auth/sessions.rs"]
 mod sessions;
 
 use accounts::*;
 use email::*;
+use exports::*;
+use limits::*;
+use profile::*;
 use sessions::*;
 
 skillup_testkit::both_adapters!(
@@ -114,6 +133,9 @@ skillup_testkit::both_adapters!(
     nobody_can_lock_an_owner_out,
     tier_follows_subscription_changed_events,
     a_deactivated_account_is_refused,
+    a_data_export_is_one_operation_and_downloads_as_one_zip,
+    an_export_being_prepared_or_expired_cannot_be_downloaded,
+    a_failed_part_is_tried_again_and_replicas_prepare_each_export_once,
 );
 
 fn email() -> String {

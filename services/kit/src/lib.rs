@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod files;
 pub mod grpc;
 pub mod i18n;

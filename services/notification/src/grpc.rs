@@ -180,4 +180,16 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let p = self.notifier.set_preferences(user, req.into_inner().into()).await?;
         Ok(Response::new(p.into()))
     }
+
+    type ExportUserDataStream = skillup_kit::grpc::ExportStream;
+
+    async fn export_user_data(
+        &self,
+        req: Request<skillup_proto::common::v1::ExportUserDataRequest>,
+    ) -> Result<Response<Self::ExportUserDataStream>, Status> {
+        let (notifier, locale) = (self.notifier.clone(), Locale::of(&req));
+        skillup_kit::grpc::export_part(req.get_ref(), move |user, sink| {
+            skillup_kit::i18n::scope(locale, async move { notifier.export_user(user, &sink).await })
+        })
+    }
 }

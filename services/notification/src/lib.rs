@@ -19,6 +19,7 @@ pub mod notifier;
 pub mod ports;
 pub mod store;
 pub mod texts;
+pub mod user_data;
 
 use std::time::Duration;
 

@@ -119,4 +119,16 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         let key = IdempotencyKey::parse(&r.idempotency_key)?;
         Ok(answer(self.ledger.refund(id, r.amount_minor, key, &r.description).await?))
     }
+
+    type ExportUserDataStream = skillup_kit::grpc::ExportStream;
+
+    async fn export_user_data(
+        &self,
+        req: Request<skillup_proto::common::v1::ExportUserDataRequest>,
+    ) -> Result<Response<Self::ExportUserDataStream>, Status> {
+        let ledger = self.ledger.clone();
+        skillup_kit::grpc::export_part(req.get_ref(), move |user, sink| async move {
+            ledger.export_user(user, &sink).await
+        })
+    }
 }

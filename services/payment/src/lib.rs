@@ -3,7 +3,8 @@
 //! always equals the sum of its postings), top-ups through a card-processor port (the sandbox
 //! processor for `up` and tests), charges and refunds, all idempotent by key.
 //!
-//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; [`service`] the ledger;
+//! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; [`ledger`] and [`movements`] the ledger;
+//! [`user_data`] a person's part of their data export;
 //! [`domain`] checked values and the processor port; [`store`] the tables.
 
 pub mod domain;
@@ -13,6 +14,7 @@ pub mod grpc;
 pub mod ledger;
 pub mod movements;
 pub mod store;
+pub mod user_data;
 
 use std::sync::Arc;
 

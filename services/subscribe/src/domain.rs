@@ -6,7 +6,7 @@ use sea_orm::{DeriveActiveEnum, EnumIter, sea_query::StringLen};
 use uuid::Uuid;
 
 /// An amount in a currency's minor units (cents, kopecks).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Money {
     pub minor: i64,
     /// ISO 4217, upper case.
@@ -14,7 +14,7 @@ pub struct Money {
 }
 
 /// A plan as sold.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Plan {
     pub id: String,
     pub title: String,
@@ -30,7 +30,7 @@ pub struct Plan {
 }
 
 /// A period's quota and what was used and is held of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
@@ -43,7 +43,7 @@ pub struct Usage {
 }
 
 /// A user's subscription as they see it: the free plan has no id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Subscription {
     pub id: Option<Uuid>,
     pub user: Uuid,
@@ -85,7 +85,8 @@ pub struct QuotaHold {
 
 /// Where a paid subscription is. Stored as its name in `subscribe_subscriptions.status`
 /// (migration m0004 turned the protobuf numbers stored before into names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum SubscriptionStatus {
     /// Paid and in its period.
@@ -132,7 +133,7 @@ mod tests {
 }
 
 /// What one function used.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FunctionUsage {
     /// `""` for generations settled before holds named their function.
     pub function: String,
@@ -141,7 +142,7 @@ pub struct FunctionUsage {
 }
 
 /// One period's settled usage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PeriodUsage {
     pub period_start: DateTime<Utc>,
     /// The current period's end; for a past one, when the next period began.
@@ -154,7 +155,7 @@ pub struct PeriodUsage {
 }
 
 /// One day of the current period, in the asked time zone.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DayUsage {
     pub date: chrono::NaiveDate,
     pub tokens: u64,
@@ -164,7 +165,7 @@ pub struct DayUsage {
 }
 
 /// A user's usage over time: periods newest first, the current period day by day.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct UsageHistory {
     pub time_zone: String,
     pub periods: Vec<PeriodUsage>,

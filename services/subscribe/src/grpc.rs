@@ -228,6 +228,18 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         Ok(Response::new(self.subs.usage_history(user, &r.time_zone, r.periods).await?.into()))
     }
 
+    type ExportUserDataStream = skillup_kit::grpc::ExportStream;
+
+    async fn export_user_data(
+        &self,
+        req: Request<skillup_proto::common::v1::ExportUserDataRequest>,
+    ) -> Result<Response<Self::ExportUserDataStream>, Status> {
+        let subs = self.subs.clone();
+        skillup_kit::grpc::export_part(req.get_ref(), move |user, sink| async move {
+            subs.export_user(user, &sink).await
+        })
+    }
+
     async fn check_entitlement(
         &self,
         req: Request<pb::CheckEntitlementRequest>,

@@ -6,7 +6,7 @@
 //! Reads top-down: [`build`] wires it and starts the periodic job; [`grpc`] is the tonic
 //! adapter (the [`domain`] values into the contract's messages), [`events`] the bus adapter,
 //! [`clients`] the payment adapter of the [`billing`] port; the rules: [`subscriptions`]
-//! (state, plans, the current plan), [`holds`] (quota), [`history`] (usage over time), [`changes`] (subscribe, cancel,
+//! (state, plans, the current plan), [`holds`] (quota), [`history`] (usage over time), [`user_data`] (a person's part of their data export), [`changes`] (subscribe, cancel,
 //! renew); [`store`] the tables and default plans. No protobuf or tonic type reaches below
 //! the adapters.
 
@@ -22,6 +22,7 @@ pub mod holds;
 pub mod store;
 pub mod subscriptions;
 pub mod texts;
+pub mod user_data;
 
 use std::{sync::Arc, time::Duration};
 

@@ -21,6 +21,7 @@ export type Transaction = Schemas['skillup.payment.v1.Transaction']
 export type Notification = Schemas['skillup.notification.v1.Notification']
 export type Preferences = Schemas['skillup.notification.v1.Preferences']
 export type SessionInfo = Schemas['skillup.auth.v1.Session']
+export type DataExport = Schemas['skillup.auth.v1.DataExport']
 
 /** What the client needs from the session, set by the session plugin. */
 export interface Auth {

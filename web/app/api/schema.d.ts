@@ -238,6 +238,55 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/auth/me/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 🔒 The caller's data exports that have not expired, newest first.
+         * @description 🔒 The caller's data exports that have not expired, newest first.
+         */
+        get: operations["AuthService_ListDataExports"];
+        put?: never;
+        /**
+         * 🔒 Starts an export of everything SkillUp holds about the caller — the account, sessions,
+         * @description 🔒 Starts an export of everything SkillUp holds about the caller — the account, sessions,
+         *     library, usage, subscription history, transactions and notifications — as one zip of JSON
+         *     and Markdown files. HTTP 202. A link is emailed when it is ready; the archive lives 24 hours
+         *     and only its owner can download it. Asked again while one is being prepared, answers that
+         *     one (one operation, however often it is asked).
+         */
+        post: operations["AuthService_RequestDataExport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/me/export/{export_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 🔒 The archive of a ready export (`application/zip`), streamed as it is read. NOT_FOUND for
+         * @description 🔒 The archive of a ready export (`application/zip`), streamed as it is read. NOT_FOUND for
+         *     an unknown, expired or another account's export; CONFLICT while it is being prepared.
+         */
+        get: operations["AuthService_DownloadDataExport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/password/change": {
         parameters: {
             query?: never;
@@ -1149,6 +1198,41 @@ export interface components {
             /** @description The account's address now. */
             email?: string | null;
         };
+        /** @description An export of everything SkillUp holds about its owner. */
+        "skillup.auth.v1.DataExport": {
+            /**
+             * Format: date-time
+             * @description When it was asked for.
+             */
+            created_at?: string | null;
+            /**
+             * @description Where to download it (with the owner's token) once ready, e.g. "/api/auth/me/export/{id}";
+             *     empty before.
+             */
+            download_url?: string | null;
+            /**
+             * Format: date-time
+             * @description When the archive is deleted; unset before it is ready.
+             */
+            expires_at?: string | null;
+            /** @description Export id, UUID text. */
+            id?: string | null;
+            /**
+             * Format: date-time
+             * @description When it became ready; unset before.
+             */
+            ready_at?: string | null;
+            /**
+             * Format: uint64
+             * @description The archive's size in bytes; 0 before it is ready.
+             */
+            size_bytes?: string | null;
+            /**
+             * @description Where it stands.
+             * @enum {string|null}
+             */
+            status?: "DATA_EXPORT_STATUS_UNSPECIFIED" | "DATA_EXPORT_STATUS_PREPARING" | "DATA_EXPORT_STATUS_READY" | "DATA_EXPORT_STATUS_FAILED" | null;
+        };
         "skillup.auth.v1.DeleteMeRequest": {
             /** @description The account's password; at most 72 bytes. */
             password: string;
@@ -1173,6 +1257,10 @@ export interface components {
         "skillup.auth.v1.Jwks": {
             /** @description Every key a verifier should accept: the current signing key and those still in rotation. */
             keys?: components["schemas"]["skillup.auth.v1.Jwk"][] | null;
+        };
+        "skillup.auth.v1.ListDataExportsResponse": {
+            /** @description Newest first; at most 20. */
+            exports?: components["schemas"]["skillup.auth.v1.DataExport"][] | null;
         };
         "skillup.auth.v1.ListSessionsResponse": {
             /** @description Active sessions, most recently used first; at most 100. */
@@ -1223,6 +1311,7 @@ export interface components {
              */
             user?: components["schemas"]["skillup.auth.v1.User"] | null;
         };
+        "skillup.auth.v1.RequestDataExportRequest": Record<string, never>;
         "skillup.auth.v1.RequestPasswordResetRequest": {
             /** @description Email address of the account; at most 254 characters. */
             email: string;
@@ -2730,6 +2819,235 @@ export interface operations {
             };
             /** @description bad input: malformed JSON, a wrong type, a missing required field */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_ListDataExports: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.auth.v1.ListDataExportsResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_RequestDataExport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["skillup.auth.v1.RequestDataExportRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.auth.v1.DataExport"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_DownloadDataExport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                export_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description a file to download (`Content-Disposition: attachment`), in the content type the operation names */
+            200: {
+                headers: {
+                    "Content-Disposition"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

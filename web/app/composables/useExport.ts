@@ -1,4 +1,4 @@
-// A document downloaded in a format: fetched with the session (a plain link could not carry the
+// A document (or any file) downloaded: fetched with the session (a plain link could not carry the
 // token), saved under the name the server gives in Content-Disposition.
 import { authedFetch } from '~/api/client'
 import { failureOf } from '~/utils/errors'
@@ -18,13 +18,18 @@ export function fileNameOf(disposition: string | null, fallback: string): string
 }
 
 export async function downloadDocument(id: string, format: 'md' | 'txt' | 'html'): Promise<void> {
-  const res = await authedFetch(new Request(`/api/generate/${encodeURIComponent(id)}/export?format=${format}`))
+  await downloadFile(`/api/generate/${encodeURIComponent(id)}/export?format=${format}`, `document.${format}`)
+}
+
+// Any file the API answers at `path` for the signed-in user, saved under the server's name.
+export async function downloadFile(path: string, fallback: string): Promise<void> {
+  const res = await authedFetch(new Request(path))
   if (!res.ok) throw failureOf(res.status, await res.json().catch(() => undefined), res.headers)
   const blob = await res.blob()
   const url = URL.createObjectURL(blob)
   const a = document.createElement('a')
   a.href = url
-  a.download = fileNameOf(res.headers.get('content-disposition'), `document.${format}`)
+  a.download = fileNameOf(res.headers.get('content-disposition'), fallback)
   document.body.appendChild(a)
   a.click()
   a.remove()

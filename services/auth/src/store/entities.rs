@@ -107,3 +107,56 @@ pub mod email_token {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A copy of everything SkillUp holds about one person, asked for by them: prepared in the
+/// background, kept for a day once ready.
+pub mod data_export {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "auth_data_exports")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        /// `preparing` (at most one per user), `ready` or `failed`.
+        pub status: String,
+        pub created_at: DateTimeUtc,
+        /// Changes with every claim and outcome: a claim is taken only from the state it read.
+        pub updated_at: DateTimeUtc,
+        /// While preparing: nobody else takes it before this (a replica is on it, or it waits
+        /// to be tried again).
+        pub lease_until: DateTimeUtc,
+        pub attempts: i32,
+        pub ready_at: Option<DateTimeUtc>,
+        pub expires_at: Option<DateTimeUtc>,
+        pub size_bytes: i64,
+        /// The last failure (for operators; people see "failed").
+        pub error: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The bytes of a ready export's archive, in order.
+pub mod data_export_chunk {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "auth_data_export_chunks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub export_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i32,
+        pub data: Vec<u8>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -10,7 +10,8 @@ skillup_kit::migrator!(
         M0001Init,
         skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
         M0003Profile,
-        M0004EmailChange
+        M0004EmailChange,
+        M0005DataExports
     ]
 );
 
@@ -171,5 +172,68 @@ impl MigrationTrait for M0004EmailChange {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(Table::alter().table("auth_email_tokens").drop_column("new_email").to_owned())
             .await
+    }
+}
+
+/// People's copies of their data: one row per export, its archive in chunks.
+struct M0005DataExports;
+
+skillup_kit::migration_name!(M0005DataExports, "m0005_data_exports");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005DataExports {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("auth_data_exports")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(string_len("status", 16))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .col(timestamp_with_time_zone("lease_until"))
+                .col(integer("attempts"))
+                .col(timestamp_with_time_zone_null("ready_at"))
+                .col(timestamp_with_time_zone_null("expires_at"))
+                .col(big_integer("size_bytes"))
+                .col(string_len("error", 512))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("auth_data_exports_user")
+                .table("auth_data_exports")
+                .col("user_id")
+                .to_owned(),
+        )
+        .await?;
+        // One export being prepared per person: asking twice is one operation (a partial
+        // unique index, the same statement on PostgreSQL and SQLite).
+        m.get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX IF NOT EXISTS auth_data_exports_preparing \
+                 ON auth_data_exports (user_id) WHERE status = 'preparing'",
+            )
+            .await?;
+        m.create_table(
+            Table::create()
+                .table("auth_data_export_chunks")
+                .if_not_exists()
+                .col(uuid("export_id"))
+                .col(integer("seq"))
+                .col(binary("data"))
+                .primary_key(Index::create().col("export_id").col("seq"))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["auth_data_export_chunks", "auth_data_exports"] {
+            m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
+        }
+        Ok(())
     }
 }

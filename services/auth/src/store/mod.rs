@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod entities;
+pub mod exports;
 pub mod migration;
 
 /// The table `user.registered` events wait in.

@@ -22,10 +22,12 @@ use crate::{
     identity::{IdentityKey, IdentityLayer},
 };
 
+mod export;
 mod in_process;
 mod limits;
 mod metrics;
 
+pub use export::{ExportStream, export_part};
 use in_process::Direct;
 pub use in_process::{BoxError, LocalChannel, LocalHttp, LocalSlot, ServiceChannel, grpc_timeout};
 pub use limits::{LoadLayer, LoadService};

@@ -224,4 +224,13 @@ impl LedgerStore {
     pub async fn all_accounts(&self) -> Result<Vec<account::Model>, DbErr> {
         account::Entity::find().all(&self.db).await
     }
+
+    /// The user's wallets, one per currency.
+    pub async fn wallets(&self, user: Uuid) -> Result<Vec<account::Model>, DbErr> {
+        account::Entity::find()
+            .filter(account::Column::UserId.eq(user))
+            .order_by_asc(account::Column::Currency)
+            .all(&self.db)
+            .await
+    }
 }

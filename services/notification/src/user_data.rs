@@ -1,0 +1,90 @@
+//! What the notification service holds about one person, for their data export:
+//! `notifications.json` (every notification, worded in the caller's language, newest first,
+//! read page by page), `notification-preferences.json` and `notification-contact.json` (the
+//! address mail goes to, and its language).
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveEnum;
+use serde::Serialize;
+use skillup_kit::{
+    export::{ExportError, Sink},
+    i18n,
+};
+use uuid::Uuid;
+
+use crate::{
+    error::{NotificationError, Result},
+    notifier::{Notification, Notifier},
+    texts,
+};
+
+/// Notifications read at a time.
+const PAGE: u64 = 500;
+
+#[derive(Serialize)]
+struct Item {
+    id: Uuid,
+    kind: String,
+    title: String,
+    body: String,
+    data: std::collections::BTreeMap<String, String>,
+    created_at: DateTime<Utc>,
+    read_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct Prefs {
+    email_on_generation: bool,
+    email_on_payment: bool,
+    locale: String,
+}
+
+#[derive(Serialize)]
+struct Contact {
+    email: String,
+    locale: String,
+}
+
+impl Notifier {
+    /// Writes the user's notifications, preferences and contact into `sink`.
+    pub async fn export_user(&self, user: Uuid, sink: &Sink) -> Result<()> {
+        let locale = i18n::current();
+        let mut list = sink.json_array("notifications.json");
+        let mut before = None;
+        loop {
+            let rows = self.store.page(user, false, before, PAGE).await?;
+            for row in &rows {
+                let n = texts::localize(Notification::from(row), locale);
+                let item = Item {
+                    id: n.id,
+                    kind: n.kind.to_value(),
+                    title: n.title,
+                    body: n.body,
+                    data: n.data.into_iter().collect(),
+                    created_at: n.created_at,
+                    read_at: n.read_at,
+                };
+                list.push(&item).await.map_err(abandoned)?;
+            }
+            match rows.last() {
+                Some(last) if rows.len() as u64 == PAGE => before = Some(last.seq),
+                _ => break,
+            }
+        }
+        list.finish().await.map_err(abandoned)?;
+        let p = self.preferences(user).await?;
+        let prefs = Prefs {
+            email_on_generation: p.email_on_generation,
+            email_on_payment: p.email_on_payment,
+            locale: p.locale,
+        };
+        sink.json("notification-preferences.json", &prefs).await.map_err(abandoned)?;
+        let contact =
+            (self.store.contact(user).await?).map(|c| Contact { email: c.email, locale: c.locale });
+        sink.json("notification-contact.json", &contact).await.map_err(abandoned)
+    }
+}
+
+fn abandoned(e: ExportError) -> NotificationError {
+    NotificationError::Unavailable(e.to_string())
+}
