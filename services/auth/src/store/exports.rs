@@ -1,12 +1,12 @@
 //! Every statement on the data-export tables: `auth_data_exports` (one row per export; at most
-//! one `preparing` per user, by a partial unique index) and `auth_data_export_chunks` (a ready
+//! one `preparing` per user, by a partial unique index, and asks of one person serialised) and `auth_data_export_chunks` (a ready
 //! archive's bytes, in order). A claim is a compare-and-set on `attempts`, so replicas never
 //! prepare one export at once and a replica that lost its claim cannot finish it.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, sea_query::Expr,
+    QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -27,24 +27,39 @@ impl ExportStore {
     }
 
     /// A new export for `user` — or the one being prepared, or one made less than `fresh` ago
-    /// (asking twice is one operation, also when two asks race: the unique index lets one in).
+    /// (asking twice is one operation). Asks of one person are serialised: the transaction
+    /// first writes the person's account row, which locks it (PostgreSQL) or takes the write
+    /// lock (SQLite) until it commits — so an ask cannot miss an export that another ask
+    /// created and a replica finished in between.
     pub async fn start(
         &self,
         user: Uuid,
         now: DateTime<Utc>,
         fresh: chrono::Duration,
     ) -> Result<export::Model, DbErr> {
-        if let Some(e) = self.preparing(user).await? {
-            return Ok(e);
-        }
-        let recent = export::Entity::find()
-            .filter(export::Column::UserId.eq(user))
-            .filter(export::Column::Status.eq(READY))
-            .filter(export::Column::ReadyAt.gt(now - fresh))
-            .order_by_desc(export::Column::Id)
-            .one(&self.db)
+        let txn = self.db.begin().await?;
+        super::entities::user::Entity::update_many()
+            .col_expr(
+                super::entities::user::Column::Id,
+                Expr::col(super::entities::user::Column::Id).into(),
+            )
+            .filter(super::entities::user::Column::Id.eq(user))
+            .exec(&txn)
             .await?;
-        if let Some(e) = recent {
+        let current = export::Entity::find()
+            .filter(export::Column::UserId.eq(user))
+            .filter(
+                Condition::any().add(export::Column::Status.eq(PREPARING)).add(
+                    Condition::all()
+                        .add(export::Column::Status.eq(READY))
+                        .add(export::Column::ReadyAt.gt(now - fresh)),
+                ),
+            )
+            .order_by_desc(export::Column::Id)
+            .one(&txn)
+            .await?;
+        if let Some(e) = current {
+            txn.commit().await?;
             return Ok(e);
         }
         let row = export::Model {
@@ -60,24 +75,11 @@ impl ExportStore {
             size_bytes: 0,
             error: String::new(),
         };
-        match export::Entity::insert(export::ActiveModel::from(row.clone()))
-            .exec_without_returning(&self.db)
-            .await
-        {
-            Ok(_) => Ok(row),
-            Err(e) if skillup_kit::db::is_unique_violation(&e) => {
-                self.preparing(user).await?.ok_or(e)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn preparing(&self, user: Uuid) -> Result<Option<export::Model>, DbErr> {
-        export::Entity::find()
-            .filter(export::Column::UserId.eq(user))
-            .filter(export::Column::Status.eq(PREPARING))
-            .one(&self.db)
-            .await
+        export::Entity::insert(export::ActiveModel::from(row.clone()))
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(row)
     }
 
     /// The user's exports that are not expired at `now`, newest first.
