@@ -41,7 +41,7 @@ impl ExportStore {
         super::entities::user::Entity::update_many()
             .col_expr(
                 super::entities::user::Column::Id,
-                Expr::col(super::entities::user::Column::Id).into(),
+                Expr::col(super::entities::user::Column::Id),
             )
             .filter(super::entities::user::Column::Id.eq(user))
             .exec(&txn)
