@@ -43,3 +43,23 @@ error-UNSUPPORTED_MEDIA_TYPE = Send the body as JSON.
 error-DEADLINE_EXCEEDED = The service did not answer in time; try again.
 error-UNAVAILABLE = The service is unavailable right now; try again in a moment.
 error-INTERNAL = Something went wrong on our side; try again later.
+
+# The edge's own answers to bad input (`$field`: the field's name in the API; `$detail`: what
+# the parser said, in English).
+bad-query-in-body = query parameter `{ $field }` belongs to the body
+bad-schema = the request does not fit its schema: { $detail }
+bad-json = the body is not valid JSON (line { $line }, column { $column }): unexpected input
+bad-json-eof = the body is not valid JSON (line { $line }, column { $column }): it ends too early
+bad-object = the body must be a JSON object
+bad-unknown-query = unknown query parameter `{ $field }`
+bad-unknown-path = unknown path variable `{ $field }`
+bad-not-message = `{ $field }`: { $part } is not a message
+bad-unsettable-query = `{ $field }` cannot be set from the query parameter
+bad-unsettable-path = `{ $field }` cannot be set from the path variable
+bad-twice = `{ $field }` is set twice
+bad-value-query = query parameter `{ $field }`: { $detail }
+bad-value-path = path variable `{ $field }`: { $detail }
+bad-required = `{ $field }` is required
+bad-enum = `{ $field }` must be one of { $options }
+bad-two-credentials = send one credential: either Authorization or the bearer.<token> subprotocol
+bad-body-unread = the body could not be read

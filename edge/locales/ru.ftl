@@ -44,3 +44,23 @@ error-UNSUPPORTED_MEDIA_TYPE = Отправьте тело запроса в ф�
 error-DEADLINE_EXCEEDED = Сервис не ответил вовремя; попробуйте ещё раз.
 error-UNAVAILABLE = Сервис сейчас недоступен; попробуйте чуть позже.
 error-INTERNAL = Что-то пошло не так на нашей стороне; попробуйте позже.
+
+# Ответы самого шлюза на неверный ввод (`$field` — имя поля в API; `$detail` — что сказал
+# разборщик, по-английски).
+bad-query-in-body = Параметр запроса «{ $field }» относится к телу запроса.
+bad-schema = Запрос не соответствует схеме: { $detail }
+bad-json = Тело запроса — не JSON (строка { $line }, позиция { $column }): неожиданный символ.
+bad-json-eof = Тело запроса — не JSON (строка { $line }, позиция { $column }): оно обрывается.
+bad-object = Тело запроса должно быть JSON-объектом.
+bad-unknown-query = Неизвестный параметр запроса «{ $field }».
+bad-unknown-path = Неизвестная переменная пути «{ $field }».
+bad-not-message = «{ $field }»: { $part } — не сообщение.
+bad-unsettable-query = Поле «{ $field }» нельзя задать параметром запроса.
+bad-unsettable-path = Поле «{ $field }» нельзя задать переменной пути.
+bad-twice = Поле «{ $field }» задано дважды.
+bad-value-query = Параметр запроса «{ $field }»: { $detail }
+bad-value-path = Переменная пути «{ $field }»: { $detail }
+bad-required = Заполните поле «{ $field }».
+bad-enum = Поле «{ $field }» должно быть одним из: { $options }.
+bad-two-credentials = Отправьте одни учётные данные: либо Authorization, либо подпротокол bearer.<token>.
+bad-body-unread = Не удалось прочитать тело запроса.

@@ -23,6 +23,9 @@ pub struct ErrorParts {
     pub headers: HeaderMap,
     /// Worded by a service for the person already (see [`ApiError::worded`]).
     pub from_service: bool,
+    /// For bad input the edge refused itself: the message (of `edge/locales`) that says it in
+    /// other languages, and its arguments (see [`ApiError::invalid_as`]).
+    pub words: Option<(&'static str, Vec<(&'static str, String)>)>,
 }
 
 impl std::ops::Deref for ApiError {
@@ -47,18 +50,29 @@ impl ApiError {
             field: None,
             headers: HeaderMap::new(),
             from_service: false,
+            words: None,
         }))
     }
 
     /// The edge's own error in `locale`: a sentence by its code (`error-{CODE}` in
     /// `edge/locales`) for a reader of another language than the English the edge writes in.
-    /// A service's error is worded by the service; bad input (400) keeps its precise English
-    /// detail — it is for the developer of the client.
+    /// A service's error is worded by the service; the edge's own bad-input answers (400) by
+    /// the message they were made with ([`ApiError::invalid_as`]), the detail a parser gave kept
+    /// as it is.
     pub fn worded(mut self, locale: skillup_kit::i18n::Locale) -> Self {
-        if self.from_service
-            || locale == skillup_kit::i18n::Locale::En
-            || self.status == StatusCode::BAD_REQUEST
-        {
+        if self.from_service || locale == skillup_kit::i18n::Locale::En {
+            return self;
+        }
+        if self.status == StatusCode::BAD_REQUEST {
+            if let Some((key, args)) = &self.words {
+                let mut fluent = skillup_kit::i18n::FluentArgs::new();
+                for (k, v) in args {
+                    fluent.set(*k, v.clone());
+                }
+                if let Some(text) = crate::pages::word(locale, key, &fluent) {
+                    self.message = text;
+                }
+            }
             return self;
         }
         let seconds = self
@@ -76,6 +90,18 @@ impl ApiError {
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(400, "INVALID_ARGUMENT", message)
+    }
+
+    /// Bad input in English (`message`), and the message `key` of `edge/locales` with `args`
+    /// that says it in the reader's language.
+    pub fn invalid_as(
+        message: impl Into<String>,
+        key: &'static str,
+        args: &[(&'static str, &str)],
+    ) -> Self {
+        let mut e = Self::invalid(message);
+        e.words = Some((key, args.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()));
+        e
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {

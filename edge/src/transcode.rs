@@ -52,9 +52,11 @@ pub fn request_message(
             if let BodyRule::Field(f) = &route.body
                 && (key == *f || key.starts_with(&format!("{f}.")))
             {
-                return Err(ApiError::invalid(format!(
-                    "query parameter `{key}` belongs to the body"
-                ))
+                return Err(ApiError::invalid_as(
+                    format!("query parameter `{key}` belongs to the body"),
+                    "bad-query-in-body",
+                    &[("field", &key)],
+                )
                 .field(key));
             }
             let key = page_alias(input, key);
@@ -70,22 +72,30 @@ pub fn request_message(
         json,
         &DeserializeOptions::new().deny_unknown_fields(true),
     )
-    .map_err(|e| ApiError::invalid(format!("the request does not fit its schema: {e}")))?;
+    .map_err(|e| {
+        let detail = e.to_string();
+        ApiError::invalid_as(
+            format!("the request does not fit its schema: {detail}"),
+            "bad-schema",
+            &[("detail", &detail)],
+        )
+    })?;
     check_required(&msg, "", 0)?;
     Ok(msg)
 }
 
 fn parse_json(body: &[u8]) -> Result<Json, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!(
-            "the body is not valid JSON (line {}, column {}): {}",
-            e.line(),
-            e.column(),
-            match e.classify() {
-                serde_json::error::Category::Eof => "it ends too early",
-                _ => "unexpected input",
-            }
-        ))
+        let (key, why) = match e.classify() {
+            serde_json::error::Category::Eof => ("bad-json-eof", "it ends too early"),
+            _ => ("bad-json", "unexpected input"),
+        };
+        let (line, column) = (e.line().to_string(), e.column().to_string());
+        ApiError::invalid_as(
+            format!("the body is not valid JSON (line {line}, column {column}): {why}"),
+            key,
+            &[("line", &line), ("column", &column)],
+        )
     })
 }
 
@@ -95,7 +105,7 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Json>, ApiError> {
     }
     match parse_json(body)? {
         Json::Object(m) => Ok(m),
-        _ => Err(ApiError::invalid("the body must be a JSON object")),
+        _ => Err(ApiError::invalid_as("the body must be a JSON object", "bad-object", &[])),
     }
 }
 
@@ -132,42 +142,74 @@ fn set_path(
     from_query: bool,
 ) -> Result<(), ApiError> {
     let where_ = if from_query { "query parameter" } else { "path variable" };
+    // The message in other languages: by the place the value came from.
+    let key = |what: &str| -> &'static str {
+        match (what, from_query) {
+            ("unknown", true) => "bad-unknown-query",
+            ("unknown", false) => "bad-unknown-path",
+            ("unsettable", true) => "bad-unsettable-query",
+            ("unsettable", false) => "bad-unsettable-path",
+            (_, true) => "bad-value-query",
+            (_, false) => "bad-value-path",
+        }
+    };
+    let at = [("field", path)];
     let mut desc = msg.clone();
     let mut obj = root;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let field =
-            desc.get_field_by_name(part).or_else(|| desc.get_field_by_json_name(part)).ok_or_else(
-                || ApiError::invalid(format!("unknown {where_} `{path}`")).field(path.to_owned()),
-            )?;
+        let field = desc
+            .get_field_by_name(part)
+            .or_else(|| desc.get_field_by_json_name(part))
+            .ok_or_else(|| {
+                ApiError::invalid_as(format!("unknown {where_} `{path}`"), key("unknown"), &at)
+                    .field(path.to_owned())
+            })?;
         let name = field.name().to_owned();
         if i + 1 < parts.len() {
             let Kind::Message(inner) = field.kind() else {
-                return Err(ApiError::invalid(format!("`{path}`: {part} is not a message"))
-                    .field(path.to_owned()));
+                return Err(ApiError::invalid_as(
+                    format!("`{path}`: {part} is not a message"),
+                    "bad-not-message",
+                    &[("field", path), ("part", part)],
+                )
+                .field(path.to_owned()));
             };
             if field.is_list() || field.is_map() || is_well_known(&inner) {
-                return Err(ApiError::invalid(format!("`{path}` cannot be set from the {where_}"))
-                    .field(path.to_owned()));
+                return Err(ApiError::invalid_as(
+                    format!("`{path}` cannot be set from the {where_}"),
+                    key("unsettable"),
+                    &at,
+                )
+                .field(path.to_owned()));
             }
             let entry = obj.entry(name).or_insert_with(|| Json::Object(Map::new()));
             obj = match entry {
                 Json::Object(m) => m,
                 _ => {
-                    return Err(
-                        ApiError::invalid(format!("`{path}` is set twice")).field(path.to_owned())
-                    );
+                    return Err(ApiError::invalid_as(
+                        format!("`{path}` is set twice"),
+                        "bad-twice",
+                        &at,
+                    )
+                    .field(path.to_owned()));
                 }
             };
             desc = inner;
             continue;
         }
         if field.is_map() || (matches!(field.kind(), Kind::Message(ref m) if !is_well_known(m))) {
-            return Err(ApiError::invalid(format!("`{path}` cannot be set from the {where_}"))
-                .field(path.to_owned()));
+            return Err(ApiError::invalid_as(
+                format!("`{path}` cannot be set from the {where_}"),
+                key("unsettable"),
+                &at,
+            )
+            .field(path.to_owned()));
         }
         let v = scalar_json(&field, value).map_err(|m| {
-            ApiError::invalid(format!("{where_} `{path}`: {m}")).field(path.to_owned())
+            let words = [("field", path), ("detail", m.as_str())];
+            ApiError::invalid_as(format!("{where_} `{path}`: {m}"), key("value"), &words)
+                .field(path.to_owned())
         })?;
         if field.is_list() {
             match obj.entry(name).or_insert_with(|| Json::Array(Vec::new())) {
@@ -231,7 +273,12 @@ fn check_required(msg: &DynamicMessage, prefix: &str, depth: usize) -> Result<()
             format!("{prefix}.{}", field.name())
         };
         if is_required(&field) && !msg.has_field(&field) {
-            return Err(ApiError::invalid(format!("`{path}` is required")).field(path.clone()));
+            return Err(ApiError::invalid_as(
+                format!("`{path}` is required"),
+                "bad-required",
+                &[("field", &path)],
+            )
+            .field(path.clone()));
         }
         // Proto3 enums are open, but a number the contract does not define is a mistake.
         if let Some(e) = field.kind().as_enum() {
@@ -243,10 +290,12 @@ fn check_required(msg: &DynamicMessage, prefix: &str, depth: usize) -> Result<()
             };
             if !ok {
                 let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
-                return Err(ApiError::invalid(format!(
-                    "`{path}` must be one of {}",
-                    names.join(", ")
-                ))
+                let options = names.join(", ");
+                return Err(ApiError::invalid_as(
+                    format!("`{path}` must be one of {options}"),
+                    "bad-enum",
+                    &[("field", &path), ("options", &options)],
+                )
                 .field(path.clone()));
             }
         }

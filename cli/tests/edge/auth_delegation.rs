@@ -457,5 +457,35 @@ pub(super) fn the_edges_own_errors_are_worded_in_the_readers_language() {
         let v: Value = res.json().await.unwrap();
         assert_eq!(code(&v), "INVALID_CREDENTIALS");
         assert_eq!(v["error"]["message"], "Неверный email или пароль.", "{v}");
+
+        // Bad input: the edge's own refusals and a service's field rules, in Russian too; the
+        // code and the field stay the machine's.
+        let post = |body: &'static str, lang: &'static str| {
+            let req = s
+                .http
+                .post(s.url("/api/auth/register"))
+                .header("accept-language", lang)
+                .header("content-type", "application/json")
+                .body(body);
+            async move {
+                let res = req.send().await.unwrap();
+                (res.status().as_u16(), res.json::<Value>().await.unwrap())
+            }
+        };
+        for (body, lang, field, says) in [
+            (r#"{"email": "#, "ru", None, "Тело запроса — не JSON (строка 1, позиция 10): оно обрывается."),
+            (r#"{"email": "#, "en", None, "the body is not valid JSON (line 1, column 10): it ends too early"),
+            ("[1]", "ru", None, "Тело запроса должно быть JSON-объектом."),
+            (r#"{"password": "x"}"#, "ru", Some("email"), "Заполните поле «email»."),
+            (r#"{"email": "a@example.com", "password": "short"}"#, "ru", Some("password"), "Пароль должен быть не короче 8 символов."),
+            (r#"{"email": "a@example.com", "password": "short"}"#, "en", Some("password"), "password must be at least 8 characters"),
+            (r#"{"email": "not-an-address", "password": "long enough"}"#, "ru", Some("email"), "В email должен быть знак @."),
+            (r#"{"email": "a@example.com", "password": "long enough", "time_zone": "Mars/Olympus"}"#, "ru", Some("time_zone"), "Часовой пояс должен быть названием из базы IANA, например «Europe/Moscow»."),
+        ] {
+            let (st, v) = post(body, lang).await;
+            assert_eq!((st, code(&v)), (400, "INVALID_ARGUMENT"), "{body}: {v}");
+            assert_eq!(v["error"]["field"].as_str(), field, "{body}: {v}");
+            assert_eq!(v["error"]["message"], says, "{body} ({lang})");
+        }
     });
 }

@@ -17,8 +17,10 @@ pub(super) async fn authenticate(
     let ws_token = if call.ws { ws_protocol_token(&parts.headers) } else { None };
     // A socket is its token's, and re-checked by that very token.
     if header_token.is_some() && ws_token.is_some() {
-        return Err(ApiError::invalid(
+        return Err(ApiError::invalid_as(
             "send one credential: either Authorization or the bearer.<token> subprotocol",
+            "bad-two-credentials",
+            &[],
         ));
     }
     call.offered_protocol = ws_token.as_ref().map(|t| format!("bearer.{t}"));

@@ -101,7 +101,7 @@ async fn read_body(
             }
             source = s.source();
         }
-        ApiError::invalid("the body could not be read")
+        ApiError::invalid_as("the body could not be read", "bad-body-unread", &[])
     })?;
     if route.body != routes::BodyRule::None && !bytes.iter().all(u8::is_ascii_whitespace) {
         let ct =

@@ -77,7 +77,7 @@ pub(crate) fn invalid(field: &'static str, msg: impl Into<String>) -> AiError {
 pub(crate) fn validate(r: &GenerationRequest) -> Result<()> {
     let topic = r.topic.trim();
     if topic.is_empty() || topic.chars().count() > 200 {
-        return Err(invalid("topic", "`topic` must be 1..=200 characters"));
+        return Err(invalid("topic", skillup_kit::invalid::chars("topic", 1, 200)));
     }
     if r.function.is_empty()
         || r.function.len() > 64
@@ -86,20 +86,26 @@ pub(crate) fn validate(r: &GenerationRequest) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     {
-        return Err(invalid("function", "`function` must be a function slug such as \"quiz\""));
+        return Err(invalid("function", skillup_kit::invalid::slug("function")));
     }
     if r.params.len() > 16 {
-        return Err(invalid("params", "at most 16 `params`"));
+        return Err(invalid("params", skillup_kit::invalid::at_most_items("params", 16)));
     }
     if let Some((k, _)) = r.params.iter().find(|(_, v)| v.chars().count() > 200) {
         let k: String = k.chars().take(32).collect();
-        return Err(invalid("params", format!("`params.{k}` is longer than 200 characters")));
+        return Err(invalid(
+            "params",
+            skillup_kit::invalid::at_most_chars(&format!("params.{k}"), 200),
+        ));
     }
     if r.max_tokens > 32_000 {
-        return Err(invalid("max_tokens", "`max_tokens` must be at most 32000"));
+        return Err(invalid("max_tokens", skillup_kit::invalid::at_most("max_tokens", 32_000)));
     }
     if r.idempotency_key.len() > 128 {
-        return Err(invalid("idempotency_key", "`idempotency_key` must be at most 128 characters"));
+        return Err(invalid(
+            "idempotency_key",
+            skillup_kit::invalid::at_most_chars("idempotency_key", 128),
+        ));
     }
     Ok(())
 }

@@ -40,7 +40,10 @@ impl TryFrom<pb::GenerateRequest> for GenerationRequest {
             Ok(pb::Mode::Sync) => Mode::Sync,
             Ok(pb::Mode::Async) => Mode::Async,
             Err(_) => {
-                return Err(AiError::Invalid("mode", "`mode` must be auto, sync or async".into()));
+                return Err(AiError::Invalid(
+                    "mode",
+                    skillup_kit::invalid::one_of("mode", &["auto", "sync", "async"]),
+                ));
             }
         };
         Ok(GenerationRequest {
@@ -297,7 +300,8 @@ fn task_ref(t: Task) -> pb::TaskRef {
 }
 
 fn task_id(id: &str) -> Result<Uuid, AiError> {
-    Uuid::parse_str(id).map_err(|_| AiError::Invalid("task_id", "`task_id` must be a UUID".into()))
+    Uuid::parse_str(id)
+        .map_err(|_| AiError::Invalid("task_id", skillup_kit::invalid::uuid("task_id")))
 }
 
 #[tonic::async_trait]

@@ -152,10 +152,10 @@ impl Generator {
         filter: &LibraryQuery,
     ) -> Result<(Vec<Task>, String)> {
         if filter.query.chars().count() > 200 {
-            return Err(invalid("query", "`query` must be at most 200 characters"));
+            return Err(invalid("query", skillup_kit::invalid::at_most_chars("query", 200)));
         }
         if filter.function.len() > 64 {
-            return Err(invalid("function", "`function` must be a function slug such as \"quiz\""));
+            return Err(invalid("function", skillup_kit::invalid::slug("function")));
         }
         let size = match page_size {
             0 => 20,
@@ -164,7 +164,7 @@ impl Generator {
         let before = match page_token {
             "" => None,
             t => Some(Uuid::parse_str(t).map_err(|_| {
-                invalid("page.page_token", "`page_token` is not one this API gave")
+                invalid("page.page_token", skillup_kit::invalid::page_token("page.page_token"))
             })?),
         };
         let mut rows = self.inner.tasks.page(user, before, filter, size + 1).await?;
@@ -219,7 +219,7 @@ impl Generator {
         if let Some(title) = &mut edit.title {
             *title = title.trim().to_owned();
             if title.is_empty() || title.chars().count() > 200 {
-                return Err(invalid("title", "`title` must be 1..=200 characters"));
+                return Err(invalid("title", skillup_kit::invalid::chars("title", 1, 200)));
             }
         }
         match self.inner.tasks.edit(user, id, &edit).await? {
@@ -248,12 +248,12 @@ impl Generator {
     /// One of the user's documents as a file in `format` (`md`, `txt`, `html`); CONFLICT
     /// while it has no text.
     pub async fn export(&self, user: Uuid, id: Uuid, format: &str) -> Result<Export> {
-        let format = Format::parse(format)
-            .ok_or_else(|| invalid("format", "`format` must be md, txt or html"))?;
+        let format = Format::parse(format).ok_or_else(|| {
+            invalid("format", skillup_kit::invalid::one_of("format", &["md", "txt", "html"]))
+        })?;
         let task = self.task(user, id).await?;
-        export::render(&task, format).ok_or_else(|| {
-            AiError::Conflict(format!("the document has no text to export: it is {}", task.status))
-        })
+        export::render(&task, format)
+            .ok_or_else(|| AiError::Conflict(crate::texts::about("no-text-yet", task.status)))
     }
 
     /// A deleted account: every document of it (a queued one's worker finds no row and drops
@@ -270,7 +270,7 @@ impl Generator {
         let cancelled = self.inner.tasks.cancel(user, id).await?;
         let t = self.find(user, id).await?;
         if !cancelled {
-            return Err(AiError::Conflict(format!("the task is already {}", t.status)));
+            return Err(AiError::Conflict(crate::texts::about("already", t.status)));
         }
         self.release(&t.hold_id.to_string()).await;
         self.cache_task(&t).await;

@@ -10,6 +10,12 @@ pub(crate) fn text(key: &str) -> String {
     MESSAGES.text(i18n::current(), key, None)
 }
 
+/// Message `key` about a document in state `status` (`queued`, `running`, …).
+pub(crate) fn about(key: &str, status: impl std::fmt::Display) -> String {
+    let args = skillup_kit::fluent_args![("status", status.to_string())];
+    MESSAGES.text(i18n::current(), key, Some(&args))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,18 +47,18 @@ impl Auth {
     /// address is registered). Tokens come from [`Auth::login`].
     pub async fn register(&self, r: &Registration<'_>) -> Result<user::Model> {
         let password = r.password;
-        let email = Email::parse(r.email).map_err(|m| invalid("email", m))?;
-        let name = profile::name(r.name).map_err(|m| invalid("name", m))?;
+        let email = Email::parse(r.email).map_err(|k| refused("email", k, 0))?;
+        let name = profile::name(r.name).map_err(|k| refused("name", k, 0))?;
         let locale = match r.locale {
             "" => r.request_locale,
-            l => profile::locale(l).map_err(|m| invalid("locale", m))?,
+            l => profile::locale(l).map_err(|k| refused("locale", k, 0))?,
         };
         let time_zone = match r.time_zone {
             "" => profile::DEFAULT_TIME_ZONE.to_owned(),
-            tz => profile::time_zone(tz).map_err(|m| invalid("time_zone", m))?,
+            tz => profile::time_zone(tz).map_err(|k| refused("time_zone", k, 0))?,
         };
         password::check_policy(password, self.cfg.password_min_chars)
-            .map_err(|m| invalid("password", m))?;
+            .map_err(|(k, n)| refused("password", k, n))?;
         let hash = password::hash(SecretString::from(password.to_owned()), self.cfg.bcrypt_cost)
             .await
             .map_err(AuthError::Internal)?;
@@ -135,9 +135,9 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<(user::Model, Issued)> {
         if password.is_empty() {
-            return Err(invalid("password", "password is required"));
+            return Err(invalid("password", skillup_kit::invalid::required("password")));
         }
-        let email = Email::parse(email).map_err(|m| invalid("email", m))?;
+        let email = Email::parse(email).map_err(|k| refused("email", k, 0))?;
         // The cache never holds an address: its keys and values name its hash.
         let who = secrets::hash(email.as_str());
         let device = self.known_device(&who, device_token).await?;
@@ -166,7 +166,7 @@ impl Auth {
             return Err(AuthError::InvalidCredentials);
         };
         if !user.is_active {
-            return Err(AuthError::Forbidden("this account is deactivated"));
+            return Err(AuthError::Forbidden("error-deactivated"));
         }
         // The owner is in: this device's (or pair's) failures and the account's are forgiven.
         let account = format!("acct:{who}");
@@ -249,18 +249,18 @@ impl Auth {
     /// at every edge (the cache holds it beside the tier, and the identity stamp changes).
     pub async fn update_me(&self, user_id: Uuid, edit: &ProfileEdit) -> Result<user::Model> {
         let name = edit.name.as_deref().map(profile::name).transpose();
-        let name = name.map_err(|m| invalid("name", m))?;
+        let name = name.map_err(|k| refused("name", k, 0))?;
         let locale = edit.locale.as_deref().map(profile::locale).transpose();
-        let locale = locale.map_err(|m| invalid("locale", m))?;
+        let locale = locale.map_err(|k| refused("locale", k, 0))?;
         let time_zone = edit.time_zone.as_deref().map(profile::time_zone).transpose();
-        let time_zone = time_zone.map_err(|m| invalid("time_zone", m))?;
+        let time_zone = time_zone.map_err(|k| refused("time_zone", k, 0))?;
         if name.is_none() && locale.is_none() && time_zone.is_none() {
             return self.user(user_id).await;
         }
         let change = ProfileChange { name, locale: locale.map(Locale::tag), time_zone };
         let txn = self.db.begin().await?;
         let Some(user) = self.store.update_profile(&txn, user_id, &change).await? else {
-            return Err(AuthError::NotFound("no such account"));
+            return Err(AuthError::NotFound("error-no-account"));
         };
         let msg = crate::events::updated(&user);
         let id = format!("updated:{}:{}", user.id, Uuid::now_v7());

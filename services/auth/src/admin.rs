@@ -9,8 +9,8 @@ use crate::auth::*;
 
 impl Auth {
     pub async fn set_active(&self, user_id: &str, active: bool) -> Result<user::Model> {
-        let id =
-            Uuid::parse_str(user_id).map_err(|_| invalid("user_id", "user_id must be a UUID"))?;
+        let id = Uuid::parse_str(user_id)
+            .map_err(|_| invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
         let user = self.user(id).await?;
         self.store.set_active(id, active).await?;
         if active {
@@ -30,10 +30,10 @@ impl Auth {
     /// Applies a `subscription.changed` event: new tokens carry the tier, and existing ones
     /// read it from the cache at validation.
     pub async fn apply_tier(&self, user_id: &str, tier: &str) -> Result<()> {
-        let id =
-            Uuid::parse_str(user_id).map_err(|_| invalid("user_id", "user_id must be a UUID"))?;
+        let id = Uuid::parse_str(user_id)
+            .map_err(|_| invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
         if tier.is_empty() || tier.len() > 32 {
-            return Err(invalid("plan", "tier must be 1..=32 characters"));
+            return Err(invalid("plan", skillup_kit::invalid::chars("plan", 1, 32)));
         }
         self.store.set_tier(id, tier).await?;
         self.cache

@@ -55,7 +55,7 @@ pub struct Validated {
 
 /// The account of a caller auth validated (its id always parses), or "sign in first".
 pub(crate) fn account_of(who: &Caller) -> Result<Uuid> {
-    who.user().ok_or(AuthError::Unauthenticated("sign in first"))
+    who.user().ok_or(AuthError::Unauthenticated("error-sign-in"))
 }
 
 /// What a successful sign-in hands back.
@@ -113,6 +113,13 @@ pub(crate) fn now() -> DateTime<Utc> {
 
 pub(crate) fn invalid(field: &'static str, msg: impl Into<String>) -> AuthError {
     AuthError::Invalid(field, msg.into())
+}
+
+/// `field` refused for the reason message `key` (of `locales/*.ftl`) gives, worded for the
+/// caller; `n` is the number it names, if any.
+pub(crate) fn refused(field: &'static str, key: &str, n: usize) -> AuthError {
+    let args = skillup_kit::fluent_args![("n", n)];
+    AuthError::Invalid(field, crate::letters::said(key, Some(&args)))
 }
 
 pub(crate) fn cache_err(e: skillup_kit::Error) -> AuthError {
@@ -180,7 +187,7 @@ impl Auth {
     }
 
     pub async fn user(&self, id: Uuid) -> Result<user::Model> {
-        self.store.user(id).await?.ok_or(AuthError::NotFound("no such account"))
+        self.store.user(id).await?.ok_or(AuthError::NotFound("error-no-account"))
     }
 
     /// An active account, for another service that writes to it (deleted and deactivated
@@ -188,7 +195,7 @@ impl Auth {
     pub async fn contact(&self, id: Uuid) -> Result<user::Model> {
         match self.store.user(id).await? {
             Some(u) if u.is_active => Ok(u),
-            _ => Err(AuthError::NotFound("no such account")),
+            _ => Err(AuthError::NotFound("error-no-account")),
         }
     }
 

@@ -24,14 +24,14 @@ impl Auth {
     pub async fn change_email(&self, who: &Caller, pw: &str, new_email: &str) -> Result<()> {
         let user = self.user(account_of(who)?).await?;
         if pw.is_empty() {
-            return Err(invalid("password", "the password is required"));
+            return Err(invalid("password", skillup_kit::invalid::required("password")));
         }
-        let new = Email::parse(new_email).map_err(|m| invalid("new_email", m))?;
+        let new = Email::parse(new_email).map_err(|k| refused("new_email", k, 0))?;
         if new.as_str() == user.email {
-            return Err(invalid("new_email", "this is the account's address already"));
+            return Err(refused("new_email", "address-same", 0));
         }
         if !password::verify(SecretString::from(pw.to_owned()), user.password_hash.clone()).await {
-            return Err(invalid("password", "the password is wrong"));
+            return Err(refused("password", "password-wrong", 0));
         }
         self.throttle_mail(user.id, "email_change").await?;
         let base = self.cfg.public_url.trim_end_matches('/');
@@ -61,14 +61,14 @@ impl Auth {
     pub async fn confirm_email_change(&self, token: &str) -> Result<String> {
         let row = self.spend_email_token_row(token, "email_change").await?;
         let Some(new) = row.new_email else {
-            return Err(invalid("token", "this link is not valid; ask for a new one"));
+            return Err(refused("token", "link-invalid", 0));
         };
         let txn = self.db.begin().await?;
         let user = match self.store.change_email(&txn, row.user_id, &new).await {
             Ok(Some(u)) => u,
-            Ok(None) => return Err(AuthError::NotFound("no such account")),
+            Ok(None) => return Err(AuthError::NotFound("error-no-account")),
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                return Err(AuthError::Conflict("this address has an account now"));
+                return Err(AuthError::Conflict("error-address-taken"));
             }
             Err(e) => return Err(e.into()),
         };
@@ -99,10 +99,10 @@ impl Auth {
     pub async fn delete_me(&self, who: &Caller, pw: &str) -> Result<()> {
         let user = self.user(account_of(who)?).await?;
         if pw.is_empty() {
-            return Err(invalid("password", "the password is required"));
+            return Err(invalid("password", skillup_kit::invalid::required("password")));
         }
         if !password::verify(SecretString::from(pw.to_owned()), user.password_hash.clone()).await {
-            return Err(invalid("password", "the password is wrong"));
+            return Err(refused("password", "password-wrong", 0));
         }
         // Tokens die first: from here on the account answers to nobody.
         self.logout_all(user.id).await?;

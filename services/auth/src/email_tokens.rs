@@ -50,19 +50,19 @@ impl Auth {
         token: &str,
         kind: &str,
     ) -> Result<email_token::Model> {
-        let bad = || invalid("token", "this link is not valid; ask for a new one");
+        let bad = || refused("token", "link-invalid", 0);
         if !secrets::looks_like_token(token) {
             return Err(bad());
         }
         let row = self.store.email_token(&secrets::hash(token), kind).await?.ok_or_else(bad)?;
         if row.used_at.is_some() {
-            return Err(invalid("token", "this link was already used"));
+            return Err(refused("token", "link-used", 0));
         }
         if row.expires_at <= now() {
-            return Err(invalid("token", "this link has expired; ask for a new one"));
+            return Err(refused("token", "link-expired", 0));
         }
         if !self.store.spend_email_token(row.id).await? {
-            return Err(invalid("token", "this link was already used"));
+            return Err(refused("token", "link-used", 0));
         }
         Ok(row)
     }
@@ -106,7 +106,7 @@ impl Auth {
 
     /// Answers the same whether or not the account exists.
     pub async fn request_password_reset(&self, email: &str) -> Result<()> {
-        let email = Email::parse(email).map_err(|m| invalid("email", m))?;
+        let email = Email::parse(email).map_err(|k| refused("email", k, 0))?;
         let Some(user) = self.store.user_by_email(email.as_str()).await? else {
             return Ok(());
         };
@@ -123,7 +123,7 @@ impl Auth {
 
     pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
         password::check_policy(new_password, self.cfg.password_min_chars)
-            .map_err(|m| invalid("new_password", m))?;
+            .map_err(|(k, n)| refused("new_password", k, n))?;
         let user_id = self.spend_email_token(token, "reset").await?;
         self.set_password(user_id, new_password).await?;
         self.logout_all(user_id).await?;
@@ -142,15 +142,12 @@ impl Auth {
         if !password::verify(SecretString::from(current.to_owned()), user.password_hash.clone())
             .await
         {
-            return Err(invalid("current_password", "the current password is wrong"));
+            return Err(refused("current_password", "password-wrong", 0));
         }
         password::check_policy(new_password, self.cfg.password_min_chars)
-            .map_err(|m| invalid("new_password", m))?;
+            .map_err(|(k, n)| refused("new_password", k, n))?;
         if current == new_password {
-            return Err(invalid(
-                "new_password",
-                "the new password must differ from the current one",
-            ));
+            return Err(refused("new_password", "password-same", 0));
         }
         self.set_password(user_id, new_password).await?;
         let others: Vec<Uuid> = self

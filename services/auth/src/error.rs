@@ -6,10 +6,10 @@ use tonic::Status;
 
 pub type Result<T, E = AuthError> = std::result::Result<T, E>;
 
-/// A data export nobody may download (unknown, another's, expired, failed): worded for people.
-pub(crate) const NO_EXPORT: &str = "no such export";
-/// A data export still being prepared: worded for people.
-pub(crate) const NOT_READY: &str = "the export is not ready yet";
+/// A data export nobody may download (unknown, another's, expired, failed).
+pub(crate) const NO_EXPORT: &str = "error-export-gone";
+/// A data export still being prepared.
+pub(crate) const NOT_READY: &str = "error-export-not-ready";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -19,23 +19,30 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("too many attempts; try again in {0} seconds")]
     Throttled(u64),
-    #[error("{0}")]
+    /// The payload of this variant and of `Forbidden`, `NotFound` and `Conflict` is the message
+    /// (of `locales/*.ftl`) people read; logs show its English.
+    #[error("{}", english(.0))]
     Unauthenticated(&'static str),
     #[error("{0}")]
     Expired(&'static str),
     #[error("{0}")]
     Revoked(&'static str),
-    #[error("{0}")]
+    #[error("{}", english(.0))]
     Forbidden(&'static str),
-    #[error("{0}")]
+    #[error("{}", english(.0))]
     NotFound(&'static str),
-    #[error("{0}")]
+    #[error("{}", english(.0))]
     Conflict(&'static str),
     /// A dependency did not answer: fail closed.
     #[error("authentication is unavailable right now, retry later")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+}
+
+/// A message of `locales/en.ftl`, for logs.
+fn english(key: &str) -> String {
+    crate::letters::MESSAGES.text(skillup_kit::i18n::Locale::En, key, None)
 }
 
 impl From<sea_orm::DbErr> for AuthError {
@@ -78,28 +85,16 @@ impl From<AuthError> for Status {
                 }
                 s
             }
-            AuthError::Unauthenticated("sign in first") => {
-                status(ErrorCode::Unauthenticated, said("error-sign-in", None))
-            }
-            AuthError::Unauthenticated(_) => status(ErrorCode::Unauthenticated, msg),
+            AuthError::Unauthenticated(key) => status(ErrorCode::Unauthenticated, said(key, None)),
             AuthError::Expired(_) => {
                 status(ErrorCode::TokenExpired, said("error-token-expired", None))
             }
             AuthError::Revoked(_) => {
                 status(ErrorCode::TokenRevoked, said("error-token-revoked", None))
             }
-            AuthError::Forbidden("this account is deactivated") => {
-                status(ErrorCode::PermissionDenied, said("error-deactivated", None))
-            }
-            AuthError::Forbidden(_) => status(ErrorCode::PermissionDenied, msg),
-            AuthError::NotFound(NO_EXPORT) => {
-                status(ErrorCode::NotFound, said("error-export-gone", None))
-            }
-            AuthError::NotFound(_) => status(ErrorCode::NotFound, msg),
-            AuthError::Conflict(NOT_READY) => {
-                status(ErrorCode::Conflict, said("error-export-not-ready", None))
-            }
-            AuthError::Conflict(_) => status(ErrorCode::Conflict, msg),
+            AuthError::Forbidden(key) => status(ErrorCode::PermissionDenied, said(key, None)),
+            AuthError::NotFound(key) => status(ErrorCode::NotFound, said(key, None)),
+            AuthError::Conflict(key) => status(ErrorCode::Conflict, said(key, None)),
             AuthError::Unavailable(detail) => {
                 tracing::warn!(%detail, "auth dependency unavailable");
                 status(ErrorCode::Unavailable, said("error-unavailable", None))

@@ -97,7 +97,7 @@ impl Auth {
     pub async fn request_export(&self, who: &Caller) -> Result<DataExport> {
         let user = self.user(account_of(who)?).await?;
         if !user.is_active {
-            return Err(AuthError::Forbidden("this account is deactivated"));
+            return Err(AuthError::Forbidden("error-deactivated"));
         }
         let row = self.exports.start(user.id, now(), chrono_of(FRESH)).await?;
         self.export_wake.notify_one();

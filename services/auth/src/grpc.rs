@@ -54,9 +54,8 @@ impl AuthGrpc {
         {
             return Ok(id.clone());
         }
-        let token = bearer(req.metadata()).ok_or_else(|| {
-            Status::from(AuthError::Unauthenticated("sign in first: no bearer token"))
-        })?;
+        let token = bearer(req.metadata())
+            .ok_or_else(|| Status::from(AuthError::Unauthenticated("error-sign-in")))?;
         Ok(self.auth.validate(token, &[]).await?.caller)
     }
 }
@@ -330,8 +329,9 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
     ) -> Result<Response<Self::DownloadDataExportStream>, Status> {
         use futures::StreamExt as _;
         let who = self.caller(&req).await?;
-        let id = uuid::Uuid::parse_str(&req.get_ref().export_id)
-            .map_err(|_| AuthError::Invalid("export_id", "`export_id` must be a UUID".into()))?;
+        let id = uuid::Uuid::parse_str(&req.get_ref().export_id).map_err(|_| {
+            AuthError::Invalid("export_id", skillup_kit::invalid::uuid("export_id"))
+        })?;
         let archive = self.auth.export_archive(&who, id).await?;
         // The first message says what the bytes are; the rest carry only bytes.
         let mut first = true;
@@ -377,7 +377,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         req: Request<pb::GetContactRequest>,
     ) -> Result<Response<pb::Contact>, Status> {
         let id = uuid::Uuid::parse_str(&req.get_ref().user_id)
-            .map_err(|_| AuthError::Invalid("user_id", "`user_id` must be a UUID".into()))?;
+            .map_err(|_| AuthError::Invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
         let user = self.auth.contact(id).await?;
         Ok(Response::new(pb::Contact {
             user_id: user.id.to_string(),
@@ -418,12 +418,11 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         match Caller::of(&req) {
             Some(id) if id.has_scope("admin") => {}
             Some(_) => {
-                return Err(AuthError::Forbidden("this call needs the admin scope").into());
+                return Err(AuthError::Forbidden("error-admin-scope").into());
             }
             None => {
-                let token = bearer(req.metadata()).ok_or_else(|| {
-                    Status::from(AuthError::Unauthenticated("sign in first: no bearer token"))
-                })?;
+                let token = bearer(req.metadata())
+                    .ok_or_else(|| Status::from(AuthError::Unauthenticated("error-sign-in")))?;
                 self.auth.validate(token, &["admin".to_owned()]).await?;
             }
         }

@@ -72,6 +72,29 @@ mod tests {
     }
 
     #[test]
+    fn every_refusal_of_the_rules_is_a_message() {
+        use crate::domain::{email::Email, password, profile};
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long = format!("a@{}.com", "b".repeat(260));
+        let mut keys: Vec<&str> =
+            ["", "no-at", "a@b@c", "a b@example.com", "a@-", &long_local, &long]
+                .iter()
+                .filter_map(|raw| Email::parse(raw).err())
+                .collect();
+        keys.extend(profile::name(&"я".repeat(101)).err());
+        keys.extend(profile::name("a\u{0}").err());
+        keys.extend(profile::locale("de").err());
+        keys.extend(profile::time_zone("Mars/Olympus").err());
+        for pw in ["short", &"é".repeat(37), "          ", "abc\u{0}defgh"] {
+            keys.extend(password::check_policy(pw, 8).err().map(|(k, _)| k));
+        }
+        assert!(keys.len() >= 12, "{keys:?}");
+        for key in keys {
+            assert!(MESSAGES.has(key), "no message `{key}` in locales/*.ftl");
+        }
+    }
+
+    #[test]
     fn a_letter_is_in_the_readers_language_with_plurals_right() {
         let args = || {
             fluent_args![("link", "https://x/verify-email?token=T"), ("token", "T"), ("hours", 24)]

@@ -103,19 +103,19 @@ impl Auth {
     /// family — unless it is a retry within the grace window, which gets the same pair back.
     pub async fn refresh(&self, token: &str, client: &ClientInfo) -> Result<(user::Model, Issued)> {
         if !secrets::looks_like_token(token) {
-            return Err(AuthError::Unauthenticated("the refresh token is not valid"));
+            return Err(AuthError::Unauthenticated("error-refresh-invalid"));
         }
         let hash = secrets::hash(token);
         let row = self
             .store
             .refresh_token(&hash)
             .await?
-            .ok_or(AuthError::Unauthenticated("the refresh token is not valid"))?;
+            .ok_or(AuthError::Unauthenticated("error-refresh-invalid"))?;
         let sess = self
             .store
             .session(row.session_id)
             .await?
-            .ok_or(AuthError::Unauthenticated("the refresh token is not valid"))?;
+            .ok_or(AuthError::Unauthenticated("error-refresh-invalid"))?;
         if sess.revoked_at.is_some() {
             return Err(AuthError::Revoked("this session was signed out"));
         }
@@ -125,7 +125,7 @@ impl Auth {
         }
         let user = self.user(row.user_id).await?;
         if !user.is_active {
-            return Err(AuthError::Forbidden("this account is deactivated"));
+            return Err(AuthError::Forbidden("error-deactivated"));
         }
         if let Some(used) = row.used_at {
             return self.spent(&hash, &sess, &user, Some(used)).await;
@@ -225,7 +225,7 @@ impl Auth {
 
     pub async fn logout(&self, who: &Caller, refresh_token: &str) -> Result<()> {
         let user_id = account_of(who)?;
-        let session = who.session().ok_or(AuthError::Unauthenticated("sign in first"))?;
+        let session = who.session().ok_or(AuthError::Unauthenticated("error-sign-in"))?;
         let left = (who.token_exp - now().timestamp()).max(0) as u64 + LEEWAY_SECS;
         self.cache
             .set(
@@ -273,7 +273,7 @@ impl Auth {
 
     pub async fn revoke_session(&self, user_id: Uuid, session_id: &str) -> Result<()> {
         let id = Uuid::parse_str(session_id)
-            .map_err(|_| invalid("session_id", "session_id must be a UUID"))?;
+            .map_err(|_| invalid("session_id", skillup_kit::invalid::uuid("session_id")))?;
         let found = self.store.session(id).await?;
         match found {
             Some(s) if s.user_id == user_id && s.revoked_at.is_none() => {
@@ -281,7 +281,7 @@ impl Auth {
                 self.emit_revoked(user_id, Vec::new(), None).await;
                 Ok(())
             }
-            _ => Err(AuthError::NotFound("no such session")),
+            _ => Err(AuthError::NotFound("error-no-session")),
         }
     }
 
@@ -290,12 +290,12 @@ impl Auth {
     pub async fn validate(&self, token: &str, required_scopes: &[String]) -> Result<Validated> {
         let claims = self.keys.verify(token).map_err(|e| match e {
             TokenError::Expired => AuthError::Expired("the access token has expired"),
-            TokenError::Invalid(_) => AuthError::Unauthenticated("the access token is not valid"),
+            TokenError::Invalid(_) => AuthError::Unauthenticated("error-token-invalid"),
         })?;
         let user_id = Uuid::parse_str(&claims.sub)
-            .map_err(|_| AuthError::Unauthenticated("the access token is not valid"))?;
+            .map_err(|_| AuthError::Unauthenticated("error-token-invalid"))?;
         let session_id = Uuid::parse_str(&claims.sid)
-            .map_err(|_| AuthError::Unauthenticated("the access token is not valid"))?;
+            .map_err(|_| AuthError::Unauthenticated("error-token-invalid"))?;
         let keys = [
             format!("auth:bl:{}", claims.jti),
             format!("auth:sid:{}", claims.sid),
@@ -330,12 +330,12 @@ impl Auth {
             }
         }
         if vals[3].is_some() {
-            return Err(AuthError::Forbidden("this account is deactivated"));
+            return Err(AuthError::Forbidden("error-deactivated"));
         }
         let scopes: Vec<String> = claims.scope.split_whitespace().map(str::to_owned).collect();
         if let Some(missing) = required_scopes.iter().find(|s| !scopes.contains(s)) {
             tracing::debug!(%missing, "scope missing");
-            return Err(AuthError::Forbidden("this action needs a scope the token does not have"));
+            return Err(AuthError::Forbidden("error-scope"));
         }
         let tier = vals[4]
             .as_deref()

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod i18n;
 pub mod identity;
 pub mod infra;
+pub mod invalid;
 pub mod mailer;
 pub mod ops;
 pub mod outbox;

@@ -29,7 +29,7 @@ impl Notifier {
                 let id = Uuid::parse_str(t).map_err(|_| {
                     NotificationError::Invalid(
                         "page.page_token",
-                        "`page_token` is not one this API gave".into(),
+                        skillup_kit::invalid::page_token("page.page_token"),
                     )
                 })?;
                 Some(self.store.seq_of(user, id).await?.unwrap_or(0))
@@ -49,11 +49,14 @@ impl Notifier {
     /// Marks the given notifications (or all) read; how many changed.
     pub async fn mark_read(&self, user: Uuid, ids: &[String], all: bool) -> Result<u32> {
         if !all && ids.len() > 100 {
-            return Err(NotificationError::Invalid("ids", "at most 100 `ids`".into()));
+            return Err(NotificationError::Invalid(
+                "ids",
+                skillup_kit::invalid::at_most_items("ids", 100),
+            ));
         }
         let ids: Vec<Uuid> =
             ids.iter().map(|s| Uuid::parse_str(s)).collect::<std::result::Result<_, _>>().map_err(
-                |_| NotificationError::Invalid("ids", "`ids` must be notification ids".into()),
+                |_| NotificationError::Invalid("ids", skillup_kit::invalid::not_yours("ids")),
             )?;
         Ok(self.store.mark_read(user, (!all).then_some(ids)).await? as u32)
     }
@@ -74,7 +77,7 @@ impl Notifier {
         if locale.len() > 16 || !locale.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(NotificationError::Invalid(
                 "locale",
-                "`locale` must be a BCP 47 tag such as \"en\"".into(),
+                skillup_kit::invalid::language("locale"),
             ));
         }
         let row = prefs::Model {

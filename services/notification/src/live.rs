@@ -77,12 +77,8 @@ impl Notifier {
     /// A plain stream over the user's broadcast receiver (no task and no channel per
     /// subscriber: ten thousand idle sockets are ten thousand small states).
     pub async fn subscribe(&self, user: Uuid, after_id: &str) -> Result<LiveStream> {
-        let invalid = || {
-            NotificationError::Invalid(
-                "after_id",
-                "`after_id` is not one of your notifications".into(),
-            )
-        };
+        let invalid =
+            || NotificationError::Invalid("after_id", skillup_kit::invalid::not_yours("after_id"));
         let after_seq = match after_id {
             "" => None,
             s => {

@@ -15,10 +15,7 @@ impl Currency {
         if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
             Ok(Self(c.to_owned()))
         } else {
-            Err(PaymentError::Invalid(
-                field,
-                format!("`{field}` must be an ISO 4217 code such as USD or RUB"),
-            ))
+            Err(PaymentError::Invalid(field, skillup_kit::invalid::currency(field)))
         }
     }
 
@@ -43,10 +40,7 @@ impl MinorUnits {
         if (1..=MAX_AMOUNT).contains(&a) {
             Ok(Self(a))
         } else {
-            Err(PaymentError::Invalid(
-                field,
-                format!("`{field}` must be 1..={MAX_AMOUNT} minor units"),
-            ))
+            Err(PaymentError::Invalid(field, skillup_kit::invalid::between(field, 1, MAX_AMOUNT)))
         }
     }
 
@@ -64,10 +58,7 @@ impl IdempotencyKey {
         if (1..=128).contains(&k.len()) && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             Ok(Self(k.to_owned()))
         } else {
-            Err(PaymentError::Invalid(
-                "idempotency_key",
-                "send an Idempotency-Key of 1..=128 printable ASCII characters".into(),
-            ))
+            Err(PaymentError::Invalid("idempotency_key", skillup_kit::invalid::idempotency_key()))
         }
     }
 
@@ -82,7 +73,7 @@ pub fn description(d: &str) -> Result<String> {
     if d.chars().count() > 200 || d.chars().any(char::is_control) {
         return Err(PaymentError::Invalid(
             "description",
-            "`description` is at most 200 characters of one line".into(),
+            skillup_kit::invalid::one_line("description", 200),
         ));
     }
     Ok(d.to_owned())

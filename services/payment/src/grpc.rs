@@ -100,7 +100,7 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
     ) -> Result<Response<pb::Transaction>, Status> {
         let r = req.into_inner();
         let user = Uuid::parse_str(&r.user_id)
-            .map_err(|_| PaymentError::Invalid("user_id", "`user_id` must be a UUID".into()))?;
+            .map_err(|_| PaymentError::Invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
         let money = r.amount.unwrap_or_default();
         let amount = MinorUnits::parse("amount.amount_minor", money.amount_minor)?;
         let currency = Currency::parse("amount.currency", &money.currency)?;
@@ -114,7 +114,7 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
     ) -> Result<Response<pb::Transaction>, Status> {
         let r = req.into_inner();
         let id = Uuid::parse_str(&r.transaction_id).map_err(|_| {
-            PaymentError::Invalid("transaction_id", "`transaction_id` must be a UUID".into())
+            PaymentError::Invalid("transaction_id", skillup_kit::invalid::uuid("transaction_id"))
         })?;
         let key = IdempotencyKey::parse(&r.idempotency_key)?;
         Ok(answer(self.ledger.refund(id, r.amount_minor, key, &r.description).await?))

@@ -151,7 +151,7 @@ impl Ledger {
             t => Some(Uuid::parse_str(t).map_err(|_| {
                 PaymentError::Invalid(
                     "page.page_token",
-                    "`page_token` is not one this service gave".into(),
+                    skillup_kit::invalid::page_token("page.page_token"),
                 )
             })?),
         };

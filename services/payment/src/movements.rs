@@ -27,7 +27,7 @@ impl Ledger {
         if payment_method.len() > 200 {
             return Err(PaymentError::Invalid(
                 "payment_method",
-                "`payment_method` is at most 200 characters".into(),
+                skillup_kit::invalid::at_most_chars("payment_method", 200),
             ));
         }
         let m = Movement {

@@ -88,9 +88,10 @@ impl Catalog {
         let f = self.function(function_id).await?;
         let t = match self.current_template(&f.id, locale).await? {
             Some(t) => t,
-            None => self.current_template(&f.id, DEFAULT_LOCALE).await?.ok_or_else(|| {
-                PromptError::NotFound(format!("function `{}` has no published template", f.id))
-            })?,
+            None => self
+                .current_template(&f.id, DEFAULT_LOCALE)
+                .await?
+                .ok_or_else(|| PromptError::NotFound(crate::texts::about("no-template", &f.id)))?,
         };
         let recipe = Recipe { at: Instant::now(), function: f.clone(), template: t.clone() };
         self.recipes.lock().expect("recipes").insert(key, recipe);
@@ -158,7 +159,7 @@ impl Catalog {
         self.store
             .function(&id)
             .await?
-            .ok_or_else(|| PromptError::NotFound(format!("no function `{id}`")))
+            .ok_or_else(|| PromptError::NotFound(crate::texts::about("no-function", &id)))
     }
 
     pub async fn get_function(&self, id: &str, locale: &str) -> Result<Function> {

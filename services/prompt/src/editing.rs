@@ -56,7 +56,7 @@ impl Catalog {
             if text.chars().count() > MAX_TEMPLATE_CHARS {
                 return Err(PromptError::Invalid(
                     field,
-                    format!("`{field}` is longer than {MAX_TEMPLATE_CHARS} characters"),
+                    skillup_kit::invalid::at_most_chars(field, MAX_TEMPLATE_CHARS),
                 ));
             }
             Template::parse(text, &declared).map_err(|e| template_error(field, e))?;
@@ -79,7 +79,7 @@ impl Catalog {
         if title.is_empty() {
             return Err(PromptError::Invalid(
                 "function.title",
-                "`function.title` is required".into(),
+                skillup_kit::invalid::required("function.title"),
             ));
         }
         let description = values::user_text("function.description", &f.description, 500, false)?;
@@ -88,21 +88,28 @@ impl Catalog {
             None => {
                 return Err(PromptError::Invalid(
                     "function.class",
-                    "`function.class` must be FUNCTION_CLASS_SHORT or FUNCTION_CLASS_LONG".into(),
+                    skillup_kit::invalid::one_of(
+                        "function.class",
+                        &["FUNCTION_CLASS_SHORT", "FUNCTION_CLASS_LONG"],
+                    ),
                 ));
             }
         };
         if !(1..=values::MAX_TOKENS).contains(&f.default_max_tokens) {
             return Err(PromptError::Invalid(
                 "function.default_max_tokens",
-                format!("`function.default_max_tokens` must be 1..={}", values::MAX_TOKENS),
+                skillup_kit::invalid::between(
+                    "function.default_max_tokens",
+                    1,
+                    i64::from(values::MAX_TOKENS),
+                ),
             ));
         }
         let min_tier = values::slug("function.min_tier", &f.min_tier)?;
         if f.params.len() > values::MAX_PARAMS {
             return Err(PromptError::Invalid(
                 "function.params",
-                format!("at most {} parameters", values::MAX_PARAMS),
+                skillup_kit::invalid::at_most_items("function.params", values::MAX_PARAMS),
             ));
         }
         let mut params = BTreeMap::new();

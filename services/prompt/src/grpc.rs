@@ -203,8 +203,9 @@ impl pb::prompt_service_server::PromptService for PromptGrpc {
     ) -> Result<Response<pb::Template>, Status> {
         admin(&req)?;
         let r = req.into_inner();
-        let t =
-            r.template.ok_or(PromptError::Invalid("template", "`template` is required".into()))?;
+        let t = r
+            .template
+            .ok_or(PromptError::Invalid("template", skillup_kit::invalid::required("template")))?;
         Ok(created(self.catalog.publish(&r.function_id, &t.into()).await?.into()))
     }
 

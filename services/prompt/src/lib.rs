@@ -14,6 +14,7 @@ pub mod editing;
 pub mod error;
 pub mod grpc;
 pub mod store;
+pub mod texts;
 
 use skillup_kit::{
     component::{BuildError, Component, Context},

@@ -31,13 +31,13 @@ impl Subscriptions {
     /// the quota again from zero).
     pub async fn subscribe(&self, user: Uuid, plan_id: &str, key: &str) -> Result<Subscription> {
         if plan_id.is_empty() {
-            return Err(SubscribeError::Invalid("plan", "`plan` is required".into()));
+            return Err(SubscribeError::Invalid("plan", skillup_kit::invalid::required("plan")));
         }
         let plan = self.plan(plan_id).await?;
         if plan.id == FREE {
             return Err(SubscribeError::Invalid(
                 "plan",
-                "everyone has the free plan; cancel a paid plan to return to it".into(),
+                crate::texts::text("free-is-everyones", None),
             ));
         }
         if let Some(s) = self
@@ -178,7 +178,7 @@ impl Subscriptions {
     pub async fn cancel(&self, user: Uuid) -> Result<Subscription> {
         let cur = self.current(user).await?;
         let Some(s) = cur.sub.filter(|s| s.status == Status::Active) else {
-            return Err(SubscribeError::NotFound("there is no paid subscription to cancel".into()));
+            return Err(SubscribeError::NotFound(crate::texts::text("nothing-to-cancel", None)));
         };
         let txn = self.db.begin().await?;
         self.subs.set_cancel_at_period_end(&txn, s.id, true).await?;

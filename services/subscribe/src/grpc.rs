@@ -171,8 +171,9 @@ fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
 }
 
 fn user_id(s: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(s)
-        .map_err(|_| SubscribeError::Invalid("user_id", "`user_id` must be a UUID".into()).into())
+    Uuid::parse_str(s).map_err(|_| {
+        SubscribeError::Invalid("user_id", skillup_kit::invalid::uuid("user_id")).into()
+    })
 }
 
 #[tonic::async_trait]

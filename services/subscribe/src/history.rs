@@ -32,10 +32,7 @@ impl Subscriptions {
         let tz: Tz = match time_zone.trim() {
             "" => Tz::UTC,
             name => name.parse().map_err(|_| {
-                SubscribeError::Invalid(
-                    "time_zone",
-                    "`time_zone` must be an IANA time zone name such as \"Europe/Moscow\"".into(),
-                )
+                SubscribeError::Invalid("time_zone", skillup_kit::invalid::time_zone("time_zone"))
             })?,
         };
         let periods = match periods {
@@ -44,7 +41,7 @@ impl Subscriptions {
             _ => {
                 return Err(SubscribeError::Invalid(
                     "periods",
-                    format!("`periods` must be 1..={MAX_PERIODS}"),
+                    skillup_kit::invalid::between("periods", 1, i64::from(MAX_PERIODS)),
                 ));
             }
         };

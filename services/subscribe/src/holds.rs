@@ -43,7 +43,7 @@ pub const DEFAULT_HOLD_SECS: u32 = 3_600;
 
 pub(crate) fn hold_uuid(id: &str) -> Result<Uuid> {
     Uuid::parse_str(id)
-        .map_err(|_| SubscribeError::Invalid("hold_id", "`hold_id` must be a UUID".into()))
+        .map_err(|_| SubscribeError::Invalid("hold_id", skillup_kit::invalid::uuid("hold_id")))
 }
 
 impl Subscriptions {
@@ -86,12 +86,15 @@ impl Subscriptions {
         ttl: u32,
     ) -> Result<QuotaHold> {
         if tokens == 0 || tokens > 10_000_000 {
-            return Err(SubscribeError::Invalid("tokens", "`tokens` must be 1..=10000000".into()));
+            return Err(SubscribeError::Invalid(
+                "tokens",
+                skillup_kit::invalid::between("tokens", 1, 10_000_000),
+            ));
         }
         if key.len() > 128 {
             return Err(SubscribeError::Invalid(
                 "idempotency_key",
-                "`idempotency_key` is at most 128 characters".into(),
+                skillup_kit::invalid::at_most_chars("idempotency_key", 128),
             ));
         }
         let ttl = match ttl {
@@ -99,7 +102,7 @@ impl Subscriptions {
             t if t > MAX_HOLD_SECS => {
                 return Err(SubscribeError::Invalid(
                     "ttl_seconds",
-                    format!("`ttl_seconds` is at most {MAX_HOLD_SECS}"),
+                    skillup_kit::invalid::at_most("ttl_seconds", u64::from(MAX_HOLD_SECS)),
                 ));
             }
             t => t,

@@ -11,22 +11,22 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
         let s = raw.trim().to_lowercase();
         if s.is_empty() {
-            return Err("email is required");
+            return Err("email-required");
         }
         if s.len() > 254 {
-            return Err("email is longer than 254 characters");
+            return Err("email-too-long");
         }
-        let (local, domain) = s.rsplit_once('@').ok_or("email must contain @")?;
+        let (local, domain) = s.rsplit_once('@').ok_or("email-no-at")?;
         if local.is_empty() || local.len() > 64 {
-            return Err("the part before @ must be 1 to 64 characters");
+            return Err("email-local-length");
         }
         if local.contains('@') {
-            return Err("email must contain exactly one @");
+            return Err("email-one-at");
         }
         let local_ok =
             local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-            return Err("the part before @ has characters an address cannot have");
+            return Err("email-local-chars");
         }
         let labels: Vec<&str> = domain.split('.').collect();
         if labels.len() < 2
@@ -38,7 +38,7 @@ impl Email {
                     || !l.chars().all(|c| c.is_alphanumeric() || c == '-')
             })
         {
-            return Err("the domain after @ is not valid");
+            return Err("email-domain");
         }
         Ok(Self(s))
     }

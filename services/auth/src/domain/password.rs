@@ -55,22 +55,21 @@ async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
 /// bcrypt only reads 72 bytes; longer passwords are refused, not silently truncated.
 pub const MAX_BYTES: usize = 72;
 
-/// Checks the policy; the message is safe to show.
-pub fn check_policy(password: &str, min_chars: usize) -> Result<(), String> {
+/// Checks the policy; a refusal is the message (of `locales/*.ftl`) saying why, with the
+/// number it names (`$n`).
+pub fn check_policy(password: &str, min_chars: usize) -> Result<(), (&'static str, usize)> {
     let chars = password.chars().count();
     if chars < min_chars {
-        return Err(format!("password must be at least {min_chars} characters"));
+        return Err(("password-too-short", min_chars));
     }
     if password.len() > MAX_BYTES {
-        return Err(format!(
-            "password must be at most {MAX_BYTES} bytes (bcrypt reads no further)"
-        ));
+        return Err(("password-too-long", MAX_BYTES));
     }
     if password.trim().is_empty() {
-        return Err("password cannot be only spaces".into());
+        return Err(("password-spaces", 0));
     }
     if password.chars().any(|c| c.is_control()) {
-        return Err("password cannot contain control characters".into());
+        return Err(("password-control", 0));
     }
     Ok(())
 }

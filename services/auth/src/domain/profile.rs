@@ -11,6 +11,9 @@ pub struct ProfileEdit {
     pub time_zone: Option<String>,
 }
 
+/// Why a time zone is refused (a message of `locales/*.ftl`).
+const TIME_ZONE_REFUSED: &str = "time-zone-unknown";
+
 /// The zone of an account that never chose one.
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
 
@@ -18,28 +21,26 @@ pub const DEFAULT_TIME_ZONE: &str = "UTC";
 pub fn name(raw: &str) -> Result<String, &'static str> {
     let name = raw.trim();
     if name.chars().count() > 100 {
-        return Err("name must be at most 100 characters");
+        return Err("name-too-long");
     }
     if name.chars().any(char::is_control) {
-        return Err("name cannot contain control characters");
+        return Err("name-control");
     }
     Ok(name.to_owned())
 }
 
 /// `en` or `ru`.
 pub fn locale(raw: &str) -> Result<Locale, &'static str> {
-    Locale::parse(raw).ok_or("locale must be \"en\" or \"ru\"")
+    Locale::parse(raw).ok_or("locale-unknown")
 }
 
 /// An IANA time zone name (`Europe/Moscow`, `UTC`), as the tz database spells it.
 pub fn time_zone(raw: &str) -> Result<String, &'static str> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > 64 {
-        return Err("time_zone must be an IANA time zone name such as \"Europe/Moscow\"");
+        return Err(TIME_ZONE_REFUSED);
     }
-    raw.parse::<chrono_tz::Tz>()
-        .map(|tz| tz.name().to_owned())
-        .map_err(|_| "time_zone must be an IANA time zone name such as \"Europe/Moscow\"")
+    raw.parse::<chrono_tz::Tz>().map(|tz| tz.name().to_owned()).map_err(|_| TIME_ZONE_REFUSED)
 }
 
 #[cfg(test)]

@@ -45,10 +45,7 @@ pub fn locale(tag: &str) -> Result<String> {
     }
     let primary = tag.split(['-', '_']).next().unwrap_or_default().to_ascii_lowercase();
     if !(2..=3).contains(&primary.len()) || !primary.bytes().all(|b| b.is_ascii_lowercase()) {
-        return Err(PromptError::Invalid(
-            "locale",
-            "`locale` must be a BCP 47 tag such as en or ru".into(),
-        ));
+        return Err(PromptError::Invalid("locale", skillup_kit::invalid::language("locale")));
     }
     Ok(primary)
 }
@@ -57,14 +54,11 @@ pub fn locale(tag: &str) -> Result<String> {
 pub fn user_text(field: &'static str, s: &str, max: usize, allow_newlines: bool) -> Result<String> {
     let s = s.trim();
     if s.chars().count() > max {
-        return Err(PromptError::Invalid(
-            field,
-            format!("`{field}` is longer than {max} characters"),
-        ));
+        return Err(PromptError::Invalid(field, skillup_kit::invalid::at_most_chars(field, max)));
     }
     let bad = s.chars().any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t')));
     if bad {
-        return Err(PromptError::Invalid(field, format!("`{field}` holds control characters")));
+        return Err(PromptError::Invalid(field, skillup_kit::invalid::control(field)));
     }
     Ok(s.to_owned())
 }
@@ -73,7 +67,7 @@ pub fn user_text(field: &'static str, s: &str, max: usize, allow_newlines: bool)
 pub fn topic(s: &str) -> Result<String> {
     let t = user_text("topic", s, MAX_TOPIC_CHARS, false)?;
     if t.is_empty() {
-        return Err(PromptError::Invalid("topic", "`topic` is required".into()));
+        return Err(PromptError::Invalid("topic", skillup_kit::invalid::required("topic")));
     }
     Ok(guarded(&t))
 }
