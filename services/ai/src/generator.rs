@@ -156,7 +156,7 @@ impl Generator {
         req: GenerationRequest,
     ) -> Result<Prepared> {
         let user = Uuid::parse_str(&identity.user_id)
-            .map_err(|_| invalid("user_id", "the caller is not an account"))?;
+            .map_err(|_| invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
         if self.inner.cfg.require_verified_email && !identity.email_verified {
             return Err(AiError::EmailNotVerified);
         }

@@ -13,7 +13,7 @@ field-at-most = `{ $field }` must be at most { $max }
 field-at-least = `{ $field }` must be at least { $min }
 field-one-of = `{ $field }` must be one of { $options }
 field-time-zone = `{ $field }` must be an IANA time zone name such as "Europe/Moscow"
-field-slug = `{ $field }` must be a function slug such as "quiz"
+field-slug = `{ $field }` must be a code of 1..=64 characters of a-z, 0-9, _ and - such as "quiz"
 field-page-token = `{ $field }` is not one this API gave
 field-positive = `{ $field }` must be above 0
 field-between = `{ $field }` must be { $min }..={ $max }

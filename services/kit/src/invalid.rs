@@ -63,7 +63,7 @@ pub fn time_zone(field: &str) -> String {
     said("field-time-zone", fluent_args![("field", field)])
 }
 
-/// Not a function's slug.
+/// Not a code such as a function's (1..=64 of `a-z`, `0-9`, `_`, `-`).
 pub fn slug(field: &str) -> String {
     said("field-slug", fluent_args![("field", field)])
 }

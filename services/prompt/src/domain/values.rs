@@ -30,10 +30,7 @@ pub fn slug(field: &'static str, s: &str) -> Result<String> {
     if ok {
         Ok(s.to_owned())
     } else {
-        Err(PromptError::Invalid(
-            field,
-            format!("`{field}` must be 1..=64 characters of a-z, 0-9, _ and -"),
-        ))
+        Err(PromptError::Invalid(field, skillup_kit::invalid::slug(field)))
     }
 }
 
@@ -83,13 +80,11 @@ pub fn guarded(s: &str) -> String {
 pub fn number(name: &str, s: &str) -> Result<String> {
     match s.trim().parse::<u32>() {
         Ok(n) if (1..=MAX_PARAM_NUMBER).contains(&n) => Ok(n.to_string()),
-        _ => Err(PromptError::Invalid(
-            "params",
-            format!(
-                "`params.{}` must be a whole number from 1 to {MAX_PARAM_NUMBER}",
-                name.chars().take(32).collect::<String>()
-            ),
-        )),
+        _ => {
+            let field = format!("params.{}", name.chars().take(32).collect::<String>());
+            let why = skillup_kit::invalid::between(&field, 1, i64::from(MAX_PARAM_NUMBER));
+            Err(PromptError::Invalid("params", why))
+        }
     }
 }
 
@@ -99,7 +94,8 @@ pub fn params(
     declared: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>> {
     if given.len() > MAX_PARAMS {
-        return Err(PromptError::Invalid("params", format!("at most {MAX_PARAMS} parameters")));
+        let why = skillup_kit::invalid::at_most_items("params", MAX_PARAMS);
+        return Err(PromptError::Invalid("params", why));
     }
     let mut out = BTreeMap::new();
     for (k, v) in given {
