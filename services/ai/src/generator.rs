@@ -246,7 +246,7 @@ impl Generator {
             regenerated_from: p.req.regenerated_from,
             ..task::Model::queued(end.id, p.user, hold, now)
         };
-        if let Err(e) = self.inner.tasks.insert(row).await {
+        if let Err(e) = self.inner.tasks.file(row).await {
             metrics::counter!("ai_documents_lost_total").increment(1);
             tracing::error!(generation = %end.id, error = %e, "the generation was answered but not filed in the library");
         }

@@ -12,7 +12,7 @@ use sea_orm::{
 use skillup_kit::cache::SharedCache;
 use uuid::Uuid;
 
-use super::{TaskWriter, task};
+use super::{TaskWriter, task, writer::Commit};
 use crate::domain::{DocumentEdit, LibraryQuery, Task, TaskStatus as Status};
 
 /// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
@@ -50,9 +50,16 @@ impl Tasks {
         Self { db, cache, writer }
     }
 
-    /// Inserts a new task; returns when it is committed.
+    /// Inserts a new task; returns when it is committed and flushed to disk.
     pub async fn insert(&self, row: task::Model) -> Result<(), DbErr> {
-        self.writer.insert(row).await
+        self.writer.insert(row, Commit::Durable).await
+    }
+
+    /// Files a generation its owner was answered already (inline or streamed); returns when it
+    /// is committed — on PostgreSQL without waiting for the flush of the WAL (see
+    /// [`Commit::Prompt`]).
+    pub async fn file(&self, row: task::Model) -> Result<(), DbErr> {
+        self.writer.insert(row, Commit::Prompt).await
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<task::Model>, DbErr> {
