@@ -201,7 +201,7 @@ pub(super) async fn api_keys_and_prompt_text_stay_out_of_the_logs() {
 
 pub(super) async fn task_rows_are_written_in_batches_each_with_its_own_outcome(kind: Kind) {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-    use skillup_ai::store::{Commit, TaskWriter, task};
+    use skillup_ai::store::{TaskWriter, task};
     let t = kind.infra().await;
     skillup_ai::migrate(&t.infra.db).await.unwrap();
     let user = Uuid::now_v7();
@@ -212,13 +212,11 @@ pub(super) async fn task_rows_are_written_in_batches_each_with_its_own_outcome(k
     // One writer, so rows sent together must share statements.
     let writer = Arc::new(TaskWriter::start(t.infra.db.clone(), 1));
     let dup = Some(format!("{user}:same-key"));
-    writer.insert(row(dup.clone()), Commit::Durable).await.unwrap();
-    // Answered documents (committed promptly) and queued tasks (durably), mixed in batches.
+    writer.insert(row(dup.clone())).await.unwrap();
     let calls: Vec<_> = (0..43)
         .map(|i| {
             let (writer, r) = (writer.clone(), row(if i % 15 == 7 { dup.clone() } else { None }));
-            let commit = if i % 2 == 0 { Commit::Prompt } else { Commit::Durable };
-            tokio::spawn(async move { writer.insert(r, commit).await })
+            tokio::spawn(async move { writer.insert(r).await })
         })
         .collect();
     let mut ok = 0;

@@ -9,11 +9,22 @@ pub mod tasks;
 pub mod writer;
 
 pub use tasks::Tasks;
-pub use writer::{Commit, TaskWriter};
+pub use writer::TaskWriter;
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-skillup_kit::migrator!(Migrator, "ai_migrations", [M0001Tasks, M0002StatusIndex, M0003Library]);
+skillup_kit::migrator!(
+    Migrator,
+    "ai_migrations",
+    [M0001Tasks, M0002StatusIndex, M0003Library, M0004DeferredSearch]
+);
+
+/// PostgreSQL: a document's words as its `search` vector — title, topic and text, stemmed by
+/// the document's locale (Russian or English).
+pub(crate) const PG_VECTOR: &str = "to_tsvector(
+    CASE WHEN locale LIKE 'ru%' THEN 'russian'::regconfig ELSE 'english'::regconfig END,
+    coalesce(title, '') || ' ' || topic || ' ' || coalesce(text, '')
+)";
 
 struct M0001Tasks;
 
@@ -181,6 +192,52 @@ impl MigrationTrait for M0003Library {
         for column in ["delivery", "title", "starred", "params", "regenerated_from", "interrupted"]
         {
             m.alter_table(Table::alter().table("ai_tasks").drop_column(column).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// PostgreSQL: the search vector is no longer computed in the statement that files a document
+/// (a `GENERATED` column made every insert pay for stemming the whole text and its GIN entry,
+/// half of what filing cost on the sync path). It is a plain column filled right after by the
+/// indexer ([`tasks::Tasks::index_pending`]); rows waiting for it are found through a partial
+/// index, and searches match them on the fly meanwhile, so results stay exact. SQLite's FTS5
+/// triggers are unchanged.
+struct M0004DeferredSearch;
+
+skillup_kit::migration_name!(M0004DeferredSearch, "m0004_deferred_search");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004DeferredSearch {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(());
+        }
+        let fill = format!("UPDATE ai_tasks SET search = {PG_VECTOR}");
+        for statement in [
+            "ALTER TABLE ai_tasks DROP COLUMN IF EXISTS search",
+            "ALTER TABLE ai_tasks ADD COLUMN search tsvector",
+            fill.as_str(),
+            "CREATE INDEX IF NOT EXISTS ai_tasks_search ON ai_tasks USING GIN (search)",
+            "CREATE INDEX IF NOT EXISTS ai_tasks_unindexed ON ai_tasks (user_id, id) \
+             WHERE search IS NULL",
+        ] {
+            m.get_connection().execute_unprepared(statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(());
+        }
+        for statement in
+            ["DROP INDEX IF EXISTS ai_tasks_unindexed", "ALTER TABLE ai_tasks DROP COLUMN search"]
+        {
+            m.get_connection().execute_unprepared(statement).await?;
+        }
+        for statement in PG_SEARCH {
+            m.get_connection().execute_unprepared(statement).await?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use sea_orm::{
 use skillup_kit::cache::SharedCache;
 use uuid::Uuid;
 
-use super::{TaskWriter, task, writer::Commit};
+use super::{TaskWriter, task};
 use crate::domain::{DocumentEdit, LibraryQuery, Task, TaskStatus as Status};
 
 /// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
@@ -34,7 +34,12 @@ pub struct Tasks {
     db: DatabaseConnection,
     cache: SharedCache,
     writer: Arc<TaskWriter>,
+    /// Wakes the search indexer (PostgreSQL) when a document was filed or changed.
+    indexer: Arc<tokio::sync::Notify>,
 }
+
+/// Documents the indexer fills at a time.
+const INDEX_BATCH: u64 = 200;
 
 #[derive(FromQueryResult)]
 struct StatusCount {
@@ -47,19 +52,35 @@ impl Tasks {
     /// `cache`.
     pub fn new(db: DatabaseConnection, cache: SharedCache, writers: usize) -> Self {
         let writer = Arc::new(TaskWriter::start(db.clone(), writers));
-        Self { db, cache, writer }
+        let indexer = Arc::new(tokio::sync::Notify::new());
+        let tasks = Self { db, cache, writer, indexer };
+        if tasks.db.get_database_backend() == DatabaseBackend::Postgres {
+            tokio::spawn(index_while_used(tasks.db.clone(), Arc::downgrade(&tasks.indexer)));
+        }
+        tasks
     }
 
-    /// Inserts a new task; returns when it is committed and flushed to disk.
+    /// Fills the search vector of up to [`INDEX_BATCH`] documents that have none (several
+    /// processes at once take different rows); how many. PostgreSQL only.
+    pub async fn index_pending(&self) -> Result<u64, DbErr> {
+        index_pending(&self.db).await
+    }
+
+    fn changed(&self) {
+        self.indexer.notify_one();
+    }
+
+    /// Inserts a new task; returns when it is committed.
     pub async fn insert(&self, row: task::Model) -> Result<(), DbErr> {
-        self.writer.insert(row, Commit::Durable).await
+        self.writer.insert(row).await
     }
 
     /// Files a generation its owner was answered already (inline or streamed); returns when it
-    /// is committed — on PostgreSQL without waiting for the flush of the WAL (see
-    /// [`Commit::Prompt`]).
+    /// is committed, its search vector left to the indexer.
     pub async fn file(&self, row: task::Model) -> Result<(), DbErr> {
-        self.writer.insert(row, Commit::Prompt).await
+        self.writer.insert(row).await?;
+        self.changed();
+        Ok(())
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<task::Model>, DbErr> {
@@ -113,7 +134,7 @@ impl Tasks {
             .filter(task::Column::Id.eq(id))
             .filter(task::Column::UserId.eq(user));
         if let Some(title) = &edit.title {
-            q = q.col_expr(task::Column::Title, Expr::value(title.as_str()));
+            q = unindexed(q.col_expr(task::Column::Title, Expr::value(title.as_str())), &self.db);
         }
         if let Some(starred) = edit.starred {
             q = q.col_expr(task::Column::Starred, Expr::value(starred));
@@ -121,6 +142,7 @@ impl Tasks {
         if q.exec(&self.db).await?.rows_affected == 0 {
             return Ok(None);
         }
+        self.changed();
         self.forget(user, id).await;
         self.get(id).await
     }
@@ -215,9 +237,10 @@ impl Tasks {
     /// Stores a run's result — only while the run still holds the task (not cancelled or
     /// taken over meanwhile). Whether it did.
     pub async fn complete(&self, id: Uuid, claim: &str, p: Produced) -> Result<bool, DbErr> {
-        let n = task::Entity::update_many()
+        let q = task::Entity::update_many()
             .col_expr(task::Column::Status, Expr::value(Status::Completed))
-            .col_expr(task::Column::Text, Expr::value(p.text))
+            .col_expr(task::Column::Text, Expr::value(p.text));
+        let n = unindexed(q, &self.db)
             .col_expr(task::Column::Error, Expr::value(Option::<String>::None))
             .col_expr(task::Column::InputTokens, Expr::value(p.input_tokens as i32))
             .col_expr(task::Column::OutputTokens, Expr::value(p.output_tokens as i32))
@@ -238,6 +261,9 @@ impl Tasks {
             .exec(&self.db)
             .await?
             .rows_affected;
+        if n == 1 {
+            self.changed();
+        }
         Ok(n == 1)
     }
 
@@ -358,12 +384,57 @@ fn search_condition(backend: DatabaseBackend, query: &str) -> Option<SimpleExpr>
             // No word in it: nothing matches, as PostgreSQL's empty tsquery.
             None => Expr::cust("1 = 0"),
         },
+        // Indexed documents by their vector (the GIN index); the few the indexer has not
+        // reached yet by their words stemmed now, so a document is found the moment it is filed.
         _ => Expr::cust_with_values(
-            "ai_tasks.search @@ (websearch_to_tsquery('russian', $1) \
-             || websearch_to_tsquery('english', $1))",
+            format!(
+                "(ai_tasks.search @@ (websearch_to_tsquery('russian', $1) \
+                   || websearch_to_tsquery('english', $1)) \
+                 OR (ai_tasks.search IS NULL AND {} @@ (websearch_to_tsquery('russian', $1) \
+                   || websearch_to_tsquery('english', $1))))",
+                super::PG_VECTOR
+            ),
             [query],
         ),
     })
+}
+
+/// `q`, also clearing the search vector (PostgreSQL): the words changed, the indexer fills it
+/// again.
+fn unindexed(
+    q: sea_orm::UpdateMany<task::Entity>,
+    db: &DatabaseConnection,
+) -> sea_orm::UpdateMany<task::Entity> {
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            q.col_expr(sea_orm::sea_query::Alias::new("search"), Expr::cust("NULL"))
+        }
+        _ => q,
+    }
+}
+
+async fn index_pending(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    use sea_orm::ConnectionTrait;
+    let sql = format!(
+        "UPDATE ai_tasks SET search = {} WHERE id IN (SELECT id FROM ai_tasks \
+         WHERE search IS NULL ORDER BY id LIMIT {INDEX_BATCH} FOR UPDATE SKIP LOCKED)",
+        super::PG_VECTOR
+    );
+    Ok(db.execute_unprepared(&sql).await?.rows_affected())
+}
+
+/// The search indexer of a [`Tasks`]: fills vectors when woken (a document filed or changed)
+/// and every second (rows another process left), until the `Tasks` is gone.
+async fn index_while_used(db: DatabaseConnection, wake: std::sync::Weak<tokio::sync::Notify>) {
+    loop {
+        match index_pending(&db).await {
+            Ok(n) if n == INDEX_BATCH => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "documents not indexed for search yet"),
+        }
+        let Some(wake) = wake.upgrade() else { return };
+        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+    }
 }
 
 /// An FTS5 query for the words of `query`: each word quoted (so no character of it is query

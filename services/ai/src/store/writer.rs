@@ -14,19 +14,7 @@ pub struct TaskWriter {
     batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-type Pending = (task::Model, Commit, tokio::sync::oneshot::Sender<Result<(), DbErr>>);
-
-/// How a row's commit is awaited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commit {
-    /// Until it is on disk: a queued task, whose message goes to the broker next.
-    Durable,
-    /// Until PostgreSQL has it (`synchronous_commit = off` for the transaction): what the
-    /// sync path awaits before answering, ≈ 0.2 ms less. An application crash loses nothing
-    /// (the row is in PostgreSQL); a PostgreSQL or machine crash can lose what was committed
-    /// in the last ~0.6 s (three `wal_writer_delay`s). SQLite commits as always.
-    Prompt,
-}
+type Pending = (task::Model, tokio::sync::oneshot::Sender<Result<(), DbErr>>);
 
 /// Rows per statement at most (PostgreSQL's 65,535 bind parameters allow far more; this keeps
 /// one statement short).
@@ -66,11 +54,11 @@ impl TaskWriter {
         self.batches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Inserts `row`; returns when it is committed as `commit` says (or why not).
-    pub async fn insert(&self, row: task::Model, commit: Commit) -> Result<(), DbErr> {
+    /// Inserts `row`; returns when it is committed (or why not).
+    pub async fn insert(&self, row: task::Model) -> Result<(), DbErr> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let stopped = || DbErr::Custom("the task writer stopped".into());
-        self.tx.send((row, commit, done)).await.map_err(|_| stopped())?;
+        self.tx.send((row, done)).await.map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
     }
 }
@@ -89,62 +77,54 @@ pub(crate) async fn begin_write(
     .await
 }
 
-/// Each insert in a transaction of its own, ended either way: on SQLite a statement that
+/// A batch: one statement, committed on its own (PostgreSQL: the statement alone, one round
+/// trip — what the sync path awaits before answering; SQLite: inside `BEGIN IMMEDIATE`, and a
+/// row at a time in a transaction of its own, ended either way, because a statement that
 /// failed inside the full-text index's trigger otherwise leaves its connection reading an old
-/// snapshot, and the pool's next write on it fails with SQLITE_BUSY_SNAPSHOT.
+/// snapshot, and the pool's next write on it fails with SQLITE_BUSY_SNAPSHOT).
 async fn write(db: &sea_orm::DatabaseConnection, mut batch: Vec<Pending>) {
     use sea_orm::EntityTrait;
-    let one = |row: task::Model, commit: Commit| async move {
-        let tx = begin_as(db, commit).await?;
-        task::Entity::insert(task::ActiveModel::from(row)).exec_without_returning(&tx).await?;
+    let postgres = db.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    let one = |row: task::Model| async move {
+        let insert = task::Entity::insert(task::ActiveModel::from(row));
+        if postgres {
+            return insert.exec_without_returning(db).await.map(drop);
+        }
+        let tx = begin_write(db).await?;
+        insert.exec_without_returning(&tx).await?;
         tx.commit().await
     };
     if batch.len() == 1 {
-        let (row, commit, done) = batch.pop().expect("one row");
-        let _ = done.send(one(row, commit).await);
+        let (row, done) = batch.pop().expect("one row");
+        let _ = done.send(one(row).await);
         return;
     }
-    // One durable row makes the batch durable.
-    let commit = if batch.iter().all(|(_, c, _)| *c == Commit::Prompt) {
-        Commit::Prompt
-    } else {
-        Commit::Durable
-    };
-    let rows: Vec<task::ActiveModel> = batch.iter().map(|(r, _, _)| r.clone().into()).collect();
+    let rows: Vec<task::ActiveModel> = batch.iter().map(|(r, _)| r.clone().into()).collect();
     let many = async {
-        let tx = begin_as(db, commit).await?;
-        task::Entity::insert_many(rows).exec_without_returning(&tx).await?;
+        let insert = task::Entity::insert_many(rows);
+        if postgres {
+            return insert.exec_without_returning(db).await.map(drop);
+        }
+        let tx = begin_write(db).await?;
+        insert.exec_without_returning(&tx).await?;
         tx.commit().await
     };
     match many.await {
         Ok(_) => {
-            for (_, _, done) in batch {
+            for (_, done) in batch {
                 let _ = done.send(Ok(()));
             }
         }
         Err(e) if skillup_kit::db::is_unique_violation(&e) => {
-            for (row, commit, done) in batch {
-                let _ = done.send(one(row, commit).await);
+            for (row, done) in batch {
+                let _ = done.send(one(row).await);
             }
         }
         Err(e) => {
             let msg = e.to_string();
-            for (_, _, done) in batch {
+            for (_, done) in batch {
                 let _ = done.send(Err(DbErr::Custom(msg.clone())));
             }
         }
     }
-}
-
-/// [`begin_write`], committing as `commit` says.
-async fn begin_as(
-    db: &sea_orm::DatabaseConnection,
-    commit: Commit,
-) -> Result<sea_orm::DatabaseTransaction, DbErr> {
-    use sea_orm::ConnectionTrait;
-    let tx = begin_write(db).await?;
-    if commit == Commit::Prompt && db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        tx.execute_unprepared("SET LOCAL synchronous_commit = off").await?;
-    }
-    Ok(tx)
 }
