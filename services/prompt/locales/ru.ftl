@@ -3,3 +3,10 @@
 
 no-function = Функции «{ $function }» нет.
 no-template = У функции «{ $function }» нет опубликованного шаблона.
+
+# Отказы редакторам (`$field` — поле; `$what` — имя или позиция, о которой речь).
+template-unclosed = Поле «{ $field }»: `{"{{"}` на байте { $what } не закрыто `{"}}"}`.
+template-bad-name = Поле «{ $field }»: `{ $what }` — не имя переменной (1–32 символа a-z, 0-9, _).
+template-undeclared = Поле «{ $field }»: шаблон использует `{ $what }`, а она не объявлена.
+template-needs-topic = В поле «{ $field }» должен быть {"{{topic}}"}.
+param-bad-name = `{ $what }` — не имя параметра (1–32 символа a-z, 0-9, _; не topic и не max_tokens).

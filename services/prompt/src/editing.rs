@@ -26,7 +26,14 @@ fn retryable(e: &sea_orm::DbErr) -> bool {
 }
 
 fn template_error(field: &'static str, e: TemplateError) -> PromptError {
-    PromptError::Invalid(field, format!("`{field}`: {e}"))
+    let words = match &e {
+        TemplateError::Unclosed(at) => {
+            crate::texts::said("template-unclosed", field, &at.to_string())
+        }
+        TemplateError::BadName(name) => crate::texts::said("template-bad-name", field, name),
+        TemplateError::Undeclared(name) => crate::texts::said("template-undeclared", field, name),
+    };
+    PromptError::Invalid(field, words)
 }
 
 /// A stored template version as editors see it.
@@ -66,7 +73,7 @@ impl Catalog {
         if !user.variables().contains(&"topic") {
             return Err(PromptError::Invalid(
                 "template.user",
-                "`template.user` must use {{topic}}".into(),
+                crate::texts::said("template-needs-topic", "template.user", ""),
             ));
         }
         Ok((locale, declared))
@@ -117,9 +124,10 @@ impl Catalog {
             if !valid_name(k) || BUILTINS.contains(&k.as_str()) {
                 return Err(PromptError::Invalid(
                     "function.params",
-                    format!(
-                        "`{}` is not a parameter name (1..=32 of a-z, 0-9, _; not topic or max_tokens)",
-                        k.chars().take(32).collect::<String>()
+                    crate::texts::said(
+                        "param-bad-name",
+                        "function.params",
+                        &k.chars().take(32).collect::<String>(),
                     ),
                 ));
             }

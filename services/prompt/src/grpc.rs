@@ -187,12 +187,11 @@ impl pb::prompt_service_server::PromptService for PromptGrpc {
     ) -> Result<Response<pb::Function>, Status> {
         admin(&req)?;
         let r = req.into_inner();
+        let missing = if r.function.is_none() { "function" } else { "template" };
         let (Some(f), Some(t)) = (r.function, r.template) else {
-            return Err(PromptError::Invalid(
-                "function",
-                "`function` and `template` are required".into(),
-            )
-            .into());
+            return Err(
+                PromptError::Invalid(missing, skillup_kit::invalid::required(missing)).into()
+            );
         };
         Ok(created(self.catalog.create_function(&f.into(), &t.into()).await?.into()))
     }

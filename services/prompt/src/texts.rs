@@ -5,6 +5,12 @@ use skillup_kit::i18n;
 
 skillup_kit::catalogue!();
 
+/// Message `key` about `field` and `what` it holds, in the language of the call being served.
+pub(crate) fn said(key: &str, field: &str, what: &str) -> String {
+    let args = skillup_kit::fluent_args![("field", field), ("what", what)];
+    MESSAGES.text(i18n::current(), key, Some(&args))
+}
+
 /// Message `key` about function `function`, in the language of the call being served.
 pub(crate) fn about(key: &str, function: &str) -> String {
     let args = skillup_kit::fluent_args![("function", function)];
@@ -26,5 +32,20 @@ mod tests {
         assert_eq!(about("no-function", "poem"), "no function `poem`");
         let ru = i18n::scope(Locale::Ru, async { about("no-function", "poem") }).await;
         assert_eq!(ru, "Функции «poem» нет.");
+    }
+
+    #[tokio::test]
+    async fn an_editors_template_mistake_keeps_its_braces() {
+        assert_eq!(
+            said("template-unclosed", "template.user", "7"),
+            "`template.user`: `{{` at byte 7 is never closed with `}}`"
+        );
+        assert_eq!(
+            said("template-needs-topic", "template.user", ""),
+            "`template.user` must use {{topic}}"
+        );
+        let ru =
+            i18n::scope(Locale::Ru, async { said("template-needs-topic", "template.user", "") });
+        assert_eq!(ru.await, "В поле «template.user» должен быть {{topic}}.");
     }
 }
