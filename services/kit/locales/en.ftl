@@ -10,12 +10,10 @@ field-at-most-chars = `{ $field }` must be at most { $max ->
 }
 field-at-most-items = at most { $max } `{ $field }`
 field-at-most = `{ $field }` must be at most { $max }
-field-at-least = `{ $field }` must be at least { $min }
 field-one-of = `{ $field }` must be one of { $options }
 field-time-zone = `{ $field }` must be an IANA time zone name such as "Europe/Moscow"
 field-slug = `{ $field }` must be a code of 1..=64 characters of a-z, 0-9, _ and - such as "quiz"
 field-page-token = `{ $field }` is not one this API gave
-field-positive = `{ $field }` must be above 0
 field-between = `{ $field }` must be { $min }..={ $max }
 field-one-line = `{ $field }` is at most { $max } characters of one line
 field-control = `{ $field }` holds control characters

@@ -13,12 +13,10 @@ field-at-most-chars = Поле «{ $field }»: не длиннее { $max ->
 }.
 field-at-most-items = Поле «{ $field }»: не больше { $max } значений.
 field-at-most = Поле «{ $field }»: не больше { $max }.
-field-at-least = Поле «{ $field }»: не меньше { $min }.
 field-one-of = Поле «{ $field }» должно быть одним из: { $options }.
 field-time-zone = Поле «{ $field }» должно быть часовым поясом IANA, например «Europe/Moscow».
 field-slug = Поле «{ $field }» должно быть кодом из 1–64 символов a-z, 0-9, _ и -, например «quiz».
 field-page-token = Поле «{ $field }»: такую метку страницы этот API не выдавал.
-field-positive = Поле «{ $field }» должно быть больше нуля.
 field-between = Поле «{ $field }»: от { $min } до { $max }.
 field-one-line = Поле «{ $field }»: одна строка не длиннее { $max ->
     [one] { $max } символа

@@ -44,16 +44,6 @@ pub fn at_most(field: &str, max: u64) -> String {
     said("field-at-most", fluent_args![("field", field), ("max", max)])
 }
 
-/// A number below `min`.
-pub fn at_least(field: &str, min: u64) -> String {
-    said("field-at-least", fluent_args![("field", field), ("min", min)])
-}
-
-/// A number that must be above zero.
-pub fn positive(field: &str) -> String {
-    said("field-positive", fluent_args![("field", field)])
-}
-
 /// A value not among `options` (shown as they are written in the API).
 pub fn one_of(field: &str, options: &[&str]) -> String {
     said("field-one-of", fluent_args![("field", field), ("options", options.join(", "))])
