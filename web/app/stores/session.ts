@@ -1,34 +1,24 @@
 // The signed-in session. The access token lives in memory only; the refresh token is an
 // HttpOnly cookie the edge sets and reads (JavaScript never sees it). Refreshes are silent
 // (before expiry), and one at a time across every tab of the browser: a Web Lock serialises
-// them and a BroadcastChannel hands the new access token to the other tabs, so rotation's reuse
-// detection never signs a person out. Signing out here or elsewhere returns every tab to the
-// sign-in page.
+// them, a BroadcastChannel hands the new access token to the other tabs, and a renewal count
+// (utils/renewals.ts) tells a tab that waited for the lock that another tab already renewed, so
+// one renewal serves every tab and rotation's reuse detection never signs a person out. Signing
+// out here or elsewhere returns every tab to the sign-in page.
 import { defineStore } from 'pinia'
 import { ref, computed } from 'vue'
 import { SESSION_TRANSPORT, type AuthResponse, type User } from '~/api/client'
 import { failureOf, networkFailure } from '~/utils/errors'
+import { renewals, renewed } from '~/utils/renewals'
 
 const LOCK = 'skillup-session-refresh'
 const CHANNEL = 'skillup-session'
-/** When a tab last renewed (a time, never a token): a tab that waited for the lock meanwhile
- * takes that tab's token from the broadcast instead of renewing again. */
-const RENEWED = 'skillup-session-renewed'
-/** This tab, to tell its own renewals from the others'. */
-const TAB = Math.random().toString(36).slice(2)
+/** How long a tab waits for a token another tab has renewed and is broadcasting. */
+const HANDOVER_MS = 5_000
 
-type Message =
-  | { type: 'tokens'; access: string; expiresAt: number; user?: User }
-  | { type: 'signed-out' }
-  | { type: 'user'; user: User }
-
-function safeStorage(): Storage | undefined {
-  try {
-    return typeof localStorage === 'undefined' ? undefined : localStorage
-  } catch {
-    return undefined
-  }
-}
+/** `renewal`: the renewal count the token was issued at (utils/renewals.ts). */
+type Tokens = { access: string; expiresAt: number; renewal: number; user?: User }
+type Message = ({ type: 'tokens' } & Tokens) | { type: 'signed-out' } | { type: 'user'; user: User }
 
 export const useSession = defineStore('session', () => {
   const access = ref<string | null>(null)
@@ -42,7 +32,9 @@ export const useSession = defineStore('session', () => {
   let channel: BroadcastChannel | undefined
   let restoring: Promise<void> | undefined
   const listeners = new Set<(why: string) => void>()
-  let tokenWaiters: Array<() => void> = []
+  /** The renewal count this tab's token was issued at. */
+  let held = 0
+  let handovers: Array<() => void> = []
 
   const signedIn = computed(() => access.value !== null)
 
@@ -59,7 +51,8 @@ export const useSession = defineStore('session', () => {
     timer = setTimeout(() => void refresh().catch(() => {}), Math.max(500, left - early))
   }
 
-  function adopt(a: { access: string; expiresAt: number; user?: User }) {
+  function adopt(a: Tokens) {
+    held = a.renewal
     access.value = a.access
     expiresAt.value = a.expiresAt
     if (a.user) user.value = a.user
@@ -67,8 +60,13 @@ export const useSession = defineStore('session', () => {
     schedule()
   }
 
-  function fromAnswer(r: AuthResponse) {
-    const a = { access: r.access_token ?? '', expiresAt: Date.now() + (r.expires_in ?? 3600) * 1000, user: r.user ?? undefined }
+  function fromAnswer(r: AuthResponse, renewal: number) {
+    const a = {
+      access: r.access_token ?? '',
+      expiresAt: Date.now() + (r.expires_in ?? 3600) * 1000,
+      renewal,
+      user: r.user ?? undefined,
+    }
     adopt(a)
     post({ type: 'tokens', ...a })
   }
@@ -95,9 +93,10 @@ export const useSession = defineStore('session', () => {
     channel.onmessage = (e: MessageEvent<Message>) => {
       const m = e.data
       if (m.type === 'tokens') {
+        // Tabs renew one at a time, so tokens arrive in order; an older one is never taken back.
+        if (m.renewal < held) return
         adopt(m)
-        tokenWaiters.forEach((w) => w())
-        tokenWaiters = []
+        handovers.forEach((w) => w())
       }
       else if (m.type === 'user') user.value = m.user
       else if (m.type === 'signed-out') clear('signed-out')
@@ -111,32 +110,42 @@ export const useSession = defineStore('session', () => {
     return run()
   }
 
-  /**
-   * A new access token from the refresh cookie, unless another tab got one meanwhile (or the
-   * current one is still fresh and nothing rejected it). False: the session is over.
-   */
-  /** Whether another tab's token arrives by broadcast within `ms`. */
-  function broadcastToken(ms: number): Promise<boolean> {
+  /** Whether a token of at least renewal `n` is here, or arrives by broadcast within `ms`. */
+  function handover(n: number, ms: number): Promise<boolean> {
     return new Promise((done) => {
-      const timer = setTimeout(() => done(false), ms)
-      tokenWaiters.push(() => {
+      const check = () => {
+        if (held < n) return false
         clearTimeout(timer)
+        handovers = handovers.filter((w) => w !== check)
         done(true)
-      })
+        return true
+      }
+      const timer = setTimeout(() => {
+        handovers = handovers.filter((w) => w !== check)
+        done(false)
+      }, ms)
+      if (!check()) handovers.push(check)
     })
   }
 
+  /**
+   * A new access token from the refresh cookie, unless another tab renewed meanwhile (its token
+   * is taken from the broadcast) or the current one is still fresh and nothing rejected it.
+   * `rejected`: the token the edge refused. False: the session is over.
+   */
   async function refresh(rejected?: string): Promise<boolean> {
     const seen = access.value
-    const asked = Date.now()
     return exclusive(async () => {
-      // Another tab refreshed while this one waited for the lock: its token came by broadcast,
-      // or is on its way.
-      const renewedByOther = () => access.value && access.value !== seen && access.value !== rejected
-      if (renewedByOther()) return true
-      const [tab, at] = (safeStorage()?.getItem(RENEWED) ?? '').split(':')
-      const byOther = tab !== TAB && Number(at) >= asked
-      if (byOther && (await broadcastToken(2_000)) && renewedByOther()) return true
+      const usable = () => access.value !== null && access.value !== rejected
+      // Another tab's token came by broadcast while this one waited for the lock.
+      if (access.value !== seen && usable()) return true
+      if (access.value) {
+        // Another tab renewed after this tab's token was issued: that tab broadcast its token
+        // before it let go of the lock, so it is on its way. (Without a token there is nothing to
+        // compare: a tab just opened renews from the cookie.)
+        const newest = await renewals()
+        if (newest > held && (await handover(newest, HANDOVER_MS)) && usable()) return true
+      }
       if (!rejected && access.value && expiresAt.value - Date.now() > 60_000) return true
       let res: Response
       try {
@@ -151,8 +160,7 @@ export const useSession = defineStore('session', () => {
       }
       if (res.ok) {
         const answer = (await res.json()) as AuthResponse
-        safeStorage()?.setItem(RENEWED, `${TAB}:${Date.now()}`)
-        fromAnswer(answer)
+        fromAnswer(answer, await renewed())
         return true
       }
       if (res.status === 401 || res.status === 400 || res.status === 403) {
@@ -206,7 +214,7 @@ export const useSession = defineStore('session', () => {
     }
     const body = await res.json().catch(() => undefined)
     if (!res.ok) throw failureOf(res.status, body, res.headers)
-    fromAnswer(body as AuthResponse)
+    fromAnswer(body as AuthResponse, await renewed())
   }
 
   async function signOut(everywhere = false): Promise<void> {

@@ -1,6 +1,9 @@
+// IndexedDB as the browser has it (one store for every tab of the origin), for the renewal count.
+import 'fake-indexeddb/auto'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createPinia, setActivePinia } from 'pinia'
 import { useSession } from '~/stores/session'
+import { renewals, renewed } from '~/utils/renewals'
 
 /** navigator.locks as the browser has it: one holder per name, the rest wait in order. */
 function installLocks() {
@@ -93,22 +96,63 @@ describe('the session', () => {
     const s = useSession()
     await s.restore()
     const other = new BroadcastChannel('skillup-session')
-    // Another tab renews while this one waits for the lock.
+    // Another tab renews while this one waits for the lock; its broadcast may arrive after this
+    // tab has the lock (another process, another task queue): the count says it is coming.
     const waiting = navigator.locks.request('skillup-session-refresh', async () => {
-      localStorage.setItem('skillup-session-renewed', `other:${Date.now() + 5}`)
-      await new Promise((r) => setTimeout(r, 10))
-      other.postMessage({ type: 'tokens', access: 'a2', expiresAt: Date.now() + 3_600_000 })
+      const renewal = await renewed()
+      setTimeout(() => other.postMessage({ type: 'tokens', access: 'a2', expiresAt: Date.now() + 3_600_000, renewal }), 50)
     })
-    const renewed = s.refresh('a1')
+    const renewing = s.refresh('a1')
     await waiting
-    expect(await renewed).toBe(true)
+    expect(await renewing).toBe(true)
     expect(s.access).toBe('a2')
     expect(fetch).toHaveBeenCalledTimes(1) // the restore only
     other.close()
   })
 
+  it('renews itself when no other tab renewed after its token', async () => {
+    const fetch = vi.fn().mockResolvedValueOnce(answer('a1')).mockResolvedValueOnce(answer('a2'))
+    vi.stubGlobal('fetch', fetch)
+    const s = useSession()
+    await s.restore()
+    const before = await renewals()
+    expect(await s.refresh('a1')).toBe(true)
+    expect(s.access).toBe('a2')
+    expect(fetch).toHaveBeenCalledTimes(2)
+    expect(await renewals()).toBe(before + 1)
+  })
+
+  it("renews itself when another tab's announced token never arrives (that tab closed)", async () => {
+    const fetch = vi.fn().mockResolvedValueOnce(answer('a1')).mockResolvedValueOnce(answer('a2'))
+    vi.stubGlobal('fetch', fetch)
+    const s = useSession()
+    await s.restore()
+    await renewed() // counted, then the tab was gone before it could broadcast
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] }) // IndexedDB keeps its own (setImmediate)
+    const renewing = s.refresh('a1')
+    // Once it waits for the handover (its timer set), five seconds pass with no broadcast.
+    while (vi.getTimerCount() === 0) await new Promise((r) => setImmediate(r))
+    expect(fetch).toHaveBeenCalledTimes(1)
+    await vi.advanceTimersByTimeAsync(5_000)
+    vi.useRealTimers()
+    expect(await renewing).toBe(true)
+    expect(s.access).toBe('a2')
+    expect(fetch).toHaveBeenCalledTimes(2)
+  })
+
+  it('never takes back an older token from a late broadcast', async () => {
+    vi.stubGlobal('fetch', vi.fn().mockResolvedValueOnce(answer('a1')))
+    const s = useSession()
+    await s.restore()
+    const other = new BroadcastChannel('skillup-session')
+    other.postMessage({ type: 'tokens', access: 'old', expiresAt: Date.now() + 3_600_000, renewal: 0 })
+    await new Promise((r) => setTimeout(r, 20))
+    expect(s.access).toBe('a1')
+    other.close()
+  })
+
   it('renews before expiry on its own', async () => {
-    vi.useFakeTimers()
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] }) // IndexedDB keeps its own (setImmediate)
     const fetch = vi.fn().mockResolvedValueOnce(answer('a1', 60)).mockResolvedValueOnce(answer('a2', 60))
     vi.stubGlobal('fetch', fetch)
     const s = useSession()
