@@ -190,6 +190,7 @@ impl Authenticator {
             token_exp: r.expires_at.map_or(0, |t| t.seconds),
             ver: r.identity_version,
             locale: r.locale,
+            api_key: r.api_key_id,
             ..Caller::default()
         };
         Decision { caller, reuse_until: Instant::now() + self.reuse }

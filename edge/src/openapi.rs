@@ -174,7 +174,14 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
         if !rpc.rule.public {
             responses
                 .insert("401".into(), err("missing, invalid, expired or revoked access token"));
-            responses.insert("403".into(), err("inactive account or missing scope"));
+            responses.insert(
+                "403".into(),
+                err(if rpc.rule.signed_in {
+                    "inactive account, missing scope, or an API key (this route needs a signed-in session)"
+                } else {
+                    "inactive account or missing scope"
+                }),
+            );
         }
         responses.insert("429".into(), err("rate limited; see Retry-After"));
         responses.insert("503".into(), err("a service is unavailable; see Retry-After"));
@@ -224,7 +231,7 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key (sk-skillup-…)"}}
         }
     })
 }

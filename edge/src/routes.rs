@@ -45,6 +45,8 @@ pub struct Access {
     pub success_status: u16,
     /// Its part in a browser session carried by cookies.
     pub session: SessionStep,
+    /// Only a signed-in person: an API key is refused.
+    pub signed_in: bool,
 }
 
 /// What the HTTP body maps to.
@@ -291,6 +293,7 @@ impl RouteTable {
                                     internal: r.internal,
                                     success_status: r.success_status as u16,
                                     session: r.session(),
+                                    signed_in: r.signed_in,
                                 }
                             }
                             _ => Access::default(),

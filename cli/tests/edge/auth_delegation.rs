@@ -208,6 +208,68 @@ pub(super) fn a_revoked_token_fails_on_the_next_request_at_every_edge() {
 }
 
 #[test]
+pub(super) fn an_api_key_calls_the_api_but_never_manages_the_account() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |c| c.edge.decision_cache_ms = 60_000).await;
+        let other = s.start_edge(s.config.clone()).await;
+        let (tok, _, user_id) = s.register().await;
+        let (st, v, _) = s.post("/api/auth/api-keys", Some(&tok), json!({"name": "CI"})).await;
+        assert_eq!(st, 201, "{v}");
+        let key = v["secret"].as_str().unwrap().to_owned();
+        let key_id = v["key"]["id"].as_str().unwrap().to_owned();
+        assert!(key.starts_with("sk-skillup-"));
+        // A key speaks for its account, like an access token.
+        let (st, v, _) = s.get("/v1/echo/x", Some(&key)).await;
+        assert_eq!((st, v["user_id"].as_str()), (200, Some(user_id.as_str())), "{v}");
+        assert_eq!(v["scopes"], json!(["user"]));
+        assert_eq!(s.get("/api/auth/me", Some(&key)).await.0, 200);
+        let on_other = |path: &'static str| {
+            let (url, http, key) = (format!("{other}{path}"), s.http.clone(), key.clone());
+            async move { http.get(url).bearer_auth(key).send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(on_other("/v1/echo/x").await, 200, "the second edge caches the decision");
+        // What only a person who signed in may do is refused, whatever the service behind.
+        for (method, path) in [
+            ("GET", "/api/auth/sessions"),
+            ("GET", "/api/auth/api-keys"),
+            ("POST", "/api/auth/api-keys"),
+            ("POST", "/api/auth/password/change"),
+            ("POST", "/api/auth/me/export"),
+            ("PATCH", "/api/auth/me"),
+            ("POST", "/api/payments/top-up"),
+            ("POST", "/api/subscriptions"),
+            ("DELETE", "/api/subscriptions/me"),
+        ] {
+            let res = s
+                .http
+                .request(method.parse().unwrap(), s.url(path))
+                .bearer_auth(&key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 403, "{method} {path}");
+            let v: Value = res.json().await.unwrap();
+            assert_eq!(code(&v), "PERMISSION_DENIED");
+            assert!(v["error"]["message"].as_str().unwrap().contains("API key"), "{v}");
+        }
+        // Revoked with a session's token: refused on the next request at every edge.
+        let res = s
+            .http
+            .delete(s.url(&format!("/api/auth/api-keys/{key_id}")))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        assert_eq!(on_other("/v1/echo/x").await, 401);
+        let (st, v, _) = s.get("/v1/echo/x", Some(&key)).await;
+        assert_eq!((st, code(&v)), (401, "UNAUTHENTICATED"));
+        assert_eq!(s.get("/v1/echo/x", Some(&tok)).await.0, 200, "the session goes on");
+    });
+}
+
+#[test]
 pub(super) fn revocation_events_evict_cached_decisions_at_every_edge() {
     mt().block_on(async {
         let s = stack(Kind::Real, |c| c.edge.decision_cache_ms = 60_000).await;

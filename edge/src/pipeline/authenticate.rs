@@ -1,7 +1,8 @@
 //! Stage 4: who is calling. One credential per request — `Authorization: Bearer`, or for a
 //! WebSocket (browsers cannot set headers on one) the `bearer.<token>` subprotocol — checked by
 //! auth's `ValidateToken` against the route's scopes. A socket without one may sign in by its
-//! first message. Only a caller who may call a streaming route learns how (401 before 406).
+//! first message. A route for signed-in people only refuses an API key (403). Only a caller who
+//! may call a streaming route learns how (401 before 406).
 
 use http::{HeaderMap, header, request::Parts};
 
@@ -28,7 +29,17 @@ pub(super) async fn authenticate(
     let rule = &call.route.rpc.rule;
     if !rule.public {
         match call.token.as_deref() {
-            Some(t) => call.decision = Some(inner.authn.authenticate(t, &rule.scopes).await?),
+            Some(t) => {
+                let d = inner.authn.authenticate(t, &rule.scopes).await?;
+                if rule.signed_in && !d.caller.signed_in() {
+                    return Err(ApiError::new(
+                        403,
+                        "PERMISSION_DENIED",
+                        "an API key cannot do this: sign in to change the account, its sessions, keys, data or money",
+                    ));
+                }
+                call.decision = Some(d);
+            }
             None if call.ws => {}
             None => {
                 return Err(ApiError::unauthenticated(

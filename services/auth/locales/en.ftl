@@ -110,6 +110,10 @@ error-no-account = No such account.
 error-address-taken = This address has an account now.
 error-export-gone = There is no such copy of your data: it has expired or was never made. Ask for a new one.
 error-export-not-ready = The copy of your data is still being prepared; you will get an email when it is ready.
+error-api-key-invalid = This API key is not valid: it was revoked, has expired or never existed.
+error-api-keys-full = You hold as many API keys as an account may; delete one you no longer use first.
+error-no-api-key = No such API key.
+error-signed-in-only = An API key cannot do this; sign in to manage the account.
 
 # Refused input (`$n`: the number a rule names).
 email-required = email is required
@@ -133,3 +137,8 @@ address-same = this is the account's address already
 link-invalid = this link is not valid; ask for a new one
 link-used = this link was already used
 link-expired = this link has expired; ask for a new one
+key-name-required = name is required
+key-name-too-long = name must be at most 100 characters
+key-name-control = name must be one line without control characters
+key-expiry-past = expires_at must be in the future
+key-expiry-far = expires_at must be at most 3 years ahead

@@ -35,7 +35,7 @@ use crate::{
     error::{AuthError, Result},
     ports::DataHolder,
     store::entities::user,
-    store::{accounts::AccountStore, exports::ExportStore},
+    store::{accounts::AccountStore, api_keys::ApiKeyStore, exports::ExportStore},
 };
 
 /// Where a request came from (for sessions and per-IP limits).
@@ -56,6 +56,17 @@ pub struct Validated {
 /// The account of a caller auth validated (its id always parses), or "sign in first".
 pub(crate) fn account_of(who: &Caller) -> Result<Uuid> {
     who.user().ok_or(AuthError::Unauthenticated("error-sign-in"))
+}
+
+/// The account of a person who signed in (a session's access token): what an API key may not
+/// do — the account's settings, sessions, keys and data — needs one. The edge refuses such
+/// calls first (`signed_in` routes); this holds for direct gRPC callers too.
+pub(crate) fn person_of(who: &Caller) -> Result<Uuid> {
+    let user = account_of(who)?;
+    if !who.signed_in() {
+        return Err(AuthError::Forbidden("error-signed-in-only"));
+    }
+    Ok(user)
 }
 
 /// What a successful sign-in hands back.
@@ -96,6 +107,8 @@ pub struct Auth {
     pub(crate) holders: Arc<[Arc<dyn DataHolder>]>,
     /// Wakes this replica's export runner when someone asks for an export.
     pub(crate) export_wake: Arc<tokio::sync::Notify>,
+    /// People's API keys.
+    pub(crate) api_keys: ApiKeyStore,
 }
 
 /// One cached account row: (identity stamp it was read under, when, the row).
@@ -147,6 +160,7 @@ impl Auth {
         let profiles = Arc::default();
         let exports = ExportStore::new(db.clone());
         let (holders, export_wake) = (Arc::from(Vec::new()), Arc::default());
+        let api_keys = ApiKeyStore::new(db.clone());
         Ok(Self {
             db,
             store,
@@ -161,6 +175,7 @@ impl Auth {
             exports,
             holders,
             export_wake,
+            api_keys,
         })
     }
 

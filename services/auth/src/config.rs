@@ -48,6 +48,8 @@ pub struct AuthConfig {
     pub keys_dir: Option<PathBuf>,
     /// Public base URL for links in emails.
     pub public_url: String,
+    /// API keys one account may hold (1..=1000).
+    pub api_keys_per_user: u32,
 }
 
 impl Default for AuthConfig {
@@ -71,6 +73,7 @@ impl Default for AuthConfig {
             lockout_max_secs: 3_600,
             keys_dir: None,
             public_url: "http://127.0.0.1:8080".into(),
+            api_keys_per_user: 20,
         }
     }
 }
@@ -90,6 +93,9 @@ impl Section for AuthConfig {
                 "auth.access_ttl_secs",
                 "must be at least 60 and below auth.refresh_ttl_secs",
             ));
+        }
+        if !(1..=1000).contains(&self.api_keys_per_user) {
+            return Err(invalid("auth.api_keys_per_user", "must be 1..=1000"));
         }
         Ok(())
     }

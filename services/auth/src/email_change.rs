@@ -114,6 +114,7 @@ impl Auth {
         let txn = self.db.begin().await?;
         self.store.erase(&txn, user.id).await?;
         self.exports.forget_user(&txn, user.id).await?;
+        self.api_keys.forget_user(&txn, user.id).await?;
         let msg = crate::events::deleted(user.id);
         self.outbox.add(&txn, &format!("deleted:{}", user.id), &user.id.to_string(), &msg).await?;
         txn.commit().await?;

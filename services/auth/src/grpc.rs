@@ -12,12 +12,12 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     accounts::Registration,
-    auth::{Auth, ClientInfo, Issued, account_of},
+    auth::{Auth, ClientInfo, Issued, account_of, person_of},
     domain::profile::ProfileEdit,
     error::AuthError,
     events::user_pb,
     exports::{DataExport, ExportStatus},
-    store::entities::{session, user},
+    store::entities::{api_key, session, user},
 };
 
 /// Response metadata the edge turns into the HTTP status of a success.
@@ -49,14 +49,21 @@ impl AuthGrpc {
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         if let Some(id) = Caller::of(req)
             && id.user().is_some()
-            && id.session().is_some()
-            && !id.jti.is_empty()
+            && ((id.session().is_some() && !id.jti.is_empty()) || !id.api_key.is_empty())
         {
             return Ok(id.clone());
         }
         let token = bearer(req.metadata())
             .ok_or_else(|| Status::from(AuthError::Unauthenticated("error-sign-in")))?;
         Ok(self.auth.validate(token, &[]).await?.caller)
+    }
+
+    /// [`Self::caller`], when it is a person who signed in: an API key may not change the
+    /// account, its sessions, keys or data (PERMISSION_DENIED).
+    async fn person<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let who = self.caller(req).await?;
+        person_of(&who)?;
+        Ok(who)
     }
 }
 
@@ -121,6 +128,17 @@ fn auth_response(u: &user::Model, i: Issued) -> pb::AuthResponse {
         expires_in: i.expires_in,
         refresh_expires_in: i.refresh_expires_in,
         device_token: i.device_token,
+    }
+}
+
+fn api_key_pb(k: &api_key::Model) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.to_string(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        created_at: Some(ts(k.created_at)),
+        last_used_at: k.last_used_at.map(ts),
+        expires_at: k.expires_at.map(ts),
     }
 }
 
@@ -189,7 +207,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         self.auth.logout_all(account_of(&who)?).await?;
         Ok(with_status(pb::LogoutResponse {}, 204))
     }
@@ -232,7 +250,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         self.auth.change_password(&who, &r.current_password, &r.new_password).await?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
@@ -248,7 +266,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::DeleteMeRequest>,
     ) -> Result<Response<pb::DeleteMeResponse>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         self.auth.delete_me(&who, &req.get_ref().password).await?;
         Ok(with_status(pb::DeleteMeResponse {}, 204))
     }
@@ -257,7 +275,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::ChangeEmailRequest>,
     ) -> Result<Response<pb::ChangeEmailResponse>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         self.auth.change_email(&who, &r.password, &r.new_email).await?;
         Ok(with_status(pb::ChangeEmailResponse {}, 202))
@@ -275,7 +293,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::UpdateMeRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         let edit = ProfileEdit { name: r.name, locale: r.locale, time_zone: r.time_zone };
         let user = self.auth.update_me(account_of(&who)?, &edit).await?;
@@ -286,7 +304,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         let sessions = self.auth.list_sessions(account_of(&who)?).await?;
         let current = who.session().unwrap_or_default();
         Ok(Response::new(pb::ListSessionsResponse {
@@ -298,7 +316,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         self.auth.revoke_session(account_of(&who)?, &req.into_inner().session_id).await?;
         Ok(with_status(pb::RevokeSessionResponse {}, 204))
     }
@@ -307,7 +325,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::RequestDataExportRequest>,
     ) -> Result<Response<pb::DataExport>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         Ok(with_status(export_pb(self.auth.request_export(&who).await?), 202))
     }
 
@@ -315,7 +333,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::ListDataExportsRequest>,
     ) -> Result<Response<pb::ListDataExportsResponse>, Status> {
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         let exports = self.auth.data_exports(&who).await?.into_iter().map(export_pb).collect();
         Ok(Response::new(pb::ListDataExportsResponse { exports }))
     }
@@ -328,7 +346,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         req: Request<pb::DownloadDataExportRequest>,
     ) -> Result<Response<Self::DownloadDataExportStream>, Status> {
         use futures::StreamExt as _;
-        let who = self.caller(&req).await?;
+        let who = self.person(&req).await?;
         let id = uuid::Uuid::parse_str(&req.get_ref().export_id).map_err(|_| {
             AuthError::Invalid("export_id", skillup_kit::invalid::uuid("export_id"))
         })?;
@@ -351,6 +369,43 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         Ok(res)
     }
 
+    async fn create_api_key(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreatedApiKey>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        let expires_at = match r.expires_at {
+            None => None,
+            Some(t) => Some(
+                chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                    .ok_or_else(|| crate::auth::refused("expires_at", "key-expiry-far", 0))?,
+            ),
+        };
+        let (key, secret) = self.auth.create_api_key(&who, &r.name, expires_at).await?;
+        Ok(with_status(pb::CreatedApiKey { key: Some(api_key_pb(&key)), secret }, 201))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let keys = self.auth.api_keys(&who).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: keys.iter().map(api_key_pb).collect(),
+        }))
+    }
+
+    async fn delete_api_key(
+        &self,
+        req: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        let who = self.caller(&req).await?;
+        self.auth.delete_api_key(&who, &req.get_ref().key_id).await?;
+        Ok(with_status(pb::DeleteApiKeyResponse {}, 204))
+    }
+
     async fn validate_token(
         &self,
         req: Request<pb::ValidateTokenRequest>,
@@ -369,6 +424,7 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
             session_id: c.sid,
             identity_version: c.ver,
             locale: c.locale,
+            api_key_id: c.api_key,
         }))
     }
 

@@ -1,15 +1,17 @@
 //! The auth service (`skillup.auth.v1`): accounts, RS256 access tokens, refresh rotation with
-//! reuse detection, revocation, email verification and password reset, brute-force limits,
-//! and `ValidateToken` for the edge and Nginx.
+//! reuse detection, revocation, API keys, email verification and password reset, brute-force
+//! limits, and `ValidateToken` for the edge and Nginx.
 //!
 //! Reads top-down: [`build`] wires it; [`grpc`] is the tonic adapter; the rules: [`auth`]
 //! (state, the caller, events), [`accounts`] (register, sign in), [`sessions`] (tokens,
-//! refresh, logout, validation), [`email_tokens`] (verification, resets), [`exports`] (a
-//! person's copy of their data, gathered from the [`ports`] — adapters in [`clients`]), [`admin`];
+//! refresh, logout, validation), [`api_keys`] (keys for programs), [`email_tokens`]
+//! (verification, resets), [`exports`] (a person's copy of their data, gathered from the
+//! [`ports`] — adapters in [`clients`]), [`admin`];
 //! [`domain`] the values and token rules; [`keys`] the signing keys on disk; [`store`] the tables.
 
 pub mod accounts;
 pub mod admin;
+pub mod api_keys;
 pub mod auth;
 pub mod clients;
 pub mod config;

@@ -288,6 +288,9 @@ impl Auth {
     /// The check the edge and Nginx depend on. Fails closed: if the cache cannot answer, the
     /// answer is "unavailable", never "valid".
     pub async fn validate(&self, token: &str, required_scopes: &[String]) -> Result<Validated> {
+        if crate::domain::api_keys::is_key(token) {
+            return self.validate_api_key(token, required_scopes).await;
+        }
         let claims = self.keys.verify(token).map_err(|e| match e {
             TokenError::Expired => AuthError::Expired("the access token has expired"),
             TokenError::Invalid(_) => AuthError::Unauthenticated("error-token-invalid"),

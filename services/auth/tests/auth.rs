@@ -91,6 +91,8 @@ async fn real() -> Harness {
 
 #[path = "auth/accounts.rs"]
 mod accounts;
+#[path = "auth/api_keys.rs"]
+mod api_keys;
 #[path = "auth/email.rs"]
 mod email;
 #[path = "auth/exports.rs"]
@@ -103,6 +105,7 @@ mod profile;
 mod sessions;
 
 use accounts::*;
+use api_keys::*;
 use email::*;
 use exports::*;
 use limits::*;
@@ -136,6 +139,11 @@ skillup_testkit::both_adapters!(
     a_data_export_is_one_operation_and_downloads_as_one_zip,
     an_export_being_prepared_or_expired_cannot_be_downloaded,
     a_failed_part_is_tried_again_and_replicas_prepare_each_export_once,
+    an_api_key_is_shown_once_and_speaks_for_its_account,
+    an_api_key_never_carries_admin,
+    a_revoked_or_expired_api_key_is_refused_at_once,
+    api_keys_are_bounded_per_account_even_when_created_at_once,
+    a_deactivated_or_deleted_account_loses_its_keys,
 );
 
 fn email() -> String {
@@ -168,6 +176,20 @@ async fn register(h: &mut Harness, email: &str) -> pb::AuthResponse {
     let login =
         pb::LoginRequest { email: email.into(), password: PASSWORD.into(), ..Default::default() };
     h.client.login(login).await.unwrap().into_inner()
+}
+
+/// Grants `email`'s account the admin scope (only SQL can, today) and signs it in again, so
+/// the token carries it.
+async fn make_admin(h: &mut Harness, email: &str) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let conn = &h.t.infra.db;
+    conn.execute_raw(Statement::from_string(
+        conn.get_database_backend(),
+        format!("UPDATE auth_users SET scopes = 'user admin' WHERE email = '{email}'"),
+    ))
+    .await
+    .unwrap();
+    sign_in(h, email, PASSWORD).await.unwrap().access_token
 }
 
 fn bearer<T>(msg: T, token: &str) -> Request<T> {

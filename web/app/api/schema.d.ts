@@ -104,6 +104,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/auth/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 🔒 The caller's API keys, newest first: name, prefix, when created and last used, expiry.
+         * @description 🔒 The caller's API keys, newest first: name, prefix, when created and last used, expiry.
+         */
+        get: operations["AuthService_ListApiKeys"];
+        put?: never;
+        /**
+         * 🔒 Creates an API key (`sk-skillup-…`) for the OpenAI-compatible `/v1` and the rest of the
+         * @description 🔒 Creates an API key (`sk-skillup-…`) for the OpenAI-compatible `/v1` and the rest of the
+         *     API but a person's own settings, sessions, keys, data and money. The secret is in this answer
+         *     only (SkillUp keeps its hash). At most `auth.api_keys_per_user` keys (CONFLICT beyond).
+         *     Needs a signed-in session. HTTP 201.
+         */
+        post: operations["AuthService_CreateApiKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/api-keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * 🔒 Revokes one of the caller's API keys: refused from the next request on, at every edge.
+         * @description 🔒 Revokes one of the caller's API keys: refused from the next request on, at every edge.
+         *     HTTP 204; NOT_FOUND for an unknown or another account's key.
+         */
+        delete: operations["AuthService_DeleteApiKey"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/login": {
         parameters: {
             query?: never;
@@ -1150,6 +1198,27 @@ export interface components {
              */
             total_tokens?: number | null;
         };
+        /** @description An API key as its owner sees it later: never the secret. */
+        "skillup.auth.v1.ApiKey": {
+            /** Format: date-time */
+            created_at?: string | null;
+            /**
+             * Format: date-time
+             * @description When it stops working; unset: never.
+             */
+            expires_at?: string | null;
+            /** @description UUID text. */
+            id?: string | null;
+            /**
+             * Format: date-time
+             * @description When it was last used (to the minute); unset until its first use.
+             */
+            last_used_at?: string | null;
+            /** @description The owner's name for it (1–100 characters, one line). */
+            name?: string | null;
+            /** @description The secret's first characters (`sk-skillup-` and 6 more), to recognise it. */
+            prefix?: string | null;
+        };
         /** @description A signed-in session: access + refresh token pair. */
         "skillup.auth.v1.AuthResponse": {
             /** @description RS256 JWT access token; send as `Authorization: Bearer …`. */
@@ -1198,6 +1267,21 @@ export interface components {
             /** @description The account's address now. */
             email?: string | null;
         };
+        "skillup.auth.v1.CreateApiKeyRequest": {
+            /**
+             * Format: date-time
+             * @description When it stops working (in the future, at most 3 years ahead); unset: never.
+             */
+            expires_at?: string | null;
+            /** @description 1–100 characters, one line. */
+            name: string;
+        };
+        /** @description A new API key and its secret, shown this once. */
+        "skillup.auth.v1.CreatedApiKey": {
+            key?: components["schemas"]["skillup.auth.v1.ApiKey"] | null;
+            /** @description `sk-skillup-` and 43 characters (256 random bits); send it as `Authorization: Bearer`. */
+            secret?: string | null;
+        };
         /** @description An export of everything SkillUp holds about its owner. */
         "skillup.auth.v1.DataExport": {
             /**
@@ -1233,6 +1317,7 @@ export interface components {
              */
             status?: "DATA_EXPORT_STATUS_UNSPECIFIED" | "DATA_EXPORT_STATUS_PREPARING" | "DATA_EXPORT_STATUS_READY" | "DATA_EXPORT_STATUS_FAILED" | null;
         };
+        "skillup.auth.v1.DeleteApiKeyResponse": Record<string, never>;
         "skillup.auth.v1.DeleteMeRequest": {
             /** @description The account's password; at most 72 bytes. */
             password: string;
@@ -1257,6 +1342,9 @@ export interface components {
         "skillup.auth.v1.Jwks": {
             /** @description Every key a verifier should accept: the current signing key and those still in rotation. */
             keys?: components["schemas"]["skillup.auth.v1.Jwk"][] | null;
+        };
+        "skillup.auth.v1.ListApiKeysResponse": {
+            api_keys?: components["schemas"]["skillup.auth.v1.ApiKey"][] | null;
         };
         "skillup.auth.v1.ListDataExportsResponse": {
             /** @description Newest first; at most 20. */
@@ -2277,6 +2365,232 @@ export interface operations {
             };
         };
     };
+    AuthService_ListApiKeys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.auth.v1.ListApiKeysResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_CreateApiKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["skillup.auth.v1.CreateApiKeyRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.auth.v1.CreatedApiKey"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_DeleteApiKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done, no content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     AuthService_Login: {
         parameters: {
             query?: never;
@@ -2451,7 +2765,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2601,7 +2915,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2679,7 +2993,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2757,7 +3071,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2891,7 +3205,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2969,7 +3283,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3046,7 +3360,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3124,7 +3438,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3438,7 +3752,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3512,7 +3826,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5171,7 +5485,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5328,7 +5642,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5476,7 +5790,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description inactive account or missing scope */
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;

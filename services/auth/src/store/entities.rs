@@ -160,3 +160,31 @@ pub mod data_export_chunk {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A person's API key: its hash and what the owner sees of it, never the secret.
+pub mod api_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "auth_api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        pub name: String,
+        /// `sk-skillup-` and the secret's first 6 characters.
+        pub prefix: String,
+        /// SHA-256 of the whole key, hex.
+        #[sea_orm(unique)]
+        pub secret_hash: String,
+        pub created_at: DateTimeUtc,
+        /// To the minute: written at most once a minute.
+        pub last_used_at: Option<DateTimeUtc>,
+        pub expires_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -11,7 +11,8 @@ skillup_kit::migrator!(
         skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
         M0003Profile,
         M0004EmailChange,
-        M0005DataExports
+        M0005DataExports,
+        M0006ApiKeys
     ]
 );
 
@@ -235,5 +236,44 @@ impl MigrationTrait for M0005DataExports {
             m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// API keys: one row per key, found by the hash of the secret.
+struct M0006ApiKeys;
+
+skillup_kit::migration_name!(M0006ApiKeys, "m0006_api_keys");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006ApiKeys {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("auth_api_keys")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(string_len("name", 400))
+                .col(string_len("prefix", 32))
+                .col(string_len("secret_hash", 64).unique_key())
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone_null("last_used_at"))
+                .col(timestamp_with_time_zone_null("expires_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("auth_api_keys_user")
+                .table("auth_api_keys")
+                .col("user_id")
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("auth_api_keys").if_exists().to_owned()).await
     }
 }

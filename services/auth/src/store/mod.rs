@@ -1,6 +1,7 @@
 //! Auth's tables (all prefixed `auth_`), its migrations, and the queries the domain needs.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod entities;
 pub mod exports;
 pub mod migration;

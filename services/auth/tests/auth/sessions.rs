@@ -211,19 +211,10 @@ pub(crate) async fn tier_follows_subscription_changed_events(kind: Kind) {
 }
 
 pub(crate) async fn a_deactivated_account_is_refused(kind: Kind) {
-    use sea_orm::{ConnectionTrait, Statement};
     let mut h = harness(kind).await;
     let admin_email = email();
     register(&mut h, &admin_email).await;
-    let conn = &h.t.infra.db;
-    conn.execute_raw(Statement::from_string(
-        conn.get_database_backend(),
-        format!("UPDATE auth_users SET scopes = 'user admin' WHERE email = '{admin_email}'"),
-    ))
-    .await
-    .unwrap();
-    // A fresh sign-in carries the new scope.
-    let admin_tok = sign_in(&mut h, &admin_email, PASSWORD).await.unwrap().access_token;
+    let admin_tok = make_admin(&mut h, &admin_email).await;
     let em = email();
     let victim = register(&mut h, &em).await;
     let vid = victim.user.clone().unwrap().id;

@@ -108,6 +108,10 @@ pub struct Caller {
     /// `Accept-Language` as the edge negotiated it (see [`crate::i18n::Locale::of`]).
     #[serde(rename = "loc", default, skip_serializing_if = "String::is_empty")]
     pub locale: String,
+    /// The API key's id when the caller came with one instead of a session's access token
+    /// (then `sid` and `jti` are empty).
+    #[serde(rename = "key", default, skip_serializing_if = "String::is_empty")]
+    pub api_key: String,
     /// The signed form, for forwarding on service-to-service calls.
     #[serde(skip)]
     pub assertion: String,
@@ -126,6 +130,11 @@ impl Caller {
     /// The token's session, when the caller came with one.
     pub fn session(&self) -> Option<uuid::Uuid> {
         uuid::Uuid::parse_str(&self.sid).ok()
+    }
+
+    /// Whether a person signed in (a session's access token), not a program with an API key.
+    pub fn signed_in(&self) -> bool {
+        self.session().is_some() && self.api_key.is_empty()
     }
 
     /// Whether the caller holds every scope of `required`.
@@ -224,6 +233,8 @@ pub struct Claims {
     pub ip: String,
     #[prost(string, tag = "12")]
     pub loc: String,
+    #[prost(string, tag = "13")]
+    pub key: String,
 }
 
 impl Claims {
@@ -256,6 +267,7 @@ impl Claims {
         }
         text(11, &id.ip, &mut buf);
         text(12, &id.locale, &mut buf);
+        text(13, &id.api_key, &mut buf);
         buf
     }
 }
@@ -275,6 +287,7 @@ impl From<Claims> for Caller {
             token_exp: c.texp,
             ip: c.ip,
             locale: c.loc,
+            api_key: c.key,
             assertion: String::new(),
         }
     }
@@ -380,6 +393,14 @@ mod tests {
         let claims = <Claims as prost::Message>::decode(bytes.as_slice()).unwrap();
         assert_eq!(Caller::from(claims), full, "every claim round-trips");
         assert_eq!(key.verify(&a, 99).unwrap(), Caller { assertion: a.clone(), ..full.clone() });
+        // A program's API key round-trips too, and is never a signed-in person.
+        let program =
+            Caller { api_key: "k1".into(), sid: String::new(), jti: String::new(), ..full.clone() };
+        let back = key.verify(&key.sign(&program), 99).unwrap();
+        assert_eq!(back.api_key, "k1");
+        assert!(!back.signed_in());
+        let person = Caller { sid: uuid::Uuid::now_v7().to_string(), ..full.clone() };
+        assert!(person.signed_in());
         // An assertion as the edge signed it before v2.
         let v1_body = format!("v1.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&full).unwrap()));
         let tag = hmac::sign(&key.key, v1_body.as_bytes());
