@@ -17,6 +17,7 @@ pub mod json;
 pub mod limits;
 pub mod net;
 mod nginx;
+pub mod openai;
 pub mod openapi;
 mod pages;
 mod pipeline;
@@ -239,7 +240,8 @@ impl Edge {
         let cors = cors(&inner.cfg.cors_origins);
         let mut app = Router::new()
             .route(NGINX_VALIDATE, get(nginx::nginx_validate))
-            .route("/api/openapi.json", get(openapi_json));
+            .route("/api/openapi.json", get(openapi_json))
+            .merge(openai::routes());
         // The pages our emails link to are the console's; without it, the edge's own.
         if inner.console.is_none() {
             app = app.merge(pages::routes());

@@ -72,6 +72,19 @@ async fn read_body(
     body: Body,
     route: &Route,
 ) -> Result<Bytes, ApiError> {
+    read(inner, parts, body, route.body != routes::BodyRule::None).await
+}
+
+/// [`read_body`] for a route of the edge's own that takes JSON (the OpenAI-compatible API).
+pub(crate) async fn read_json_body(
+    inner: &Inner,
+    parts: &Parts,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    read(inner, parts, body, true).await
+}
+
+async fn read(inner: &Inner, parts: &Parts, body: Body, json: bool) -> Result<Bytes, ApiError> {
     let max = inner.cfg.max_body_bytes;
     let too_large =
         || ApiError::new(413, "PAYLOAD_TOO_LARGE", format!("the body is larger than {max} bytes"));
@@ -103,7 +116,7 @@ async fn read_body(
         }
         ApiError::invalid_as("the body could not be read", "bad-body-unread", &[])
     })?;
-    if route.body != routes::BodyRule::None && !bytes.iter().all(u8::is_ascii_whitespace) {
+    if json && !bytes.iter().all(u8::is_ascii_whitespace) {
         let ct =
             parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();

@@ -136,6 +136,17 @@ pub(crate) fn admit_only(inner: &Arc<Inner>, parts: &Parts) -> Result<(), ApiErr
     admit::admit(inner, parts).map(|_| ())
 }
 
+/// Stage 1 for the edge's own routes (the OpenAI-compatible API): the client's address and
+/// the per-IP budget's verdict.
+pub(crate) fn admit_client(
+    inner: &Inner,
+    parts: &Parts,
+) -> Result<(IpAddr, Option<Verdict>), ApiError> {
+    admit::admit(inner, parts)
+}
+
+pub(crate) use call::read_json_body;
+
 pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }

@@ -40,6 +40,18 @@ pub struct GenerationRequest {
     pub fresh: bool,
     /// The document this one is generated again from.
     pub regenerated_from: Option<Uuid>,
+    /// Asked through the OpenAI-compatible API (filed as delivery `api`).
+    pub via_api: bool,
+    /// How the provider samples the answer (the API's `temperature`, `top_p`, `stop`).
+    pub sampling: Sampling,
+}
+
+/// Sampling asked for by an API caller; unset fields are the service's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Vec<String>,
 }
 
 /// An answer given inline (or replayed as a stream).
@@ -173,6 +185,9 @@ pub enum Delivery {
     #[default]
     #[sea_orm(string_value = "queued")]
     Queued,
+    /// Through the OpenAI-compatible `/v1/chat/completions`.
+    #[sea_orm(string_value = "api")]
+    Api,
 }
 
 /// Which of a user's documents to list.

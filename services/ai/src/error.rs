@@ -16,6 +16,9 @@ pub enum AiError {
     EmailNotVerified,
     #[error("{0}")]
     NotFound(String),
+    /// A model of the OpenAI-compatible API that does not exist.
+    #[error("no model {0}")]
+    UnknownModel(String),
     #[error("{0}")]
     Conflict(String),
     /// An idempotency key sent again with another request.
@@ -74,6 +77,18 @@ impl From<AiError> for Status {
                 status(ErrorCode::EmailNotVerified, crate::texts::text("email-not-verified"))
             }
             AiError::NotFound(_) => status(ErrorCode::NotFound, crate::texts::text("not-found")),
+            AiError::UnknownModel(model) => {
+                let model: String = model.chars().filter(|c| !c.is_control()).take(100).collect();
+                let args = skillup_kit::fluent_args![("model", model)];
+                status(
+                    ErrorCode::NotFound,
+                    crate::texts::MESSAGES.text(
+                        skillup_kit::i18n::current(),
+                        "unknown-model",
+                        Some(&args),
+                    ),
+                )
+            }
             AiError::Conflict(_) => status(ErrorCode::Conflict, msg),
             AiError::KeyReused(_) => status(ErrorCode::IdempotencyKeyReused, msg),
             AiError::NotSubscribed(_) => status(ErrorCode::SubscriptionRequired, msg),

@@ -190,12 +190,19 @@ impl Generator {
         }
     }
 
+    /// The temperature a request is sampled at: its own (an API caller's), else the service's.
+    pub(crate) fn temperature(&self, p: &Prepared) -> f32 {
+        p.req.sampling.temperature.unwrap_or(self.inner.cfg.temperature)
+    }
+
     pub(crate) fn chat(&self, p: &Prepared, model: String) -> ChatRequest {
         ChatRequest {
             model,
             messages: p.messages.clone(),
             max_tokens: p.max_tokens,
-            temperature: self.inner.cfg.temperature,
+            temperature: self.temperature(p),
+            top_p: p.req.sampling.top_p,
+            stop: p.req.sampling.stop.clone(),
             function: p.req.function.clone(),
             topic: p.req.topic.trim().to_owned(),
             locale: p.locale.clone(),

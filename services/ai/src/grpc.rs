@@ -56,6 +56,57 @@ impl TryFrom<pb::GenerateRequest> for GenerationRequest {
             idempotency_key: r.idempotency_key,
             fresh: false,
             regenerated_from: None,
+            via_api: false,
+            sampling: Default::default(),
+        })
+    }
+}
+
+/// A model of the OpenAI-compatible API that is one of the catalog's functions.
+pub const FUNCTION_MODEL_PREFIX: &str = "skillup/";
+
+impl TryFrom<pb::ChatCompletionRequest> for GenerationRequest {
+    type Error = AiError;
+
+    /// `skillup/<function>` with the last user message as the topic and the metadata as the
+    /// function's parameters (`locale` apart), answered inline and filed as delivery `api`.
+    fn try_from(r: pb::ChatCompletionRequest) -> Result<Self, AiError> {
+        let Some(function) = r.model.strip_prefix(FUNCTION_MODEL_PREFIX) else {
+            return Err(AiError::UnknownModel(r.model));
+        };
+        if r.messages.is_empty() {
+            return Err(AiError::Invalid("messages", skillup_kit::invalid::required("messages")));
+        }
+        if r.messages.iter().any(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant")) {
+            return Err(AiError::Invalid(
+                "messages",
+                skillup_kit::invalid::one_of("messages.role", &["system", "user", "assistant"]),
+            ));
+        }
+        let Some(topic) = r.messages.iter().rev().find(|m| m.role == "user") else {
+            return Err(AiError::Invalid(
+                "messages",
+                skillup_kit::invalid::required("messages.user"),
+            ));
+        };
+        let mut params = r.metadata;
+        let locale = params.remove("locale").unwrap_or_default();
+        Ok(GenerationRequest {
+            topic: topic.content.clone(),
+            function: function.to_owned(),
+            params,
+            mode: Mode::Sync,
+            locale,
+            max_tokens: r.max_tokens,
+            idempotency_key: String::new(),
+            fresh: false,
+            regenerated_from: None,
+            via_api: true,
+            sampling: crate::domain::Sampling {
+                temperature: r.temperature,
+                top_p: r.top_p,
+                stop: r.stop,
+            },
         })
     }
 }
@@ -202,6 +253,7 @@ impl From<Delivery> for pb::Delivery {
             Delivery::Inline => pb::Delivery::Inline,
             Delivery::Stream => pb::Delivery::Stream,
             Delivery::Queued => pb::Delivery::Queued,
+            Delivery::Api => pb::Delivery::Api,
         }
     }
 }
@@ -322,6 +374,19 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         req: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStreamStream>, Status> {
         let (identity, r) = with_key(req)?;
+        let events = self.generator.stream(&identity, r).await?;
+        Ok(Response::new(Box::pin(events.map(|e| e.map(Into::into).map_err(Into::into)))))
+    }
+
+    type ChatCompletionStream =
+        Pin<Box<dyn Stream<Item = Result<pb::GenerateStreamEvent, Status>> + Send>>;
+
+    async fn chat_completion(
+        &self,
+        req: Request<pb::ChatCompletionRequest>,
+    ) -> Result<Response<Self::ChatCompletionStream>, Status> {
+        let identity = skillup_kit::identity::Caller::require(&req)?.clone();
+        let r = GenerationRequest::try_from(req.into_inner())?;
         let events = self.generator.stream(&identity, r).await?;
         Ok(Response::new(Box::pin(events.map(|e| e.map(Into::into).map_err(Into::into)))))
     }

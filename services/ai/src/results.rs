@@ -36,7 +36,9 @@ impl Generator {
                 primary.model.as_bytes(),
                 &messages,
                 &p.max_tokens.to_be_bytes(),
-                &self.inner.cfg.temperature.to_be_bytes(),
+                &self.temperature(p).to_be_bytes(),
+                &p.req.sampling.top_p.map_or([0xff; 4], f32::to_be_bytes),
+                p.req.sampling.stop.join("\u{0}").as_bytes(),
             ])
         )
     }

@@ -57,7 +57,7 @@ impl Generator {
         if let Some(hit) = self.cached(&p).await {
             self.charge_hit(&p, &key, hit.answer.usage).await?;
             metrics::counter!("ai_cache_hits_total").increment(1);
-            let delivery = Delivery::Stream;
+            let delivery = if p.req.via_api { Delivery::Api } else { Delivery::Stream };
             self.keep(&p, crate::generate::ended(id, delivery, &hit.provider, &hit.answer, None))
                 .await;
             let c = completion(&id, &hit.provider, hit.answer, true);
@@ -148,7 +148,7 @@ impl Generator {
             let answer = Answer { text, usage: produced, finish_reason, model: served.model };
             let end = Ended {
                 id,
-                delivery: Delivery::Stream,
+                delivery: if p.req.via_api { Delivery::Api } else { Delivery::Stream },
                 provider: served.label,
                 answer: &answer,
                 hold: Some(&hold),

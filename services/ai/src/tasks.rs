@@ -209,6 +209,8 @@ impl Generator {
             idempotency_key,
             fresh: true,
             regenerated_from: Some(id),
+            via_api: false,
+            sampling: Default::default(),
         };
         self.generate(identity, req).await
     }

@@ -242,6 +242,8 @@ impl Worker {
                 messages: messages.clone(),
                 max_tokens: t.max_tokens.max(1) as u32,
                 temperature: g.inner.cfg.temperature,
+                top_p: None,
+                stop: Vec::new(),
                 function: t.function.clone(),
                 topic: t.topic.clone(),
                 locale: t.locale.clone(),

@@ -1122,7 +1122,7 @@ export interface components {
              * @description How it ran.
              * @enum {string|null}
              */
-            delivery?: "DELIVERY_UNSPECIFIED" | "DELIVERY_INLINE" | "DELIVERY_STREAM" | "DELIVERY_QUEUED" | null;
+            delivery?: "DELIVERY_UNSPECIFIED" | "DELIVERY_INLINE" | "DELIVERY_STREAM" | "DELIVERY_QUEUED" | "DELIVERY_API" | null;
             /** @description Reason the user can read when FAILED; at most 500 characters. */
             error?: string | null;
             /** @description The text's beginning (at most about 240 characters), in listings, which leave `text` out. */
@@ -1200,7 +1200,10 @@ export interface components {
         };
         /** @description An API key as its owner sees it later: never the secret. */
         "skillup.auth.v1.ApiKey": {
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @description When it was created.
+             */
             created_at?: string | null;
             /**
              * Format: date-time
@@ -1278,6 +1281,7 @@ export interface components {
         };
         /** @description A new API key and its secret, shown this once. */
         "skillup.auth.v1.CreatedApiKey": {
+            /** @description The key as it will be listed. */
             key?: components["schemas"]["skillup.auth.v1.ApiKey"] | null;
             /** @description `sk-skillup-` and 43 characters (256 random bits); send it as `Authorization: Bearer`. */
             secret?: string | null;
@@ -1344,6 +1348,7 @@ export interface components {
             keys?: components["schemas"]["skillup.auth.v1.Jwk"][] | null;
         };
         "skillup.auth.v1.ListApiKeysResponse": {
+            /** @description Newest first. */
             api_keys?: components["schemas"]["skillup.auth.v1.ApiKey"][] | null;
         };
         "skillup.auth.v1.ListDataExportsResponse": {

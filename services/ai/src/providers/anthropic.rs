@@ -45,6 +45,12 @@ impl Anthropic {
         if !system.is_empty() {
             body["system"] = json!(system.join("\n\n"));
         }
+        if let Some(p) = req.top_p {
+            body["top_p"] = json!(p);
+        }
+        if !req.stop.is_empty() {
+            body["stop_sequences"] = json!(req.stop);
+        }
         body
     }
 

@@ -42,6 +42,10 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// Nucleus sampling; `None`: the provider's default.
+    pub top_p: Option<f32>,
+    /// Sequences the answer stops before (at most 4).
+    pub stop: Vec<String>,
     /// What the messages ask for — the catalog function, the user's topic, the language —
     /// for the offline provider's sample (real providers read the messages only).
     pub function: String,

@@ -170,6 +170,8 @@ mod tests {
             ],
             max_tokens: max,
             temperature: 0.0,
+            top_p: None,
+            stop: Vec::new(),
             function: function.into(),
             topic: "rust ownership".into(),
             locale: locale.into(),

@@ -43,6 +43,12 @@ impl OpenAi {
         if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
+        if let Some(p) = req.top_p {
+            body["top_p"] = json!(p);
+        }
+        if !req.stop.is_empty() {
+            body["stop"] = json!(req.stop);
+        }
         body
     }
 
