@@ -100,6 +100,49 @@ test('a person takes a copy of all their data away', async ({ page }) => {
   expect(head).toBe('PK')
 })
 
+test('a person makes an API key, uses it from an OpenAI client, and revokes it', async ({ page }) => {
+  await signUp(page)
+  await nav(page, 'Account')
+  const section = page.locator('#api-keys')
+  await expect(section.getByText('You have no API keys yet.')).toBeVisible()
+  await expect(section.getByTestId('base-url')).toHaveText(/\/v1$/)
+  await section.getByLabel('Key name').fill('My script')
+  await section.getByLabel('Expires').selectOption({ label: 'In 90 days' })
+  await section.getByRole('button', { name: 'Create key' }).click()
+  const secret = await section.getByLabel('The new API key').inputValue()
+  expect(secret).toMatch(/^sk-skillup-[A-Za-z0-9_-]{43}$/)
+  const listed = section.getByTestId('api-key')
+  await expect(listed).toHaveCount(1)
+  await expect(listed).toContainText('My script')
+  await expect(listed).toContainText(secret.slice(0, 17))
+  await expect(listed).toContainText('never used')
+
+  // What an OpenAI client sends, with the key.
+  const ask = () =>
+    page.request.post('/v1/chat/completions', {
+      headers: { authorization: `Bearer ${secret}` },
+      data: { model: 'skillup/quiz', messages: [{ role: 'user', content: 'Photosynthesis' }] },
+    })
+  const answer = await ask()
+  expect(answer.status()).toBe(200)
+  const body = await answer.json()
+  expect(body.object).toBe('chat.completion')
+  expect(body.choices[0].message.content).toContain('Photosynthesis')
+  await page.reload()
+  await expect(section.getByTestId('api-key')).toContainText('last used')
+  // The answer is in the library, marked as made through the API.
+  await nav(page, 'Library')
+  await expect(page.getByTestId('document')).toHaveCount(1)
+  await expect(page.getByTestId('document')).toContainText('API')
+  await nav(page, 'Account')
+
+  await section.getByRole('button', { name: 'Revoke the key “My script”' }).click()
+  await expect(section.getByText('You have no API keys yet.')).toBeVisible()
+  const refused = await ask()
+  expect(refused.status()).toBe(401)
+  expect((await refused.json()).error.code).toBe('invalid_api_key')
+})
+
 function summary(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b)
   const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!

@@ -95,8 +95,13 @@ for (const locale of ['en', 'ru'] as const) {
         const data = page.locator('#your-data')
         await data.getByRole('button', { name: locale === 'ru' ? 'Подготовить копию моих данных' : 'Prepare a copy of my data' }).click()
         await expect(data.getByRole('button', { name: locale === 'ru' ? 'Скачать' : 'Download' })).toBeVisible({ timeout: 30_000 })
+        const keys = page.locator('#api-keys')
+        await keys.getByLabel(locale === 'ru' ? 'Название ключа' : 'Key name').fill(locale === 'ru' ? 'Мой скрипт' : 'My script')
+        await keys.getByRole('button', { name: locale === 'ru' ? 'Создать ключ' : 'Create key' }).click()
+        await expect(keys.getByTestId('new-key')).toBeVisible()
         await axe(page, '/account')
         await data.screenshot({ path: `${shots}account-data-${locale}-${scheme}.png` })
+        await keys.screenshot({ path: `${shots}account-keys-${locale}-${scheme}.png` })
       })
     })
   }

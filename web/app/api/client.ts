@@ -22,6 +22,7 @@ export type Notification = Schemas['skillup.notification.v1.Notification']
 export type Preferences = Schemas['skillup.notification.v1.Preferences']
 export type SessionInfo = Schemas['skillup.auth.v1.Session']
 export type DataExport = Schemas['skillup.auth.v1.DataExport']
+export type ApiKey = Schemas['skillup.auth.v1.ApiKey']
 
 /** What the client needs from the session, set by the session plugin. */
 export interface Auth {
