@@ -195,12 +195,21 @@ async fn admit(inner: &Inner, parts: &Parts) -> Result<Caller, OpenAiError> {
 
 /// `GET /v1/models`: one `skillup/<function>` model per function of the catalog.
 async fn models(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response {
+    let started = std::time::Instant::now();
     let (parts, _) = req.into_parts();
     let rid = pipeline::request_id(&parts.headers);
-    match list_models(&inner, &parts).await {
+    let res = match list_models(&inner, &parts).await {
         Ok(res) => res,
         Err(e) => e.into_response_with(&rid),
-    }
+    };
+    measured("/v1/models", &parts.method, &res, started);
+    res
+}
+
+/// The route's RED metrics, as every route has them (a stream's time is to its first byte).
+fn measured(route: &str, method: &http::Method, res: &Response, started: std::time::Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    crate::routes::RouteMetrics::record_other(route, method, res.status(), secs);
 }
 
 async fn list_models(inner: &Inner, parts: &Parts) -> Result<Response, OpenAiError> {
@@ -474,12 +483,16 @@ fn text_of(i: usize, content: Option<&Value>) -> Result<String, OpenAiError> {
 
 /// `POST /v1/chat/completions`.
 async fn chat_completions(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response {
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let rid = pipeline::request_id(&parts.headers);
-    match chat(&inner, parts, body).await {
+    let method = parts.method.clone();
+    let res = match chat(&inner, parts, body).await {
         Ok(res) => res,
         Err(e) => e.into_response_with(&rid),
-    }
+    };
+    measured("/v1/chat/completions", &method, &res, started);
+    res
 }
 
 async fn chat(inner: &Inner, parts: Parts, body: Body) -> Result<Response, OpenAiError> {

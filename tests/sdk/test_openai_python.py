@@ -249,3 +249,11 @@ def test_fifty_at_once_against_ten_left_succeed_exactly_ten_times():
     # The SDK's automatic retries stopped at the quota: one request each.
     assert len(sent) == 50
     assert int(usage(access)["generations_used"]) == limit
+
+
+def test_v1_calls_are_measured_like_every_route(person):
+    key, _ = person
+    client(key).models.list()
+    metrics = httpx.get(f"{URL}/metrics").text
+    for route in ["/v1/models", "/v1/chat/completions"]:
+        assert re.search(rf'http_requests_total\{{[^}}]*route="{re.escape(route)}"[^}}]*status="200"', metrics), route

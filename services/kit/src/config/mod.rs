@@ -141,6 +141,9 @@ pub const NOT_CONFIG: &[&str] = &[
     "SKIP_API_FUZZ",
     "SKIP_DEPLOY_CHECK",
     "SKIP_DOCS_CHECK",
+    "SKIP_SDK",
+    "SKIP_WEB",
+    "SDK_NODE",
     "API_FUZZ_SECS",
     "EDGE_ADDR",
 ];
