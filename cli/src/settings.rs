@@ -93,6 +93,51 @@ mod tests {
         Settings::load(None, &Overrides::default()).map_err(|e| e.to_string())
     }
 
+    /// Every `SKILLUP_*` variable the project's scripts, CI, browser tests and deployment files
+    /// set is a configuration key or one of `skillup_kit::config::NOT_CONFIG`: any other would make `skillup up`
+    /// refuse to start under them (as `SKILLUP_SKIP_WEB` once did).
+    #[test]
+    fn every_variable_the_projects_files_set_is_known() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut names = std::collections::BTreeSet::new();
+        let mut dirs: Vec<_> =
+            ["scripts", ".ci", "web/e2e", "tests", "deploy", "k8s"].map(|d| root.join(d)).into();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&path) else { continue };
+                for (at, _) in text.match_indices("SKILLUP_") {
+                    let before = text[..at].chars().next_back();
+                    if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        continue; // part of another name (`E2E_SKILLUP_BIN`)
+                    }
+                    let rest = &text[at + "SKILLUP_".len()..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                        .unwrap_or(rest.len());
+                    let name = rest[..end].trim_end_matches('_');
+                    if !name.is_empty() {
+                        names.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+        assert!(names.contains("SKIP_WEB") && names.len() > 20, "{names:?}");
+        for name in names {
+            Jail::expect_with(|jail| {
+                jail.set_env(format!("SKILLUP_{name}"), "1");
+                if let Err(e) = load() {
+                    assert!(!e.contains("not a configuration key"), "SKILLUP_{name}: {e}");
+                }
+                Ok(())
+            });
+        }
+    }
+
     #[test]
     fn every_section_comes_from_the_same_layers() {
         Jail::expect_with(|jail| {

@@ -1,8 +1,8 @@
 """The official `openai` Python SDK against SkillUp's OpenAI-compatible `/v1`, on a running
 `skillup up` whose text provider is a local stand-in with a fixed latency (provider_standin.py).
 
-Environment (set by scripts/test-sdk): SKILLUP_URL (the platform), SKILLUP_TIGHT_URL (a second
-one whose generation budget is 2 a minute), SKILLUP_OUTBOX / SKILLUP_TIGHT_OUTBOX (their mail).
+Environment (set by scripts/test-sdk): SDK_BASE_URL (the platform), SDK_TIGHT_URL (a second
+one whose generation budget is 2 a minute), SDK_OUTBOX / SDK_TIGHT_OUTBOX (their mail).
 """
 
 import concurrent.futures
@@ -16,8 +16,8 @@ import httpx2 as httpx  # the HTTP client the openai SDK itself uses (its fork o
 import openai
 import pytest
 
-URL = os.environ["SKILLUP_URL"]
-OUTBOX = os.environ["SKILLUP_OUTBOX"]
+URL = os.environ["SDK_BASE_URL"]
+OUTBOX = os.environ["SDK_OUTBOX"]
 PASSWORD = "correct horse battery staple"
 FULL = " ".join(f"word{i}" for i in range(1, 41))
 
@@ -167,7 +167,7 @@ def counting_client(key, base=URL, max_retries=2):
 
 
 def test_the_rate_budget_is_a_retried_rate_limit_error():
-    base, outbox = os.environ["SKILLUP_TIGHT_URL"], os.environ["SKILLUP_TIGHT_OUTBOX"]
+    base, outbox = os.environ["SDK_TIGHT_URL"], os.environ["SDK_TIGHT_OUTBOX"]
     key, _ = account(base, outbox)
     c, sent = counting_client(key, base, max_retries=0)
     ask = {"model": "skillup/quiz", "messages": [{"role": "user", "content": "Rust"}], "max_tokens": 50}

@@ -8,8 +8,8 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import OpenAI from 'openai'
 
-const URL = process.env.SKILLUP_URL
-const OUTBOX = process.env.SKILLUP_OUTBOX
+const URL = process.env.SDK_BASE_URL
+const OUTBOX = process.env.SDK_OUTBOX
 const PASSWORD = 'correct horse battery staple'
 const FULL = Array.from({ length: 40 }, (_, i) => `word${i + 1}`).join(' ')
 
