@@ -215,35 +215,41 @@ fn measured(route: &str, method: &http::Method, res: &Response, started: std::ti
 async fn list_models(inner: &Inner, parts: &Parts) -> Result<Response, OpenAiError> {
     let who = admit(inner, parts).await?;
     let locale = who.locale;
-    let Some(upstream) = inner.upstreams.get("prompt") else {
-        return Err(OpenAiError::from_api(
-            ApiError::new(502, "UNAVAILABLE", "no upstream for the catalog"),
-            locale,
-        ));
-    };
     let mut md = inner.base_metadata(&parts.headers, &who.rid);
     inner.put_identity(&mut md, Some(&who.decision), &who.rid, who.client);
     let ask = prompt::ListFunctionsRequest { locale: who.decision.caller.locale.clone() };
-    let answer = upstream
-        .unary(
+    let (catalog, providers) = tokio::join!(
+        ask_unary(
+            inner,
+            "prompt",
             "/skillup.prompt.v1.PromptService/ListFunctions",
-            Bytes::from(ask.encode_to_vec()),
-            md,
-            Duration::from_millis(inner.cfg.timeout_ms),
-            true,
-        )
-        .await
-        .map_err(|e| OpenAiError::from_api(inner.call_error(e), locale))?;
-    let functions = prompt::ListFunctionsResponse::decode(answer.into_inner())
-        .map_err(|e| internal(&format!("catalog answer: {e}"), locale))?
-        .functions;
-    let data: Vec<Value> = functions
+            ask,
+            md.clone()
+        ),
+        ask_unary(
+            inner,
+            "ai",
+            "/skillup.ai.v1.GenerationService/ListModels",
+            ai::ListModelsRequest {},
+            md
+        ),
+    );
+    let functions = prompt::ListFunctionsResponse::decode(
+        catalog.map_err(|e| OpenAiError::from_api(e, locale))?,
+    )
+    .map_err(|e| internal(&format!("catalog answer: {e}"), locale))?
+    .functions;
+    let models =
+        ai::ListModelsResponse::decode(providers.map_err(|e| OpenAiError::from_api(e, locale))?)
+            .map_err(|e| internal(&format!("models answer: {e}"), locale))?
+            .models;
+    let mut data: Vec<Value> = functions
         .iter()
         .map(|f| {
             json!({
                 "id": format!("{FUNCTION_MODEL_PREFIX}{}", f.id),
                 "object": "model",
-                // The catalog keeps no date for a function.
+                // Neither the catalog nor the providers' configuration keeps a date.
                 "created": 0,
                 "owned_by": "skillup",
                 "skillup": {
@@ -256,9 +262,33 @@ async fn list_models(inner: &Inner, parts: &Parts) -> Result<Response, OpenAiErr
             })
         })
         .collect();
+    data.extend(
+        models
+            .iter()
+            .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": m.kind})),
+    );
     let mut res = axum::Json(json!({"object": "list", "data": data})).into_response();
     finish_headers(res.headers_mut(), &who.rid, who.verdict);
     Ok(res)
+}
+
+/// A unary read of a service (safe to repeat), its answer's bytes.
+async fn ask_unary(
+    inner: &Inner,
+    upstream: &str,
+    path: &str,
+    msg: impl prost::Message,
+    md: tonic::metadata::MetadataMap,
+) -> Result<Bytes, ApiError> {
+    let Some(upstream) = inner.upstreams.get(upstream) else {
+        return Err(ApiError::new(502, "UNAVAILABLE", "no upstream for this call"));
+    };
+    let timeout = Duration::from_millis(inner.cfg.timeout_ms);
+    let answer = upstream
+        .unary(path, Bytes::from(msg.encode_to_vec()), md, timeout, true)
+        .await
+        .map_err(|e| inner.call_error(e))?;
+    Ok(answer.into_inner())
 }
 
 fn internal(detail: &str, locale: Locale) -> OpenAiError {

@@ -63,12 +63,14 @@ def person():
     return account()
 
 
-def test_models_are_the_catalogs_functions(person):
+def test_models_are_the_catalogs_functions_and_the_providers_models(person):
     key, _ = person
     models = client(key).models.list().data
     ids = {m.id for m in models}
-    assert {"skillup/quiz", "skillup/summary", "skillup/lesson_plan"} <= ids, ids
-    assert all(m.object == "model" and m.owned_by == "skillup" for m in models)
+    assert {"skillup/quiz", "skillup/summary", "skillup/lesson_plan", "standin/standin-1"} <= ids, ids
+    assert all(m.object == "model" for m in models)
+    assert all(m.owned_by == "skillup" for m in models if m.id.startswith("skillup/"))
+    assert [m.owned_by for m in models if m.id == "standin/standin-1"] == ["compatible"]
 
 
 def test_a_chat_completion(person):
@@ -88,6 +90,42 @@ def test_a_chat_completion(person):
     assert c.choices[0].finish_reason == "stop"
     assert c.usage.completion_tokens == 40
     assert c.usage.total_tokens == c.usage.prompt_tokens + 40
+
+
+def subscribe(access, plan="basic"):
+    auth = {"authorization": f"Bearer {access}"}
+    r = httpx.post(f"{URL}/api/payments/top-up", headers={**auth, "idempotency-key": uuid.uuid4().hex},
+                   json={"amount_minor": 5000, "currency": "USD"})
+    assert r.status_code in (200, 201), r.text
+    r = httpx.post(f"{URL}/api/subscriptions", headers=auth, json={"plan": plan})
+    assert r.status_code in (200, 201), r.text
+
+
+def test_a_providers_model_takes_the_messages_as_they_are():
+    key, access = account()
+    c = client(key)
+    assert "standin/standin-1" in {m.id for m in c.models.list().data}
+    conversation = [
+        {"role": "system", "content": "You answer in words."},
+        {"role": "user", "content": "Count to three."},
+        {"role": "assistant", "content": "one two three"},
+        {"role": "user", "content": "Now to forty."},
+    ]
+    # The free plan does not include the providers' own models.
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        c.chat.completions.create(model="standin/standin-1", messages=conversation)
+    assert e.value.code == "model_not_allowed"
+    subscribe(access)
+    answer = c.chat.completions.create(model="standin/standin-1", messages=conversation, max_tokens=100)
+    assert answer.choices[0].message.content == FULL
+    assert answer.model == "standin/standin-1"
+    sent = httpx.get(f"{os.environ['STANDIN_URL']}/last").json()
+    assert sent["model"] == "standin-1"
+    assert [(m["role"], m["content"]) for m in sent["messages"]] == [(m["role"], m["content"]) for m in conversation]
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="standin/another-model", messages=conversation)
+    docs = httpx.get(f"{URL}/api/generate", headers={"authorization": f"Bearer {access}"}).json()["tasks"]
+    assert (docs[0]["function"], docs[0]["topic"], docs[0]["delivery"]) == ("chat", "Now to forty.", "DELIVERY_API")
 
 
 def test_sampling_reaches_the_provider(person):

@@ -44,6 +44,20 @@ pub struct GenerationRequest {
     pub via_api: bool,
     /// How the provider samples the answer (the API's `temperature`, `top_p`, `stop`).
     pub sampling: Sampling,
+    /// A conversation for one provider's model, sent as it is (no prompt template): the API's
+    /// `<provider>/<model>` models. `function` is then [`RAW_CHAT_FUNCTION`].
+    pub raw: Option<RawChat>,
+}
+
+/// What plans must include for the providers' own models.
+pub const RAW_CHAT_FUNCTION: &str = "chat";
+
+/// A conversation for one provider's model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawChat {
+    pub provider: String,
+    pub model: String,
+    pub messages: Vec<crate::providers::ChatMessage>,
 }
 
 /// Sampling asked for by an API caller; unset fields are the service's defaults.

@@ -11,15 +11,22 @@ use uuid::Uuid;
 
 use crate::{
     config::AiConfig,
-    domain::{Completion, Delivery, GenerationRequest, Mode, TaskStatus},
+    domain::{Completion, Delivery, GenerationRequest, Mode, RawChat, TaskStatus},
     error::{AiError, Result},
     ports::{PromptAsk, Prompts, Quota},
-    providers::{Answer, Chain, ChatMessage, ChatRequest},
+    providers::{Answer, Chain, ChatMessage, ChatRequest, estimate_tokens},
     store::task,
 };
 
 /// Sync holds lapse after this long if the process dies before settling them.
 pub(crate) const SYNC_HOLD_TTL: u32 = 900;
+
+/// The longest conversation for a provider's model: messages, and characters in all.
+const RAW_MAX_MESSAGES: usize = 256;
+const RAW_MAX_CHARS: usize = 200_000;
+
+/// The answer's length for a provider's model when the caller sets none.
+const RAW_DEFAULT_MAX_TOKENS: u32 = 1_024;
 
 /// Writers of task rows side by side (each writes a batch at a time; see `TaskWriter`).
 pub(crate) const TASK_WRITERS: usize = 4;
@@ -161,6 +168,9 @@ impl Generator {
             return Err(AiError::EmailNotVerified);
         }
         validate(&req)?;
+        if let Some(raw) = &req.raw {
+            return self.prepare_raw(identity, user, raw.clone(), req);
+        }
         let ask = PromptAsk {
             topic: req.topic.trim().to_owned(),
             function: req.function.clone(),
@@ -179,6 +189,53 @@ impl Generator {
             messages: built.messages,
             req,
         })
+    }
+
+    /// A conversation for one provider's model (the API's `<provider>/<model>`): the messages
+    /// as they are, no prompt template; the plan's entitlement is the function `chat`'s, checked
+    /// by the hold.
+    fn prepare_raw(
+        &self,
+        identity: &Caller,
+        user: Uuid,
+        raw: RawChat,
+        req: GenerationRequest,
+    ) -> Result<Prepared> {
+        if !self.inner.chain.serves(&raw.provider, &raw.model) {
+            return Err(AiError::UnknownModel(format!("{}/{}", raw.provider, raw.model)));
+        }
+        let chars: usize = raw.messages.iter().map(|m| m.content.chars().count()).sum();
+        if raw.messages.len() > RAW_MAX_MESSAGES || chars > RAW_MAX_CHARS {
+            return Err(invalid(
+                "messages",
+                skillup_kit::invalid::at_most_chars("messages", RAW_MAX_CHARS),
+            ));
+        }
+        let estimated_input = raw.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum();
+        let locale =
+            if req.locale.is_empty() { identity.locale.clone() } else { req.locale.clone() };
+        Ok(Prepared {
+            user,
+            request_id: identity.request_id.clone(),
+            long: false,
+            max_tokens: if req.max_tokens > 0 { req.max_tokens } else { RAW_DEFAULT_MAX_TOKENS },
+            estimated_input,
+            locale,
+            messages: raw.messages,
+            req,
+        })
+    }
+
+    /// The provider and model a request goes to first: the one its caller chose, else its
+    /// function's first in the chain (the result cache's key part).
+    pub(crate) fn target(&self, p: &Prepared) -> (String, String) {
+        match &p.req.raw {
+            Some(r) => (r.provider.clone(), r.model.clone()),
+            None => {
+                let s = self.inner.chain.primary(&p.req.function);
+                (s.name, s.model)
+            }
+        }
     }
 
     /// `mode: auto` queues long functions and long answers.

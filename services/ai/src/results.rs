@@ -24,7 +24,7 @@ impl Generator {
     /// The result cache's key: per user (another user's identical request is no hit, so the
     /// cache tells nobody what others asked), per provider, model, prompt and limits.
     pub(crate) fn result_key(&self, p: &Prepared) -> String {
-        let primary = self.inner.chain.primary(&p.req.function);
+        let (provider, model) = self.target(p);
         let messages = serde_json::to_vec(&p.messages).unwrap_or_default();
         // Under the user, so a deleted user's answers go with them.
         format!(
@@ -32,8 +32,8 @@ impl Generator {
             p.user,
             sha_hex(&[
                 p.user.as_bytes(),
-                primary.name.as_bytes(),
-                primary.model.as_bytes(),
+                provider.as_bytes(),
+                model.as_bytes(),
                 &messages,
                 &p.max_tokens.to_be_bytes(),
                 &self.temperature(p).to_be_bytes(),

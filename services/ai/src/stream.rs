@@ -69,7 +69,12 @@ impl Generator {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
 
         let (hold, _) = self.reserve(&p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
-        let opened = self.inner.chain.stream(&p.req.function, |m| self.chat(&p, m)).await;
+        let opened = match &p.req.raw {
+            Some(r) => {
+                self.inner.chain.stream_on(&r.provider, &r.model, |m| self.chat(&p, m)).await
+            }
+            None => self.inner.chain.stream(&p.req.function, |m| self.chat(&p, m)).await,
+        };
         let (served, first, mut rest) = match opened {
             Ok(s) => s,
             Err(e) => {

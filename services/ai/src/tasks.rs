@@ -211,6 +211,7 @@ impl Generator {
             regenerated_from: Some(id),
             via_api: false,
             sampling: Default::default(),
+            raw: None,
         };
         self.generate(identity, req).await
     }

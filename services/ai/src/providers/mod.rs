@@ -267,6 +267,51 @@ impl Chain {
         self.entries.iter().map(|e| e.name.clone()).collect()
     }
 
+    /// Every model the chain's providers are configured with, as `<provider>/<model>` names
+    /// for the OpenAI-compatible API: each provider's default model and its per-function ones.
+    pub fn models(&self) -> Vec<(String, &'static str)> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            let mut models = vec![model_of(e, "")];
+            if e.config.kind != ProviderKind::Offline {
+                models.extend(e.config.models.values().cloned());
+            }
+            for m in models {
+                let id = format!("{}/{m}", e.name);
+                if !m.is_empty() && !out.iter().any(|(x, _)| *x == id) {
+                    out.push((id, e.provider.label()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `provider` is in the chain and configured with `model`.
+    pub fn serves(&self, provider: &str, model: &str) -> bool {
+        let id = format!("{provider}/{model}");
+        self.models().iter().any(|(m, _)| *m == id)
+    }
+
+    /// A stream from one provider and model (an API caller chose them: no fallback to another
+    /// provider, which would answer with another model), behind that provider's breaker.
+    pub async fn stream_on(
+        &self,
+        provider: &str,
+        model: &str,
+        request: impl Fn(String) -> ChatRequest,
+    ) -> Result<(Served, Option<Chunk>, ChunkStream), ProviderError> {
+        let only = self.entries.iter().filter(|e| e.name == provider);
+        let (served, (first, rest)) = Self::first_of_entries(
+            only,
+            |_| model.to_owned(),
+            request,
+            "provider stream failed to start",
+            open_stream,
+        )
+        .await?;
+        Ok((served, first, rest))
+    }
+
     /// The provider and model a function would get first (the result cache's key part).
     pub fn primary(&self, function: &str) -> Served {
         let e = &self.entries[0];
@@ -298,21 +343,7 @@ impl Chain {
         request: impl Fn(String) -> ChatRequest,
     ) -> Result<(Served, Option<Chunk>, ChunkStream), ProviderError> {
         let (served, (first, rest)) = self
-            .first_of(function, request, "provider stream failed to start", |e, req| async move {
-                let first_token = Duration::from_millis(e.config.first_token_ms.max(1));
-                tokio::time::timeout(first_token, async {
-                    let mut s = e.provider.stream(&req).await?;
-                    match s.next().await {
-                        Some(Ok(first)) => Ok((Some(first), s)),
-                        Some(Err(err)) => Err(err),
-                        None => Ok((None, s)),
-                    }
-                })
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ProviderError::Unavailable(format!("no first token in {first_token:?}")))
-                })
-            })
+            .first_of(function, request, "provider stream failed to start", open_stream)
             .await?;
         Ok((served, first, rest))
     }
@@ -331,8 +362,30 @@ impl Chain {
         F: Fn(&'a Entry, ChatRequest) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
     {
+        Self::first_of_entries(
+            self.entries.iter(),
+            |e| model_of(e, function),
+            request,
+            failed,
+            attempt,
+        )
+        .await
+    }
+
+    /// [`Self::first_of`] over `entries`, each asked for the model `model` names for it.
+    async fn first_of_entries<'a, T, F, Fut>(
+        entries: impl Iterator<Item = &'a Entry>,
+        model: impl Fn(&Entry) -> String,
+        request: impl Fn(String) -> ChatRequest,
+        failed: &'static str,
+        attempt: F,
+    ) -> Result<(Served, T), ProviderError>
+    where
+        F: Fn(&'a Entry, ChatRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
         let mut last = None;
-        for e in &self.entries {
+        for e in entries {
             let permit = match e.breaker.try_acquire() {
                 Ok(p) => p,
                 Err(wait) => {
@@ -340,7 +393,7 @@ impl Chain {
                     continue;
                 }
             };
-            let model = model_of(e, function);
+            let model = model(e);
             let res = attempt(e, request(model.clone())).await;
             permit.record(!res.as_ref().is_err_and(ProviderError::provider_fault));
             let outcome = if res.is_ok() { "ok" } else { "error" };
@@ -358,6 +411,26 @@ impl Chain {
         }
         Err(last.unwrap_or_else(|| ProviderError::Unavailable("no provider configured".into())))
     }
+}
+
+/// Opens `e`'s stream and waits for its first piece, within the provider's first-token time.
+async fn open_stream(
+    e: &Entry,
+    req: ChatRequest,
+) -> Result<(Option<Chunk>, ChunkStream), ProviderError> {
+    let first_token = Duration::from_millis(e.config.first_token_ms.max(1));
+    tokio::time::timeout(first_token, async {
+        let mut s = e.provider.stream(&req).await?;
+        match s.next().await {
+            Some(Ok(first)) => Ok((Some(first), s)),
+            Some(Err(err)) => Err(err),
+            None => Ok((None, s)),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(ProviderError::Unavailable(format!("no first token in {first_token:?}")))
+    })
 }
 
 /// Of two failures, the one that tells the caller more (a rate limit's retry-after).
