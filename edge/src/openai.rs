@@ -701,8 +701,10 @@ fn stream_answer(
                     }
                     Ok(_) => Vec::new(),
                     Err(e) => {
+                        // An answer this edge cannot read ends the stream, with why.
                         let e = internal(&e, locale);
-                        vec![Event::default().data(e.body().to_string())]
+                        let out = vec![Event::default().data(e.body().to_string())];
+                        return Some((futures::stream::iter(out.into_iter().map(Ok)), None));
                     }
                 },
                 Some(Err(s)) => {
