@@ -197,7 +197,8 @@ fn the_rules_of_a_service_take_and_return_its_own_values() {
         let src_dir = root().join("services").join(service).join("src");
         for file in rust_files(&src_dir) {
             let rel = file.strip_prefix(&src_dir).unwrap().to_string_lossy().into_owned();
-            if ADAPTERS.contains(&rel.as_str()) {
+            // `grpc.rs` may grow into a directory (`grpc/mod.rs` and its parts).
+            if ADAPTERS.contains(&rel.as_str()) || rel.starts_with("grpc/") {
                 continue;
             }
             seen += 1;
