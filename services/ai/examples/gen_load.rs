@@ -6,6 +6,11 @@
 //!   accounts (premium, so quota never interferes). `direct` calls the fake provider itself at
 //!   the same rate: the anchor the overhead is measured against. `stream` measures the time to
 //!   the first token event; `queued` the time to a 202.
+//! - `gen_load load --scenario openai|openai-stream --base URL --model M (--key K | --api-keys)`:
+//!   OpenAI's `POST {base}/chat/completions` — against SkillUp's `/v1` (with `--api-keys`: API
+//!   keys of this run's own premium accounts, made through `--edge`), LiteLLM's proxy (its master
+//!   key) or the fake provider itself (the anchor). `openai-stream` measures the time to the first
+//!   chunk that carries text.
 //!
 //! Prints one JSON line per run.
 
@@ -56,6 +61,18 @@ enum Cmd {
         /// The fake provider's base URL (for `direct`).
         #[arg(long, default_value = "")]
         provider: String,
+        /// An OpenAI-compatible base URL (for `openai` and `openai-stream`).
+        #[arg(long, default_value = "")]
+        base: String,
+        /// The model those requests name.
+        #[arg(long, default_value = "m")]
+        model: String,
+        /// The bearer key those requests carry.
+        #[arg(long, default_value = "")]
+        key: String,
+        /// Carry API keys of this run's own premium accounts (made through `--edge`) instead.
+        #[arg(long)]
+        api_keys: bool,
     },
 }
 
@@ -76,15 +93,34 @@ async fn main() {
             tokio::signal::ctrl_c().await.ok();
             std::future::pending::<()>().await;
         }
-        Cmd::Load { edge, scenario, rate, concurrency, seconds, users, provider } => {
+        Cmd::Load {
+            edge,
+            scenario,
+            rate,
+            concurrency,
+            seconds,
+            users,
+            provider,
+            base,
+            model,
+            key,
+            api_keys,
+        } => {
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
                 .tcp_nodelay(true)
                 .build()
                 .expect("client");
-            let tokens =
-                if scenario == "direct" { vec![] } else { accounts(&http, &edge, users).await };
-            let run = Arc::new(Run { http, edge, scenario, tokens, provider });
+            let openai = scenario.starts_with("openai");
+            let tokens = if openai && !api_keys {
+                vec![key]
+            } else if scenario == "direct" {
+                vec![]
+            } else {
+                let tokens = accounts(&http, &edge, users).await;
+                if api_keys { keys(&http, &edge, &tokens).await } else { tokens }
+            };
+            let run = Arc::new(Run { http, edge, scenario, tokens, provider, base, model });
             let (ok, errors, mut micros, secs) =
                 drive(run.clone(), rate, concurrency, seconds).await;
             micros.sort_unstable();
@@ -109,6 +145,8 @@ struct Run {
     scenario: String,
     tokens: Vec<String>,
     provider: String,
+    base: String,
+    model: String,
 }
 
 /// Accounts of this run's own on the premium plan.
@@ -159,6 +197,77 @@ async fn accounts(http: &reqwest::Client, edge: &str, n: usize) -> Vec<String> {
     tokens
 }
 
+/// An API key for each signed-in account.
+async fn keys(http: &reqwest::Client, edge: &str, tokens: &[String]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for token in tokens {
+        let res: serde_json::Value = http
+            .post(format!("{edge}/api/auth/api-keys"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "bench"}))
+            .send()
+            .await
+            .expect("create key")
+            .json()
+            .await
+            .expect("key json");
+        keys.push(res["secret"].as_str().expect("the key's secret").to_owned());
+    }
+    keys
+}
+
+/// Whether an OpenAI SSE line is a chunk carrying text.
+fn has_text(line: &str) -> bool {
+    let Some(data) = line.strip_prefix("data:") else { return false };
+    serde_json::from_str::<serde_json::Value>(data.trim()).is_ok_and(|chunk| {
+        chunk["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty())
+    })
+}
+
+/// One OpenAI-format chat completion: the whole answer's latency or, streamed, the first text's.
+async fn openai(run: &Run, i: u64, started: Instant) -> Option<u32> {
+    let stream = run.scenario == "openai-stream";
+    let res = run
+        .http
+        .post(format!("{}/chat/completions", run.base))
+        .bearer_auth(run.tokens.get(i as usize % run.tokens.len().max(1))?)
+        .json(&serde_json::json!({
+            "model": run.model,
+            "messages": [{"role": "user", "content": format!("bench topic {i}")}],
+            "max_tokens": 100,
+            "stream": stream,
+        }))
+        .send()
+        .await
+        .ok()?;
+    if !res.status().is_success() {
+        static SHOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
+            eprintln!("refused: {} {}", res.status(), res.text().await.unwrap_or_default());
+        }
+        return None;
+    }
+    if !stream {
+        let body: serde_json::Value = res.json().await.ok()?;
+        body["choices"][0]["message"]["content"].as_str().filter(|t| !t.is_empty())?;
+        return Some(started.elapsed().as_micros() as u32);
+    }
+    let mut s = res.bytes_stream();
+    let (mut pending, mut first, mut done) = (String::new(), None, false);
+    while let Some(chunk) = s.next().await {
+        pending.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            if first.is_none() && has_text(&line) {
+                first = Some(started.elapsed().as_micros() as u32);
+            }
+            done |= line.trim() == "data: [DONE]";
+        }
+    }
+    done.then_some(())?;
+    first
+}
+
 /// One request; its latency in microseconds, or `None` on failure.
 async fn one(run: &Run, i: u64) -> Option<u32> {
     let started = Instant::now();
@@ -171,6 +280,7 @@ async fn one(run: &Run, i: u64) -> Option<u32> {
     let token = run.tokens.get(i as usize % run.tokens.len().max(1));
     let elapsed = || Some(started.elapsed().as_micros() as u32);
     match run.scenario.as_str() {
+        "openai" | "openai-stream" => openai(run, i, started).await,
         "direct" => {
             let res = run
                 .http

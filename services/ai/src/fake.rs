@@ -35,6 +35,8 @@ use serde_json::{Value, json};
 pub enum Behavior {
     /// Answers `words` words of deterministic text: the first after `first_token`, then one
     /// every `per_token` (streams) — a whole answer waits `first_token + per_token × words`.
+    /// A zero `per_token` sends the words at once (no sleep, which would wait for the timer's next
+    /// millisecond tick each time: 50 words would take 50 ms).
     Answer { words: usize, first_token: Duration, per_token: Duration },
     /// Answers this HTTP status with the provider's error body (and `retry-after` seconds).
     Fail { status: u16, retry_after: Option<u64> },
@@ -295,7 +297,7 @@ async fn openai(
                 if cut == Some(i) {
                     return true; // the connection ends without [DONE]
                 }
-                if i > 0 {
+                if i > 0 && !per.is_zero() {
                     tokio::time::sleep(per).await;
                 }
                 let piece = if i == 0 { w.clone() } else { format!(" {w}") };
@@ -388,7 +390,7 @@ async fn anthropic(
                 if cut == Some(i) {
                     return true;
                 }
-                if i > 0 {
+                if i > 0 && !per.is_zero() {
                     tokio::time::sleep(per).await;
                 }
                 let piece = if i == 0 { w.clone() } else { format!(" {w}") };
