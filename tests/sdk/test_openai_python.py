@@ -122,6 +122,7 @@ def test_a_providers_model_takes_the_messages_as_they_are():
     sent = httpx.get(f"{os.environ['STANDIN_URL']}/last").json()
     assert sent["model"] == "standin-1"
     assert [(m["role"], m["content"]) for m in sent["messages"]] == [(m["role"], m["content"]) for m in conversation]
+    assert not sent.get("stream"), "a whole answer is asked of the provider whole, as OpenAI's API does"
     with pytest.raises(openai.NotFoundError):
         c.chat.completions.create(model="standin/another-model", messages=conversation)
     docs = httpx.get(f"{URL}/api/generate", headers={"authorization": f"Bearer {access}"}).json()["tasks"]

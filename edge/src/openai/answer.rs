@@ -1,4 +1,5 @@
-//! ai's stream of events as OpenAI's answers: one `chat.completion`, or its SSE chunks.
+//! ai's answers as OpenAI's: a whole completion as one `chat.completion`, a stream of events
+//! as its SSE chunks.
 
 use super::*;
 
@@ -28,40 +29,23 @@ pub(super) fn usage_json(u: Option<&ai::TokenUsage>) -> Value {
     })
 }
 
-/// The answer gathered into one `chat.completion`.
-pub(super) async fn whole_answer(
-    head: Head,
-    mut events: tonic::Streaming<Bytes>,
-    locale: Locale,
-) -> Result<Response, OpenAiError> {
-    let mut text = String::new();
-    let mut finished: Option<ai::StreamFinished> = None;
-    while let Some(item) = events.next().await {
-        let bytes = item.map_err(|s| OpenAiError::from_api(ApiError::from_status(&s), locale))?;
-        match decode(&bytes).map_err(|e| internal(&e, locale))? {
-            Some(AiEvent::Delta(d)) => text.push_str(&d),
-            Some(AiEvent::Finished(f)) => finished = Some(f),
-            _ => {}
-        }
-    }
-    let Some(f) = finished else {
-        return Err(internal("the generation ended without `finished`", locale));
-    };
+/// A whole answer as one `chat.completion`; `model` as the client named it.
+pub(super) fn whole_answer(done: ai::Completion, model: String) -> Response {
     let body = json!({
-        "id": head.id,
+        "id": format!("chatcmpl-{}", done.id),
         "object": "chat.completion",
-        "created": head.created,
-        "model": head.model,
+        "created": now_secs(),
+        "model": model,
         "system_fingerprint": null,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
+            "message": {"role": "assistant", "content": done.text, "refusal": null},
             "logprobs": null,
-            "finish_reason": finish_reason(&f.finish_reason),
+            "finish_reason": finish_reason(&done.finish_reason),
         }],
-        "usage": usage_json(f.usage.as_ref()),
+        "usage": usage_json(done.usage.as_ref()),
     });
-    Ok(axum::Json(body).into_response())
+    axum::Json(body).into_response()
 }
 
 /// The answer as OpenAI's stream: a chunk per piece of text, the finish reason, the usage when

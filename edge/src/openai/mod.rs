@@ -1,7 +1,8 @@
 //! The OpenAI-compatible API: `GET /v1/models` and `POST /v1/chat/completions`, in OpenAI's wire
 //! format, so the `openai` SDKs and the tools built on them work against SkillUp with a SkillUp
 //! API key (or an access token). An adapter onto the services' gRPC contracts — prompt's
-//! catalog for the models, ai's `ChatCompletion` for the answers — never a second way to
+//! catalog for the models, ai's `ChatCompletion` (streamed) and `CompleteChat` (whole) for the
+//! answers — never a second way to
 //! generate: entitlement, the quota hold settled by actual tokens, the library and provider
 //! fallback are ai's, as for `/api/generate`. The edge's own steps are the same as for every
 //! route: the per-IP budget, `ValidateToken` (with its decision cache), the per-user generation
@@ -49,6 +50,7 @@ use crate::{
     errors::ApiError,
     limits::Verdict,
     pipeline::{self, bearer},
+    upstream::CallError,
 };
 
 /// Models that are catalog functions: `skillup/<function>`.
@@ -56,6 +58,9 @@ const FUNCTION_MODEL_PREFIX: &str = "skillup/";
 
 /// How long a whole chat completion may take (a long answer streams for minutes).
 const CHAT_DEADLINE: Duration = Duration::from_secs(600);
+/// ai's chat completion, streamed and whole.
+const CHAT_COMPLETION: &str = "/skillup.ai.v1.GenerationService/ChatCompletion";
+const COMPLETE_CHAT: &str = "/skillup.ai.v1.GenerationService/CompleteChat";
 
 pub(crate) fn routes() -> Router<Arc<Inner>> {
     Router::new()
@@ -77,7 +82,7 @@ async fn admit(inner: &Inner, parts: &Parts) -> Result<Caller, OpenAiError> {
     let locale = Locale::of_parts(&parts.headers, &parts.extensions);
     let rid = pipeline::request_id(&parts.headers);
     let (client, verdict) =
-        pipeline::admit_client(inner, parts).map_err(|e| OpenAiError::from_api(e, locale))?;
+        pipeline::admit_client(inner, parts).await.map_err(|e| OpenAiError::from_api(e, locale))?;
     let Some(token) = bearer(&parts.headers) else {
         return Err(OpenAiError::from(Refusal {
             status: StatusCode::UNAUTHORIZED,
@@ -235,6 +240,7 @@ async fn chat(inner: &Inner, parts: Parts, body: Body) -> Result<Response, OpenA
     let spent = inner
         .limits
         .check_generate(&who.decision.caller.tier, &who.decision.caller.user_id)
+        .await
         .map_err(|e| OpenAiError::from_api(e, locale))?;
     who.verdict = spent.map(|v| v.tighter(who.verdict)).or(who.verdict);
     let bytes = pipeline::read_json_body(inner, &parts, body)
@@ -250,16 +256,19 @@ async fn chat(inner: &Inner, parts: Parts, body: Body) -> Result<Response, OpenA
     };
     let mut md = inner.base_metadata(&parts.headers, &who.rid);
     inner.put_identity(&mut md, Some(&who.decision), &who.rid, who.client);
-    let opened = upstream
-        .server_streaming(
-            "/skillup.ai.v1.GenerationService/ChatCompletion",
-            Bytes::from(checked.ask.encode_to_vec()),
-            md,
-            CHAT_DEADLINE,
-            false,
-        )
-        .await
-        .map_err(|e| OpenAiError::from_api(inner.call_error(e), locale))?;
+    let ask = Bytes::from(checked.ask.encode_to_vec());
+    let failed = |e: CallError| OpenAiError::from_api(inner.call_error(e), locale);
+    if !checked.stream {
+        // Answered whole by a unary call (in-process under `skillup up`, like /api/generate).
+        let whole = upstream.unary(COMPLETE_CHAT, ask, md, CHAT_DEADLINE, false).await;
+        let done = ai::Completion::decode(whole.map_err(failed)?.into_inner())
+            .map_err(|e| internal(&format!("ai answer: {e}"), locale))?;
+        let mut res = whole_answer(done, model);
+        finish_headers(res.headers_mut(), &who.rid, who.verdict);
+        return Ok(res);
+    }
+    let opened = upstream.server_streaming(CHAT_COMPLETION, ask, md, CHAT_DEADLINE, false).await;
+    let opened = opened.map_err(failed)?;
     let mut events = opened.into_inner();
     // The first event says the call was taken (or why not): refusals answer with a status, as
     // OpenAI's do, before any stream starts.
@@ -272,11 +281,7 @@ async fn chat(inner: &Inner, parts: Parts, body: Body) -> Result<Response, OpenA
         return Err(internal("the generation did not start with `started`", locale));
     };
     let head = Head { id: format!("chatcmpl-{}", started.id), created: now_secs(), model };
-    let mut res = if checked.stream {
-        stream_answer(head, events, checked.include_usage, locale, who.rid.clone())
-    } else {
-        whole_answer(head, events, locale).await?
-    };
+    let mut res = stream_answer(head, events, checked.include_usage, locale, who.rid.clone());
     finish_headers(res.headers_mut(), &who.rid, who.verdict);
     Ok(res)
 }

@@ -36,18 +36,40 @@ impl Generator {
         }
     }
 
+    /// A chat completion its caller wants whole (`/v1` without `stream`): answered inline
+    /// whatever its length (the provider asked for its whole answer, as `Generate` does).
+    pub async fn whole(&self, identity: &Caller, req: GenerationRequest) -> Result<Completion> {
+        let p = self.prepare(identity, req).await?;
+        match self.claim(&p).await? {
+            None => self.inline(&p).await,
+            Some(Claim::Replay(c)) => Ok(c),
+            Some(Claim::Ours { key, fingerprint }) => {
+                let res = self.inline(&p).await;
+                self.settle_claim(&key, &fingerprint, res.as_ref().ok()).await;
+                res
+            }
+        }
+    }
+
     pub(crate) async fn inline(&self, p: &Prepared) -> Result<Completion> {
         let id = Uuid::now_v7();
         let key = format!("ai:{id}");
+        let delivery = if p.req.via_api { Delivery::Api } else { Delivery::Inline };
         if let Some(hit) = self.cached(p).await {
             self.charge_hit(p, &key, hit.answer.usage).await?;
             metrics::counter!("ai_cache_hits_total").increment(1);
-            self.keep(p, ended(id, Delivery::Inline, &hit.provider, &hit.answer, None)).await;
+            self.keep(p, ended(id, delivery, &hit.provider, &hit.answer, None)).await;
             return Ok(completion(&id, &hit.provider, hit.answer, true));
         }
         let (hold, _) = self.reserve(p, p.hold_tokens(), &key, SYNC_HOLD_TTL).await?;
         let started = std::time::Instant::now();
-        match self.inner.chain.complete(&p.req.function, |m| self.chat(p, m)).await {
+        let answered = match &p.req.raw {
+            Some(r) => {
+                self.inner.chain.complete_on(&r.provider, &r.model, |m| self.chat(p, m)).await
+            }
+            None => self.inner.chain.complete(&p.req.function, |m| self.chat(p, m)).await,
+        };
+        match answered {
             Ok((served, answer)) => {
                 metrics::histogram!("ai_provider_seconds", "mode" => "sync")
                     .record(started.elapsed().as_secs_f64());
@@ -57,7 +79,7 @@ impl Generator {
                 let (this, tokens, label) =
                     (self.clone(), answer.usage.total() as u64, served.label);
                 let (key, kept) = (self.result_key(p), answer.clone());
-                self.keep(p, ended(id, Delivery::Inline, label, &answer, Some(&hold))).await;
+                self.keep(p, ended(id, delivery, label, &answer, Some(&hold))).await;
                 tokio::spawn(async move {
                     this.remember_at(&key, label, &kept).await;
                     this.commit(&hold, tokens).await;

@@ -347,6 +347,15 @@ impl pb::generation_service_server::GenerationService for AiGrpc {
         Ok(Response::new(Box::pin(events.map(|e| e.map(Into::into).map_err(Into::into)))))
     }
 
+    async fn complete_chat(
+        &self,
+        req: Request<pb::ChatCompletionRequest>,
+    ) -> Result<Response<pb::Completion>, Status> {
+        let identity = skillup_kit::identity::Caller::require(&req)?.clone();
+        let r = GenerationRequest::try_from(req.into_inner())?;
+        Ok(Response::new(self.generator.whole(&identity, r).await?.into()))
+    }
+
     async fn list_models(
         &self,
         _req: Request<pb::ListModelsRequest>,

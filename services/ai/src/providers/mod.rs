@@ -325,13 +325,25 @@ impl Chain {
         function: &str,
         request: impl Fn(String) -> ChatRequest,
     ) -> Result<(Served, Answer), ProviderError> {
-        self.first_of(function, request, "provider failed", |e, req| async move {
-            let timeout = Duration::from_millis(e.config.timeout_ms.max(1));
-            match tokio::time::timeout(timeout, e.provider.complete(&req)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::Unavailable(format!("no answer in {timeout:?}"))),
-            }
-        })
+        self.first_of(function, request, "provider failed", complete_whole).await
+    }
+
+    /// The whole answer from one provider and model (an API caller chose them: no fallback),
+    /// behind that provider's breaker.
+    pub async fn complete_on(
+        &self,
+        provider: &str,
+        model: &str,
+        request: impl Fn(String) -> ChatRequest,
+    ) -> Result<(Served, Answer), ProviderError> {
+        let only = self.entries.iter().filter(|e| e.name == provider);
+        Self::first_of_entries(
+            only,
+            |_| model.to_owned(),
+            request,
+            "provider failed",
+            complete_whole,
+        )
         .await
     }
 
@@ -410,6 +422,15 @@ impl Chain {
             }
         }
         Err(last.unwrap_or_else(|| ProviderError::Unavailable("no provider configured".into())))
+    }
+}
+
+/// `e`'s whole answer, within the provider's answer time.
+async fn complete_whole(e: &Entry, req: ChatRequest) -> Result<Answer, ProviderError> {
+    let timeout = Duration::from_millis(e.config.timeout_ms.max(1));
+    match tokio::time::timeout(timeout, e.provider.complete(&req)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProviderError::Unavailable(format!("no answer in {timeout:?}"))),
     }
 }
 
