@@ -1,6 +1,6 @@
 //! Auth's errors, each with the machine code the edge shows and a message a frontend can show.
 
-use skillup_kit::error::{ErrorCodeExt, invalid_field, status};
+use skillup_kit::error::{invalid_field, status};
 use skillup_proto::common::v1::ErrorCode;
 use tonic::Status;
 
@@ -71,15 +71,11 @@ impl From<AuthError> for Status {
                     said("error-throttled", Some(&skillup_kit::fluent_args![("seconds", secs)]));
                 let detail = skillup_proto::common::v1::ErrorDetail {
                     code: ErrorCode::RateLimited as i32,
-                    message: msg.clone(),
+                    message: msg,
                     retry_after_seconds: secs.min(u32::MAX as u64) as u32,
                     ..Default::default()
                 };
-                let mut s = Status::with_details(
-                    ErrorCode::RateLimited.grpc_code(),
-                    msg,
-                    prost::Message::encode_to_vec(&detail).into(),
-                );
+                let mut s = skillup_kit::error::status_of(detail);
                 if let Ok(v) = secs.to_string().parse() {
                     s.metadata_mut().insert("retry-after", v);
                 }

@@ -110,31 +110,82 @@ pub fn http_status_for_code(code: Code) -> u16 {
     }
 }
 
+/// The type URL our [`ErrorDetail`] carries inside a `google.rpc.Status`'s details.
+pub const DETAIL_TYPE_URL: &str = "type.googleapis.com/skillup.common.v1.ErrorDetail";
+/// The `domain` of the `google.rpc.ErrorInfo` every status carries (its `reason` is the code).
+pub const ERROR_DOMAIN: &str = "skillup";
+
 /// A status carrying our machine code in its details; `message` must be safe for end users.
 pub fn status(code: ErrorCode, message: impl Into<String>) -> Status {
-    let message = message.into();
-    let detail = ErrorDetail { code: code as i32, message: message.clone(), ..Default::default() };
-    Status::with_details(code.grpc_code(), message, detail.encode_to_vec().into())
+    status_of(ErrorDetail { code: code as i32, message: message.into(), ..Default::default() })
 }
 
 /// A status for a bad field (`INVALID_ARGUMENT`, naming the field).
 pub fn invalid_field(field: &str, message: impl Into<String>) -> Status {
-    let message = message.into();
-    let detail = ErrorDetail {
+    status_of(ErrorDetail {
         code: ErrorCode::InvalidArgument as i32,
-        message: message.clone(),
+        message: message.into(),
         field: field.to_owned(),
         ..Default::default()
+    })
+}
+
+/// The one way a service's error becomes a status: gRPC's richer error model, as grpcurl,
+/// grpc-go and grpcio-status read it — `grpc-status-details-bin` holds a `google.rpc.Status`
+/// with the status's own code and message, our [`ErrorDetail`] packed as an `Any`, and beside it
+/// the standard messages where they fit: `ErrorInfo` (reason = the code's name) always,
+/// `BadRequest` naming the field, `RetryInfo` when a retry is worth it after a wait.
+pub fn status_of(detail: ErrorDetail) -> Status {
+    use tonic_types::pb;
+    let code = detail.code().grpc_code();
+    let any = |type_url: &str, value: Vec<u8>| prost_types::Any {
+        type_url: format!("type.googleapis.com/{type_url}"),
+        value,
     };
-    Status::with_details(Code::InvalidArgument, message, detail.encode_to_vec().into())
+    let mut details = vec![
+        prost_types::Any { type_url: DETAIL_TYPE_URL.to_owned(), value: detail.encode_to_vec() },
+        any(
+            "google.rpc.ErrorInfo",
+            pb::ErrorInfo {
+                reason: detail.code().code_text().to_owned(),
+                domain: ERROR_DOMAIN.to_owned(),
+                metadata: Default::default(),
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    if !detail.field.is_empty() {
+        let violation = pb::bad_request::FieldViolation {
+            field: detail.field.clone(),
+            description: detail.message.clone(),
+            ..Default::default()
+        };
+        let bad = pb::BadRequest { field_violations: vec![violation] };
+        details.push(any("google.rpc.BadRequest", bad.encode_to_vec()));
+    }
+    if detail.retry_after_seconds > 0 {
+        let delay = prost_types::Duration { seconds: detail.retry_after_seconds.into(), nanos: 0 };
+        let retry = pb::RetryInfo { retry_delay: Some(delay) };
+        details.push(any("google.rpc.RetryInfo", retry.encode_to_vec()));
+    }
+    let rich = pb::Status { code: code as i32, message: detail.message.clone(), details };
+    Status::with_details(code, detail.message, rich.encode_to_vec().into())
 }
 
 /// Reads our detail back from a status (the edge uses it); `None` if the peer attached none.
+/// A peer from before the richer error model (a rolling upgrade) sent the bare [`ErrorDetail`]:
+/// read too.
 pub fn detail_of(status: &Status) -> Option<ErrorDetail> {
-    if status.details().is_empty() {
+    let bytes = status.details();
+    if bytes.is_empty() {
         return None;
     }
-    ErrorDetail::decode(status.details()).ok()
+    if let Ok(rich) = tonic_types::pb::Status::decode(bytes)
+        && let Some(ours) = rich.details.iter().find(|a| a.type_url == DETAIL_TYPE_URL)
+    {
+        return ErrorDetail::decode(ours.value.as_slice()).ok();
+    }
+    ErrorDetail::decode(bytes).ok()
 }
 
 /// Infrastructure failures never leak their detail: log it, answer a generic status.
@@ -164,6 +215,47 @@ mod tests {
             assert_eq!(d.code(), code);
             assert_eq!(http_status_for_code(s.code()) / 100, code.http_status() / 100, "{code:?}");
         }
+    }
+
+    /// What a client of gRPC's richer error model reads: a `google.rpc.Status` with the same
+    /// code and message, our detail, and the standard messages that fit.
+    #[test]
+    fn the_details_are_a_google_rpc_status() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let s = status_of(ErrorDetail {
+            code: ErrorCode::RateLimited as i32,
+            message: "wait".into(),
+            field: "email".into(),
+            retry_after_seconds: 7,
+        });
+        let rich = tonic_types::pb::Status::decode(s.details()).expect("a google.rpc.Status");
+        assert_eq!((rich.code, rich.message.as_str()), (Code::ResourceExhausted as i32, "wait"));
+        assert_eq!(rich.details[0].type_url, DETAIL_TYPE_URL);
+        let std: ErrorDetails = s.get_error_details();
+        let info = std.error_info().expect("ErrorInfo");
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("RATE_LIMITED", ERROR_DOMAIN));
+        let bad = std.bad_request().expect("BadRequest");
+        assert_eq!(bad.field_violations[0].field, "email");
+        assert_eq!(bad.field_violations[0].description, "wait");
+        let retry = std.retry_info().expect("RetryInfo").retry_delay.expect("delay");
+        assert_eq!(retry.as_secs(), 7);
+        assert_eq!(detail_of(&s).expect("ours").retry_after_seconds, 7);
+
+        let plain = status(ErrorCode::NotFound, "no such thing").get_error_details();
+        assert!(plain.bad_request().is_none() && plain.retry_info().is_none());
+    }
+
+    #[test]
+    fn a_bare_detail_from_an_older_peer_is_still_read() {
+        let old = ErrorDetail {
+            code: ErrorCode::NotFound as i32,
+            message: "gone".into(),
+            field: "id".into(),
+            ..Default::default()
+        };
+        let s = Status::with_details(Code::NotFound, "gone", old.encode_to_vec().into());
+        assert_eq!(detail_of(&s), Some(old));
+        assert_eq!(detail_of(&Status::not_found("bare")), None);
     }
 
     #[test]

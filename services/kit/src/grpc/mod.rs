@@ -156,7 +156,10 @@ impl GrpcServerBuilder {
         let reflection = |names: &[String]| {
             let mut b = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(skillup_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // `google.rpc.*` (ErrorInfo, BadRequest, RetryInfo): the error details every
+                // status carries, so grpcurl prints them rather than their bytes.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
             for name in
                 names.iter().map(String::as_str).chain([HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA])
             {
