@@ -114,6 +114,12 @@ pub struct RateConfig {
     pub generate_per_min: std::collections::BTreeMap<String, u32>,
     /// Burst of the generation budget, as a number of requests.
     pub generate_burst: u32,
+    /// The budgets are kept in the cache (Redis), one for all edges. While it does not answer
+    /// (within `shared_timeout_ms`, or its breaker is open), each edge keeps them itself at
+    /// this share of each budget (0 < share ≤ 1; never unlimited).
+    pub fallback_share: f64,
+    /// Longest wait for the cache's verdict, milliseconds, before the edge's own is used.
+    pub shared_timeout_ms: u64,
 }
 
 impl Default for EdgeConfig {
@@ -153,6 +159,8 @@ impl Default for EdgeConfig {
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
                 generate_burst: 5,
+                fallback_share: 0.5,
+                shared_timeout_ms: 50,
             },
             breaker: BreakerConfig {
                 consecutive_failures: 5,
@@ -175,6 +183,10 @@ impl Section for EdgeConfig {
     const KEY: &'static str = "edge";
 
     fn check(&self, _needs: Needs) -> skillup_kit::Result<()> {
+        let share = self.rate.fallback_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid("edge.rate.fallback_share", "must be in (0, 1]"));
+        }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
                 "edge.tls_cert_file",

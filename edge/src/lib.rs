@@ -176,7 +176,7 @@ impl Edge {
                 }
             });
         }
-        let limits = Limits::new(&cfg.rate);
+        let limits = Limits::new(&cfg.rate, parts.cache.clone());
         let cookie_paths = session::CookiePaths::of(&table);
         let cfg_console = if cfg.console { console::Console::load() } else { None };
         let inner = Arc::new(Inner {
@@ -432,7 +432,7 @@ async fn front(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response 
         let (parts, _) = req.into_parts();
         // Like every request, before anything is looked up: the header limits and the per-IP
         // budget (a flood of deep links costs what a flood of API calls does).
-        let res = match pipeline::admit_only(&inner, &parts) {
+        let res = match pipeline::admit_only(&inner, &parts).await {
             Ok(()) => console.serve(&parts),
             Err(e) => e.into_response_with(&pipeline::request_id(&parts.headers)),
         };

@@ -13,53 +13,83 @@ pub(super) fn the_per_ip_budget_is_exact_within_one_percent() {
             c.edge.rate.ip_burst = burst;
         })
         .await;
-        let window = Duration::from_secs(3);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let http = s.http.clone();
-            let url = s.url("/v1/public/echo?id=1");
-            tasks.push(tokio::spawn(async move {
-                // (when the request was sent, whether it was let through)
-                let mut seen = Vec::new();
-                while start.elapsed() < window {
-                    let sent = start.elapsed();
-                    let res = http.get(&url).send().await.unwrap();
-                    match res.status().as_u16() {
-                        200 => {
-                            assert!(res.headers().contains_key("ratelimit-remaining"));
-                            seen.push((sent, true));
-                        }
-                        429 => {
-                            assert!(res.headers().contains_key("retry-after"));
-                            seen.push((sent, false));
-                        }
-                        other => panic!("unexpected {other}"),
-                    }
-                }
-                seen
-            }));
-        }
-        let mut seen = Vec::new();
-        for t in tasks {
-            seen.extend(t.await.unwrap());
-        }
-        let ok = seen.iter().filter(|(_, ok)| *ok).count() as u32;
-        let limited = seen.len() as u32 - ok;
-        // The budget lets through the burst plus `rate` per second of the time between the
-        // first request and the last one it let through (latency to the edge cancels out).
-        let first = seen.iter().map(|(t, _)| *t).min().unwrap();
-        let last_ok = seen.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).max().unwrap();
-        let elapsed = (last_ok - first).as_secs_f64();
-        let expected = f64::from(burst) + f64::from(rate) * elapsed;
-        let err = (f64::from(ok) - expected).abs() / expected;
-        assert!(limited > 0, "the budget was exceeded: {ok} ok, {limited} limited");
-        assert!(
-            err <= 0.01,
-            "allowed {ok}, expected {expected:.0} over {elapsed:.3} s ({:.2}% off)",
-            err * 100.0
-        );
+        per_ip_budget_holds(&s, &[s.url("/v1/public/echo?id=1")], rate, burst).await;
     });
+}
+
+/// Two edges on one Redis spend one budget: together they let through what one edge would
+/// (each keeping its own, they let through twice as much).
+#[test]
+pub(super) fn two_edges_spend_one_budget_within_one_percent() {
+    mt().block_on(async {
+        let (rate, burst) = (200u32, 20u32);
+        let s = stack(Kind::Real, |c| {
+            c.edge.rate.ip_per_sec = rate;
+            c.edge.rate.ip_burst = burst;
+        })
+        .await;
+        let other = s.start_edge(s.config.clone()).await;
+        let urls = [s.url("/v1/public/echo?id=1"), format!("{other}/v1/public/echo?id=1")];
+        per_ip_budget_holds(&s, &urls, rate, burst).await;
+    });
+}
+
+/// Sends requests from 8 tasks for 3 s, spread over `urls`, and checks the per-IP budget let
+/// through its burst plus `rate` a second, within 1%.
+async fn per_ip_budget_holds(
+    s: &crate::edge_support::Stack,
+    urls: &[String],
+    rate: u32,
+    burst: u32,
+) {
+    let window = Duration::from_secs(3);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let http = s.http.clone();
+        let urls = urls.to_vec();
+        tasks.push(tokio::spawn(async move {
+            // (when the request was sent, whether it was let through)
+            let mut seen = Vec::new();
+            let mut n = t;
+            while start.elapsed() < window {
+                let sent = start.elapsed();
+                let res = http.get(&urls[n % urls.len()]).send().await.unwrap();
+                n += 1;
+                match res.status().as_u16() {
+                    200 => {
+                        assert!(res.headers().contains_key("ratelimit-remaining"));
+                        seen.push((sent, true));
+                    }
+                    429 => {
+                        assert!(res.headers().contains_key("retry-after"));
+                        seen.push((sent, false));
+                    }
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            seen
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    let ok = seen.iter().filter(|(_, ok)| *ok).count() as u32;
+    let limited = seen.len() as u32 - ok;
+    // The budget lets through the burst plus `rate` per second of the time between the
+    // first request and the last one it let through (latency to the edge cancels out).
+    let first = seen.iter().map(|(t, _)| *t).min().unwrap();
+    let last_ok = seen.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).max().unwrap();
+    let elapsed = (last_ok - first).as_secs_f64();
+    let expected = f64::from(burst) + f64::from(rate) * elapsed;
+    let err = (f64::from(ok) - expected).abs() / expected;
+    assert!(limited > 0, "the budget was exceeded: {ok} ok, {limited} limited");
+    assert!(
+        err <= 0.01,
+        "allowed {ok}, expected {expected:.0} over {elapsed:.3} s ({:.2}% off)",
+        err * 100.0
+    );
 }
 
 #[test]

@@ -8,7 +8,10 @@ use http::request::Parts;
 use super::peer;
 use crate::{Inner, errors::ApiError, limits::Verdict, net};
 
-pub(super) fn admit(inner: &Inner, parts: &Parts) -> Result<(IpAddr, Option<Verdict>), ApiError> {
+pub(super) async fn admit(
+    inner: &Inner,
+    parts: &Parts,
+) -> Result<(IpAddr, Option<Verdict>), ApiError> {
     let header_bytes: usize =
         parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if header_bytes > inner.cfg.max_header_bytes {
@@ -16,6 +19,6 @@ pub(super) fn admit(inner: &Inner, parts: &Parts) -> Result<(IpAddr, Option<Verd
     }
     let client = net::client_ip(peer(parts), &parts.headers, &inner.trusted);
     // Unknown paths and methods spend it too, so they cannot be sent faster than real ones.
-    let verdict = inner.limits.check_ip(client)?;
+    let verdict = inner.limits.check_ip(client).await?;
     Ok((client, verdict))
 }

@@ -96,7 +96,7 @@ pub(crate) async fn dispatch(State(inner): State<Arc<Inner>>, req: Request<Body>
 type Handled = (Option<Arc<Route>>, Result<Response, ApiError>);
 
 async fn handle(inner: &Arc<Inner>, parts: Parts, body: Body, rid: String) -> Handled {
-    let (client, verdict) = match admit::admit(inner, &parts) {
+    let (client, verdict) = match admit::admit(inner, &parts).await {
         Ok(a) => a,
         Err(e) => return (None, Err(e)),
     };
@@ -119,9 +119,9 @@ async fn handle(inner: &Arc<Inner>, parts: Parts, body: Body, rid: String) -> Ha
     let label = Some(Arc::clone(&call.route));
     let res = async {
         rate::network_policy(inner, &call)?;
-        rate::before_authentication(inner, &mut call)?;
+        rate::before_authentication(inner, &mut call).await?;
         authenticate::authenticate(inner, &parts, &mut call).await?;
-        rate::after_authentication(inner, &mut call)?;
+        rate::after_authentication(inner, &mut call).await?;
         if call.ws {
             return websocket::upgrade(inner, parts, call).await;
         }
@@ -132,17 +132,17 @@ async fn handle(inner: &Arc<Inner>, parts: Parts, body: Body, rid: String) -> Ha
 }
 
 /// Stage 1 alone, for answers served outside the pipeline (the web console).
-pub(crate) fn admit_only(inner: &Arc<Inner>, parts: &Parts) -> Result<(), ApiError> {
-    admit::admit(inner, parts).map(|_| ())
+pub(crate) async fn admit_only(inner: &Arc<Inner>, parts: &Parts) -> Result<(), ApiError> {
+    admit::admit(inner, parts).await.map(|_| ())
 }
 
 /// Stage 1 for the edge's own routes (the OpenAI-compatible API): the client's address and
 /// the per-IP budget's verdict.
-pub(crate) fn admit_client(
+pub(crate) async fn admit_client(
     inner: &Inner,
     parts: &Parts,
 ) -> Result<(IpAddr, Option<Verdict>), ApiError> {
-    admit::admit(inner, parts)
+    admit::admit(inner, parts).await
 }
 
 pub(crate) use call::read_json_body;

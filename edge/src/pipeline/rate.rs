@@ -14,19 +14,19 @@ pub(super) fn network_policy(inner: &Inner, call: &Call) -> Result<(), ApiError>
     Ok(())
 }
 
-pub(super) fn before_authentication(inner: &Inner, call: &mut Call) -> Result<(), ApiError> {
+pub(super) async fn before_authentication(inner: &Inner, call: &mut Call) -> Result<(), ApiError> {
     if call.route.rpc.rule.rate_class == RateClass::Auth {
-        let v = inner.limits.check_auth(call.client)?;
+        let v = inner.limits.check_auth(call.client).await?;
         call.spend(v);
     }
     Ok(())
 }
 
-pub(super) fn after_authentication(inner: &Inner, call: &mut Call) -> Result<(), ApiError> {
+pub(super) async fn after_authentication(inner: &Inner, call: &mut Call) -> Result<(), ApiError> {
     if call.route.rpc.rule.rate_class == RateClass::Generate {
         let v = match &call.decision {
-            Some(d) => inner.limits.check_generate(&d.caller.tier, &d.caller.user_id),
-            None => inner.limits.check_generate("free", &call.client.to_string()),
+            Some(d) => inner.limits.check_generate(&d.caller.tier, &d.caller.user_id).await,
+            None => inner.limits.check_generate("free", &call.client.to_string()).await,
         }?;
         call.spend(v);
     }

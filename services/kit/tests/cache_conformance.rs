@@ -36,6 +36,8 @@ conformance!(
     compare_and_set_can_delete,
     get_many_in_one_round_trip,
     delete_prefix_removes_one_owners_keys_only,
+    take_spends_one_budget_under_concurrency,
+    take_gives_a_unit_back_each_interval,
 );
 
 async fn delete_prefix_removes_one_owners_keys_only(c: SharedCache) {
@@ -199,4 +201,44 @@ async fn get_many_in_one_round_trip(c: SharedCache) {
     assert_eq!(got, vec![Some(Bytes::from_static(b"1")), None, Some(Bytes::from_static(b"3"))]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(c.get_many(&["c", "a"]).await.unwrap(), vec![None, Some(Bytes::from_static(b"1"))]);
+}
+
+/// A rate budget shared by every caller: exactly its burst is let through however many ask at
+/// once, each told what is left, the refused when the next unit comes.
+async fn take_spends_one_budget_under_concurrency(c: SharedCache) {
+    let key = format!("t:take:{}", uuid::Uuid::now_v7());
+    let hour = Duration::from_secs(3600);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (c, key) = (c.clone(), key.clone());
+            tokio::spawn(async move { c.take(&key, hour, 50).await.unwrap() })
+        })
+        .collect();
+    let mut left = Vec::new();
+    for t in tasks {
+        let taken = t.await.unwrap();
+        if taken.allowed {
+            left.push(taken.remaining);
+        } else {
+            assert_eq!(taken.remaining, 0);
+            assert!(taken.wait > Duration::ZERO && taken.wait <= hour, "{:?}", taken.wait);
+        }
+    }
+    left.sort_unstable();
+    assert_eq!(left, (0..50).collect::<Vec<u32>>(), "50 let through, each told what is left");
+    // The key lives until the budget would be full again, not for ever.
+    let ttl = c.ttl(&key).await.unwrap().expect("kept").expect("with a TTL");
+    assert!(ttl <= hour * 50 && ttl > hour * 49, "{ttl:?}");
+}
+
+async fn take_gives_a_unit_back_each_interval(c: SharedCache) {
+    let key = format!("t:take:{}", uuid::Uuid::now_v7());
+    let every = Duration::from_millis(200);
+    assert!(c.take(&key, every, 2).await.unwrap().allowed);
+    assert!(c.take(&key, every, 2).await.unwrap().allowed);
+    let refused = c.take(&key, every, 2).await.unwrap();
+    assert!(!refused.allowed);
+    assert!(refused.wait <= every, "{:?}", refused.wait);
+    tokio::time::sleep(refused.wait + Duration::from_millis(5)).await;
+    assert!(c.take(&key, every, 2).await.unwrap().allowed, "a unit is back after the wait");
 }

@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Cache, Expect};
+use super::{Cache, Expect, Taken, gcra};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -58,6 +58,12 @@ impl MemoryCache {
     }
 }
 
+/// The clock rate budgets count on: microseconds since this process first asked.
+fn micros(now: Instant) -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    now.saturating_duration_since(*ORIGIN.get_or_init(Instant::now)).as_micros() as u64
+}
+
 fn deadline(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
     ttl.map(|t| now + t)
 }
@@ -71,6 +77,20 @@ impl Cache for MemoryCache {
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         Ok(self.with(|m, now| {
             keys.iter().map(|k| Self::live(m, k, now).map(|e| e.value.clone())).collect()
+        }))
+    }
+
+    async fn take(&self, key: &str, interval: Duration, burst: u32) -> Result<Taken> {
+        Ok(self.with(|m, now| {
+            let at = micros(now);
+            let tat = Self::live(m, key, now)
+                .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse().ok());
+            let (taken, next) = gcra(at, tat, interval.as_micros() as u64, burst);
+            if let Some(next) = next {
+                let expires = Some(now + Duration::from_micros(next - at));
+                m.insert(key.to_owned(), Entry { value: next.to_string().into(), expires });
+            }
+            taken
         }))
     }
 

@@ -10,7 +10,7 @@ use fred::{
     types::{Builder, Expiration, SetOptions, Value},
 };
 
-use super::{Cache, Expect};
+use super::{Cache, Expect, Taken};
 use crate::{Error, Result};
 
 const INCR: &str = r#"
@@ -36,6 +36,23 @@ else
   redis.call('SET', KEYS[1], ARGV[4])
 end
 return 1
+"#;
+
+// `cache::gcra` on the server's clock. ARGV: interval_us, burst. Returns allowed (1/0),
+// remaining, wait_us. The key holds the theoretical arrival time in µs (exact in a double).
+const TAKE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = math.max(tonumber(ARGV[1]), 1)
+local capacity = interval * math.max(tonumber(ARGV[2]), 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local nxt = tat + interval
+if nxt - now > capacity then
+  return {0, 0, nxt - capacity - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.max(math.ceil((nxt - now) / 1000), 1))
+return {1, math.floor((capacity - (nxt - now)) / interval), nxt - now}
 "#;
 
 /// The Redis adapter. Every key gets `prefix` in front.
@@ -145,6 +162,17 @@ impl Cache for RedisCache {
             .eval::<i64, _, _, _>(INCR, vec![self.key(key)], vec![delta, ttl_ms(ttl)])
             .await
             .map_err(Error::from)
+    }
+
+    async fn take(&self, key: &str, interval: Duration, burst: u32) -> Result<Taken> {
+        let args = vec![interval.as_micros() as i64, i64::from(burst)];
+        let (allowed, remaining, wait): (i64, i64, i64) =
+            self.client.eval(TAKE, vec![self.key(key)], args).await?;
+        Ok(Taken {
+            allowed: allowed == 1,
+            remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+            wait: Duration::from_micros(wait.max(0) as u64),
+        })
     }
 
     async fn compare_and_set(
