@@ -25,26 +25,23 @@ impl Generator {
         if self.queues(&p) {
             return Ok(Outcome::Queued(Box::new(self.enqueue(p).await?)));
         }
-        match self.claim(&p).await? {
-            None => self.inline(&p).await.map(Outcome::Inline),
-            Some(Claim::Replay(c)) => Ok(Outcome::Inline(c)),
-            Some(Claim::Ours { key, fingerprint }) => {
-                let res = self.inline(&p).await;
-                self.settle_claim(&key, &fingerprint, res.as_ref().ok()).await;
-                res.map(Outcome::Inline)
-            }
-        }
+        self.answer(&p).await.map(Outcome::Inline)
     }
 
     /// A chat completion its caller wants whole (`/v1` without `stream`): answered inline
     /// whatever its length (the provider asked for its whole answer, as `Generate` does).
     pub async fn whole(&self, identity: &Caller, req: GenerationRequest) -> Result<Completion> {
         let p = self.prepare(identity, req).await?;
-        match self.claim(&p).await? {
-            None => self.inline(&p).await,
+        self.answer(&p).await
+    }
+
+    /// Answered inline once per idempotency key: a replay gives the first answer back.
+    async fn answer(&self, p: &Prepared) -> Result<Completion> {
+        match self.claim(p).await? {
+            None => self.inline(p).await,
             Some(Claim::Replay(c)) => Ok(c),
             Some(Claim::Ours { key, fingerprint }) => {
-                let res = self.inline(&p).await;
+                let res = self.inline(p).await;
                 self.settle_claim(&key, &fingerprint, res.as_ref().ok()).await;
                 res
             }
