@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Everything, the testing service included: for the edge's tests.
     let testing = compile(&testing)?;
     fs::write(out.join("testing_descriptor.bin"), testing.encode_file_descriptor_set())?;
+    fs::write(out.join("callers.rs"), callers(&testing.descriptor_pool())?)?;
     let tonic = tonic_prost_build::configure()
         // Smaller starting buffers (see `skillup_proto::codec`).
         .codec_path("crate::codec::SmallCodec")
@@ -44,6 +45,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.service_generator(Box::new(WithLocal(tonic)));
     config.compile_fds(testing.file_descriptor_set())?;
     Ok(())
+}
+
+/// `skillup.common.v1.callers` of every RPC as a table the kit's server layer checks callers
+/// against (`skillup_proto::callers::CALLERS`): no reflection at run time. An RPC without the
+/// option fails the build — every RPC states who may call it.
+fn callers(
+    pool: &protox::prost_reflect::DescriptorPool,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use protox::prost_reflect::Value;
+    use std::fmt::Write as _;
+    let ext = pool
+        .get_extension_by_name("skillup.common.v1.callers")
+        .ok_or("skillup.common.v1.callers is not defined")?;
+    let http =
+        pool.get_extension_by_name("google.api.http").ok_or("google.api.http is not defined")?;
+    let mut rows = Vec::new();
+    let mut missing = Vec::new();
+    for service in pool.services() {
+        for method in service.methods() {
+            let path = format!("/{}/{}", service.full_name(), method.name());
+            let options = method.options();
+            if !options.has_extension(&ext) {
+                missing.push(path);
+                continue;
+            }
+            let rule = options.get_extension(&ext);
+            let components: Vec<String> = rule
+                .as_message()
+                .and_then(|m| m.get_field_by_name("components"))
+                .and_then(|v| match v.as_ref() {
+                    Value::List(items) => {
+                        Some(items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            if components.is_empty() {
+                missing.push(path);
+                continue;
+            }
+            if options.has_extension(&http) && !components.iter().any(|c| c == "edge") {
+                return Err(
+                    format!("{path} has an HTTP route, so its callers must name the edge").into()
+                );
+            }
+            rows.push((path, components));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "every RPC states who may call it (`option (skillup.common.v1.callers)`); these do not: {}",
+            missing.join(", ")
+        )
+        .into());
+    }
+    rows.sort();
+    let mut out = String::from(
+        "/// Every RPC's path and the components that may call it (`skillup.common.v1.callers`).\n\
+         pub const CALLERS: &[(&str, &[&str])] = &[\n",
+    );
+    for (path, components) in rows {
+        let _ = writeln!(out, "    ({path:?}, &{components:?}),");
+    }
+    out.push_str("];\n");
+    Ok(out)
 }
 
 /// tonic's client and server, then `<service>_local::handlers`: every unary method of the

@@ -131,8 +131,18 @@ def k8s_containers(work):
     keys_dir = os.path.join(work, "skillup-keys-src")
     run_checked([BIN, "keys", "init", "--dir", keys_dir], clean_env({}), "k8s: skillup keys init")
     secrets["skillup-keys"] = {
-        f: open(os.path.join(keys_dir, f)).read() for f in os.listdir(keys_dir) if not f.endswith(".tmp")
+        f: open(os.path.join(keys_dir, f)).read()
+        for f in os.listdir(keys_dir)
+        if not f.endswith(".tmp") and os.path.isfile(os.path.join(keys_dir, f))
     }
+    # One mesh Secret per component, as secrets.yaml makes them.
+    mesh = os.path.join(keys_dir, "mesh")
+    for c in ("edge", "auth", "prompt", "subscribe", "payment", "ai", "worker", "notification"):
+        secrets[f"skillup-mesh-{c}"] = {
+            "ca.pem": open(os.path.join(mesh, "ca.pem")).read(),
+            "cert.pem": open(os.path.join(mesh, f"{c}.pem")).read(),
+            "key.pem": open(os.path.join(mesh, f"{c}.key")).read(),
+        }
     out = []
     for d in docs:
         if d["kind"] not in ("Deployment", "Job"):

@@ -19,6 +19,18 @@ pub const TESTING_FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod events;
 
+/// Who may call each RPC, from the contracts (`skillup.common.v1.callers`): see the kit's
+/// `mesh` module, which checks every call against it.
+pub mod callers {
+    include!(concat!(env!("OUT_DIR"), "/callers.rs"));
+
+    /// The components allowed to call the RPC at `path` (`/skillup.payment.v1.PaymentService/Charge`);
+    /// `None` for a path no contract declares (health, reflection, or nothing at all).
+    pub fn of(path: &str) -> Option<&'static [&'static str]> {
+        CALLERS.binary_search_by(|(p, _)| (*p).cmp(path)).ok().map(|i| CALLERS[i].1)
+    }
+}
+
 /// Every gRPC service name declared in `proto/`, fully qualified, for health and reflection.
 pub const SERVICE_NAMES: &[&str] = &[
     "skillup.auth.v1.AuthService",

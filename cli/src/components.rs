@@ -10,11 +10,12 @@ use skillup_ai::Generator;
 use skillup_auth::AuthGrpc;
 use skillup_kit::{
     Shutdown,
-    component::{Component as _, Context},
+    component::{Component as _, Context, Deployment},
     config::Needs,
     grpc::GrpcServer,
     identity::IdentityKey,
     infra::Infra,
+    mesh::MeshTls,
     ops,
 };
 use skillup_notification::NotificationGrpc;
@@ -89,8 +90,9 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
         skillup_kit::db::report_pool(&infra.db, infra.database_kind);
     }
     let identity_key = identity_key(&settings)?;
+    let mesh = mesh_tls(&settings, component.name(), &shutdown)?;
     if component == Component::Edge {
-        let edge = edge(&settings, &infra, identity_key, None, None, &shutdown)?;
+        let edge = edge(&settings, &infra, identity_key, None, None, Some(mesh), &shutdown)?;
         let http = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
@@ -100,6 +102,7 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
     }
     let builder = GrpcServer::builder()
         .identity_key(identity_key)
+        .mesh_tls(mesh.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
             Duration::from_millis(config.shutdown.drain_ms),
@@ -109,8 +112,8 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
     // The worker's run: awaited before the process exits, so SIGTERM lets the tasks in hand
     // finish (within the grace) instead of cutting them off to be paid for twice elsewhere.
     let mut worker_run = None;
-    let deployment = settings.deployment();
-    let ctx = Context::new(config, &deployment, &infra, &shutdown);
+    let deployment = Deployment { mesh: Some(mesh), ..settings.deployment() };
+    let ctx = Context::new(config, &deployment, &infra, &shutdown).as_component(component.name());
     let builder = match component {
         Component::Auth => {
             builder.add_service(AuthGrpc::build(&ctx, &settings.auth).await?.into_server())
@@ -184,6 +187,31 @@ pub fn identity_key(settings: &Settings) -> anyhow::Result<Arc<IdentityKey>> {
     Ok(Arc::new(settings.identity_key(create).context("loading the identity assertion key")?))
 }
 
+/// This component's mesh certificate (`mesh.*_file`, else `<keys dir>/mesh/<component>.*`),
+/// watched for rotation until `shutdown`. A component without one could neither be called
+/// nor call anyone, so it does not start.
+pub fn mesh_tls(
+    settings: &Settings,
+    component: &str,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<MeshTls>> {
+    let files = settings.shared.mesh_files(&settings.keys_dir(), component);
+    let tls = MeshTls::load(files.clone()).with_context(|| {
+        format!(
+            "loading the mesh certificate of {component} ({}; create the mesh with `skillup keys init`, or set mesh.cert_file)",
+            files.cert.display()
+        )
+    })?;
+    anyhow::ensure!(
+        tls.me().component == component,
+        "{} is the certificate of {}, not of {component}",
+        files.cert.display(),
+        tls.me().label()
+    );
+    tls.watch(Duration::from_millis(settings.shared.mesh.reload_interval_ms), shutdown);
+    Ok(tls)
+}
+
 /// The edge on this process's infrastructure, routing every contract in `proto/`.
 /// `services` limits the routes to the services that exist (under `up`, the ones this version
 /// serves); `None` routes every contract.
@@ -193,6 +221,7 @@ pub fn edge(
     identity_key: Arc<IdentityKey>,
     services: Option<Vec<String>>,
     local: Option<skillup_kit::grpc::LocalChannel>,
+    mesh: Option<Arc<MeshTls>>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<skillup_edge::Edge> {
     let descriptors = prost_reflect::DescriptorPool::decode(skillup_proto::FILE_DESCRIPTOR_SET)
@@ -208,6 +237,7 @@ pub fn edge(
             readiness: infra.readiness.clone(),
             services,
             local,
+            mesh,
         },
         shutdown.clone(),
     )

@@ -137,12 +137,41 @@ enum KeysCommand {
         dir: Option<PathBuf>,
     },
     /// Create what a deployment needs and does not have yet: a signing key (when the directory
-    /// has none) and the identity assertion key `identity.key`. Safe to run again: existing
+    /// has none), the identity assertion key `identity.key`, and the mesh (`mesh/`: a CA and a
+    /// certificate per component, for mutual TLS between them). Safe to run again: existing
     /// keys are kept. `--dir ./secret` then `kubectl create secret generic … --from-file=./secret`.
     Init {
         /// Key directory [default: <data dir>/keys].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// More names the components' certificates carry (each component's own is
+        /// `<component>`, `<component>.<DNS_SUFFIX>` for every suffix given).
+        #[arg(long = "dns-suffix", value_name = "DNS_SUFFIX")]
+        dns_suffixes: Vec<String>,
+    },
+    /// Issue a mesh certificate from the CA in `<keys dir>/mesh`: a component's (rotation:
+    /// write it where the component reads it; it is picked up without a restart), or a
+    /// short-lived one for a person at the controls (`operator --name alice`), for grpcurl:
+    /// `grpcurl -cacert mesh/ca.pem -cert alice.pem -key alice.key …`.
+    Issue {
+        /// `edge`, `auth`, `prompt`, `subscribe`, `payment`, `ai`, `worker`, `notification`,
+        /// or `operator`.
+        identity: String,
+        /// The operator's name (a-z, 0-9, `.`, `_`, `-`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Validity in hours [default: 8 for an operator (at most 168), 8760 for a component].
+        #[arg(long)]
+        hours: Option<u64>,
+        /// Where to write `<name>.pem` and `<name>.key` [default: <keys dir>/mesh].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Key directory holding `mesh/ca.key` [default: <data dir>/keys].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// More names a component's certificate carries (as `keys init --dns-suffix`).
+        #[arg(long = "dns-suffix", value_name = "DNS_SUFFIX")]
+        dns_suffixes: Vec<String>,
     },
     /// List the keys in the key directory, marking the signing key.
     List {
@@ -296,7 +325,7 @@ async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
                 previous.as_deref().unwrap_or("none")
             ));
         }
-        KeysCommand::Init { dir } => {
+        KeysCommand::Init { dir, dns_suffixes } => {
             let dir = dir.unwrap_or(default_dir);
             let store = KeyStore::new(dir.clone());
             let (kid, generated) = store.ensure_signing_key().await?;
@@ -311,6 +340,69 @@ async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
                 "identity key {} ({})",
                 path.display(),
                 if existed { "kept" } else { "generated now" }
+            ));
+            let mesh = dir.join("mesh");
+            let report = skillup_kit::mesh::issue::init(&mesh, &dns_suffixes, false)?;
+            say(&format!(
+                "mesh CA {} ({})",
+                mesh.join("ca.pem").display(),
+                if report.ca_created { "generated now" } else { "kept" }
+            ));
+            say(&format!(
+                "mesh certificates: {}",
+                if report.issued.is_empty() {
+                    "all kept".to_owned()
+                } else {
+                    format!("issued for {}", report.issued.join(", "))
+                }
+            ));
+        }
+        KeysCommand::Issue { identity, name, hours, out, dir, dns_suffixes } => {
+            use skillup_kit::mesh::{self, Peer, issue};
+            let mesh_dir = dir.unwrap_or(default_dir).join("mesh");
+            let ca = issue::MeshCa::load(&mesh_dir)?;
+            let (peer, valid) = if identity == mesh::OPERATOR {
+                let name = name.ok_or_else(|| {
+                    anyhow::anyhow!("an operator certificate names its holder: --name alice")
+                })?;
+                anyhow::ensure!(
+                    mesh::valid_name(&name),
+                    "--name: 1 to 64 of a-z, 0-9, '.', '_' and '-'"
+                );
+                let valid = hours.map_or(issue::OPERATOR_VALIDITY, |h| {
+                    std::time::Duration::from_secs(h.saturating_mul(3600))
+                });
+                anyhow::ensure!(
+                    valid <= issue::OPERATOR_MAX_VALIDITY && !valid.is_zero(),
+                    "--hours: an operator certificate lives 1 to 168 hours"
+                );
+                (Peer::operator(&name), valid)
+            } else {
+                anyhow::ensure!(
+                    mesh::COMPONENTS.contains(&identity.as_str()),
+                    "no component {identity}: one of {} or operator",
+                    mesh::COMPONENTS.join(", ")
+                );
+                anyhow::ensure!(name.is_none(), "--name is for operator certificates");
+                let valid = hours.map_or(issue::COMPONENT_VALIDITY, |h| {
+                    std::time::Duration::from_secs(h.saturating_mul(3600))
+                });
+                anyhow::ensure!(!valid.is_zero(), "--hours: at least 1");
+                (Peer::component(&identity), valid)
+            };
+            let names = issue::server_names(&peer.component, &dns_suffixes);
+            let issued = ca.issue(&peer, &names, valid)?;
+            let out = out.unwrap_or(mesh_dir.clone());
+            skillup_kit::files::private_dir(&out)?;
+            let file_name = if peer.name.is_empty() { &peer.component } else { &peer.name };
+            let files = issued.write(&out, file_name)?;
+            let until = chrono::DateTime::<chrono::Utc>::from(issued.not_after);
+            say(&format!(
+                "{} until {} UTC: {} and {}",
+                peer.spiffe_id(),
+                until.format("%Y-%m-%d %H:%M"),
+                files.cert.display(),
+                files.key.display()
             ));
         }
         KeysCommand::Promote { kid, dir } => {

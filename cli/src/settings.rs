@@ -73,6 +73,7 @@ impl Settings {
                 .unwrap_or_else(|| format!("http://{}", self.shared.grpc_addr)),
             public_url: self.auth.public_url.clone(),
             keys_dir: self.keys_dir(),
+            mesh: None,
         }
     }
 

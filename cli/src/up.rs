@@ -7,7 +7,7 @@ use skillup_ai::Generator;
 use skillup_auth::{AuthConfig, AuthGrpc, keys::KeyStore};
 use skillup_kit::{
     Shutdown,
-    component::{Component as _, Context},
+    component::{Component as _, Context, Deployment},
     grpc::{GrpcServer, LocalSlot},
     infra::Infra,
 };
@@ -40,6 +40,23 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         if generated { ", generated now" } else { "" }
     ));
 
+    // The mesh: a CA and every component's certificate, made on first start. In this process
+    // the components call each other in-process as themselves; the gRPC listener shows the
+    // edge's certificate to callers from outside (an operator's: `skillup keys issue operator`).
+    let mesh_dir = settings.keys_dir().join("mesh");
+    let made = skillup_kit::mesh::issue::init(&mesh_dir, &[], false)
+        .context("preparing the mesh certificates")?;
+    say(&format!(
+        "ready  mesh      ({}; {})",
+        mesh_dir.display(),
+        if made.issued.is_empty() {
+            "kept".to_owned()
+        } else {
+            format!("{} certificates issued now", made.issued.len())
+        }
+    ));
+    let mesh = components::mesh_tls(&settings, "edge", &shutdown)?;
+
     // The gRPC listener first: services that call each other (subscribe → payment) and the
     // edge need its address, and `--grpc-addr 127.0.0.1:0` picks one only when bound.
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
@@ -68,27 +85,28 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let slot = LocalSlot::new();
     let local_slot = settings.edge.in_process.then_some(&slot);
     let identity_key = components::identity_key(&settings)?;
-    let deployment = settings.deployment();
+    let deployment = Deployment { mesh: Some(mesh.clone()), ..settings.deployment() };
     let ctx = Context::new(&config, &deployment, &infra, &shutdown).with_local(local_slot);
-    let auth = AuthGrpc::build(&ctx, &settings.auth).await?;
+    let auth = AuthGrpc::build(&ctx.as_component("auth"), &settings.auth).await?;
     say(&format!(
         "ready  auth      (skillup.auth.v1; emails go to {})",
         config.outbox_dir().display()
     ));
 
-    let prompt = PromptGrpc::build(&ctx, &()).await?;
+    let prompt = PromptGrpc::build(&ctx.as_component("prompt"), &()).await?;
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
-    let payment = PaymentGrpc::build(&ctx, &()).await?;
+    let payment = PaymentGrpc::build(&ctx.as_component("payment"), &()).await?;
     say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
-    let subscribe = SubscribeGrpc::build(&ctx, &()).await?;
+    let subscribe = SubscribeGrpc::build(&ctx.as_component("subscribe"), &()).await?;
     say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");
 
-    let generator = Generator::build(&ctx, &settings.ai).await?;
+    let generator = Generator::build(&ctx.as_component("ai"), &settings.ai).await?;
     let ai = skillup_ai::AiGrpc::new(generator.clone());
     let ai_admin = skillup_ai::AdminGrpc::new(generator.clone());
     say(&format!("ready  ai        (skillup.ai.v1; providers: {})", providers(&generator)));
 
-    let notification = NotificationGrpc::build(&ctx, &settings.notification).await?;
+    let notification =
+        NotificationGrpc::build(&ctx.as_component("notification"), &settings.notification).await?;
     say("ready  notification (skillup.notification.v1; live at /api/notifications/ws)");
 
     // One listener for every gRPC service (service issues add theirs here).
@@ -101,6 +119,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .add_local_service(ai_admin.into_local_server())
         .add_local_service(notification.into_local_server())
         .identity_key(identity_key.clone())
+        .mesh_tls(mesh.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
             Duration::from_millis(config.shutdown.drain_ms),
@@ -138,8 +157,15 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
 
     // Route exactly what this process serves.
     let served = grpc_services;
-    let edge =
-        components::edge(&settings, &infra, identity_key, Some(served), Some(local), &shutdown)?;
+    let edge = components::edge(
+        &settings,
+        &infra,
+        identity_key,
+        Some(served),
+        Some(local),
+        Some(mesh),
+        &shutdown,
+    )?;
     let routes = edge.inner().table.routes.len();
     let console = edge.has_console();
     let http_task = tokio::spawn(edge.serve(http, shutdown.clone()));
@@ -157,6 +183,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     say(&format!("  ready     {scheme}://{public}/readyz"));
     say(&format!("  metrics   {scheme}://{public}/metrics"));
     say(&format!("  grpc      grpcurl -plaintext {grpc_addr} list"));
+    say("            calls need a mesh certificate: skillup keys issue operator --name you");
     say("Stop with Ctrl-C.");
 
     let (grpc_res, http_res) = tokio::join!(grpc_task, http_task);

@@ -24,8 +24,9 @@ use skillup_proto::{
     payment::v1::{TopUpRequest, payment_service_client::PaymentServiceClient},
     subscribe::v1::{self as subpb, subscription_service_client::SubscriptionServiceClient},
 };
+use skillup_testkit::Channel;
 use skillup_testkit::{Kind, TestInfra, TestServer};
-use tonic::{Request, transport::Channel};
+use tonic::Request;
 use uuid::Uuid;
 
 #[path = "ai/inline.rs"]
@@ -104,7 +105,8 @@ async fn harness_with(
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
     )
     .await;
-    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(pay_server.channel()));
+    let billing =
+        Arc::new(skillup_subscribe::PaymentBilling::new(pay_server.channel_as("subscribe")));
     let subscribe =
         skillup_subscribe::build(&t.infra, billing, Duration::from_secs(3600), shutdown.clone())
             .await
@@ -119,7 +121,9 @@ async fn harness_with(
     let payments = PaymentServiceClient::new(pay_server.channel());
     std::mem::forget(pay_server); // lives as long as the test process
     let generator =
-        skillup_ai::generator(&t.infra, &cfg, core.channel(), core.channel()).await.unwrap();
+        skillup_ai::generator(&t.infra, &cfg, core.channel_as("ai"), core.channel_as("ai"))
+            .await
+            .unwrap();
     if worker {
         let w = skillup_ai::Worker::new(generator.clone());
         tokio::spawn(w.run(shutdown.clone(), Duration::from_secs(5)));

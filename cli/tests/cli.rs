@@ -29,6 +29,7 @@ fn data_dir_with_test_key() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("skillup-cli-{}", testing::unique()));
     let key = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap();
     KeyStore::new(dir.join("keys")).store(&key, true).unwrap();
+    skillup_kit::mesh::issue::init(&dir.join("keys/mesh"), &[], false).unwrap();
     dir
 }
 
@@ -134,12 +135,15 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     assert!(up.lines.iter().any(|l| l.contains("bus") && l.contains("in-process")));
     assert!(dir.join("skillup.db").exists(), "SQLite file under the data dir");
     assert!(up.lines.iter().any(|l| l.starts_with("ready  auth")), "{:#?}", up.lines);
-    // The auth service answers on the shared listener.
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", up.grpc))
-        .unwrap()
-        .connect()
+    // The auth service answers on the shared listener: to the edge's certificate, not to a
+    // caller without one.
+    let anonymous = testing::channel_with(&up.grpc, None);
+    let refused = AuthServiceClient::new(anonymous)
+        .register(pb::RegisterRequest { email: "eve@example.com".into(), ..Default::default() })
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let ch = testing::channel_in(&dir.join("keys"), &up.grpc, "edge");
     let mut auth = AuthServiceClient::new(ch);
     auth.register(pb::RegisterRequest {
         email: "ada@example.com".into(),

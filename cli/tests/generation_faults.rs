@@ -29,8 +29,9 @@ use skillup_proto::{
     ai::v1::{self as pb, TaskStatus, generation_service_client::GenerationServiceClient},
     subscribe::v1::{self as subpb, subscription_service_client::SubscriptionServiceClient},
 };
+use skillup_testkit::Channel;
 use skillup_testkit::{self as testing, TestDb, TestServer};
-use tonic::{Request, transport::Channel};
+use tonic::Request;
 use uuid::Uuid;
 
 /// The services of one deployment, in this process, with the names a worker process needs.
@@ -83,7 +84,7 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
     )
     .await;
-    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(pay.channel()));
+    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(pay.channel_as("subscribe")));
     let subscribe =
         skillup_subscribe::build(&infra, billing, Duration::from_secs(3600), shutdown.clone())
             .await
@@ -97,7 +98,9 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
     )
     .await;
     let generator =
-        skillup_ai::generator(&infra, &ai, core.channel(), core.channel()).await.unwrap();
+        skillup_ai::generator(&infra, &ai, core.channel_as("ai"), core.channel_as("ai"))
+            .await
+            .unwrap();
     if in_process_worker {
         let w = skillup_ai::Worker::new(generator.clone());
         tokio::spawn(w.run(shutdown.clone(), Duration::from_secs(5)));
@@ -161,6 +164,10 @@ impl Deployment {
             .env("SKILLUP_AI__PROVIDERS__OPENAI__API_KEY", "sk-test")
             .env("SKILLUP_AI__PROVIDERS__OPENAI__MODEL", &p.model)
             .env("SKILLUP_AI__RETRY_BASE_MS", self.ai_config.retry_base_ms.to_string())
+            // The worker's certificate of the test mesh the in-test servers trust.
+            .env("SKILLUP_MESH__CA_FILE", testing::mesh_dir().join("ca.pem"))
+            .env("SKILLUP_MESH__CERT_FILE", testing::mesh_dir().join("worker.pem"))
+            .env("SKILLUP_MESH__KEY_FILE", testing::mesh_dir().join("worker.key"))
             .spawn()
             .unwrap()
     }

@@ -13,15 +13,15 @@ use skillup_proto::{
     subscribe::v1::{self as pb, subscription_service_client::SubscriptionServiceClient},
 };
 use skillup_subscribe::{PaymentBilling, Subscriptions};
+use skillup_testkit::Channel;
 use skillup_testkit::{Kind, TestInfra, TestServer};
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, Request};
 use uuid::Uuid;
 
 struct Harness {
     client: SubscriptionServiceClient<Channel>,
     payments: PaymentServiceClient<Channel>,
     key: Arc<IdentityKey>,
-    channel: Channel,
     t: TestInfra,
     _server: TestServer,
     _payment: TestServer,
@@ -37,7 +37,7 @@ async fn harness(kind: Kind) -> Harness {
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
     )
     .await;
-    let billing = Arc::new(PaymentBilling::new(pay_server.channel()));
+    let billing = Arc::new(PaymentBilling::new(pay_server.channel_as("subscribe")));
     let subscribe =
         skillup_subscribe::build(&t.infra, billing, Duration::from_secs(3600), shutdown)
             .await
@@ -51,7 +51,6 @@ async fn harness(kind: Kind) -> Harness {
         client: SubscriptionServiceClient::new(server.channel()),
         payments: PaymentServiceClient::new(channel.clone()),
         key,
-        channel,
         t,
         _server: server,
         _payment: pay_server,
@@ -112,7 +111,7 @@ fn replica(h: &Harness) -> Subscriptions {
         h.t.infra.db.clone(),
         h.t.infra.bus.clone(),
         h.t.infra.cache.clone(),
-        Arc::new(PaymentBilling::new(h.channel.clone())),
+        Arc::new(PaymentBilling::new(h._payment.channel_as("subscribe"))),
     )
 }
 

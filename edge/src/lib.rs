@@ -98,6 +98,9 @@ pub struct EdgeParts {
     /// The services of this very process (`skillup up`), called in-process by every upstream
     /// without an address of its own in `edge.upstreams`, unless `edge.in_process` is off.
     pub local: Option<skillup_kit::grpc::LocalChannel>,
+    /// The edge's mesh certificate, which its calls to other processes present (without it
+    /// they are anonymous, and the services refuse them).
+    pub mesh: Option<Arc<skillup_kit::mesh::MeshTls>>,
 }
 
 /// Shared state of every request.
@@ -141,8 +144,9 @@ impl Edge {
             .upstream_default
             .clone()
             .unwrap_or_else(|| format!("http://{}", parts.config.grpc_addr));
-        let local = parts.local.filter(|_| cfg.in_process);
-        let upstreams = Upstreams::new(&cfg, default_url, names, local)?;
+        // In-process calls are the edge's as its certificate's are across processes.
+        let local = parts.local.filter(|_| cfg.in_process).map(|l| l.as_component("edge"));
+        let upstreams = Upstreams::new(&cfg, default_url, names, local, parts.mesh.clone())?;
         let auth = upstreams.get("auth").expect("auth upstream is always configured");
         let authn = Authenticator::new(
             auth,

@@ -101,6 +101,7 @@ impl Upstreams {
         default_url: String,
         names: impl IntoIterator<Item = String>,
         local: Option<LocalChannel>,
+        mesh: Option<Arc<skillup_kit::mesh::MeshTls>>,
     ) -> Result<Self, String> {
         let mut by_name = HashMap::new();
         for name in names {
@@ -111,14 +112,19 @@ impl Upstreams {
                     vec![ServiceChannel::from(local.clone())],
                     cfg,
                 ),
-                (url, _) => Self::connect(&name, url.unwrap_or(&default_url), cfg)?,
+                (url, _) => Self::connect(&name, url.unwrap_or(&default_url), cfg, &mesh)?,
             };
             by_name.insert(name, Arc::new(up));
         }
         Ok(Self { by_name: Arc::new(by_name), default_url, breaker: cfg.breaker.clone() })
     }
 
-    fn connect(name: &str, url: &str, cfg: &EdgeConfig) -> Result<Upstream, String> {
+    fn connect(
+        name: &str,
+        url: &str,
+        cfg: &EdgeConfig,
+        mesh: &Option<Arc<skillup_kit::mesh::MeshTls>>,
+    ) -> Result<Upstream, String> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("upstream {name}: bad address {url}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
@@ -126,7 +132,10 @@ impl Upstreams {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let channels = (0..cfg.upstream_connections.max(1))
-            .map(|_| ServiceChannel::Network(endpoint.connect_lazy()))
+            .map(|_| {
+                let connector = skillup_kit::mesh::MeshConnector::new(mesh.clone());
+                ServiceChannel::Network(endpoint.connect_with_connector_lazy(connector))
+            })
             .collect();
         Ok(Upstream::new(name, url, channels, cfg))
     }

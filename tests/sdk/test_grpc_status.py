@@ -6,6 +6,12 @@ code and message (grpcio-status checks both), our `skillup.common.v1.ErrorDetail
 `RetryInfo` when waiting helps; grpcurl must print the status's real code (it read the bare
 detail's code number as the gRPC code before: UNAUTHENTICATED = 2 showed as Unknown).
 
+Every call is made as a component of the mesh, with its certificate from the data directory's
+mesh CA (mutual TLS), as the component that really makes it: the edge for the routes' RPCs,
+subscribe for `Charge`, an operator (`skillup keys issue operator`) for `Refund`. The caller check
+itself answers in the same rich form: UNAUTHENTICATED to a caller without a certificate,
+PERMISSION_DENIED to a component the contract does not name.
+
 The request messages come from the contracts in proto/, compiled here by grpcio-tools."""
 
 import glob
@@ -45,10 +51,45 @@ def pb(tmp_path_factory):
     return Contracts
 
 
+MESH = os.path.join(os.environ["SDK_DATA_DIR"], "keys", "mesh")
+OPERATOR = "sdk-tests"
+
+
+def files(who):
+    """The CA, certificate and key files a caller presents (`operator`: the test operator's)."""
+    name = OPERATOR if who == "operator" else who
+    return os.path.join(MESH, "ca.pem"), os.path.join(MESH, f"{name}.pem"), os.path.join(MESH, f"{name}.key")
+
+
 @pytest.fixture(scope="session")
-def channel():
-    with grpc.insecure_channel(ADDR) as ch:
-        yield ch
+def mesh():
+    """A channel per caller, made on first use; `None` is a caller without a certificate."""
+    subprocess.run(
+        [os.environ["SDK_BINARY"], "keys", "issue", "operator", "--name", OPERATOR, "--hours", "1",
+         "--data-dir", os.environ["SDK_DATA_DIR"]],
+        check=True, capture_output=True, text=True,
+    )
+    made = {}
+
+    def channel(who):
+        if who not in made:
+            if who is None:
+                made[who] = grpc.insecure_channel(ADDR)
+            else:
+                ca, cert, key = (open(p, "rb").read() for p in files(who))
+                creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+                made[who] = grpc.secure_channel(ADDR, creds)
+        return made[who]
+
+    yield channel
+    for ch in made.values():
+        ch.close()
+
+
+@pytest.fixture(scope="session")
+def channel(mesh):
+    """The edge's channel: the RPCs with HTTP routes answer to it."""
+    return mesh("edge")
 
 
 def call(channel, method, request, response, identity=None):
@@ -96,8 +137,12 @@ def rich(pb, err, code):
     return found
 
 
-def grpcurl(method, body, identity=None):
-    args = [os.environ["SDK_GRPCURL"], "-plaintext", "-d", body]
+def grpcurl(method, body, identity=None, who="edge"):
+    if who is None:
+        args = [os.environ["SDK_GRPCURL"], "-plaintext", "-d", body]
+    else:
+        ca, cert, key = files(who)
+        args = [os.environ["SDK_GRPCURL"], "-cacert", ca, "-cert", cert, "-key", key, "-d", body]
     if identity:
         args += ["-H", f"x-skillup-identity: {identity}"]
     done = subprocess.run(args + [ADDR, method], capture_output=True, text=True, timeout=30)
@@ -127,26 +172,43 @@ def test_a_bad_field_is_named_in_bad_request(pb, channel):
     assert "Code: InvalidArgument" in out and "google.rpc.BadRequest" in out, out
 
 
-def test_an_unknown_transaction_is_not_found(pb, channel):
+def test_an_unknown_transaction_is_not_found(pb, mesh):
     ask = pb.payment.RefundRequest(transaction_id=str(uuid.uuid4()), amount_minor=100, idempotency_key="k")
-    err = call(channel, "/skillup.payment.v1.PaymentService/Refund", ask, pb.payment.Transaction)
+    err = call(mesh("operator"), "/skillup.payment.v1.PaymentService/Refund", ask, pb.payment.Transaction)
     rich(pb, err, grpc.StatusCode.NOT_FOUND)
     out = grpcurl("skillup.payment.v1.PaymentService/Refund",
-                  f'{{"transaction_id": "{uuid.uuid4()}", "amount_minor": 1, "idempotency_key": "k"}}')
+                  f'{{"transaction_id": "{uuid.uuid4()}", "amount_minor": 1, "idempotency_key": "k"}}', who="operator")
     assert "Code: NotFound" in out, out
 
 
-def test_a_charge_the_balance_does_not_cover_is_a_failed_precondition(pb, channel):
+def test_a_charge_the_balance_does_not_cover_is_a_failed_precondition(pb, mesh):
     ask = pb.payment.ChargeRequest(user_id=str(uuid.uuid4()), idempotency_key="k",
                                    amount=pb.common.Money(amount_minor=500, currency="USD"))
-    err = call(channel, "/skillup.payment.v1.PaymentService/Charge", ask, pb.payment.Transaction)
+    err = call(mesh("subscribe"), "/skillup.payment.v1.PaymentService/Charge", ask, pb.payment.Transaction)
     found = rich(pb, err, grpc.StatusCode.FAILED_PRECONDITION)
     assert found["info"].reason == "INSUFFICIENT_FUNDS"
+
+
+@pytest.mark.parametrize("who, code", [(None, grpc.StatusCode.UNAUTHENTICATED),
+                                       ("edge", grpc.StatusCode.PERMISSION_DENIED),
+                                       ("ai", grpc.StatusCode.PERMISSION_DENIED),
+                                       ("operator", grpc.StatusCode.PERMISSION_DENIED)])
+def test_only_subscribe_may_charge(pb, mesh, who, code):
+    """The attack this issue opened with: anyone reaching the port could move money."""
+    ask = pb.payment.ChargeRequest(user_id=str(uuid.uuid4()), idempotency_key="k",
+                                   amount=pb.common.Money(amount_minor=500, currency="USD"))
+    err = call(mesh(who), "/skillup.payment.v1.PaymentService/Charge", ask, pb.payment.Transaction)
+    found = rich(pb, err, code)
+    assert found["info"].reason == code.name
+    out = grpcurl("skillup.payment.v1.PaymentService/Charge",
+                  '{"user_id": "x", "idempotency_key": "k", "amount": {"amount_minor": 1, "currency": "USD"}}', who=who)
+    assert ("Code: Unauthenticated" if who is None else "Code: PermissionDenied") in out, out
 
 
 def test_admin_only_is_unauthenticated_without_identity_and_denied_to_a_user(pb, channel):
     ask = pb.auth.SetUserActiveRequest(user_id=str(uuid.uuid4()), active=False)
     method = "/skillup.auth.v1.AuthService/SetUserActive"
+    # (The edge may call it; without a person's identity it is still refused.)
     rich(pb, call(channel, method, ask, pb.auth.User), grpc.StatusCode.UNAUTHENTICATED)
     user = assertion(str(uuid.uuid4()), "user")
     rich(pb, call(channel, method, ask, pb.auth.User, identity=user), grpc.StatusCode.PERMISSION_DENIED)

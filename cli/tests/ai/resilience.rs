@@ -239,13 +239,12 @@ pub(super) async fn services_that_are_restarting_are_asked_again(kind: Kind) {
     // A second ai whose prompt and subscribe services are down when a generation starts and
     // come up 150 ms later, as in a redeploy: the prompt and the reserve are asked again.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let channel = skillup_testkit::channel_as(addr, Some("ai"));
     let generator = skillup_ai::generator(&h.t.infra, &config(&h.fake), channel.clone(), channel)
         .await
         .unwrap();
     let prompt = skillup_prompt::build(&h.t.infra).await.unwrap();
-    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(h._core.channel()));
+    let billing = Arc::new(skillup_subscribe::PaymentBilling::new(h._core.channel_as("subscribe")));
     let subscribe = skillup_subscribe::build(
         &h.t.infra,
         billing,
@@ -254,10 +253,12 @@ pub(super) async fn services_that_are_restarting_are_asked_again(kind: Kind) {
     )
     .await
     .unwrap();
-    let core = GrpcServer::builder()
-        .add_service(prompt.into_server())
-        .add_service(subscribe.into_server())
-        .identity_key(h.key.clone());
+    let core = skillup_testkit::with_mesh(
+        GrpcServer::builder()
+            .add_service(prompt.into_server())
+            .add_service(subscribe.into_server())
+            .identity_key(h.key.clone()),
+    );
     let shutdown = h.shutdown.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(150)).await;

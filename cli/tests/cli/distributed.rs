@@ -65,9 +65,10 @@ pub(super) async fn serve_auth_prompt_and_edge_as_separate_processes_on_the_real
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let channel = channel.expect("serve auth listens");
+    channel.expect("serve auth listens");
     assert_eq!(grpc_health(&addr).await, ServingStatus::Serving);
-    let mut auth = AuthServiceClient::new(channel);
+    // Called as the edge (its certificate from the data directory's mesh).
+    let mut auth = AuthServiceClient::new(testing::channel_in(&dir.join("keys"), &addr, "edge"));
     auth.register(pb::RegisterRequest {
         email: "grace@example.com".into(),
         password: "correct horse battery".into(),

@@ -38,6 +38,7 @@ impl Mesh {
         let key = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap();
         KeyStore::new(&keys).store(&key, true).unwrap();
         IdentityKey::load(&skillup_kit::identity::default_key_path(&keys), true).unwrap();
+        skillup_kit::mesh::issue::init(&keys.join("mesh"), &[], false).unwrap();
         let ports: BTreeMap<_, _> =
             COMPONENTS.iter().map(|c| (*c, (free_port(), free_port()))).collect();
         let unique = testing::unique();

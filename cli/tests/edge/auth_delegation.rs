@@ -114,12 +114,22 @@ pub(super) fn a_pod_calling_a_service_directly_cannot_act_as_a_user() {
     mt().block_on(async {
         use skillup_proto::testing::v1::{EchoRequest, echo_service_client::EchoServiceClient};
         let s = stack(Kind::Embedded, |_| {}).await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc_addr))
-            .unwrap()
-            .connect()
+        let echo = || tonic::Request::new(EchoRequest { id: "1".into(), ..Default::default() });
+        // Without a mesh certificate a pod is nobody; with another component's, not the edge.
+        let err = EchoServiceClient::new(skillup_testkit::channel_as(s.grpc_addr, None))
+            .echo(echo())
             .await
-            .unwrap();
-        let mut client = EchoServiceClient::new(channel);
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+        let err = EchoServiceClient::new(skillup_testkit::channel_as(s.grpc_addr, Some("payment")))
+            .echo(echo())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("payment may not call"), "{err:?}");
+        // With the edge's certificate (a pod that stole it), still no user without the key.
+        let mut client =
+            EchoServiceClient::new(skillup_testkit::channel_as(s.grpc_addr, Some("edge")));
         // Plain headers are dropped.
         let mut req = tonic::Request::new(EchoRequest { id: "1".into(), ..Default::default() });
         req.metadata_mut().insert("x-user-id", "victim".parse().unwrap());

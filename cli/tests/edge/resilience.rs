@@ -369,6 +369,18 @@ pub(super) fn services_of_the_same_process_are_called_in_process_with_the_same_l
             }
             req
         };
+        // And the caller check: an in-process call as nobody is refused like a network one
+        // without a certificate; the edge's calls carry its name.
+        let refused = local.unary(echo, message(&[])).expect("a unary method").await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+        let refused = local
+            .as_component("ai")
+            .unary(echo, message(&[]))
+            .expect("a unary method")
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let local = local.as_component("edge");
         let res = local
             .unary(echo, message(&[("x-user-id", "someone-else"), ("x-scopes", "admin")]))
             .expect("a unary method")

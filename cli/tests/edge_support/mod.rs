@@ -346,6 +346,7 @@ impl Stack {
                 readiness: self.t.infra.readiness.clone(),
                 services: None,
                 local,
+                mesh: Some(testing::mesh_tls("edge")),
             },
             self.shutdown.clone(),
         )
@@ -360,7 +361,7 @@ impl Stack {
     /// A gRPC server of one more echo service (same key, same `seen`), bound but not running;
     /// its unary methods can be called directly in-process (`skillup up`'s registration).
     pub async fn echo_server(&self) -> GrpcServer {
-        GrpcServer::builder()
+        testing::with_mesh(GrpcServer::builder())
             .add_local_service(pb::echo_service_local::serve(Echo { seen: self.seen.clone() }))
             .identity_key(self.key.clone())
             .readiness(skillup_kit::Readiness::new(), Duration::from_millis(50))
@@ -373,7 +374,7 @@ impl Stack {
     /// Serves one more echo service at `addr` (as a replica coming back at its old address)
     /// until the returned handle is triggered.
     pub async fn serve_echo_at(&self, addr: std::net::SocketAddr) -> Shutdown {
-        let server = GrpcServer::builder()
+        let server = testing::with_mesh(GrpcServer::builder())
             .add_service(EchoServiceServer::new(Echo { seen: self.seen.clone() }))
             .identity_key(self.key.clone())
             .shutdown_timings(Duration::ZERO, Duration::from_secs(5))

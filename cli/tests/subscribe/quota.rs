@@ -128,7 +128,7 @@ pub(crate) async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
         h.t.infra.db.clone(),
         h.t.infra.bus.clone(),
         h.t.infra.cache.clone(),
-        Arc::new(PaymentBilling::new(h.channel.clone())),
+        Arc::new(PaymentBilling::new(h._payment.channel_as("subscribe"))),
     );
     assert_eq!(subs.expire_due(None).await.unwrap(), 1);
     assert_eq!(subs.expire_due(None).await.unwrap(), 0);

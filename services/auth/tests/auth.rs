@@ -12,8 +12,9 @@ use skillup_proto::{
     auth::v1::{self as pb, auth_service_client::AuthServiceClient},
     events::Event as _,
 };
+use skillup_testkit::Channel;
 use skillup_testkit::{self as testing, Kind, TestInfra, TestServer};
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, Request};
 
 struct Harness {
     client: AuthServiceClient<Channel>,

@@ -66,6 +66,9 @@ pub struct Deployment {
     pub public_url: String,
     /// Where keys are kept (signing keys, the identity assertion key).
     pub keys_dir: PathBuf,
+    /// This process's mesh certificate: its channels to other processes present it (without
+    /// it they call as nobody, and every RPC but health refuses them).
+    pub mesh: Option<std::sync::Arc<crate::mesh::MeshTls>>,
 }
 
 impl Deployment {
@@ -84,6 +87,8 @@ pub struct Context<'a> {
     pub shutdown: &'a Shutdown,
     /// Set under `skillup up`: the services of this process, reached in-process.
     local: Option<&'a LocalSlot>,
+    /// The component being built: who its in-process calls come from.
+    component: Option<&'static str>,
 }
 
 impl<'a> Context<'a> {
@@ -93,7 +98,13 @@ impl<'a> Context<'a> {
         infra: &'a Infra,
         shutdown: &'a Shutdown,
     ) -> Self {
-        Self { config, deployment, infra, shutdown, local: None }
+        Self { config, deployment, infra, shutdown, local: None, component: None }
+    }
+
+    /// The same context for building `component`: its in-process calls carry its name (across
+    /// processes its mesh certificate says it).
+    pub fn as_component(&self, component: &'static str) -> Context<'a> {
+        Context { component: Some(component), ..*self }
     }
 
     /// Reach the services that run in this process through `slot` (filled once their server
@@ -105,19 +116,23 @@ impl<'a> Context<'a> {
     /// How this component reaches service `name`: in-process when it runs here too, else over
     /// gRPC at its address (connected lazily).
     pub fn channel(&self, name: &'static str) -> Result<ServiceChannel, BuildError> {
-        channel(self.deployment, self.local, name)
+        channel(self.deployment, self.local, self.component, name)
     }
 }
 
 fn channel(
     deployment: &Deployment,
     local: Option<&LocalSlot>,
+    caller: Option<&'static str>,
     name: &'static str,
 ) -> Result<ServiceChannel, BuildError> {
     if let Some(slot) = local
         && !deployment.upstreams.contains_key(name)
     {
-        return Ok(ServiceChannel::InProcess(slot.clone()));
+        return Ok(ServiceChannel::InProcess(match caller {
+            Some(c) => slot.as_component(c),
+            None => slot.clone(),
+        }));
     }
     let endpoint = tonic::transport::Endpoint::from_shared(deployment.service_url(name).to_owned())
         .map_err(|e| BuildError::config(name, format!("the {name} service's address: {e}")))?;
@@ -126,7 +141,7 @@ fn channel(
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_lazy(),
+            .connect_with_connector_lazy(crate::mesh::MeshConnector::new(deployment.mesh.clone())),
     ))
 }
 
@@ -155,19 +170,20 @@ mod tests {
             upstream_default: "http://127.0.0.1:50051".into(),
             public_url: "http://127.0.0.1:8080".into(),
             keys_dir: "keys".into(),
+            mesh: None,
         };
         let slot = LocalSlot::new();
-        let here = channel(&deployment, Some(&slot), "payment").unwrap();
+        let here = channel(&deployment, Some(&slot), None, "payment").unwrap();
         assert!(matches!(here, ServiceChannel::InProcess(_)));
-        let there = channel(&deployment, None, "payment").unwrap();
+        let there = channel(&deployment, None, None, "payment").unwrap();
         assert!(matches!(there, ServiceChannel::Network(_)));
         assert_eq!(deployment.service_url("payment"), "http://127.0.0.1:50051");
         deployment.upstreams.insert("payment".into(), "http://payment:50051".into());
         assert_eq!(deployment.service_url("payment"), "http://payment:50051");
-        let away = channel(&deployment, Some(&slot), "payment").unwrap();
+        let away = channel(&deployment, Some(&slot), None, "payment").unwrap();
         assert!(matches!(away, ServiceChannel::Network(_)), "an upstream setting wins");
         deployment.upstreams.insert("prompt".into(), "not a url at all".into());
-        let Err(e) = channel(&deployment, None, "prompt") else {
+        let Err(e) = channel(&deployment, None, None, "prompt") else {
             panic!("a bad address is refused")
         };
         assert!(matches!(e, BuildError::Config { component: "prompt", .. }), "{e}");

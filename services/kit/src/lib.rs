@@ -20,6 +20,7 @@ pub mod identity;
 pub mod infra;
 pub mod invalid;
 pub mod mailer;
+pub mod mesh;
 pub mod ops;
 pub mod outbox;
 pub mod readiness;

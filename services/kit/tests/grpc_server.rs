@@ -98,6 +98,7 @@ async fn start() -> Running {
         async move { if ok { Ok(()) } else { Err("switched off".into()) } }
     });
     let server = GrpcServer::builder()
+        .mesh_tls(skillup_testkit::mesh_tls("edge"))
         .add_service(Slow)
         .readiness(readiness, Duration::from_millis(100))
         .shutdown_timings(Duration::from_millis(300), Duration::from_secs(5))
@@ -110,8 +111,9 @@ async fn start() -> Running {
     Running { addr, ready, shutdown, handle }
 }
 
+/// A channel calling as the edge (its certificate of the test mesh; the server shows one too).
 async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    skillup_testkit::channel_as(addr, Some("edge"))
 }
 
 async fn health(ch: Channel, service: &str) -> ServingStatus {
@@ -253,10 +255,14 @@ async fn shutdown_flips_health_then_lets_in_flight_calls_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_channel_reaches_the_services_of_its_process_once_its_slot_is_filled() {
-    let server =
-        GrpcServer::builder().add_service(Slow).bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let server = GrpcServer::builder()
+        .mesh_tls(skillup_testkit::mesh_tls("edge"))
+        .add_service(Slow)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let slot = LocalSlot::new();
-    let channel = ServiceChannel::InProcess(slot.clone());
+    let channel = ServiceChannel::InProcess(slot.as_component("edge"));
 
     // Built before the server exists (as `skillup up` builds its services): UNAVAILABLE until
     // the slot is filled, never a panic or a hang.
@@ -353,6 +359,7 @@ async fn a_full_server_sheds_calls_at_once_and_its_deadline_ends_calls_that_hang
     let gated =
         Gated { gate: Arc::new(tokio::sync::Semaphore::new(0)), entered: Default::default() };
     let server = GrpcServer::builder()
+        .mesh_tls(skillup_testkit::mesh_tls("edge"))
         .add_service(gated.clone())
         .limits(4, Duration::from_secs(300))
         .shutdown_timings(Duration::ZERO, Duration::from_secs(5))
@@ -374,7 +381,7 @@ async fn a_full_server_sheds_calls_at_once_and_its_deadline_ends_calls_that_hang
     // shut: answered at once, not queued behind the four.
     let slot = LocalSlot::new();
     slot.fill(local);
-    let in_process = ServiceChannel::InProcess(slot);
+    let in_process = ServiceChannel::InProcess(slot.as_component("edge"));
     let extra: Vec<_> = (0..40)
         .map(|i| {
             let ch = if i % 2 == 0 { network.clone() } else { in_process.clone() };
@@ -406,6 +413,7 @@ async fn a_full_server_sheds_calls_at_once_and_its_deadline_ends_calls_that_hang
     let gated =
         Gated { gate: Arc::new(tokio::sync::Semaphore::new(0)), entered: Default::default() };
     let server = GrpcServer::builder()
+        .mesh_tls(skillup_testkit::mesh_tls("edge"))
         .add_service(gated.clone())
         .limits(4, Duration::from_millis(200))
         .shutdown_timings(Duration::ZERO, Duration::from_secs(5))

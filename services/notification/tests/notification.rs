@@ -16,8 +16,9 @@ use skillup_proto::{
         self as pb, NotificationKind, notification_service_client::NotificationServiceClient,
     },
 };
+use skillup_testkit::Channel;
 use skillup_testkit::{Kind, TestInfra, TestServer};
-use tonic::{Request, Streaming, transport::Channel};
+use tonic::{Request, Streaming};
 use uuid::Uuid;
 
 struct Harness {

@@ -15,8 +15,9 @@ use skillup_proto::{
     common::v1::{ErrorCode, Money, PageRequest},
     payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
 };
+use skillup_testkit::Channel;
 use skillup_testkit::{Kind, TestInfra, TestServer};
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, Request};
 use uuid::Uuid;
 
 struct Harness {

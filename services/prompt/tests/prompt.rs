@@ -7,8 +7,9 @@ use skillup_kit::{
     identity::{Caller, IdentityKey, now_secs},
 };
 use skillup_proto::prompt::v1::{self as pb, prompt_service_client::PromptServiceClient};
+use skillup_testkit::Channel;
 use skillup_testkit::{Kind, TestInfra, TestServer};
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, Request};
 
 struct Harness {
     client: PromptServiceClient<Channel>,

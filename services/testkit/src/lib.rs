@@ -4,7 +4,11 @@
 //! server of each kind. A missing server is a failure that names the variable to set — never a
 //! silent skip.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
@@ -250,11 +254,125 @@ macro_rules! both_adapters {
     };
 }
 
-/// A gRPC server running in this test on `127.0.0.1:0`, with a connected channel. Wrap the
-/// channel in the generated client: `AuthServiceClient::new(server.channel())`.
+/// This test process's mesh: a CA, every component's certificate and an operator's
+/// (`operator/tester`), made once in a directory of its own.
+pub fn mesh_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use skillup_kit::mesh::{Peer, issue};
+        let dir = std::env::temp_dir().join(format!("skillup-test-mesh-{}", unique()));
+        issue::init(&dir, &[], false).expect("a test mesh");
+        issue::MeshCa::load(&dir)
+            .and_then(|ca| ca.issue(&Peer::operator(TEST_OPERATOR), &[], issue::OPERATOR_VALIDITY))
+            .and_then(|issued| issued.write(&dir, TEST_OPERATOR))
+            .expect("a test operator certificate");
+        dir
+    })
+}
+
+/// The name of the test mesh's operator.
+pub const TEST_OPERATOR: &str = "tester";
+
+/// `component`'s mesh certificate in the test mesh ([`mesh_dir`]); `operator` is the test
+/// operator's.
+pub fn mesh_tls(component: &str) -> Arc<skillup_kit::mesh::MeshTls> {
+    let file = if component == skillup_kit::mesh::OPERATOR { TEST_OPERATOR } else { component };
+    skillup_kit::install_crypto_provider();
+    skillup_kit::mesh::MeshTls::load(skillup_kit::mesh::MeshFiles::in_dir(mesh_dir(), file))
+        .expect("a test mesh certificate")
+}
+
+/// `builder` with the test mesh's certificate of the component it serves (by its first
+/// `skillup.<component>.v1` service; the edge's for anything else), as its own process would.
+pub fn with_mesh(builder: GrpcServerBuilder) -> GrpcServerBuilder {
+    let component = builder
+        .service_names()
+        .iter()
+        .filter_map(|n| n.strip_prefix("skillup.")?.split('.').next())
+        .find(|c| skillup_kit::mesh::COMPONENTS.contains(c))
+        .unwrap_or("edge")
+        .to_owned();
+    builder.mesh_tls(mesh_tls(&component))
+}
+
+/// A channel to `addr` calling as `component` (its certificate of the test mesh), connected on
+/// first use; `None` calls as nobody (plaintext).
+pub fn channel_as(
+    addr: std::net::SocketAddr,
+    component: Option<&str>,
+) -> tonic::transport::Channel {
+    channel_with(&addr.to_string(), component.map(mesh_tls))
+}
+
+/// A channel to `addr` calling as `component` of the mesh in `keys_dir/mesh` (a data
+/// directory's, as `skillup up` or `skillup keys init` made it).
+pub fn channel_in(keys_dir: &Path, addr: &str, component: &str) -> tonic::transport::Channel {
+    skillup_kit::install_crypto_provider();
+    let files = skillup_kit::mesh::MeshFiles::in_dir(&keys_dir.join("mesh"), component);
+    let tls = skillup_kit::mesh::MeshTls::load(files).expect("the data directory's mesh");
+    channel_with(addr, Some(tls))
+}
+
+/// A channel to `addr` (`host:port`) with `tls` (or plaintext), connected on first use.
+pub fn channel_with(
+    addr: &str,
+    tls: Option<Arc<skillup_kit::mesh::MeshTls>>,
+) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector_lazy(skillup_kit::mesh::MeshConnector::new(tls))
+}
+
+/// A test's channel that makes every call as a component the RPC's contract lets call it (the
+/// first it names; `edge` for a path no contract declares), each on a connection with that
+/// component's certificate: tests of a service's behaviour call it as its real callers do.
+/// (Who may call what is tested on its own, with [`channel_as`].)
+#[derive(Clone)]
+pub struct Channel {
+    addr: std::net::SocketAddr,
+    by_caller:
+        Arc<std::sync::Mutex<std::collections::HashMap<&'static str, tonic::transport::Channel>>>,
+}
+
+impl Channel {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self { addr, by_caller: Default::default() }
+    }
+
+    fn for_path(&self, path: &str) -> tonic::transport::Channel {
+        let caller =
+            skillup_proto::callers::of(path).and_then(|c| c.first().copied()).unwrap_or("edge");
+        let mut by = self.by_caller.lock().unwrap_or_else(|e| e.into_inner());
+        by.entry(caller).or_insert_with(|| channel_as(self.addr, Some(caller))).clone()
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let channel = self.for_path(req.uri().path());
+        Box::pin(tower::ServiceExt::oneshot(channel, req))
+    }
+}
+
+/// A gRPC server running in this test on `127.0.0.1:0` with the test mesh's TLS, and a
+/// channel to it. Wrap the channel in the generated client:
+/// `AuthServiceClient::new(server.channel())` (calls as the RPC's callers: see [`Channel`]),
+/// or `server.channel_as("subscribe")` for a service's own client.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
-    channel: tonic::transport::Channel,
+    channel: Channel,
     shutdown: Shutdown,
     handle: Option<tokio::task::JoinHandle<skillup_kit::Result<()>>>,
 }
@@ -262,7 +380,7 @@ pub struct TestServer {
 impl TestServer {
     /// Binds the services in `builder` and connects to them.
     pub async fn start(builder: GrpcServerBuilder) -> Self {
-        let server = builder
+        let server = with_mesh(builder)
             .shutdown_timings(Duration::ZERO, Duration::from_secs(5))
             .bind(([127, 0, 0, 1], 0).into())
             .await
@@ -270,16 +388,17 @@ impl TestServer {
         let addr = server.local_addr();
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(server.run(shutdown.clone()));
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid endpoint")
-            .connect()
-            .await
-            .expect("connect to the test gRPC server");
-        Self { addr, channel, shutdown, handle: Some(handle) }
+        Self { addr, channel: Channel::new(addr), shutdown, handle: Some(handle) }
     }
 
-    pub fn channel(&self) -> tonic::transport::Channel {
+    /// Calls every RPC as a caller its contract allows (see [`Channel`]).
+    pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// Calls as `component` (a service's own client: `PaymentBilling::new(pay.channel_as("subscribe"))`).
+    pub fn channel_as(&self, component: &str) -> tonic::transport::Channel {
+        channel_as(self.addr, Some(component))
     }
 
     /// Stops the server gracefully and waits for it.

@@ -21,7 +21,7 @@ mod validate;
 pub use self::{
     layers::{Layers, Section},
     runtime::{BreakerConfig, BusConfig, GrpcConfig, ShutdownConfig},
-    shared::{IdentityConfig, MailConfig},
+    shared::{IdentityConfig, MailConfig, MeshConfig},
     validate::{Needs, invalid},
 };
 pub use crate::telemetry::LogFormat;
@@ -75,6 +75,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// The identity assertion the edge signs and every service verifies.
     pub identity: IdentityConfig,
+    /// This component's mesh certificate (mutual TLS between components).
+    pub mesh: MeshConfig,
 }
 
 impl Default for Config {
@@ -104,6 +106,12 @@ impl Default for Config {
                 smtp_url: None,
             },
             identity: IdentityConfig { key_file: None, ttl_secs: 60 },
+            mesh: MeshConfig {
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
+                reload_interval_ms: 30_000,
+            },
         }
     }
 }
@@ -182,6 +190,20 @@ impl Config {
                 &crate::identity::default_key_path(keys_dir),
                 create,
             ),
+        }
+    }
+
+    /// Where `component`'s mesh certificate is: `mesh.*_file`, else `<keys_dir>/mesh/`.
+    pub fn mesh_files(
+        &self,
+        keys_dir: &std::path::Path,
+        component: &str,
+    ) -> crate::mesh::MeshFiles {
+        let d = crate::mesh::MeshFiles::in_dir(&keys_dir.join("mesh"), component);
+        crate::mesh::MeshFiles {
+            ca: self.mesh.ca_file.clone().unwrap_or(d.ca),
+            cert: self.mesh.cert_file.clone().unwrap_or(d.cert),
+            key: self.mesh.key_file.clone().unwrap_or(d.key),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Settings more than one component reads: outgoing email (auth and notification send it) and
-//! the identity assertion (the edge signs it, every service verifies it).
+//! the identity assertion (the edge signs it, every service verifies it), and the mesh's
+//! mutual TLS (every component).
 
 use super::*;
 
@@ -25,4 +26,20 @@ pub struct IdentityConfig {
     pub key_file: Option<PathBuf>,
     /// Life of an assertion the edge mints, seconds.
     pub ttl_secs: u64,
+}
+
+/// The component's mesh certificate (`SKILLUP_MESH__…`; see `skillup_kit::mesh`). Unset files
+/// are `<keys_dir>/mesh/ca.pem`, `<component>.pem` and `<component>.key`, as
+/// `skillup keys init` writes them; in Kubernetes each component mounts its own Secret.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// The mesh CA's certificate (PEM) this component trusts.
+    pub ca_file: Option<PathBuf>,
+    /// This component's certificate (PEM, chain).
+    pub cert_file: Option<PathBuf>,
+    /// This component's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// How often the files are checked for a rotated certificate, milliseconds.
+    pub reload_interval_ms: u64,
 }

@@ -64,6 +64,13 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        if self.mesh.reload_interval_ms < 100 {
+            return Err(bad(
+                "mesh.reload_interval_ms",
+                "SKILLUP_MESH__RELOAD_INTERVAL_MS",
+                "must be at least 100",
+            ));
+        }
         if self.identity.ttl_secs == 0 || self.identity.ttl_secs > 3_600 {
             return Err(bad("identity.ttl_secs", "SKILLUP_IDENTITY__TTL_SECS", "must be 1..=3600"));
         }

@@ -16,7 +16,7 @@ use skillup_proto::local;
 use tonic::body::Body;
 use tower::Service;
 
-use crate::identity::IdentityKey;
+use crate::{identity::IdentityKey, mesh::Peer};
 
 use super::{
     is_failure,
@@ -44,6 +44,9 @@ pub type LocalHttp = tower::util::BoxCloneSyncService<Request<Body>, Response<Bo
 pub struct LocalChannel {
     pub(super) http: LocalHttp,
     pub(super) direct: Arc<Direct>,
+    /// The calling component: put on every call (the in-process form of its mesh
+    /// certificate); `None` calls as nobody, which only health and reflection answer.
+    pub(super) peer: Option<Arc<Peer>>,
 }
 
 pub(super) struct Direct {
@@ -53,6 +56,28 @@ pub(super) struct Direct {
 }
 
 impl LocalChannel {
+    /// The same services, called as `component` (see [`crate::mesh`]).
+    pub fn as_component(&self, component: &str) -> Self {
+        Self { peer: Some(Arc::new(Peer::component(component))), ..self.clone() }
+    }
+
+    /// Who calls through this channel.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_deref()
+    }
+
+    /// Puts this channel's caller on `extensions`, replacing whatever claimed to be one.
+    fn tag(&self, extensions: &mut http::Extensions) {
+        match &self.peer {
+            Some(p) => {
+                extensions.insert(Peer::clone(p));
+            }
+            None => {
+                extensions.remove::<Peer>();
+            }
+        }
+    }
+
     /// Calls the unary method at `path` (`/skillup.auth.v1.AuthService/GetMe`) directly; the
     /// request comes back when it has no direct handler (streams, health, reflection: use the
     /// channel).
@@ -77,6 +102,7 @@ impl LocalChannel {
         };
         let handler = handler.clone();
         let (metadata, mut extensions, message) = req.into_parts();
+        self.tag(&mut extensions);
         let mut headers = metadata.into_headers();
         let span = rpc_span(path, &headers);
         let admitted = {
@@ -145,7 +171,8 @@ impl Service<Request<Body>> for LocalChannel {
         self.http.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        self.tag(req.extensions_mut());
         self.http.call(req)
     }
 }
@@ -153,11 +180,20 @@ impl Service<Request<Body>> for LocalChannel {
 /// A [`LocalChannel`] filled in once the server exists: services are built before the server
 /// that serves them, and some call each other (ai → subscribe, prompt; subscribe → payment).
 #[derive(Clone, Default)]
-pub struct LocalSlot(Arc<std::sync::OnceLock<LocalChannel>>);
+pub struct LocalSlot {
+    channel: Arc<std::sync::OnceLock<LocalChannel>>,
+    /// Who calls through channels of this slot.
+    peer: Option<Arc<Peer>>,
+}
 
 impl LocalSlot {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same slot, its calls made as `component` (see [`crate::mesh`]).
+    pub fn as_component(&self, component: &str) -> Self {
+        Self { channel: self.channel.clone(), peer: Some(Arc::new(Peer::component(component))) }
     }
 
     /// A slot that already holds `channel`.
@@ -169,16 +205,17 @@ impl LocalSlot {
 
     /// Points every channel made from this slot at `channel` (the first fill wins).
     pub fn fill(&self, channel: LocalChannel) {
-        let _ = self.0.set(channel);
+        let _ = self.channel.set(channel);
     }
 
     pub fn is_filled(&self) -> bool {
-        self.0.get().is_some()
+        self.channel.get().is_some()
     }
 
-    /// The channel, once filled.
-    pub fn get(&self) -> Option<&LocalChannel> {
-        self.0.get()
+    /// The channel, once filled, calling as this slot's component.
+    pub fn get(&self) -> Option<LocalChannel> {
+        let channel = self.channel.get()?;
+        Some(LocalChannel { peer: self.peer.clone(), ..channel.clone() })
     }
 }
 
@@ -200,7 +237,8 @@ impl From<tonic::transport::Channel> for ServiceChannel {
 
 impl From<LocalChannel> for ServiceChannel {
     fn from(c: LocalChannel) -> Self {
-        Self::InProcess(LocalSlot::filled(c))
+        let peer = c.peer.clone();
+        Self::InProcess(LocalSlot { peer, ..LocalSlot::filled(c) })
     }
 }
 
@@ -242,7 +280,7 @@ impl Service<Request<Body>> for ServiceChannel {
         match self {
             Self::Network(c) => c.call(req).map_err(Into::into as fn(_) -> _).left_future(),
             Self::InProcess(slot) => {
-                let local = slot.0.get().cloned();
+                let local = slot.get();
                 let timeout = grpc_timeout(req.headers());
                 async move {
                     let Some(local) = local else {

@@ -64,8 +64,9 @@ where
 
 /// The `/package.Service/Method` paths of the contracts, health and reflection. A path outside
 /// them is labelled as sent only when a service answered it (a test's own service); one that
-/// nothing serves (UNIMPLEMENTED) is counted as `other`, so a client sending arbitrary paths
-/// cannot grow the series without bound.
+/// nothing serves (UNIMPLEMENTED), or that the mesh's caller check refused before anything
+/// could (UNAUTHENTICATED, PERMISSION_DENIED), is counted as `other`, so a client sending
+/// arbitrary paths cannot grow the series without bound.
 fn known_rpc(path: &str) -> bool {
     static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
         std::sync::OnceLock::new();
@@ -136,7 +137,8 @@ impl RpcMetrics {
     }
 
     fn record(&self, code: tonic::Code, secs: f64) {
-        if !self.known && code == tonic::Code::Unimplemented {
+        use tonic::Code::{PermissionDenied, Unauthenticated, Unimplemented};
+        if !self.known && matches!(code, Unimplemented | Unauthenticated | PermissionDenied) {
             metrics::counter!("grpc_server_handled_total", "service" => "other", "method" => "other", "code" => code_name(code))
                 .increment(1);
             metrics::histogram!("grpc_server_handling_seconds", "service" => "other", "method" => "other")

@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 use crate::{
     Readiness, Result, Shutdown,
     identity::{IdentityKey, IdentityLayer},
+    mesh::{MeshIncoming, MeshTls},
 };
 
 mod export;
@@ -72,6 +73,7 @@ pub struct GrpcServerBuilder {
     drain: Duration,
     grace: Duration,
     identity: Option<Arc<IdentityKey>>,
+    mesh: Option<Arc<MeshTls>>,
     load: LoadLayer,
     direct: Vec<(&'static str, local::Handler)>,
 }
@@ -86,6 +88,7 @@ impl Default for GrpcServerBuilder {
             drain: Duration::from_secs(2),
             grace: Duration::from_secs(30),
             identity: None,
+            mesh: None,
             load: LoadLayer::default(),
             direct: Vec::new(),
         }
@@ -114,6 +117,11 @@ impl GrpcServerBuilder {
         self.add_service(svc)
     }
 
+    /// The full names of the services added so far.
+    pub fn service_names(&self) -> &[String] {
+        &self.names
+    }
+
     /// The probes health follows; every registered service reads SERVING only while all pass.
     pub fn readiness(mut self, readiness: Readiness, interval: Duration) -> Self {
         self.readiness = readiness;
@@ -133,6 +141,14 @@ impl GrpcServerBuilder {
     /// header is dropped and every assertion refused (see [`crate::identity`]).
     pub fn identity_key(mut self, key: Arc<IdentityKey>) -> Self {
         self.identity = Some(key);
+        self
+    }
+
+    /// The listener's side of mutual TLS: callers prove who they are with a certificate of
+    /// the mesh CA (see [`crate::mesh`]). Without it every caller over the network is
+    /// anonymous, so only health and reflection answer it.
+    pub fn mesh_tls(mut self, tls: Arc<MeshTls>) -> Self {
+        self.mesh = Some(tls);
         self
     }
 
@@ -191,6 +207,7 @@ impl GrpcServerBuilder {
             drain: self.drain,
             grace: self.grace,
             identity: self.identity,
+            mesh: self.mesh,
             load: self.load,
             direct: self.direct.into_iter().collect(),
         })
@@ -301,6 +318,7 @@ pub struct GrpcServer {
     drain: Duration,
     grace: Duration,
     identity: Option<Arc<IdentityKey>>,
+    mesh: Option<Arc<MeshTls>>,
     load: LoadLayer,
     direct: std::collections::HashMap<&'static str, local::Handler>,
 }
@@ -337,7 +355,7 @@ impl GrpcServer {
             .collect();
         let direct =
             Arc::new(Direct { handlers, identity: self.identity.clone(), load: self.load.clone() });
-        LocalChannel { http, direct }
+        LocalChannel { http, direct, peer: None }
     }
 
     /// Serves until `shutdown` fires, then: health NOT_SERVING → wait `drain` → stop accepting →
@@ -354,6 +372,7 @@ impl GrpcServer {
             drain,
             grace,
             identity,
+            mesh,
             load,
             direct: _,
         } = self;
@@ -406,12 +425,8 @@ impl GrpcServer {
         let server = Server::builder()
             .layer(layers(identity, load))
             .add_routes(routes)
-            // TCP_NODELAY: a unary answer is headers, data and trailers; Nagle would hold the
-            // last of them for the peer's delayed ACK (40 ms stalls at low concurrency).
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                signal,
-            );
+            // Plaintext and mesh TLS on the one port, TCP_NODELAY on each (see MeshIncoming).
+            .serve_with_incoming_shutdown(MeshIncoming::new(listener, mesh), signal);
         let mut server = std::pin::pin!(server);
         // The server returns by itself once the drain is over and in-flight calls are done;
         // calls still running `grace` after the drain are cut off.

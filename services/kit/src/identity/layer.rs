@@ -60,14 +60,29 @@ where
 }
 
 /// What [`IdentityLayer`] does to a call (and what an in-process direct call does too):
-/// drops every identity header; with a valid assertion, puts them back from its claims and
-/// adds the [`Caller`] to `extensions`; a bad or expired assertion is UNAUTHENTICATED.
+/// first the calling component — proven by its mesh certificate, or tagged by its in-process
+/// channel — is checked against the contract's callers ([`crate::mesh::authorize`]) and put
+/// in `extensions` as a [`crate::mesh::Peer`]; then every identity header is dropped and,
+/// with a valid assertion, put back from its claims, the [`Caller`] added to `extensions`; a
+/// bad or expired assertion is UNAUTHENTICATED.
 pub fn admit(
     key: Option<&IdentityKey>,
     headers: &mut http::HeaderMap,
     extensions: &mut http::Extensions,
     path: &str,
 ) -> std::result::Result<(), tonic::Status> {
+    use crate::mesh::{MeshConnectInfo, Peer};
+    // In-process: the channel's tag. Over the network: the certificate the handshake proved
+    // (a request arriving on a connection carries no other extensions).
+    if extensions.get::<Peer>().is_none()
+        && let Some(peer) = extensions.get::<MeshConnectInfo>().and_then(|i| i.peer.clone())
+    {
+        extensions.insert(peer);
+    }
+    if let Err(status) = crate::mesh::authorize(path, extensions.get::<Peer>()) {
+        tracing::warn!(%path, caller = extensions.get::<Peer>().map(Peer::label), code = ?status.code(), "call refused by the mesh");
+        return Err(status);
+    }
     let [user_id, scopes, tier, email_verified, assertion_name] = IDENTITY_HEADERS;
     let assertion = headers.remove(&assertion_name);
     for h in [&user_id, &scopes, &tier, &email_verified] {

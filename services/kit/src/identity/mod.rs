@@ -310,7 +310,13 @@ impl ClientAddr {
         req.extensions()
             .get::<ClientAddr>()
             .map(|c| c.0.clone())
-            .or_else(|| req.remote_addr().map(|a| a.ip().to_string()))
+            .or_else(|| {
+                req.extensions()
+                    .get::<crate::mesh::MeshConnectInfo>()
+                    .and_then(|i| i.remote)
+                    .or_else(|| req.remote_addr())
+                    .map(|a| a.ip().to_string())
+            })
             .unwrap_or_else(|| "unknown".into())
     }
 }
@@ -345,6 +351,7 @@ mod tests {
                 headers.insert(ASSERTION, a.parse().unwrap());
             }
             let mut ext = http::Extensions::new();
+            ext.insert(crate::mesh::Peer::component("edge"));
             admit(Some(&key), &mut headers, &mut ext, "/x").unwrap();
             (headers, ext)
         };
