@@ -346,3 +346,62 @@ async fn up_switches_to_the_real_servers_when_their_urls_are_set() {
     assert!(stop(up).success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 24: every RPC of every contract, called over the network on `skillup up`'s port,
+/// refuses a caller without a certificate (UNAUTHENTICATED) and one of a component (or an
+/// operator) its contract does not name (PERMISSION_DENIED) — before the service sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_refuses_an_anonymous_and_a_wrong_caller() {
+    use skillup_kit::mesh::{COMPONENTS, OPERATOR, Peer, issue::MeshCa};
+    let dir = data_dir_with_test_key();
+    let mut up = start_up(&mut skillup(), &dir);
+    let mesh = dir.join("keys/mesh");
+    MeshCa::load(&mesh)
+        .unwrap()
+        .issue(&Peer::operator("matrix"), &[], Duration::from_secs(600))
+        .unwrap()
+        .write(&mesh, "matrix")
+        .unwrap();
+    let channel = |who: Option<&str>| match who {
+        None => testing::channel_with(&up.grpc, None),
+        Some(OPERATOR) => {
+            let files = skillup_kit::mesh::MeshFiles::in_dir(&mesh, "matrix");
+            testing::channel_with(&up.grpc, Some(skillup_kit::mesh::MeshTls::load(files).unwrap()))
+        }
+        Some(c) => testing::channel_in(&dir.join("keys"), &up.grpc, c),
+    };
+    let mut channels = std::collections::HashMap::new();
+    let call = |ch: tonic::transport::Channel, path: &'static str| async move {
+        let mut grpc = tonic::client::Grpc::new(ch);
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static(path);
+        grpc.unary::<(), (), _>(
+            tonic::Request::new(()),
+            path,
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .expect_err("refused")
+    };
+    let everyone: Vec<&str> = COMPONENTS.iter().copied().chain([OPERATOR]).collect();
+    for (path, allowed) in skillup_proto::callers::CALLERS {
+        if path.starts_with("/skillup.testing.") {
+            continue;
+        }
+        let anonymous = channels.entry(None).or_insert_with(|| channel(None)).clone();
+        let err = call(anonymous, path).await;
+        assert_eq!(
+            err.code(),
+            tonic::Code::Unauthenticated,
+            "{path} without a certificate: {err:?}"
+        );
+        let wrong =
+            everyone.iter().find(|c| !allowed.contains(c)).expect("someone may not call it");
+        let ch = channels.entry(Some(*wrong)).or_insert_with(|| channel(Some(wrong))).clone();
+        let err = call(ch, path).await;
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{path} as {wrong}: {err:?}");
+        assert!(err.message().contains(&format!("{wrong}")), "{err:?}");
+    }
+    up.child.kill().unwrap();
+    let _ = up.child.wait();
+}

@@ -127,6 +127,23 @@ pub(super) fn a_pod_calling_a_service_directly_cannot_act_as_a_user() {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
         assert!(err.message().contains("payment may not call"), "{err:?}");
+        // An "edge" certificate of another CA does not get through the handshake.
+        let forged_ca =
+            std::env::temp_dir().join(format!("skillup-forged-{}", skillup_testkit::unique()));
+        skillup_kit::mesh::issue::init(&forged_ca, &[], false).unwrap();
+        let forged = skillup_kit::mesh::MeshTls::load(skillup_kit::mesh::MeshFiles::in_dir(
+            &forged_ca, "edge",
+        ))
+        .unwrap();
+        let err = EchoServiceClient::new(skillup_testkit::channel_with(
+            &s.grpc_addr.to_string(),
+            Some(forged),
+        ))
+        .echo(echo())
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        let _ = std::fs::remove_dir_all(forged_ca);
         // With the edge's certificate (a pod that stole it), still no user without the key.
         let mut client =
             EchoServiceClient::new(skillup_testkit::channel_as(s.grpc_addr, Some("edge")));

@@ -269,3 +269,59 @@ impl ServerCertVerifier for MeshServerVerifier {
         self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::issue;
+
+    fn fresh_mesh() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("skillup-mesh-unit-{}", uuid::Uuid::new_v4()));
+        issue::init(&dir, &[], false).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_rotated_certificate_is_picked_up_and_a_half_written_one_is_not() {
+        let dir = fresh_mesh();
+        let tls = MeshTls::load(MeshFiles::in_dir(&dir, "payment")).unwrap();
+        assert_eq!(tls.me(), Peer::component("payment"));
+        assert!(!tls.reload_if_changed().unwrap(), "nothing changed");
+        let before = tls.server_config();
+        // Rotation: a new certificate and key for the same component.
+        std::thread::sleep(Duration::from_millis(20));
+        let ca = issue::MeshCa::load(&dir).unwrap();
+        let names = issue::server_names("payment", &[]);
+        ca.issue(&Peer::component("payment"), &names, issue::COMPONENT_VALIDITY)
+            .unwrap()
+            .write(&dir, "payment")
+            .unwrap();
+        assert!(tls.reload_if_changed().unwrap(), "the new pair is loaded");
+        assert!(!Arc::ptr_eq(&before, &tls.server_config()), "new connections use it");
+        // A key that is not the certificate's (a rotation caught half-way) keeps the last set.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::copy(dir.join("auth.key"), dir.join("payment.key")).unwrap();
+        assert!(tls.reload_if_changed().is_err(), "refused");
+        assert_eq!(tls.me(), Peer::component("payment"), "the previous set still serves");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_certificate_of_another_ca_or_no_mesh_identity_is_refused() {
+        let (a, b) = (fresh_mesh(), fresh_mesh());
+        let mixed = MeshFiles { ca: a.join("ca.pem"), ..MeshFiles::in_dir(&b, "edge") };
+        // It loads (the server side trusts `a`), but a peer of `a` never accepts it: the
+        // handshake test is the SDK's and the attack matrix's; here, who it names.
+        assert_eq!(MeshTls::load(mixed).unwrap().me(), Peer::component("edge"));
+        let ca_only = MeshFiles {
+            cert: a.join("ca.pem"),
+            key: a.join("ca.key"),
+            ..MeshFiles::in_dir(&a, "edge")
+        };
+        let err = MeshTls::load(ca_only).unwrap_err().to_string();
+        assert!(err.contains("names no identity of this mesh"), "{err}");
+        for d in [a, b] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
