@@ -400,7 +400,7 @@ async fn every_rpc_refuses_an_anonymous_and_a_wrong_caller() {
         let ch = channels.entry(Some(*wrong)).or_insert_with(|| channel(Some(wrong))).clone();
         let err = call(ch, path).await;
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{path} as {wrong}: {err:?}");
-        assert!(err.message().contains(&format!("{wrong}")), "{err:?}");
+        assert!(err.message().contains(*wrong), "{err:?}");
     }
     up.child.kill().unwrap();
     let _ = up.child.wait();
