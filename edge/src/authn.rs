@@ -17,7 +17,7 @@ use skillup_kit::{
     Shutdown,
     bus::{SharedBus, SubscriptionSpec},
     cache::SharedCache,
-    identity::{Caller, IdentityKey, VERSION_KEY_PREFIX, now_secs},
+    identity::{CACHE_EPOCH_KEY, Caller, IdentityKey, VERSION_KEY_PREFIX, now_secs},
 };
 use skillup_proto::{
     auth::v1::{
@@ -123,11 +123,15 @@ impl Authenticator {
         Ok(d)
     }
 
-    /// The account's identity stamp still equals the one seen at validation.
+    /// The account's identity stamp still equals the one seen at validation, and the cache
+    /// still holds auth's revocation marks (its sentinel is there: a cache that lost its data
+    /// lost the stamps too, and only auth can say what is still valid).
     async fn stamp_matches(&self, d: &Decision) -> Result<bool, ApiError> {
         let key = format!("{VERSION_KEY_PREFIX}{}", d.caller.user_id);
-        match self.cache.get(&key).await {
-            Ok(v) => Ok(v.as_deref().unwrap_or_default() == d.caller.ver.as_bytes()),
+        match self.cache.get_many(&[&key, CACHE_EPOCH_KEY]).await {
+            Ok(v) => {
+                Ok(v[1].is_some() && v[0].as_deref().unwrap_or_default() == d.caller.ver.as_bytes())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cache unavailable: refusing instead of trusting a cached decision");
                 Err(ApiError::unavailable("authentication is unavailable, retry later", Some(1)))

@@ -234,6 +234,41 @@ pub(super) fn a_revoked_token_fails_on_the_next_request_at_every_edge() {
     });
 }
 
+/// Issue 24: a cache that lost its data lost the identity stamps the edge compares before
+/// reusing a decision; so while auth's sentinel is missing the edge asks auth again (which
+/// answers from PostgreSQL and puts the marks back), and trusts its cache once they are.
+#[test]
+pub(super) fn a_flushed_cache_sends_every_decision_back_to_auth() {
+    mt().block_on(async {
+        let s = stack(Kind::Real, |c| c.edge.decision_cache_ms = 60_000).await;
+        let (tok, _, _) = s.register().await;
+        let asked = || async {
+            let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+            let count = |source: &str| {
+                text.lines()
+                    .find(|l| {
+                        l.starts_with("edge_auth_decisions_total")
+                            && l.contains(&format!("source=\"{source}\""))
+                    })
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            (count("auth"), count("cache"))
+        };
+        assert_eq!(s.get("/v1/echo/x", Some(&tok)).await.0, 200);
+        assert_eq!(s.get("/v1/echo/x", Some(&tok)).await.0, 200);
+        let (auth, cache) = asked().await;
+        assert!(cache >= 1, "the second request reused the decision");
+        s.t.infra.cache.delete_prefix("").await.unwrap();
+        assert_eq!(s.get("/v1/echo/x", Some(&tok)).await.0, 200);
+        let (auth_after, cache_after) = asked().await;
+        assert_eq!((auth_after, cache_after), (auth + 1, cache), "asked auth, not the cache");
+        assert_eq!(s.get("/v1/echo/x", Some(&tok)).await.0, 200);
+        assert_eq!(asked().await.1, cache + 1, "the marks are back: trusted again");
+    });
+}
+
 #[test]
 pub(super) fn an_api_key_calls_the_api_but_never_manages_the_account() {
     mt().block_on(async {

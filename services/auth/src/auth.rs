@@ -109,6 +109,9 @@ pub struct Auth {
     pub(crate) export_wake: Arc<tokio::sync::Notify>,
     /// People's API keys.
     pub(crate) api_keys: ApiKeyStore,
+    /// Set while this replica puts revocation markers back into a cache that lost them
+    /// (`recovery`): one rebuild at a time.
+    pub(crate) recovering: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One cached account row: (identity stamp it was read under, when, the row).
@@ -176,6 +179,7 @@ impl Auth {
             holders,
             export_wake,
             api_keys,
+            recovering: Arc::default(),
         })
     }
 

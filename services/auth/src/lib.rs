@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod keys;
 pub mod letters;
 pub mod ports;
+pub mod recovery;
 pub mod sessions;
 pub mod store;
 

@@ -308,11 +308,18 @@ impl Auth {
             format!("auth:ev:{}", claims.sub),
             format!("{}{}", skillup_kit::identity::VERSION_KEY_PREFIX, claims.sub),
             format!("auth:loc:{}", claims.sub),
+            skillup_kit::identity::CACHE_EPOCH_KEY.to_owned(),
         ];
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let vals = self.cache.get_many(&refs).await.map_err(cache_err)?;
         if vals[0].is_some() || vals[1].is_some() {
             return Err(AuthError::Revoked("the access token was revoked"));
+        }
+        if vals[8].is_none() {
+            // The cache lost the markers: PostgreSQL says whether the session and the account
+            // still stand, while they are put back.
+            self.cache_lost().await;
+            self.check_in_database(user_id, session_id).await?;
         }
         if let Some(cutoff) = vals[2]
             .as_deref()

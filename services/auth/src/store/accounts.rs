@@ -330,6 +330,31 @@ impl AccountStore {
             .map(drop)
     }
 
+    /// Sessions revoked after `since`, with their accounts (to put their markers back).
+    pub async fn sessions_revoked_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, Uuid)>, DbErr> {
+        Ok(session::Entity::find()
+            .filter(session::Column::RevokedAt.gt(since))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.user_id))
+            .collect())
+    }
+
+    /// Every deactivated account.
+    pub async fn inactive_users(&self) -> Result<Vec<Uuid>, DbErr> {
+        Ok(user::Entity::find()
+            .filter(user::Column::IsActive.eq(false))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|u| u.id)
+            .collect())
+    }
+
     /// The user's sessions not revoked (expired ones too).
     pub async fn unrevoked_sessions(&self, user: Uuid) -> Result<Vec<session::Model>, DbErr> {
         session::Entity::find()

@@ -260,44 +260,115 @@ pub(crate) async fn a_deactivated_account_is_refused(kind: Kind) {
         .expect("active again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-pub(crate) async fn validate_token_fails_closed_when_redis_stops() {
-    // A Redis of this test's own, so stopping it disturbs nobody else.
+/// A child process killed when this is dropped (a failed assertion leaves no server behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Redis server of the test's own (so it can be flushed disturbing nobody), and a cache on
+/// it; the server stops when the first value is dropped.
+async fn own_redis() -> (Killed, u16, skillup_kit::cache::RedisCache) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut redis = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH");
+    let redis = Killed(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH"),
+    );
     let url = format!("redis://127.0.0.1:{port}");
-    let mut cache = None;
     for _ in 0..50 {
         if let Ok(c) = skillup_kit::cache::RedisCache::connect(&url, "t:").await {
-            cache = Some(c);
-            break;
+            return (redis, port, c);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    panic!("own redis did not start");
+}
+
+/// Issue 24: logout, session revocation and deactivation are marks in Redis; a Redis that
+/// loses its data (FLUSHALL here) must not bring a signed-out session or a deactivated
+/// account back. PostgreSQL answers until the marks are back, and then they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn revocations_survive_a_flushed_cache() {
+    let (_redis, port, cache) = own_redis().await;
     let mut t = TestInfra::real().await;
-    t.infra.cache = Arc::new(cache.expect("own redis started"));
+    t.infra.cache = Arc::new(cache);
+    let mut h = start_with(t, test_config()).await;
+    let admin_email = email();
+    register(&mut h, &admin_email).await;
+    let admin = make_admin(&mut h, &admin_email).await;
+    let gone = register(&mut h, &email()).await;
+    h.client
+        .logout(bearer(pb::LogoutRequest { refresh_token: String::new() }, &gone.access_token))
+        .await
+        .unwrap();
+    let off = register(&mut h, &email()).await;
+    let off_id = off.user.clone().unwrap().id;
+    h.client
+        .set_user_active(bearer(
+            pb::SetUserActiveRequest { user_id: off_id.clone(), active: false },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let fine = register(&mut h, &email()).await;
+    assert_eq!(reason(&validate(&mut h, &gone.access_token).await.unwrap_err()), "TOKEN_REVOKED");
+    let flushed = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "FLUSHALL"])
+        .output()
+        .expect("redis-cli on PATH");
+    assert!(flushed.status.success());
+    assert!(h.t.infra.cache.get(skillup_kit::identity::CACHE_EPOCH_KEY).await.unwrap().is_none());
+
+    // Both still refused, the others still fine — and nothing in between.
+    let err = validate(&mut h, &gone.access_token).await.unwrap_err();
+    assert_eq!(reason(&err), "TOKEN_REVOKED", "{err:?}");
+    let refused =
+        |e: &tonic::Status| matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated);
+    let err = validate(&mut h, &off.access_token).await.unwrap_err();
+    assert!(refused(&err), "{err:?}");
+    validate(&mut h, &fine.access_token).await.expect("an untouched session still works");
+    // The marks are back (so the next answers are the cache's again), the sentinel last.
+    let c = &h.t.infra.cache;
+    assert!(c.get(skillup_kit::identity::CACHE_EPOCH_KEY).await.unwrap().is_some());
+    assert!(c.get(&format!("auth:off:{off_id}")).await.unwrap().is_some());
+    let stamp = format!("{}{off_id}", skillup_kit::identity::VERSION_KEY_PREFIX);
+    assert!(c.get(&stamp).await.unwrap().is_some(), "edges drop what they cached of it");
+    let err = validate(&mut h, &off.access_token).await.unwrap_err();
+    assert!(refused(&err), "{err:?}");
+    assert_eq!(reason(&validate(&mut h, &gone.access_token).await.unwrap_err()), "TOKEN_REVOKED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn validate_token_fails_closed_when_redis_stops() {
+    // A Redis of this test's own, so stopping it disturbs nobody else.
+    let (mut redis, _, cache) = own_redis().await;
+    let mut t = TestInfra::real().await;
+    t.infra.cache = Arc::new(cache);
     let mut h = start_with(t, test_config()).await;
     let reg = register(&mut h, &email()).await;
     validate(&mut h, &reg.access_token).await.unwrap();
 
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    redis.0.kill().unwrap();
+    redis.0.wait().unwrap();
     let err = validate(&mut h, &reg.access_token).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "never valid without Redis: {err:?}");
     assert_eq!(reason(&err), "UNAVAILABLE");

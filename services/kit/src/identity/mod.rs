@@ -54,6 +54,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// every revocation and identity change; the edge compares it before reusing a decision.
 pub const VERSION_KEY_PREFIX: &str = "auth:ver:";
 
+/// Cache key that is there for as long as the cache holds auth's revocation markers (no
+/// expiry): auth writes it once it has put them in. Missing, the cache lost its data (flushed,
+/// replaced, evicted): auth answers from PostgreSQL while it puts the markers back, and the
+/// edge trusts no decision it cached before (`skillup_auth`'s `recovery`).
+pub const CACHE_EPOCH_KEY: &str = "auth:epoch";
+
 /// The identity headers a client must never be able to set.
 /// (Names parsed once: a `&str` key is parsed and hashed on every lookup.)
 pub const IDENTITY_HEADERS: [http::HeaderName; 5] = [
