@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -36,16 +36,16 @@ struct Args {
     /// HTTP/2 connections the callers share (default: min(concurrency, 4)).
     #[arg(long)]
     connections: Option<usize>,
+    /// The deployment's mesh (`<keys dir>/mesh`): the calls are the edge's, with its
+    /// certificate (without it they are anonymous, and refused).
+    #[arg(long)]
+    mesh_dir: Option<std::path::PathBuf>,
 }
 
 const PASSWORD: &str = "benchmark password 1";
 
-async fn client(addr: &str) -> AuthServiceClient<Channel> {
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("auth is reachable");
+async fn client(addr: &str, mesh: Option<&std::path::Path>) -> AuthServiceClient<Channel> {
+    let ch = skillup_kit::mesh::channel_in(mesh, addr, "edge").expect("the edge's certificate");
     AuthServiceClient::new(ch)
 }
 
@@ -104,7 +104,7 @@ where
     // Callers multiplex streams over a few HTTP/2 connections, as an edge in front of auth does.
     let mut conns = Vec::new();
     for _ in 0..args.connections.unwrap_or(concurrency.clamp(1, 4)).max(1) {
-        conns.push(client(&args.addr).await);
+        conns.push(client(&args.addr, args.mesh_dir.as_deref()).await);
     }
     for i in 0..concurrency {
         let c = conns[i % conns.len()].clone();
@@ -167,7 +167,7 @@ async fn main() {
         );
         return;
     }
-    let mut c = client(&args.addr).await;
+    let mut c = client(&args.addr, args.mesh_dir.as_deref()).await;
     let (email, token) = account(&mut c).await;
     let bearer: tonic::metadata::MetadataValue<_> =
         format!("Bearer {}", args.token.clone().unwrap_or_else(|| token.clone())).parse().unwrap();
@@ -229,5 +229,6 @@ fn args_clone(a: &Args) -> Args {
         bcrypt_cost: a.bcrypt_cost,
         token: a.token.clone(),
         connections: a.connections,
+        mesh_dir: a.mesh_dir.clone(),
     }
 }

@@ -27,7 +27,14 @@ impl Auth {
         if self.recovering.swap(true, Ordering::SeqCst) {
             return;
         }
+        // Another replica (or this one, a moment ago) may have put them back already.
+        if let Ok(Some(_)) = self.cache.get(CACHE_EPOCH_KEY).await {
+            self.recovering.store(false, Ordering::SeqCst);
+            return;
+        }
         match self.rebuild_marks().await {
+            // A new cache (a first start) has nothing to lose.
+            Ok(0) => tracing::info!("revocation marks: none needed in this cache"),
             Ok(n) => tracing::warn!(
                 marks = n,
                 "the cache had lost auth's revocation marks; they are back from PostgreSQL"

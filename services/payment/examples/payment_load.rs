@@ -14,7 +14,7 @@ use skillup_proto::{
     common::v1::Money,
     payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -29,15 +29,16 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The deployment's mesh (`<keys dir>/mesh`): top-ups are the edge's calls, charges the
+    /// subscribe service's, each with its certificate (without it they are refused).
+    #[arg(long)]
+    mesh_dir: Option<std::path::PathBuf>,
 }
 
-async fn client(addr: &str) -> PaymentServiceClient<Channel> {
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("payment is reachable");
-    PaymentServiceClient::new(ch)
+fn client(addr: &str, mesh: Option<&std::path::Path>, as_: &str) -> PaymentServiceClient<Channel> {
+    PaymentServiceClient::new(
+        skillup_kit::mesh::channel_in(mesh, addr, as_).expect("a certificate"),
+    )
 }
 
 async fn fund(c: &mut PaymentServiceClient<Channel>, key: &IdentityKey, user: uuid::Uuid) {
@@ -56,17 +57,19 @@ async fn fund(c: &mut PaymentServiceClient<Channel>, key: &IdentityKey, user: uu
 async fn main() {
     let args = Args::parse();
     let key = IdentityKey::load(&args.identity_key, false).expect("identity key");
+    let mesh = args.mesh_dir.as_deref();
     let mut conns = Vec::new();
     for _ in 0..4 {
-        conns.push(client(&args.addr).await);
+        conns.push(client(&args.addr, mesh, "subscribe"));
     }
+    let mut edge = client(&args.addr, mesh, "edge");
     let wallets: Vec<uuid::Uuid> = match args.scenario.as_str() {
         "spread" => (0..args.concurrency).map(|_| uuid::Uuid::now_v7()).collect(),
         "hot" => vec![uuid::Uuid::now_v7()],
         other => panic!("unknown scenario {other}"),
     };
     for w in &wallets {
-        fund(&mut conns[0], &key, *w).await;
+        fund(&mut edge, &key, *w).await;
     }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let start = Instant::now();

@@ -11,7 +11,6 @@ use clap::Parser;
 use skillup_proto::subscribe::v1::{
     self as pb, subscription_service_client::SubscriptionServiceClient,
 };
-use tonic::transport::Endpoint;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -21,6 +20,10 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The deployment's mesh (`<keys dir>/mesh`): the calls are the ai service's, with its
+    /// certificate (without it they are refused).
+    #[arg(long)]
+    mesh_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -28,11 +31,8 @@ async fn main() {
     let args = Args::parse();
     let mut conns = Vec::new();
     for _ in 0..4 {
-        let ch = Endpoint::from_shared(format!("http://{}", args.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("subscribe is reachable");
+        let ch = skillup_kit::mesh::channel_in(args.mesh_dir.as_deref(), &args.addr, "ai")
+            .expect("the ai service's certificate");
         conns.push(SubscriptionServiceClient::new(ch));
     }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);

@@ -307,10 +307,8 @@ pub fn channel_as(
 /// A channel to `addr` calling as `component` of the mesh in `keys_dir/mesh` (a data
 /// directory's, as `skillup up` or `skillup keys init` made it).
 pub fn channel_in(keys_dir: &Path, addr: &str, component: &str) -> tonic::transport::Channel {
-    skillup_kit::install_crypto_provider();
-    let files = skillup_kit::mesh::MeshFiles::in_dir(&keys_dir.join("mesh"), component);
-    let tls = skillup_kit::mesh::MeshTls::load(files).expect("the data directory's mesh");
-    channel_with(addr, Some(tls))
+    skillup_kit::mesh::channel_in(Some(&keys_dir.join("mesh")), addr, component)
+        .expect("the data directory's mesh")
 }
 
 /// A channel to `addr` (`host:port`) with `tls` (or plaintext), connected on first use.

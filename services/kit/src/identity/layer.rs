@@ -80,7 +80,13 @@ pub fn admit(
         extensions.insert(peer);
     }
     if let Err(status) = crate::mesh::authorize(path, extensions.get::<Peer>()) {
-        tracing::warn!(%path, caller = extensions.get::<Peer>().map(Peer::label), code = ?status.code(), "call refused by the mesh");
+        // A component calling what its contract does not allow is a misconfiguration or a
+        // compromise: worth a warning. Anonymous callers are noise anyone can make (counted in
+        // the RPC metrics); a warning each would let them flood the logs.
+        match extensions.get::<Peer>() {
+            Some(peer) => tracing::warn!(%path, caller = %peer.label(), "call refused by the mesh"),
+            None => tracing::debug!(%path, "anonymous call refused by the mesh"),
+        }
         return Err(status);
     }
     let [user_id, scopes, tier, email_verified, assertion_name] = IDENTITY_HEADERS;

@@ -109,6 +109,26 @@ impl tonic::transport::server::Connected for MeshIo {
     }
 }
 
+/// A channel to `addr` (`host:port`) calling as `component`, with its certificate from `dir`
+/// (a deployment's `<keys dir>/mesh`, as `skillup keys init` wrote it); `None` calls as nobody.
+/// Connected on first use. For tools that call services directly (load generators, tests).
+pub fn channel_in(
+    dir: Option<&std::path::Path>,
+    addr: &str,
+    component: &str,
+) -> crate::Result<tonic::transport::Channel> {
+    crate::install_crypto_provider();
+    let tls = match dir {
+        Some(dir) => Some(MeshTls::load(MeshFiles::in_dir(dir, component))?),
+        None => None,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| crate::Error::Config(format!("{addr}: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_with_connector_lazy(MeshConnector::new(tls)))
+}
+
 /// Services every caller may use, identity or not: health (probes) and reflection (listing).
 fn open_to_anyone(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
