@@ -7,6 +7,8 @@
 //!
 //! `cargo run --release -p skillup-kit --example mesh_latency -- [rounds] [calls per round]`
 
+#![allow(clippy::print_stdout)] // the report is this tool's output
+
 use std::time::{Duration, Instant};
 
 use skillup_kit::{
