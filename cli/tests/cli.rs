@@ -402,6 +402,22 @@ async fn every_rpc_refuses_an_anonymous_and_a_wrong_caller() {
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{path} as {wrong}: {err:?}");
         assert!(err.message().contains(*wrong), "{err:?}");
     }
+    // A certificate of the mesh's own CA that has expired gets no further than the handshake.
+    MeshCa::load(&mesh)
+        .unwrap()
+        .issue(&Peer::component("subscribe"), &[], Duration::ZERO)
+        .unwrap()
+        .write(&mesh, "expired")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let expired =
+        skillup_kit::mesh::MeshTls::load(skillup_kit::mesh::MeshFiles::in_dir(&mesh, "expired"));
+    let err = call(
+        testing::channel_with(&up.grpc, Some(expired.unwrap())),
+        "/skillup.payment.v1.PaymentService/Charge",
+    )
+    .await;
+    assert_eq!(err.code(), tonic::Code::Unavailable, "an expired certificate: {err:?}");
     up.child.kill().unwrap();
     let _ = up.child.wait();
 }
