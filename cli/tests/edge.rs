@@ -22,8 +22,12 @@ mod auth_delegation;
 mod console;
 #[path = "edge/resilience.rs"]
 mod resilience;
+#[path = "edge/revocation.rs"]
+mod revocation;
 #[path = "edge/streaming.rs"]
 mod streaming;
+#[path = "edge/wording.rs"]
+mod wording;
 
 use streaming::*;
 
