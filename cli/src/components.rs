@@ -203,7 +203,7 @@ pub fn mesh_tls(
         )
     })?;
     anyhow::ensure!(
-        tls.me().component == component,
+        &*tls.me().component == component,
         "{} is the certificate of {}, not of {component}",
         files.cert.display(),
         tls.me().label()

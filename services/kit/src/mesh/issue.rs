@@ -83,7 +83,7 @@ impl MeshCa {
         params.distinguished_name = dn;
         let uri = peer.spiffe_id().try_into().map_err(keys)?;
         params.subject_alt_names.push(SanType::URI(uri));
-        let operator = peer.component == super::OPERATOR;
+        let operator = &*peer.component == super::OPERATOR;
         if !operator {
             for name in dns {
                 let san = match name.parse::<std::net::IpAddr>() {

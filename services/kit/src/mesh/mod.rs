@@ -33,24 +33,25 @@ pub const COMPONENTS: [&str; 8] =
     ["edge", "auth", "prompt", "subscribe", "payment", "ai", "worker", "notification"];
 
 /// A verified caller inside the mesh: the component (or `operator` and the operator's name).
-/// The server layer puts it in the request's extensions once it is proven.
+/// The server layer puts it in the request's extensions once it is proven — a copy per call,
+/// so its parts are shared (`Arc<str>`), not allocated again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Peer {
     /// `edge`, `ai`, … or [`OPERATOR`].
-    pub component: String,
+    pub component: std::sync::Arc<str>,
     /// The operator's name; empty for a component.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
 }
 
 impl Peer {
     /// A component's identity.
     pub fn component(component: &str) -> Self {
-        Self { component: component.to_owned(), name: String::new() }
+        Self { component: component.into(), name: "".into() }
     }
 
     /// An operator's identity.
     pub fn operator(name: &str) -> Self {
-        Self { component: OPERATOR.to_owned(), name: name.to_owned() }
+        Self { component: OPERATOR.into(), name: name.into() }
     }
 
     /// `spiffe://skillup/<component>` (`…/operator/<name>`).
@@ -79,7 +80,7 @@ impl Peer {
     /// For logs: `payment`, `operator/alice`.
     pub fn label(&self) -> String {
         if self.name.is_empty() {
-            self.component.clone()
+            self.component.to_string()
         } else {
             format!("{}/{}", self.component, self.name)
         }
@@ -150,7 +151,7 @@ pub fn authorize(path: &str, peer: Option<&Peer>) -> Result<(), Status> {
         ));
     };
     match skillup_proto::callers::of(path) {
-        Some(allowed) if !allowed.contains(&peer.component.as_str()) => Err(crate::error::status(
+        Some(allowed) if !allowed.contains(&&*peer.component) => Err(crate::error::status(
             ErrorCode::PermissionDenied,
             format!("{} may not call {path} (it answers to {})", peer.label(), allowed.join(", ")),
         )),

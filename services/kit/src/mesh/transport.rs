@@ -232,7 +232,7 @@ impl tower::Service<Uri> for MeshConnector {
             let stream = connector.connect(name, tcp).await?;
             let server =
                 stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(peer_of);
-            if server.as_ref().is_none_or(|p| p.component == super::OPERATOR) {
+            if server.as_ref().is_none_or(|p| &*p.component == super::OPERATOR) {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
                     format!("{host}:{port} shows no certificate of a component of the mesh"),
