@@ -13,7 +13,7 @@ use skillup_kit::{
     component::{Component as _, Context, Deployment},
     config::Needs,
     grpc::GrpcServer,
-    identity::IdentityKey,
+    identity::{IdentityKey, IdentityVerifier},
     infra::Infra,
     mesh::MeshTls,
     ops,
@@ -89,9 +89,10 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
     if component.needs().database {
         skillup_kit::db::report_pool(&infra.db, infra.database_kind);
     }
-    let identity_key = identity_key(&settings)?;
     let mesh = mesh_tls(&settings, component.name(), &shutdown)?;
     if component == Component::Edge {
+        // Only the edge holds the private key: it alone mints identities.
+        let identity_key = identity_key(&settings)?;
         let edge = edge(&settings, &infra, identity_key, None, None, Some(mesh), &shutdown)?;
         let http = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -101,7 +102,7 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
         return Ok(());
     }
     let builder = GrpcServer::builder()
-        .identity_key(identity_key)
+        .identity_verifier(identity_verifier(&settings)?)
         .mesh_tls(mesh.clone())
         .readiness(infra.readiness.clone(), config.readiness_interval())
         .shutdown_timings(
@@ -179,12 +180,24 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
     Ok(())
 }
 
-/// The key the edge signs identity assertions with and every service verifies them with:
-/// `identity.key_file` (a Secret in Kubernetes), or `<keys_dir>/identity.key`, created on first
-/// start when unset and missing (processes sharing a data directory share it).
+/// The private key the edge signs identity assertions with: `identity.key_file` (a Secret
+/// only the edge mounts in Kubernetes), or `<keys_dir>/identity.key`, created on first start
+/// when unset and missing (processes sharing a data directory share it; `identity.pub` is
+/// written beside it).
 pub fn identity_key(settings: &Settings) -> anyhow::Result<Arc<IdentityKey>> {
     let create = settings.shared.identity.key_file.is_none();
     Ok(Arc::new(settings.identity_key(create).context("loading the identity assertion key")?))
+}
+
+/// The public keys a service verifies the edge's assertions with (see
+/// [`skillup_kit::config::Config::identity_verifier`]): a service never holds the private key.
+pub fn identity_verifier(settings: &Settings) -> anyhow::Result<Arc<IdentityVerifier>> {
+    let create = settings.shared.identity.key_file.is_none()
+        && settings.shared.identity.public_key_file.is_none();
+    settings
+        .shared
+        .identity_verifier(&settings.keys_dir(), create)
+        .context("loading the identity assertion's public key")
 }
 
 /// This component's mesh certificate (`mesh.*_file`, else `<keys dir>/mesh/<component>.*`),

@@ -100,9 +100,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Print a short-lived identity assertion signed with the mesh's identity key, for calling
+    /// Print a short-lived identity assertion signed with the edge's identity key, for calling
     /// services directly: `grpcurl -H "x-skillup-identity: $(skillup admin assertion)" …`.
-    /// Anyone holding the key can do this: it is the Secret every service verifies with.
+    /// Only whoever holds the private key (`identity.key`: the edge and operators) can do
+    /// this; services hold the public half.
     Assertion {
         /// Scopes to assert, comma-separated.
         #[arg(long, default_value = "admin", value_delimiter = ',')]
@@ -137,7 +138,8 @@ enum KeysCommand {
         dir: Option<PathBuf>,
     },
     /// Create what a deployment needs and does not have yet: a signing key (when the directory
-    /// has none), the identity assertion key `identity.key`, and the mesh (`mesh/`: a CA and a
+    /// has none), the identity assertion key `identity.key` (the edge's; its public half
+    /// `identity.pub` for the services), and the mesh (`mesh/`: a CA and a
     /// certificate per component, for mutual TLS between them). Safe to run again: existing
     /// keys are kept. `--dir ./secret` then `kubectl create secret generic … --from-file=./secret`.
     Init {
@@ -189,9 +191,10 @@ enum KeysCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// The identity assertion key (`identity.key`, one key per line: the first signs, all
-    /// verify). Rotate with `add`, roll out; `promote`, roll out; `retire` the old one, roll
-    /// out — no request fails at any step.
+    /// The identity assertion key (`identity.key`, the edge's: one secret per line, the first
+    /// signs, all verify; every change rewrites `identity.pub`, the services' public keys, in
+    /// the same order). Rotate with `add`, roll out; `promote`, roll out; `retire` the old
+    /// one, roll out — no request fails at any step.
     Identity {
         #[command(subcommand)]
         command: IdentityCommand,
@@ -337,9 +340,10 @@ async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
             let existed = path.exists();
             skillup_kit::identity::IdentityKey::load(&path, true)?;
             say(&format!(
-                "identity key {} ({})",
+                "identity key {} ({}; its public half in {})",
                 path.display(),
-                if existed { "kept" } else { "generated now" }
+                if existed { "kept" } else { "generated now" },
+                skillup_kit::identity::public_key_path(&path).display()
             ));
             let mesh = dir.join("mesh");
             let report = skillup_kit::mesh::issue::init(&mesh, &dns_suffixes, false)?;

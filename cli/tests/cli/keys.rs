@@ -14,10 +14,10 @@ pub(super) fn keys_init_creates_what_is_missing_and_keeps_the_rest() {
     let first = init();
     let kid = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap().kid;
     assert!(first.contains(&format!("signing key {kid} (kept)")), "{first}");
-    assert!(first.contains("identity.key (generated now)"), "{first}");
+    assert!(first.contains("identity.key (generated now;"), "{first}");
     let identity = std::fs::read(keys.join("identity.key")).unwrap();
     let second = init();
-    assert!(second.contains("identity.key (kept)"), "{second}");
+    assert!(second.contains("identity.key (kept;"), "{second}");
     assert_eq!(std::fs::read(keys.join("identity.key")).unwrap(), identity, "never replaced");
 
     // An operator's assertion for grpcurl, signed with that key.
@@ -35,6 +35,11 @@ pub(super) fn keys_init_creates_what_is_missing_and_keeps_the_rest() {
     assert!(id.exp <= skillup_kit::identity::now_secs() + 300);
     let other = skillup_kit::identity::IdentityKey::random();
     assert!(other.verify(&assertion, skillup_kit::identity::now_secs()).is_err());
+    // What services hold: the public half, written beside the key, verifies it just the same.
+    let public = skillup_kit::identity::IdentityVerifier::load(&keys.join("identity.pub")).unwrap();
+    assert_eq!(public.verify(&assertion, skillup_kit::identity::now_secs()).unwrap(), id);
+    let text = std::fs::read_to_string(keys.join("identity.pub")).unwrap();
+    assert!(!text.contains(std::str::from_utf8(&identity).unwrap().trim()), "no secret in it");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -59,7 +64,7 @@ pub(super) fn key_names_that_start_with_a_hyphen_are_values() {
 /// edge call. Rotation is now by command; the file is always newline-terminated and 0600.
 #[test]
 pub(super) fn identity_keys_rotate_by_command() {
-    use skillup_kit::identity::{Caller, IdentityKey, now_secs};
+    use skillup_kit::identity::{Caller, IdentityKey, IdentityVerifier, now_secs};
     use std::os::unix::fs::PermissionsExt;
     let dir = data_dir_with_test_key();
     let keys = dir.join("keys");
@@ -78,7 +83,17 @@ pub(super) fn identity_keys_rotate_by_command() {
     let signed_old =
         old.sign(&Caller { user_id: "u".into(), exp: now_secs() + 60, ..Default::default() });
 
+    // Every command rewrites identity.pub (the services' half) to match, in order.
+    let public_agrees = |signed: &[&String]| {
+        let key = IdentityKey::load(&file, false).unwrap();
+        let public = IdentityVerifier::load(&keys.join("identity.pub")).unwrap();
+        assert_eq!(public.to_lines(), key.verifier().to_lines());
+        for a in signed {
+            assert_eq!(public.verify(a, now_secs()), key.verify(a, now_secs()));
+        }
+    };
     let added = run(&["identity", "add"]);
+    public_agrees(&[&signed_old]);
     let fp = added.split_whitespace().nth(3).unwrap().to_owned();
     let listed = run(&["identity", "list"]);
     assert_eq!(listed.lines().count(), 3, "{listed}");
@@ -94,6 +109,7 @@ pub(super) fn identity_keys_rotate_by_command() {
     let signed_new =
         promoted.sign(&Caller { user_id: "u".into(), exp: now_secs() + 60, ..Default::default() });
     assert!(old.verify(&signed_new, now_secs()).is_err(), "signed by the new key");
+    public_agrees(&[&signed_old, &signed_new]);
 
     let out = skillup()
         .args(["keys", "identity", "retire", &fp, "--data-dir"])
@@ -107,6 +123,7 @@ pub(super) fn identity_keys_rotate_by_command() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.ends_with('\n') && text.lines().count() == 1, "{text:?}");
     assert!(IdentityKey::load(&file, false).unwrap().verify(&signed_old, now_secs()).is_err());
+    public_agrees(&[&signed_old, &signed_new]);
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
 
     // Staged RS256 rotation: a verify-only key, then promoted by command.

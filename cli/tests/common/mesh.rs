@@ -79,6 +79,11 @@ impl Mesh {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// A component's gRPC address (`host:port`).
+    pub fn grpc(&self, component: &str) -> String {
+        format!("127.0.0.1:{}", self.ports[component].0)
+    }
+
     /// The edge's base URL.
     pub fn edge(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports["edge"].1)
@@ -91,7 +96,12 @@ impl Mesh {
             .append(true)
             .open(self.dir.join(format!("{component}.log")))
             .unwrap();
-        let child = skillup()
+        let mut cmd = skillup();
+        if component != "edge" {
+            // As in Kubernetes: services hold only the identity assertion's public key.
+            cmd.env("SKILLUP_IDENTITY__PUBLIC_KEY_FILE", self.dir.join("keys/identity.pub"));
+        }
+        let child = cmd
             .args(["serve", component, "--grpc-addr"])
             .arg(format!("127.0.0.1:{grpc}"))
             .arg("--http-addr")

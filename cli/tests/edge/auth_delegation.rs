@@ -50,7 +50,7 @@ pub(super) fn client_sent_identity_headers_are_replaced_by_the_validated_identit
         assert!(md.contains(&"x-scopes=user".to_owned()), "{md:?}");
         assert!(md.contains(&"x-subscription-tier=free".to_owned()), "{md:?}");
         assert!(md.contains(&"x-email-verified=false".to_owned()), "{md:?}");
-        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v2.")), "{md:?}");
+        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v3.")), "{md:?}");
         // A public route: the spoofed headers are dropped, nobody is asserted.
         let res = s
             .http

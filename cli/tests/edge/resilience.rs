@@ -300,7 +300,7 @@ pub(super) fn services_of_the_same_process_are_called_in_process_with_the_same_l
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["user_id"], user_id.as_str());
         let md: Vec<String> = serde_json::from_value(v["metadata"].clone()).unwrap();
-        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v2.")), "{md:?}");
+        assert!(md.iter().any(|m| m.starts_with("x-skillup-identity=v3.")), "{md:?}");
         // A unary call is made directly: the service's method got the metadata without the
         // gRPC framing's own headers (it is called with them over the network).
         let keys = s.seen.last_keys.lock().unwrap().clone();

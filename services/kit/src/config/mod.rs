@@ -105,7 +105,7 @@ impl Default for Config {
                 outbox_dir: None,
                 smtp_url: None,
             },
-            identity: IdentityConfig { key_file: None, ttl_secs: 60 },
+            identity: IdentityConfig { key_file: None, public_key_file: None, ttl_secs: 60 },
             mesh: MeshConfig {
                 ca_file: None,
                 cert_file: None,
@@ -191,6 +191,27 @@ impl Config {
                 create,
             ),
         }
+    }
+
+    /// The public keys a service verifies assertions with: `identity.public_key_file`, else
+    /// the `.pub` file beside the key file (`identity.key_file` or `<keys_dir>/identity.key`)
+    /// when there is one, else derived from the key file (created when missing only if
+    /// `create`, and its `.pub` written beside it).
+    pub fn identity_verifier(
+        &self,
+        keys_dir: &std::path::Path,
+        create: bool,
+    ) -> Result<std::sync::Arc<crate::identity::IdentityVerifier>> {
+        use crate::identity::{IdentityVerifier, default_key_path, public_key_path};
+        if let Some(path) = &self.identity.public_key_file {
+            return Ok(std::sync::Arc::new(IdentityVerifier::load(path)?));
+        }
+        let key_file = self.identity.key_file.clone().unwrap_or_else(|| default_key_path(keys_dir));
+        let public = public_key_path(&key_file);
+        if public.exists() && !key_file.exists() {
+            return Ok(std::sync::Arc::new(IdentityVerifier::load(&public)?));
+        }
+        Ok(self.identity_key(keys_dir, create)?.verifier())
     }
 
     /// Where `component`'s mesh certificate is: `mesh.*_file`, else `<keys_dir>/mesh/`.

@@ -21,9 +21,13 @@ pub struct MailConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// File holding the HMAC key (at least 32 bytes; a Kubernetes Secret). Unset =
-    /// `<keys_dir>/identity.key`, created on first start when it is missing.
+    /// The edge's private key file (one secret of at least 32 bytes per line, the first
+    /// signs; a Kubernetes Secret only the edge mounts). Unset = `<keys_dir>/identity.key`,
+    /// created on first start when it is missing (with `identity.pub` beside it).
     pub key_file: Option<PathBuf>,
+    /// The public keys services verify assertions with (`identity.pub`, one per line). Unset
+    /// = the `.pub` file beside the key file, else derived from the key file.
+    pub public_key_file: Option<PathBuf>,
     /// Life of an assertion the edge mints, seconds.
     pub ttl_secs: u64,
 }

@@ -16,7 +16,7 @@ use skillup_proto::local;
 use tonic::body::Body;
 use tower::Service;
 
-use crate::{identity::IdentityKey, mesh::Peer};
+use crate::{identity::IdentityVerifier, mesh::Peer};
 
 use super::{
     is_failure,
@@ -51,7 +51,7 @@ pub struct LocalChannel {
 
 pub(super) struct Direct {
     pub(super) handlers: std::collections::HashMap<&'static str, (local::Handler, Arc<RpcMetrics>)>,
-    pub(super) identity: Option<Arc<IdentityKey>>,
+    pub(super) identity: Option<Arc<IdentityVerifier>>,
     pub(super) load: super::LoadLayer,
 }
 

@@ -19,7 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     Readiness, Result, Shutdown,
-    identity::{IdentityKey, IdentityLayer},
+    identity::{IdentityKey, IdentityLayer, IdentityVerifier},
     mesh::{MeshIncoming, MeshTls},
 };
 
@@ -72,7 +72,7 @@ pub struct GrpcServerBuilder {
     readiness_interval: Duration,
     drain: Duration,
     grace: Duration,
-    identity: Option<Arc<IdentityKey>>,
+    identity: Option<Arc<IdentityVerifier>>,
     mesh: Option<Arc<MeshTls>>,
     load: LoadLayer,
     direct: Vec<(&'static str, local::Handler)>,
@@ -137,10 +137,16 @@ impl GrpcServerBuilder {
         self
     }
 
-    /// The key the edge's identity assertions are verified with. Without it every identity
-    /// header is dropped and every assertion refused (see [`crate::identity`]).
-    pub fn identity_key(mut self, key: Arc<IdentityKey>) -> Self {
+    /// The public key the edge's identity assertions are verified with. Without it every
+    /// identity header is dropped and every assertion refused (see [`crate::identity`]).
+    pub fn identity_verifier(mut self, key: Arc<IdentityVerifier>) -> Self {
         self.identity = Some(key);
+        self
+    }
+
+    /// [`GrpcServerBuilder::identity_verifier`] with the public half of `key` (tests, `up`).
+    pub fn identity_key(mut self, key: Arc<IdentityKey>) -> Self {
+        self.identity = Some(key.verifier());
         self
     }
 
@@ -221,7 +227,7 @@ impl GrpcServerBuilder {
 ///   (inside metrics and trace, so a shed call is counted and logged as UNAVAILABLE);
 /// - identity: plain identity headers out, the verified assertion's claims in, before any
 ///   service code reads them.
-fn layers(identity: Option<Arc<IdentityKey>>, load: LoadLayer) -> ServiceBuilder<RpcLayers> {
+fn layers(identity: Option<Arc<IdentityVerifier>>, load: LoadLayer) -> ServiceBuilder<RpcLayers> {
     ServiceBuilder::new()
         .layer(
             TraceLayer::new(tower_http::classify::SharedClassifier::new(classifier()))
@@ -317,7 +323,7 @@ pub struct GrpcServer {
     readiness_interval: Duration,
     drain: Duration,
     grace: Duration,
-    identity: Option<Arc<IdentityKey>>,
+    identity: Option<Arc<IdentityVerifier>>,
     mesh: Option<Arc<MeshTls>>,
     load: LoadLayer,
     direct: std::collections::HashMap<&'static str, local::Handler>,

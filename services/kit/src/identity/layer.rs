@@ -7,11 +7,11 @@ use super::*;
 /// verified, so every identity header is dropped and every assertion refused (fail closed).
 #[derive(Clone, Debug, Default)]
 pub struct IdentityLayer {
-    key: Option<Arc<IdentityKey>>,
+    key: Option<Arc<IdentityVerifier>>,
 }
 
 impl IdentityLayer {
-    pub fn new(key: Option<Arc<IdentityKey>>) -> Self {
+    pub fn new(key: Option<Arc<IdentityVerifier>>) -> Self {
         Self { key }
     }
 }
@@ -26,7 +26,7 @@ impl<S> Layer<S> for IdentityLayer {
 #[derive(Clone, Debug)]
 pub struct IdentityService<S> {
     inner: S,
-    key: Option<Arc<IdentityKey>>,
+    key: Option<Arc<IdentityVerifier>>,
 }
 
 type BoxFut<T, E> = Pin<Box<dyn std::future::Future<Output = std::result::Result<T, E>> + Send>>;
@@ -66,7 +66,7 @@ where
 /// with a valid assertion, put back from its claims, the [`Caller`] added to `extensions`; a
 /// bad or expired assertion is UNAUTHENTICATED.
 pub fn admit(
-    key: Option<&IdentityKey>,
+    key: Option<&IdentityVerifier>,
     headers: &mut http::HeaderMap,
     extensions: &mut http::Extensions,
     path: &str,

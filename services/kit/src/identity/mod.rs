@@ -1,16 +1,16 @@
 //! The caller's identity inside the cluster. The edge validates the access token (through
 //! auth's `ValidateToken`), then forwards the identity as gRPC metadata (`x-user-id`,
 //! `x-scopes`, `x-subscription-tier`, `x-email-verified`) together with a short-lived assertion
-//! it signs with HMAC-SHA256 under a key only the mesh holds (`identity.key_file`, a Kubernetes
-//! Secret). Every service's server runs [`IdentityLayer`]: plain identity headers are dropped,
-//! a valid assertion puts them back from its own claims and adds a [`Caller`] to the
-//! request's extensions, a bad or expired one is refused. So a pod that reaches a service
-//! directly cannot act as a user by setting headers.
+//! it signs with Ed25519 under a private key only the edge holds (`identity.key_file`, a
+//! Kubernetes Secret). Every service's server runs [`IdentityLayer`] with the public key alone
+//! (`identity.public_key_file`): plain identity headers are dropped, a valid assertion puts
+//! them back from its own claims and adds a [`Caller`] to the request's extensions, a bad or
+//! expired one is refused. So a pod that reaches a service directly cannot act as a user by
+//! setting headers, and a compromised service cannot mint one either.
 //!
-//! Format: `v2.<base64url(protobuf claims)>.<base64url(HMAC-SHA256 over "v2.<claims>")>`
-//! (the claims as [`Claims`]). `v1.` assertions (JSON claims, as signed before) still verify, so
-//! services can be upgraded before the edge; the edge signs v2: a fifth of the JSON's cost to
-//! write and to read, on every call.
+//! Format: `v3.<base64url(protobuf claims)>.<base64url(Ed25519 signature over "v3.<claims>")>`
+//! (the claims as [`Claims`]). The HMAC-signed `v1.`/`v2.` forms are no longer accepted: a
+//! service holding the shared secret could mint them.
 
 use std::{
     path::{Path, PathBuf},
@@ -20,7 +20,6 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use aws_lc_rs::hmac;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderValue, Request, Response};
 use serde::{Deserialize, Serialize};
@@ -33,7 +32,7 @@ mod key;
 mod layer;
 
 pub use self::{
-    key::{IdentityKey, KeyFile, default_key_path},
+    key::{IdentityKey, IdentityVerifier, KeyFile, default_key_path, public_key_path},
     layer::{IdentityLayer, IdentityService, admit},
 };
 
@@ -212,7 +211,7 @@ pub enum AssertionError {
     Expired,
 }
 
-/// The claims of a v2 assertion, as protobuf (the fields of [`Caller`] but the assertion).
+/// The claims of an assertion, as protobuf (the fields of [`Caller`] but the assertion).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Claims {
     #[prost(string, tag = "1")]
@@ -358,7 +357,7 @@ mod tests {
             }
             let mut ext = http::Extensions::new();
             ext.insert(crate::mesh::Peer::component("edge"));
-            admit(Some(&key), &mut headers, &mut ext, "/x").unwrap();
+            admit(Some(&key.verifier()), &mut headers, &mut ext, "/x").unwrap();
             (headers, ext)
         };
         let (headers, ext) = admitted(None);
@@ -388,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn v2_claims_are_protobuf_and_v1_json_assertions_still_verify() {
+    fn claims_are_protobuf_signed_with_ed25519_and_hmac_forms_are_refused() {
         let key = IdentityKey::random();
         let full = Caller {
             scopes: vec!["user".into(), "admin".into()],
@@ -400,12 +399,16 @@ mod tests {
             ..id(100)
         };
         let a = key.sign(&full);
-        assert!(a.starts_with("v2."));
-        let (body, _) = a.rsplit_once('.').unwrap();
+        assert!(a.starts_with("v3."));
+        let (body, signature) = a.rsplit_once('.').unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap().len(), 64, "an Ed25519 signature");
         let bytes = URL_SAFE_NO_PAD.decode(&body[3..]).unwrap();
         let claims = <Claims as prost::Message>::decode(bytes.as_slice()).unwrap();
         assert_eq!(Caller::from(claims), full, "every claim round-trips");
         assert_eq!(key.verify(&a, 99).unwrap(), Caller { assertion: a.clone(), ..full.clone() });
+        // The public half alone verifies the same.
+        let public = IdentityVerifier::from_lines(key.verifier().to_lines().as_bytes()).unwrap();
+        assert_eq!(public.verify(&a, 99), key.verify(&a, 99));
         // A program's API key round-trips too, and is never a signed-in person.
         let program =
             Caller { api_key: "k1".into(), sid: String::new(), jti: String::new(), ..full.clone() };
@@ -414,12 +417,73 @@ mod tests {
         assert!(!back.signed_in());
         let person = Caller { sid: uuid::Uuid::now_v7().to_string(), ..full.clone() };
         assert!(person.signed_in());
-        // An assertion as the edge signed it before v2.
-        let v1_body = format!("v1.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&full).unwrap()));
-        let tag = hmac::sign(&key.key, v1_body.as_bytes());
-        let v1 = format!("{v1_body}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
-        assert_eq!(key.verify(&v1, 99).unwrap(), Caller { assertion: v1.clone(), ..full });
-        assert_eq!(key.verify(&v1.replacen("v1.", "v3.", 1), 1), Err(AssertionError::Malformed));
+        // The symmetric forms are gone: whoever held their secret could mint any user.
+        let secret = b"0123456789abcdef0123456789abcdef";
+        for (version, claims) in
+            [("v1", serde_json::to_vec(&full).unwrap()), ("v2", Claims::encode_from(&full))]
+        {
+            let body = format!("{version}.{}", URL_SAFE_NO_PAD.encode(claims));
+            let tag = aws_lc_rs::hmac::sign(
+                &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
+                body.as_bytes(),
+            );
+            let old = format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+            assert_eq!(public.verify(&old, 1), Err(AssertionError::Malformed), "{version}");
+        }
+        // The v3 body with another signature's length is malformed, not a panic.
+        assert_eq!(public.verify(&format!("{body}.AAAA"), 1), Err(AssertionError::Malformed));
+    }
+
+    /// The verified-assertion memory answers exactly as the signature check: a repeat of a
+    /// valid assertion, the same one once expired, and near-copies of it (another body under
+    /// its signature, its body under another signature, a truncation) alike.
+    #[test]
+    fn a_remembered_assertion_gets_the_answer_the_signature_check_gives() {
+        let key = IdentityKey::random();
+        let v = key.verifier();
+        let a = key.sign(&id(100));
+        let other = key.sign(&Caller { user_id: "u2".into(), ..id(100) });
+        let (body, signature) = a.rsplit_once('.').unwrap();
+        let (other_body, other_signature) = other.rsplit_once('.').unwrap();
+        let near = [
+            format!("{other_body}.{signature}"),
+            format!("{body}.{other_signature}"),
+            a[..a.len() - 1].to_owned(),
+            format!("{a}A"),
+            a.replacen("v3.", "v2.", 1),
+        ];
+        for now in [1, 99, 1, 100, 101, 99] {
+            // First call fills the memory; repeats come from it.
+            for _ in 0..3 {
+                assert_eq!(v.verify(&a, now), v.verify_signature(&a, now), "at {now}");
+                for n in &near {
+                    assert_eq!(v.verify(n, now), v.verify_signature(n, now), "{n} at {now}");
+                    assert!(v.verify(n, now).is_err());
+                }
+            }
+        }
+        assert_eq!(v.verify(&a, 99).unwrap().assertion, a, "the assertion itself comes back");
+        assert_eq!(v.verify(&a, 100), Err(AssertionError::Expired));
+        // Another process's verifier (no memory of it) agrees.
+        let fresh = IdentityVerifier::from_lines(v.to_lines().as_bytes()).unwrap();
+        assert_eq!(fresh.verify(&a, 99), v.verify(&a, 99));
+    }
+
+    #[test]
+    fn the_public_file_holds_the_keys_in_order_and_refuses_junk() {
+        let old = "a".repeat(64);
+        let new = "b".repeat(64);
+        let both = IdentityKey::from_lines(format!("{new}\n{old}\n").as_bytes()).unwrap();
+        let lines = both.verifier().to_lines();
+        assert_eq!(lines.lines().count(), 2);
+        let first = IdentityKey::from_lines(new.as_bytes()).unwrap().verifier().to_lines();
+        assert!(lines.starts_with(&first), "the signing key's public half first");
+        assert!(IdentityVerifier::from_lines(b"").is_err());
+        assert!(IdentityVerifier::from_lines(b"abcd\n").is_err());
+        assert!(IdentityVerifier::from_lines(old.as_bytes()).is_ok(), "any 32 bytes parse");
+        let forged = IdentityKey::from_lines(old.as_bytes()).unwrap();
+        let only_new = IdentityVerifier::from_lines(first.as_bytes()).unwrap();
+        assert_eq!(only_new.verify(&forged.sign(&id(100)), 1), Err(AssertionError::BadSignature));
     }
 
     #[test]
@@ -434,7 +498,7 @@ mod tests {
             key.verify(&format!("{forged_body}.{tag}"), 1),
             Err(AssertionError::BadSignature)
         );
-        assert_eq!(key.verify("v1.e30", 1), Err(AssertionError::Malformed));
+        assert_eq!(key.verify("v3.e30", 1), Err(AssertionError::Malformed));
         assert_eq!(key.verify("garbage", 1), Err(AssertionError::Malformed));
     }
 
@@ -463,6 +527,8 @@ mod tests {
         let k2 = IdentityKey::load(&path, false).unwrap();
         let a = k1.sign(&id(100));
         assert!(k2.verify(&a, 1).is_ok(), "the same key comes back from the file");
+        let public = IdentityVerifier::load(&public_key_path(&path)).unwrap();
+        assert!(public.verify(&a, 1).is_ok(), "the public file is written beside it");
         std::fs::remove_dir_all(dir).ok();
     }
 
