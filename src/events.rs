@@ -4,7 +4,9 @@
 //! comes from here, never typed by hand (`skillup_kit::events::publish(&bus, user, &msg)`,
 //! `SubscriptionSpec::new("edge", &[TokensRevoked::KIND])`). A misspelt name cannot compile.
 
-use crate::{ai::v1 as ai, auth::v1 as auth, notification::v1 as notification};
+use crate::{
+    ai::v1 as ai, auth::v1 as auth, common::v1 as common, notification::v1 as notification,
+};
 use crate::{payment::v1 as payment, subscribe::v1 as subscribe};
 
 /// A message that travels on the bus as event [`Event::KIND`], inside a
@@ -42,6 +44,7 @@ catalogue! {
     ai::GenerationFailed => "generation.failed",
     ai::GenerationCancelled => "generation.cancelled",
     notification::Notification => "notification.created",
+    common::AuditEntry => "audit.recorded",
 }
 
 #[cfg(test)]
@@ -68,6 +71,6 @@ mod tests {
             let (entity, fact) = kind.split_once('.').unwrap();
             assert!(!entity.is_empty() && !fact.is_empty() && !fact.contains('.'), "{kind}");
         }
-        assert_eq!(all.len(), 14);
+        assert_eq!(all.len(), 15);
     }
 }

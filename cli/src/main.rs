@@ -5,7 +5,7 @@ mod components;
 mod settings;
 mod up;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -115,6 +115,26 @@ enum AdminCommand {
         #[arg(long, default_value_t = 300)]
         ttl_secs: u64,
     },
+    /// Grant the admin scope to the account with this email address (the first operator's
+    /// way in: no admin is needed). Calls auth as an operator — a certificate issued for the
+    /// call from the mesh CA (`<keys>/mesh/ca.key`) and an assertion signed with the identity
+    /// key — so the change is audited like any other. The account signs in again to use it.
+    Grant(GrantArgs),
+    /// Revoke the admin scope from the account with this email address; it is signed out
+    /// everywhere at once. The last active admin cannot be revoked.
+    Revoke(GrantArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GrantArgs {
+    /// The account's email address.
+    email: String,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Auth's gRPC address [default: grpc_addr, where `skillup up` serves every service].
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +312,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("writing the document")?;
             Ok(())
         }
+        Command::Admin { command: AdminCommand::Grant(args) } => {
+            admin_scope(&config, args, true).await
+        }
+        Command::Admin { command: AdminCommand::Revoke(args) } => {
+            admin_scope(&config, args, false).await
+        }
         Command::Admin { command: AdminCommand::Assertion { scopes, subject, ttl_secs } } => {
             let key = config.identity_key(false).context("the identity key (identity.key_file)")?;
             let identity = skillup_kit::identity::Caller {
@@ -374,7 +400,7 @@ async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
                     "--name: 1 to 64 of a-z, 0-9, '.', '_' and '-'"
                 );
                 let valid = hours.map_or(issue::OPERATOR_VALIDITY, |h| {
-                    std::time::Duration::from_secs(h.saturating_mul(3600))
+                    Duration::from_secs(h.saturating_mul(3600))
                 });
                 anyhow::ensure!(
                     valid <= issue::OPERATOR_MAX_VALIDITY && !valid.is_zero(),
@@ -389,7 +415,7 @@ async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
                 );
                 anyhow::ensure!(name.is_none(), "--name is for operator certificates");
                 let valid = hours.map_or(issue::COMPONENT_VALIDITY, |h| {
-                    std::time::Duration::from_secs(h.saturating_mul(3600))
+                    Duration::from_secs(h.saturating_mul(3600))
                 });
                 anyhow::ensure!(!valid.is_zero(), "--hours: at least 1");
                 (Peer::component(&identity), valid)
@@ -461,6 +487,87 @@ async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
 
 /// `skillup health`: GET /readyz on this process's HTTP address (an edge's `edge.ops_addr`
 /// when set).
+/// `skillup admin grant|revoke EMAIL`: auth's SetUserAdmin called as an operator named after
+/// the login running it, with a certificate issued for this call (ten minutes) and an
+/// assertion of the admin scope.
+async fn admin_scope(config: &Settings, args: GrantArgs, admin: bool) -> anyhow::Result<()> {
+    use skillup_kit::mesh::{MeshConnector, MeshFiles, MeshTls, Peer, issue::MeshCa};
+    use skillup_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+    let login = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or("operator".into());
+    let mesh_dir = config.keys_dir().join("mesh");
+    let ca = MeshCa::load(&mesh_dir).context("the mesh CA (run `skillup keys init` first)")?;
+    // The call's certificate, in a private directory removed once it is loaded.
+    let tmp = std::env::temp_dir().join(format!("skillup-admin-{}", uuid::Uuid::now_v7()));
+    skillup_kit::files::private_dir(&tmp)?;
+    let issued = ca.issue(&Peer::operator(&login), &[], Duration::from_secs(600))?;
+    let tls = issued
+        .write(&tmp, "operator")
+        .and_then(|written| MeshTls::load(MeshFiles { ca: mesh_dir.join("ca.pem"), ..written }));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let tls = tls?;
+    let key = config.identity_key(false).context("the identity key (identity.key_file)")?;
+    let caller = skillup_kit::identity::Caller {
+        user_id: login.clone(),
+        scopes: vec![skillup_kit::audit::ADMIN_SCOPE.to_owned()],
+        exp: skillup_kit::identity::now_secs() + 120,
+        request_id: format!("cli-{}", uuid::Uuid::now_v7()),
+        ..Default::default()
+    };
+    let assertion = key.sign(&caller);
+    let addr = args.addr.unwrap_or_else(|| {
+        let mut a = config.shared.grpc_addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        a.to_string()
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(MeshConnector::new(Some(tls)))
+        .await
+        .with_context(|| format!("connecting to auth at {addr}"))?;
+    let mut auth = AuthServiceClient::new(channel);
+    fn asserted<T>(msg: T, assertion: &str, request_id: &str) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        let md = req.metadata_mut();
+        md.insert(skillup_kit::identity::ASSERTION, assertion.parse().expect("base64url"));
+        md.insert(skillup_kit::identity::REQUEST_ID, request_id.parse().expect("a uuid"));
+        req
+    }
+    let rid = caller.request_id.as_str();
+    let email = args.email.trim().to_lowercase();
+    let found = auth
+        .list_users(asserted(
+            pb::ListUsersRequest { query: email.clone(), ..Default::default() },
+            &assertion,
+            rid,
+        ))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let user = found
+        .users
+        .into_iter()
+        .find(|u| u.email == email)
+        .ok_or_else(|| anyhow::anyhow!("no account with the address {email}"))?;
+    let user = auth
+        .set_user_admin(asserted(
+            pb::SetUserAdminRequest { user_id: user.id, admin, reason: args.reason },
+            &assertion,
+            rid,
+        ))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    say(&format!(
+        "{} {} admin (scopes: {})",
+        user.email,
+        if admin { "is" } else { "is no longer" },
+        user.scopes.join(" ")
+    ));
+    Ok(())
+}
+
 async fn health(config: &Settings, timeout_ms: u64) -> anyhow::Result<()> {
     // An edge with an operations listener answers /readyz there only.
     let mut addr = config.edge.ops_addr.unwrap_or(config.shared.http_addr);

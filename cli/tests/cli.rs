@@ -16,6 +16,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+#[path = "cli/admin.rs"]
+mod admin;
 #[path = "cli/attack.rs"]
 mod attack;
 #[path = "cli/commands.rs"]

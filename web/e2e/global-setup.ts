@@ -30,10 +30,13 @@ export default async function globalSetup() {
     stdio: ['ignore', 'pipe', 'inherit'],
     detached: false,
   })
+  let grpc = ''
   const url = await new Promise<string>((done, fail) => {
     const timer = setTimeout(() => fail(new Error('`skillup up` did not get ready in 90 s')), 90_000)
     const lines = createInterface({ input: child.stdout! })
     lines.on('line', (line) => {
+      const g = /^ready\s+grpc\s+(\S+)/.exec(line)
+      if (g) grpc = g[1]!
       const m = /^SkillUp is up: open (\S+?)\/?$/.exec(line)
       if (m) {
         clearTimeout(timer)
@@ -45,5 +48,8 @@ export default async function globalSetup() {
   child.stdout!.resume()
   process.env.E2E_SKILLUP_URL = url
   process.env.E2E_DATA_DIR = dataDir
+  // For `skillup admin grant` (e2e/admin.spec.ts): the binary and its gRPC address.
+  process.env.E2E_SKILLUP_BIN = bin
+  process.env.E2E_GRPC_ADDR = grpc
   writeFileSync(STATE, JSON.stringify({ pid: child.pid, url, dataDir }))
 }

@@ -248,26 +248,49 @@ pub(super) async fn operators_read_and_requeue_dead_letters(kind: Kind) {
         .requeue_dead_letters(as_operator(
             &h,
             &["admin"],
-            pb::RequeueDeadLettersRequest { task_ids: vec!["nope".into()], limit: 0 },
+            pb::RequeueDeadLettersRequest { task_ids: vec!["nope".into()], ..Default::default() },
         ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     // The provider is back: requeue, and the task runs again from attempt 1 with a new hold.
+    // The requeue is audited: who, which task, why.
+    let mut audit = skillup_kit::events::subscribe::<skillup_proto::common::v1::AuditEntry>(
+        &bus,
+        &format!("audit-requeue-{}", Uuid::now_v7()),
+    )
+    .await
+    .unwrap();
     h.fake.set_default(Behavior::quick(30));
     let res = h
         .admin
         .requeue_dead_letters(as_operator(
             &h,
             &["admin"],
-            pb::RequeueDeadLettersRequest { task_ids: vec![t.id.clone()], limit: 0 },
+            pb::RequeueDeadLettersRequest {
+                task_ids: vec![t.id.clone()],
+                limit: 0,
+                reason: "the provider is back".into(),
+            },
         ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(res.outcomes.len(), 1, "{res:?}");
     assert!(res.outcomes[0].requeued, "{res:?}");
+    let d = tokio::time::timeout(Duration::from_secs(10), audit.next()).await.unwrap().unwrap();
+    let (_, entry) =
+        skillup_kit::events::decode::<skillup_proto::common::v1::AuditEntry>(&d.message.payload)
+            .unwrap();
+    d.ack().await.unwrap();
+    assert_eq!((entry.action.as_str(), entry.component.as_str()), ("queue.requeue", "ai"));
+    assert_eq!(
+        (entry.target_id.as_str(), entry.reason.as_str()),
+        (t.id.as_str(), "the provider is back")
+    );
+    assert_eq!(entry.actor, "assertion:operator");
+    assert!(entry.after.contains(&t.id), "{}", entry.after);
     let done = settled(&mut h, user, &t.id).await;
     assert_eq!((done.status(), done.attempts), (TaskStatus::Completed, 1), "{done:?}");
     assert_eq!(bus.depth("generate.long.dead").await.unwrap(), 0);

@@ -38,3 +38,30 @@ pub(crate) fn cancelled_task(body: &[u8]) -> Option<Uuid> {
     skillup_kit::events::decode::<pb::GenerationCancelled>(body)
         .and_then(|(_, ev)| Uuid::parse_str(&ev.task_id).ok())
 }
+
+/// The audit entry of an administrator's requeue: which dead letters went back to the queue
+/// and which were dropped or left, with why.
+pub(crate) fn requeue_audit(
+    actor: &skillup_kit::audit::Actor,
+    outcomes: &[crate::domain::RequeueOutcome],
+    reason: &str,
+) -> skillup_proto::common::v1::AuditEntry {
+    let requeued: Vec<&str> =
+        outcomes.iter().filter(|o| o.requeued).map(|o| o.task_id.as_str()).collect();
+    let left: Vec<serde_json::Value> = outcomes
+        .iter()
+        .filter(|o| !o.requeued)
+        .map(|o| serde_json::json!({ "task_id": o.task_id, "reason": o.reason }))
+        .collect();
+    let target = if outcomes.len() == 1 { outcomes[0].task_id.clone() } else { String::new() };
+    let before = serde_json::json!({ "dead_letters": outcomes.len() });
+    let after = serde_json::json!({ "requeued": requeued, "not_requeued": left });
+    actor.entry(
+        "ai",
+        "queue.requeue",
+        ("dead_letter", &target),
+        Some(&before),
+        Some(&after),
+        reason,
+    )
+}

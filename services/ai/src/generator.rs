@@ -130,6 +130,11 @@ pub(crate) fn completion(id: &Uuid, provider: &str, a: Answer, cached: bool) -> 
 }
 
 impl Generator {
+    /// The bus this generator publishes on.
+    pub fn bus(&self) -> SharedBus {
+        self.inner.bus.clone()
+    }
+
     pub fn new(
         db: DatabaseConnection,
         cache: SharedCache,

@@ -35,7 +35,9 @@ use crate::{
     error::{AuthError, Result},
     ports::DataHolder,
     store::entities::user,
-    store::{accounts::AccountStore, api_keys::ApiKeyStore, exports::ExportStore},
+    store::{
+        accounts::AccountStore, api_keys::ApiKeyStore, audit::AuditStore, exports::ExportStore,
+    },
 };
 
 /// Where a request came from (for sessions and per-IP limits).
@@ -109,6 +111,8 @@ pub struct Auth {
     pub(crate) export_wake: Arc<tokio::sync::Notify>,
     /// People's API keys.
     pub(crate) api_keys: ApiKeyStore,
+    /// The audit log of every service's admin actions.
+    pub(crate) audit: AuditStore,
     /// Set while this replica puts revocation markers back into a cache that lost them
     /// (`recovery`): one rebuild at a time.
     pub(crate) recovering: Arc<std::sync::atomic::AtomicBool>,
@@ -164,6 +168,7 @@ impl Auth {
         let exports = ExportStore::new(db.clone());
         let (holders, export_wake) = (Arc::from(Vec::new()), Arc::default());
         let api_keys = ApiKeyStore::new(db.clone());
+        let audit = AuditStore::new(db.clone());
         Ok(Self {
             db,
             store,
@@ -179,6 +184,7 @@ impl Auth {
             holders,
             export_wake,
             api_keys,
+            audit,
             recovering: Arc::default(),
         })
     }

@@ -84,3 +84,46 @@ impl Auth {
         self.emit(&user_id, &msg).await;
     }
 }
+
+/// The audit entry of an administrator's change to an account (see `skillup_kit::audit`).
+pub(crate) fn audit(
+    actor: &skillup_kit::audit::Actor,
+    action: &str,
+    target: (&str, &str),
+    before: &impl serde::Serialize,
+    after: &impl serde::Serialize,
+    why: &str,
+) -> skillup_proto::common::v1::AuditEntry {
+    actor.entry("auth", action, target, Some(before), Some(after), why)
+}
+
+/// An `audit.recorded` event as the audit log's row (`None`: not an entry anyone could have
+/// written — its ids are not UUIDs).
+pub(crate) fn audit_row(
+    e: skillup_proto::common::v1::AuditEntry,
+) -> Option<crate::store::entities::audit_entry::Model> {
+    let id = Uuid::parse_str(&e.id).ok()?;
+    let actor_id = match e.actor_id.as_str() {
+        "" => None,
+        a => Some(Uuid::parse_str(a).ok()?),
+    };
+    let occurred_at = e
+        .occurred_at
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .unwrap_or_else(Utc::now);
+    Some(crate::store::entities::audit_entry::Model {
+        id,
+        occurred_at,
+        actor_id,
+        actor: e.actor,
+        action: e.action,
+        target_type: e.target_type,
+        target_id: e.target_id,
+        before: e.before,
+        after: e.after,
+        reason: e.reason,
+        request_id: e.request_id,
+        client_ip: e.client_ip,
+        component: e.component,
+    })
+}

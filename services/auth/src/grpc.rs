@@ -3,21 +3,25 @@
 //! token>`, validated fully.
 
 use skillup_kit::db::timestamp as ts;
-use skillup_kit::{i18n::Locale, identity::Caller};
+use skillup_kit::{audit::Actor, i18n::Locale, identity::Caller};
 use skillup_proto::{
     auth::v1::{self as pb, auth_service_server::AuthServiceServer},
     google::api::HttpBody,
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
+use skillup_proto::common::v1::{AuditEntry, PageResponse};
+
 use crate::{
     accounts::Registration,
+    admin::UserFilter,
     auth::{Auth, ClientInfo, Issued, account_of, person_of},
     domain::profile::ProfileEdit,
     error::AuthError,
     events::user_pb,
     exports::{DataExport, ExportStatus},
     store::entities::{api_key, session, user},
+    store::{audit::AuditFilter, entities::audit_entry},
 };
 
 /// Response metadata the edge turns into the HTTP status of a success.
@@ -56,6 +60,18 @@ impl AuthGrpc {
         let token = bearer(req.metadata())
             .ok_or_else(|| Status::from(AuthError::Unauthenticated("error-sign-in")))?;
         Ok(self.auth.validate(token, &[]).await?.caller)
+    }
+
+    /// The administrator making an admin call: the asserted caller with the admin scope, or —
+    /// for a direct gRPC caller with a bearer token — the token's account, validated here.
+    async fn admin<T>(&self, req: &Request<T>) -> Result<Actor, Status> {
+        if Caller::of(req).is_none()
+            && let Some(token) = bearer(req.metadata())
+        {
+            let validated = self.auth.validate(token, &[]).await?;
+            return Actor::of_caller(req, &validated.caller);
+        }
+        Actor::admin(req)
     }
 
     /// [`Self::caller`], when it is a person who signed in: an API key may not change the
@@ -469,21 +485,104 @@ impl pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<pb::SetUserActiveRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        // An operator: the edge's assertion (a REST call of an admin), or one made by
-        // `skillup admin assertion`, or a bearer token validated here.
-        match Caller::of(&req) {
-            Some(id) if id.has_scope("admin") => {}
-            Some(_) => {
-                return Err(AuthError::Forbidden("error-admin-scope").into());
-            }
-            None => {
-                let token = bearer(req.metadata())
-                    .ok_or_else(|| Status::from(AuthError::Unauthenticated("error-sign-in")))?;
-                self.auth.validate(token, &["admin".to_owned()]).await?;
-            }
-        }
+        let actor = self.admin(&req).await?;
         let r = req.into_inner();
-        let user = self.auth.set_active(&r.user_id, r.active).await?;
+        let user = self.auth.set_active(&actor, &r.user_id, r.active, &r.reason).await?;
         Ok(Response::new(user_pb(&user)))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.admin(&req).await?;
+        let r = req.into_inner();
+        let filter = UserFilter {
+            active: match r.activity() {
+                pb::UserActivity::Unspecified => None,
+                pb::UserActivity::Active => Some(true),
+                pb::UserActivity::Inactive => Some(false),
+            },
+            admins_only: r.admins_only,
+            query: r.query,
+        };
+        let page = r.page.unwrap_or_default();
+        let (users, next) = self.auth.list_users(&filter, page.page_size, &page.page_token).await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.iter().map(user_pb).collect(),
+            page: Some(PageResponse { next_page_token: next }),
+        }))
+    }
+
+    async fn set_user_admin(
+        &self,
+        req: Request<pb::SetUserAdminRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let actor = self.admin(&req).await?;
+        let r = req.into_inner();
+        let user = self.auth.set_admin(&actor, &r.user_id, r.admin, &r.reason).await?;
+        Ok(Response::new(user_pb(&user)))
+    }
+
+    async fn list_audit_log(
+        &self,
+        req: Request<pb::ListAuditLogRequest>,
+    ) -> Result<Response<pb::ListAuditLogResponse>, Status> {
+        self.admin(&req).await?;
+        let r = req.into_inner();
+        let bad = |field: &'static str, msg: String| Status::from(AuthError::Invalid(field, msg));
+        let actor_id = match r.actor_id.as_str() {
+            "" => None,
+            a => Some(
+                uuid::Uuid::parse_str(a)
+                    .map_err(|_| bad("actor_id", skillup_kit::invalid::uuid("actor_id")))?,
+            ),
+        };
+        let text = |field: &'static str, v: String, max: usize| match v.trim() {
+            "" => Ok(None),
+            t if t.chars().count() > max => {
+                Err(bad(field, skillup_kit::invalid::at_most_chars(field, max)))
+            }
+            t => Ok(Some(t.to_owned())),
+        };
+        let time = |field: &'static str, t: Option<prost_types::Timestamp>| {
+            t.map(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                    .ok_or_else(|| bad(field, skillup_kit::invalid::required(field)))
+            })
+            .transpose()
+        };
+        let filter = AuditFilter {
+            actor_id,
+            action: text("action", r.action, 64)?,
+            target_id: text("target_id", r.target_id, 128)?,
+            since: time("since", r.since)?,
+            until: time("until", r.until)?,
+            before: None,
+        };
+        let page = r.page.unwrap_or_default();
+        let (rows, next) = self.auth.audit_log(filter, page.page_size, &page.page_token).await?;
+        Ok(Response::new(pb::ListAuditLogResponse {
+            entries: rows.into_iter().map(audit_pb).collect(),
+            page: Some(PageResponse { next_page_token: next }),
+        }))
+    }
+}
+
+fn audit_pb(e: audit_entry::Model) -> AuditEntry {
+    AuditEntry {
+        id: e.id.to_string(),
+        occurred_at: Some(ts(e.occurred_at)),
+        actor_id: e.actor_id.map(|a| a.to_string()).unwrap_or_default(),
+        actor: e.actor,
+        action: e.action,
+        target_type: e.target_type,
+        target_id: e.target_id,
+        before: e.before,
+        after: e.after,
+        reason: e.reason,
+        request_id: e.request_id,
+        client_ip: e.client_ip,
+        component: e.component,
     }
 }

@@ -31,6 +31,8 @@ pub mod store;
 
 use std::time::Duration;
 
+use skillup_proto::common::v1::AuditEntry;
+
 use skillup_kit::{
     Shutdown,
     bus::{SharedBus, SubscriptionSpec},
@@ -85,6 +87,27 @@ pub async fn build_with(
     tokio::spawn(auth.clone().run_exports(shutdown.clone()));
     let consumer =
         tokio::spawn(consume_tier_changes(auth.clone(), infra.bus.clone(), shutdown.clone()));
+    // The audit log: every service's admin actions, kept here. Subscribed before this build
+    // returns, so no entry sent from now on can miss the queue.
+    let audit = skillup_kit::events::subscribe::<AuditEntry>(&infra.bus, "auth-audit")
+        .await
+        .map_err(BuildError::infrastructure(NAME, "the audit log's queue"))?;
+    tokio::spawn(skillup_kit::events::consume(audit, shutdown.clone(), {
+        let auth = auth.clone();
+        move |_, entry: AuditEntry| {
+            let auth = auth.clone();
+            async move {
+                use skillup_kit::events::Outcome;
+                let Some(row) = events::audit_row(entry) else {
+                    return Outcome::Reject("an audit entry whose ids are not UUIDs".into());
+                };
+                match auth.record_audit(row).await {
+                    Ok(_) => Outcome::Done,
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+        }
+    }));
     tokio::spawn(async move {
         shutdown.wait().await;
         reloader.abort();

@@ -92,6 +92,8 @@ async fn real() -> Harness {
 
 #[path = "auth/accounts.rs"]
 mod accounts;
+#[path = "auth/admin.rs"]
+mod admin;
 #[path = "auth/api_keys.rs"]
 mod api_keys;
 #[path = "auth/email.rs"]
@@ -106,6 +108,7 @@ mod profile;
 mod sessions;
 
 use accounts::*;
+use admin::*;
 use api_keys::*;
 use email::*;
 use exports::*;
@@ -145,6 +148,8 @@ skillup_testkit::both_adapters!(
     a_revoked_or_expired_api_key_is_refused_at_once,
     api_keys_are_bounded_per_account_even_when_created_at_once,
     a_deactivated_or_deleted_account_loses_its_keys,
+    admins_find_accounts_grant_revoke_and_every_change_is_audited,
+    somebody_always_stays_an_admin,
 );
 
 fn email() -> String {

@@ -4,6 +4,7 @@
 //! [`cache::Cache`] and [`bus::Bus`] — each with a real adapter (Redis, RabbitMQ) and an
 //! in-process one for `skillup up`.
 
+pub mod audit;
 pub mod breaker;
 pub mod bus;
 pub mod cache;

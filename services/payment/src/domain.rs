@@ -168,6 +168,12 @@ pub enum TransactionKind {
     /// Money back for a charge.
     #[sea_orm(string_value = "refund")]
     Refund,
+    /// Money an operator added.
+    #[sea_orm(string_value = "adjustment_credit")]
+    AdjustmentCredit,
+    /// Money an operator took back.
+    #[sea_orm(string_value = "adjustment_debit")]
+    AdjustmentDebit,
 }
 
 impl TransactionKind {
@@ -178,6 +184,9 @@ impl TransactionKind {
             TransactionKind::TopUp => 1,
             TransactionKind::Charge => 2,
             TransactionKind::Refund => 3,
+            // One scope for both directions: a key sent again with the other sign is a
+            // reused key, not a second adjustment.
+            TransactionKind::AdjustmentCredit | TransactionKind::AdjustmentDebit => 4,
         }
     }
 }

@@ -37,6 +37,8 @@ fn kind_pb(k: Kind) -> pb::TransactionKind {
         Kind::TopUp => pb::TransactionKind::TopUp,
         Kind::Charge => pb::TransactionKind::Charge,
         Kind::Refund => pb::TransactionKind::Refund,
+        Kind::AdjustmentCredit => pb::TransactionKind::AdjustmentCredit,
+        Kind::AdjustmentDebit => pb::TransactionKind::AdjustmentDebit,
     }
 }
 
@@ -63,4 +65,28 @@ pub(crate) async fn record<C: ConnectionTrait>(
     } else {
         outbox.add(txn, &id, &user, &pb::PaymentSucceeded { transaction: entry }).await
     }
+}
+
+/// The audit entry of an operator's adjustment `t` (applied): the wallet before and after.
+pub(crate) fn adjustment_audit(
+    actor: &skillup_kit::audit::Actor,
+    reason: &str,
+    t: &transaction::Model,
+) -> skillup_proto::common::v1::AuditEntry {
+    let signed = if t.kind == Kind::AdjustmentDebit { -t.amount_minor } else { t.amount_minor };
+    let state =
+        |balance: i64| serde_json::json!({ "balance_minor": balance, "currency": t.currency });
+    let action = if signed < 0 { "balance.debit" } else { "balance.credit" };
+    actor.entry(
+        "payment",
+        action,
+        ("wallet", &format!("{}:{}", t.user_id, t.currency)),
+        Some(&state(t.balance_after_minor - signed)),
+        Some(&serde_json::json!({
+            "balance_minor": t.balance_after_minor,
+            "currency": t.currency,
+            "transaction_id": t.id.to_string(),
+        })),
+        reason,
+    )
 }

@@ -120,6 +120,21 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         Ok(answer(self.ledger.refund(id, r.amount_minor, key, &r.description).await?))
     }
 
+    async fn adjust_balance(
+        &self,
+        req: Request<pb::AdjustBalanceRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let actor = skillup_kit::audit::Actor::admin(&req)?;
+        let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
+        let r = req.into_inner();
+        let user = Uuid::parse_str(&r.user_id)
+            .map_err(|_| PaymentError::Invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
+        let currency = Currency::parse("currency", &r.currency)?;
+        let key = IdempotencyKey::parse(&key)?;
+        let outcome = self.ledger.adjust(&actor, user, r.amount_minor, currency, key, &r.reason);
+        Ok(answer(outcome.await?))
+    }
+
     type ExportUserDataStream = skillup_kit::grpc::ExportStream;
 
     async fn export_user_data(

@@ -50,6 +50,8 @@ pub(crate) struct Movement {
     pub(crate) description: String,
     /// For refunds: the charge, whose refunded total may not exceed its amount.
     pub(crate) refund_of: Option<Uuid>,
+    /// For an operator's adjustment: who, and why (its audit entry commits with it).
+    pub(crate) audit: Option<(skillup_kit::audit::Actor, String)>,
 }
 
 impl Movement {
@@ -231,7 +233,7 @@ impl Ledger {
     ) -> std::result::Result<std::result::Result<transaction::Model, Refused>, DbErr> {
         let wallet_user = Some(m.user_id);
         let (from_user, to_user) = match m.kind {
-            Kind::Charge => (wallet_user, None),
+            Kind::Charge | Kind::AdjustmentDebit => (wallet_user, None),
             _ => (None, wallet_user),
         };
         let now = chrono::Utc::now();
@@ -259,6 +261,10 @@ impl Ledger {
         store.post(&txn, id, &m.from, &m.to, m.amount, now).await?;
         let row = store.stamp_balance(&txn, id, &wallet(m.user_id, &m.currency)).await?;
         self.record_event(&txn, &row).await?;
+        if let Some((actor, reason)) = &m.audit {
+            let entry = crate::events::adjustment_audit(actor, reason, &row);
+            self.outbox.add(&txn, &entry.id.clone(), &m.user_id.to_string(), &entry).await?;
+        }
         txn.commit().await?;
         Ok(Ok(row))
     }

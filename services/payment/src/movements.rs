@@ -47,6 +47,7 @@ impl Ledger {
             key,
             description: format!("top-up ({})", self.provider.name()),
             refund_of: None,
+            audit: None,
         };
         if let Some(existing) = self.existing(&m).await? {
             return self.replay(existing, &m.hash);
@@ -87,6 +88,7 @@ impl Ledger {
             key,
             description,
             refund_of: None,
+            audit: None,
         };
         self.apply(m).await
     }
@@ -121,6 +123,52 @@ impl Ledger {
             key,
             description,
             refund_of: Some(id),
+            audit: None,
+        };
+        self.apply(m).await
+    }
+
+    /// An operator's adjustment: credits (`amount` > 0) or debits (< 0) a wallet, never below
+    /// zero, with the reason in the ledger and its audit entry in the same transaction.
+    pub async fn adjust(
+        &self,
+        actor: &skillup_kit::audit::Actor,
+        user: Uuid,
+        amount: i64,
+        currency: Currency,
+        key: IdempotencyKey,
+        reason: &str,
+    ) -> Result<Outcome> {
+        let reason = skillup_kit::audit::reason(reason, true)
+            .map_err(|m| PaymentError::Invalid("reason", m))?;
+        let magnitude = MinorUnits::parse("amount_minor", amount.saturating_abs())?.get();
+        let (currency, key) = (currency.to_string(), key.as_str().to_owned());
+        let (kind, from, to) = if amount < 0 {
+            (
+                Kind::AdjustmentDebit,
+                wallet(user, &currency),
+                system_account("adjustments", &currency, user),
+            )
+        } else {
+            (
+                Kind::AdjustmentCredit,
+                system_account("adjustments", &currency, user),
+                wallet(user, &currency),
+            )
+        };
+        let m = Movement {
+            kind,
+            user_id: user,
+            amount: magnitude,
+            currency: currency.clone(),
+            from,
+            to,
+            hash: hash(&["adjust", &user.to_string(), &amount.to_string(), &currency, &reason]),
+            key,
+            // The ledger's line holds the reason's start; the audit entry keeps all of it.
+            description: format!("adjustment: {}", reason.chars().take(186).collect::<String>()),
+            refund_of: None,
+            audit: Some((actor.clone(), reason)),
         };
         self.apply(m).await
     }

@@ -52,7 +52,33 @@ skillup_testkit::both_adapters!(
     a_hundred_concurrent_debits_of_one_against_fifty,
     concurrent_duplicates_execute_once,
     every_new_entry_has_its_event_once,
+    an_admin_adjusts_a_balance_once_per_key_with_its_audit_entry,
 );
+
+/// An administrator's call (the edge's assertion of an admin signed in).
+fn as_admin<T>(h: &Harness, admin: Uuid, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    let id = Caller {
+        user_id: admin.to_string(),
+        scopes: vec!["user".into(), "admin".into()],
+        sid: Uuid::now_v7().to_string(),
+        request_id: "req-adjust".into(),
+        exp: now_secs() + 60,
+        ..Default::default()
+    };
+    req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+    req
+}
+
+fn adjust(user: Uuid, amount: i64, key: &str, reason: &str) -> pb::AdjustBalanceRequest {
+    pb::AdjustBalanceRequest {
+        user_id: user.to_string(),
+        amount_minor: amount,
+        currency: "USD".into(),
+        reason: reason.into(),
+        idempotency_key: key.into(),
+    }
+}
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
@@ -396,4 +422,116 @@ async fn every_new_entry_has_its_event_once(kind: Kind) {
     assert_ne!(id, format!("payment:{}", paid.id));
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), events.next()).await;
     assert!(quiet.is_err(), "one event per entry, none for the replay");
+}
+
+/// Issue 24: an operator credits or debits a wallet with a reason — a ledger entry of its own
+/// kind, once per key, never below zero, refused to anyone but an admin signed in — and the
+/// audit entry commits with it (one `audit.recorded` per applied adjustment).
+async fn an_admin_adjusts_a_balance_once_per_key_with_its_audit_entry(kind: Kind) {
+    let mut h = harness(kind).await;
+    let audit = skillup_kit::events::subscribe::<skillup_proto::common::v1::AuditEntry>(
+        &h._t.infra.bus,
+        &format!("audit-test-{}", Uuid::now_v7()),
+    )
+    .await
+    .unwrap();
+    let mut audit = audit;
+    let (admin, user) = (Uuid::now_v7(), Uuid::now_v7());
+    // Nobody else: a user, an admin's API key, no identity at all.
+    let err = h.client.adjust_balance(as_user(&h, user, adjust(user, 500, "a-0", "x"))).await;
+    assert_eq!(err.unwrap_err().code(), Code::PermissionDenied);
+    let mut key_call = as_admin(&h, admin, adjust(user, 500, "a-0", "x"));
+    let with_key = Caller {
+        user_id: admin.to_string(),
+        scopes: vec!["admin".into()],
+        api_key: "k1".into(),
+        exp: now_secs() + 60,
+        ..Default::default()
+    };
+    key_call.metadata_mut().insert("x-skillup-identity", h.key.sign(&with_key).parse().unwrap());
+    assert_eq!(h.client.adjust_balance(key_call).await.unwrap_err().code(), Code::PermissionDenied);
+    let err = h.client.adjust_balance(adjust(user, 500, "a-0", "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // Bad input: no reason, zero, no key.
+    for (req, field) in [
+        (adjust(user, 500, "a-1", " "), "reason"),
+        (adjust(user, 0, "a-1", "x"), "amount_minor"),
+        (adjust(user, 500, "", "x"), "idempotency_key"),
+    ] {
+        let err = h.client.adjust_balance(as_admin(&h, admin, req)).await.unwrap_err();
+        assert_eq!(code_of(&err), ErrorCode::InvalidArgument, "{field}: {err:?}");
+    }
+
+    let credit = h
+        .client
+        .adjust_balance(as_admin(&h, admin, adjust(user, 700, "a-1", "goodwill for the outage")))
+        .await
+        .unwrap();
+    assert_eq!(credit.metadata().get("x-http-status").unwrap(), "201");
+    let credit = credit.into_inner();
+    assert_eq!(credit.kind(), pb::TransactionKind::AdjustmentCredit);
+    assert_eq!(credit.balance_after.as_ref().unwrap().amount_minor, 700);
+    assert!(credit.description.contains("goodwill"), "{credit:?}");
+    // The same key again: the same entry, nothing moved twice; with another sign: reused.
+    let again = h
+        .client
+        .adjust_balance(as_admin(&h, admin, adjust(user, 700, "a-1", "goodwill for the outage")))
+        .await
+        .unwrap();
+    assert_eq!(again.metadata().get("x-http-status").unwrap(), "200");
+    assert_eq!(again.into_inner().id, credit.id);
+    let err = h
+        .client
+        .adjust_balance(as_admin(&h, admin, adjust(user, -700, "a-1", "goodwill for the outage")))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::IdempotencyKeyReused);
+    // A debit: never below zero.
+    let err = h
+        .client
+        .adjust_balance(as_admin(&h, admin, adjust(user, -701, "a-2", "correction")))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::InsufficientFunds);
+    let debit = h
+        .client
+        .adjust_balance(as_admin(&h, admin, adjust(user, -200, "a-3", "correction")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(debit.kind(), pb::TransactionKind::AdjustmentDebit);
+    assert_eq!(debit.amount.as_ref().unwrap().amount_minor, 200);
+    assert_eq!(debit.balance_after.as_ref().unwrap().amount_minor, 500);
+    assert!(h.ledger.audit().await.unwrap().is_empty(), "postings balance");
+
+    // Two audit entries, one per applied adjustment: who, what, the wallet before and after.
+    let mut entries = Vec::new();
+    while entries.len() < 2 {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(10), audit.next())
+            .await
+            .expect("an audit entry in time")
+            .unwrap();
+        let (_, entry) = skillup_kit::events::decode::<skillup_proto::common::v1::AuditEntry>(
+            &d.message.payload,
+        )
+        .unwrap();
+        d.ack().await.unwrap();
+        entries.push(entry);
+    }
+    let (c, d) = (&entries[0], &entries[1]);
+    assert_eq!((c.action.as_str(), d.action.as_str()), ("balance.credit", "balance.debit"));
+    assert_eq!(c.actor_id, admin.to_string());
+    assert_eq!((c.component.as_str(), c.request_id.as_str()), ("payment", "req-adjust"));
+    assert_eq!(c.target_id, format!("{user}:USD"));
+    assert_eq!(c.reason, "goodwill for the outage");
+    let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    assert_eq!(json(&c.before)["balance_minor"], 0);
+    assert_eq!(json(&c.after)["balance_minor"], 700);
+    assert_eq!(json(&c.after)["transaction_id"], credit.id.as_str());
+    assert_eq!(
+        (json(&d.before)["balance_minor"].clone(), json(&d.after)["balance_minor"].clone()),
+        (700.into(), 500.into())
+    );
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), audit.next()).await;
+    assert!(quiet.is_err(), "no entry for a replay or a refusal");
 }

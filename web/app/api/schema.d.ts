@@ -20,6 +20,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Admin: the audit log of every service, newest first, filtered by any of the fields.
+         * @description Admin: the audit log of every service, newest first, filtered by any of the fields.
+         */
+        get: operations["AuthService_ListAuditLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/catalog/functions": {
         parameters: {
             query?: never;
@@ -84,6 +104,89 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Depth of the work queue, its retry levels and its dead-letter queue, and the tasks by
+         * @description Depth of the work queue, its retry levels and its dead-letter queue, and the tasks by
+         *     state in the database.
+         */
+        get: operations["GenerationAdminService_GetQueueStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/queue/dead-letters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The oldest messages in `generate.long.dead` with their tasks' reasons; they stay there.
+         * @description The oldest messages in `generate.long.dead` with their tasks' reasons; they stay there.
+         */
+        get: operations["GenerationAdminService_ListDeadLetters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/queue/dead-letters/requeue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Moves dead letters back to `generate.long`: each task gets a fresh quota hold and runs
+         * @description Moves dead letters back to `generate.long`: each task gets a fresh quota hold and runs
+         *     again from attempt 1. A task whose hold is refused stays dead, with the reason. Audited
+         *     (`queue.requeue`, when anything was moved or dropped).
+         */
+        post: operations["GenerationAdminService_RequeueDeadLetters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Admin: accounts whose email or name contains `query` (any case), newest first.
+         * @description Admin: accounts whose email or name contains `query` (any case), newest first.
+         */
+        get: operations["AuthService_ListUsers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/users/{user_id}/active": {
         parameters: {
             query?: never;
@@ -94,10 +197,56 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Admin (scope `admin`): activates or deactivates an account; deactivation revokes its tokens.
-         * @description Admin (scope `admin`): activates or deactivates an account; deactivation revokes its tokens.
+         * Admin (scope `admin`: an admin signed in, or an operator's assertion): activates or deactivates an account;
+         * @description Admin (scope `admin`: an admin signed in, or an operator's assertion): activates or deactivates an account;
+         *     deactivation revokes its tokens. Audited.
          */
         post: operations["AuthService_SetUserActive"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/users/{user_id}/admin": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin: grants or revokes the `admin` scope. Revoking signs the account out everywhere at
+         * @description Admin: grants or revokes the `admin` scope. Revoking signs the account out everywhere at
+         *     once (its tokens carry the scope); the last active admin cannot be revoked
+         *     (CONFLICT, HTTP 409). Audited.
+         */
+        post: operations["AuthService_SetUserAdmin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/users/{user_id}/balance/adjustments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin (scope `admin`): credits (a positive amount) or debits (a
+         * @description Admin (scope `admin`): credits (a positive amount) or debits (a
+         *     negative one) a wallet with a reason, as a ledger entry; a debit never takes a wallet below
+         *     zero (INSUFFICIENT_FUNDS). Idempotent by key (the edge copies the `Idempotency-Key`
+         *     header). Audited. HTTP 201 when new, 200 when replayed.
+         */
+        post: operations["PaymentService_AdjustBalance"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1044,6 +1193,26 @@ export interface components {
             /** @description Tokens used (and charged to the quota). */
             usage?: components["schemas"]["skillup.ai.v1.TokenUsage"] | null;
         };
+        "skillup.ai.v1.DeadLetter": {
+            /**
+             * Format: int64
+             * @description Attempts made.
+             */
+            attempts?: number | null;
+            /** @description The reason the user reads. */
+            error?: string | null;
+            /** @description Why the last attempt gave up (the bus's death reason). */
+            reason?: string | null;
+            /**
+             * @description The task's state in the database.
+             * @enum {string|null}
+             */
+            status?: "TASK_STATUS_UNSPECIFIED" | "TASK_STATUS_QUEUED" | "TASK_STATUS_RUNNING" | "TASK_STATUS_COMPLETED" | "TASK_STATUS_FAILED" | "TASK_STATUS_CANCELLED" | null;
+            /** @description Task id, UUID text. */
+            task_id?: string | null;
+            /** @description Account id, UUID text. */
+            user_id?: string | null;
+        };
         "skillup.ai.v1.DeleteTaskResponse": Record<string, never>;
         "skillup.ai.v1.GenerateRequest": {
             /** @description Function slug ("article", "quiz", …). */
@@ -1084,11 +1253,63 @@ export interface components {
             /** @description First event: the generation's id and provider. */
             started?: components["schemas"]["skillup.ai.v1.StreamStarted"] | null;
         };
+        "skillup.ai.v1.ListDeadLettersResponse": {
+            /** @description Oldest first. */
+            dead_letters?: components["schemas"]["skillup.ai.v1.DeadLetter"][] | null;
+            /**
+             * Format: uint64
+             * @description Messages in the dead-letter queue in all.
+             */
+            total?: string | null;
+        };
         "skillup.ai.v1.ListTasksResponse": {
             /** @description Cursor for the next page. */
             page?: components["schemas"]["skillup.common.v1.PageResponse"] | null;
             /** @description Newest first; `text` is left empty here (`excerpt` instead), read it with GetTask. */
             tasks?: components["schemas"]["skillup.ai.v1.Task"][] | null;
+        };
+        "skillup.ai.v1.QueueStats": {
+            /**
+             * Format: uint64
+             * @description Messages in `generate.long.dead`.
+             */
+            dead?: string | null;
+            /** @description Age of the oldest task still `queued`, seconds (0 when none): the consumers' lag. */
+            oldest_queued_seconds?: number | null;
+            /**
+             * Format: uint64
+             * @description Messages ready or unacknowledged in `generate.long`.
+             */
+            queued?: string | null;
+            /** @description Messages waiting in each retry level (`generate.long.retry.N`), level 0 first. */
+            retrying?: string[] | null;
+            /** @description Tasks in the database by state (`queued`, `running`, `completed`, `failed`, `cancelled`). */
+            tasks?: {
+                [key: string]: string;
+            } | null;
+        };
+        "skillup.ai.v1.RequeueDeadLettersRequest": {
+            /**
+             * Format: int64
+             * @description At most this many, 1..=500; 0 = 50.
+             */
+            limit?: number | null;
+            /** @description Why, for the audit log; at most 500 characters; may be empty. */
+            reason?: string | null;
+            /** @description Only these tasks (UUID text); empty = the oldest `limit`. */
+            task_ids?: string[] | null;
+        };
+        "skillup.ai.v1.RequeueDeadLettersResponse": {
+            /** @description One per dead letter moved or left, in queue order. */
+            outcomes?: components["schemas"]["skillup.ai.v1.RequeueOutcome"][] | null;
+        };
+        "skillup.ai.v1.RequeueOutcome": {
+            /** @description Why not, when it is not (quota refused, task no longer failed, …). */
+            reason?: string | null;
+            /** @description True when it is back on `generate.long`. */
+            requeued?: boolean | null;
+            /** @description Task id, UUID text. */
+            task_id?: string | null;
         };
         "skillup.ai.v1.StreamFinished": {
             /** @description "stop", "length", "cancelled", … */
@@ -1351,6 +1572,12 @@ export interface components {
             /** @description Newest first. */
             api_keys?: components["schemas"]["skillup.auth.v1.ApiKey"][] | null;
         };
+        "skillup.auth.v1.ListAuditLogResponse": {
+            /** @description Newest first. */
+            entries?: components["schemas"]["skillup.common.v1.AuditEntry"][] | null;
+            /** @description Cursor for the next page. */
+            page?: components["schemas"]["skillup.common.v1.PageResponse"] | null;
+        };
         "skillup.auth.v1.ListDataExportsResponse": {
             /** @description Newest first; at most 20. */
             exports?: components["schemas"]["skillup.auth.v1.DataExport"][] | null;
@@ -1358,6 +1585,12 @@ export interface components {
         "skillup.auth.v1.ListSessionsResponse": {
             /** @description Active sessions, most recently used first; at most 100. */
             sessions?: components["schemas"]["skillup.auth.v1.Session"][] | null;
+        };
+        "skillup.auth.v1.ListUsersResponse": {
+            /** @description Cursor for the next page. */
+            page?: components["schemas"]["skillup.common.v1.PageResponse"] | null;
+            /** @description Newest first. */
+            users?: components["schemas"]["skillup.auth.v1.User"][] | null;
         };
         "skillup.auth.v1.LoginRequest": {
             /**
@@ -1493,6 +1726,49 @@ export interface components {
             /** @description Always true on success. */
             email_verified?: boolean | null;
         };
+        /**
+         * @description One thing an operator did, as the append-only audit log keeps it. The service that made the
+         *     change writes it in the change's own transaction and sends it as event `audit.recorded`
+         *     (through its outbox); auth stores it. No API changes or removes an entry.
+         */
+        "skillup.common.v1.AuditEntry": {
+            /**
+             * @description What was done, dotted: "user.deactivate", "user.reactivate", "user.grant_admin",
+             *     "user.revoke_admin", "balance.adjust", …; at most 64 characters.
+             */
+            action?: string | null;
+            /**
+             * @description Who acted, readable: the admin's email (filled in by auth), "operator:<name>" (an operator
+             *     certificate) or "cli:<login>" (`skillup admin` on a machine with the database); at most 254
+             *     characters.
+             */
+            actor?: string | null;
+            /** @description The admin's account id (UUID text); empty when an operator certificate or the CLI acted. */
+            actor_id?: string | null;
+            /** @description Its state after, as a JSON object; at most 16 KiB. */
+            after?: string | null;
+            /** @description The target's state before, as a JSON object; "{}" when it did not exist; at most 16 KiB. */
+            before?: string | null;
+            /** @description The client's address as the edge saw it, or the operator's peer address; may be empty. */
+            client_ip?: string | null;
+            /** @description The component that made the change: "auth", "payment", … */
+            component?: string | null;
+            /** @description The entry's id (the event's id), UUID text. */
+            id?: string | null;
+            /**
+             * Format: date-time
+             * @description When it was done.
+             */
+            occurred_at?: string | null;
+            /** @description Why, as the operator wrote it; at most 500 characters; may be empty. */
+            reason?: string | null;
+            /** @description The request id of the call that did it; may be empty (the CLI). */
+            request_id?: string | null;
+            /** @description Its id; at most 128 characters. */
+            target_id?: string | null;
+            /** @description The kind of thing acted on: "user", "wallet", "plan", "dead_letter"; at most 32 characters. */
+            target_type?: string | null;
+        };
         /** @description An amount of money. Always integer minor units (cents, kopecks); never a float. */
         "skillup.common.v1.Money": {
             /**
@@ -1623,7 +1899,7 @@ export interface components {
              * @description What it is.
              * @enum {string|null}
              */
-            kind?: "TRANSACTION_KIND_UNSPECIFIED" | "TRANSACTION_KIND_TOP_UP" | "TRANSACTION_KIND_CHARGE" | "TRANSACTION_KIND_REFUND" | null;
+            kind?: "TRANSACTION_KIND_UNSPECIFIED" | "TRANSACTION_KIND_TOP_UP" | "TRANSACTION_KIND_CHARGE" | "TRANSACTION_KIND_REFUND" | "TRANSACTION_KIND_ADJUSTMENT_CREDIT" | "TRANSACTION_KIND_ADJUSTMENT_DEBIT" | null;
             /** @description For refunds, the charge refunded; else empty. */
             refunded_transaction_id?: string | null;
             /**
@@ -1923,6 +2199,98 @@ export interface operations {
             };
             /** @description bad input: malformed JSON, a wrong type, a missing required field */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_ListAuditLog: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Only this action (e.g. "user.deactivate") or, ending in ".", this family ("user."); at
+                 *     most 64 characters.
+                 */
+                action?: string;
+                /** @description Only entries of this admin (account id, UUID text); empty = anyone. */
+                actor_id?: string;
+                /** @description Items per page; 0 means the service default (20); at most 100. */
+                page_size?: number;
+                /** @description Opaque cursor from a previous `PageResponse.next_page_token`; empty for the first page; at most 512 bytes. */
+                page_token?: string;
+                /** @description Only entries at or after this time. */
+                since?: string;
+                /** @description Only entries about this target id (an account id, a plan code, …); at most 128 characters. */
+                target_id?: string;
+                /** @description Only entries before this time. */
+                until?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.auth.v1.ListAuditLogResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2287,6 +2655,320 @@ export interface operations {
             };
         };
     };
+    GenerationAdminService_GetQueueStats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.ai.v1.QueueStats"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    GenerationAdminService_ListDeadLetters: {
+        parameters: {
+            query?: {
+                /** @description At most this many, 1..=500; 0 = 50. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.ai.v1.ListDeadLettersResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    GenerationAdminService_RequeueDeadLetters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["skillup.ai.v1.RequeueDeadLettersRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.ai.v1.RequeueDeadLettersResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_ListUsers: {
+        parameters: {
+            query?: {
+                /** @description Only active (USER_ACTIVITY_ACTIVE) or only deactivated (USER_ACTIVITY_INACTIVE) accounts; unset = both. */
+                activity?: "USER_ACTIVITY_UNSPECIFIED" | "USER_ACTIVITY_ACTIVE" | "USER_ACTIVITY_INACTIVE";
+                /** @description Only admins (true); unset or false = everyone. */
+                admins_only?: boolean;
+                /** @description Items per page; 0 means the service default (20); at most 100. */
+                page_size?: number;
+                /** @description Opaque cursor from a previous `PageResponse.next_page_token`; empty for the first page; at most 512 bytes. */
+                page_token?: string;
+                /** @description Part of the email address or name, any case; at most 254 characters; empty = everyone. */
+                query?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.auth.v1.ListUsersResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     AuthService_SetUserActive: {
         parameters: {
             query?: never;
@@ -2301,6 +2983,8 @@ export interface operations {
                 "application/json": {
                     /** @description The new state. */
                     active?: boolean | null;
+                    /** @description Why, for the audit log; at most 500 characters; may be empty. */
+                    reason?: string | null;
                 };
             };
         };
@@ -2312,6 +2996,183 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["skillup.auth.v1.User"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    AuthService_SetUserAdmin: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @description Grant (true) or revoke (false) the `admin` scope. */
+                    admin?: boolean | null;
+                    /** @description Why, for the audit log; at most 500 characters; may be empty. */
+                    reason?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.auth.v1.User"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    PaymentService_AdjustBalance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: int64
+                     * @description Minor units: positive credits, negative debits; never 0; at most 100_000_000 either way.
+                     */
+                    amount_minor: string;
+                    /** @description ISO 4217 currency, 3 letters. */
+                    currency: string;
+                    /** @description Idempotency key; 1..=128 printable ASCII characters; required. */
+                    idempotency_key?: string | null;
+                    /** @description Why, for the ledger and the audit log; 1..=500 characters. */
+                    reason: string;
+                };
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.Transaction"];
                 };
             };
             /** @description bad input: malformed JSON, a wrong type, a missing required field */

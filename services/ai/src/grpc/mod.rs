@@ -508,14 +508,9 @@ impl AdminGrpc {
     }
 }
 
-fn operator<T>(req: &Request<T>) -> Result<(), Status> {
-    match Caller::of(req) {
-        None => {
-            Err(Status::unauthenticated("an identity assertion with the admin scope is required"))
-        }
-        Some(id) if id.has_scope(ADMIN_SCOPE) => Ok(()),
-        Some(_) => Err(Status::permission_denied("the admin scope is required")),
-    }
+/// The administrator making an admin call (see `skillup_kit::audit::Actor::admin`).
+fn operator<T>(req: &Request<T>) -> Result<skillup_kit::audit::Actor, Status> {
+    skillup_kit::audit::Actor::admin(req)
 }
 
 #[tonic::async_trait]
@@ -544,14 +539,31 @@ impl pb::generation_admin_service_server::GenerationAdminService for AdminGrpc {
         &self,
         req: Request<pb::RequeueDeadLettersRequest>,
     ) -> Result<Response<pb::RequeueDeadLettersResponse>, Status> {
-        operator(&req)?;
+        let actor = operator(&req)?;
         let r = req.into_inner();
         for id in &r.task_ids {
             if Uuid::parse_str(id).is_err() {
                 return Err(Status::invalid_argument(format!("task_ids: `{id}` is not a UUID")));
             }
         }
+        let reason = skillup_kit::audit::reason(&r.reason, false)
+            .map_err(|m| skillup_kit::error::invalid_field("reason", m))?;
         let outcomes = self.generator.requeue_dead(&r.task_ids, r.limit).await?;
+        if !outcomes.is_empty() {
+            // Audited after the fact (the queue is not a transaction): an entry lost to a
+            // broker failure here is logged.
+            let entry = crate::events::requeue_audit(&actor, &outcomes, &reason);
+            if let Err(e) = skillup_kit::events::publish_with_id(
+                &self.generator.bus(),
+                &entry.id.clone(),
+                "",
+                &entry,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "the requeue's audit entry was not sent");
+            }
+        }
         Ok(Response::new(pb::RequeueDeadLettersResponse {
             outcomes: outcomes.into_iter().map(Into::into).collect(),
         }))

@@ -42,6 +42,110 @@ impl AccountStore {
         user::Entity::find_by_id(id).one(&self.db).await
     }
 
+    /// Accounts whose email or name contains `query` (lower-case; empty = any), newest first
+    /// (ids are UUID v7), older than `before`, at most `limit`.
+    pub async fn search_users(
+        &self,
+        query: &str,
+        active: Option<bool>,
+        admins_only: bool,
+        before: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<user::Model>, DbErr> {
+        use sea_orm::{
+            Condition, QuerySelect,
+            sea_query::{ExprTrait as _, Func, LikeExpr},
+        };
+        let mut cond = Condition::all();
+        if !query.is_empty() {
+            // The text as typed: `%` and `_` are themselves, not wildcards.
+            let escaped = query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let like = || LikeExpr::new(format!("%{escaped}%")).escape('\\');
+            cond = cond.add(
+                Condition::any()
+                    .add(Expr::col(user::Column::Email).like(like()))
+                    .add(Expr::expr(Func::lower(Expr::col(user::Column::Name))).like(like())),
+            );
+        }
+        if let Some(a) = active {
+            cond = cond.add(user::Column::IsActive.eq(a));
+        }
+        if admins_only {
+            cond = cond.add(user::Column::Scopes.contains("admin"));
+        }
+        if let Some(b) = before {
+            cond = cond.add(user::Column::Id.lt(b));
+        }
+        user::Entity::find()
+            .filter(cond)
+            .order_by_desc(user::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Locks account `id` in `txn` for an administrator's change and reads it — with every
+    /// admin's row, so two admins revoking each other at once are serialised and cannot leave
+    /// none. PostgreSQL: row locks in id order (two such changes never deadlock); SQLite: the
+    /// first write takes the database's write lock.
+    pub async fn lock_for_admin_change<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: Uuid,
+    ) -> Result<Option<user::Model>, DbErr> {
+        use sea_orm::{Condition, QuerySelect};
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            user::Entity::find()
+                .filter(
+                    Condition::any()
+                        .add(user::Column::Id.eq(id))
+                        .add(user::Column::Scopes.contains("admin")),
+                )
+                .order_by_asc(user::Column::Id)
+                .lock_exclusive()
+                .all(txn)
+                .await?;
+        } else {
+            user::Entity::update_many()
+                .col_expr(user::Column::Id, Expr::col(user::Column::Id))
+                .filter(user::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
+        }
+        user::Entity::find_by_id(id).one(txn).await
+    }
+
+    /// Active accounts whose scopes mention `admin` (the caller checks the exact scope).
+    pub async fn active_admins<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+    ) -> Result<Vec<user::Model>, DbErr> {
+        user::Entity::find()
+            .filter(user::Column::Scopes.contains("admin"))
+            .filter(user::Column::IsActive.eq(true))
+            .all(txn)
+            .await
+    }
+
+    /// Sets an account's state and scopes in `txn`.
+    pub async fn set_access<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: Uuid,
+        active: bool,
+        scopes: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        user::Entity::update_many()
+            .col_expr(user::Column::IsActive, Expr::value(active))
+            .col_expr(user::Column::Scopes, Expr::value(scopes))
+            .col_expr(user::Column::UpdatedAt, Expr::value(at))
+            .filter(user::Column::Id.eq(id))
+            .exec(txn)
+            .await
+            .map(drop)
+    }
+
     pub async fn user_by_email(&self, email: &str) -> Result<Option<user::Model>, DbErr> {
         user::Entity::find().filter(user::Column::Email.eq(email)).one(&self.db).await
     }
@@ -122,10 +226,6 @@ impl AccountStore {
             .exec(txn)
             .await?;
         Ok(())
-    }
-
-    pub async fn set_active(&self, id: Uuid, active: bool) -> Result<(), DbErr> {
-        self.update_user(id, user::Column::IsActive, active).await
     }
 
     pub async fn set_tier(&self, id: Uuid, tier: &str) -> Result<(), DbErr> {

@@ -188,3 +188,37 @@ pub mod api_key {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// One entry of the append-only audit log (every service's admin actions; see
+/// `skillup_kit::audit`). Rows are only ever inserted: triggers refuse UPDATE and DELETE.
+pub mod audit_entry {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "auth_audit_log")]
+    pub struct Model {
+        /// The event's id (UUID v7: time-ordered).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub occurred_at: DateTimeUtc,
+        /// The admin's account, when an account acted.
+        pub actor_id: Option<Uuid>,
+        /// Readable: the admin's email when stored, `operator:<name>`, `cli:<login>`.
+        pub actor: String,
+        pub action: String,
+        pub target_type: String,
+        pub target_id: String,
+        /// JSON objects.
+        pub before: String,
+        pub after: String,
+        pub reason: String,
+        pub request_id: String,
+        pub client_ip: String,
+        pub component: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

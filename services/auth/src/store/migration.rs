@@ -12,7 +12,8 @@ skillup_kit::migrator!(
         M0003Profile,
         M0004EmailChange,
         M0005DataExports,
-        M0006ApiKeys
+        M0006ApiKeys,
+        M0007AuditLog
     ]
 );
 
@@ -275,5 +276,89 @@ impl MigrationTrait for M0006ApiKeys {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table("auth_api_keys").if_exists().to_owned()).await
+    }
+}
+
+/// The audit log: every service's admin actions, append-only (triggers refuse UPDATE and
+/// DELETE on PostgreSQL and SQLite alike, so no code path — ours or a mistaken one — can
+/// change an entry; only a superuser dropping the triggers could).
+struct M0007AuditLog;
+
+skillup_kit::migration_name!(M0007AuditLog, "m0007_audit_log");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007AuditLog {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("auth_audit_log")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(timestamp_with_time_zone("occurred_at"))
+                .col(uuid_null("actor_id"))
+                .col(string_len("actor", 254))
+                .col(string_len("action", 64))
+                .col(string_len("target_type", 32))
+                .col(string_len("target_id", 128))
+                .col(text("before"))
+                .col(text("after"))
+                .col(string_len("reason", 2000))
+                .col(string_len("request_id", 128))
+                .col(string_len("client_ip", 64))
+                .col(string_len("component", 32))
+                .to_owned(),
+        )
+        .await?;
+        for (name, col) in [
+            ("auth_audit_log_actor", "actor_id"),
+            ("auth_audit_log_target", "target_id"),
+            ("auth_audit_log_action", "action"),
+        ] {
+            m.create_index(
+                Index::create()
+                    .name(name)
+                    .table("auth_audit_log")
+                    .col(col)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        }
+        let db = m.get_connection();
+        match db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                db.execute_unprepared(
+                    "CREATE OR REPLACE FUNCTION auth_audit_log_append_only() RETURNS trigger \
+                     LANGUAGE plpgsql AS $$ BEGIN \
+                     RAISE EXCEPTION 'the audit log is append-only'; END $$",
+                )
+                .await?;
+                db.execute_unprepared(
+                    "CREATE TRIGGER auth_audit_log_append_only BEFORE UPDATE OR DELETE \
+                     ON auth_audit_log FOR EACH ROW EXECUTE FUNCTION auth_audit_log_append_only()",
+                )
+                .await?;
+                db.execute_unprepared(
+                    "CREATE TRIGGER auth_audit_log_no_truncate BEFORE TRUNCATE \
+                     ON auth_audit_log FOR EACH STATEMENT EXECUTE FUNCTION auth_audit_log_append_only()",
+                )
+                .await?;
+            }
+            _ => {
+                for (name, op) in [("no_update", "UPDATE"), ("no_delete", "DELETE")] {
+                    db.execute_unprepared(&format!(
+                        "CREATE TRIGGER IF NOT EXISTS auth_audit_log_{name} BEFORE {op} \
+                         ON auth_audit_log BEGIN \
+                         SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+                    ))
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("auth_audit_log").if_exists().to_owned()).await
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod entities;
 pub mod exports;
 pub mod migration;

@@ -222,7 +222,7 @@ pub(crate) async fn a_deactivated_or_deleted_account_loses_its_keys(kind: Kind) 
     let key = create_key(&mut h, &a.access_token, "a", None).await.unwrap().secret;
     validate(&mut h, &key).await.unwrap();
     for (active, ok) in [(false, false), (true, true)] {
-        let req = pb::SetUserActiveRequest { user_id: a_id.clone(), active };
+        let req = pb::SetUserActiveRequest { user_id: a_id.clone(), active, ..Default::default() };
         h.client.set_user_active(bearer(req, &admin)).await.unwrap();
         let res = validate(&mut h, &key).await;
         assert_eq!(res.is_ok(), ok, "active {active}: {res:?}");

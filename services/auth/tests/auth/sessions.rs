@@ -222,7 +222,7 @@ pub(crate) async fn a_deactivated_account_is_refused(kind: Kind) {
     let err = h
         .client
         .set_user_active(bearer(
-            pb::SetUserActiveRequest { user_id: vid.clone(), active: false },
+            pb::SetUserActiveRequest { user_id: vid.clone(), active: false, ..Default::default() },
             &victim.access_token,
         ))
         .await
@@ -230,7 +230,7 @@ pub(crate) async fn a_deactivated_account_is_refused(kind: Kind) {
     assert_eq!(err.code(), Code::PermissionDenied);
     h.client
         .set_user_active(bearer(
-            pb::SetUserActiveRequest { user_id: vid.clone(), active: false },
+            pb::SetUserActiveRequest { user_id: vid.clone(), active: false, ..Default::default() },
             &admin_tok,
         ))
         .await
@@ -249,7 +249,7 @@ pub(crate) async fn a_deactivated_account_is_refused(kind: Kind) {
     assert_eq!(err.code(), Code::PermissionDenied);
     h.client
         .set_user_active(bearer(
-            pb::SetUserActiveRequest { user_id: vid, active: true },
+            pb::SetUserActiveRequest { user_id: vid, active: true, ..Default::default() },
             &admin_tok,
         ))
         .await
@@ -324,7 +324,11 @@ pub(crate) async fn revocations_survive_a_flushed_cache() {
     let off_id = off.user.clone().unwrap().id;
     h.client
         .set_user_active(bearer(
-            pb::SetUserActiveRequest { user_id: off_id.clone(), active: false },
+            pb::SetUserActiveRequest {
+                user_id: off_id.clone(),
+                active: false,
+                ..Default::default()
+            },
             &admin,
         ))
         .await

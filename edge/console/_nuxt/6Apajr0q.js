@@ -1,1 +1,0 @@
-import{t as e}from"./CNs_Ozdc.js";import{B as t,I as n,M as r,a as i,g as a,k as o}from"#entry";var s=r({__name:`index`,async setup(r){let s,c;e({public:!0});let l=i();return[s,c]=t(()=>a(l.signedIn?`/generate`:`/signin`,{replace:!0})),await s,c(),(e,t)=>(n(),o(`div`))}});export{s as default};

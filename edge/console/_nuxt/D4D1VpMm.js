@@ -1,0 +1,1 @@
+import{t as e}from"./CNs_Ozdc.js";import{A as t,L as n,N as r,V as i,a,g as o}from"#entry";var s=r({__name:`index`,async setup(r){let s,c;e({public:!0});let l=a();return[s,c]=i(()=>o(l.signedIn?`/generate`:`/signin`,{replace:!0})),await s,c(),(e,r)=>(n(),t(`div`))}});export{s as default};

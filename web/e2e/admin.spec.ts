@@ -1,0 +1,102 @@
+// The Admin section as an operator meets it: `skillup admin grant` makes the first admin of the
+// running platform; after signing in again the Admin link appears; the admin finds a person,
+// deactivates them, credits their balance and reads it all back in the audit log — in both
+// languages and both themes (screenshots in docs/screenshots), with axe-core finding nothing
+// serious. Someone who is no admin sees neither the link nor the section.
+import AxeBuilder from '@axe-core/playwright'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { test, expect, nav, signUp, unique, PASSWORD, type Page } from './fixtures'
+
+const shots = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url))
+
+async function axe(page: Page, what: string) {
+  const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']).analyze()
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+  expect(bad.map((v) => `${what}: ${v.id} (${v.impact}) ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)).toEqual([])
+}
+
+/** `skillup admin grant EMAIL` against the platform the tests run on, as operator `e2e-ops`. */
+function grant(email: string) {
+  execFileSync(
+    process.env.E2E_SKILLUP_BIN!,
+    ['admin', 'grant', email, '--reason', 'e2e operator', '--addr', process.env.E2E_GRPC_ADDR!, '--data-dir', process.env.E2E_DATA_DIR!],
+    { env: { ...process.env, USER: 'e2e-ops' }, stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+}
+
+const words = {
+  en: { signOut: 'Sign out', email: 'Email', password: 'Password', signIn: 'Sign in', admin: 'Admin', manage: /^Manage /, reason: /^Reason/, deactivate: 'Deactivate', amount: /^Amount/, adjust: 'Adjust balance', audit: 'Audit log', queue: 'Queue', noDead: 'No task gave up.', show: 'Show', deactivated: /is deactivated/, adjusted: /Adjusted by/, actions: ['Balance credited', 'Account deactivated'] },
+  ru: { signOut: 'Выйти', email: 'Эл. почта', password: 'Пароль', signIn: 'Войти', admin: 'Администрирование', manage: /^Управлять /, reason: /^Причина/, deactivate: 'Отключить', amount: /^Сумма/, adjust: 'Изменить баланс', audit: 'Журнал действий', queue: 'Очередь', noDead: 'Невыполненных задач нет.', show: 'Показать', deactivated: /отключена/, adjusted: /Изменено на/, actions: ['Баланс пополнен', 'Учётная запись отключена'] },
+} as const
+
+for (const locale of ['en', 'ru'] as const) {
+  for (const scheme of ['light', 'dark'] as const) {
+    test.describe(`${locale}, ${scheme}`, () => {
+      test.use({ locale: locale === 'ru' ? 'ru-RU' : 'en-US', colorScheme: scheme, viewport: { width: 1280, height: 900 } })
+
+      test(`an admin manages an account and reads the audit log (${locale}, ${scheme})`, async ({ page, request }) => {
+        const w = words[locale]
+        mkdirSync(shots, { recursive: true })
+        // The person the admin will act on.
+        const victim = `victim-${unique()}@example.com`
+        const made = await request.post('/api/auth/register', { data: { email: victim, password: PASSWORD } })
+        expect(made.status()).toBe(201)
+
+        const email = await signUp(page, locale === 'ru' ? 'Анна' : 'Ann')
+        // Not an admin yet: no link, and the section says so.
+        await expect(page.getByRole('navigation').getByRole('link', { name: w.admin })).toHaveCount(0)
+        await page.goto('/admin')
+        await expect(page.getByTestId('not-admin')).toBeVisible()
+
+        grant(email)
+        await page.getByRole('button', { name: w.signOut, exact: true }).click()
+        await expect(page).toHaveURL(/\/signin/)
+        await page.getByLabel(w.email).fill(email)
+        await page.getByLabel(w.password, { exact: true }).fill(PASSWORD)
+        await page.getByRole('button', { name: w.signIn, exact: true }).click()
+        await expect(page).toHaveURL(/\/generate$/)
+        await nav(page, w.admin)
+        await expect(page.getByRole('heading', { level: 1, name: w.admin })).toBeVisible()
+
+        await page.getByRole('searchbox').fill(victim.slice(0, 14))
+        await page.getByRole('searchbox').press('Enter')
+        await expect(page.getByTestId('admin-user')).toHaveCount(1)
+        await page.getByRole('button', { name: w.manage }).click()
+        await page.getByLabel(w.reason).fill(locale === 'ru' ? 'рассылка спама' : 'sends spam')
+        await page.getByRole('button', { name: w.deactivate, exact: true }).click()
+        await expect(page.getByRole('status').filter({ hasText: w.deactivated })).toBeVisible()
+        await page.getByLabel(w.amount).fill('5')
+        await page.getByRole('button', { name: w.adjust }).click()
+        await expect(page.getByRole('status').filter({ hasText: w.adjusted })).toBeVisible()
+        await axe(page, '/admin accounts')
+        await page.screenshot({ path: `${shots}admin-accounts-${locale}-${scheme}.png` })
+
+        // The queue: its depths, and no task that gave up.
+        await page.getByRole('tab', { name: w.queue }).click()
+        await expect(page.getByTestId('queue-stats')).toBeVisible()
+        await expect(page.getByText(w.noDead)).toBeVisible()
+        await axe(page, '/admin queue')
+
+        await page.getByRole('tab', { name: w.audit }).click()
+        const entries = page.getByTestId('audit-entry')
+        // Entries are stored moments after each change (auth consumes them): ask again until
+        // both are there.
+        await expect(async () => {
+          await page.getByRole('button', { name: w.show, exact: true }).click()
+          await expect(entries.first()).toContainText(w.actions[0], { timeout: 1_000 })
+        }).toPass()
+        await expect(entries.nth(1)).toContainText(w.actions[1])
+        await expect(entries.nth(1)).toContainText(email)
+        await expect(page.getByText('operator:e2e-ops').first()).toBeVisible()
+        await axe(page, '/admin audit')
+        await page.screenshot({ path: `${shots}admin-audit-${locale}-${scheme}.png`, fullPage: true })
+
+        // The person is signed out and cannot sign in.
+        const login = await request.post('/api/auth/login', { data: { email: victim, password: PASSWORD } })
+        expect(login.status()).toBe(403)
+      })
+    })
+  }
+}
