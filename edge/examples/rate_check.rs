@@ -95,6 +95,6 @@ async fn main() {
         ("plain Redis GET p50 (floor)", g50),
     ] {
         let (m, lo, hi) = median(v);
-        println!("{name:<40} {m:>7.3} ({lo:.3}–{hi:.3})");
+        println!("{name:<40} {m:>7.4} ({lo:.4}–{hi:.4})");
     }
 }
