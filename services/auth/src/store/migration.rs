@@ -13,7 +13,8 @@ skillup_kit::migrator!(
         M0004EmailChange,
         M0005DataExports,
         M0006ApiKeys,
-        M0007AuditLog
+        M0007AuditLog,
+        M0008RevokedSessions
     ]
 );
 
@@ -360,5 +361,29 @@ impl MigrationTrait for M0007AuditLog {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table("auth_audit_log").if_exists().to_owned()).await
+    }
+}
+
+/// Sessions by revocation time, for the rebuild after a cache lost its data (`recovery`: the
+/// sessions revoked within the markers' life). Partial — only revoked sessions are in it — so
+/// it stays small and costs signing in nothing; the same statement on PostgreSQL and SQLite.
+struct M0008RevokedSessions;
+
+skillup_kit::migration_name!(M0008RevokedSessions, "m0008_revoked_sessions");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008RevokedSessions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.get_connection()
+            .execute_unprepared(
+                "CREATE INDEX IF NOT EXISTS auth_sessions_revoked ON auth_sessions (revoked_at) \
+                 WHERE revoked_at IS NOT NULL",
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(Index::drop().name("auth_sessions_revoked").if_exists().to_owned()).await
     }
 }
