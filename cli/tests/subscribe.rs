@@ -77,6 +77,7 @@ skillup_testkit::both_adapters!(
     concurrent_subscribes_charge_once,
     a_settled_hold_is_never_taken_again_by_its_key,
     usage_history_tells_periods_days_and_functions,
+    admins_edit_plans_and_subscribers_keep_their_terms_until_renewal,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {

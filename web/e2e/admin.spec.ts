@@ -27,8 +27,8 @@ function grant(email: string) {
 }
 
 const words = {
-  en: { signOut: 'Sign out', email: 'Email', password: 'Password', signIn: 'Sign in', admin: 'Admin', manage: /^Manage /, reason: /^Reason/, deactivate: 'Deactivate', amount: /^Amount/, adjust: 'Adjust balance', audit: 'Audit log', queue: 'Queue', noDead: 'No task gave up.', show: 'Show', deactivated: /is deactivated/, adjusted: /Adjusted by/, actions: ['Balance credited', 'Account deactivated'] },
-  ru: { signOut: 'Выйти', email: 'Эл. почта', password: 'Пароль', signIn: 'Войти', admin: 'Администрирование', manage: /^Управлять /, reason: /^Причина/, deactivate: 'Отключить', amount: /^Сумма/, adjust: 'Изменить баланс', audit: 'Журнал действий', queue: 'Очередь', noDead: 'Невыполненных задач нет.', show: 'Показать', deactivated: /отключена/, adjusted: /Изменено на/, actions: ['Баланс пополнен', 'Учётная запись отключена'] },
+  en: { signOut: 'Sign out', email: 'Email', password: 'Password', signIn: 'Sign in', admin: 'Admin', manage: /^Manage /, reason: /^Reason/, deactivate: 'Deactivate', amount: /^Amount/, adjust: 'Adjust balance', audit: 'Audit log', queue: 'Queue', plans: 'Plans', newPlan: 'New plan', code: /^Code/, title: /^Title/, price: /^Price per period/, save: 'Save', archive: /^Archive /, planCreated: /is on offer/, planArchived: /is archived/, noDead: 'No task gave up.', show: 'Show', deactivated: /is deactivated/, adjusted: /Adjusted by/, actions: ['Plan archived', 'Plan created', 'Balance credited', 'Account deactivated'] },
+  ru: { signOut: 'Выйти', email: 'Эл. почта', password: 'Пароль', signIn: 'Войти', admin: 'Администрирование', manage: /^Управлять /, reason: /^Причина/, deactivate: 'Отключить', amount: /^Сумма/, adjust: 'Изменить баланс', audit: 'Журнал действий', queue: 'Очередь', plans: 'Тарифы', newPlan: 'Новый тариф', code: /^Код/, title: /^Название/, price: /^Цена за период/, save: 'Сохранить', archive: /^В архив /, planCreated: /в продаже/, planArchived: /в архиве/, noDead: 'Невыполненных задач нет.', show: 'Показать', deactivated: /отключена/, adjusted: /Изменено на/, actions: ['Тариф убран в архив', 'Создан тариф', 'Баланс пополнен', 'Учётная запись отключена'] },
 } as const
 
 for (const locale of ['en', 'ru'] as const) {
@@ -73,6 +73,24 @@ for (const locale of ['en', 'ru'] as const) {
         await axe(page, '/admin accounts')
         await page.screenshot({ path: `${shots}admin-accounts-${locale}-${scheme}.png` })
 
+        // Plans: a new one on offer at once, then archived.
+        await page.getByRole('tab', { name: w.plans }).click()
+        await page.getByRole('button', { name: w.newPlan }).click()
+        const code = `p${unique()}`
+        await page.getByLabel(w.code).fill(code)
+        await page.getByLabel(w.title, { exact: false }).fill(`Team ${code}`)
+        await page.getByLabel(w.price).fill('12.50')
+        await page.getByRole('button', { name: w.save, exact: true }).click()
+        await expect(page.getByRole('status').filter({ hasText: w.planCreated })).toBeVisible()
+        const offered = await request.get('/api/subscriptions/plans')
+        expect(((await offered.json()).plans as Array<{ id: string }>).map((p) => p.id)).toContain(code)
+        await axe(page, '/admin plans')
+        await page.screenshot({ path: `${shots}admin-plans-${locale}-${scheme}.png`, fullPage: true })
+        await page.getByTestId('admin-plan').filter({ hasText: code }).getByRole('button', { name: w.archive }).click()
+        await expect(page.getByRole('status').filter({ hasText: w.planArchived })).toBeVisible()
+        const left = await request.get('/api/subscriptions/plans')
+        expect(((await left.json()).plans as Array<{ id: string }>).map((p) => p.id)).not.toContain(code)
+
         // The queue: its depths, and no task that gave up.
         await page.getByRole('tab', { name: w.queue }).click()
         await expect(page.getByTestId('queue-stats')).toBeVisible()
@@ -82,13 +100,16 @@ for (const locale of ['en', 'ru'] as const) {
         await page.getByRole('tab', { name: w.audit }).click()
         const entries = page.getByTestId('audit-entry')
         // Entries are stored moments after each change (auth consumes them): ask again until
-        // both are there.
+        // the last one is there. Newest first: the plan archived, created, the balance
+        // credited, the account deactivated — by this admin.
         await expect(async () => {
           await page.getByRole('button', { name: w.show, exact: true }).click()
           await expect(entries.first()).toContainText(w.actions[0], { timeout: 1_000 })
         }).toPass()
-        await expect(entries.nth(1)).toContainText(w.actions[1])
-        await expect(entries.nth(1)).toContainText(email)
+        for (const [i, action] of w.actions.entries()) {
+          await expect(entries.nth(i)).toContainText(action)
+          await expect(entries.nth(i)).toContainText(email)
+        }
         await expect(page.getByText('operator:e2e-ops').first()).toBeVisible()
         await axe(page, '/admin audit')
         await page.screenshot({ path: `${shots}admin-audit-${locale}-${scheme}.png`, fullPage: true })

@@ -66,6 +66,13 @@ impl Mesh {
             mesh.spawn(c);
             mesh.wait_ready(c).await;
         }
+        // Each is still running: a component that could not bind its port exits at once, and
+        // another process answering on that port must not pass for it.
+        for c in COMPONENTS {
+            if let Some(status) = mesh.procs.get_mut(c).unwrap().try_wait().unwrap() {
+                panic!("{c} exited ({status}): {}", mesh.log(c));
+            }
+        }
         mesh
     }
 

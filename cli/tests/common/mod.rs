@@ -39,11 +39,21 @@ pub fn mailed_token(outbox: &std::path::Path, email: &str) -> String {
 /// to outgoing connections, so one of those could take it before the child binds.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
+    // Never the same port twice in one test process: a port is only checked free here, and
+    // bound later by the process it is handed to — a Mesh takes sixteen at once, and two of
+    // them alike (about one Mesh in a hundred) left one component answering on another's
+    // address (the e2e takeout test once registered against auth's ops port: 404).
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     loop {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         let port = 20_000 + (h.finish() % 12_000) as u16;
+        if GIVEN.lock().unwrap().contains(&port) {
+            continue;
+        }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            GIVEN.lock().unwrap().insert(port);
             return port;
         }
     }

@@ -202,3 +202,160 @@ pub(crate) async fn concurrent_subscribes_charge_once(kind: Kind) {
     let spent = 10_000 - balance(&mut h, user).await;
     assert!((990..=990 + 2 * 2_000).contains(&spent), "{spent} for {:?}", me.plan);
 }
+
+/// An administrator's call (the edge's assertion of an admin signed in).
+fn as_admin<T>(h: &Harness, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    let id = Caller {
+        user_id: Uuid::now_v7().to_string(),
+        scopes: vec!["user".into(), "admin".into()],
+        sid: Uuid::now_v7().to_string(),
+        exp: now_secs() + 60,
+        ..Default::default()
+    };
+    req.metadata_mut().insert("x-skillup-identity", h.key.sign(&id).parse().unwrap());
+    req
+}
+
+fn team(price: i64, tokens: u64) -> pb::Plan {
+    pb::Plan {
+        id: "team".into(),
+        title: "Team".into(),
+        price: Some(skillup_proto::common::v1::Money {
+            amount_minor: price,
+            currency: "USD".into(),
+        }),
+        period_days: 30,
+        functions: vec!["quiz".into(), "summary".into()],
+        token_quota: tokens,
+        generation_quota: 50,
+        rate_limit_tier: "basic".into(),
+        priority: 5,
+        archived: false,
+    }
+}
+
+/// Issue 24: operators create and edit plans and archive them; a subscriber keeps the terms
+/// bought until the period ends, a renewal takes the terms of the day, an archived plan is
+/// neither sold nor renewed; every change is audited; nobody else may.
+pub(crate) async fn admins_edit_plans_and_subscribers_keep_their_terms_until_renewal(kind: Kind) {
+    let mut h = harness(kind).await;
+    let mut audit = skillup_kit::events::subscribe::<skillup_proto::common::v1::AuditEntry>(
+        &h.t.infra.bus,
+        &format!("audit-plans-{}", Uuid::now_v7()),
+    )
+    .await
+    .unwrap();
+    let save = |p: pb::Plan, id: &str| pb::SavePlanRequest {
+        plan: Some(p),
+        reason: "pricing review".into(),
+        plan_id: id.into(),
+    };
+    // Nobody but an admin.
+    let user = Uuid::now_v7();
+    let err = h.client.create_plan(as_user(&h, user, save(team(500, 1_000), ""))).await;
+    assert_eq!(err.unwrap_err().code(), Code::PermissionDenied);
+    // Bad terms are refused, naming the field; the free plan stays free and on offer.
+    for (p, field) in [
+        (pb::Plan { id: "Team!".into(), ..team(500, 1_000) }, "plan.id"),
+        (pb::Plan { period_days: 0, ..team(500, 1_000) }, "plan.period_days"),
+        (pb::Plan { functions: vec![], ..team(500, 1_000) }, "plan.functions"),
+        (pb::Plan { priority: 10, ..team(500, 1_000) }, "plan.priority"),
+    ] {
+        let err = h.client.create_plan(as_admin(&h, save(p, ""))).await.unwrap_err();
+        let d = skillup_kit::error::detail_of(&err).unwrap();
+        assert_eq!((d.code(), d.field.as_str()), (ErrorCode::InvalidArgument, field), "{err:?}");
+    }
+    let free = h.client.admin_list_plans(as_admin(&h, pb::AdminListPlansRequest {})).await;
+    let free = free.unwrap().into_inner().plans.into_iter().find(|p| p.id == "free").unwrap();
+    let priced = pb::Plan { price: team(100, 1).price, ..free.clone() };
+    let err = h.client.update_plan(as_admin(&h, save(priced, "free"))).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::InvalidArgument);
+    let archive = |id: &str, archived: bool| pb::ArchivePlanRequest {
+        plan_id: id.into(),
+        archived,
+        reason: "retired".into(),
+    };
+    let err = h.client.archive_plan(as_admin(&h, archive("free", true))).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::InvalidArgument);
+
+    // Created: on offer at once; a second with the same code is a conflict.
+    let made = h.client.create_plan(as_admin(&h, save(team(500, 1_000), ""))).await.unwrap();
+    assert_eq!(made.metadata().get("x-http-status").unwrap(), "201");
+    let err = h.client.create_plan(as_admin(&h, save(team(500, 1_000), ""))).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::Conflict);
+    let listed = h.client.list_plans(pb::ListPlansRequest {}).await.unwrap().into_inner().plans;
+    assert!(listed.iter().any(|p| p.id == "team"));
+
+    // Ann buys it at 500 for 1,000 tokens; then the plan becomes 800 for 5,000.
+    let (ann, bob, cy) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for u in [ann, bob, cy] {
+        fund(&mut h, u, 2_000).await;
+    }
+    h.client.subscribe(as_user(&h, ann, plan("team"))).await.unwrap();
+    assert_eq!(balance(&mut h, ann).await, 1_500);
+    let edited = h.client.update_plan(as_admin(&h, save(team(800, 5_000), "team"))).await;
+    assert_eq!(edited.unwrap().into_inner().token_quota, 5_000);
+    let mismatch = pb::Plan { id: "other".into(), ..team(800, 5_000) };
+    let err = h.client.update_plan(as_admin(&h, save(mismatch, "team"))).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::InvalidArgument, "the code cannot change");
+    // Ann keeps what she bought; Bob, subscribing now, gets the new terms.
+    let me = mine(&mut h, ann).await;
+    assert_eq!(me.plan.as_ref().unwrap().price.as_ref().unwrap().amount_minor, 500);
+    assert_eq!(me.usage.unwrap().token_quota, 1_000, "the quota Ann paid for");
+    h.client.subscribe(as_user(&h, bob, plan("team"))).await.unwrap();
+    assert_eq!(balance(&mut h, bob).await, 1_200);
+    assert_eq!(mine(&mut h, bob).await.usage.unwrap().token_quota, 5_000);
+
+    // Ann's renewal: the terms of the day, charged at the new price.
+    let renewer = replica(&h);
+    renewer.set_period_end(ann, chrono::Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
+    renewer.renew_due().await.unwrap();
+    assert_eq!(balance(&mut h, ann).await, 700);
+    let me = mine(&mut h, ann).await;
+    assert_eq!(me.usage.unwrap().token_quota, 5_000);
+    assert_eq!(me.plan.unwrap().price.unwrap().amount_minor, 800);
+
+    // Archived: off the public list (admins still see it), not sold, not renewed.
+    let archived = h.client.archive_plan(as_admin(&h, archive("team", true))).await.unwrap();
+    assert!(archived.into_inner().archived);
+    let listed = h.client.list_plans(pb::ListPlansRequest {}).await.unwrap().into_inner().plans;
+    assert!(!listed.iter().any(|p| p.id == "team"));
+    let all = h.client.admin_list_plans(as_admin(&h, pb::AdminListPlansRequest {})).await;
+    assert!(all.unwrap().into_inner().plans.iter().any(|p| p.id == "team" && p.archived));
+    let err = h.client.subscribe(as_user(&h, cy, plan("team"))).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::NotFound);
+    assert_eq!(mine(&mut h, bob).await.plan.unwrap().id, "team", "Bob keeps his period");
+    let renewer = replica(&h);
+    renewer.set_period_end(bob, chrono::Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
+    renewer.renew_due().await.unwrap();
+    assert_eq!(mine(&mut h, bob).await.plan.unwrap().id, "free");
+    assert_eq!(balance(&mut h, bob).await, 1_200, "an archived plan is not renewed");
+    // Archiving twice changes nothing (and writes no entry).
+    h.client.archive_plan(as_admin(&h, archive("team", true))).await.unwrap();
+
+    // Three entries: create, update, archive — each with the plan before and after.
+    let mut actions = Vec::new();
+    while actions.len() < 3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), audit.next()).await.unwrap().unwrap();
+        let (_, e) = skillup_kit::events::decode::<skillup_proto::common::v1::AuditEntry>(
+            &d.message.payload,
+        )
+        .unwrap();
+        d.ack().await.unwrap();
+        assert_eq!((e.component.as_str(), e.target_id.as_str()), ("subscribe", "team"));
+        assert_eq!(e.reason, if e.action == "plan.archive" { "retired" } else { "pricing review" });
+        if e.action == "plan.update" {
+            let before: serde_json::Value = serde_json::from_str(&e.before).unwrap();
+            let after: serde_json::Value = serde_json::from_str(&e.after).unwrap();
+            assert_eq!(
+                (before["price_minor"].clone(), after["price_minor"].clone()),
+                (500.into(), 800.into())
+            );
+        }
+        actions.push(e.action);
+    }
+    assert_eq!(actions, ["plan.create", "plan.update", "plan.archive"]);
+    let quiet = tokio::time::timeout(Duration::from_millis(500), audit.next()).await;
+    assert!(quiet.is_err(), "nothing for a change that changed nothing");
+}

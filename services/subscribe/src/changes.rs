@@ -34,6 +34,9 @@ impl Subscriptions {
             return Err(SubscribeError::Invalid("plan", skillup_kit::invalid::required("plan")));
         }
         let plan = self.plan(plan_id).await?;
+        if plan.archived {
+            return Err(SubscribeError::NotFound(crate::texts::text("plan-archived", None)));
+        }
         if plan.id == FREE {
             return Err(SubscribeError::Invalid(
                 "plan",
@@ -167,7 +170,7 @@ impl Subscriptions {
             return Err(SubscribeError::Unavailable("the plan change was superseded".into()));
         }
         // One row per user: a first subscribe inserts it, later ones update it.
-        self.subs.activate(&txn, user, &plan.id, start, end).await?;
+        self.subs.activate(&txn, user, plan, start, end).await?;
         self.changed(&txn, user, &plan.id, Status::Active, end).await?;
         txn.commit().await?;
         self.committed(user).await;
@@ -193,11 +196,12 @@ impl Subscriptions {
     /// expires it to free when it was cancelled or cannot be paid. Safe on many replicas.
     pub(crate) async fn renew(&self, s: subscription::Model) -> Result<()> {
         use Status::{Active, Expired};
-        if s.cancel_at_period_end {
-            self.advance_or_expire(&s, Expired, s.period_end, FREE).await?;
+        // The plan's terms now: an edit reaches its subscribers here, at their renewal.
+        let plan = self.plan(&s.plan_id).await?;
+        if s.cancel_at_period_end || plan.archived {
+            self.advance_or_expire(&s, Expired, s.period_end, FREE, None).await?;
             return Ok(());
         }
-        let plan = self.plan(&s.plan_id).await?;
         let next_end = s.period_end + chrono::Duration::days(i64::from(plan.period_days));
         let key = format!("renew:{}:{}:{}", s.user_id, plan.id, s.period_end.timestamp_millis());
         match self
@@ -212,11 +216,11 @@ impl Subscriptions {
             .await
         {
             Ok(()) => {
-                self.advance_or_expire(&s, Active, next_end, &plan.id).await?;
+                self.advance_or_expire(&s, Active, next_end, &plan.id, Some(&plan)).await?;
                 Ok(())
             }
             Err(SubscribeError::InsufficientFunds) => {
-                if self.advance_or_expire(&s, Expired, s.period_end, FREE).await? {
+                if self.advance_or_expire(&s, Expired, s.period_end, FREE, None).await? {
                     tracing::info!(user_id = %s.user_id, plan = %plan.id, "renewal not paid: back to free");
                 }
                 Ok(())
@@ -225,18 +229,19 @@ impl Subscriptions {
         }
     }
 
-    /// Moves an ended period on (`Active`, to `end`) or expires it, by a conditional update
-    /// that only one replica wins, with its event in the same transaction. `false`: another
-    /// replica did it already.
+    /// Moves an ended period on (`Active`, to `end`, on `terms`) or expires it, by a
+    /// conditional update that only one replica wins, with its event in the same transaction.
+    /// `false`: another replica did it already.
     pub(crate) async fn advance_or_expire(
         &self,
         s: &subscription::Model,
         status: Status,
         end: DateTime<Utc>,
         event_plan: &str,
+        terms: Option<&plan::Model>,
     ) -> Result<bool> {
         let txn = self.db.begin().await?;
-        if !self.subs.advance(&txn, s, status, end).await? {
+        if !self.subs.advance(&txn, s, status, end, terms).await? {
             txn.rollback().await?;
             return Ok(false);
         }

@@ -27,6 +27,8 @@ pub struct Plan {
     pub rate_limit_tier: String,
     /// Queue priority of its tasks, 0..=9.
     pub priority: u32,
+    /// No longer sold.
+    pub archived: bool,
 }
 
 /// A period's quota and what was used and is held of it.

@@ -36,3 +36,14 @@ pub(crate) async fn changed<C: ConnectionTrait>(
     let id = Uuid::now_v7().to_string();
     outbox.add(txn, &id, &user.to_string(), &msg).await
 }
+
+/// The audit entry of an operator's change to a plan (its row before and after).
+pub(crate) fn plan_audit(
+    actor: &skillup_kit::audit::Actor,
+    action: &str,
+    before: Option<&crate::store::entities::plan::Model>,
+    after: &crate::store::entities::plan::Model,
+    why: &str,
+) -> skillup_proto::common::v1::AuditEntry {
+    actor.entry("subscribe", action, ("plan", &after.id), before, Some(after), why)
+}

@@ -37,8 +37,31 @@ impl From<Plan> for pb::Plan {
             generation_quota: p.generation_quota,
             rate_limit_tier: p.rate_limit_tier,
             priority: p.priority,
+            archived: p.archived,
         }
     }
+}
+
+/// A plan as an operator sent it (its code from `id`; `archived` left to ArchivePlan).
+fn plan_row(p: pb::Plan) -> crate::store::entities::plan::Model {
+    let price = p.price.unwrap_or_default();
+    crate::store::entities::plan::Model {
+        id: p.id,
+        title: p.title,
+        price_minor: price.amount_minor,
+        currency: price.currency,
+        period_days: i32::try_from(p.period_days).unwrap_or(i32::MAX),
+        functions: p.functions.join(" "),
+        token_quota: i64::try_from(p.token_quota).unwrap_or(-1),
+        generation_quota: i32::try_from(p.generation_quota).unwrap_or(-1),
+        rate_limit_tier: p.rate_limit_tier,
+        priority: i32::try_from(p.priority).unwrap_or(i32::MAX),
+        archived: false,
+    }
+}
+
+fn plan_pb(p: &crate::store::entities::plan::Model) -> pb::Plan {
+    Plan::from(p).into()
 }
 
 impl From<Usage> for pb::Usage {
@@ -227,6 +250,50 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         let user = caller(&req)?;
         let r = req.into_inner();
         Ok(Response::new(self.subs.usage_history(user, &r.time_zone, r.periods).await?.into()))
+    }
+
+    async fn admin_list_plans(
+        &self,
+        req: Request<pb::AdminListPlansRequest>,
+    ) -> Result<Response<pb::ListPlansResponse>, Status> {
+        skillup_kit::audit::Actor::admin(&req)?;
+        let plans = self.subs.admin_plans().await?.iter().map(plan_pb).collect();
+        Ok(Response::new(pb::ListPlansResponse { plans }))
+    }
+
+    async fn create_plan(
+        &self,
+        req: Request<pb::SavePlanRequest>,
+    ) -> Result<Response<pb::Plan>, Status> {
+        let actor = skillup_kit::audit::Actor::admin(&req)?;
+        let r = req.into_inner();
+        let plan = plan_row(r.plan.unwrap_or_default());
+        let made = self.subs.create_plan(&actor, plan, &r.reason).await?;
+        let mut res = Response::new(plan_pb(&made));
+        res.metadata_mut()
+            .insert("x-http-status", tonic::metadata::MetadataValue::from_static("201"));
+        Ok(res)
+    }
+
+    async fn update_plan(
+        &self,
+        req: Request<pb::SavePlanRequest>,
+    ) -> Result<Response<pb::Plan>, Status> {
+        let actor = skillup_kit::audit::Actor::admin(&req)?;
+        let r = req.into_inner();
+        let plan = plan_row(r.plan.unwrap_or_default());
+        let saved = self.subs.update_plan(&actor, &r.plan_id, plan, &r.reason).await?;
+        Ok(Response::new(plan_pb(&saved)))
+    }
+
+    async fn archive_plan(
+        &self,
+        req: Request<pb::ArchivePlanRequest>,
+    ) -> Result<Response<pb::Plan>, Status> {
+        let actor = skillup_kit::audit::Actor::admin(&req)?;
+        let r = req.into_inner();
+        let saved = self.subs.archive_plan(&actor, &r.plan_id, r.archived, &r.reason).await?;
+        Ok(Response::new(plan_pb(&saved)))
     }
 
     type ExportUserDataStream = skillup_kit::grpc::ExportStream;

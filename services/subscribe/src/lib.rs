@@ -19,6 +19,7 @@ pub mod events;
 pub mod grpc;
 pub mod history;
 pub mod holds;
+pub mod plans;
 pub mod store;
 pub mod subscriptions;
 pub mod texts;

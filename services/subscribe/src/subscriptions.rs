@@ -63,24 +63,26 @@ pub(crate) const PLANS_TTL: Duration = Duration::from_secs(60);
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(30);
 
 pub(crate) fn cache_key(user: Uuid) -> String {
-    format!("sub:v3:{user}")
+    format!("sub:v4:{user}")
 }
 
-/// The cached form of a subscription row: `id|plan|status|start|end|cancel` (times in RFC 3339
-/// to the nanosecond), or `-` for "no row". Times round-trip exactly: the period start keys the
+/// The cached form of a subscription row: `id|plan|status|start|end|cancel|terms` (times in
+/// RFC 3339 to the nanosecond; the terms' JSON last, as it may hold `|`; empty without), or `-`
+/// for "no row". Times round-trip exactly: the period start keys the
 /// usage row, so a rounded one would be another period's row (`sub:cur:` entries held
 /// milliseconds and did exactly that — a quota split in two).
 pub(crate) fn encode(s: Option<&subscription::Model>) -> String {
     match s {
         None => "-".into(),
         Some(s) => format!(
-            "{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}",
             s.id,
             s.plan_id,
             s.status.as_str(),
             s.period_start.to_rfc3339_opts(SecondsFormat::Nanos, true),
             s.period_end.to_rfc3339_opts(SecondsFormat::Nanos, true),
-            u8::from(s.cancel_at_period_end)
+            u8::from(s.cancel_at_period_end),
+            s.terms.as_deref().unwrap_or_default()
         ),
     }
 }
@@ -89,8 +91,8 @@ pub(crate) fn decode(user: Uuid, v: &str) -> Option<Option<subscription::Model>>
     if v == "-" {
         return Some(None);
     }
-    let p: Vec<&str> = v.split('|').collect();
-    let [id, plan, status, start, end, cancel] = p.as_slice() else { return None };
+    let p: Vec<&str> = v.splitn(7, '|').collect();
+    let [id, plan, status, start, end, cancel, terms] = p.as_slice() else { return None };
     let time = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc));
     Some(Some(subscription::Model {
         id: Uuid::parse_str(id).ok()?,
@@ -101,6 +103,7 @@ pub(crate) fn decode(user: Uuid, v: &str) -> Option<Option<subscription::Model>>
         period_end: time(end)?,
         cancel_at_period_end: *cancel == "1",
         updated_at: Utc::now(),
+        terms: (!terms.is_empty()).then(|| (*terms).to_owned()),
     }))
 }
 
@@ -194,8 +197,9 @@ impl Subscriptions {
         Ok(plans)
     }
 
+    /// The plans on offer (archived ones left out).
     pub async fn plans(&self) -> Result<Vec<Plan>> {
-        Ok(self.all_plans().await?.iter().map(Plan::from).collect())
+        Ok(self.all_plans().await?.iter().filter(|p| !p.archived).map(Plan::from).collect())
     }
 
     pub(crate) async fn plan(&self, id: &str) -> Result<plan::Model> {
@@ -232,8 +236,13 @@ impl Subscriptions {
             sub = self.subscription_row(user).await?;
         }
         match sub {
+            // The terms the period was bought on; the plan's current ones for rows older
+            // than kept terms.
             Some(s) if s.status == Status::Active => Ok(Current {
-                plan: self.plan(&s.plan_id).await?,
+                plan: match crate::store::subscriptions::terms_in(&s) {
+                    Some(terms) => terms,
+                    None => self.plan(&s.plan_id).await?,
+                },
                 period_start: s.period_start,
                 period_end: s.period_end,
                 sub: Some(s),

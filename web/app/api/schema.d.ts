@@ -104,6 +104,73 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Admin (scope `admin`): every plan, archived ones too, cheapest first.
+         * @description Admin (scope `admin`): every plan, archived ones too, cheapest first.
+         */
+        get: operations["SubscriptionService_AdminListPlans"];
+        put?: never;
+        /**
+         * Admin: a new plan (its code unused). Audited. HTTP 201.
+         * @description Admin: a new plan (its code unused). Audited. HTTP 201.
+         */
+        post: operations["SubscriptionService_CreatePlan"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/plans/{plan_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Admin: a plan's new terms (everything but its code). New subscribers and renewals get
+         * @description Admin: a plan's new terms (everything but its code). New subscribers and renewals get
+         *     them; existing subscribers keep the terms they bought until their period ends. Audited.
+         */
+        put: operations["SubscriptionService_UpdatePlan"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/plans/{plan_id}/archive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin: archives a plan (no longer listed or sold; its subscribers keep it to the end of
+         * @description Admin: archives a plan (no longer listed or sold; its subscribers keep it to the end of
+         *     the period they paid for, then go back to free) or offers it again. The free plan is never
+         *     archived. Audited.
+         */
+        post: operations["SubscriptionService_ArchivePlan"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/queue": {
         parameters: {
             query?: never;
@@ -2054,6 +2121,8 @@ export interface components {
         };
         /** @description A plan on offer. */
         "skillup.subscribe.v1.Plan": {
+            /** @description No longer sold (admin listings only: the public one leaves archived plans out). */
+            archived?: boolean | null;
             /** @description Function slugs included. */
             functions?: string[] | null;
             /**
@@ -2084,6 +2153,18 @@ export interface components {
              * @description Tokens per period (input + output); 0 = unlimited.
              */
             token_quota?: string | null;
+        };
+        "skillup.subscribe.v1.SavePlanRequest": {
+            /**
+             * @description The plan's terms; `archived` is ignored (ArchivePlan sets it). Creating, `plan.id` is the
+             *     new code (1..=32 characters of a-z, 0-9, _ and -); updating, the code comes from `plan_id`
+             *     and `plan.id` must be empty or the same.
+             */
+            plan?: components["schemas"]["skillup.subscribe.v1.Plan"] | null;
+            /** @description Updating: the plan's code (from the path). Empty when creating. */
+            plan_id?: string | null;
+            /** @description Why, for the audit log; at most 500 characters; may be empty. */
+            reason?: string | null;
         };
         "skillup.subscribe.v1.SubscribeRequest": {
             /** @description Client key making the charge idempotent; 1..=128 characters; empty = user + plan + period. */
@@ -2597,6 +2678,332 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["skillup.prompt.v1.Template"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    SubscriptionService_AdminListPlans: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.subscribe.v1.ListPlansResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    SubscriptionService_CreatePlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["skillup.subscribe.v1.SavePlanRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.subscribe.v1.Plan"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    SubscriptionService_UpdatePlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                plan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description The plan's terms; `archived` is ignored (ArchivePlan sets it). Creating, `plan.id` is the
+                     *     new code (1..=32 characters of a-z, 0-9, _ and -); updating, the code comes from `plan_id`
+                     *     and `plan.id` must be empty or the same.
+                     */
+                    plan?: components["schemas"]["skillup.subscribe.v1.Plan"] | null;
+                    /** @description Why, for the audit log; at most 500 characters; may be empty. */
+                    reason?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.subscribe.v1.Plan"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    SubscriptionService_ArchivePlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                plan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @description Archive (true) or offer again (false). */
+                    archived?: boolean | null;
+                    /** @description Why, for the audit log; at most 500 characters; may be empty. */
+                    reason?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.subscribe.v1.Plan"];
                 };
             };
             /** @description bad input: malformed JSON, a wrong type, a missing required field */

@@ -543,7 +543,10 @@ impl pb::generation_admin_service_server::GenerationAdminService for AdminGrpc {
         let r = req.into_inner();
         for id in &r.task_ids {
             if Uuid::parse_str(id).is_err() {
-                return Err(Status::invalid_argument(format!("task_ids: `{id}` is not a UUID")));
+                return Err(skillup_kit::error::invalid_field(
+                    "task_ids",
+                    skillup_kit::invalid::uuid("task_ids"),
+                ));
             }
         }
         let reason = skillup_kit::audit::reason(&r.reason, false)

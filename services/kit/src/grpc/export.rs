@@ -27,7 +27,7 @@ where
     E: Display + Send + 'static,
 {
     let user = Uuid::parse_str(&req.user_id)
-        .map_err(|_| Status::invalid_argument(crate::invalid::uuid("user_id")))?;
+        .map_err(|_| crate::error::invalid_field("user_id", crate::invalid::uuid("user_id")))?;
     Ok(tonic::Response::new(export_stream(user, write)))
 }
 

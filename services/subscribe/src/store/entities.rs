@@ -4,7 +4,10 @@
 pub mod plan {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// Also a subscription's terms, as JSON (`subscription.terms`).
+    #[derive(
+        Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize,
+    )]
     #[sea_orm(table_name = "subscribe_plans")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -19,6 +22,9 @@ pub mod plan {
         pub generation_quota: i32,
         pub rate_limit_tier: String,
         pub priority: i32,
+        /// No longer sold: not listed, not subscribable, not renewed.
+        #[serde(default)]
+        pub archived: bool,
     }
 
     impl From<&Model> for crate::domain::Plan {
@@ -33,6 +39,7 @@ pub mod plan {
                 generation_quota: p.generation_quota.max(0) as u32,
                 rate_limit_tier: p.rate_limit_tier.clone(),
                 priority: p.priority.max(0) as u32,
+                archived: p.archived,
             }
         }
     }
@@ -61,6 +68,9 @@ pub mod subscription {
         pub period_end: DateTimeUtc,
         pub cancel_at_period_end: bool,
         pub updated_at: DateTimeUtc,
+        /// The plan's terms this period was bought on (its row as JSON); `None` for rows
+        /// from before terms were kept (they read the plan's current terms).
+        pub terms: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

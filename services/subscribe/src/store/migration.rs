@@ -1,6 +1,6 @@
 //! The subscribe service's migrations (own history table) and the default plans.
 
-use sea_orm::{ActiveModelTrait, Set};
+use sea_orm::{EntityTrait, Set};
 use sea_orm_migration::{prelude::*, schema::*};
 
 use super::entities::plan;
@@ -13,7 +13,8 @@ skillup_kit::migrator!(
         skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
         M0003PlanChanges,
         M0004StatusNames,
-        M0005HoldFunctions
+        M0005HoldFunctions,
+        M0006PlanTerms
     ]
 );
 
@@ -104,7 +105,7 @@ impl MigrationTrait for M0001Init {
         .await?;
         let db = m.get_connection();
         for (id, title, price, functions, tokens, generations, priority) in PLANS {
-            plan::ActiveModel {
+            plan::Entity::insert(plan::ActiveModel {
                 id: Set((*id).into()),
                 title: Set((*title).into()),
                 price_minor: Set(*price),
@@ -115,8 +116,10 @@ impl MigrationTrait for M0001Init {
                 generation_quota: Set(*generations),
                 rate_limit_tier: Set((*id).into()),
                 priority: Set(*priority),
-            }
-            .insert(db)
+                // (Its column comes with m0006.)
+                archived: sea_orm::ActiveValue::NotSet,
+            })
+            .exec_without_returning(db)
             .await?;
         }
         Ok(())
@@ -198,6 +201,42 @@ impl MigrationTrait for M0005HoldFunctions {
         )
         .await?;
         m.alter_table(Table::alter().table("subscribe_holds").drop_column("function_id").to_owned())
+            .await
+    }
+}
+
+/// Plans an operator edits: a plan can be archived (no longer sold), and a subscription keeps
+/// the terms it was bought on (`terms`, the plan's row as JSON) until its period ends — edits
+/// reach it at renewal. Rows without terms (bought before) read the plan's current ones.
+struct M0006PlanTerms;
+
+skillup_kit::migration_name!(M0006PlanTerms, "m0006_plan_terms");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006PlanTerms {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("subscribe_plans")
+                .add_column(boolean("archived").default(false))
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("subscribe_subscriptions")
+                .add_column(text_null("terms"))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter().table("subscribe_subscriptions").drop_column("terms").to_owned(),
+        )
+        .await?;
+        m.alter_table(Table::alter().table("subscribe_plans").drop_column("archived").to_owned())
             .await
     }
 }

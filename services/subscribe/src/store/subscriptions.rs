@@ -24,11 +24,61 @@ impl SubscriptionStore {
         Self { db }
     }
 
-    /// Every plan, cheapest first.
+    /// Every plan, archived ones too, cheapest first.
     pub async fn plans(&self) -> Result<Vec<plan::Model>, DbErr> {
         let mut plans = plan::Entity::find().all(&self.db).await?;
         plans.sort_by_key(|p| (p.price_minor, p.id.clone()));
         Ok(plans)
+    }
+
+    /// A plan, its row locked in `txn` for a change (PostgreSQL; SQLite's write lock is taken
+    /// by the change itself).
+    pub async fn plan_for_change<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: &str,
+    ) -> Result<Option<plan::Model>, DbErr> {
+        let q = plan::Entity::find_by_id(id.to_owned());
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            q.lock_exclusive().one(txn).await
+        } else {
+            q.one(txn).await
+        }
+    }
+
+    /// A new plan (a unique violation: the code is taken).
+    pub async fn insert_plan<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        p: plan::Model,
+    ) -> Result<(), DbErr> {
+        plan::Entity::insert(plan::ActiveModel::from(p)).exec_without_returning(txn).await.map(drop)
+    }
+
+    /// A plan's row replaced by `p` (same code).
+    pub async fn save_plan<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        p: plan::Model,
+    ) -> Result<(), DbErr> {
+        use sea_orm::ActiveModelTrait as _;
+        let mut row = plan::ActiveModel::from(p);
+        // Every column but the key is written.
+        for c in [
+            plan::Column::Title,
+            plan::Column::PriceMinor,
+            plan::Column::Currency,
+            plan::Column::PeriodDays,
+            plan::Column::Functions,
+            plan::Column::TokenQuota,
+            plan::Column::GenerationQuota,
+            plan::Column::RateLimitTier,
+            plan::Column::Priority,
+            plan::Column::Archived,
+        ] {
+            row.reset(c);
+        }
+        row.update(txn).await.map(drop)
     }
 
     /// The user's subscription row (one per user, whatever its status).
@@ -84,20 +134,21 @@ impl SubscriptionStore {
             .map(drop)
     }
 
-    /// The user's row made active on `plan` for `[start, end)`: inserted the first time,
-    /// updated after.
+    /// The user's row made active on `plan`'s terms for `[start, end)`: inserted the first
+    /// time, updated after.
     pub async fn activate<C: ConnectionTrait>(
         &self,
         txn: &C,
         user: Uuid,
-        plan: &str,
+        plan: &plan::Model,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<(), DbErr> {
         subscription::Entity::insert(subscription::ActiveModel {
             id: Set(Uuid::now_v7()),
             user_id: Set(user),
-            plan_id: Set(plan.to_owned()),
+            plan_id: Set(plan.id.clone()),
+            terms: Set(Some(terms_of(plan))),
             status: Set(Status::Active),
             period_start: Set(start),
             period_end: Set(end),
@@ -108,6 +159,7 @@ impl SubscriptionStore {
             OnConflict::column(subscription::Column::UserId)
                 .update_columns([
                     subscription::Column::PlanId,
+                    subscription::Column::Terms,
                     subscription::Column::Status,
                     subscription::Column::PeriodStart,
                     subscription::Column::PeriodEnd,
@@ -121,14 +173,16 @@ impl SubscriptionStore {
         .map(drop)
     }
 
-    /// Moves an ended active period on (`Active`: the next one ends at `end`) or sets its
-    /// status (`Expired`) — only if the row is still the one `s` read. Whether it did.
+    /// Moves an ended active period on (`Active`: the next one ends at `end`, on `terms`, the
+    /// plan's terms now) or sets its status (`Expired`) — only if the row is still the one `s`
+    /// read. Whether it did.
     pub async fn advance<C: ConnectionTrait>(
         &self,
         txn: &C,
         s: &subscription::Model,
         status: Status,
         end: DateTime<Utc>,
+        terms: Option<&plan::Model>,
     ) -> Result<bool, DbErr> {
         let mut q = subscription::Entity::update_many()
             .col_expr(subscription::Column::UpdatedAt, Expr::value(Utc::now()))
@@ -139,6 +193,9 @@ impl SubscriptionStore {
             q = q
                 .col_expr(subscription::Column::PeriodStart, Expr::value(s.period_end))
                 .col_expr(subscription::Column::PeriodEnd, Expr::value(end));
+            if let Some(p) = terms {
+                q = q.col_expr(subscription::Column::Terms, Expr::value(terms_of(p)));
+            }
         } else {
             q = q.col_expr(subscription::Column::Status, Expr::value(status));
         }
@@ -193,4 +250,14 @@ impl SubscriptionStore {
             .rows_affected
             == 1)
     }
+}
+
+/// A plan's terms as a subscription keeps them.
+pub fn terms_of(p: &plan::Model) -> String {
+    serde_json::to_string(p).expect("a plan serialises")
+}
+
+/// The terms a subscription keeps, when it keeps any (and they read).
+pub fn terms_in(s: &subscription::Model) -> Option<plan::Model> {
+    s.terms.as_deref().and_then(|t| serde_json::from_str(t).ok())
 }

@@ -1,0 +1,197 @@
+//! Plans as an operator edits them: created, given new terms, archived or offered again —
+//! each change written with its audit entry in one transaction. Subscribers keep the terms
+//! they bought until their period ends (`subscription.terms`); renewals and new subscribers get
+//! the plan's terms of the day, and an archived plan is not renewed (its subscribers return to
+//! free). Other replicas see a change within `PLANS_TTL` (their cache of the plans).
+
+use sea_orm::TransactionTrait;
+use skillup_kit::{
+    audit::Actor,
+    db::is_unique_violation,
+    invalid::{self, at_most_chars, between, chars, required},
+};
+
+use crate::{
+    error::{Result, SubscribeError},
+    store::entities::plan,
+    subscriptions::{FREE, Subscriptions},
+    texts::text,
+};
+
+fn bad(field: &'static str, msg: String) -> SubscribeError {
+    SubscribeError::Invalid(field, msg)
+}
+
+fn slug(field: &'static str, v: &str, max: usize) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.chars().count() <= max
+        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok { Ok(()) } else { Err(bad(field, invalid::slug(field))) }
+}
+
+/// Checks a plan's terms as an operator typed them; the plan trimmed.
+pub fn validate(mut p: plan::Model) -> Result<plan::Model> {
+    slug("plan.id", &p.id, 32)?;
+    p.title = p.title.trim().to_owned();
+    if p.title.is_empty() || p.title.chars().count() > 120 || p.title.chars().any(char::is_control)
+    {
+        return Err(bad("plan.title", chars("plan.title", 1, 120)));
+    }
+    if !(0..=100_000_000).contains(&p.price_minor) {
+        return Err(bad(
+            "plan.price.amount_minor",
+            between("plan.price.amount_minor", 0, 100_000_000),
+        ));
+    }
+    let currency = p.currency.trim().to_ascii_uppercase();
+    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(bad("plan.price.currency", invalid::currency("plan.price.currency")));
+    }
+    p.currency = currency;
+    if !(1..=366).contains(&p.period_days) {
+        return Err(bad("plan.period_days", between("plan.period_days", 1, 366)));
+    }
+    let functions: Vec<&str> = p.functions.split_whitespace().collect();
+    if functions.is_empty() {
+        return Err(bad("plan.functions", required("plan.functions")));
+    }
+    if functions.len() > 100 {
+        return Err(bad("plan.functions", invalid::at_most_items("plan.functions", 100)));
+    }
+    for f in &functions {
+        if *f != "*" {
+            slug("plan.functions", f, 64)?;
+        }
+    }
+    p.functions = functions.join(" ");
+    if p.token_quota < 0 {
+        return Err(bad("plan.token_quota", between("plan.token_quota", 0, i64::MAX)));
+    }
+    if p.generation_quota < 0 {
+        return Err(bad(
+            "plan.generation_quota",
+            between("plan.generation_quota", 0, i32::MAX as i64),
+        ));
+    }
+    slug("plan.rate_limit_tier", &p.rate_limit_tier, 32)?;
+    if !(0..=9).contains(&p.priority) {
+        return Err(bad("plan.priority", between("plan.priority", 0, 9)));
+    }
+    if p.id == FREE && p.price_minor != 0 {
+        return Err(bad("plan.price.amount_minor", text("plan-free-stays", None)));
+    }
+    Ok(p)
+}
+
+fn reason(r: &str) -> Result<String> {
+    skillup_kit::audit::reason(r, false).map_err(|m| bad("reason", m))
+}
+
+impl Subscriptions {
+    /// Every plan, archived ones too (admins).
+    pub async fn admin_plans(&self) -> Result<Vec<plan::Model>> {
+        Ok(self.subs.plans().await?)
+    }
+
+    /// A new plan, audited.
+    pub async fn create_plan(
+        &self,
+        actor: &Actor,
+        p: plan::Model,
+        why: &str,
+    ) -> Result<plan::Model> {
+        let p = validate(plan::Model { archived: false, ..p })?;
+        let why = reason(why)?;
+        let txn = self.db.begin().await?;
+        if let Err(e) = self.subs.insert_plan(&txn, p.clone()).await {
+            txn.rollback().await?;
+            return Err(if is_unique_violation(&e) {
+                SubscribeError::Conflict(text("plan-exists", None))
+            } else {
+                e.into()
+            });
+        }
+        let entry = crate::events::plan_audit(actor, "plan.create", None, &p, &why);
+        self.outbox.add(&txn, &entry.id.clone(), "", &entry).await?;
+        txn.commit().await?;
+        self.plans_changed();
+        Ok(p)
+    }
+
+    /// New terms for plan `id` (everything but its code and whether it is archived), audited.
+    pub async fn update_plan(
+        &self,
+        actor: &Actor,
+        id: &str,
+        p: plan::Model,
+        why: &str,
+    ) -> Result<plan::Model> {
+        if !p.id.is_empty() && p.id != id {
+            return Err(bad("plan.id", text("plan-code-mismatch", None)));
+        }
+        let p = validate(plan::Model { id: id.to_owned(), ..p })?;
+        let why = reason(why)?;
+        self.change_plan_row(actor, "plan.update", id, &why, |before| plan::Model {
+            archived: before.archived,
+            ..p.clone()
+        })
+        .await
+    }
+
+    /// Archives plan `id` or offers it again, audited. The free plan is never archived.
+    pub async fn archive_plan(
+        &self,
+        actor: &Actor,
+        id: &str,
+        archived: bool,
+        why: &str,
+    ) -> Result<plan::Model> {
+        if id == FREE && archived {
+            return Err(bad("plan_id", text("plan-free-stays", None)));
+        }
+        let why = reason(why)?;
+        let action = if archived { "plan.archive" } else { "plan.unarchive" };
+        self.change_plan_row(actor, action, id, &why, |before| plan::Model {
+            archived,
+            ..before.clone()
+        })
+        .await
+    }
+
+    /// Replaces plan `id`'s row by what `change` makes of it, with the audit entry, in one
+    /// transaction holding the row; nothing written when nothing changes.
+    async fn change_plan_row(
+        &self,
+        actor: &Actor,
+        action: &str,
+        id: &str,
+        why: &str,
+        change: impl FnOnce(&plan::Model) -> plan::Model,
+    ) -> Result<plan::Model> {
+        if id.chars().count() > 32 {
+            return Err(bad("plan_id", at_most_chars("plan_id", 32)));
+        }
+        let txn = self.db.begin().await?;
+        let Some(before) = self.subs.plan_for_change(&txn, id).await? else {
+            txn.rollback().await?;
+            return Err(SubscribeError::NotFound(format!("no plan `{id}`")));
+        };
+        let after = change(&before);
+        if after == before {
+            txn.rollback().await?;
+            return Ok(before);
+        }
+        self.subs.save_plan(&txn, after.clone()).await?;
+        let entry = crate::events::plan_audit(actor, action, Some(&before), &after, why);
+        self.outbox.add(&txn, &entry.id.clone(), "", &entry).await?;
+        txn.commit().await?;
+        self.plans_changed();
+        Ok(after)
+    }
+
+    /// This replica reads the plans again at once (others within `PLANS_TTL`).
+    fn plans_changed(&self) {
+        *self.plans.write().expect("plans lock") = None;
+        self.outbox.wake();
+    }
+}
