@@ -1,5 +1,7 @@
 // A list read page by page (the API's cursor pages): the first page again on `search`, the next
-// one appended on `more`; busy and the failure as in useAction.
+// one appended on `more`; busy and the failure as in useAction. Only the newest request's
+// answer is kept: a search typed while the first page is still loading is never overwritten by
+// that older answer arriving late.
 import { ref, type Ref } from 'vue'
 import { useAction } from './useAction'
 
@@ -8,9 +10,12 @@ export function usePages<T>(fetch: (token: string) => Promise<{ items: T[]; next
   const items = ref([]) as Ref<T[]>
   const next = ref('')
   const loaded = ref(false)
+  let latest = 0
 
   async function search() {
+    const mine = ++latest
     const got = await action.run(() => fetch(''))
+    if (mine !== latest) return
     loaded.value = true
     if (!got) return
     items.value = got.items
@@ -18,8 +23,9 @@ export function usePages<T>(fetch: (token: string) => Promise<{ items: T[]; next
   }
 
   async function more() {
+    const mine = ++latest
     const got = await action.run(() => fetch(next.value))
-    if (!got) return
+    if (mine !== latest || !got) return
     items.value = [...items.value, ...got.items]
     next.value = got.next
   }

@@ -25,4 +25,20 @@ describe('a list read page by page', () => {
     expect(asked).toEqual(['', 'p2', '', ''])
     expect(pages.busy.value).toBe(false)
   })
+
+  it('keeps the newest search when an older answer arrives late', async () => {
+    const waiting: Array<() => void> = []
+    const pages = usePages(async (token) => {
+      const query = waiting.length
+      await new Promise<void>((done) => waiting.push(done))
+      return { items: [query === 0 ? 'everyone' : 'found'], next: token }
+    })
+    const first = pages.search()
+    const second = pages.search()
+    waiting[1]!()
+    await second
+    waiting[0]!()
+    await first
+    expect(pages.items.value).toEqual(['found'])
+  })
 })
