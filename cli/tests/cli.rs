@@ -205,8 +205,15 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
             .header("idempotency-key", "first-top-up")
             .json(&serde_json::json!({"amount_minor": 1500, "currency": "USD"}))
     };
-    assert_eq!(top_up().send().await.unwrap().status(), 201);
-    assert_eq!(top_up().send().await.unwrap().status(), 200, "a replay, not a second top-up");
+    let first = top_up().send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: serde_json::Value = first.json().await.unwrap();
+    // A replay, not a second top-up: the same answer, marked as one.
+    let again = top_up().send().await.unwrap();
+    assert_eq!(again.status(), 201, "a replay answers as the first call did");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
     let balance: serde_json::Value =
         get_json(&rest, format!("http://{}/api/payments/balance?currency=USD", up.http), token)
             .await;

@@ -35,7 +35,7 @@ fn number(v: &Value) -> u64 {
 #[derive(Default, Debug)]
 struct Books {
     sent: u64,
-    /// Keys acknowledged (201, or 200 for a replay).
+    /// Keys acknowledged (201, a replay included).
     acknowledged: u64,
     /// Answers by status, retries included.
     statuses: BTreeMap<u16, u64>,

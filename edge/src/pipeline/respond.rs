@@ -83,6 +83,13 @@ pub(super) fn unary(
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         res
     };
+    // The answer to an idempotency key sent again is the first answer; the service says it is
+    // a replay (`Idempotent-Replayed: true`, as Stripe answers).
+    if let Some(v) = r.metadata().get("idempotent-replayed").and_then(|v| v.to_str().ok())
+        && let Ok(v) = HeaderValue::from_str(v)
+    {
+        res.headers_mut().insert(header::HeaderName::from_static("idempotent-replayed"), v);
+    }
     if let Some(v) = call.verdict {
         v.write(res.headers_mut());
     }

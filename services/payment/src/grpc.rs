@@ -42,12 +42,20 @@ fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
 }
 
 /// 201 for a new entry, 200 for a replayed one.
+/// A movement's answer: 201, the same for a replay of its key (as the first answer was), which
+/// says so in `idempotent-replayed: true` (Stripe's header; the edge passes it on).
 fn answer((t, new): Outcome) -> Response<pb::Transaction> {
     let mut res = Response::new(transaction_pb(&t));
-    let code = if new { "201" } else { "200" };
-    res.metadata_mut().insert("x-http-status", code.parse().expect("digits"));
+    let md = res.metadata_mut();
+    md.insert("x-http-status", tonic::metadata::MetadataValue::from_static("201"));
+    if !new {
+        md.insert(IDEMPOTENT_REPLAYED, tonic::metadata::MetadataValue::from_static("true"));
+    }
     res
 }
+
+/// Response metadata (and HTTP header) marking the answer of an idempotency key sent again.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 #[tonic::async_trait]
 impl pb::payment_service_server::PaymentService for PaymentGrpc {

@@ -143,8 +143,9 @@ async fn top_up_charge_refund_and_the_ledger(kind: Kind) {
     // The same key and body: the first answer again, money moved once.
     let res =
         h.client.top_up(as_user(&h, user, top_up(1_000, "t-1", "pm_card_visa"))).await.unwrap();
-    assert_eq!(res.metadata().get("x-http-status").unwrap(), "200");
-    assert_eq!(res.into_inner().id, first.id);
+    assert_eq!(res.metadata().get("x-http-status").unwrap(), "201", "the first answer's status");
+    assert_eq!(res.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(res.into_inner(), first, "the first answer");
     // The same key with another body: refused.
     let err =
         h.client.top_up(as_user(&h, user, top_up(2_000, "t-1", "pm_card_visa"))).await.unwrap_err();
@@ -478,7 +479,8 @@ async fn an_admin_adjusts_a_balance_once_per_key_with_its_audit_entry(kind: Kind
         .adjust_balance(as_admin(&h, admin, adjust(user, 700, "a-1", "goodwill for the outage")))
         .await
         .unwrap();
-    assert_eq!(again.metadata().get("x-http-status").unwrap(), "200");
+    assert_eq!(again.metadata().get("x-http-status").unwrap(), "201", "the same answer");
+    assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
     assert_eq!(again.into_inner().id, credit.id);
     let err = h
         .client

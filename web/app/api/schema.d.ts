@@ -311,7 +311,7 @@ export interface paths {
          * @description Admin (scope `admin`): credits (a positive amount) or debits (a
          *     negative one) a wallet with a reason, as a ledger entry; a debit never takes a wallet below
          *     zero (INSUFFICIENT_FUNDS). Idempotent by key (the edge copies the `Idempotency-Key`
-         *     header). Audited. HTTP 201 when new, 200 when replayed.
+         *     header). Audited. HTTP 201, a replay too (with `Idempotent-Replayed: true`).
          */
         post: operations["PaymentService_AdjustBalance"];
         delete?: never;
@@ -1072,7 +1072,8 @@ export interface paths {
         /**
          * 🔒 Adds money through the card processor; the edge copies the `Idempotency-Key` header
          * @description 🔒 Adds money through the card processor; the edge copies the `Idempotency-Key` header
-         *     into `idempotency_key`. HTTP 201 when new, 200 when replayed.
+         *     into `idempotency_key`. HTTP 201, a replay of the key too (the same answer, with
+         *     `Idempotent-Replayed: true`).
          */
         post: operations["PaymentService_TopUp"];
         delete?: never;
