@@ -20,7 +20,6 @@ use crate::{
     tasks::TASK_HOLD_TTL,
 };
 
-pub use crate::grpc::ADMIN_SCOPE;
 const MAX_BATCH: u32 = 500;
 /// How long to wait for the broker to hand over a dead letter it said it holds.
 const TAKE_WAIT: Duration = Duration::from_secs(2);
