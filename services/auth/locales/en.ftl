@@ -106,7 +106,6 @@ error-token-invalid = The access token is not valid; sign in again.
 error-no-session = No such session.
 error-scope = This action needs a permission your sign-in does not have.
 error-last-admin = Somebody must stay an administrator: grant the admin scope to another active account first.
-error-admin-scope = This call needs the admin scope.
 error-no-account = No such account.
 error-address-taken = This address has an account now.
 error-export-gone = There is no such copy of your data: it has expired or was never made. Ask for a new one.

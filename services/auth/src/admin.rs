@@ -147,23 +147,6 @@ impl Auth {
         Ok(after)
     }
 
-    /// [`Auth::set_admin`] by address (`skillup admin grant|revoke EMAIL`).
-    pub async fn set_admin_by_email(
-        &self,
-        actor: &Actor,
-        email: &str,
-        admin: bool,
-        why: &str,
-    ) -> Result<user::Model> {
-        let email = email.trim().to_lowercase();
-        let user = self
-            .store
-            .user_by_email(&email)
-            .await?
-            .ok_or(AuthError::NotFound("error-no-account"))?;
-        self.set_admin(actor, &user.id.to_string(), admin, why).await
-    }
-
     /// Applies `change` to account `id` with its audit entry, in one transaction that holds
     /// the account's row (and, for a revocation of the admin scope, every admin's row, so two
     /// revocations at once cannot leave none). `change` answers the new row, or `None` when
