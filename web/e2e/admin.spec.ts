@@ -27,8 +27,8 @@ function grant(email: string) {
 }
 
 const words = {
-  en: { signOut: 'Sign out', email: 'Email', password: 'Password', signIn: 'Sign in', admin: 'Admin', manage: /^Manage /, reason: /^Reason/, deactivate: 'Deactivate', amount: /^Amount/, adjust: 'Adjust balance', audit: 'Audit log', queue: 'Queue', plans: 'Plans', newPlan: 'New plan', code: /^Code/, title: /^Title/, price: /^Price per period/, save: 'Save', archive: /^Archive /, planCreated: /is on offer/, planArchived: /is archived/, noDead: 'No task gave up.', show: 'Show', deactivated: /is deactivated/, adjusted: /Adjusted by/, actions: ['Plan archived', 'Plan created', 'Balance credited', 'Account deactivated'] },
-  ru: { signOut: 'Выйти', email: 'Эл. почта', password: 'Пароль', signIn: 'Войти', admin: 'Администрирование', manage: /^Управлять /, reason: /^Причина/, deactivate: 'Отключить', amount: /^Сумма/, adjust: 'Изменить баланс', audit: 'Журнал действий', queue: 'Очередь', plans: 'Тарифы', newPlan: 'Новый тариф', code: /^Код/, title: /^Название/, price: /^Цена за период/, save: 'Сохранить', archive: /^В архив /, planCreated: /в продаже/, planArchived: /в архиве/, noDead: 'Невыполненных задач нет.', show: 'Показать', deactivated: /отключена/, adjusted: /Изменено на/, actions: ['Тариф убран в архив', 'Создан тариф', 'Баланс пополнен', 'Учётная запись отключена'] },
+  en: { signOut: 'Sign out', email: 'Email', password: 'Password', signIn: 'Sign in', admin: 'Admin', manage: /^Manage /, reason: /^Reason/, deactivate: 'Deactivate', amount: /^Amount/, adjust: 'Adjust balance', audit: 'Audit log', accountsTab: 'Accounts', queue: 'Queue', plans: 'Plans', newPlan: 'New plan', code: /^Code/, title: /^Title/, price: /^Price per period/, save: 'Save', archive: /^Archive /, planCreated: /is on offer/, planArchived: /is archived/, noDead: 'No task gave up.', show: 'Show', deactivated: /is deactivated/, adjusted: /Adjusted by/, actions: ['Plan archived', 'Plan created', 'Balance credited', 'Account deactivated'] },
+  ru: { signOut: 'Выйти', email: 'Эл. почта', password: 'Пароль', signIn: 'Войти', admin: 'Администрирование', manage: /^Управлять /, reason: /^Причина/, deactivate: 'Отключить', amount: /^Сумма/, adjust: 'Изменить баланс', audit: 'Журнал действий', accountsTab: 'Учётные записи', queue: 'Очередь', plans: 'Тарифы', newPlan: 'Новый тариф', code: /^Код/, title: /^Название/, price: /^Цена за период/, save: 'Сохранить', archive: /^В архив /, planCreated: /в продаже/, planArchived: /в архиве/, noDead: 'Невыполненных задач нет.', show: 'Показать', deactivated: /отключена/, adjusted: /Изменено на/, actions: ['Тариф убран в архив', 'Создан тариф', 'Баланс пополнен', 'Учётная запись отключена'] },
 } as const
 
 for (const locale of ['en', 'ru'] as const) {
@@ -113,6 +113,16 @@ for (const locale of ['en', 'ru'] as const) {
         await expect(page.getByText('operator:e2e-ops').first()).toBeVisible()
         await axe(page, '/admin audit')
         await page.screenshot({ path: `${shots}admin-audit-${locale}-${scheme}.png`, fullPage: true })
+
+        // On a phone: every tab fits 360 px (pictured: the accounts).
+        await page.setViewportSize({ width: 360, height: 740 })
+        for (const tab of [w.audit, w.queue, w.plans, w.accountsTab]) {
+          await page.getByRole('tab', { name: tab }).click()
+          await expect(page.getByRole('tab', { name: tab })).toHaveAttribute('aria-selected', 'true')
+          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)
+          expect(overflow, `${tab} scrolls sideways`).toBeLessThanOrEqual(0)
+        }
+        await page.screenshot({ path: `${shots}admin-phone-${locale}-${scheme}.png`, fullPage: true })
 
         // The person is signed out and cannot sign in.
         const login = await request.post('/api/auth/login', { data: { email: victim, password: PASSWORD } })
