@@ -121,7 +121,7 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
         }
         Component::Prompt => builder.add_service(PromptGrpc::build(&ctx, &()).await?.into_server()),
         Component::Payment => {
-            builder.add_service(PaymentGrpc::build(&ctx, &()).await?.into_server())
+            builder.add_service(PaymentGrpc::build(&ctx, &settings.payment).await?.into_server())
         }
         Component::Subscribe => {
             builder.add_service(SubscribeGrpc::build(&ctx, &()).await?.into_server())

@@ -14,6 +14,7 @@ use skillup_kit::{
     identity::IdentityKey,
 };
 use skillup_notification::NotificationConfig;
+use skillup_payment::PaymentConfig;
 
 /// Every setting of the process.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +25,7 @@ pub struct Settings {
     pub edge: EdgeConfig,
     pub ai: AiConfig,
     pub notification: NotificationConfig,
+    pub payment: PaymentConfig,
 }
 
 impl Settings {
@@ -36,13 +38,15 @@ impl Settings {
             .with::<AuthConfig>()
             .with::<EdgeConfig>()
             .with::<AiConfig>()
-            .with::<NotificationConfig>();
+            .with::<NotificationConfig>()
+            .with::<PaymentConfig>();
         Ok(Self {
             shared: layers.shared()?,
             auth: layers.section()?,
             edge: layers.section()?,
             ai: layers.section()?,
             notification: layers.section()?,
+            payment: layers.section()?,
         })
     }
 
@@ -52,7 +56,8 @@ impl Settings {
         self.auth.check(needs)?;
         self.edge.check(needs)?;
         self.ai.check(needs)?;
-        self.notification.check(needs)
+        self.notification.check(needs)?;
+        self.payment.check(needs)
     }
 
     /// Where keys are kept: `auth.keys_dir`, else `<data_dir>/keys`.

@@ -95,7 +95,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
 
     let prompt = PromptGrpc::build(&ctx.as_component("prompt"), &()).await?;
     say("ready  prompt    (skillup.prompt.v1; starter catalog: 7 functions, en + ru)");
-    let payment = PaymentGrpc::build(&ctx.as_component("payment"), &()).await?;
+    let payment = PaymentGrpc::build(&ctx.as_component("payment"), &settings.payment).await?;
     say("ready  payment   (skillup.payment.v1; card processor: sandbox, no real money)");
     let subscribe = SubscribeGrpc::build(&ctx.as_component("subscribe"), &()).await?;
     say("ready  subscribe (skillup.subscribe.v1; plans: free, basic, premium)");

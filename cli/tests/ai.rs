@@ -99,7 +99,8 @@ async fn harness_with(
     let fake = FakeProvider::start(default).await;
     let cfg = cfg(&fake);
     let shutdown = Shutdown::new();
-    let payment = skillup_payment::build(&t.infra, shutdown.clone()).await.unwrap();
+    let payment =
+        skillup_payment::build(&t.infra, &Default::default(), "", shutdown.clone()).await.unwrap();
     let prompt = skillup_prompt::build(&t.infra).await.unwrap();
     let pay_server = TestServer::start(
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),

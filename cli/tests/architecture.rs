@@ -337,6 +337,13 @@ fn event_names_are_written_only_in_the_catalogue() {
         }
         let src = std::fs::read_to_string(&file).unwrap();
         let rel = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        // Payment providers' adapters and stand-ins speak the providers' wire formats, whose
+        // event names (YooKassa's `payment.succeeded`) are theirs, not the bus's.
+        if rel.starts_with("services/payment/src/providers/")
+            || rel.starts_with("services/testkit/src/providers/")
+        {
+            continue;
+        }
         bad.extend(event_literals(&src, &names).into_iter().map(|l| format!("{rel}:{l}")));
     }
     assert!(

@@ -21,6 +21,8 @@ use skillup_testkit as testing;
 
 #[path = "e2e/account.rs"]
 mod account;
+#[path = "e2e/payments.rs"]
+mod payments;
 
 async fn ok(res: reqwest::Response, want: u16) -> Value {
     let status = res.status().as_u16();

@@ -79,7 +79,8 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
     let infra = Infra::connect(&config).await.unwrap();
     let key = Arc::new(IdentityKey::random());
     let shutdown = Shutdown::new();
-    let payment = skillup_payment::build(&infra, shutdown.clone()).await.unwrap();
+    let payment =
+        skillup_payment::build(&infra, &Default::default(), "", shutdown.clone()).await.unwrap();
     let pay = TestServer::start(
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
     )

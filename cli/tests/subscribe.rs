@@ -32,7 +32,8 @@ async fn harness(kind: Kind) -> Harness {
     let key = Arc::new(IdentityKey::random());
     // The subscribe service charges through the payment service's gRPC API.
     let shutdown = skillup_kit::Shutdown::new();
-    let payment = skillup_payment::build(&t.infra, shutdown.clone()).await.unwrap();
+    let payment =
+        skillup_payment::build(&t.infra, &Default::default(), "", shutdown.clone()).await.unwrap();
     let pay_server = TestServer::start(
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
     )

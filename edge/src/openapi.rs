@@ -57,7 +57,7 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
         if route.body != BodyRule::Whole {
             for f in rpc.input.fields() {
                 if bound.contains(&f.name())
-                    || matches!(&route.body, BodyRule::Field(b) if b == f.name())
+                    || matches!(&route.body, BodyRule::Field(b) | BodyRule::Raw(b) if b == f.name())
                 {
                     continue;
                 }
@@ -124,6 +124,12 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Value {
                         json!({"required": is_required(&f), "content": {"application/json": {"schema": schema}}}),
                     );
                 }
+            }
+            BodyRule::Raw(_) => {
+                op.insert(
+                    "requestBody".into(),
+                    json!({"required": true, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}),
+                );
             }
             BodyRule::None => {}
         }

@@ -47,6 +47,8 @@ pub struct Access {
     pub session: SessionStep,
     /// Only a signed-in person: an API key is refused.
     pub signed_in: bool,
+    /// Request headers the service receives as call metadata (a webhook's signature).
+    pub forward_headers: Vec<http::HeaderName>,
 }
 
 /// What the HTTP body maps to.
@@ -58,6 +60,9 @@ pub enum BodyRule {
     Whole,
     /// One top-level field (`body: "book"`); the rest from path and query.
     Field(String),
+    /// One top-level `google.api.HttpBody` field: the body's bytes as sent, with their content
+    /// type (a provider's webhook, whose signature covers the bytes).
+    Raw(String),
 }
 
 /// One HTTP binding of an RPC.
@@ -257,6 +262,28 @@ pub struct RouteTable {
     pub routes: Vec<Arc<Route>>,
 }
 
+/// The header names of an `EdgeRule.forward_headers`: never a credential or one the edge sets.
+fn forwarded(names: &[String]) -> Result<Vec<http::HeaderName>, String> {
+    const NEVER: [&str; 5] =
+        ["authorization", "cookie", "proxy-authorization", "x-request-id", "x-user-agent"];
+    let identity = skillup_kit::identity::IDENTITY_HEADERS;
+    names
+        .iter()
+        .map(|n| {
+            let name = http::HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| format!("forward_headers: `{n}` is not a header name"))?;
+            if NEVER.contains(&name.as_str())
+                || identity.contains(&name)
+                || name.as_str().starts_with("grpc-")
+                || name.as_str().starts_with(':')
+            {
+                return Err(format!("forward_headers: `{n}` may not be forwarded"));
+            }
+            Ok(name)
+        })
+        .collect()
+}
+
 impl RouteTable {
     /// Reads every service of `pool` whose package starts with `skillup.` (only those named in
     /// `only`, when given).
@@ -294,6 +321,8 @@ impl RouteTable {
                                     success_status: r.success_status as u16,
                                     session: r.session(),
                                     signed_in: r.signed_in,
+                                    forward_headers: forwarded(&r.forward_headers)
+                                        .map_err(|e| format!("{}: {e}", method.full_name()))?,
                                 }
                             }
                             _ => Access::default(),
@@ -351,10 +380,16 @@ impl RouteTable {
             "" => BodyRule::None,
             "*" => BodyRule::Whole,
             f => {
-                rpc.input
+                let field = rpc
+                    .input
                     .get_field_by_name(f)
                     .ok_or_else(|| format!("{}: body field {f} does not exist", rpc.grpc_path))?;
-                BodyRule::Field(f.to_owned())
+                match field.kind() {
+                    prost_reflect::Kind::Message(m) if m.full_name() == "google.api.HttpBody" => {
+                        BodyRule::Raw(f.to_owned())
+                    }
+                    _ => BodyRule::Field(f.to_owned()),
+                }
             }
         };
         let response_body = (!rule.response_body.is_empty()).then(|| rule.response_body.clone());

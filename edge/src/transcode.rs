@@ -22,6 +22,16 @@ use crate::{
 
 const MAX_DEPTH: usize = 32;
 
+/// Puts a raw body (a `BodyRule::Raw` route's) into the request's `google.api.HttpBody` field.
+pub fn put_raw_body(msg: &mut DynamicMessage, field: &str, content_type: &str, body: Bytes) {
+    let Some(f) = msg.descriptor().get_field_by_name(field) else { return };
+    let Kind::Message(desc) = f.kind() else { return };
+    let mut raw = DynamicMessage::new(desc);
+    raw.set_field_by_name("content_type", Value::String(content_type.to_owned()));
+    raw.set_field_by_name("data", Value::Bytes(body));
+    msg.set_field(&f, Value::Message(raw));
+}
+
 /// Builds the request message of `route` from the HTTP request's parts.
 pub fn request_message(
     route: &Route,
@@ -39,7 +49,7 @@ pub fn request_message(
             }
             m
         }
-        BodyRule::None => Map::new(),
+        BodyRule::None | BodyRule::Raw(_) => Map::new(),
     };
     if route.body != BodyRule::Whole
         && let Some(q) = query

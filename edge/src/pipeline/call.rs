@@ -31,7 +31,23 @@ pub(super) async fn call(
     if let Some(carried) = session {
         body_bytes = session::fill_request(carried, &route.rpc.input, &parts.headers, body_bytes)?;
     }
-    let msg = transcode::request_message(route, &call.vars, parts.uri.query(), &body_bytes)?;
+    let msg = match &route.body {
+        routes::BodyRule::Raw(field) => {
+            let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let mut msg = transcode::request_message(route, &call.vars, parts.uri.query(), b"")?;
+            transcode::put_raw_body(&mut msg, field, ct.unwrap_or_default(), body_bytes);
+            msg
+        }
+        _ => transcode::request_message(route, &call.vars, parts.uri.query(), &body_bytes)?,
+    };
+    for name in &rule.forward_headers {
+        if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok())
+            && let Ok(v) = tonic::metadata::MetadataValue::try_from(v)
+            && let Ok(key) = tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
+        {
+            md.insert(key, v);
+        }
+    }
     inner.put_identity(&mut md, call.decision.as_ref(), &call.rid, call.client);
     let Some(upstream) = inner.upstreams.get(&route.rpc.upstream) else {
         return Err(ApiError::new(502, "UNAVAILABLE", "no upstream for this route"));
@@ -72,7 +88,8 @@ async fn read_body(
     body: Body,
     route: &Route,
 ) -> Result<Bytes, ApiError> {
-    read(inner, parts, body, route.body != routes::BodyRule::None).await
+    let json = matches!(route.body, routes::BodyRule::Whole | routes::BodyRule::Field(_));
+    read(inner, parts, body, json).await
 }
 
 /// [`read_body`] for a route of the edge's own that takes JSON (the OpenAI-compatible API).

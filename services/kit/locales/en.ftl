@@ -21,6 +21,9 @@ field-currency = `{ $field }` must be an ISO 4217 code such as USD or RUB
 field-language = `{ $field }` must be a BCP 47 tag such as "en" or "ru"
 field-idempotency-key = send an Idempotency-Key of 1..=128 printable ASCII characters
 field-not-yours = `{ $field }` is not one of yours
+field-currency-only = `{ $field }` must be { $currency }: payments here are taken only in { $currency }
+field-return-url = `{ $field }` must be a path of this site (such as /billing) or an address on it
+field-email = `{ $field }` must be an email address
 
 # Administration (every service's admin calls).
 admin-required = This call is for administrators: sign in with an account that has the admin scope (operators: send an assertion from `skillup admin assertion`).

@@ -83,6 +83,21 @@ pub fn currency(field: &str) -> String {
     said("field-currency", fluent_args![("field", field)])
 }
 
+/// A currency other than the one the deployment sells in.
+pub fn currency_only(field: &str, currency: &str) -> String {
+    said("field-currency-only", fluent_args![("field", field), ("currency", currency)])
+}
+
+/// A return address off the site.
+pub fn return_url(field: &str) -> String {
+    said("field-return-url", fluent_args![("field", field)])
+}
+
+/// Not an email address.
+pub fn email(field: &str) -> String {
+    said("field-email", fluent_args![("field", field)])
+}
+
 /// Not a BCP 47 language tag.
 pub fn language(field: &str) -> String {
     said("field-language", fluent_args![("field", field)])

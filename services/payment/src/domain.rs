@@ -216,3 +216,21 @@ pub struct Balance {
     /// `None`: the wallet has never moved.
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// Where a checkout is. Stored as its name in `payment_checkouts.status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::N(16))")]
+pub enum CheckoutStatus {
+    /// Waiting for the person (or the provider's word).
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// Paid and credited.
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    /// Given up or refused at the provider.
+    #[sea_orm(string_value = "canceled")]
+    Canceled,
+    /// Not paid in time.
+    #[sea_orm(string_value = "expired")]
+    Expired,
+}

@@ -20,6 +20,8 @@ pub enum PaymentError {
     NotFound(String),
     #[error("{0}")]
     Unauthenticated(&'static str),
+    #[error("the payment provider refused: {0}")]
+    Provider(String),
     #[error("payments are unavailable right now, retry later")]
     Unavailable(String),
 }
@@ -39,6 +41,7 @@ impl From<PaymentError> for Status {
             PaymentError::Declined(_) => status(ErrorCode::InsufficientFunds, msg),
             PaymentError::KeyReused => status(ErrorCode::IdempotencyKeyReused, msg),
             PaymentError::NotFound(_) => status(ErrorCode::NotFound, msg),
+            PaymentError::Provider(_) => status(ErrorCode::ProviderError, msg),
             PaymentError::Unauthenticated(_) => status(ErrorCode::Unauthenticated, msg),
             PaymentError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "payment dependency failed");

@@ -52,6 +52,8 @@ pub(crate) struct Movement {
     pub(crate) refund_of: Option<Uuid>,
     /// For an operator's adjustment: who, and why (its audit entry commits with it).
     pub(crate) audit: Option<(skillup_kit::audit::Actor, String)>,
+    /// For a checkout's top-up: the checkout, marked paid in the same transaction.
+    pub(crate) settles: Option<Uuid>,
 }
 
 impl Movement {
@@ -261,6 +263,9 @@ impl Ledger {
         store.post(&txn, id, &m.from, &m.to, m.amount, now).await?;
         let row = store.stamp_balance(&txn, id, &wallet(m.user_id, &m.currency)).await?;
         self.record_event(&txn, &row).await?;
+        if let Some(checkout) = m.settles {
+            crate::store::checkouts::CheckoutStore::mark_paid(&txn, checkout, id, now).await?;
+        }
         if let Some((actor, reason)) = &m.audit {
             let entry = crate::events::adjustment_audit(actor, reason, &row);
             self.outbox.add(&txn, &entry.id.clone(), &m.user_id.to_string(), &entry).await?;
@@ -313,6 +318,10 @@ impl Ledger {
         t: &transaction::Model,
     ) -> std::result::Result<(), DbErr> {
         crate::events::record(&self.outbox, txn, t).await
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// The outbox of this service's events (its relay runs in [`crate::build`]).

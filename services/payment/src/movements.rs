@@ -48,6 +48,7 @@ impl Ledger {
             description: format!("top-up ({})", self.provider.name()),
             refund_of: None,
             audit: None,
+            settles: None,
         };
         if let Some(existing) = self.existing(&m).await? {
             return self.replay(existing, &m.hash);
@@ -58,6 +59,30 @@ impl Ledger {
             Authorization::Approved { .. } => self.apply(m).await,
             Authorization::Declined { reason } => self.refuse(m, reason).await,
         }
+    }
+
+    /// Credits the wallet with a paid checkout, once: its key is the checkout's (`checkout
+    /// {id}`: a space, which no caller's key may hold), and the checkout is marked paid in the
+    /// same transaction.
+    pub(crate) async fn credit_checkout(
+        &self,
+        c: &crate::store::entities::checkout::Model,
+    ) -> Result<Outcome> {
+        let m = Movement {
+            kind: Kind::TopUp,
+            user_id: c.user_id,
+            amount: c.amount_minor,
+            currency: c.currency.clone(),
+            from: system_account(&format!("processor:{}", c.provider), &c.currency, c.user_id),
+            to: wallet(c.user_id, &c.currency),
+            hash: hash(&["checkout", &c.id.to_string(), &c.amount_minor.to_string(), &c.currency]),
+            key: format!("checkout {}", c.id),
+            description: format!("top-up ({})", c.provider),
+            refund_of: None,
+            audit: None,
+            settles: Some(c.id),
+        };
+        self.apply(m).await
     }
 
     /// Debits a wallet (internal: subscriptions, usage).
@@ -89,6 +114,7 @@ impl Ledger {
             description,
             refund_of: None,
             audit: None,
+            settles: None,
         };
         self.apply(m).await
     }
@@ -124,6 +150,7 @@ impl Ledger {
             description,
             refund_of: Some(id),
             audit: None,
+            settles: None,
         };
         self.apply(m).await
     }
@@ -169,6 +196,7 @@ impl Ledger {
             description: format!("adjustment: {}", reason.chars().take(186).collect::<String>()),
             refund_of: None,
             audit: Some((actor.clone(), reason)),
+            settles: None,
         };
         self.apply(m).await
     }

@@ -31,7 +31,10 @@ struct Harness {
 async fn harness(kind: Kind) -> Harness {
     let t = kind.infra().await;
     let key = Arc::new(IdentityKey::random());
-    let svc = skillup_payment::build(&t.infra, skillup_kit::Shutdown::new()).await.unwrap();
+    let svc =
+        skillup_payment::build(&t.infra, &Default::default(), "", skillup_kit::Shutdown::new())
+            .await
+            .unwrap();
     let ledger = Ledger::new(t.infra.db.clone(), t.infra.bus.clone(), Arc::new(SandboxProvider));
     let server = TestServer::start(
         GrpcServer::builder().add_service(svc.into_server()).identity_key(key.clone()),

@@ -4,6 +4,8 @@
 //! server of each kind. A missing server is a failure that names the variable to set — never a
 //! silent skip.
 
+pub mod providers;
+
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, OnceLock},

@@ -1060,6 +1060,73 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/payments/checkouts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 🔒 Starts paying money into the caller's wallet on the payment provider's hosted page
+         * @description 🔒 Starts paying money into the caller's wallet on the payment provider's hosted page
+         *     (YooKassa, Stripe Checkout, or the sandbox's page): a pending checkout and the URL to send
+         *     the person to. The wallet is credited once the provider confirms the payment (its webhook,
+         *     or the reconciliation job that asks it). HTTP 201; idempotent by `Idempotency-Key` (a
+         *     replay answers the same checkout, with `Idempotent-Replayed: true`).
+         */
+        post: operations["PaymentService_CreateCheckout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/payments/checkouts/{checkout_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 🔒 One of the caller's checkouts: where it is (the console asks after the provider sent the
+         * @description 🔒 One of the caller's checkouts: where it is (the console asks after the provider sent the
+         *     person back to `return_url`).
+         */
+        get: operations["PaymentService_GetCheckout"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/payments/sandbox/checkouts/{checkout_id}:complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 🔒 The sandbox's hosted page (deployments whose `payment.provider` is `sandbox`): the
+         * @description 🔒 The sandbox's hosted page (deployments whose `payment.provider` is `sandbox`): the
+         *     person pays, or gives up on, one of their sandbox checkouts as they would on a real
+         *     provider's page; the sandbox then notifies the service as a provider does.
+         */
+        post: operations["PaymentService_CompleteSandboxCheckout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/payments/top-up": {
         parameters: {
             query?: never;
@@ -1096,6 +1163,30 @@ export interface paths {
         get: operations["PaymentService_ListTransactions"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/payments/webhooks/{provider}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Public: a payment provider's notification (Stripe's webhook, YooKassa's HTTP notification),
+         * @description Public: a payment provider's notification (Stripe's webhook, YooKassa's HTTP notification),
+         *     its body as sent. Believed only after its signature (Stripe: `Stripe-Signature`) or the
+         *     provider's own API (YooKassa: the payment fetched back) says so; a wallet is credited once
+         *     per provider payment whatever the number, order or concurrency of deliveries. 200 when
+         *     handled or not ours to handle; 400 for a forged, stale or unreadable one.
+         */
+        post: operations["PaymentService_HandleProviderWebhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1925,11 +2016,76 @@ export interface components {
             /** @description Account id, UUID text. */
             user_id?: string | null;
         };
+        /** @description A payment into the wallet on the provider's hosted page. */
+        "skillup.payment.v1.Checkout": {
+            /** @description What is paid in, in the deployment's selling currency. */
+            amount?: components["schemas"]["skillup.common.v1.Money"] | null;
+            /** @description Where to send the person to pay (while pending). */
+            confirmation_url?: string | null;
+            /**
+             * Format: date-time
+             * @description When it was created.
+             */
+            created_at?: string | null;
+            /** @description Why it was canceled; else empty. */
+            failure_reason?: string | null;
+            /** @description Checkout id, UUID text (also the provider payment's metadata `payment_id`). */
+            id?: string | null;
+            /** @description The provider: `sandbox`, `stripe` or `yookassa`. */
+            provider?: string | null;
+            /** @description The provider's id of the payment (`cs_…` for Stripe, a UUID for YooKassa); empty until known. */
+            provider_payment_id?: string | null;
+            /** @description Where the provider sends the person back. */
+            return_url?: string | null;
+            /**
+             * @description Where it is.
+             * @enum {string|null}
+             */
+            status?: "CHECKOUT_STATUS_UNSPECIFIED" | "CHECKOUT_STATUS_PENDING" | "CHECKOUT_STATUS_SUCCEEDED" | "CHECKOUT_STATUS_CANCELED" | "CHECKOUT_STATUS_EXPIRED" | null;
+            /** @description The wallet's top-up entry, once paid; else empty. */
+            transaction_id?: string | null;
+            /**
+             * Format: date-time
+             * @description When it last changed.
+             */
+            updated_at?: string | null;
+            /** @description Account id, UUID text. */
+            user_id?: string | null;
+        };
+        "skillup.payment.v1.CreateCheckoutRequest": {
+            /**
+             * Format: int64
+             * @description Amount in minor units; 1..=100_000_000.
+             */
+            amount_minor: string;
+            /** @description ISO 4217 currency; empty means the deployment's selling currency, any other is refused. */
+            currency?: string | null;
+            /**
+             * @description Idempotency key; 1..=128 printable ASCII characters; required (the edge copies the
+             *     `Idempotency-Key` header).
+             */
+            idempotency_key?: string | null;
+            /**
+             * @description Where the provider sends the fiscal receipt (54-FZ, YooKassa with receipts on, where it is
+             *     required); else optional. At most 254 characters.
+             */
+            receipt_email?: string | null;
+            /**
+             * @description Where the provider sends the person back: a path of the console (`/billing`) or an
+             *     absolute URL on the deployment's public origin; empty means the billing page. At most 2000
+             *     characters.
+             */
+            return_url?: string | null;
+        };
         "skillup.payment.v1.ListTransactionsResponse": {
             /** @description Cursor for the next page. */
             page?: components["schemas"]["skillup.common.v1.PageResponse"] | null;
             /** @description Newest first. */
             transactions?: components["schemas"]["skillup.payment.v1.Transaction"][] | null;
+        };
+        "skillup.payment.v1.ProviderWebhookResponse": {
+            /** @description What was done: `credited`, `already-credited`, `canceled`, `pending`, `refunded`, `ignored`. */
+            outcome?: string | null;
         };
         "skillup.payment.v1.TopUpRequest": {
             /**
@@ -6719,6 +6875,246 @@ export interface operations {
             };
         };
     };
+    PaymentService_CreateCheckout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["skillup.payment.v1.CreateCheckoutRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.Checkout"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    PaymentService_GetCheckout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                checkout_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.Checkout"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    PaymentService_CompleteSandboxCheckout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                checkout_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description How the person left the page.
+                     * @enum {string}
+                     */
+                    outcome: "SANDBOX_OUTCOME_UNSPECIFIED" | "SANDBOX_OUTCOME_PAID" | "SANDBOX_OUTCOME_CANCELED" | "SANDBOX_OUTCOME_DECLINED";
+                };
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.Checkout"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     PaymentService_TopUp: {
         parameters: {
             query?: never;
@@ -6840,6 +7236,68 @@ export interface operations {
             };
             /** @description inactive account or missing scope */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    PaymentService_HandleProviderWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                provider: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "*/*": string;
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.ProviderWebhookResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -84,3 +84,69 @@ pub mod posting {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A payment into a wallet on the provider's hosted page, from creation to its outcome.
+pub mod checkout {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payment_checkouts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        /// `sandbox`, `stripe`, `yookassa`.
+        pub provider: String,
+        /// The provider's id of the payment, once known (unique per provider).
+        pub provider_payment_id: Option<String>,
+        pub status: crate::domain::CheckoutStatus,
+        pub amount_minor: i64,
+        pub currency: String,
+        pub return_url: String,
+        pub confirmation_url: String,
+        pub receipt_email: String,
+        /// The user's key (unique per user).
+        pub idempotency_key: String,
+        /// SHA-256 of the request the key was first used with.
+        pub request_hash: String,
+        /// The wallet's top-up entry, once paid.
+        pub transaction_id: Option<Uuid>,
+        pub failure_reason: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        /// When the reconciliation job next asks the provider about it (while pending).
+        pub next_check_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The sandbox provider's own side: the payments on its hosted page.
+pub mod sandbox_payment {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payment_sandbox_payments")]
+    pub struct Model {
+        /// `sbx_…`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// The idempotency key it was created with (unique).
+        pub idempotency_key: String,
+        pub checkout_id: Uuid,
+        pub amount_minor: i64,
+        pub currency: String,
+        /// `pending`, `succeeded`, `canceled`.
+        pub status: String,
+        pub reason: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -5,7 +5,12 @@ use sea_orm_migration::{prelude::*, schema::*};
 skillup_kit::migrator!(
     Migrator,
     "payment_migrations",
-    [M0001Init, skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX), M0003EnumNames,]
+    [
+        M0001Init,
+        skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
+        M0003EnumNames,
+        M0004Checkouts
+    ]
 );
 
 struct M0001Init;
@@ -110,5 +115,78 @@ impl MigrationTrait for M0003EnumNames {
         let statuses = [(1, "pending"), (2, "succeeded"), (3, "failed")];
         skillup_kit::db::enum_numbers_to_names(&m, table, "status", &statuses, "failed").await?;
         m.commit().await
+    }
+}
+
+/// Checkouts on the providers' hosted pages, and the sandbox provider's own payments.
+struct M0004Checkouts;
+
+skillup_kit::migration_name!(M0004Checkouts, "m0004_checkouts");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Checkouts {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("payment_checkouts")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(string_len("provider", 16))
+                .col(string_len_null("provider_payment_id", 128))
+                .col(string_len("status", 16))
+                .col(big_integer("amount_minor"))
+                .col(string_len("currency", 3))
+                .col(string_len("return_url", 2000))
+                .col(string_len("confirmation_url", 2000))
+                .col(string_len("receipt_email", 254))
+                .col(string_len("idempotency_key", 128))
+                .col(string_len("request_hash", 64))
+                .col(uuid_null("transaction_id"))
+                .col(string_len("failure_reason", 500))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .col(timestamp_with_time_zone("next_check_at"))
+                .to_owned(),
+        )
+        .await?;
+        // A user's key makes one checkout; a provider's payment belongs to one checkout.
+        for (name, cols) in [
+            ("payment_checkouts_key", ["user_id", "idempotency_key"]),
+            ("payment_checkouts_provider_payment", ["provider", "provider_payment_id"]),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table("payment_checkouts").unique();
+            for c in cols {
+                index.col(c);
+            }
+            m.create_index(index.to_owned()).await?;
+        }
+        for (name, cols) in [
+            ("payment_checkouts_user", ["user_id", "id"]),
+            ("payment_checkouts_due", ["status", "next_check_at"]),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table("payment_checkouts");
+            for c in cols {
+                index.col(c);
+            }
+            m.create_index(index.to_owned()).await?;
+        }
+        m.create_table(
+            Table::create()
+                .table("payment_sandbox_payments")
+                .if_not_exists()
+                .col(string_len("id", 64).primary_key())
+                .col(string_len("idempotency_key", 128).unique_key())
+                .col(uuid("checkout_id"))
+                .col(big_integer("amount_minor"))
+                .col(string_len("currency", 3))
+                .col(string_len("status", 16))
+                .col(string_len("reason", 100))
+                .col(timestamp_with_time_zone("created_at"))
+                .to_owned(),
+        )
+        .await
     }
 }

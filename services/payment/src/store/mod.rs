@@ -1,5 +1,7 @@
-//! The ledger's tables: accounts with their balances, transactions, and postings.
+//! The ledger's tables (accounts with their balances, transactions, and postings), the
+//! checkouts on providers' hosted pages, and the sandbox provider's payments.
 
+pub mod checkouts;
 pub mod entities;
 pub mod ledger;
 pub mod migration;

@@ -1,5 +1,9 @@
-//! The tonic adapter. Balance, top-up and the ledger are the caller's own (the identity the
-//! edge asserted); Charge and Refund are internal RPCs for the other services.
+//! The tonic adapter. Balance, top-up, checkouts and the ledger are the caller's own (the
+//! identity the edge asserted); Charge and Refund are internal RPCs for the other services;
+//! provider webhooks are public (their signature or a fetch-back is the proof). Checkouts'
+//! conversions are in [`checkout`].
+
+mod checkout;
 
 use skillup_kit::{db::timestamp, identity::Caller};
 use skillup_proto::{
@@ -10,6 +14,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    checkout::Checkouts,
     domain::{Currency, IdempotencyKey, MinorUnits},
     error::PaymentError,
     events::transaction_pb,
@@ -19,11 +24,12 @@ use crate::{
 #[derive(Clone)]
 pub struct PaymentGrpc {
     ledger: Ledger,
+    checkouts: Checkouts,
 }
 
 impl PaymentGrpc {
-    pub fn new(ledger: Ledger) -> Self {
-        Self { ledger }
+    pub fn new(ledger: Ledger, checkouts: Checkouts) -> Self {
+        Self { ledger, checkouts }
     }
 
     pub fn into_server(self) -> PaymentServiceServer<Self> {
@@ -41,11 +47,14 @@ fn caller<T>(req: &Request<T>) -> Result<Uuid, Status> {
     Caller::account(req)
 }
 
-/// 201 for a new entry, 200 for a replayed one.
 /// A movement's answer: 201, the same for a replay of its key (as the first answer was), which
 /// says so in `idempotent-replayed: true` (Stripe's header; the edge passes it on).
 fn answer((t, new): Outcome) -> Response<pb::Transaction> {
-    let mut res = Response::new(transaction_pb(&t));
+    created(Response::new(transaction_pb(&t)), new)
+}
+
+/// 201, and `idempotent-replayed: true` when not `new`.
+fn created<T>(mut res: Response<T>, new: bool) -> Response<T> {
     let md = res.metadata_mut();
     md.insert("x-http-status", tonic::metadata::MetadataValue::from_static("201"));
     if !new {
@@ -86,7 +95,42 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         let amount = MinorUnits::parse("amount_minor", r.amount_minor)?;
         let currency = Currency::parse("currency", &r.currency)?;
         let key = IdempotencyKey::parse(&key)?;
+        if self.checkouts.provider.name() != "sandbox" {
+            // Real money comes in through the provider's page only.
+            return Err(skillup_kit::error::status(
+                skillup_proto::common::v1::ErrorCode::Conflict,
+                "top-ups go through a checkout on this deployment: POST /api/payments/checkouts",
+            ));
+        }
         Ok(answer(self.ledger.top_up(user, amount, currency, key, &r.payment_method).await?))
+    }
+
+    async fn create_checkout(
+        &self,
+        req: Request<pb::CreateCheckoutRequest>,
+    ) -> Result<Response<pb::Checkout>, Status> {
+        checkout::create(&self.checkouts, req).await
+    }
+
+    async fn get_checkout(
+        &self,
+        req: Request<pb::GetCheckoutRequest>,
+    ) -> Result<Response<pb::Checkout>, Status> {
+        checkout::get(&self.checkouts, req).await
+    }
+
+    async fn handle_provider_webhook(
+        &self,
+        req: Request<pb::ProviderWebhookRequest>,
+    ) -> Result<Response<pb::ProviderWebhookResponse>, Status> {
+        checkout::webhook(&self.checkouts, req).await
+    }
+
+    async fn complete_sandbox_checkout(
+        &self,
+        req: Request<pb::CompleteSandboxCheckoutRequest>,
+    ) -> Result<Response<pb::Checkout>, Status> {
+        checkout::complete_sandbox(&self.checkouts, req).await
     }
 
     async fn list_transactions(

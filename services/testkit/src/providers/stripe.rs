@@ -1,0 +1,233 @@
+//! A Stripe stand-in: `POST /v1/checkout/sessions` (form-encoded, Bearer secret key,
+//! `Idempotency-Key` honoured as Stripe does: the same key and parameters replay the first
+//! answer, other parameters are an `idempotency_error`), `GET /v1/checkout/sessions/{id}`, a
+//! hosted page at `/pay/{id}`, and `checkout.session.*` events signed as Stripe signs them
+//! (`Stripe-Signature: t=…,v1=HMAC-SHA256(secret, "t.body")`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use aws_lc_rs::hmac;
+use axum::{
+    Form, Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+
+use super::{Faults, Keys, Running, serve};
+
+/// The stand-in's state.
+pub struct Stripe {
+    pub secret_key: String,
+    pub webhook_secret: String,
+    sessions: Mutex<HashMap<String, Value>>,
+    keys: Keys,
+    pub faults: Faults,
+    base_url: Mutex<String>,
+}
+
+/// A running Stripe stand-in.
+pub struct StripeStandIn {
+    pub state: Arc<Stripe>,
+    pub server: Running,
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
+}
+
+impl StripeStandIn {
+    pub async fn start(secret_key: &str, webhook_secret: &str) -> Self {
+        let state = Arc::new(Stripe {
+            secret_key: secret_key.to_owned(),
+            webhook_secret: webhook_secret.to_owned(),
+            sessions: Mutex::default(),
+            keys: Keys::default(),
+            faults: Faults::default(),
+            base_url: Mutex::default(),
+        });
+        let router = Router::new()
+            .route("/v1/checkout/sessions", post(create))
+            .route("/v1/checkout/sessions/{id}", get(fetch))
+            .with_state(state.clone());
+        let server = serve(router).await;
+        *state.base_url.lock().unwrap() = server.base_url.clone();
+        Self { state, server }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.server.base_url
+    }
+
+    /// A session as Stripe holds it now.
+    pub fn session(&self, id: &str) -> Option<Value> {
+        self.state.sessions.lock().unwrap().get(id).cloned()
+    }
+
+    /// Every session made.
+    pub fn sessions(&self) -> Vec<Value> {
+        self.state.sessions.lock().unwrap().values().cloned().collect()
+    }
+
+    /// The person pays on the hosted page: the session completes, and the
+    /// `checkout.session.completed` event Stripe would send is returned (body, signature
+    /// header) for the test to deliver as it likes.
+    pub fn pay(&self, id: &str) -> (Vec<u8>, String) {
+        let session = {
+            let mut all = self.state.sessions.lock().unwrap();
+            let s = all.get_mut(id).expect("a session of this stand-in");
+            s["status"] = json!("complete");
+            s["payment_status"] = json!("paid");
+            s["payment_intent"] = json!(format!("pi_{}", &id[3..]));
+            s.clone()
+        };
+        self.event("checkout.session.completed", session)
+    }
+
+    /// The session expires unpaid; the `checkout.session.expired` event.
+    pub fn expire(&self, id: &str) -> (Vec<u8>, String) {
+        let session = {
+            let mut all = self.state.sessions.lock().unwrap();
+            let s = all.get_mut(id).expect("a session of this stand-in");
+            s["status"] = json!("expired");
+            s.clone()
+        };
+        self.event("checkout.session.expired", session)
+    }
+
+    /// An event of `kind` about `object`, signed now with the webhook secret.
+    pub fn event(&self, kind: &str, object: Value) -> (Vec<u8>, String) {
+        let now = chrono::Utc::now().timestamp();
+        let body = json!({
+            "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": now,
+            "livemode": false,
+            "type": kind,
+            "data": {"object": object},
+        })
+        .to_string()
+        .into_bytes();
+        let header = sign(&self.state.webhook_secret, now, &body);
+        (body, header)
+    }
+}
+
+/// A `Stripe-Signature` header for `body` at time `t`, as Stripe makes it.
+pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let mut msg = format!("{t}.").into_bytes();
+    msg.extend_from_slice(body);
+    let v1: String = hmac::sign(&key, &msg).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={v1}")
+}
+
+fn authorized(s: &Stripe, headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {}", s.secret_key))
+}
+
+async fn create(
+    State(s): State<Arc<Stripe>>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    if s.faults.fail_now() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "an error occurred (stand-in)",
+        );
+    }
+    if !authorized(&s, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
+    }
+    let params: BTreeMap<String, String> = form.into_iter().collect();
+    let fingerprint = serde_json::to_string(&params).unwrap_or_default();
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(k) = &key
+        && let Some((seen, answer)) = s.keys.lock().unwrap().get(k).cloned()
+    {
+        if seen != fingerprint {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+            );
+        }
+        return Json(answer).into_response();
+    }
+    let need = |k: &str| params.get(k).filter(|v| !v.is_empty()).cloned();
+    let (Some(mode), Some(amount), Some(currency), Some(success)) = (
+        need("mode"),
+        need("line_items[0][price_data][unit_amount]"),
+        need("line_items[0][price_data][currency]"),
+        need("success_url"),
+    ) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Missing required param.");
+    };
+    let Ok(amount) = amount.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Invalid integer: unit_amount",
+        );
+    };
+    if mode != "payment"
+        || currency != currency.to_ascii_lowercase()
+        || !success.starts_with("http")
+    {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Invalid parameters.");
+    }
+    let id = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
+    let base = s.base_url.lock().unwrap().clone();
+    let session = json!({
+        "id": id,
+        "object": "checkout.session",
+        "mode": "payment",
+        "status": "open",
+        "payment_status": "unpaid",
+        "amount_total": amount,
+        "currency": currency,
+        "client_reference_id": params.get("client_reference_id"),
+        "metadata": {"payment_id": params.get("metadata[payment_id]")},
+        "payment_intent": null,
+        "success_url": success,
+        "cancel_url": params.get("cancel_url"),
+        "url": format!("{base}/pay/{id}"),
+    });
+    s.sessions.lock().unwrap().insert(id, session.clone());
+    if let Some(k) = key {
+        s.keys.lock().unwrap().insert(k, (fingerprint, session.clone()));
+    }
+    s.faults.maybe_stall().await;
+    Json(session).into_response()
+}
+
+async fn fetch(
+    State(s): State<Arc<Stripe>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
+    }
+    match s.sessions.lock().unwrap().get(&id) {
+        Some(session) => Json(session.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "invalid_request_error", "No such checkout.session"),
+    }
+}

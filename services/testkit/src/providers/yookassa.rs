@@ -1,0 +1,218 @@
+//! A YooKassa stand-in (API v3): `POST /v3/payments` (Basic auth shop id : secret key, an
+//! `Idempotence-Key` required and honoured, the body checked: amount as a decimal string,
+//! `capture`, a `redirect` confirmation, a receipt's customer and items when sent),
+//! `GET /v3/payments/{id}`, and the notifications it sends (`payment.succeeded`,
+//! `payment.canceled`), which carry the payment object but no signature.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::{Faults, Keys, Running, serve};
+
+/// YooKassa's notification events.
+pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+pub const PAYMENT_CANCELED: &str = "payment.canceled";
+
+pub struct YooKassa {
+    pub shop_id: String,
+    pub secret_key: String,
+    payments: Mutex<HashMap<String, Value>>,
+    keys: Keys,
+    pub faults: Faults,
+    base_url: Mutex<String>,
+}
+
+pub struct YooKassaStandIn {
+    pub state: Arc<YooKassa>,
+    pub server: Running,
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    let body = json!({"type": "error", "id": uuid::Uuid::new_v4().to_string(), "code": code, "description": description});
+    (status, Json(body)).into_response()
+}
+
+impl YooKassaStandIn {
+    pub async fn start(shop_id: &str, secret_key: &str) -> Self {
+        let state = Arc::new(YooKassa {
+            shop_id: shop_id.to_owned(),
+            secret_key: secret_key.to_owned(),
+            payments: Mutex::default(),
+            keys: Keys::default(),
+            faults: Faults::default(),
+            base_url: Mutex::default(),
+        });
+        let router = Router::new()
+            .route("/v3/payments", post(create))
+            .route("/v3/payments/{id}", get(fetch))
+            .with_state(state.clone());
+        let server = serve(router).await;
+        *state.base_url.lock().unwrap() = server.base_url.clone();
+        Self { state, server }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.server.base_url
+    }
+
+    pub fn payment(&self, id: &str) -> Option<Value> {
+        self.state.payments.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn payments(&self) -> Vec<Value> {
+        self.state.payments.lock().unwrap().values().cloned().collect()
+    }
+
+    /// The payer pays: the payment succeeds; the notification YooKassa would send.
+    pub fn pay(&self, id: &str) -> Vec<u8> {
+        self.set(id, |p| {
+            p["status"] = json!("succeeded");
+            p["paid"] = json!(true);
+        });
+        self.notification(PAYMENT_SUCCEEDED, id)
+    }
+
+    /// The payment is canceled (`reason` as YooKassa's `cancellation_details.reason`).
+    pub fn cancel(&self, id: &str, reason: &str) -> Vec<u8> {
+        self.set(id, |p| {
+            p["status"] = json!("canceled");
+            p["cancellation_details"] = json!({"party": "payment_network", "reason": reason});
+        });
+        self.notification(PAYMENT_CANCELED, id)
+    }
+
+    /// A notification of `event` carrying the payment as it is now.
+    pub fn notification(&self, event: &str, id: &str) -> Vec<u8> {
+        let object = self.payment(id).unwrap_or_else(|| json!({"id": id}));
+        json!({"type": "notification", "event": event, "object": object}).to_string().into_bytes()
+    }
+
+    fn set(&self, id: &str, f: impl FnOnce(&mut Value)) {
+        let mut all = self.state.payments.lock().unwrap();
+        f(all.get_mut(id).expect("a payment of this stand-in"));
+    }
+}
+
+fn authorized(y: &YooKassa, headers: &HeaderMap) -> bool {
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", y.shop_id, y.secret_key));
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Basic {expected}"))
+}
+
+fn decimal_ok(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        let (w, f) = s.split_once('.').unwrap_or((s, ""));
+        !w.is_empty()
+            && w.bytes().all(|b| b.is_ascii_digit())
+            && f.len() <= 2
+            && f.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+async fn create(
+    State(y): State<Arc<YooKassa>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if y.faults.fail_now() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            "Internal server error (stand-in)",
+        );
+    }
+    if !authorized(&y, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Authentication by given credentials failed",
+        );
+    }
+    let Some(key) = headers.get("idempotence-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", "Idempotence key is missing");
+    };
+    let fingerprint = body.to_string();
+    if let Some((seen, answer)) = y.keys.lock().unwrap().get(&key).cloned() {
+        if seen != fingerprint {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Idempotence key duplicated with another request",
+            );
+        }
+        return Json(answer).into_response();
+    }
+    let amount = &body["amount"];
+    let return_url = body["confirmation"]["return_url"].as_str().unwrap_or_default();
+    if !decimal_ok(&amount["value"])
+        || amount["currency"].as_str().is_none_or(|c| c.len() != 3)
+        || body["confirmation"]["type"] != "redirect"
+        || !return_url.starts_with("http")
+    {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request parameters");
+    }
+    if let Some(receipt) = body.get("receipt") {
+        let items_ok = receipt["items"].as_array().is_some_and(|items| {
+            !items.is_empty()
+                && items.iter().all(|i| {
+                    i["description"].is_string()
+                        && decimal_ok(&i["amount"]["value"])
+                        && i["vat_code"].is_u64()
+                })
+        });
+        if receipt["customer"]["email"].as_str().is_none_or(str::is_empty) || !items_ok {
+            return error(StatusCode::BAD_REQUEST, "invalid_request", "Receipt is invalid");
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let base = y.base_url.lock().unwrap().clone();
+    let payment = json!({
+        "id": id,
+        "status": "pending",
+        "paid": false,
+        "amount": amount,
+        "confirmation": {"type": "redirect", "return_url": return_url, "confirmation_url": format!("{base}/checkout/{id}")},
+        "created_at": chrono::Utc::now().to_rfc3339(),
+        "description": body["description"],
+        "metadata": body["metadata"],
+        "receipt": body.get("receipt"),
+        "recipient": {"account_id": y.shop_id, "gateway_id": "1"},
+        "refundable": false,
+        "test": true,
+    });
+    y.payments.lock().unwrap().insert(id, payment.clone());
+    y.keys.lock().unwrap().insert(key, (fingerprint, payment.clone()));
+    y.faults.maybe_stall().await;
+    Json(payment).into_response()
+}
+
+async fn fetch(
+    State(y): State<Arc<YooKassa>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&y, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Authentication by given credentials failed",
+        );
+    }
+    match y.payments.lock().unwrap().get(&id) {
+        Some(p) => Json(p.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "Payment doesn't exist or access denied"),
+    }
+}
