@@ -33,6 +33,8 @@ pub struct Ledger {
     pub(crate) store: LedgerStore,
     outbox: Outbox,
     pub(crate) provider: Arc<dyn PaymentProvider>,
+    /// The one currency money comes in (top-ups, adjustments); `None`: any.
+    selling: Option<String>,
 }
 
 /// A ledger entry and whether this call made it (false: an idempotent replay).
@@ -124,7 +126,26 @@ enum Refused {
 impl Ledger {
     pub fn new(db: DatabaseConnection, bus: SharedBus, provider: Arc<dyn PaymentProvider>) -> Self {
         let outbox = Outbox::new(db.clone(), bus, crate::store::OUTBOX);
-        Self { store: LedgerStore::new(db.clone()), outbox, db, provider }
+        Self { store: LedgerStore::new(db.clone()), outbox, db, provider, selling: None }
+    }
+
+    /// Money comes in only in `currency` (`payment.currency`): a top-up or an adjustment in
+    /// another is refused, naming it (a wallet in a currency nothing is priced in strands the
+    /// money).
+    pub fn selling_in(mut self, currency: &str) -> Self {
+        self.selling = Some(currency.to_owned());
+        self
+    }
+
+    /// Refuses money in any currency but the selling one.
+    pub(crate) fn check_selling(&self, field: &'static str, currency: &str) -> Result<()> {
+        match &self.selling {
+            Some(selling) if selling != currency => Err(PaymentError::Invalid(
+                field,
+                skillup_kit::invalid::currency_only(field, selling),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// A wallet's balance (`None`: the default currency's).
@@ -318,6 +339,11 @@ impl Ledger {
         t: &transaction::Model,
     ) -> std::result::Result<(), DbErr> {
         crate::events::record(&self.outbox, txn, t).await
+    }
+
+    /// Wallets with money in currencies other than `currency` (currency, wallets, minor units).
+    pub async fn wallets_outside(&self, currency: &str) -> Result<Vec<(String, i64, i64)>> {
+        Ok(self.store.wallets_outside(currency).await?)
     }
 
     pub fn db(&self) -> &DatabaseConnection {

@@ -56,12 +56,34 @@ pub async fn build(
 ) -> Result<PaymentGrpc, BuildError> {
     const NAME: &str = <PaymentGrpc as Component>::NAME;
     migrate(&infra.db).await.map_err(BuildError::migrations(NAME))?;
-    let ledger = Ledger::new(infra.db.clone(), infra.bus.clone(), Arc::new(SandboxProvider));
+    let ledger = Ledger::new(infra.db.clone(), infra.bus.clone(), Arc::new(SandboxProvider))
+        .selling_in(&config.currency);
     ledger.outbox().spawn_relay(shutdown.clone());
+    report_other_currencies(&ledger, &config.currency).await;
     let checkouts = checkouts(&ledger, config, public_url)
         .map_err(|e| BuildError::config(NAME, e.to_string()))?;
     checkouts.clone().spawn_reconciler(shutdown);
     Ok(PaymentGrpc::new(ledger, checkouts))
+}
+
+/// Wallets holding money in a currency other than the selling one are reported (a warning
+/// naming the currencies and how many wallets), never converted: an operator decides.
+async fn report_other_currencies(ledger: &Ledger, selling: &str) {
+    match ledger.wallets_outside(selling).await {
+        Ok(others) if !others.is_empty() => {
+            let list: Vec<String> = others
+                .iter()
+                .map(|(c, n, sum)| format!("{c}: {n} wallets, {sum} minor units"))
+                .collect();
+            tracing::warn!(
+                selling,
+                others = %list.join("; "),
+                "wallets hold money in currencies other than payment.currency; nothing is converted"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "checking wallets' currencies failed"),
+    }
 }
 
 /// The checkouts of `ledger` on the provider `config` names.

@@ -24,6 +24,7 @@ impl Ledger {
         payment_method: &str,
     ) -> Result<Outcome> {
         let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
+        self.check_selling("currency", &currency)?;
         if payment_method.len() > 200 {
             return Err(PaymentError::Invalid(
                 "payment_method",
@@ -170,6 +171,7 @@ impl Ledger {
             .map_err(|m| PaymentError::Invalid("reason", m))?;
         let magnitude = MinorUnits::parse("amount_minor", amount.saturating_abs())?.get();
         let (currency, key) = (currency.to_string(), key.as_str().to_owned());
+        self.check_selling("currency", &currency)?;
         let (kind, from, to) = if amount < 0 {
             (
                 Kind::AdjustmentDebit,

@@ -225,6 +225,24 @@ impl LedgerStore {
         account::Entity::find().all(&self.db).await
     }
 
+    /// Users' wallets with money in a currency other than `currency`: how many, and how much,
+    /// per currency.
+    pub async fn wallets_outside(&self, currency: &str) -> Result<Vec<(String, i64, i64)>, DbErr> {
+        account::Entity::find()
+            .select_only()
+            .column(account::Column::Currency)
+            .column_as(Expr::cust("CAST(COUNT(*) AS BIGINT)"), "wallets")
+            .column_as(Expr::cust("CAST(SUM(balance_minor) AS BIGINT)"), "total")
+            .filter(account::Column::UserId.is_not_null())
+            .filter(account::Column::Currency.ne(currency))
+            .filter(account::Column::BalanceMinor.gt(0))
+            .group_by(account::Column::Currency)
+            .order_by_asc(account::Column::Currency)
+            .into_tuple()
+            .all(&self.db)
+            .await
+    }
+
     /// The user's wallets, one per currency.
     pub async fn wallets(&self, user: Uuid) -> Result<Vec<account::Model>, DbErr> {
         account::Entity::find()
