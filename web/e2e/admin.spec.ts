@@ -1,6 +1,7 @@
 // The Admin section as an operator meets it: `skillup admin grant` makes the first admin of the
 // running platform; after signing in again the Admin link appears; the admin finds a person,
-// deactivates them, credits their balance and reads it all back in the audit log — in both
+// deactivates them, credits their balance, refunds part of their payment to the card and reads
+// it all back in the audit log — in both
 // languages and both themes (screenshots in docs/screenshots), with axe-core finding nothing
 // serious. Someone who is no admin sees neither the link nor the section.
 import AxeBuilder from '@axe-core/playwright'
@@ -27,8 +28,8 @@ function grant(email: string) {
 }
 
 const words = {
-  en: { signOut: 'Sign out', email: 'Email', password: 'Password', signIn: 'Sign in', admin: 'Admin', manage: /^Manage /, reason: /^Reason/, deactivate: 'Deactivate', amount: /^Amount/, adjust: 'Adjust balance', audit: 'Audit log', accountsTab: 'Accounts', queue: 'Queue', plans: 'Plans', newPlan: 'New plan', code: /^Code/, title: /^Title/, price: /^Price per period/, save: 'Save', archive: /^Archive /, planCreated: /is on offer/, planArchived: /is archived/, noDead: 'No task gave up.', show: 'Show', deactivated: /is deactivated/, adjusted: /Adjusted by/, actions: ['Plan archived', 'Plan created', 'Balance credited', 'Account deactivated'] },
-  ru: { signOut: 'Выйти', email: 'Эл. почта', password: 'Пароль', signIn: 'Войти', admin: 'Администрирование', manage: /^Управлять /, reason: /^Причина/, deactivate: 'Отключить', amount: /^Сумма/, adjust: 'Изменить баланс', audit: 'Журнал действий', accountsTab: 'Учётные записи', queue: 'Очередь', plans: 'Тарифы', newPlan: 'Новый тариф', code: /^Код/, title: /^Название/, price: /^Цена за период/, save: 'Сохранить', archive: /^В архив /, planCreated: /в продаже/, planArchived: /в архиве/, noDead: 'Невыполненных задач нет.', show: 'Показать', deactivated: /отключена/, adjusted: /Изменено на/, actions: ['Тариф убран в архив', 'Создан тариф', 'Баланс пополнен', 'Учётная запись отключена'] },
+  en: { signOut: 'Sign out', email: 'Email', password: 'Password', signIn: 'Sign in', admin: 'Admin', manage: /^Manage /, reason: /^Reason/, deactivate: 'Deactivate', amount: /^Amount/, adjust: 'Adjust balance', audit: 'Audit log', accountsTab: 'Accounts', queue: 'Queue', plans: 'Plans', newPlan: 'New plan', code: /^Code/, title: /^Title/, price: /^Price per period/, save: 'Save', archive: /^Archive /, planCreated: /is on offer/, planArchived: /is archived/, noDead: 'No task gave up.', show: 'Show', deactivated: /is deactivated/, adjusted: /Adjusted by/, refundAmount: /^Refund to card \(at most/, refund: 'Refund to card', refunded: /\$4\.00 went back to the card/, refundLine: 'Refund of $4.00: returned', actions: ['Plan archived', 'Plan created', 'Refund to card', 'Balance credited', 'Account deactivated'] },
+  ru: { signOut: 'Выйти', email: 'Эл. почта', password: 'Пароль', signIn: 'Войти', admin: 'Администрирование', manage: /^Управлять /, reason: /^Причина/, deactivate: 'Отключить', amount: /^Сумма/, adjust: 'Изменить баланс', audit: 'Журнал действий', accountsTab: 'Учётные записи', queue: 'Очередь', plans: 'Тарифы', newPlan: 'Новый тариф', code: /^Код/, title: /^Название/, price: /^Цена за период/, save: 'Сохранить', archive: /^В архив /, planCreated: /в продаже/, planArchived: /в архиве/, noDead: 'Невыполненных задач нет.', show: 'Показать', deactivated: /отключена/, adjusted: /Изменено на/, refundAmount: /^Вернуть на карту \(не больше/, refund: 'Вернуть на карту', refunded: /4,00\s\$ возвращено на карту/, refundLine: /Возврат 4,00\s\$: возвращено/, actions: ['Тариф убран в архив', 'Создан тариф', 'Возврат на карту', 'Баланс пополнен', 'Учётная запись отключена'] },
 } as const
 
 for (const locale of ['en', 'ru'] as const) {
@@ -43,6 +44,14 @@ for (const locale of ['en', 'ru'] as const) {
         const victim = `victim-${unique()}@example.com`
         const made = await request.post('/api/auth/register', { data: { email: victim, password: PASSWORD } })
         expect(made.status()).toBe(201)
+        // They paid 10 in on the sandbox's page (through the API here).
+        const signedIn = await request.post('/api/auth/login', { data: { email: victim, password: PASSWORD } })
+        const token = (await signedIn.json()).access_token as string
+        const auth = { Authorization: `Bearer ${token}` }
+        const checkout = await request.post('/api/payments/checkouts', { headers: { ...auth, 'Idempotency-Key': `co-${unique()}` }, data: { amount_minor: 1000 } })
+        expect(checkout.status()).toBe(201)
+        const paid = await request.post(`/api/payments/sandbox/checkouts/${(await checkout.json()).id}:complete`, { headers: auth, data: { outcome: 'SANDBOX_OUTCOME_PAID' } })
+        expect((await paid.json()).status).toBe('CHECKOUT_STATUS_SUCCEEDED')
 
         const email = await signUp(page, locale === 'ru' ? 'Анна' : 'Ann')
         // Not an admin yet: no link, and the section says so.
@@ -70,6 +79,12 @@ for (const locale of ['en', 'ru'] as const) {
         await page.getByLabel(w.amount).fill('5')
         await page.getByRole('button', { name: w.adjust }).click()
         await expect(page.getByRole('status').filter({ hasText: w.adjusted })).toBeVisible()
+        // 4 of their 10 back to the card.
+        await expect(page.getByTestId('admin-checkout')).toHaveCount(1)
+        await page.getByLabel(w.refundAmount).fill('4')
+        await page.getByRole('button', { name: w.refund, exact: true }).click()
+        await expect(page.getByRole('status').filter({ hasText: w.refunded })).toBeVisible()
+        await expect(page.getByTestId('admin-checkout')).toContainText(w.refundLine)
         await axe(page, '/admin accounts')
         await page.screenshot({ path: `${shots}admin-accounts-${locale}-${scheme}.png` })
 
@@ -100,8 +115,8 @@ for (const locale of ['en', 'ru'] as const) {
         await page.getByRole('tab', { name: w.audit }).click()
         const entries = page.getByTestId('audit-entry')
         // Entries are stored moments after each change (auth consumes them): ask again until
-        // the last one is there. Newest first: the plan archived, created, the balance
-        // credited, the account deactivated — by this admin.
+        // the last one is there. Newest first: the plan archived, created, the refund to the
+        // card, the balance credited, the account deactivated — by this admin.
         await expect(async () => {
           await page.getByRole('button', { name: w.show, exact: true }).click()
           await expect(entries.first()).toContainText(w.actions[0], { timeout: 1_000 })

@@ -3,8 +3,14 @@
 
 generation-completed = Your { $function } about «{ $topic }» is ready
 generation-failed = Your { $function } about «{ $topic }» could not be written
-payment-succeeded = Payment of { $amount } went through
-payment-failed = Payment of { $amount } was refused
+payment-succeeded = { $what ->
+    [refund] { $amount } went back to your card
+   *[payment] Payment of { $amount } went through
+}
+payment-failed = { $what ->
+    [refund] The refund of { $amount } to your card failed; the money is back on your balance
+   *[payment] Payment of { $amount } was refused
+}
 subscription-changed = Your plan is now { $plan }
     .body = The { $plan } plan is in force.
     .until = The { $plan } plan is in force until { $until }.

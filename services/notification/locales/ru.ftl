@@ -3,8 +3,14 @@
 
 generation-completed = Текст «{ $topic }» готов
 generation-failed = Не удалось написать текст «{ $topic }»
-payment-succeeded = Платёж на { $amount } прошёл
-payment-failed = Платёж на { $amount } отклонён
+payment-succeeded = { $what ->
+    [refund] { $amount } возвращено на карту
+   *[payment] Платёж на { $amount } прошёл
+}
+payment-failed = { $what ->
+    [refund] Возврат { $amount } на карту не прошёл; деньги снова на балансе
+   *[payment] Платёж на { $amount } отклонён
+}
 subscription-changed = Ваш тариф теперь — { $plan }
     .body = Действует тариф { $plan }.
     .until = Тариф { $plan } действует до { $until }.

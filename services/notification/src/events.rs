@@ -112,6 +112,9 @@ pub fn describe(
                 })
                 .unwrap_or_default();
             data.insert("amount".into(), money.clone());
+            // Money back to the card reads as a refund, not as a payment.
+            let refund = t.kind == paypb::TransactionKind::RefundToCard as i32;
+            data.insert("what".into(), if refund { "refund" } else { "payment" }.into());
             let body = if ok { t.description.clone() } else { t.failure_reason.clone() };
             Some((
                 if ok {
@@ -119,10 +122,13 @@ pub fn describe(
                 } else {
                     NotificationKind::PaymentFailed
                 },
-                if ok {
-                    format!("Payment of {money} went through")
-                } else {
-                    format!("Payment of {money} was refused")
+                match (ok, refund) {
+                    (true, false) => format!("Payment of {money} went through"),
+                    (false, false) => format!("Payment of {money} was refused"),
+                    (true, true) => format!("{money} went back to your card"),
+                    (false, true) => format!(
+                        "The refund of {money} to your card failed; the money is back on your balance"
+                    ),
                 },
                 clip(&body, 2_000),
                 data,

@@ -80,6 +80,22 @@ mod tests {
             (ru.title.as_str(), ru.body.as_str()),
             ("Ваш тариф теперь — basic", "Тариф basic действует до 2027-01-04.")
         );
+        // Money back to the card reads as a refund; a payment row stored before `what` was
+        // kept reads as a payment.
+        let back = note(
+            NotificationKind::PaymentSucceeded,
+            &[("amount", "12.50 USD"), ("what", "refund")],
+        );
+        assert_eq!(localize(back, Locale::Ru).title, "12.50 USD возвращено на карту");
+        let failed =
+            note(NotificationKind::PaymentFailed, &[("amount", "5.00 USD"), ("what", "refund")]);
+        assert!(
+            localize(failed, Locale::En)
+                .title
+                .starts_with("The refund of 5.00 USD to your card failed")
+        );
+        let paid = note(NotificationKind::PaymentSucceeded, &[("amount", "5.00 USD")]);
+        assert_eq!(localize(paid, Locale::En).title, "Payment of 5.00 USD went through");
         let old = note(NotificationKind::PaymentSucceeded, &[("transaction_id", "x")]);
         assert_eq!(
             localize(old, Locale::Ru).title,

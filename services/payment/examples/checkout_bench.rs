@@ -92,10 +92,8 @@ async fn main() {
         );
 
         // Every checkout paid; each event delivered twice, 32 at a time.
-        let events: Vec<(Vec<u8>, String)> = made
-            .iter()
-            .map(|c| stripe.pay(c.provider_payment_id.as_deref().unwrap()))
-            .collect();
+        let events: Vec<(Vec<u8>, String)> =
+            made.iter().map(|c| stripe.pay(c.provider_payment_id.as_deref().unwrap())).collect();
         // First every event once (each a credit), then every one again (each a duplicate).
         let mut rates = Vec::new();
         let mut outcomes: Vec<&'static str> = Vec::new();

@@ -19,7 +19,7 @@ use crate::{
         http::Headers,
         sandbox::{Outcome as SandboxOutcome, Sandbox},
     },
-    store::{checkouts::CheckoutStore, entities::checkout},
+    store::{checkouts::CheckoutStore, entities::checkout, refunds::RefundStore},
 };
 
 /// A checkout and whether this call made it (false: the answer of a key sent again).
@@ -44,8 +44,9 @@ pub struct Terms {
 
 #[derive(Clone)]
 pub struct Checkouts {
-    ledger: Ledger,
+    pub(crate) ledger: Ledger,
     pub(crate) store: CheckoutStore,
+    pub(crate) refunds: RefundStore,
     pub(crate) provider: Arc<dyn Provider>,
     /// Set when the provider is the sandbox (its hosted page calls [`Checkouts::complete_sandbox`]).
     sandbox: Option<Arc<Sandbox>>,
@@ -64,7 +65,8 @@ pub struct Request<'a> {
 impl Checkouts {
     pub fn new(ledger: Ledger, provider: Arc<dyn Provider>, terms: Terms) -> Self {
         let store = CheckoutStore::new(ledger.db().clone());
-        Self { ledger, store, provider, sandbox: None, terms }
+        let refunds = RefundStore::new(ledger.db().clone());
+        Self { ledger, store, refunds, provider, sandbox: None, terms }
     }
 
     /// The sandbox as the provider, its hosted page on.
@@ -202,6 +204,16 @@ impl Checkouts {
                     }
                     Err(e) => return Err(PaymentError::Unavailable(e.to_string())),
                 }
+            }
+            Notice::Refunds(reports) => return self.settle_refunds(reports).await,
+            Notice::UnverifiedRefund { provider_refund_id } => {
+                return match self.provider.fetch_refund(&provider_refund_id).await {
+                    Ok(r) => self.settle_refunds(vec![r]).await,
+                    Err(ProviderError::Refused(why)) => {
+                        Err(PaymentError::Invalid("body", format!("not a refund: {why}")))
+                    }
+                    Err(e) => Err(PaymentError::Unavailable(e.to_string())),
+                };
             }
             Notice::Ignored { event } => {
                 tracing::debug!(%event, provider, "a notification not acted on");

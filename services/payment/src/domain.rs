@@ -174,6 +174,9 @@ pub enum TransactionKind {
     /// Money an operator took back.
     #[sea_orm(string_value = "adjustment_debit")]
     AdjustmentDebit,
+    /// Money returned to the card it was paid in with (pending until the provider confirms).
+    #[sea_orm(string_value = "refund_to_card")]
+    RefundToCard,
 }
 
 impl TransactionKind {
@@ -187,6 +190,7 @@ impl TransactionKind {
             // One scope for both directions: a key sent again with the other sign is a
             // reused key, not a second adjustment.
             TransactionKind::AdjustmentCredit | TransactionKind::AdjustmentDebit => 4,
+            TransactionKind::RefundToCard => 6,
         }
     }
 }
@@ -233,4 +237,19 @@ pub enum CheckoutStatus {
     /// Not paid in time.
     #[sea_orm(string_value = "expired")]
     Expired,
+}
+
+/// Where a refund to the card is. Stored as its name in `payment_refunds.status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::N(16))")]
+pub enum RefundStatus {
+    /// Asked of the provider; the money is held.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// Returned to the card.
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    /// Refused by the provider; the money is back in the wallet.
+    #[sea_orm(string_value = "failed")]
+    Failed,
 }

@@ -19,6 +19,8 @@ pub enum PaymentError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("the payment provider refused: {0}")]
     Provider(String),
@@ -41,6 +43,7 @@ impl From<PaymentError> for Status {
             PaymentError::Declined(_) => status(ErrorCode::InsufficientFunds, msg),
             PaymentError::KeyReused => status(ErrorCode::IdempotencyKeyReused, msg),
             PaymentError::NotFound(_) => status(ErrorCode::NotFound, msg),
+            PaymentError::Conflict(_) => status(ErrorCode::Conflict, msg),
             PaymentError::Provider(_) => status(ErrorCode::ProviderError, msg),
             PaymentError::Unauthenticated(_) => status(ErrorCode::Unauthenticated, msg),
             PaymentError::Unavailable(detail) => {

@@ -39,6 +39,7 @@ fn kind_pb(k: Kind) -> pb::TransactionKind {
         Kind::Refund => pb::TransactionKind::Refund,
         Kind::AdjustmentCredit => pb::TransactionKind::AdjustmentCredit,
         Kind::AdjustmentDebit => pb::TransactionKind::AdjustmentDebit,
+        Kind::RefundToCard => pb::TransactionKind::RefundToCard,
     }
 }
 
@@ -85,6 +86,29 @@ pub(crate) fn adjustment_audit(
         Some(&serde_json::json!({
             "balance_minor": t.balance_after_minor,
             "currency": t.currency,
+            "transaction_id": t.id.to_string(),
+        })),
+        reason,
+    )
+}
+
+/// The audit entry of an administrator's refund to the card `t` (held): the checkout's top-up
+/// it returns, and how much.
+pub(crate) fn card_refund_audit(
+    actor: &skillup_kit::audit::Actor,
+    reason: &str,
+    t: &transaction::Model,
+) -> skillup_proto::common::v1::AuditEntry {
+    let top_up = t.refunded_transaction_id.map(|id| id.to_string()).unwrap_or_default();
+    actor.entry(
+        "payment",
+        "payment.refund",
+        ("top-up", &top_up),
+        None::<&serde_json::Value>,
+        Some(&serde_json::json!({
+            "amount_minor": t.amount_minor,
+            "currency": t.currency,
+            "user_id": t.user_id.to_string(),
             "transaction_id": t.id.to_string(),
         })),
         reason,

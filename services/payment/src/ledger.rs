@@ -52,11 +52,21 @@ pub(crate) struct Movement {
     pub(crate) description: String,
     /// For refunds: the charge, whose refunded total may not exceed its amount.
     pub(crate) refund_of: Option<Uuid>,
-    /// For an operator's adjustment: who, and why (its audit entry commits with it).
-    pub(crate) audit: Option<(skillup_kit::audit::Actor, String)>,
+    /// For an operator's action: who, why, and how its audit entry reads (it commits with it).
+    pub(crate) audit: Option<(skillup_kit::audit::Actor, String, AuditOf)>,
     /// For a checkout's top-up: the checkout, marked paid in the same transaction.
     pub(crate) settles: Option<Uuid>,
+    /// For a refund to the card: its row, written with the entry; the entry stays PENDING
+    /// (the money held) until the provider answers ([`Ledger::finish_card_refund`]).
+    pub(crate) hold: Option<crate::store::entities::refund::ActiveModel>,
 }
+
+/// How an operator's movement reads in the audit log.
+pub(crate) type AuditOf = fn(
+    &skillup_kit::audit::Actor,
+    &str,
+    &transaction::Model,
+) -> skillup_proto::common::v1::AuditEntry;
 
 impl Movement {
     pub(crate) fn scope(&self) -> String {
@@ -230,6 +240,13 @@ impl Ledger {
                     self.outbox.wake();
                     return Ok((t, true));
                 }
+                // Money that was spent cannot go back to the card: nothing is recorded.
+                Ok(Err(Refused::Insufficient)) if m.hold.is_some() => {
+                    return Err(PaymentError::InsufficientFunds(format!(
+                        "{} {} (the wallet holds less: the money was spent)",
+                        m.amount, m.currency
+                    )));
+                }
                 Ok(Err(Refused::Insufficient)) => {
                     return self.refuse(m, "insufficient funds".into()).await;
                 }
@@ -268,7 +285,8 @@ impl Ledger {
         store.ensure_account(&txn, &m.to, to_user, &m.currency).await?;
         // The entry first: the unique index stops a concurrent duplicate here, before any
         // money moves.
-        store.insert_entry(&txn, m.entry(id, Status::Succeeded, String::new(), now)).await?;
+        let status = if m.hold.is_some() { Status::Pending } else { Status::Succeeded };
+        store.insert_entry(&txn, m.entry(id, status, String::new(), now)).await?;
         if let Some(charge) = m.refund_of
             && !store.add_refunded(&txn, charge, m.amount).await?
         {
@@ -283,16 +301,94 @@ impl Ledger {
         store.credit(&txn, &m.to, m.amount, now).await?;
         store.post(&txn, id, &m.from, &m.to, m.amount, now).await?;
         let row = store.stamp_balance(&txn, id, &wallet(m.user_id, &m.currency)).await?;
-        self.record_event(&txn, &row).await?;
+        match &m.hold {
+            // A held refund's event comes with its end.
+            Some(refund) => {
+                let mut refund = refund.clone();
+                refund.transaction_id = sea_orm::Set(id);
+                crate::store::refunds::RefundStore::insert(&txn, refund).await?;
+            }
+            None => self.record_event(&txn, &row).await?,
+        }
         if let Some(checkout) = m.settles {
             crate::store::checkouts::CheckoutStore::mark_paid(&txn, checkout, id, now).await?;
         }
-        if let Some((actor, reason)) = &m.audit {
-            let entry = crate::events::adjustment_audit(actor, reason, &row);
+        if let Some((actor, reason, audit_of)) = &m.audit {
+            let entry = audit_of(actor, reason, &row);
             self.outbox.add(&txn, &entry.id.clone(), &m.user_id.to_string(), &entry).await?;
         }
         txn.commit().await?;
         Ok(Ok(row))
+    }
+
+    /// Ends a held refund to the card as the provider answered: `Ok` takes the held money to
+    /// the provider (the entry SUCCEEDED), `Err(reason)` puts it back in the wallet (FAILED, and
+    /// the amount may be refunded again); the entry's event — the person's notification —
+    /// commits with it. False when the refund had already ended (a repeated answer).
+    pub async fn finish_card_refund(
+        &self,
+        refund: &crate::store::entities::refund::Model,
+        outcome: std::result::Result<(), String>,
+    ) -> Result<bool> {
+        let entry =
+            self.store.entry(refund.transaction_id).await?.ok_or_else(|| {
+                PaymentError::NotFound(format!("no entry of refund {}", refund.id))
+            })?;
+        for attempt in 0..50u64 {
+            match self.try_finish(refund, &entry, &outcome).await {
+                Ok(done) => {
+                    self.outbox.wake();
+                    return Ok(done);
+                }
+                Err(e) if busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(2 + backoff(attempt))).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PaymentError::Unavailable("the ledger stayed busy".into()))
+    }
+
+    async fn try_finish(
+        &self,
+        refund: &crate::store::entities::refund::Model,
+        entry: &transaction::Model,
+        outcome: &std::result::Result<(), String>,
+    ) -> std::result::Result<bool, DbErr> {
+        use crate::{domain::RefundStatus, store::refunds::RefundStore};
+        let now = chrono::Utc::now();
+        let (user, currency, amount) = (refund.user_id, &refund.currency, refund.amount_minor);
+        let (status, refund_status, reason) = match outcome {
+            Ok(()) => (Status::Succeeded, RefundStatus::Succeeded, ""),
+            Err(why) => (Status::Failed, RefundStatus::Failed, why.as_str()),
+        };
+        let reason: String = reason.chars().take(500).collect();
+        let txn = self.db.begin().await?;
+        if !RefundStore::finish(&txn, refund.id, refund_status, &reason, now).await? {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        let store = &self.store;
+        store.set_status(&txn, entry.id, status, &reason).await?;
+        let holds = system_account("refund-holds", currency, user);
+        let to = match outcome {
+            Ok(()) => system_account(&format!("processor:{}", refund.provider), currency, user),
+            Err(_) => {
+                if let Some(top_up) = entry.refunded_transaction_id {
+                    store.sub_refunded(&txn, top_up, amount).await?;
+                }
+                wallet(user, currency)
+            }
+        };
+        let to_user = outcome.is_err().then_some(user);
+        store.ensure_account(&txn, &to, to_user, currency).await?;
+        store.debit(&txn, &holds, amount, now).await?;
+        store.credit(&txn, &to, amount, now).await?;
+        store.post(&txn, entry.id, &holds, &to, amount, now).await?;
+        let row = store.stamp_balance(&txn, entry.id, &wallet(user, currency)).await?;
+        self.record_event(&txn, &row).await?;
+        txn.commit().await?;
+        Ok(true)
     }
 
     /// Records a refused movement under its key (so a retry gets the same answer) and says why.
@@ -339,6 +435,16 @@ impl Ledger {
         t: &transaction::Model,
     ) -> std::result::Result<(), DbErr> {
         crate::events::record(&self.outbox, txn, t).await
+    }
+
+    /// What is left to refund of entry `id` (its amount less its refunded total).
+    pub async fn refundable(&self, id: Uuid) -> Result<i64> {
+        let e = self
+            .store
+            .entry(id)
+            .await?
+            .ok_or_else(|| PaymentError::NotFound(format!("no entry {id}")))?;
+        Ok(e.amount_minor - e.refunded_minor)
     }
 
     /// Wallets with money in currencies other than `currency` (currency, wallets, minor units).

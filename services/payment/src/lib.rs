@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod movements;
 pub mod providers;
 pub mod reconcile;
+pub mod refunds;
 pub mod store;
 pub mod user_data;
 

@@ -50,6 +50,7 @@ impl Ledger {
             refund_of: None,
             audit: None,
             settles: None,
+            hold: None,
         };
         if let Some(existing) = self.existing(&m).await? {
             return self.replay(existing, &m.hash);
@@ -82,6 +83,7 @@ impl Ledger {
             refund_of: None,
             audit: None,
             settles: Some(c.id),
+            hold: None,
         };
         self.apply(m).await
     }
@@ -116,6 +118,7 @@ impl Ledger {
             refund_of: None,
             audit: None,
             settles: None,
+            hold: None,
         };
         self.apply(m).await
     }
@@ -152,6 +155,7 @@ impl Ledger {
             refund_of: Some(id),
             audit: None,
             settles: None,
+            hold: None,
         };
         self.apply(m).await
     }
@@ -197,8 +201,9 @@ impl Ledger {
             // The ledger's line holds the reason's start; the audit entry keeps all of it.
             description: format!("adjustment: {}", reason.chars().take(186).collect::<String>()),
             refund_of: None,
-            audit: Some((actor.clone(), reason)),
+            audit: Some((actor.clone(), reason, crate::events::adjustment_audit)),
             settles: None,
+            hold: None,
         };
         self.apply(m).await
     }

@@ -1,6 +1,7 @@
 //! The reconciliation job: settles checkouts whose notification never came by asking the
 //! provider, finishes the ones whose create call failed midway (the same provider key finds the
-//! payment the provider may have made), and expires abandoned ones. Safe on any number of
+//! payment the provider may have made), expires abandoned ones, and ends refunds to the card the
+//! provider has answered about (or asks again for those it never answered). Safe on any number of
 //! replicas: each checkout is claimed by a conditional update of its next check before it is
 //! looked at, and settling is idempotent anyway.
 
@@ -8,7 +9,11 @@ use std::time::Duration;
 
 use skillup_kit::Shutdown;
 
-use crate::{checkout::Checkouts, domain::CheckoutStatus as Status, error::Result};
+use crate::{
+    checkout::Checkouts,
+    domain::{CheckoutStatus as Status, RefundStatus},
+    error::Result,
+};
 
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,6 +23,8 @@ pub struct Tally {
     pub credited: usize,
     pub canceled: usize,
     pub expired: usize,
+    /// Refunds to the card whose provider answer this run applied.
+    pub refunds_ended: usize,
 }
 
 /// Checkouts looked at per run, at most.
@@ -68,10 +75,46 @@ impl Checkouts {
                 }
             }
         }
+        self.reconcile_refunds(now, &mut tally).await?;
         if tally != Tally::default() {
             tracing::info!(?tally, "checkouts reconciled");
         }
         Ok(tally)
+    }
+
+    /// Pending refunds to the card: asked again with the same key when the provider never
+    /// answered, else fetched; what the provider says is applied.
+    async fn reconcile_refunds(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        for r in self.refunds.due(now, BATCH).await? {
+            let next = now + self.terms.reconcile_every;
+            if !self.refunds.claim(r.id, r.next_check_at, next).await? {
+                continue;
+            }
+            tally.checked += 1;
+            let ended = match &r.provider_refund_id {
+                None => match self.store.get(r.checkout_id).await? {
+                    Some(c) => {
+                        self.ask_provider(r.clone(), &c).await?.status != RefundStatus::Pending
+                    }
+                    None => false,
+                },
+                Some(id) => match self.provider.fetch_refund(id).await {
+                    Ok(report) => self.settle_refunds(vec![report]).await? == "refunded",
+                    Err(e) => {
+                        tracing::warn!(refund = %r.id, error = %e, "asking the provider about a refund failed");
+                        false
+                    }
+                },
+            };
+            if ended {
+                tally.refunds_ended += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Runs [`Self::reconcile`] every `reconcile_every` (with jitter, so replicas drift apart)

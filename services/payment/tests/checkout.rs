@@ -23,6 +23,9 @@ use skillup_testkit::{
 };
 use uuid::Uuid;
 
+#[path = "checkout/refunds.rs"]
+mod refunds;
+
 const PUBLIC: &str = "https://skillup.test";
 const WHSEC: &str = "whsec_test_secret";
 

@@ -104,6 +104,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/checkouts/{checkout_id}/refunds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin (scope `admin`): returns (part of) a paid checkout to the card it came from, through
+         * @description Admin (scope `admin`): returns (part of) a paid checkout to the card it came from, through
+         *     its provider: never more than what is left of it. The money is held from the wallet at
+         *     once (a `REFUND_TO_CARD` entry, PENDING), taken for good when the provider confirms
+         *     (SUCCEEDED) or put back when it refuses (FAILED); the person is notified either way.
+         *     Idempotent by key (the edge copies the `Idempotency-Key` header). Audited. HTTP 201, a
+         *     replay too (with `Idempotent-Replayed: true`).
+         */
+        post: operations["PaymentService_RefundCheckout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/plans": {
         parameters: {
             query?: never;
@@ -314,6 +339,26 @@ export interface paths {
          *     header). Audited. HTTP 201, a replay too (with `Idempotent-Replayed: true`).
          */
         post: operations["PaymentService_AdjustBalance"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/users/{user_id}/checkouts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Admin (scope `admin`): a person's checkouts, newest first, with their refunds.
+         * @description Admin (scope `admin`): a person's checkouts, newest first, with their refunds.
+         */
+        get: operations["PaymentService_ListUserCheckouts"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -2035,6 +2080,8 @@ export interface components {
             provider?: string | null;
             /** @description The provider's id of the payment (`cs_…` for Stripe, a UUID for YooKassa); empty until known. */
             provider_payment_id?: string | null;
+            /** @description Returned, or being returned, to the card (never more than `amount`). */
+            refunded?: components["schemas"]["skillup.common.v1.Money"] | null;
             /** @description Where the provider sends the person back. */
             return_url?: string | null;
             /**
@@ -2051,6 +2098,47 @@ export interface components {
             updated_at?: string | null;
             /** @description Account id, UUID text. */
             user_id?: string | null;
+        };
+        /** @description Money returned from a paid checkout to the card it came from. */
+        "skillup.payment.v1.CheckoutRefund": {
+            /** @description How much. */
+            amount?: components["schemas"]["skillup.common.v1.Money"] | null;
+            /** @description The checkout, UUID text. */
+            checkout_id?: string | null;
+            /**
+             * Format: date-time
+             * @description When it was asked for.
+             */
+            created_at?: string | null;
+            /** @description Why the provider refused; else empty. */
+            failure_reason?: string | null;
+            /** @description Refund id, UUID text. */
+            id?: string | null;
+            /** @description The provider's id of the refund; empty until known. */
+            provider_refund_id?: string | null;
+            /** @description Why (the administrator's words). */
+            reason?: string | null;
+            /**
+             * @description Where it is.
+             * @enum {string|null}
+             */
+            status?: "REFUND_STATUS_UNSPECIFIED" | "REFUND_STATUS_PENDING" | "REFUND_STATUS_SUCCEEDED" | "REFUND_STATUS_FAILED" | null;
+            /** @description The wallet's `REFUND_TO_CARD` entry, UUID text. */
+            transaction_id?: string | null;
+            /**
+             * Format: date-time
+             * @description When it last changed.
+             */
+            updated_at?: string | null;
+            /** @description Account id, UUID text. */
+            user_id?: string | null;
+        };
+        /** @description A checkout and its refunds. */
+        "skillup.payment.v1.CheckoutWithRefunds": {
+            /** @description The checkout. */
+            checkout?: components["schemas"]["skillup.payment.v1.Checkout"] | null;
+            /** @description Its refunds, oldest first. */
+            refunds?: components["schemas"]["skillup.payment.v1.CheckoutRefund"][] | null;
         };
         "skillup.payment.v1.CreateCheckoutRequest": {
             /**
@@ -2082,6 +2170,12 @@ export interface components {
             page?: components["schemas"]["skillup.common.v1.PageResponse"] | null;
             /** @description Newest first. */
             transactions?: components["schemas"]["skillup.payment.v1.Transaction"][] | null;
+        };
+        "skillup.payment.v1.ListUserCheckoutsResponse": {
+            /** @description Newest first. */
+            checkouts?: components["schemas"]["skillup.payment.v1.CheckoutWithRefunds"][] | null;
+            /** @description Cursor for the next page. */
+            page?: components["schemas"]["skillup.common.v1.PageResponse"] | null;
         };
         "skillup.payment.v1.ProviderWebhookResponse": {
             /** @description What was done: `credited`, `already-credited`, `canceled`, `pending`, `refunded`, `ignored`. */
@@ -2123,7 +2217,7 @@ export interface components {
              * @description What it is.
              * @enum {string|null}
              */
-            kind?: "TRANSACTION_KIND_UNSPECIFIED" | "TRANSACTION_KIND_TOP_UP" | "TRANSACTION_KIND_CHARGE" | "TRANSACTION_KIND_REFUND" | "TRANSACTION_KIND_ADJUSTMENT_CREDIT" | "TRANSACTION_KIND_ADJUSTMENT_DEBIT" | null;
+            kind?: "TRANSACTION_KIND_UNSPECIFIED" | "TRANSACTION_KIND_TOP_UP" | "TRANSACTION_KIND_CHARGE" | "TRANSACTION_KIND_REFUND" | "TRANSACTION_KIND_ADJUSTMENT_CREDIT" | "TRANSACTION_KIND_ADJUSTMENT_DEBIT" | "TRANSACTION_KIND_REFUND_TO_CARD" | null;
             /** @description For refunds, the charge refunded; else empty. */
             refunded_transaction_id?: string | null;
             /**
@@ -2835,6 +2929,96 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["skillup.prompt.v1.Template"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    PaymentService_RefundCheckout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                checkout_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: int64
+                     * @description Minor units; 0 = everything not yet returned; never more than that.
+                     */
+                    amount_minor?: string | null;
+                    /** @description Idempotency key; 1..=128 printable ASCII characters; required. */
+                    idempotency_key?: string | null;
+                    /** @description Why, for the ledger, the person and the audit log; 1..=500 characters. */
+                    reason: string;
+                };
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.CheckoutRefund"];
                 };
             };
             /** @description bad input: malformed JSON, a wrong type, a missing required field */
@@ -3737,6 +3921,87 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["skillup.payment.v1.Transaction"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    PaymentService_ListUserCheckouts: {
+        parameters: {
+            query?: {
+                /** @description Items per page; 0 means the service default (20); at most 100. */
+                page_size?: number;
+                /** @description Opaque cursor from a previous `PageResponse.next_page_token`; empty for the first page; at most 512 bytes. */
+                page_token?: string;
+            };
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.ListUserCheckoutsResponse"];
                 };
             };
             /** @description bad input: malformed JSON, a wrong type, a missing required field */

@@ -9,14 +9,14 @@ use uuid::Uuid;
 use super::created;
 use crate::{
     checkout::{self as rules, Checkouts},
-    domain::{CheckoutStatus, IdempotencyKey},
+    domain::{CheckoutStatus, IdempotencyKey, RefundStatus},
     error::PaymentError,
     providers::{http::Headers, sandbox::Outcome},
-    store::entities::checkout,
+    store::entities::{checkout, refund},
 };
 
-/// A checkout as the contract shows one.
-pub(crate) fn checkout_pb(c: &checkout::Model) -> pb::Checkout {
+/// A checkout (with its refunds) as the contract shows one.
+pub(crate) fn checkout_pb(c: &checkout::Model, refunds: &[refund::Model]) -> pb::Checkout {
     let status = match c.status {
         CheckoutStatus::Pending => pb::CheckoutStatus::Pending,
         CheckoutStatus::Succeeded => pb::CheckoutStatus::Succeeded,
@@ -41,6 +41,32 @@ pub(crate) fn checkout_pb(c: &checkout::Model) -> pb::Checkout {
         failure_reason: c.failure_reason.clone(),
         created_at: Some(timestamp(c.created_at)),
         updated_at: Some(timestamp(c.updated_at)),
+        refunded: Some(Money {
+            amount_minor: crate::refunds::refunded(refunds),
+            currency: c.currency.clone(),
+        }),
+    }
+}
+
+/// A refund as the contract shows one.
+pub(crate) fn refund_pb(r: &refund::Model) -> pb::CheckoutRefund {
+    let status = match r.status {
+        RefundStatus::Pending => pb::RefundStatus::Pending,
+        RefundStatus::Succeeded => pb::RefundStatus::Succeeded,
+        RefundStatus::Failed => pb::RefundStatus::Failed,
+    };
+    pb::CheckoutRefund {
+        id: r.id.to_string(),
+        checkout_id: r.checkout_id.to_string(),
+        user_id: r.user_id.to_string(),
+        status: status as i32,
+        amount: Some(Money { amount_minor: r.amount_minor, currency: r.currency.clone() }),
+        provider_refund_id: r.provider_refund_id.clone().unwrap_or_default(),
+        reason: r.reason.clone(),
+        failure_reason: r.failure_reason.clone(),
+        transaction_id: r.transaction_id.to_string(),
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
     }
 }
 
@@ -65,7 +91,7 @@ pub(super) async fn create(
         receipt_email: &r.receipt_email,
     };
     let (c, new) = checkouts.create(user, asked, key).await?;
-    Ok(created(Response::new(checkout_pb(&c)), new))
+    Ok(created(Response::new(checkout_pb(&c, &[])), new))
 }
 
 pub(super) async fn get(
@@ -74,7 +100,8 @@ pub(super) async fn get(
 ) -> Result<Response<pb::Checkout>, Status> {
     let user = Caller::account(&req)?;
     let id = checkout_id(&req.get_ref().checkout_id)?;
-    Ok(Response::new(checkout_pb(&checkouts.get(user, id).await?)))
+    let c = checkouts.get(user, id).await?;
+    Ok(Response::new(checkout_pb(&c, &checkouts.refunds_of(id).await?)))
 }
 
 pub(super) async fn complete_sandbox(
@@ -93,7 +120,8 @@ pub(super) async fn complete_sandbox(
             return Err(PaymentError::Invalid("outcome", why).into());
         }
     };
-    Ok(Response::new(checkout_pb(&checkouts.complete_sandbox(user, id, outcome).await?)))
+    let c = checkouts.complete_sandbox(user, id, outcome).await?;
+    Ok(Response::new(checkout_pb(&c, &checkouts.refunds_of(id).await?)))
 }
 
 /// The headers a provider's signature may be in (those the edge forwards).
@@ -113,4 +141,39 @@ pub(super) async fn webhook(
     metrics::counter!("skillup_payment_webhooks_total", "provider" => r.provider, "outcome" => outcome)
         .increment(1);
     Ok(Response::new(pb::ProviderWebhookResponse { outcome: outcome.to_owned() }))
+}
+
+pub(super) async fn refund(
+    checkouts: &Checkouts,
+    req: Request<pb::RefundCheckoutRequest>,
+) -> Result<Response<pb::CheckoutRefund>, Status> {
+    let actor = skillup_kit::audit::Actor::admin(&req)?;
+    let key = skillup_kit::grpc::idempotency_key(&req, &req.get_ref().idempotency_key);
+    let key = IdempotencyKey::parse(&key)?;
+    let r = req.into_inner();
+    let id = checkout_id(&r.checkout_id)?;
+    let (made, new) = checkouts.refund(&actor, id, r.amount_minor, &r.reason, key).await?;
+    Ok(created(Response::new(refund_pb(&made)), new))
+}
+
+pub(super) async fn of_user(
+    checkouts: &Checkouts,
+    req: Request<pb::ListUserCheckoutsRequest>,
+) -> Result<Response<pb::ListUserCheckoutsResponse>, Status> {
+    skillup_kit::audit::Actor::admin(&req)?;
+    let r = req.into_inner();
+    let user = Uuid::parse_str(&r.user_id)
+        .map_err(|_| PaymentError::Invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
+    let page = r.page.unwrap_or_default();
+    let (rows, next) = checkouts.of_user(user, page.page_size, &page.page_token).await?;
+    Ok(Response::new(pb::ListUserCheckoutsResponse {
+        checkouts: rows
+            .iter()
+            .map(|(c, refunds)| pb::CheckoutWithRefunds {
+                checkout: Some(checkout_pb(c, refunds)),
+                refunds: refunds.iter().map(refund_pb).collect(),
+            })
+            .collect(),
+        page: Some(skillup_proto::common::v1::PageResponse { next_page_token: next }),
+    }))
 }

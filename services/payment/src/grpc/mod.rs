@@ -126,6 +126,20 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         checkout::webhook(&self.checkouts, req).await
     }
 
+    async fn refund_checkout(
+        &self,
+        req: Request<pb::RefundCheckoutRequest>,
+    ) -> Result<Response<pb::CheckoutRefund>, Status> {
+        checkout::refund(&self.checkouts, req).await
+    }
+
+    async fn list_user_checkouts(
+        &self,
+        req: Request<pb::ListUserCheckoutsRequest>,
+    ) -> Result<Response<pb::ListUserCheckoutsResponse>, Status> {
+        checkout::of_user(&self.checkouts, req).await
+    }
+
     async fn complete_sandbox_checkout(
         &self,
         req: Request<pb::CompleteSandboxCheckoutRequest>,

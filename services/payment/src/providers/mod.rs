@@ -61,6 +61,35 @@ pub struct Payment {
     pub currency: String,
 }
 
+/// A refund to ask the provider for.
+#[derive(Debug, Clone)]
+pub struct RefundOrder {
+    /// Our refund id (in the refund's metadata where the provider keeps one).
+    pub refund_id: Uuid,
+    pub provider_payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// The same for every attempt to ask for this refund.
+    pub idempotency_key: String,
+}
+
+/// Where a provider says a refund is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundState {
+    Pending,
+    Succeeded,
+    Failed { reason: String },
+}
+
+/// A provider's refund as its API (or a signed notification) describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub provider_refund_id: String,
+    /// Our refund id, from the refund's metadata when the provider keeps it.
+    pub refund_id: Option<Uuid>,
+    pub state: RefundState,
+}
+
 /// What a notification says, once read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -68,6 +97,10 @@ pub enum Notice {
     Verified(Payment),
     /// About a payment, to be believed only after fetching it back from the provider.
     Unverified { provider_payment_id: String },
+    /// About refunds, believed as they are (a verified signature covered them).
+    Refunds(Vec<Refund>),
+    /// About a refund, to be believed only after fetching it back.
+    UnverifiedRefund { provider_refund_id: String },
     /// A kind of event this service does not act on.
     Ignored { event: String },
 }
@@ -98,6 +131,13 @@ pub trait Provider: Send + Sync {
 
     /// The payment as the provider's API reports it now.
     async fn fetch(&self, provider_payment_id: &str) -> Result<Payment, ProviderError>;
+
+    /// Asks for (part of) a paid payment back to the card. Repeating it with the same
+    /// `order.idempotency_key` gives the same refund.
+    async fn refund(&self, order: &RefundOrder) -> Result<Refund, ProviderError>;
+
+    /// The refund as the provider's API reports it now.
+    async fn fetch_refund(&self, provider_refund_id: &str) -> Result<Refund, ProviderError>;
 
     /// Reads a notification: its headers (those the edge forwards) and body as sent.
     fn read_notice(

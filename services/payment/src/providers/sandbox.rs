@@ -4,7 +4,8 @@
 //! so it is believed after fetching the payment back, as YooKassa's is.
 
 use super::{
-    Hosted, Notice, Order, Payment, Provider, ProviderError, State,
+    Hosted, Notice, Order, Payment, Provider, ProviderError, Refund, RefundOrder, RefundState,
+    State,
     http::{self, Headers},
 };
 use crate::store::{checkouts::CheckoutStore, entities::sandbox_payment};
@@ -90,6 +91,27 @@ impl Provider for Sandbox {
             state,
             amount_minor: p.amount_minor,
             currency: p.currency,
+        })
+    }
+
+    /// The sandbox returns money at once (its refund id carries ours).
+    async fn refund(&self, order: &RefundOrder) -> Result<Refund, ProviderError> {
+        Ok(Refund {
+            provider_refund_id: format!("sbxr_{}", order.refund_id.simple()),
+            refund_id: Some(order.refund_id),
+            state: RefundState::Succeeded,
+        })
+    }
+
+    async fn fetch_refund(&self, provider_refund_id: &str) -> Result<Refund, ProviderError> {
+        let id = provider_refund_id
+            .strip_prefix("sbxr_")
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| ProviderError::Refused("no such sandbox refund".into()))?;
+        Ok(Refund {
+            provider_refund_id: provider_refund_id.to_owned(),
+            refund_id: Some(id),
+            state: RefundState::Succeeded,
         })
     }
 

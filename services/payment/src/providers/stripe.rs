@@ -11,7 +11,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    Hosted, Notice, Order, Payment, Provider, ProviderError, State,
+    Hosted, Notice, Order, Payment, Provider, ProviderError, Refund, RefundOrder, RefundState,
+    State,
     http::{self, Headers},
 };
 use crate::config::{StripeConfig, resolve_secret};
@@ -114,6 +115,41 @@ fn session(s: &Value) -> Result<Payment, ProviderError> {
     })
 }
 
+/// A Refund object as our refund.
+fn refund_of(r: &Value) -> Result<Refund, ProviderError> {
+    let id =
+        r["id"].as_str().ok_or_else(|| ProviderError::Refused("a refund without id".into()))?;
+    let state = match r["status"].as_str() {
+        Some("succeeded") => RefundState::Succeeded,
+        Some(s @ ("failed" | "canceled")) => RefundState::Failed {
+            reason: r["failure_reason"].as_str().unwrap_or(s).chars().take(100).collect(),
+        },
+        _ => RefundState::Pending,
+    };
+    Ok(Refund {
+        provider_refund_id: id.to_owned(),
+        refund_id: r["metadata"]["refund_id"].as_str().and_then(|v| Uuid::parse_str(v).ok()),
+        state,
+    })
+}
+
+/// An id Stripe made (`cs_…`, `re_…`): safe in a URL path.
+fn stripe_id(id: &str) -> Result<&str, ProviderError> {
+    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(id)
+    } else {
+        Err(ProviderError::Refused("not a Stripe id".into()))
+    }
+}
+
+impl Stripe {
+    async fn get(&self, path: &str) -> Result<Value, ProviderError> {
+        let url = format!("{}{path}", self.api_base);
+        http::retrying(|| async { http::json(self.auth(self.client.get(&url)).send().await).await })
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for Stripe {
     fn name(&self) -> &'static str {
@@ -159,15 +195,35 @@ impl Provider for Stripe {
     }
 
     async fn fetch(&self, provider_payment_id: &str) -> Result<Payment, ProviderError> {
-        if !provider_payment_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(ProviderError::Refused("not a session id".into()));
-        }
-        let url = format!("{}/v1/checkout/sessions/{provider_payment_id}", self.api_base);
-        let got = http::retrying(|| async {
-            http::json(self.auth(self.client.get(&url)).send().await).await
+        let id = stripe_id(provider_payment_id)?;
+        session(&self.get(&format!("/v1/checkout/sessions/{id}")).await?)
+    }
+
+    async fn refund(&self, order: &RefundOrder) -> Result<Refund, ProviderError> {
+        // A session is paid through its PaymentIntent: that is what Stripe refunds.
+        let id = stripe_id(&order.provider_payment_id)?;
+        let session = self.get(&format!("/v1/checkout/sessions/{id}")).await?;
+        let intent = session["payment_intent"]
+            .as_str()
+            .ok_or_else(|| ProviderError::Refused("the session has no payment to refund".into()))?;
+        let (amount, refund_id) = (order.amount_minor.to_string(), order.refund_id.to_string());
+        let form =
+            [("payment_intent", intent), ("amount", &amount), ("metadata[refund_id]", &refund_id)];
+        let url = format!("{}/v1/refunds", self.api_base);
+        let made = http::retrying(|| async {
+            let req = self
+                .auth(self.client.post(&url))
+                .header("Idempotency-Key", &order.idempotency_key)
+                .form(&form);
+            http::json(req.send().await).await
         })
         .await?;
-        session(&got)
+        refund_of(&made)
+    }
+
+    async fn fetch_refund(&self, provider_refund_id: &str) -> Result<Refund, ProviderError> {
+        let id = stripe_id(provider_refund_id)?;
+        refund_of(&self.get(&format!("/v1/refunds/{id}")).await?)
     }
 
     fn read_notice(
@@ -192,6 +248,16 @@ impl Provider for Stripe {
                 p.state = State::Canceled { reason: "the payment failed".into() };
                 Notice::Verified(p)
             }
+            "refund.created" | "refund.updated" | "refund.failed" => {
+                Notice::Refunds(vec![refund_of(object)?])
+            }
+            // Older API versions list the charge's refunds in the event.
+            "charge.refunded" => match object["refunds"]["data"].as_array() {
+                Some(list) => {
+                    Notice::Refunds(list.iter().map(refund_of).collect::<Result<_, _>>()?)
+                }
+                None => Notice::Ignored { event: kind.into() },
+            },
             other => Notice::Ignored { event: other.chars().take(64).collect() },
         })
     }

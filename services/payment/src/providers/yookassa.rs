@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    Hosted, Notice, Order, Payment, Provider, ProviderError, State, decimal,
+    Hosted, Notice, Order, Payment, Provider, ProviderError, Refund, RefundOrder, RefundState,
+    State, decimal,
     http::{self, Headers},
     minor,
 };
@@ -81,6 +82,42 @@ fn payment(p: &Value) -> Result<Payment, ProviderError> {
     })
 }
 
+/// A refund object as our refund (YooKassa's refunds keep no metadata: they are found by id).
+fn refund_of(r: &Value) -> Result<Refund, ProviderError> {
+    let id =
+        r["id"].as_str().ok_or_else(|| ProviderError::Refused("a refund without id".into()))?;
+    let state = match r["status"].as_str() {
+        Some("succeeded") => RefundState::Succeeded,
+        Some("canceled") => RefundState::Failed {
+            reason: r["cancellation_details"]["reason"]
+                .as_str()
+                .unwrap_or("canceled")
+                .chars()
+                .take(100)
+                .collect(),
+        },
+        _ => RefundState::Pending,
+    };
+    Ok(Refund { provider_refund_id: id.to_owned(), refund_id: None, state })
+}
+
+/// An id YooKassa made: safe in a URL path.
+fn yookassa_id(id: &str) -> Result<&str, ProviderError> {
+    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(id)
+    } else {
+        Err(ProviderError::Refused("not a YooKassa id".into()))
+    }
+}
+
+impl YooKassa {
+    async fn get(&self, path: &str) -> Result<Value, ProviderError> {
+        let url = format!("{}{path}", self.api_base);
+        http::retrying(|| async { http::json(self.auth(self.client.get(&url)).send().await).await })
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for YooKassa {
     fn name(&self) -> &'static str {
@@ -135,15 +172,30 @@ impl Provider for YooKassa {
     }
 
     async fn fetch(&self, provider_payment_id: &str) -> Result<Payment, ProviderError> {
-        if !provider_payment_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(ProviderError::Refused("not a payment id".into()));
-        }
-        let url = format!("{}/v3/payments/{provider_payment_id}", self.api_base);
-        let got = http::retrying(|| async {
-            http::json(self.auth(self.client.get(&url)).send().await).await
+        let id = yookassa_id(provider_payment_id)?;
+        payment(&self.get(&format!("/v3/payments/{id}")).await?)
+    }
+
+    async fn refund(&self, order: &RefundOrder) -> Result<Refund, ProviderError> {
+        let body = json!({
+            "payment_id": order.provider_payment_id,
+            "amount": {"value": decimal(order.amount_minor, &order.currency), "currency": order.currency},
+        });
+        let url = format!("{}/v3/refunds", self.api_base);
+        let made = http::retrying(|| async {
+            let req = self
+                .auth(self.client.post(&url))
+                .header("Idempotence-Key", &order.idempotency_key)
+                .json(&body);
+            http::json(req.send().await).await
         })
         .await?;
-        payment(&got)
+        refund_of(&made)
+    }
+
+    async fn fetch_refund(&self, provider_refund_id: &str) -> Result<Refund, ProviderError> {
+        let id = yookassa_id(provider_refund_id)?;
+        refund_of(&self.get(&format!("/v3/refunds/{id}")).await?)
     }
 
     fn read_notice(
@@ -164,8 +216,11 @@ impl Provider for YooKassa {
             {
                 Notice::Unverified { provider_payment_id: id.to_owned() }
             }
-            "payment.succeeded" | "payment.canceled" => {
-                return Err(ProviderError::NotGenuine("a notification without a payment".into()));
+            "refund.succeeded" | "refund.canceled" if !id.is_empty() => {
+                Notice::UnverifiedRefund { provider_refund_id: id.to_owned() }
+            }
+            "payment.succeeded" | "payment.canceled" | "refund.succeeded" | "refund.canceled" => {
+                return Err(ProviderError::NotGenuine("a notification without its object".into()));
             }
             other => Notice::Ignored { event: other.chars().take(64).collect() },
         })

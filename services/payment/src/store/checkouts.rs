@@ -30,6 +30,20 @@ impl CheckoutStore {
         checkout::Entity::find_by_id(id).one(&self.db).await
     }
 
+    /// Up to `limit` of a user's checkouts older than `before`, newest first.
+    pub async fn of_user(
+        &self,
+        user: Uuid,
+        before: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<checkout::Model>, DbErr> {
+        let mut q = checkout::Entity::find().filter(checkout::Column::UserId.eq(user));
+        if let Some(before) = before {
+            q = q.filter(checkout::Column::Id.lt(before));
+        }
+        q.order_by_desc(checkout::Column::Id).limit(limit).all(&self.db).await
+    }
+
     /// The checkout a user's key made.
     pub async fn by_key(&self, user: Uuid, key: &str) -> Result<Option<checkout::Model>, DbErr> {
         checkout::Entity::find()

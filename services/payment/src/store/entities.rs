@@ -150,3 +150,40 @@ pub mod sandbox_payment {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A refund of (part of) a paid checkout to the card, through its provider.
+pub mod refund {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payment_refunds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub checkout_id: Uuid,
+        pub user_id: Uuid,
+        pub provider: String,
+        /// The provider's id of the refund, once known (unique per provider).
+        pub provider_refund_id: Option<String>,
+        pub status: crate::domain::RefundStatus,
+        pub amount_minor: i64,
+        pub currency: String,
+        /// The administrator's words.
+        pub reason: String,
+        pub failure_reason: String,
+        /// The administrator's key (unique per checkout).
+        pub idempotency_key: String,
+        pub request_hash: String,
+        /// The wallet's `refund_to_card` entry.
+        pub transaction_id: Uuid,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        /// When the reconciliation job next asks the provider about it (while pending).
+        pub next_check_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -126,6 +126,41 @@ impl LedgerStore {
         Ok(done.rows_affected == 1)
     }
 
+    /// Gives back `amount` of an entry's refunded total (a refund that did not happen).
+    pub async fn sub_refunded<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        entry: Uuid,
+        amount: i64,
+    ) -> Result<(), DbErr> {
+        transaction::Entity::update_many()
+            .col_expr(
+                transaction::Column::RefundedMinor,
+                Expr::col(transaction::Column::RefundedMinor).sub(amount),
+            )
+            .filter(transaction::Column::Id.eq(entry))
+            .exec(txn)
+            .await
+            .map(drop)
+    }
+
+    /// Sets a pending entry's end (and the reason of a failure).
+    pub async fn set_status<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        entry: Uuid,
+        status: Status,
+        failure_reason: &str,
+    ) -> Result<(), DbErr> {
+        transaction::Entity::update_many()
+            .col_expr(transaction::Column::Status, Expr::value(status))
+            .col_expr(transaction::Column::FailureReason, Expr::value(failure_reason))
+            .filter(transaction::Column::Id.eq(entry))
+            .exec(txn)
+            .await
+            .map(drop)
+    }
+
     /// Takes `amount` from an account, only if it may go negative or covers it; whether it
     /// did. A conditional update: a wallet never goes below zero, whatever runs beside it.
     pub async fn debit<C: ConnectionTrait>(

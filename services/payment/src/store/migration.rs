@@ -9,7 +9,8 @@ skillup_kit::migrator!(
         M0001Init,
         skillup_kit::outbox::Migration::new("m0002_outbox", super::OUTBOX),
         M0003EnumNames,
-        M0004Checkouts
+        M0004Checkouts,
+        M0005Refunds,
     ]
 );
 
@@ -188,5 +189,55 @@ impl MigrationTrait for M0004Checkouts {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// Refunds of paid checkouts to the card.
+struct M0005Refunds;
+
+skillup_kit::migration_name!(M0005Refunds, "m0005_refunds");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005Refunds {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("payment_refunds")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("checkout_id"))
+                .col(uuid("user_id"))
+                .col(string_len("provider", 16))
+                .col(string_len_null("provider_refund_id", 128))
+                .col(string_len("status", 16))
+                .col(big_integer("amount_minor"))
+                .col(string_len("currency", 3))
+                .col(string_len("reason", 500))
+                .col(string_len("failure_reason", 500))
+                .col(string_len("idempotency_key", 128))
+                .col(string_len("request_hash", 64))
+                .col(uuid("transaction_id"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .col(timestamp_with_time_zone("next_check_at"))
+                .to_owned(),
+        )
+        .await?;
+        for (name, cols, unique) in [
+            ("payment_refunds_key", ["checkout_id", "idempotency_key"], true),
+            ("payment_refunds_provider_refund", ["provider", "provider_refund_id"], true),
+            ("payment_refunds_due", ["status", "next_check_at"], false),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table("payment_refunds");
+            if unique {
+                index.unique();
+            }
+            for c in cols {
+                index.col(c);
+            }
+            m.create_index(index.to_owned()).await?;
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ pub mod checkouts;
 pub mod entities;
 pub mod ledger;
 pub mod migration;
+pub mod refunds;
 
 /// The table `payment.succeeded` / `payment.failed` events wait in until the broker has them.
 pub const OUTBOX: &str = "payment_outbox";

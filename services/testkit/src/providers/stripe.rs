@@ -26,6 +26,9 @@ pub struct Stripe {
     pub secret_key: String,
     pub webhook_secret: String,
     sessions: Mutex<HashMap<String, Value>>,
+    refunds: Mutex<HashMap<String, Value>>,
+    /// The status new refunds get (`succeeded`, or `pending` to finish them later).
+    pub refund_status: Mutex<String>,
     keys: Keys,
     pub faults: Faults,
     base_url: Mutex<String>,
@@ -47,6 +50,8 @@ impl StripeStandIn {
             secret_key: secret_key.to_owned(),
             webhook_secret: webhook_secret.to_owned(),
             sessions: Mutex::default(),
+            refunds: Mutex::default(),
+            refund_status: Mutex::new("succeeded".into()),
             keys: Keys::default(),
             faults: Faults::default(),
             base_url: Mutex::default(),
@@ -54,6 +59,8 @@ impl StripeStandIn {
         let router = Router::new()
             .route("/v1/checkout/sessions", post(create))
             .route("/v1/checkout/sessions/{id}", get(fetch))
+            .route("/v1/refunds", post(refund))
+            .route("/v1/refunds/{id}", get(fetch_refund))
             .with_state(state.clone());
         let server = serve(router).await;
         *state.base_url.lock().unwrap() = server.base_url.clone();
@@ -98,6 +105,25 @@ impl StripeStandIn {
             s.clone()
         };
         self.event("checkout.session.expired", session)
+    }
+
+    /// Every refund made.
+    pub fn refunds(&self) -> Vec<Value> {
+        self.state.refunds.lock().unwrap().values().cloned().collect()
+    }
+
+    /// A pending refund ends (`succeeded` or `failed`); the `refund.updated` event.
+    pub fn finish_refund(&self, id: &str, status: &str) -> (Vec<u8>, String) {
+        let refund = {
+            let mut all = self.state.refunds.lock().unwrap();
+            let r = all.get_mut(id).expect("a refund of this stand-in");
+            r["status"] = json!(status);
+            if status == "failed" {
+                r["failure_reason"] = json!("expired_or_canceled_card");
+            }
+            r.clone()
+        };
+        self.event("refund.updated", refund)
     }
 
     /// An event of `kind` about `object`, signed now with the webhook secret.
@@ -229,5 +255,96 @@ async fn fetch(
     match s.sessions.lock().unwrap().get(&id) {
         Some(session) => Json(session.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "invalid_request_error", "No such checkout.session"),
+    }
+}
+
+async fn refund(
+    State(s): State<Arc<Stripe>>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
+    }
+    let params: BTreeMap<String, String> = form.into_iter().collect();
+    let fingerprint = serde_json::to_string(&params).unwrap_or_default();
+    let key =
+        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("refund:{k}"));
+    if let Some(k) = &key
+        && let Some((seen, answer)) = s.keys.lock().unwrap().get(k).cloned()
+    {
+        if seen != fingerprint {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+            );
+        }
+        return Json(answer).into_response();
+    }
+    let intent = params.get("payment_intent").cloned().unwrap_or_default();
+    let paid = s
+        .sessions
+        .lock()
+        .unwrap()
+        .values()
+        .find(|v| v["payment_intent"] == json!(intent) && v["payment_status"] == "paid")
+        .cloned();
+    let Some(session) = paid else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "No such payment_intent");
+    };
+    let total = session["amount_total"].as_i64().unwrap_or(0);
+    let amount = params.get("amount").and_then(|a| a.parse::<i64>().ok()).unwrap_or(total);
+    let already: i64 = s
+        .refunds
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|r| r["payment_intent"] == json!(intent) && r["status"] != "failed")
+        .map(|r| r["amount"].as_i64().unwrap_or(0))
+        .sum();
+    if amount <= 0 || already + amount > total {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Refund amount is greater than unrefunded amount on charge",
+        );
+    }
+    let id = format!("re_{}", uuid::Uuid::new_v4().simple());
+    let refund = json!({
+        "id": id,
+        "object": "refund",
+        "amount": amount,
+        "currency": session["currency"],
+        "payment_intent": intent,
+        "status": s.refund_status.lock().unwrap().clone(),
+        "metadata": {"refund_id": params.get("metadata[refund_id]")},
+    });
+    s.refunds.lock().unwrap().insert(id, refund.clone());
+    if let Some(k) = key {
+        s.keys.lock().unwrap().insert(k, (fingerprint, refund.clone()));
+    }
+    Json(refund).into_response()
+}
+
+async fn fetch_refund(
+    State(s): State<Arc<Stripe>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
+    }
+    match s.refunds.lock().unwrap().get(&id) {
+        Some(r) => Json(r.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "invalid_request_error", "No such refund"),
     }
 }

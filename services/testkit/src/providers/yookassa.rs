@@ -24,11 +24,15 @@ use super::{Faults, Keys, Running, serve};
 /// YooKassa's notification events.
 pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
 pub const PAYMENT_CANCELED: &str = "payment.canceled";
+pub const REFUND_SUCCEEDED: &str = "refund.succeeded";
 
 pub struct YooKassa {
     pub shop_id: String,
     pub secret_key: String,
     payments: Mutex<HashMap<String, Value>>,
+    refunds: Mutex<HashMap<String, Value>>,
+    /// The status new refunds get (`succeeded`, or `pending` to finish them later).
+    pub refund_status: Mutex<String>,
     keys: Keys,
     pub faults: Faults,
     base_url: Mutex<String>,
@@ -50,6 +54,8 @@ impl YooKassaStandIn {
             shop_id: shop_id.to_owned(),
             secret_key: secret_key.to_owned(),
             payments: Mutex::default(),
+            refunds: Mutex::default(),
+            refund_status: Mutex::new("succeeded".into()),
             keys: Keys::default(),
             faults: Faults::default(),
             base_url: Mutex::default(),
@@ -57,6 +63,8 @@ impl YooKassaStandIn {
         let router = Router::new()
             .route("/v3/payments", post(create))
             .route("/v3/payments/{id}", get(fetch))
+            .route("/v3/refunds", post(refund))
+            .route("/v3/refunds/{id}", get(fetch_refund))
             .with_state(state.clone());
         let server = serve(router).await;
         *state.base_url.lock().unwrap() = server.base_url.clone();
@@ -91,6 +99,26 @@ impl YooKassaStandIn {
             p["cancellation_details"] = json!({"party": "payment_network", "reason": reason});
         });
         self.notification(PAYMENT_CANCELED, id)
+    }
+
+    pub fn refunds(&self) -> Vec<Value> {
+        self.state.refunds.lock().unwrap().values().cloned().collect()
+    }
+
+    /// A pending refund ends (`succeeded` or `canceled`); the notification YooKassa sends.
+    pub fn finish_refund(&self, id: &str, status: &str) -> Vec<u8> {
+        let refund = {
+            let mut all = self.state.refunds.lock().unwrap();
+            let r = all.get_mut(id).expect("a refund of this stand-in");
+            r["status"] = json!(status);
+            if status == "canceled" {
+                r["cancellation_details"] =
+                    json!({"party": "yoo_money", "reason": "rejected_by_payee"});
+            }
+            r.clone()
+        };
+        let event = if status == "succeeded" { REFUND_SUCCEEDED } else { "refund.canceled" };
+        json!({"type": "notification", "event": event, "object": refund}).to_string().into_bytes()
     }
 
     /// A notification of `event` carrying the payment as it is now.
@@ -214,5 +242,93 @@ async fn fetch(
     match y.payments.lock().unwrap().get(&id) {
         Some(p) => Json(p.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "not_found", "Payment doesn't exist or access denied"),
+    }
+}
+
+async fn refund(
+    State(y): State<Arc<YooKassa>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&y, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Authentication by given credentials failed",
+        );
+    }
+    let Some(key) =
+        headers.get("idempotence-key").and_then(|v| v.to_str().ok()).map(|k| format!("refund:{k}"))
+    else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", "Idempotence key is missing");
+    };
+    let fingerprint = body.to_string();
+    if let Some((seen, answer)) = y.keys.lock().unwrap().get(&key).cloned() {
+        if seen != fingerprint {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Idempotence key duplicated with another request",
+            );
+        }
+        return Json(answer).into_response();
+    }
+    let payment_id = body["payment_id"].as_str().unwrap_or_default().to_owned();
+    let Some(payment) = y.payments.lock().unwrap().get(&payment_id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "not_found", "Payment doesn't exist or access denied");
+    };
+    if payment["status"] != "succeeded" || !decimal_ok(&body["amount"]["value"]) {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", "Payment can't be refunded");
+    }
+    let cents = |v: &Value| {
+        let s = v.as_str().unwrap_or("0");
+        let (w, f) = s.split_once('.').unwrap_or((s, ""));
+        w.parse::<i64>().unwrap_or(0) * 100 + format!("{f:0<2}").parse::<i64>().unwrap_or(0)
+    };
+    let paid = cents(&payment["amount"]["value"]);
+    let asked = cents(&body["amount"]["value"]);
+    let already: i64 = y
+        .refunds
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|r| r["payment_id"] == json!(payment_id) && r["status"] != "canceled")
+        .map(|r| cents(&r["amount"]["value"]))
+        .sum();
+    if asked <= 0 || already + asked > paid {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Refund amount exceeds the payment amount",
+        );
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let refund = json!({
+        "id": id,
+        "payment_id": payment_id,
+        "status": y.refund_status.lock().unwrap().clone(),
+        "amount": body["amount"],
+        "created_at": chrono::Utc::now().to_rfc3339(),
+    });
+    y.refunds.lock().unwrap().insert(id, refund.clone());
+    y.keys.lock().unwrap().insert(key, (fingerprint, refund.clone()));
+    Json(refund).into_response()
+}
+
+async fn fetch_refund(
+    State(y): State<Arc<YooKassa>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&y, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Authentication by given credentials failed",
+        );
+    }
+    match y.refunds.lock().unwrap().get(&id) {
+        Some(r) => Json(r.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "Refund doesn't exist"),
     }
 }
