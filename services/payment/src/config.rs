@@ -112,7 +112,9 @@ impl Default for StripeConfig {
 pub struct YooKassaConfig {
     /// API base.
     pub api_base: String,
-    /// The shop's id (Basic auth user).
+    /// The shop's id (Basic auth user). Numeric in YooKassa: a number in the environment is
+    /// taken as its digits.
+    #[serde(deserialize_with = "string_or_number")]
     pub shop_id: String,
     /// The shop's secret key; prefer `secret_key_file`.
     #[serde(serialize_with = "ser_secret_opt")]
@@ -139,6 +141,20 @@ impl Default for YooKassaConfig {
             description: "Пополнение баланса SkillUp".into(),
         }
     }
+}
+
+/// A string, or a number taken as its digits (an id a variable gives as `123456`).
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::Text(s) => s,
+        Id::Number(n) => n.to_string(),
+    })
 }
 
 /// A secret given inline or in a file (`Err` names what failed); `None` when neither.
@@ -246,5 +262,19 @@ mod tests {
         assert!(c.check(Needs::default()).is_err());
         let c = PaymentConfig { currency: "rub".into(), ..Default::default() };
         assert!(c.check(Needs::default()).is_err());
+    }
+
+    #[test]
+    fn a_numeric_shop_id_from_the_environment_is_its_digits() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SKILLUP_PAYMENT__YOOKASSA__SHOP_ID", "54321");
+            jail.set_env("SKILLUP_PAYMENT__PROVIDER", "yookassa");
+            let c: PaymentConfig = figment::Figment::new()
+                .merge(figment::providers::Env::prefixed("SKILLUP_PAYMENT__").split("__"))
+                .extract()?;
+            assert_eq!(c.provider, ProviderKind::Yookassa);
+            assert_eq!(c.yookassa.shop_id, "54321");
+            Ok(())
+        });
     }
 }

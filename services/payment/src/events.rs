@@ -68,6 +68,13 @@ pub(crate) async fn record<C: ConnectionTrait>(
     }
 }
 
+/// How an operator's movement reads in the audit log (built here, beside the other messages).
+pub(crate) type AuditOf = fn(
+    &skillup_kit::audit::Actor,
+    &str,
+    &transaction::Model,
+) -> skillup_proto::common::v1::AuditEntry;
+
 /// The audit entry of an operator's adjustment `t` (applied): the wallet before and after.
 pub(crate) fn adjustment_audit(
     actor: &skillup_kit::audit::Actor,

@@ -53,20 +53,13 @@ pub(crate) struct Movement {
     /// For refunds: the charge, whose refunded total may not exceed its amount.
     pub(crate) refund_of: Option<Uuid>,
     /// For an operator's action: who, why, and how its audit entry reads (it commits with it).
-    pub(crate) audit: Option<(skillup_kit::audit::Actor, String, AuditOf)>,
+    pub(crate) audit: Option<(skillup_kit::audit::Actor, String, crate::events::AuditOf)>,
     /// For a checkout's top-up: the checkout, marked paid in the same transaction.
     pub(crate) settles: Option<Uuid>,
     /// For a refund to the card: its row, written with the entry; the entry stays PENDING
     /// (the money held) until the provider answers ([`Ledger::finish_card_refund`]).
     pub(crate) hold: Option<crate::store::entities::refund::ActiveModel>,
 }
-
-/// How an operator's movement reads in the audit log.
-pub(crate) type AuditOf = fn(
-    &skillup_kit::audit::Actor,
-    &str,
-    &transaction::Model,
-) -> skillup_proto::common::v1::AuditEntry;
 
 impl Movement {
     pub(crate) fn scope(&self) -> String {

@@ -47,12 +47,21 @@ fn take(n: &AtomicU32) -> bool {
 /// A listening stand-in: its base URL, and its server task (stopped on drop).
 pub struct Running {
     pub base_url: String,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// A handle that owns no server (a handler's view of its own stand-in).
+    pub(crate) fn detached() -> Self {
+        Self { base_url: String::new(), task: None }
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -62,7 +71,7 @@ pub(crate) async fn serve(router: axum::Router) -> Running {
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    Running { base_url, task }
+    Running { base_url, task: Some(task) }
 }
 
 /// Idempotency keys seen: the request's fingerprint and the first answer.

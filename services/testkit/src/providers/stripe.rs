@@ -32,6 +32,8 @@ pub struct Stripe {
     keys: Keys,
     pub faults: Faults,
     base_url: Mutex<String>,
+    /// Where the hosted page delivers its events (the platform's webhook route), when set.
+    pub webhook_url: Mutex<Option<String>>,
 }
 
 /// A running Stripe stand-in.
@@ -55,8 +57,10 @@ impl StripeStandIn {
             keys: Keys::default(),
             faults: Faults::default(),
             base_url: Mutex::default(),
+            webhook_url: Mutex::default(),
         });
         let router = Router::new()
+            .route("/pay/{id}", get(page).post(page_paid))
             .route("/v1/checkout/sessions", post(create))
             .route("/v1/checkout/sessions/{id}", get(fetch))
             .route("/v1/refunds", post(refund))
@@ -79,6 +83,11 @@ impl StripeStandIn {
     /// Every session made.
     pub fn sessions(&self) -> Vec<Value> {
         self.state.sessions.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Delivers the hosted page's events to `url` (the platform's webhook route).
+    pub fn deliver_to(&self, url: &str) {
+        *self.state.webhook_url.lock().unwrap() = Some(url.to_owned());
     }
 
     /// The person pays on the hosted page: the session completes, and the
@@ -347,4 +356,42 @@ async fn fetch_refund(
         Some(r) => Json(r.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "invalid_request_error", "No such refund"),
     }
+}
+
+/// The hosted page: what is paid, and a button.
+async fn page(State(s): State<Arc<Stripe>>, Path(id): Path<String>) -> Response {
+    match s.sessions.lock().unwrap().get(&id) {
+        Some(session) => axum::response::Html(format!(
+            "<!doctype html><title>Stripe Checkout (stand-in)</title><form method=post>\
+             <p>Pay {} {}</p><button>Pay</button></form>",
+            session["amount_total"], session["currency"]
+        ))
+        .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such session").into_response(),
+    }
+}
+
+/// The person paid: the session completes, the signed `checkout.session.completed` event goes
+/// to the webhook URL (when set), and the person is sent back to `success_url`.
+async fn page_paid(State(s): State<Arc<Stripe>>, Path(id): Path<String>) -> Response {
+    let stand_in = StripeStandIn { state: s.clone(), server: Running::detached() };
+    if stand_in.session(&id).is_none() {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    }
+    let (body, signature) = stand_in.pay(&id);
+    let target = s.webhook_url.lock().unwrap().clone();
+    if let Some(url) = target {
+        let sent = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json; charset=utf-8")
+            .header("stripe-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        if !sent.is_ok_and(|r| r.status().is_success()) {
+            return (StatusCode::BAD_GATEWAY, "the webhook was not accepted").into_response();
+        }
+    }
+    let back = stand_in.session(&id).and_then(|v| v["success_url"].as_str().map(str::to_owned));
+    axum::response::Redirect::to(&back.unwrap_or_default()).into_response()
 }

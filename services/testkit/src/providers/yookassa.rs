@@ -36,6 +36,8 @@ pub struct YooKassa {
     keys: Keys,
     pub faults: Faults,
     base_url: Mutex<String>,
+    /// Where the hosted page sends its notifications (the platform's webhook route), when set.
+    pub webhook_url: Mutex<Option<String>>,
 }
 
 pub struct YooKassaStandIn {
@@ -59,8 +61,10 @@ impl YooKassaStandIn {
             keys: Keys::default(),
             faults: Faults::default(),
             base_url: Mutex::default(),
+            webhook_url: Mutex::default(),
         });
         let router = Router::new()
+            .route("/checkout/{id}", get(page).post(page_paid))
             .route("/v3/payments", post(create))
             .route("/v3/payments/{id}", get(fetch))
             .route("/v3/refunds", post(refund))
@@ -81,6 +85,11 @@ impl YooKassaStandIn {
 
     pub fn payments(&self) -> Vec<Value> {
         self.state.payments.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Sends the hosted page's notifications to `url` (the platform's webhook route).
+    pub fn deliver_to(&self, url: &str) {
+        *self.state.webhook_url.lock().unwrap() = Some(url.to_owned());
     }
 
     /// The payer pays: the payment succeeds; the notification YooKassa would send.
@@ -331,4 +340,41 @@ async fn fetch_refund(
         Some(r) => Json(r.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "not_found", "Refund doesn't exist"),
     }
+}
+
+/// The hosted page: what is paid, and a button.
+async fn page(State(y): State<Arc<YooKassa>>, Path(id): Path<String>) -> Response {
+    match y.payments.lock().unwrap().get(&id) {
+        Some(p) => axum::response::Html(format!(
+            "<!doctype html><title>YooKassa (stand-in)</title><form method=post>\
+             <p>Оплатить {} {}</p><button>Оплатить</button></form>",
+            p["amount"]["value"], p["amount"]["currency"]
+        ))
+        .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such payment").into_response(),
+    }
+}
+
+/// The payer paid: the payment succeeds, the notification goes to the webhook URL (when set),
+/// and the payer is sent back to `return_url`.
+async fn page_paid(State(y): State<Arc<YooKassa>>, Path(id): Path<String>) -> Response {
+    let stand_in = YooKassaStandIn { state: y.clone(), server: Running::detached() };
+    let Some(payment) = stand_in.payment(&id) else {
+        return (StatusCode::NOT_FOUND, "no such payment").into_response();
+    };
+    let body = stand_in.pay(&id);
+    let target = y.webhook_url.lock().unwrap().clone();
+    if let Some(url) = target {
+        let sent = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        if !sent.is_ok_and(|r| r.status().is_success()) {
+            return (StatusCode::BAD_GATEWAY, "the notification was not accepted").into_response();
+        }
+    }
+    let back = payment["confirmation"]["return_url"].as_str().unwrap_or_default().to_owned();
+    axum::response::Redirect::to(&back).into_response()
 }
