@@ -265,6 +265,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
     fn a_numeric_shop_id_from_the_environment_is_its_digits() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SKILLUP_PAYMENT__YOOKASSA__SHOP_ID", "54321");
