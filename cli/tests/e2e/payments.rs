@@ -144,6 +144,8 @@ async fn money_comes_in_through_yookassa_and_a_notification_checked_with_its_api
         ("SKILLUP_PAYMENT__YOOKASSA__API_BASE", yoo.base_url()),
         ("SKILLUP_PAYMENT__YOOKASSA__SHOP_ID", "54321"),
         ("SKILLUP_PAYMENT__YOOKASSA__SECRET_KEY", "test_e2e"),
+        // The stand-in posts from loopback: the address the edge saw reaches the service.
+        ("SKILLUP_PAYMENT__WEBHOOK_NETWORKS", "127.0.0.0/8, ::1/128"),
     ])
     .await;
     let base = mesh.edge();

@@ -22,6 +22,9 @@ use crate::{
     store::{checkouts::CheckoutStore, entities::checkout, refunds::RefundStore},
 };
 
+/// The pseudo-header carrying the address a notification came from (as the edge saw it).
+pub const FROM: &str = ":from";
+
 /// A checkout and whether this call made it (false: the answer of a key sent again).
 pub type Made = (checkout::Model, bool);
 
@@ -40,6 +43,8 @@ pub struct Terms {
     pub public_url: String,
     /// Checkouts need `receipt_email` (YooKassa with 54-FZ receipts).
     pub email_required: bool,
+    /// Where notifications may come from (empty: anywhere).
+    pub webhook_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone)]
@@ -190,6 +195,20 @@ impl Checkouts {
                 "this deployment takes no notifications from `{provider}`"
             )));
         }
+        if !self.terms.webhook_networks.is_empty() {
+            let said = headers.get(FROM).unwrap_or("unknown");
+            let from = said.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_canonical());
+            if !from.is_some_and(|ip| self.terms.webhook_networks.iter().any(|n| n.contains(&ip))) {
+                tracing::warn!(
+                    provider,
+                    from = said,
+                    "a notification from outside payment.webhook_networks"
+                );
+                return Err(PaymentError::Forbidden(format!(
+                    "notifications are taken only from the provider's networks (not {said})"
+                )));
+            }
+        }
         let notice = self
             .provider
             .read_notice(headers, body, chrono::Utc::now())
@@ -221,6 +240,13 @@ impl Checkouts {
             }
         };
         self.settle(payment).await
+    }
+
+    /// A notification made inside this service (the sandbox's page), from no network.
+    async fn notify_inside(&self, provider: &str, body: &[u8]) -> Result<&'static str> {
+        let mut this = self.clone();
+        this.terms.webhook_networks.clear();
+        this.notify(provider, &Headers::default(), body).await
     }
 
     /// Applies what the provider says about a payment to its checkout.
@@ -291,7 +317,7 @@ impl Checkouts {
             .complete(payment, outcome)
             .await
             .map_err(|e| PaymentError::Unavailable(e.to_string()))?;
-        self.notify("sandbox", &Headers::default(), &body).await?;
+        self.notify_inside("sandbox", &body).await?;
         self.get(user, id).await
     }
 

@@ -48,6 +48,9 @@ pub struct PaymentConfig {
     pub reconcile_after_secs: u64,
     /// Longest wait for one provider API call, milliseconds.
     pub request_timeout_ms: u64,
+    /// Networks the provider's notifications may come from, comma-separated CIDRs (YooKassa
+    /// publishes its own); empty: from anywhere (signatures and fetch-backs are the proof).
+    pub webhook_networks: String,
     /// Stripe's keys (`payment.provider = "stripe"`).
     pub stripe: StripeConfig,
     /// YooKassa's keys (`payment.provider = "yookassa"`).
@@ -63,6 +66,7 @@ impl Default for PaymentConfig {
             reconcile_secs: 60,
             reconcile_after_secs: 120,
             request_timeout_ms: 10_000,
+            webhook_networks: String::new(),
             stripe: StripeConfig::default(),
             yookassa: YooKassaConfig::default(),
         }
@@ -193,6 +197,24 @@ impl StripeConfig {
     }
 }
 
+impl PaymentConfig {
+    /// `webhook_networks` parsed (`Err` names the bad one); empty: from anywhere.
+    pub fn webhook_networks(&self) -> skillup_kit::Result<Vec<ipnet::IpNet>> {
+        self.webhook_networks
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid("payment.webhook_networks", &format!("`{n}` is not a network"))
+                    })
+            })
+            .collect()
+    }
+}
+
 impl Section for PaymentConfig {
     const KEY: &'static str = "payment";
 
@@ -206,6 +228,7 @@ impl Section for PaymentConfig {
                 "checkout_ttl_secs must be at least 60; reconcile_secs and request_timeout_ms above 0",
             ));
         }
+        self.webhook_networks()?;
         match self.provider {
             ProviderKind::Sandbox => {}
             ProviderKind::Stripe => {
@@ -261,6 +284,13 @@ mod tests {
         let c = PaymentConfig { provider: ProviderKind::Yookassa, ..Default::default() };
         assert!(c.check(Needs::default()).is_err());
         let c = PaymentConfig { currency: "rub".into(), ..Default::default() };
+        assert!(c.check(Needs::default()).is_err());
+        let c = PaymentConfig {
+            webhook_networks: "185.71.76.0/27, 77.75.156.11, 2a02:5180::/32".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.webhook_networks().unwrap().len(), 3);
+        let c = PaymentConfig { webhook_networks: "185.71.76.0/99".into(), ..Default::default() };
         assert!(c.check(Needs::default()).is_err());
     }
 

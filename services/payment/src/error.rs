@@ -21,6 +21,8 @@ pub enum PaymentError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("the payment provider refused: {0}")]
     Provider(String),
@@ -44,6 +46,7 @@ impl From<PaymentError> for Status {
             PaymentError::KeyReused => status(ErrorCode::IdempotencyKeyReused, msg),
             PaymentError::NotFound(_) => status(ErrorCode::NotFound, msg),
             PaymentError::Conflict(_) => status(ErrorCode::Conflict, msg),
+            PaymentError::Forbidden(_) => status(ErrorCode::PermissionDenied, msg),
             PaymentError::Provider(_) => status(ErrorCode::ProviderError, msg),
             PaymentError::Unauthenticated(_) => status(ErrorCode::Unauthenticated, msg),
             PaymentError::Unavailable(detail) => {

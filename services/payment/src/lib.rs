@@ -102,6 +102,7 @@ pub fn checkouts(
         public_url: public_url.to_owned(),
         email_required: config.provider == config::ProviderKind::Yookassa
             && config.yookassa.receipt,
+        webhook_networks: config.webhook_networks()?,
     };
     Ok(match config.provider {
         config::ProviderKind::Sandbox => {

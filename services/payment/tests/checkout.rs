@@ -432,3 +432,32 @@ async fn the_sandbox_runs_the_same_flow(kind: Kind) {
     assert_eq!(s.balance(user).await, 2_500);
     s.audit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_taken_only_from_the_configured_networks() {
+    let yoo = YooKassaStandIn::start("123456", "test_secret").await;
+    let mut config = yookassa_config(&yoo);
+    config.yookassa.receipt = false;
+    config.webhook_networks = "185.71.76.0/27, 2a02:5180::/32".into();
+    let s = Setup::new(Kind::Real, config).await;
+    let user = Uuid::now_v7();
+    let (c, _) = s.checkouts.create(user, pay_in(1_000), key("net-1")).await.unwrap();
+    let body = yoo.pay(c.provider_payment_id.as_deref().unwrap());
+    let from = |ip: &'static str| Headers::new([(skillup_payment::checkout::FROM, ip)]);
+    for outside in ["10.0.0.7", "185.71.77.1", "unknown"] {
+        let err = s.checkouts.notify("yookassa", &from(outside), &body).await.unwrap_err();
+        assert!(matches!(err, PaymentError::Forbidden(_)), "{outside}: {err:?}");
+    }
+    let err = s.checkouts.notify("yookassa", &Headers::default(), &body).await.unwrap_err();
+    assert!(matches!(err, PaymentError::Forbidden(_)), "{err:?}");
+    assert_eq!(s.balance(user).await, 0);
+    assert_eq!(
+        s.checkouts.notify("yookassa", &from("185.71.76.9"), &body).await.unwrap(),
+        "credited"
+    );
+    assert_eq!(
+        s.checkouts.notify("yookassa", &from("2a02:5180::1"), &body).await.unwrap(),
+        "already-credited"
+    );
+    s.audit().await;
+}

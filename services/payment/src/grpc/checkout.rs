@@ -132,8 +132,13 @@ pub(super) async fn webhook(
     req: Request<pb::ProviderWebhookRequest>,
 ) -> Result<Response<pb::ProviderWebhookResponse>, Status> {
     let md = req.metadata();
+    // The address the edge vouched for rides along as a pseudo-header (never a client's).
+    let from = skillup_kit::identity::ClientAddr::of(&req);
     let headers = Headers::new(
-        SIGNATURE_HEADERS.iter().filter_map(|name| Some((*name, md.get(*name)?.to_str().ok()?))),
+        SIGNATURE_HEADERS
+            .iter()
+            .filter_map(|name| Some((*name, md.get(*name)?.to_str().ok()?)))
+            .chain([(rules::FROM, from.as_str())]),
     );
     let r = req.into_inner();
     let body = r.body.map(|b| b.data).unwrap_or_default();
