@@ -67,6 +67,44 @@ impl IdempotencyKey {
     }
 }
 
+/// A page of newest-first rows keyed by UUIDv7: how many (default 20, at most 100) and the
+/// last id the previous page ended at.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub size: u64,
+    pub before: Option<uuid::Uuid>,
+}
+
+impl Page {
+    pub fn parse(page_size: u32, page_token: &str) -> Result<Self> {
+        let size = match page_size {
+            0 => 20,
+            n => n.min(100),
+        } as u64;
+        let before = match page_token {
+            "" => None,
+            t => Some(uuid::Uuid::parse_str(t).map_err(|_| {
+                PaymentError::Invalid(
+                    "page.page_token",
+                    skillup_kit::invalid::page_token("page.page_token"),
+                )
+            })?),
+        };
+        Ok(Self { size, before })
+    }
+
+    /// `rows` (fetched `size + 1` of them) cut to the page, and the next page's token.
+    pub fn cut<T>(self, mut rows: Vec<T>, id: impl Fn(&T) -> uuid::Uuid) -> (Vec<T>, String) {
+        if rows.len() as u64 > self.size {
+            rows.truncate(self.size as usize);
+            let next = rows.last().map(|r| id(r).to_string()).unwrap_or_default();
+            (rows, next)
+        } else {
+            (rows, String::new())
+        }
+    }
+}
+
 /// Free text on a ledger entry.
 pub fn description(d: &str) -> Result<String> {
     let d = d.trim();

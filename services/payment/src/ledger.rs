@@ -170,27 +170,9 @@ impl Ledger {
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<transaction::Model>, String)> {
-        let size = match page_size {
-            0 => 20,
-            n => Ord::min(n, 100),
-        } as u64;
-        let before = match page_token {
-            "" => None,
-            t => Some(Uuid::parse_str(t).map_err(|_| {
-                PaymentError::Invalid(
-                    "page.page_token",
-                    skillup_kit::invalid::page_token("page.page_token"),
-                )
-            })?),
-        };
-        let mut rows = self.store.entries(user, before, size + 1).await?;
-        let next = if rows.len() as u64 > size {
-            rows.truncate(size as usize);
-            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((rows, next))
+        let page = crate::domain::Page::parse(page_size, page_token)?;
+        let rows = self.store.entries(user, page.before, page.size + 1).await?;
+        Ok(page.cut(rows, |r| r.id))
     }
 
     pub(crate) async fn existing(&self, m: &Movement) -> Result<Option<transaction::Model>> {

@@ -196,26 +196,9 @@ impl Checkouts {
         page_size: u32,
         before: &str,
     ) -> Result<(Vec<(checkout::Model, Vec<refund::Model>)>, String)> {
-        let size = match page_size {
-            0 => 20,
-            n => n.min(100),
-        } as u64;
-        let before = match before {
-            "" => None,
-            t => Some(Uuid::parse_str(t).map_err(|_| {
-                PaymentError::Invalid(
-                    "page.page_token",
-                    skillup_kit::invalid::page_token("page.page_token"),
-                )
-            })?),
-        };
-        let mut rows = self.store.of_user(user, before, size + 1).await?;
-        let next = if rows.len() as u64 > size {
-            rows.truncate(size as usize);
-            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let page = crate::domain::Page::parse(page_size, before)?;
+        let rows = self.store.of_user(user, page.before, page.size + 1).await?;
+        let (rows, next) = page.cut(rows, |c| c.id);
         let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
         let mut refunds = self.refunds.of_checkouts(&ids).await?;
         let out = rows

@@ -76,3 +76,25 @@ pub(crate) async fn serve(router: axum::Router) -> Running {
 
 /// Idempotency keys seen: the request's fingerprint and the first answer.
 pub(crate) type Keys = Arc<Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>>;
+
+/// What an idempotency key says about a request.
+pub(crate) enum Seen {
+    /// Not seen: do the work, then [`remember`] the answer.
+    New,
+    /// The same request again: its first answer.
+    Replay(serde_json::Value),
+    /// Another request with a used key.
+    Conflict,
+}
+
+pub(crate) fn seen(keys: &Keys, key: &str, fingerprint: &str) -> Seen {
+    match keys.lock().unwrap().get(key) {
+        None => Seen::New,
+        Some((first, answer)) if first == fingerprint => Seen::Replay(answer.clone()),
+        Some(_) => Seen::Conflict,
+    }
+}
+
+pub(crate) fn remember(keys: &Keys, key: String, fingerprint: String, answer: &serde_json::Value) {
+    keys.lock().unwrap().insert(key, (fingerprint, answer.clone()));
+}

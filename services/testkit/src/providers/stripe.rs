@@ -19,7 +19,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{Faults, Keys, Running, serve};
+use super::{Faults, Keys, Running, Seen, remember, seen, serve};
 
 /// The stand-in's state.
 pub struct Stripe {
@@ -163,6 +163,14 @@ pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={v1}")
 }
 
+fn idempotency_error() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "idempotency_error",
+        "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+    )
+}
+
 fn authorized(s: &Stripe, headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok())
         == Some(&format!("Bearer {}", s.secret_key))
@@ -190,17 +198,12 @@ async fn create(
     let params: BTreeMap<String, String> = form.into_iter().collect();
     let fingerprint = serde_json::to_string(&params).unwrap_or_default();
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if let Some(k) = &key
-        && let Some((seen, answer)) = s.keys.lock().unwrap().get(k).cloned()
-    {
-        if seen != fingerprint {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "idempotency_error",
-                "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-            );
+    if let Some(k) = &key {
+        match seen(&s.keys, k, &fingerprint) {
+            Seen::New => {}
+            Seen::Replay(answer) => return Json(answer).into_response(),
+            Seen::Conflict => return idempotency_error(),
         }
-        return Json(answer).into_response();
     }
     let need = |k: &str| params.get(k).filter(|v| !v.is_empty()).cloned();
     let (Some(mode), Some(amount), Some(currency), Some(success)) = (
@@ -243,7 +246,7 @@ async fn create(
     });
     s.sessions.lock().unwrap().insert(id, session.clone());
     if let Some(k) = key {
-        s.keys.lock().unwrap().insert(k, (fingerprint, session.clone()));
+        remember(&s.keys, k, fingerprint, &session);
     }
     s.faults.maybe_stall().await;
     Json(session).into_response()
@@ -283,17 +286,12 @@ async fn refund(
     let fingerprint = serde_json::to_string(&params).unwrap_or_default();
     let key =
         headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("refund:{k}"));
-    if let Some(k) = &key
-        && let Some((seen, answer)) = s.keys.lock().unwrap().get(k).cloned()
-    {
-        if seen != fingerprint {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "idempotency_error",
-                "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-            );
+    if let Some(k) = &key {
+        match seen(&s.keys, k, &fingerprint) {
+            Seen::New => {}
+            Seen::Replay(answer) => return Json(answer).into_response(),
+            Seen::Conflict => return idempotency_error(),
         }
-        return Json(answer).into_response();
     }
     let intent = params.get("payment_intent").cloned().unwrap_or_default();
     let paid = s
@@ -335,7 +333,7 @@ async fn refund(
     });
     s.refunds.lock().unwrap().insert(id, refund.clone());
     if let Some(k) = key {
-        s.keys.lock().unwrap().insert(k, (fingerprint, refund.clone()));
+        remember(&s.keys, k, fingerprint, &refund);
     }
     Json(refund).into_response()
 }

@@ -19,7 +19,7 @@ use axum::{
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{Faults, Keys, Running, serve};
+use super::{Faults, Keys, Running, Seen, remember, seen, serve};
 
 /// YooKassa's notification events.
 pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
@@ -182,15 +182,13 @@ async fn create(
         return error(StatusCode::BAD_REQUEST, "invalid_request", "Idempotence key is missing");
     };
     let fingerprint = body.to_string();
-    if let Some((seen, answer)) = y.keys.lock().unwrap().get(&key).cloned() {
-        if seen != fingerprint {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "Idempotence key duplicated with another request",
-            );
+    match seen(&y.keys, &key, &fingerprint) {
+        Seen::New => {}
+        Seen::Replay(answer) => return Json(answer).into_response(),
+        Seen::Conflict => {
+            let why = "Idempotence key duplicated with another request";
+            return error(StatusCode::BAD_REQUEST, "invalid_request", why);
         }
-        return Json(answer).into_response();
     }
     let amount = &body["amount"];
     let return_url = body["confirmation"]["return_url"].as_str().unwrap_or_default();
@@ -231,7 +229,7 @@ async fn create(
         "test": true,
     });
     y.payments.lock().unwrap().insert(id, payment.clone());
-    y.keys.lock().unwrap().insert(key, (fingerprint, payment.clone()));
+    remember(&y.keys, key, fingerprint, &payment);
     y.faults.maybe_stall().await;
     Json(payment).into_response()
 }
@@ -272,15 +270,13 @@ async fn refund(
         return error(StatusCode::BAD_REQUEST, "invalid_request", "Idempotence key is missing");
     };
     let fingerprint = body.to_string();
-    if let Some((seen, answer)) = y.keys.lock().unwrap().get(&key).cloned() {
-        if seen != fingerprint {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "Idempotence key duplicated with another request",
-            );
+    match seen(&y.keys, &key, &fingerprint) {
+        Seen::New => {}
+        Seen::Replay(answer) => return Json(answer).into_response(),
+        Seen::Conflict => {
+            let why = "Idempotence key duplicated with another request";
+            return error(StatusCode::BAD_REQUEST, "invalid_request", why);
         }
-        return Json(answer).into_response();
     }
     let payment_id = body["payment_id"].as_str().unwrap_or_default().to_owned();
     let Some(payment) = y.payments.lock().unwrap().get(&payment_id).cloned() else {
@@ -320,7 +316,7 @@ async fn refund(
         "created_at": chrono::Utc::now().to_rfc3339(),
     });
     y.refunds.lock().unwrap().insert(id, refund.clone());
-    y.keys.lock().unwrap().insert(key, (fingerprint, refund.clone()));
+    remember(&y.keys, key, fingerprint, &refund);
     Json(refund).into_response()
 }
 
