@@ -5,7 +5,7 @@ use super::*;
 // ---------- limits ----------
 
 #[test]
-pub(super) fn the_per_ip_budget_is_exact_within_one_percent() {
+pub(super) fn the_per_ip_budget_is_exact() {
     mt().block_on(async {
         let (rate, burst) = (200u32, 20u32);
         let s = stack(Kind::Embedded, |c| {
@@ -56,8 +56,12 @@ pub(super) fn two_edges_spend_one_budget_exactly() {
     });
 }
 
-/// Sends requests from 8 tasks for 3 s and checks the per-IP budget let through its burst plus
-/// `rate` a second, within 1%.
+/// Sends requests from 8 tasks for 3 s and checks the per-IP budget let through exactly its
+/// burst plus `rate` a second of the time it was drained. The edge decided each request at some
+/// moment between its sending and its answer, so the count must lie between what the budget
+/// allows over the shortest and the longest window those moments permit (plus one token each
+/// way for rounding): exact on an idle machine, and never a flake on a busy one, where requests
+/// wait to be read.
 async fn per_ip_budget_holds(s: &crate::edge_support::Stack, url: &str, rate: u32, burst: u32) {
     let window = Duration::from_secs(3);
     let start = Instant::now();
@@ -65,19 +69,20 @@ async fn per_ip_budget_holds(s: &crate::edge_support::Stack, url: &str, rate: u3
     for _ in 0..8 {
         let (http, url) = (s.http.clone(), url.to_owned());
         tasks.push(tokio::spawn(async move {
-            // (when the request was sent, whether it was let through)
+            // (when the request was sent, when its answer came, whether it was let through)
             let mut seen = Vec::new();
             while start.elapsed() < window {
                 let sent = start.elapsed();
                 let res = http.get(&url).send().await.unwrap();
+                let answered = start.elapsed();
                 match res.status().as_u16() {
                     200 => {
                         assert!(res.headers().contains_key("ratelimit-remaining"));
-                        seen.push((sent, true));
+                        seen.push((sent, answered, true));
                     }
                     429 => {
                         assert!(res.headers().contains_key("retry-after"));
-                        seen.push((sent, false));
+                        seen.push((sent, answered, false));
                     }
                     other => panic!("unexpected {other}"),
                 }
@@ -89,20 +94,28 @@ async fn per_ip_budget_holds(s: &crate::edge_support::Stack, url: &str, rate: u3
     for t in tasks {
         seen.extend(t.await.unwrap());
     }
-    let ok = seen.iter().filter(|(_, ok)| *ok).count() as u32;
+    let ok = seen.iter().filter(|(_, _, ok)| *ok).count() as u32;
     let limited = seen.len() as u32 - ok;
-    // The budget lets through the burst plus `rate` per second of the time between the
-    // first request and the last one it let through (latency to the edge cancels out).
-    let first = seen.iter().map(|(t, _)| *t).min().unwrap();
-    let last_ok = seen.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).max().unwrap();
-    let elapsed = (last_ok - first).as_secs_f64();
-    let expected = f64::from(burst) + f64::from(rate) * elapsed;
-    let err = (f64::from(ok) - expected).abs() / expected;
-    assert!(limited > 0, "the budget was exceeded: {ok} ok, {limited} limited");
+    assert!(limited > 0, "the budget was never exhausted: {ok} ok");
+    // The first request the edge saw, and the last it let through, each somewhere between
+    // sending and answer.
+    let first_sent = seen.iter().map(|(t, _, _)| *t).min().unwrap();
+    let first_answered = seen.iter().map(|(_, a, _)| *a).min().unwrap();
+    let last_ok_sent = seen.iter().filter(|(_, _, ok)| *ok).map(|(t, _, _)| *t).max().unwrap();
+    let last_ok_answered = seen.iter().filter(|(_, _, ok)| *ok).map(|(_, a, _)| *a).max().unwrap();
+    let shortest = last_ok_sent.saturating_sub(first_answered).as_secs_f64();
+    let longest = (last_ok_answered - first_sent).as_secs_f64();
+    let (low, high) = (
+        f64::from(burst) + f64::from(rate) * shortest - 1.0,
+        f64::from(burst) + f64::from(rate) * longest + 1.0,
+    );
     assert!(
-        err <= 0.01,
-        "allowed {ok}, expected {expected:.0} over {elapsed:.3} s ({:.2}% off)",
-        err * 100.0
+        (low..=high).contains(&f64::from(ok)),
+        "allowed {ok}; the budget allows {low:.0}..={high:.0} ({limited} limited)"
+    );
+    // How wide the range was (a few requests when the machine is idle).
+    eprintln!(
+        "per-IP budget: {ok} let through, {limited} limited; allowed range {low:.1}..={high:.1}"
     );
 }
 

@@ -7,7 +7,7 @@
 use sea_orm::TransactionTrait;
 use skillup_kit::{
     audit::Actor,
-    db::is_unique_violation,
+    db::{is_busy, is_unique_violation},
     invalid::{self, at_most_chars, between, chars, required},
 };
 
@@ -17,6 +17,13 @@ use crate::{
     subscriptions::{FREE, Subscriptions},
     texts::text,
 };
+
+/// Attempts of a plan change that the database reports busy (SQLite under contention).
+const BUSY_TRIES: u64 = 20;
+
+async fn pause(attempt: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(2 + attempt * 5)).await;
+}
 
 fn bad(field: &'static str, msg: String) -> SubscribeError {
     SubscribeError::Invalid(field, msg)
@@ -102,20 +109,33 @@ impl Subscriptions {
     ) -> Result<plan::Model> {
         let p = validate(plan::Model { archived: false, ..p })?;
         let why = reason(why)?;
-        let txn = self.db.begin().await?;
-        if let Err(e) = self.subs.insert_plan(&txn, p.clone()).await {
-            txn.rollback().await?;
-            return Err(if is_unique_violation(&e) {
-                SubscribeError::Conflict(text("plan-exists", None))
-            } else {
-                e.into()
-            });
+        for attempt in 0..BUSY_TRIES {
+            match self.try_create_plan(actor, &p, &why).await {
+                Ok(()) => {
+                    self.plans_changed();
+                    return Ok(p);
+                }
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(SubscribeError::Conflict(text("plan-exists", None)));
+                }
+                Err(e) if is_busy(&e) => pause(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let entry = crate::events::plan_audit(actor, "plan.create", None, &p, &why);
+        Err(SubscribeError::Unavailable("plans stayed busy".into()))
+    }
+
+    async fn try_create_plan(
+        &self,
+        actor: &Actor,
+        p: &plan::Model,
+        why: &str,
+    ) -> std::result::Result<(), sea_orm::DbErr> {
+        let txn = self.db.begin().await?;
+        self.subs.insert_plan(&txn, p.clone()).await?;
+        let entry = crate::events::plan_audit(actor, "plan.create", None, p, why);
         self.outbox.add(&txn, &entry.id.clone(), "", &entry).await?;
-        txn.commit().await?;
-        self.plans_changed();
-        Ok(p)
+        txn.commit().await
     }
 
     /// New terms for plan `id` (everything but its code and whether it is archived), audited.
@@ -166,27 +186,53 @@ impl Subscriptions {
         action: &str,
         id: &str,
         why: &str,
-        change: impl FnOnce(&plan::Model) -> plan::Model,
+        change: impl Fn(&plan::Model) -> plan::Model,
     ) -> Result<plan::Model> {
         if id.chars().count() > 32 {
             return Err(bad("plan_id", at_most_chars("plan_id", 32)));
         }
+        for attempt in 0..BUSY_TRIES {
+            match self.try_change_plan_row(actor, action, id, why, &change).await {
+                Ok(Some((after, changed))) => {
+                    if changed {
+                        self.plans_changed();
+                    }
+                    return Ok(after);
+                }
+                Ok(None) => return Err(SubscribeError::NotFound(format!("no plan `{id}`"))),
+                // SQLite refuses a read transaction's upgrade to a write under contention
+                // (its busy timeout does not cover it): the change runs again.
+                Err(e) if is_busy(&e) => pause(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SubscribeError::Unavailable("plans stayed busy".into()))
+    }
+
+    /// One attempt: the plan after the change and whether it changed (`None`: no such plan).
+    async fn try_change_plan_row(
+        &self,
+        actor: &Actor,
+        action: &str,
+        id: &str,
+        why: &str,
+        change: &impl Fn(&plan::Model) -> plan::Model,
+    ) -> std::result::Result<Option<(plan::Model, bool)>, sea_orm::DbErr> {
         let txn = self.db.begin().await?;
         let Some(before) = self.subs.plan_for_change(&txn, id).await? else {
             txn.rollback().await?;
-            return Err(SubscribeError::NotFound(format!("no plan `{id}`")));
+            return Ok(None);
         };
         let after = change(&before);
         if after == before {
             txn.rollback().await?;
-            return Ok(before);
+            return Ok(Some((before, false)));
         }
         self.subs.save_plan(&txn, after.clone()).await?;
         let entry = crate::events::plan_audit(actor, action, Some(&before), &after, why);
         self.outbox.add(&txn, &entry.id.clone(), "", &entry).await?;
         txn.commit().await?;
-        self.plans_changed();
-        Ok(after)
+        Ok(Some((after, true)))
     }
 
     /// This replica reads the plans again at once (others within `PLANS_TTL`).
