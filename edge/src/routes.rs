@@ -517,6 +517,37 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_route_takes_raw_bytes_and_only_its_named_headers() {
+        let pool = DescriptorPool::decode(skillup_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let table = RouteTable::from_pool(&pool, None).unwrap();
+        let hook = table.routes.iter().find(|r| r.rpc.name == "HandleProviderWebhook").unwrap();
+        assert_eq!(hook.body, BodyRule::Raw("body".into()));
+        assert!(hook.rpc.rule.public);
+        assert_eq!(
+            hook.rpc.rule.forward_headers,
+            [http::HeaderName::from_static("stripe-signature")]
+        );
+        // No other route forwards anything.
+        assert_eq!(
+            table.routes.iter().filter(|r| !r.rpc.rule.forward_headers.is_empty()).count(),
+            1
+        );
+        // Credentials and the edge's own headers are never forwarded.
+        for never in [
+            "authorization",
+            "Cookie",
+            "x-skillup-identity",
+            "x-user-id",
+            "x-request-id",
+            "grpc-timeout",
+            "not a header",
+        ] {
+            assert!(forwarded(&[never.to_owned()]).is_err(), "{never}");
+        }
+        assert!(forwarded(&["Stripe-Signature".to_owned()]).is_ok());
+    }
+
+    #[test]
     fn the_contracts_yield_the_design_routes() {
         let pool = DescriptorPool::decode(skillup_proto::FILE_DESCRIPTOR_SET).unwrap();
         let table = RouteTable::from_pool(&pool, None).unwrap();

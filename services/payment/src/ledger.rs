@@ -24,7 +24,7 @@ use crate::{
     store::{entities::transaction, ledger::LedgerStore},
 };
 
-/// The currency of a balance asked for without one.
+/// The currency of a balance asked for without one, when the ledger has no selling currency.
 pub const DEFAULT_CURRENCY: &str = "USD";
 
 #[derive(Clone)]
@@ -151,9 +151,12 @@ impl Ledger {
         }
     }
 
-    /// A wallet's balance (`None`: the default currency's).
+    /// A wallet's balance (`None`: the selling currency's, else [`DEFAULT_CURRENCY`]'s).
     pub async fn balance(&self, user: Uuid, currency: Option<Currency>) -> Result<Balance> {
-        let currency = currency.map_or_else(|| DEFAULT_CURRENCY.to_owned(), |c| c.to_string());
+        let currency = currency.map_or_else(
+            || self.selling.clone().unwrap_or_else(|| DEFAULT_CURRENCY.to_owned()),
+            |c| c.to_string(),
+        );
         let row = self.store.account(&wallet(user, &currency)).await?;
         Ok(Balance {
             user,

@@ -78,6 +78,15 @@ impl Checkouts {
         self.reconcile_refunds(now, &mut tally).await?;
         if tally != Tally::default() {
             tracing::info!(?tally, "checkouts reconciled");
+            for (outcome, n) in [
+                ("credited", tally.credited),
+                ("canceled", tally.canceled),
+                ("expired", tally.expired),
+                ("refund_ended", tally.refunds_ended),
+            ] {
+                metrics::counter!("skillup_payment_reconciled_total", "outcome" => outcome)
+                    .increment(n as u64);
+            }
         }
         Ok(tally)
     }

@@ -7066,7 +7066,7 @@ export interface operations {
     PaymentService_GetBalance: {
         parameters: {
             query?: {
-                /** @description ISO 4217 currency; empty means the account's default. */
+                /** @description ISO 4217 currency; empty means the deployment's selling currency (`payment.currency`). */
                 currency?: string;
             };
             header?: never;
