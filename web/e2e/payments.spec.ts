@@ -17,8 +17,8 @@ async function axe(page: Page, what: string) {
 }
 
 const words = {
-  en: { billing: 'Plans & billing', amount: 'Amount', topUp: 'Top up', pay: 'Pay $12.50', decline: 'Simulate a declined card', paid: 'Payment received: $12.50 is on your balance.', canceled: 'The payment of $12.50 was canceled; nothing was charged.', balance: '$12.50', zero: '$0.00' },
-  ru: { billing: 'Тарифы и оплата', amount: 'Сумма', topUp: 'Пополнить', pay: /^Оплатить 12,50\s\$$/, decline: 'Сымитировать отказ карты', paid: /^Оплата получена: 12,50\s\$ зачислено на баланс\.$/, canceled: /^Оплата 12,50\s\$ отменена; деньги не списаны\.$/, balance: /^12,50\s\$$/, zero: /^0,00\s\$$/ },
+  en: { billing: 'Plans & billing', amount: 'Amount', topUp: 'Top up', pay: 'Pay $12.50', decline: 'Simulate a declined card', paid: 'Payment received: $12.50 is on your balance.', canceled: 'The payment of $12.50 was canceled; nothing was charged.', balance: '$12.50', zero: '$0.00', canceledRow: 'Canceled', paidRow: 'Paid', continuePayment: 'Continue payment', cancel: 'Cancel and go back' },
+  ru: { billing: 'Тарифы и оплата', amount: 'Сумма', topUp: 'Пополнить', pay: /^Оплатить 12,50\s\$$/, decline: 'Сымитировать отказ карты', paid: /^Оплата получена: 12,50\s\$ зачислено на баланс\.$/, canceled: /^Оплата 12,50\s\$ отменена; деньги не списаны\.$/, balance: /^12,50\s\$$/, zero: /^0,00\s\$$/, canceledRow: 'Отменено', paidRow: 'Оплачено', continuePayment: 'Продолжить оплату', cancel: 'Отменить и вернуться' },
 } as const
 
 for (const locale of ['en', 'ru'] as const) {
@@ -42,6 +42,7 @@ for (const locale of ['en', 'ru'] as const) {
         await page.getByRole('button', { name: w.decline }).click()
         await expect(page.getByTestId('checkout-status')).toHaveText(w.canceled)
         await expect(page.getByTestId('balance')).toHaveText(w.zero)
+        await expect(page.getByTestId('my-checkout').first()).toContainText(w.canceledRow)
 
         // Paid: the balance has it, the ledger shows the top-up.
         await page.getByLabel(w.amount).fill('12.50')
@@ -52,8 +53,24 @@ for (const locale of ['en', 'ru'] as const) {
         await expect(page.getByTestId('checkout-status')).toHaveText(w.paid)
         await expect(page.getByTestId('balance')).toHaveText(w.balance)
         await expect(page).toHaveURL(/\/billing$/)
+        await expect(page.getByTestId('my-checkout').first()).toContainText(w.paidRow)
+
         await axe(page, 'billing after paying')
-        await page.screenshot({ path: `${shots}pay-done-${locale}-${scheme}.png` })
+        await page.screenshot({ path: `${shots}pay-done-${locale}-${scheme}.png`, fullPage: true })
+
+        // Given up on the provider's page without a word: the payment waits, and the person
+        // can go back to it from billing.
+        await page.getByLabel(w.amount).fill('3')
+        await page.getByRole('button', { name: w.topUp }).click()
+        await expect(page).toHaveURL(/\/pay\/sandbox\//)
+        await page.goto('/billing')
+        await page.getByRole('button', { name: w.continuePayment }).click()
+        await expect(page).toHaveURL(/\/pay\/sandbox\//)
+        await page.getByRole('button', { name: w.cancel }).click()
+        await expect(page.getByTestId('checkout-status')).toBeVisible()
+        await page.goto('/billing')
+        await expect(page.getByTestId('my-checkout')).toHaveCount(3)
+        await axe(page, 'billing with its payments')
 
         // The hosted page of a finished checkout says so, and pays nothing again.
         await page.goto(hosted)

@@ -1112,7 +1112,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * 🔒 The caller's checkouts, newest first, each with what was refunded of it (a pending one
+         * @description 🔒 The caller's checkouts, newest first, each with what was refunded of it (a pending one
+         *     still has its `confirmation_url`: the person may go back and pay).
+         */
+        get: operations["PaymentService_ListCheckouts"];
         put?: never;
         /**
          * 🔒 Starts paying money into the caller's wallet on the payment provider's hosted page
@@ -2164,6 +2169,12 @@ export interface components {
              *     characters.
              */
             return_url?: string | null;
+        };
+        "skillup.payment.v1.ListCheckoutsResponse": {
+            /** @description Newest first. */
+            checkouts?: components["schemas"]["skillup.payment.v1.Checkout"][] | null;
+            /** @description Cursor for the next page. */
+            page?: components["schemas"]["skillup.common.v1.PageResponse"] | null;
         };
         "skillup.payment.v1.ListTransactionsResponse": {
             /** @description Cursor for the next page. */
@@ -7103,6 +7114,85 @@ export interface operations {
                 };
             };
             /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    PaymentService_ListCheckouts: {
+        parameters: {
+            query?: {
+                /** @description Items per page; 0 means the service default (20); at most 100. */
+                page_size?: number;
+                /** @description Opaque cursor from a previous `PageResponse.next_page_token`; empty for the first page; at most 512 bytes. */
+                page_token?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.payment.v1.ListCheckoutsResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;

@@ -161,6 +161,19 @@ pub(super) async fn refund(
     Ok(created(Response::new(refund_pb(&made)), new))
 }
 
+pub(super) async fn mine(
+    checkouts: &Checkouts,
+    req: Request<pb::ListCheckoutsRequest>,
+) -> Result<Response<pb::ListCheckoutsResponse>, Status> {
+    let user = Caller::account(&req)?;
+    let page = req.into_inner().page.unwrap_or_default();
+    let (rows, next) = checkouts.of_user(user, page.page_size, &page.page_token).await?;
+    Ok(Response::new(pb::ListCheckoutsResponse {
+        checkouts: rows.iter().map(|(c, refunds)| checkout_pb(c, refunds)).collect(),
+        page: Some(skillup_proto::common::v1::PageResponse { next_page_token: next }),
+    }))
+}
+
 pub(super) async fn of_user(
     checkouts: &Checkouts,
     req: Request<pb::ListUserCheckoutsRequest>,

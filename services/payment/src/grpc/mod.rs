@@ -119,6 +119,13 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         checkout::get(&self.checkouts, req).await
     }
 
+    async fn list_checkouts(
+        &self,
+        req: Request<pb::ListCheckoutsRequest>,
+    ) -> Result<Response<pb::ListCheckoutsResponse>, Status> {
+        checkout::mine(&self.checkouts, req).await
+    }
+
     async fn handle_provider_webhook(
         &self,
         req: Request<pb::ProviderWebhookRequest>,
