@@ -143,6 +143,21 @@ fn stripe_id(id: &str) -> Result<&str, ProviderError> {
 }
 
 impl Stripe {
+    /// A form POST under an idempotency key, repeated on transient failures.
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Value, ProviderError> {
+        let url = format!("{}{path}", self.api_base);
+        http::retrying(|| async {
+            let req = self.auth(self.client.post(&url)).header("Idempotency-Key", key).form(form);
+            http::json(req.send().await).await
+        })
+        .await
+    }
+
     async fn get(&self, path: &str) -> Result<Value, ProviderError> {
         let url = format!("{}{path}", self.api_base);
         http::retrying(|| async { http::json(self.auth(self.client.get(&url)).send().await).await })
@@ -175,15 +190,7 @@ impl Provider for Stripe {
         if let Some(email) = &order.receipt_email {
             form.push(("customer_email", email));
         }
-        let url = format!("{}/v1/checkout/sessions", self.api_base);
-        let made = http::retrying(|| async {
-            let req = self
-                .auth(self.client.post(&url))
-                .header("Idempotency-Key", &order.idempotency_key)
-                .form(&form);
-            http::json(req.send().await).await
-        })
-        .await?;
+        let made = self.post("/v1/checkout/sessions", &order.idempotency_key, &form).await?;
         let hosted = Hosted {
             provider_payment_id: made["id"].as_str().unwrap_or_default().to_owned(),
             confirmation_url: made["url"].as_str().unwrap_or_default().to_owned(),
@@ -209,15 +216,7 @@ impl Provider for Stripe {
         let (amount, refund_id) = (order.amount_minor.to_string(), order.refund_id.to_string());
         let form =
             [("payment_intent", intent), ("amount", &amount), ("metadata[refund_id]", &refund_id)];
-        let url = format!("{}/v1/refunds", self.api_base);
-        let made = http::retrying(|| async {
-            let req = self
-                .auth(self.client.post(&url))
-                .header("Idempotency-Key", &order.idempotency_key)
-                .form(&form);
-            http::json(req.send().await).await
-        })
-        .await?;
+        let made = self.post("/v1/refunds", &order.idempotency_key, &form).await?;
         refund_of(&made)
     }
 
@@ -302,6 +301,48 @@ mod tests {
         let other = sign("whsec_other", now, body);
         assert!(s.verify(&format!("t={now},v1={other}"), body, now).is_err());
         assert!(s.verify(&format!("t={now},v1=zz"), body, now).is_err());
+    }
+
+    #[test]
+    fn refund_events_read_as_our_refunds() {
+        let s = stripe("whsec_new");
+        let now = chrono::Utc::now();
+        let ours = Uuid::now_v7();
+        let notice = |body: serde_json::Value| {
+            let body = body.to_string().into_bytes();
+            let sig =
+                format!("t={},v1={}", now.timestamp(), sign("whsec_new", now.timestamp(), &body));
+            s.read_notice(&Headers::new([("stripe-signature", sig.as_str())]), &body, now).unwrap()
+        };
+        let updated = serde_json::json!({"type": "refund.updated", "data": {"object": {
+            "id": "re_1", "status": "failed", "failure_reason": "lost_or_stolen_card",
+            "metadata": {"refund_id": ours.to_string()}}}});
+        assert_eq!(
+            notice(updated),
+            Notice::Refunds(vec![Refund {
+                provider_refund_id: "re_1".into(),
+                refund_id: Some(ours),
+                state: RefundState::Failed { reason: "lost_or_stolen_card".into() },
+            }])
+        );
+        let charge = serde_json::json!({"type": "charge.refunded", "data": {"object": {"refunds": {"data": [
+            {"id": "re_2", "status": "succeeded", "metadata": {}},
+            {"id": "re_3", "status": "pending", "metadata": {}}]}}}});
+        match notice(charge) {
+            Notice::Refunds(r) => {
+                let states: Vec<_> =
+                    r.iter().map(|r| (r.provider_refund_id.as_str(), r.state.clone())).collect();
+                assert_eq!(
+                    states,
+                    [("re_2", RefundState::Succeeded), ("re_3", RefundState::Pending)]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Newer API versions leave the refunds out of charge.refunded: nothing to act on.
+        let bare =
+            serde_json::json!({"type": "charge.refunded", "data": {"object": {"id": "ch_1"}}});
+        assert!(matches!(notice(bare), Notice::Ignored { .. }));
     }
 
     #[test]

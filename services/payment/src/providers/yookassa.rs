@@ -111,6 +111,16 @@ fn yookassa_id(id: &str) -> Result<&str, ProviderError> {
 }
 
 impl YooKassa {
+    /// A JSON POST under an idempotence key, repeated on transient failures.
+    async fn post(&self, path: &str, key: &str, body: &Value) -> Result<Value, ProviderError> {
+        let url = format!("{}{path}", self.api_base);
+        http::retrying(|| async {
+            let req = self.auth(self.client.post(&url)).header("Idempotence-Key", key).json(body);
+            http::json(req.send().await).await
+        })
+        .await
+    }
+
     async fn get(&self, path: &str) -> Result<Value, ProviderError> {
         let url = format!("{}{path}", self.api_base);
         http::retrying(|| async { http::json(self.auth(self.client.get(&url)).send().await).await })
@@ -149,15 +159,7 @@ impl Provider for YooKassa {
                 }],
             });
         }
-        let url = format!("{}/v3/payments", self.api_base);
-        let made = http::retrying(|| async {
-            let req = self
-                .auth(self.client.post(&url))
-                .header("Idempotence-Key", &order.idempotency_key)
-                .json(&body);
-            http::json(req.send().await).await
-        })
-        .await?;
+        let made = self.post("/v3/payments", &order.idempotency_key, &body).await?;
         let hosted = Hosted {
             provider_payment_id: made["id"].as_str().unwrap_or_default().to_owned(),
             confirmation_url: made["confirmation"]["confirmation_url"]
@@ -181,15 +183,7 @@ impl Provider for YooKassa {
             "payment_id": order.provider_payment_id,
             "amount": {"value": decimal(order.amount_minor, &order.currency), "currency": order.currency},
         });
-        let url = format!("{}/v3/refunds", self.api_base);
-        let made = http::retrying(|| async {
-            let req = self
-                .auth(self.client.post(&url))
-                .header("Idempotence-Key", &order.idempotency_key)
-                .json(&body);
-            http::json(req.send().await).await
-        })
-        .await?;
+        let made = self.post("/v3/refunds", &order.idempotency_key, &body).await?;
         refund_of(&made)
     }
 
@@ -230,6 +224,35 @@ impl Provider for YooKassa {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_only_name_what_to_fetch() {
+        let y = YooKassa::from_config(
+            &YooKassaConfig { secret_key: Some("k".to_owned().into()), ..Default::default() },
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        let read = |v: serde_json::Value| {
+            y.read_notice(&Headers::default(), v.to_string().as_bytes(), chrono::Utc::now())
+        };
+        let paid = json!({"type": "notification", "event": "payment.succeeded", "object": {"id": "2d5a", "status": "succeeded"}});
+        assert_eq!(read(paid).unwrap(), Notice::Unverified { provider_payment_id: "2d5a".into() });
+        let refund = json!({"type": "notification", "event": "refund.succeeded", "object": {"id": "3e6b", "status": "succeeded"}});
+        assert_eq!(
+            read(refund).unwrap(),
+            Notice::UnverifiedRefund { provider_refund_id: "3e6b".into() }
+        );
+        assert!(
+            read(json!({"type": "notification", "event": "payment.succeeded", "object": {}}))
+                .is_err()
+        );
+        assert!(read(json!({"event": "payment.succeeded", "object": {"id": "x"}})).is_err());
+        assert!(matches!(
+            read(json!({"type": "notification", "event": "deal.closed", "object": {"id": "x"}}))
+                .unwrap(),
+            Notice::Ignored { .. }
+        ));
+    }
 
     #[test]
     fn a_payment_object_reads_as_ours() {
