@@ -104,17 +104,20 @@ pub fn checkouts(
             && config.yookassa.receipt,
         webhook_networks: config.webhook_networks()?,
     };
-    Ok(match config.provider {
+    let timeout = Duration::from_millis(config.request_timeout_ms);
+    let provider: Arc<dyn providers::Provider> = match config.provider {
         config::ProviderKind::Sandbox => {
             let sandbox = Arc::new(providers::sandbox::Sandbox::new(ledger.db().clone()));
-            Checkouts::with_sandbox(ledger.clone(), sandbox, terms)
+            return Ok(Checkouts::with_sandbox(ledger.clone(), sandbox, terms));
         }
-        _ => Checkouts::new(
-            ledger.clone(),
-            providers::from_config(config, ledger.db().clone())?,
-            terms,
-        ),
-    })
+        config::ProviderKind::Stripe => {
+            Arc::new(providers::stripe::Stripe::from_config(&config.stripe, timeout)?)
+        }
+        config::ProviderKind::Yookassa => {
+            Arc::new(providers::yookassa::YooKassa::from_config(&config.yookassa, timeout)?)
+        }
+    };
+    Ok(Checkouts::new(ledger.clone(), provider, terms))
 }
 
 #[async_trait::async_trait]

@@ -9,11 +9,7 @@ pub mod sandbox;
 pub mod stripe;
 pub mod yookassa;
 
-use std::sync::Arc;
-
 use uuid::Uuid;
-
-use crate::config::{PaymentConfig, ProviderKind};
 
 /// A payment to create on the provider's page.
 #[derive(Debug, Clone)]
@@ -146,21 +142,6 @@ pub trait Provider: Send + Sync {
         body: &[u8],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Notice, ProviderError>;
-}
-
-/// The provider `config` chooses (`sandbox` keeps its state in `db`).
-pub fn from_config(
-    config: &PaymentConfig,
-    db: sea_orm::DatabaseConnection,
-) -> skillup_kit::Result<Arc<dyn Provider>> {
-    let timeout = std::time::Duration::from_millis(config.request_timeout_ms);
-    Ok(match config.provider {
-        ProviderKind::Sandbox => Arc::new(sandbox::Sandbox::new(db)),
-        ProviderKind::Stripe => Arc::new(stripe::Stripe::from_config(&config.stripe, timeout)?),
-        ProviderKind::Yookassa => {
-            Arc::new(yookassa::YooKassa::from_config(&config.yookassa, timeout)?)
-        }
-    })
 }
 
 /// `minor` units as a decimal string of `currency` ("1050" RUB → "10.50").

@@ -45,11 +45,6 @@ impl YooKassa {
         })
     }
 
-    /// Whether a checkout needs the receipt's email address.
-    pub fn needs_email(&self) -> bool {
-        self.receipt
-    }
-
     fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         req.basic_auth(&self.shop_id, Some(self.secret_key.expose_secret()))
     }
