@@ -79,6 +79,7 @@ impl Settings {
             public_url: self.auth.public_url.clone(),
             keys_dir: self.keys_dir(),
             mesh: None,
+            currency: self.payment.currency.clone(),
         }
     }
 

@@ -108,10 +108,15 @@ async fn harness_with(
     .await;
     let billing =
         Arc::new(skillup_subscribe::PaymentBilling::new(pay_server.channel_as("subscribe")));
-    let subscribe =
-        skillup_subscribe::build(&t.infra, billing, Duration::from_secs(3600), shutdown.clone())
-            .await
-            .unwrap();
+    let subscribe = skillup_subscribe::build(
+        &t.infra,
+        billing,
+        "RUB",
+        Duration::from_secs(3600),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     let core = TestServer::start(
         GrpcServer::builder()
             .add_service(prompt.into_server())

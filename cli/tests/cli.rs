@@ -203,7 +203,7 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
         rest.post(format!("http://{}/api/payments/top-up", up.http))
             .bearer_auth(token)
             .header("idempotency-key", "first-top-up")
-            .json(&serde_json::json!({"amount_minor": 1500, "currency": "USD"}))
+            .json(&serde_json::json!({"amount_minor": 100000, "currency": "RUB"}))
     };
     let first = top_up().send().await.unwrap();
     assert_eq!(first.status(), 201);
@@ -215,9 +215,9 @@ async fn up_on_embedded_defaults_serves_health_and_stops_on_sigterm() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
     let balance: serde_json::Value =
-        get_json(&rest, format!("http://{}/api/payments/balance?currency=USD", up.http), token)
+        get_json(&rest, format!("http://{}/api/payments/balance?currency=RUB", up.http), token)
             .await;
-    assert_eq!(balance["available"]["amount_minor"], "1500", "{balance}");
+    assert_eq!(balance["available"]["amount_minor"], "100000", "{balance}");
     // Subscribe through the edge: charged from the balance; auth learns the tier from the event.
     let sub = rest
         .post(format!("http://{}/api/subscriptions", up.http))

@@ -69,7 +69,7 @@ async fn seed_flow(base: &str, outbox: &Path) {
         rest.post(format!("{base}/api/payments/top-up"))
             .bearer_auth(&token)
             .header("idempotency-key", format!("e2e-{email}"))
-            .json(&json!({"amount_minor": 5000, "currency": "USD"}))
+            .json(&json!({"amount_minor": 100000, "currency": "RUB"}))
             .send()
             .await
             .unwrap(),
@@ -92,8 +92,8 @@ async fn seed_flow(base: &str, outbox: &Path) {
         200,
     )
     .await;
-    let balance = ok(get("/api/payments/balance?currency=USD", &token).await.unwrap(), 200).await;
-    assert_eq!(number(&balance["available"]["amount_minor"]), 5000 - price, "{balance}");
+    let balance = ok(get("/api/payments/balance?currency=RUB", &token).await.unwrap(), 200).await;
+    assert_eq!(number(&balance["available"]["amount_minor"]), 100_000 - price, "{balance}");
     let usage = ok(get("/api/subscriptions/me/usage", &token).await.unwrap(), 200).await;
     assert_eq!(number(&usage["tokens_used"]), 0, "{usage}");
 
@@ -188,8 +188,8 @@ async fn seed_flow(base: &str, outbox: &Path) {
     );
     assert_eq!(number(&usage["tokens_held"]), 0, "{usage}");
     assert_eq!(number(&usage["generations_used"]), 3, "{usage}");
-    let balance = ok(get("/api/payments/balance?currency=USD", &token).await.unwrap(), 200).await;
-    assert_eq!(number(&balance["available"]["amount_minor"]), 5000 - price, "{balance}");
+    let balance = ok(get("/api/payments/balance?currency=RUB", &token).await.unwrap(), 200).await;
+    assert_eq!(number(&balance["available"]["amount_minor"]), 100_000 - price, "{balance}");
 
     // The library: the three generations, whichever way they ran, paged, found, edited, deleted.
     let inline_id = inline["completion"]["id"].as_str().unwrap().to_owned();

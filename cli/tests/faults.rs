@@ -62,7 +62,7 @@ async fn money_load(base: String, token: String, stop: Arc<AtomicBool>, books: A
                 .post(format!("{base}/api/payments/top-up"))
                 .bearer_auth(&token)
                 .header("idempotency-key", &key)
-                .json(&json!({"amount_minor": 1, "currency": "USD"}))
+                .json(&json!({"amount_minor": 1, "currency": "RUB"}))
                 .send()
                 .await;
             let status = res.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
@@ -83,7 +83,7 @@ async fn money_load(base: String, token: String, stop: Arc<AtomicBool>, books: A
         }
         let read_started = Instant::now();
         let read = rest
-            .get(format!("{base}/api/payments/balance?currency=USD"))
+            .get(format!("{base}/api/payments/balance?currency=RUB"))
             .bearer_auth(&token)
             .send()
             .await
@@ -102,7 +102,7 @@ async fn money_load(base: String, token: String, stop: Arc<AtomicBool>, books: A
 async fn settle(base: &str, token: &str) -> (u64, u64) {
     let rest = reqwest::Client::new();
     let balance: Value = rest
-        .get(format!("{base}/api/payments/balance?currency=USD"))
+        .get(format!("{base}/api/payments/balance?currency=RUB"))
         .bearer_auth(token)
         .send()
         .await

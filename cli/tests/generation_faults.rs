@@ -86,10 +86,15 @@ async fn deployment(fake: &FakeProvider, in_process_worker: bool) -> Deployment 
     )
     .await;
     let billing = Arc::new(skillup_subscribe::PaymentBilling::new(pay.channel_as("subscribe")));
-    let subscribe =
-        skillup_subscribe::build(&infra, billing, Duration::from_secs(3600), shutdown.clone())
-            .await
-            .unwrap();
+    let subscribe = skillup_subscribe::build(
+        &infra,
+        billing,
+        "RUB",
+        Duration::from_secs(3600),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     let prompt = skillup_prompt::build(&infra).await.unwrap();
     let core = TestServer::start(
         GrpcServer::builder()
@@ -184,8 +189,8 @@ impl Deployment {
         let req = self.as_user(
             user,
             TopUpRequest {
-                amount_minor: 2_990,
-                currency: "USD".into(),
+                amount_minor: 249_000,
+                currency: "RUB".into(),
                 idempotency_key: "fund".into(),
                 payment_method: String::new(),
             },

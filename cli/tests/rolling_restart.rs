@@ -23,7 +23,7 @@ const READS: [&str; 6] = [
     "/api/auth/me",
     "/api/catalog/functions",
     "/api/subscriptions/me",
-    "/api/payments/balance?currency=USD",
+    "/api/payments/balance?currency=RUB",
     "/api/generate",
     "/api/notifications",
 ];
@@ -158,7 +158,7 @@ async fn every_component_restarts_under_load_with_no_failed_request() {
         .post(format!("{base}/api/payments/top-up"))
         .bearer_auth(&token)
         .header("idempotency-key", "rolling-top-up")
-        .json(&json!({"amount_minor": 5000, "currency": "USD"}))
+        .json(&json!({"amount_minor": 100000, "currency": "RUB"}))
         .send()
         .await
         .unwrap();

@@ -32,15 +32,17 @@ async fn harness(kind: Kind) -> Harness {
     let key = Arc::new(IdentityKey::random());
     // The subscribe service charges through the payment service's gRPC API.
     let shutdown = skillup_kit::Shutdown::new();
-    let payment =
-        skillup_payment::build(&t.infra, &Default::default(), "", shutdown.clone()).await.unwrap();
+    // This suite sells in dollars (the default plans' USD prices); the rouble default is
+    // exercised through `skillup up` and the generation suites.
+    let config = skillup_payment::PaymentConfig { currency: "USD".into(), ..Default::default() };
+    let payment = skillup_payment::build(&t.infra, &config, "", shutdown.clone()).await.unwrap();
     let pay_server = TestServer::start(
         GrpcServer::builder().add_service(payment.into_server()).identity_key(key.clone()),
     )
     .await;
     let billing = Arc::new(PaymentBilling::new(pay_server.channel_as("subscribe")));
     let subscribe =
-        skillup_subscribe::build(&t.infra, billing, Duration::from_secs(3600), shutdown)
+        skillup_subscribe::build(&t.infra, billing, "USD", Duration::from_secs(3600), shutdown)
             .await
             .unwrap();
     let server = TestServer::start(
@@ -58,11 +60,14 @@ async fn harness(kind: Kind) -> Harness {
     }
 }
 
+#[path = "subscribe/currency.rs"]
+mod currency;
 #[path = "subscribe/plans.rs"]
 mod plans;
 #[path = "subscribe/quota.rs"]
 mod quota;
 
+use currency::*;
 use plans::*;
 use quota::*;
 
@@ -79,6 +84,7 @@ skillup_testkit::both_adapters!(
     a_settled_hold_is_never_taken_again_by_its_key,
     usage_history_tells_periods_days_and_functions,
     admins_edit_plans_and_subscribers_keep_their_terms_until_renewal,
+    a_new_selling_currency_reprices_the_default_plans_and_no_others,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -115,6 +121,7 @@ fn replica(h: &Harness) -> Subscriptions {
         h.t.infra.cache.clone(),
         Arc::new(PaymentBilling::new(h._payment.channel_as("subscribe"))),
     )
+    .selling_in("USD")
 }
 
 async fn mine(h: &mut Harness, user: Uuid) -> pb::Subscription {

@@ -183,7 +183,7 @@ def test_an_unknown_transaction_is_not_found(pb, mesh):
 
 def test_a_charge_the_balance_does_not_cover_is_a_failed_precondition(pb, mesh):
     ask = pb.payment.ChargeRequest(user_id=str(uuid.uuid4()), idempotency_key="k",
-                                   amount=pb.common.Money(amount_minor=500, currency="USD"))
+                                   amount=pb.common.Money(amount_minor=500, currency="RUB"))
     err = call(mesh("subscribe"), "/skillup.payment.v1.PaymentService/Charge", ask, pb.payment.Transaction)
     found = rich(pb, err, grpc.StatusCode.FAILED_PRECONDITION)
     assert found["info"].reason == "INSUFFICIENT_FUNDS"
@@ -196,12 +196,12 @@ def test_a_charge_the_balance_does_not_cover_is_a_failed_precondition(pb, mesh):
 def test_only_subscribe_may_charge(pb, mesh, who, code):
     """The attack this issue opened with: anyone reaching the port could move money."""
     ask = pb.payment.ChargeRequest(user_id=str(uuid.uuid4()), idempotency_key="k",
-                                   amount=pb.common.Money(amount_minor=500, currency="USD"))
+                                   amount=pb.common.Money(amount_minor=500, currency="RUB"))
     err = call(mesh(who), "/skillup.payment.v1.PaymentService/Charge", ask, pb.payment.Transaction)
     found = rich(pb, err, code)
     assert found["info"].reason == code.name
     out = grpcurl("skillup.payment.v1.PaymentService/Charge",
-                  '{"user_id": "x", "idempotency_key": "k", "amount": {"amount_minor": 1, "currency": "USD"}}', who=who)
+                  '{"user_id": "x", "idempotency_key": "k", "amount": {"amount_minor": 1, "currency": "RUB"}}', who=who)
     assert ("Code: Unauthenticated" if who is None else "Code: PermissionDenied") in out, out
 
 
@@ -221,10 +221,10 @@ def test_a_reused_idempotency_key_is_already_exists(pb, channel):
     stub = channel.unary_unary("/skillup.payment.v1.PaymentService/TopUp",
                                request_serializer=pb.payment.TopUpRequest.SerializeToString,
                                response_deserializer=pb.payment.Transaction.FromString)
-    stub(pb.payment.TopUpRequest(amount_minor=100, currency="USD", idempotency_key="same"),
+    stub(pb.payment.TopUpRequest(amount_minor=100, currency="RUB", idempotency_key="same"),
          metadata=[("x-skillup-identity", who)], timeout=10)
     err = call(channel, "/skillup.payment.v1.PaymentService/TopUp",
-               pb.payment.TopUpRequest(amount_minor=200, currency="USD", idempotency_key="same"),
+               pb.payment.TopUpRequest(amount_minor=200, currency="RUB", idempotency_key="same"),
                pb.payment.Transaction, identity=who)
     found = rich(pb, err, grpc.StatusCode.ALREADY_EXISTS)
     assert found["info"].reason == "IDEMPOTENCY_KEY_REUSED"

@@ -95,7 +95,7 @@ def test_a_chat_completion(person):
 def subscribe(access, plan="basic"):
     auth = {"authorization": f"Bearer {access}"}
     r = httpx.post(f"{URL}/api/payments/top-up", headers={**auth, "idempotency-key": uuid.uuid4().hex},
-                   json={"amount_minor": 5000, "currency": "USD"})
+                   json={"amount_minor": 100000, "currency": "RUB"})
     assert r.status_code in (200, 201), r.text
     r = httpx.post(f"{URL}/api/subscriptions", headers=auth, json={"plan": plan})
     assert r.status_code in (200, 201), r.text

@@ -50,17 +50,17 @@ test('a new person goes through the whole product', async ({ page }) => {
 
   // Top up, subscribe; the function unlocks.
   await page.getByRole('link', { name: 'See plans' }).click()
-  await page.getByLabel('Amount').fill('25')
+  await page.getByLabel('Amount').fill('1000')
   await page.getByRole('button', { name: 'Top up' }).click()
   // The sandbox's hosted page stands in for the provider's: pay there, come back.
   await expect(page).toHaveURL(/\/pay\/sandbox\//)
-  await expect(page.getByTestId('pay-amount')).toHaveText('$25.00')
-  await page.getByRole('button', { name: 'Pay $25.00' }).click()
-  await expect(page.getByTestId('checkout-status')).toHaveText('Payment received: $25.00 is on your balance.')
-  await expect(page.getByTestId('balance')).toHaveText('$25.00')
+  await expect(page.getByTestId('pay-amount')).toHaveText('₽1,000.00')
+  await page.getByRole('button', { name: 'Pay ₽1,000.00' }).click()
+  await expect(page.getByTestId('checkout-status')).toHaveText('Payment received: ₽1,000.00 is on your balance.')
+  await expect(page.getByTestId('balance')).toHaveText('₽1,000.00')
   await page.getByRole('button', { name: 'Subscribe' }).first().click()
   await expect(page.getByTestId('current-plan')).toContainText('Basic')
-  await expect(page.getByTestId('balance')).toHaveText('$15.10')
+  await expect(page.getByTestId('balance')).toHaveText('₽210.00')
   await nav(page, 'Generate')
   await page.getByRole('radio', { name: /Lesson plan/ }).check()
   await expect(page.getByTestId('locked')).toHaveCount(0)

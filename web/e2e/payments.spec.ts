@@ -17,8 +17,8 @@ async function axe(page: Page, what: string) {
 }
 
 const words = {
-  en: { billing: 'Plans & billing', amount: 'Amount', topUp: 'Top up', pay: 'Pay $12.50', decline: 'Simulate a declined card', paid: 'Payment received: $12.50 is on your balance.', canceled: 'The payment of $12.50 was canceled; nothing was charged.', balance: '$12.50', zero: '$0.00', canceledRow: 'Canceled', paidRow: 'Paid', continuePayment: 'Continue payment', cancel: 'Cancel and go back' },
-  ru: { billing: 'Тарифы и оплата', amount: 'Сумма', topUp: 'Пополнить', pay: /^Оплатить 12,50\s\$$/, decline: 'Сымитировать отказ карты', paid: /^Оплата получена: 12,50\s\$ зачислено на баланс\.$/, canceled: /^Оплата 12,50\s\$ отменена; деньги не списаны\.$/, balance: /^12,50\s\$$/, zero: /^0,00\s\$$/, canceledRow: 'Отменено', paidRow: 'Оплачено', continuePayment: 'Продолжить оплату', cancel: 'Отменить и вернуться' },
+  en: { billing: 'Plans & billing', amount: 'Amount', topUp: 'Top up', pay: 'Pay ₽12.50', decline: 'Simulate a declined card', paid: 'Payment received: ₽12.50 is on your balance.', canceled: 'The payment of ₽12.50 was canceled; nothing was charged.', balance: '₽12.50', zero: '₽0.00', canceledRow: 'Canceled', paidRow: 'Paid', continuePayment: 'Continue payment', cancel: 'Cancel and go back' },
+  ru: { billing: 'Тарифы и оплата', amount: 'Сумма', topUp: 'Пополнить', pay: /^Оплатить 12,50\s₽$/, decline: 'Сымитировать отказ карты', paid: /^Оплата получена: 12,50\s₽ зачислено на баланс\.$/, canceled: /^Оплата 12,50\s₽ отменена; деньги не списаны\.$/, balance: /^12,50\s₽$/, zero: /^0,00\s₽$/, canceledRow: 'Отменено', paidRow: 'Оплачено', continuePayment: 'Продолжить оплату', cancel: 'Отменить и вернуться' },
 } as const
 
 for (const locale of ['en', 'ru'] as const) {

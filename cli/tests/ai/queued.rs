@@ -521,8 +521,8 @@ pub(super) async fn premium_tasks_jump_the_queue(kind: Kind) {
     .await;
     let (free, premium) = (Uuid::now_v7(), Uuid::now_v7());
     let top_up = TopUpRequest {
-        amount_minor: 2_990,
-        currency: "USD".into(),
+        amount_minor: 249_000,
+        currency: "RUB".into(),
         idempotency_key: "fund".into(),
         payment_method: String::new(),
     };

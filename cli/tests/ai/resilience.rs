@@ -248,6 +248,7 @@ pub(super) async fn services_that_are_restarting_are_asked_again(kind: Kind) {
     let subscribe = skillup_subscribe::build(
         &h.t.infra,
         billing,
+        "RUB",
         Duration::from_secs(3600),
         h.shutdown.clone(),
     )

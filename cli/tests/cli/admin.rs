@@ -82,7 +82,7 @@ pub(super) async fn the_first_admin_is_granted_from_the_cli_and_works_through_th
         .post(format!("{base}/api/admin/users/{bob_id}/balance/adjustments"))
         .bearer_auth(&ann)
         .header("Idempotency-Key", "goodwill-1")
-        .json(&serde_json::json!({"amount_minor": 500, "currency": "USD", "reason": "goodwill"}))
+        .json(&serde_json::json!({"amount_minor": 500, "currency": "RUB", "reason": "goodwill"}))
         .send()
         .await
         .unwrap();
@@ -123,7 +123,7 @@ pub(super) async fn the_first_admin_is_granted_from_the_cli_and_works_through_th
         (format!("/api/admin/users/{cy}/admin"), serde_json::json!({"admin": true})),
         (
             format!("/api/admin/users/{cy}/balance/adjustments"),
-            serde_json::json!({"amount_minor": 100000, "currency": "USD", "reason": "me"}),
+            serde_json::json!({"amount_minor": 100000, "currency": "RUB", "reason": "me"}),
         ),
     ];
     for (path, body) in attempts {

@@ -173,7 +173,7 @@ async fn a_person_takes_all_their_data_away_in_one_archive() {
         .post(format!("{base}/api/payments/top-up"))
         .bearer_auth(&token)
         .header("idempotency-key", format!("takeout-{email}"))
-        .json(&json!({"amount_minor": 700, "currency": "USD"}))
+        .json(&json!({"amount_minor": 700, "currency": "RUB"}))
         .send()
         .await
         .unwrap();

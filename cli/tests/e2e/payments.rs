@@ -66,7 +66,7 @@ async fn money_comes_in_through_stripe_checkout_and_its_signed_webhook() {
         .post(format!("{base}/api/payments/top-up"))
         .bearer_auth(&token)
         .header("idempotency-key", "direct-1")
-        .json(&json!({"amount_minor": 500, "currency": "USD"}))
+        .json(&json!({"amount_minor": 500, "currency": "RUB"}))
         .send()
         .await
         .unwrap();

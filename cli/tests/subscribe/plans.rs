@@ -204,7 +204,7 @@ pub(crate) async fn concurrent_subscribes_charge_once(kind: Kind) {
 }
 
 /// An administrator's call (the edge's assertion of an admin signed in).
-fn as_admin<T>(h: &Harness, msg: T) -> Request<T> {
+pub(crate) fn as_admin<T>(h: &Harness, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
     let id = Caller {
         user_id: Uuid::now_v7().to_string(),

@@ -175,7 +175,7 @@ async fn accounts(http: &reqwest::Client, edge: &str, n: usize) -> Vec<String> {
             .post(format!("{edge}/api/payments/top-up"))
             .bearer_auth(&token)
             .header("idempotency-key", "bench")
-            .json(&serde_json::json!({"amount_minor": 2990, "currency": "USD"}))
+            .json(&serde_json::json!({"amount_minor": 249000, "currency": "RUB"}))
             .send()
             .await
             .expect("top up")

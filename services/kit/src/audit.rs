@@ -82,6 +82,11 @@ impl Actor {
         Actor { label: format!("cli:{login}"), ..Default::default() }
     }
 
+    /// The platform itself, for a change a rule makes (`system:<rule>`).
+    pub fn system(rule: &str) -> Actor {
+        Actor { label: format!("system:{rule}"), ..Default::default() }
+    }
+
     /// The audit entry of this actor's change, made by `component` now. `before` and `after`
     /// are the target's states (anything serialisable as a JSON object; `None` is `{}`), cut
     /// to [`MAX_STATE`]; `reason` as given (validate it with [`reason`] first).

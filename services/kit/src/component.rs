@@ -69,6 +69,9 @@ pub struct Deployment {
     /// This process's mesh certificate: its channels to other processes present it (without
     /// it they call as nobody, and every RPC but health refuses them).
     pub mesh: Option<std::sync::Arc<crate::mesh::MeshTls>>,
+    /// The one currency the deployment sells in (ISO 4217, `payment.currency`): plans are
+    /// priced and money is paid in it.
+    pub currency: String,
 }
 
 impl Deployment {
@@ -171,6 +174,7 @@ mod tests {
             public_url: "http://127.0.0.1:8080".into(),
             keys_dir: "keys".into(),
             mesh: None,
+            currency: "RUB".into(),
         };
         let slot = LocalSlot::new();
         let here = channel(&deployment, Some(&slot), None, "payment").unwrap();

@@ -45,7 +45,7 @@ async fn fund(c: &mut PaymentServiceClient<Channel>, key: &IdentityKey, user: uu
     let id = Caller { user_id: user.to_string(), exp: now_secs() + 300, ..Default::default() };
     let mut req = tonic::Request::new(pb::TopUpRequest {
         amount_minor: 100_000_000,
-        currency: "USD".into(),
+        currency: "RUB".into(),
         idempotency_key: format!("fund-{user}"),
         payment_method: String::new(),
     });
@@ -86,7 +86,7 @@ async fn main() {
                 let res = c
                     .charge(pb::ChargeRequest {
                         user_id: user.to_string(),
-                        amount: Some(Money { amount_minor: 1, currency: "USD".into() }),
+                        amount: Some(Money { amount_minor: 1, currency: "RUB".into() }),
                         idempotency_key: format!("c-{i}-{n}"),
                         description: "bench".into(),
                     })

@@ -61,7 +61,7 @@ impl Default for PaymentConfig {
     fn default() -> Self {
         Self {
             provider: ProviderKind::Sandbox,
-            currency: "USD".into(),
+            currency: "RUB".into(),
             checkout_ttl_secs: 24 * 3600,
             reconcile_secs: 60,
             reconcile_after_secs: 120,

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The currency of a balance asked for without one, when the ledger has no selling currency.
-pub const DEFAULT_CURRENCY: &str = "USD";
+pub const DEFAULT_CURRENCY: &str = "RUB";
 
 #[derive(Clone)]
 pub struct Ledger {

@@ -52,8 +52,8 @@ impl Setup {
     }
 
     async fn balance(&self, user: Uuid) -> i64 {
-        let usd = Currency::parse("c", &self.config.currency).unwrap();
-        self.ledger.balance(user, Some(usd)).await.unwrap().available_minor
+        let rub = Currency::parse("c", &self.config.currency).unwrap();
+        self.ledger.balance(user, Some(rub)).await.unwrap().available_minor
     }
 
     async fn audit(&self) {
@@ -115,7 +115,7 @@ async fn a_stripe_payment_credits_once_whatever_the_deliveries(kind: Kind) {
     assert_eq!(c.confirmation_url, format!("{}/pay/{session_id}", stripe.base_url()));
     let session = stripe.session(&session_id).unwrap();
     assert_eq!(session["amount_total"], 1_500);
-    assert_eq!(session["currency"], "usd");
+    assert_eq!(session["currency"], "rub");
     assert_eq!(session["client_reference_id"], c.id.to_string());
     assert_eq!(session["success_url"], format!("{PUBLIC}/billing?checkout={}", c.id));
 
@@ -143,7 +143,7 @@ async fn a_stripe_payment_credits_once_whatever_the_deliveries(kind: Kind) {
         "checkout.session.expired",
         serde_json::json!({
         "id": session_id, "status": "expired", "payment_status": "unpaid",
-        "client_reference_id": c.id.to_string(), "amount_total": 1_500, "currency": "usd"}),
+        "client_reference_id": c.id.to_string(), "amount_total": 1_500, "currency": "rub"}),
     );
     s.checkouts.notify("stripe", &stripe_headers(&late_sig), &late).await.unwrap();
     assert_eq!(s.checkouts.get(user, c.id).await.unwrap().status, CheckoutStatus::Succeeded);
@@ -377,7 +377,7 @@ async fn only_the_selling_currency_and_return_addresses_on_the_site() {
     let user = Uuid::now_v7();
     let euro = Request { amount_minor: 100, currency: "EUR", ..Default::default() };
     match s.checkouts.create(user, euro, key("cur-1")).await {
-        Err(PaymentError::Invalid("currency", why)) => assert!(why.contains("USD"), "{why}"),
+        Err(PaymentError::Invalid("currency", why)) => assert!(why.contains("RUB"), "{why}"),
         other => panic!("{other:?}"),
     }
     for bad in ["https://evil.example/billing", "//evil.example/x", "javascript:alert(1)", "/x y"] {
@@ -388,7 +388,7 @@ async fn only_the_selling_currency_and_return_addresses_on_the_site() {
     let own = format!("{PUBLIC}/billing?tab=1");
     for good in ["/library", own.as_str()] {
         let r =
-            Request { amount_minor: 100, currency: "USD", return_url: good, ..Default::default() };
+            Request { amount_minor: 100, currency: "RUB", return_url: good, ..Default::default() };
         s.checkouts.create(user, r, key(&format!("cur-{}", good.len()))).await.unwrap();
     }
     let r = Request { amount_minor: 0, ..Default::default() };

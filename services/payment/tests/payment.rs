@@ -80,7 +80,7 @@ fn adjust(user: Uuid, amount: i64, key: &str, reason: &str) -> pb::AdjustBalance
     pb::AdjustBalanceRequest {
         user_id: user.to_string(),
         amount_minor: amount,
-        currency: "USD".into(),
+        currency: "RUB".into(),
         reason: reason.into(),
         idempotency_key: key.into(),
     }
@@ -102,7 +102,7 @@ fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
 fn top_up(amount: i64, key: &str, method: &str) -> pb::TopUpRequest {
     pb::TopUpRequest {
         amount_minor: amount,
-        currency: "USD".into(),
+        currency: "RUB".into(),
         idempotency_key: key.into(),
         payment_method: method.into(),
     }
@@ -111,7 +111,7 @@ fn top_up(amount: i64, key: &str, method: &str) -> pb::TopUpRequest {
 fn charge(user: Uuid, amount: i64, key: &str) -> pb::ChargeRequest {
     pb::ChargeRequest {
         user_id: user.to_string(),
-        amount: Some(Money { amount_minor: amount, currency: "USD".into() }),
+        amount: Some(Money { amount_minor: amount, currency: "RUB".into() }),
         idempotency_key: key.into(),
         description: "subscription:basic:2026-11".into(),
     }
@@ -119,7 +119,7 @@ fn charge(user: Uuid, amount: i64, key: &str) -> pb::ChargeRequest {
 
 async fn balance(h: &mut Harness, user: Uuid) -> i64 {
     h.client
-        .get_balance(as_user(h, user, pb::GetBalanceRequest { currency: "USD".into() }))
+        .get_balance(as_user(h, user, pb::GetBalanceRequest { currency: "RUB".into() }))
         .await
         .unwrap()
         .into_inner()
@@ -349,14 +349,14 @@ proptest! {
             let mut charges: Vec<(String, i64, i64)> = Vec::new(); // (id, amount, refunded)
             for (n, op) in ops.iter().enumerate() {
                 let key = IdempotencyKey::parse(&format!("k-{n}")).unwrap();
-                let usd = || Currency::parse("currency", "USD").unwrap();
+                let rub = || Currency::parse("currency", "RUB").unwrap();
                 let units = |a: i64| MinorUnits::parse("amount", a).unwrap();
                 match op {
                     Op::TopUp(a) => {
-                        ledger.top_up(user, units(*a), usd(), key, "").await.unwrap();
+                        ledger.top_up(user, units(*a), rub(), key, "").await.unwrap();
                         model += a;
                     }
-                    Op::Charge(a) => match ledger.charge(user, units(*a), usd(), key, "usage").await {
+                    Op::Charge(a) => match ledger.charge(user, units(*a), rub(), key, "usage").await {
                         Ok((t, _)) => {
                             assert!(model >= *a);
                             model -= a;
@@ -530,7 +530,7 @@ async fn an_admin_adjusts_a_balance_once_per_key_with_its_audit_entry(kind: Kind
     assert_eq!((c.action.as_str(), d.action.as_str()), ("balance.credit", "balance.debit"));
     assert_eq!(c.actor_id, admin.to_string());
     assert_eq!((c.component.as_str(), c.request_id.as_str()), ("payment", "req-adjust"));
-    assert_eq!(c.target_id, format!("{user}:USD"));
+    assert_eq!(c.target_id, format!("{user}:RUB"));
     assert_eq!(c.reason, "goodwill for the outage");
     let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
     assert_eq!(json(&c.before)["balance_minor"], 0);

@@ -10,6 +10,7 @@ unavailable = Subscriptions are unavailable right now; try again in a moment.
 free-is-everyones = everyone has the free plan; cancel a paid plan to return to it
 nothing-to-cancel = there is no paid subscription to cancel
 plan-archived = this plan is no longer offered; choose another one
+plan-other-currency = this plan is not priced in { $currency }, the currency sold here; choose another one
 plan-exists = a plan with this code exists already
 plan-free-stays = the free plan is everyone's: it cannot be archived, and its price stays 0
 plan-code-mismatch = the plan's code cannot change

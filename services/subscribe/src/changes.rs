@@ -37,6 +37,13 @@ impl Subscriptions {
         if plan.archived {
             return Err(SubscribeError::NotFound(crate::texts::text("plan-archived", None)));
         }
+        if !crate::selling::on_sale(&plan, &self.selling) {
+            let args = skillup_kit::fluent_args![("currency", self.selling.clone())];
+            return Err(SubscribeError::NotFound(crate::texts::text(
+                "plan-other-currency",
+                Some(&args),
+            )));
+        }
         if plan.id == FREE {
             return Err(SubscribeError::Invalid(
                 "plan",
@@ -120,7 +127,9 @@ impl Subscriptions {
             return self.keep(user, s).await;
         }
         let credit = match &active {
-            Some(s) if cur.plan.price_minor > 0 => {
+            // (A period bought in another currency before the deployment changed its selling
+            // currency is not credited: money is never converted.)
+            Some(s) if cur.plan.price_minor > 0 && cur.plan.currency == plan.currency => {
                 let total = Ord::max(i64::from(cur.plan.period_days), 1) * 86_400;
                 let left = (s.period_end - now).num_seconds().clamp(0, total);
                 cur.plan.price_minor * left / total
@@ -198,7 +207,9 @@ impl Subscriptions {
         use Status::{Active, Expired};
         // The plan's terms now: an edit reaches its subscribers here, at their renewal.
         let plan = self.plan(&s.plan_id).await?;
-        if s.cancel_at_period_end || plan.archived {
+        // A plan no longer sold (archived, or priced in another currency than the selling
+        // one) is not renewed.
+        if s.cancel_at_period_end || !crate::selling::on_sale(&plan, &self.selling) {
             self.advance_or_expire(&s, Expired, s.period_end, FREE, None).await?;
             return Ok(());
         }

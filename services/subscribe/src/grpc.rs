@@ -206,7 +206,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         _req: Request<pb::ListPlansRequest>,
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
         let plans = self.subs.plans().await?.into_iter().map(Into::into).collect();
-        Ok(Response::new(pb::ListPlansResponse { plans }))
+        Ok(Response::new(pb::ListPlansResponse { plans, currency: self.subs.selling().to_owned() }))
     }
 
     async fn get_my_subscription(
@@ -258,7 +258,7 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
         skillup_kit::audit::Actor::admin(&req)?;
         let plans = self.subs.admin_plans().await?.iter().map(plan_pb).collect();
-        Ok(Response::new(pb::ListPlansResponse { plans }))
+        Ok(Response::new(pb::ListPlansResponse { plans, currency: self.subs.selling().to_owned() }))
     }
 
     async fn create_plan(

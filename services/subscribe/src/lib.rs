@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod history;
 pub mod holds;
 pub mod plans;
+pub mod selling;
 pub mod store;
 pub mod subscriptions;
 pub mod texts;
@@ -50,12 +51,20 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> skillup_kit::Result<()
 pub async fn build(
     infra: &Infra,
     billing: Arc<dyn Billing>,
+    currency: &str,
     interval: Duration,
     shutdown: Shutdown,
 ) -> Result<SubscribeGrpc, BuildError> {
     migrate(&infra.db).await.map_err(BuildError::migrations(<SubscribeGrpc as Component>::NAME))?;
     let subs =
-        Subscriptions::new(infra.db.clone(), infra.bus.clone(), infra.cache.clone(), billing);
+        Subscriptions::new(infra.db.clone(), infra.bus.clone(), infra.cache.clone(), billing)
+            .selling_in(currency);
+    subs.adopt_currency().await.map_err(|e| {
+        BuildError::config(
+            <SubscribeGrpc as Component>::NAME,
+            format!("pricing the plans in {currency}: {e}"),
+        )
+    })?;
     subs.outbox().spawn_relay(shutdown.clone());
     let deleted = skillup_kit::events::subscribe::<UserDeleted>(&infra.bus, "subscribe")
         .await
@@ -111,6 +120,7 @@ impl Component for SubscribeGrpc {
     /// [`build`] charging through the payment service, with the periodic job every 5 s.
     async fn build(ctx: &Context<'_>, _: &()) -> Result<Self, BuildError> {
         let billing = Arc::new(PaymentBilling::new(ctx.channel("payment")?));
-        build(ctx.infra, billing, Duration::from_secs(5), ctx.shutdown.clone()).await
+        let currency = &ctx.deployment.currency;
+        build(ctx.infra, billing, currency, Duration::from_secs(5), ctx.shutdown.clone()).await
     }
 }

@@ -36,8 +36,9 @@ fn slug(field: &'static str, v: &str, max: usize) -> Result<()> {
     if ok { Ok(()) } else { Err(bad(field, invalid::slug(field))) }
 }
 
-/// Checks a plan's terms as an operator typed them; the plan trimmed.
-pub fn validate(mut p: plan::Model) -> Result<plan::Model> {
+/// Checks a plan's terms as an operator typed them (priced in `selling`, the currency the
+/// deployment sells in); the plan trimmed.
+pub fn validate(mut p: plan::Model, selling: &str) -> Result<plan::Model> {
     slug("plan.id", &p.id, 32)?;
     p.title = p.title.trim().to_owned();
     if p.title.is_empty() || p.title.chars().count() > 120 || p.title.chars().any(char::is_control)
@@ -53,6 +54,12 @@ pub fn validate(mut p: plan::Model) -> Result<plan::Model> {
     let currency = p.currency.trim().to_ascii_uppercase();
     if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
         return Err(bad("plan.price.currency", invalid::currency("plan.price.currency")));
+    }
+    if currency != selling {
+        return Err(bad(
+            "plan.price.currency",
+            invalid::currency_only("plan.price.currency", selling),
+        ));
     }
     p.currency = currency;
     if !(1..=366).contains(&p.period_days) {
@@ -107,7 +114,7 @@ impl Subscriptions {
         p: plan::Model,
         why: &str,
     ) -> Result<plan::Model> {
-        let p = validate(plan::Model { archived: false, ..p })?;
+        let p = validate(plan::Model { archived: false, ..p }, &self.selling)?;
         let why = reason(why)?;
         for attempt in 0..BUSY_TRIES {
             match self.try_create_plan(actor, &p, &why).await {
@@ -149,7 +156,7 @@ impl Subscriptions {
         if !p.id.is_empty() && p.id != id {
             return Err(bad("plan.id", text("plan-code-mismatch", None)));
         }
-        let p = validate(plan::Model { id: id.to_owned(), ..p })?;
+        let p = validate(plan::Model { id: id.to_owned(), ..p }, &self.selling)?;
         let why = reason(why)?;
         self.change_plan_row(actor, "plan.update", id, &why, |before| plan::Model {
             archived: before.archived,
@@ -180,7 +187,7 @@ impl Subscriptions {
 
     /// Replaces plan `id`'s row by what `change` makes of it, with the audit entry, in one
     /// transaction holding the row; nothing written when nothing changes.
-    async fn change_plan_row(
+    pub(crate) async fn change_plan_row(
         &self,
         actor: &Actor,
         action: &str,

@@ -22,6 +22,9 @@ use crate::{
 /// The plan of everyone without a paid subscription.
 pub const FREE: &str = "free";
 
+/// The selling currency when none is set (`payment.currency`'s default).
+pub const DEFAULT_CURRENCY: &str = "RUB";
+
 #[derive(Clone)]
 pub struct Subscriptions {
     pub(crate) db: DatabaseConnection,
@@ -32,6 +35,8 @@ pub struct Subscriptions {
     pub(crate) outbox: Outbox,
     pub(crate) quota: QuotaStore,
     pub(crate) subs: SubscriptionStore,
+    /// The currency plans are sold in (see [`crate::selling`]).
+    pub(crate) selling: String,
 }
 
 /// PostgreSQL: the subscription rows this replica's reserves last saw, used without asking the
@@ -152,7 +157,19 @@ impl Subscriptions {
         let outbox = Outbox::new(db.clone(), bus, crate::store::OUTBOX);
         let (quota, subs) = (QuotaStore::new(db.clone()), SubscriptionStore::new(db.clone()));
         let (plans, known) = (Arc::default(), Arc::default());
-        Self { db, cache, billing, plans, known, outbox, quota, subs }
+        let selling = DEFAULT_CURRENCY.to_owned();
+        Self { db, cache, billing, plans, known, outbox, quota, subs, selling }
+    }
+
+    /// Sells in `currency` (ISO 4217) instead of [`DEFAULT_CURRENCY`].
+    pub fn selling_in(mut self, currency: &str) -> Self {
+        self.selling = currency.to_owned();
+        self
+    }
+
+    /// The currency plans are sold in.
+    pub fn selling(&self) -> &str {
+        &self.selling
     }
 
     /// The user's subscription row, through the cache (a cache that cannot answer is skipped:
@@ -195,11 +212,6 @@ impl Subscriptions {
         let plans = Arc::new(self.subs.plans().await?);
         *self.plans.write().expect("plans lock") = Some((std::time::Instant::now(), plans.clone()));
         Ok(plans)
-    }
-
-    /// The plans on offer (archived ones left out).
-    pub async fn plans(&self) -> Result<Vec<Plan>> {
-        Ok(self.all_plans().await?.iter().filter(|p| !p.archived).map(Plan::from).collect())
     }
 
     pub(crate) async fn plan(&self, id: &str) -> Result<plan::Model> {

@@ -2351,7 +2351,15 @@ export interface components {
             tokens?: string | null;
         };
         "skillup.subscribe.v1.ListPlansResponse": {
-            /** @description Every plan, cheapest first. */
+            /**
+             * @description The one currency this deployment sells in (ISO 4217, `payment.currency`): plans are sold
+             *     only when priced in it, and an operator prices them only in it.
+             */
+            currency?: string | null;
+            /**
+             * @description Every plan, cheapest first: on sale (ListPlans), or all of them, archived and priced in
+             *     another currency too (AdminListPlans).
+             */
             plans?: components["schemas"]["skillup.subscribe.v1.Plan"][] | null;
         };
         /** @description One period's settled usage. */

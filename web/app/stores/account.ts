@@ -8,6 +8,8 @@ export const useAccount = defineStore('account', () => {
   const functions = ref<CatalogFunction[]>([])
   const topics = ref<Topic[]>([])
   const plans = ref<Plan[]>([])
+  /** The one currency this deployment sells in (money is paid and plans are priced in it). */
+  const currency = ref('')
   const subscription = ref<Subscription | null>(null)
   const loaded = ref(false)
 
@@ -52,8 +54,9 @@ export const useAccount = defineStore('account', () => {
     functions.value = f.functions ?? []
     topics.value = tp.topics ?? []
     plans.value = p.plans ?? []
+    currency.value = p.currency ?? ''
     loaded.value = true
   }
 
-  return { functions, topics, plans, subscription, plan, loaded, allowed, planFor, load, loadSubscription }
+  return { functions, topics, plans, currency, subscription, plan, loaded, allowed, planFor, load, loadSubscription }
 })

@@ -18,12 +18,23 @@ export function formatNumber(locale: string, n: number | string | null | undefin
   return numberFormat(locale, {}).format(Number(n ?? 0))
 }
 
+/** The platform's selling currency when a deployment names none (`payment.currency`'s default). */
+export const DEFAULT_CURRENCY = 'RUB'
+
 /** `{currency, amount_minor}` as money (minor units by the currency's own digits). */
 export function formatMoney(locale: string, money: Money | null | undefined): string {
-  const currency = money?.currency || 'USD'
-  const f = numberFormat(locale, { style: 'currency', currency })
+  const currency = money?.currency || DEFAULT_CURRENCY
+  // The narrow symbol: `₽790.00` rather than `RUB 790.00` for English readers.
+  const f = numberFormat(locale, { style: 'currency', currency, currencyDisplay: 'narrowSymbol' })
   const digits = f.resolvedOptions().maximumFractionDigits ?? 2
   return f.format(Number(money?.amount_minor ?? 0) / 10 ** digits)
+}
+
+/** Minor units from the API → major units for a person to read or edit (`1250` USD → `12.5`). */
+export function toMajor(locale: string, money: Money): number {
+  const currency = money.currency || DEFAULT_CURRENCY
+  const digits = numberFormat(locale, { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2
+  return Number(money.amount_minor ?? 0) / 10 ** digits
 }
 
 /** Major units typed by a person → minor units for the API (`12.5` USD → `1250`). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { formatMoney, toMinor } from '~/utils/format'
+import { formatMoney, toMajor, toMinor } from '~/utils/format'
 import { fileNameOf } from '~/composables/useExport'
 
 describe('money and names', () => {
@@ -7,7 +7,12 @@ describe('money and names', () => {
     expect(formatMoney('en', { currency: 'USD', amount_minor: '1510' })).toBe('$15.10')
     expect(formatMoney('ru', { currency: 'USD', amount_minor: '1510' }).replace(/\s/g, ' ')).toBe('15,10 $')
     expect(formatMoney('en', { currency: 'JPY', amount_minor: 500 })).toBe('¥500')
+    expect(formatMoney('en', { currency: 'RUB', amount_minor: '79000' })).toBe('₽790.00')
+    expect(formatMoney('ru', { currency: 'RUB', amount_minor: '79000' }).replace(/\s/g, ' ')).toBe('790,00 ₽')
+    expect(formatMoney('en', { amount_minor: '100' })).toBe('₽1.00')
     expect(toMinor('en', 'USD', 12.5)).toBe(1250)
+    expect(toMajor('en', { currency: 'RUB', amount_minor: '79000' })).toBe(790)
+    expect(toMajor('en', { currency: 'JPY', amount_minor: 500 })).toBe(500)
   })
 
   it('reads the download name the server gives, Cyrillic included', () => {

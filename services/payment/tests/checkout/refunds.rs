@@ -79,10 +79,10 @@ async fn a_pending_refund_holds_the_money_until_the_provider_answers() {
     assert_eq!(r.status, RefundStatus::Pending);
     // Held: not spendable meanwhile.
     assert_eq!(s.balance(user).await, 600);
-    let usd = Currency::parse("c", "USD").unwrap();
+    let rub = Currency::parse("c", "RUB").unwrap();
     let spend = s
         .ledger
-        .charge(user, MinorUnits::parse("a", 700).unwrap(), usd.clone(), key("spend-1"), "plan")
+        .charge(user, MinorUnits::parse("a", 700).unwrap(), rub.clone(), key("spend-1"), "plan")
         .await;
     assert!(matches!(spend, Err(PaymentError::InsufficientFunds(_))), "{spend:?}");
     // The card refused: the money is back, and may be refunded again.

@@ -1,9 +1,8 @@
-//! The subscribe service's migrations (own history table) and the default plans.
+//! The subscribe service's migrations (own history table). The default plans are not
+//! seeded here but at start, priced in the deployment's selling currency (see
+//! [`crate::selling`]).
 
-use sea_orm::{EntityTrait, Set};
 use sea_orm_migration::{prelude::*, schema::*};
-
-use super::entities::plan;
 
 skillup_kit::migrator!(
     Migrator,
@@ -21,13 +20,6 @@ skillup_kit::migrator!(
 struct M0001Init;
 
 skillup_kit::migration_name!(M0001Init, "m0001_init");
-
-/// (id, title, price in cents, functions, tokens, generations, priority)
-const PLANS: &[(&str, &str, i64, &str, i64, i32, i32)] = &[
-    ("free", "Free", 0, "article summary quiz flashcards social_post email", 20_000, 30, 1),
-    ("basic", "Basic", 990, "*", 200_000, 300, 5),
-    ("premium", "Premium", 2_990, "*", 1_000_000, 2_000, 9),
-];
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Init {
@@ -103,25 +95,8 @@ impl MigrationTrait for M0001Init {
                 .to_owned(),
         )
         .await?;
-        let db = m.get_connection();
-        for (id, title, price, functions, tokens, generations, priority) in PLANS {
-            plan::Entity::insert(plan::ActiveModel {
-                id: Set((*id).into()),
-                title: Set((*title).into()),
-                price_minor: Set(*price),
-                currency: Set("USD".into()),
-                period_days: Set(30),
-                functions: Set((*functions).into()),
-                token_quota: Set(*tokens),
-                generation_quota: Set(*generations),
-                rate_limit_tier: Set((*id).into()),
-                priority: Set(*priority),
-                // (Its column comes with m0006.)
-                archived: sea_orm::ActiveValue::NotSet,
-            })
-            .exec_without_returning(db)
-            .await?;
-        }
+        // (Deployments migrated before the default plans were seeded at start got them here,
+        // priced in USD; `crate::selling` moves them to the selling currency.)
         Ok(())
     }
 }

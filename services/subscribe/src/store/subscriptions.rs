@@ -46,6 +46,17 @@ impl SubscriptionStore {
         }
     }
 
+    /// A default plan, unless a plan with its code exists (replicas seeding at once agree).
+    pub async fn seed_plan(&self, p: plan::Model) -> Result<(), DbErr> {
+        plan::Entity::insert(plan::ActiveModel::from(p))
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(plan::Column::Id).do_nothing().to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map(drop)
+    }
+
     /// A new plan (a unique violation: the code is taken).
     pub async fn insert_plan<C: ConnectionTrait>(
         &self,
