@@ -219,6 +219,44 @@ async fn usage(h: &mut Harness, user: Uuid) -> subpb::Usage {
     h.subs.get_usage(as_user(h, user, subpb::GetUsageRequest {})).await.unwrap().into_inner()
 }
 
+/// How a hold ended: its status, the outcome the ai service reported and queued work's wait.
+type Ending = (String, Option<String>, Option<i64>);
+
+/// How the user's holds ended, oldest first — what the plans' service levels measure.
+async fn endings(h: &Harness, user: Uuid) -> Vec<Ending> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    use skillup_subscribe::store::entities::hold;
+    let rows = hold::Entity::find()
+        .filter(hold::Column::UserId.eq(user))
+        .order_by_asc(hold::Column::CreatedAt)
+        .all(&h.t.infra.db)
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| (r.status, r.outcome, r.queue_wait_ms)).collect()
+}
+
+/// Waits until the user's holds ended as `want` says (queued work's wait: `Some(-1)` for any).
+async fn ended_as(h: &Harness, user: Uuid, want: &[(&str, Option<&str>, Option<i64>)]) {
+    let fits = |got: &[Ending]| {
+        got.len() == want.len()
+            && got.iter().zip(want).all(|((s, o, w), (ws, wo, ww))| {
+                s == ws
+                    && o.as_deref() == *wo
+                    && match ww {
+                        Some(-1) => w.is_some_and(|w| w >= 0),
+                        other => w == other,
+                    }
+            })
+    };
+    for _ in 0..250 {
+        if fits(&endings(h, user).await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("holds ended as {:?}, not {want:?}", endings(h, user).await);
+}
+
 /// Waits (up to 5 s) until `check` holds; fails naming `what`.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where

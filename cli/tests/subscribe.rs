@@ -66,10 +66,13 @@ mod currency;
 mod plans;
 #[path = "subscribe/quota.rs"]
 mod quota;
+#[path = "subscribe/service_levels.rs"]
+mod service_levels;
 
 use currency::*;
 use plans::*;
 use quota::*;
+use service_levels::*;
 
 skillup_testkit::both_adapters!(
     everyone_starts_on_free_with_its_functions_and_quota,
@@ -85,6 +88,7 @@ skillup_testkit::both_adapters!(
     usage_history_tells_periods_days_and_functions,
     admins_edit_plans_and_subscribers_keep_their_terms_until_renewal,
     a_new_selling_currency_reprices_the_default_plans_and_no_others,
+    a_missed_month_credits_each_subscriber_of_the_plan_once,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {

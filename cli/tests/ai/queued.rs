@@ -30,6 +30,9 @@ pub(super) async fn queued_tasks_complete_through_the_worker_once(kind: Kind) {
     let u = t.usage.unwrap();
     let used = settled_usage(&mut h, user).await;
     assert_eq!((used.tokens_used, used.tokens_held), (u.total_tokens as u64, 0));
+    // Its hold says how it ended and how long it waited for a worker (the plan's service
+    // level measures both).
+    ended_as(&h, user, &[("committed", Some("completed"), Some(-1))]).await;
 
     let mut events = events;
     let d = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap();
@@ -172,6 +175,18 @@ pub(super) async fn exhausted_retries_fail_the_task_release_the_hold_and_dead_le
         inline(&mut h, user, gen_req("refused inline", "quiz", pb::Mode::Sync)).await.unwrap_err();
     assert_eq!(code_of(&err), ErrorCode::ContentPolicy);
     assert_eq!(settled_usage(&mut h, user).await.tokens_held, 0);
+    // The platform's failure counts against the plan's availability; the refusals of what was
+    // asked do not.
+    ended_as(
+        &h,
+        user,
+        &[
+            ("released", Some("failed"), Some(-1)),
+            ("released", None, Some(-1)),
+            ("released", None, None),
+        ],
+    )
+    .await;
 }
 
 pub(super) fn as_operator<T>(h: &Harness, scopes: &[&str], msg: T) -> Request<T> {
@@ -403,6 +418,7 @@ pub(super) async fn cancelling_stops_queued_and_running_tasks_and_returns_the_qu
     .await;
     let used = usage(&mut h, user).await;
     assert_eq!((used.tokens_used, used.tokens_held), (0, 0), "quota returned");
+    ended_as(&h, user, &[("released", Some("cancelled"), None)]).await;
     // The worker let go of it: a second task runs right away on the freed slot and the
     // cancelled one never completes.
     h.fake.set_default(Behavior::quick(5));

@@ -110,7 +110,7 @@ pub(crate) async fn switching_plans_keeps_the_usage_and_charges_every_switch(kin
     fund(&mut h, user, 20_000).await;
     h.client.subscribe(as_user(&h, user, plan("basic"))).await.unwrap();
     let hold = subs.reserve(user, "quiz", 5_000, "", 60).await.unwrap();
-    subs.commit(&hold.id.to_string(), 4_000).await.unwrap();
+    subs.commit(&hold.id.to_string(), 4_000, None).await.unwrap();
     let held = subs.reserve(user, "quiz", 1_000, "", 60).await.unwrap();
     let mut paid = 990;
     assert_eq!(balance(&mut h, user).await, 20_000 - paid);
@@ -138,7 +138,7 @@ pub(crate) async fn switching_plans_keeps_the_usage_and_charges_every_switch(kin
     }
     assert_eq!(balance(&mut h, user).await, 20_000 - paid);
     // The hold taken before the switches settles into the same period.
-    subs.commit(&held.id.to_string(), 500).await.unwrap();
+    subs.commit(&held.id.to_string(), 500, None).await.unwrap();
     let u =
         h.client.get_usage(as_user(&h, user, pb::GetUsageRequest {})).await.unwrap().into_inner();
     assert_eq!((u.tokens_used, u.generations_used, u.tokens_held), (4_500, 2, 0));
@@ -232,6 +232,7 @@ fn team(price: i64, tokens: u64) -> pb::Plan {
         rate_limit_tier: "basic".into(),
         priority: 5,
         archived: false,
+        service_level: None,
     }
 }
 

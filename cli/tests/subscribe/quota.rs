@@ -86,28 +86,40 @@ pub(crate) async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
     // Commit charges the actual use, never more than was held; twice is once.
     let u = h
         .client
-        .commit_quota(pb::CommitQuotaRequest { hold_id: a.hold_id.clone(), actual_tokens: 600 })
+        .commit_quota(pb::CommitQuotaRequest {
+            hold_id: a.hold_id.clone(),
+            actual_tokens: 600,
+            queue_wait: None,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!((u.tokens_used, u.tokens_held, u.generations_used), (600, 0, 1));
     let u = h
         .client
-        .commit_quota(pb::CommitQuotaRequest { hold_id: a.hold_id.clone(), actual_tokens: 600 })
+        .commit_quota(pb::CommitQuotaRequest {
+            hold_id: a.hold_id.clone(),
+            actual_tokens: 600,
+            queue_wait: None,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(u.tokens_used, 600);
     let err = h
         .client
-        .release_quota(pb::ReleaseQuotaRequest { hold_id: a.hold_id.clone() })
+        .release_quota(pb::ReleaseQuotaRequest { hold_id: a.hold_id.clone(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "a committed hold cannot be released: {err:?}");
     let b = h.client.reserve_quota(reserve(5_000, "b", 60)).await.unwrap().into_inner();
     let u = h
         .client
-        .commit_quota(pb::CommitQuotaRequest { hold_id: b.hold_id, actual_tokens: 9_999 })
+        .commit_quota(pb::CommitQuotaRequest {
+            hold_id: b.hold_id,
+            actual_tokens: 9_999,
+            queue_wait: None,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -115,7 +127,7 @@ pub(crate) async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
     let c = h.client.reserve_quota(reserve(1_000, "c", 60)).await.unwrap().into_inner();
     let u = h
         .client
-        .release_quota(pb::ReleaseQuotaRequest { hold_id: c.hold_id })
+        .release_quota(pb::ReleaseQuotaRequest { hold_id: c.hold_id, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -137,7 +149,11 @@ pub(crate) async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
     assert_eq!((usage.tokens_used, usage.tokens_held, usage.generations_held), (5_600, 0, 0));
     let err = h
         .client
-        .commit_quota(pb::CommitQuotaRequest { hold_id: d.hold_id, actual_tokens: 1 })
+        .commit_quota(pb::CommitQuotaRequest {
+            hold_id: d.hold_id,
+            actual_tokens: 1,
+            queue_wait: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "an expired hold cannot be committed");
@@ -145,16 +161,27 @@ pub(crate) async fn holds_commit_release_and_expire_exactly_once(kind: Kind) {
     let unknown = Uuid::now_v7().to_string();
     let err = h
         .client
-        .commit_quota(pb::CommitQuotaRequest { hold_id: unknown.clone(), actual_tokens: 1 })
+        .commit_quota(pb::CommitQuotaRequest {
+            hold_id: unknown.clone(),
+            actual_tokens: 1,
+            queue_wait: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let err =
-        h.client.release_quota(pb::ReleaseQuotaRequest { hold_id: unknown }).await.unwrap_err();
+    let err = h
+        .client
+        .release_quota(pb::ReleaseQuotaRequest { hold_id: unknown, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let err = h
         .client
-        .commit_quota(pb::CommitQuotaRequest { hold_id: "not-a-hold".into(), actual_tokens: 1 })
+        .commit_quota(pb::CommitQuotaRequest {
+            hold_id: "not-a-hold".into(),
+            actual_tokens: 1,
+            queue_wait: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
@@ -216,7 +243,7 @@ pub(crate) async fn a_settled_hold_is_never_taken_again_by_its_key(kind: Kind) {
     let first = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap();
     let again = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap();
     assert_eq!(first.id, again.id, "a retry while held finds the same hold");
-    subs.commit(&first.id.to_string(), 100).await.unwrap();
+    subs.commit(&first.id.to_string(), 100, None).await.unwrap();
     let err = subs.reserve(user, "quiz", 100, "key-1", 60).await.unwrap_err();
     assert!(matches!(err, skillup_subscribe::error::SubscribeError::KeyReused(_)), "{err:?}");
     let status: tonic::Status = err.into();
@@ -247,12 +274,19 @@ pub(crate) async fn usage_history_tells_periods_days_and_functions(kind: Kind) {
             .into_inner();
         match used {
             Some(actual_tokens) => {
-                let commit = pb::CommitQuotaRequest { hold_id: hold.hold_id, actual_tokens };
+                let commit = pb::CommitQuotaRequest {
+                    hold_id: hold.hold_id,
+                    actual_tokens,
+                    queue_wait: None,
+                };
                 h.client.commit_quota(commit).await.unwrap();
             }
             None => {
                 h.client
-                    .release_quota(pb::ReleaseQuotaRequest { hold_id: hold.hold_id })
+                    .release_quota(pb::ReleaseQuotaRequest {
+                        hold_id: hold.hold_id,
+                        ..Default::default()
+                    })
                     .await
                     .unwrap();
             }

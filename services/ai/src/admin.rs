@@ -173,11 +173,11 @@ impl Generator {
         match tasks.requeue(id, hold_id).await {
             Ok(true) => {}
             Ok(false) => {
-                self.release(&hold.id).await;
+                self.release(&hold.id, crate::ports::Release::Unsaid).await;
                 return Requeue::Stale("task changed meanwhile: dead letter dropped".into());
             }
             Err(e) => {
-                self.release(&hold.id).await;
+                self.release(&hold.id, crate::ports::Release::Unsaid).await;
                 return Requeue::Refused(format!("database: {e}"));
             }
         }
@@ -188,7 +188,7 @@ impl Generator {
         if let Err(e) = self.inner.bus.enqueue(QUEUE, msg).await {
             // Put the task back as it was; the dead letter stays for another try.
             let _ = tasks.unrequeue(id, t.error.clone()).await;
-            self.release(&hold.id).await;
+            self.release(&hold.id, crate::ports::Release::Unsaid).await;
             return Requeue::Refused(format!("queue: {e}"));
         }
         self.cache_task(&task::Model {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{AiError, Result},
-    ports::{BuiltPrompt, Entitlement, Hold, HoldAsk, PromptAsk, Prompts, Quota, Settled},
+    ports::{BuiltPrompt, Entitlement, Hold, HoldAsk, PromptAsk, Prompts, Quota, Release, Settled},
     providers::{ChatMessage, Role},
 };
 
@@ -73,13 +73,37 @@ impl Quota for GrpcQuota {
         Ok(Hold { id: hold.hold_id, priority: hold.priority })
     }
 
-    async fn commit(&self, hold: &str, tokens: u64) -> Result<Settled> {
-        let req = CommitQuotaRequest { hold_id: hold.to_owned(), actual_tokens: tokens };
+    async fn commit(
+        &self,
+        hold: &str,
+        tokens: u64,
+        queue_wait: Option<std::time::Duration>,
+    ) -> Result<Settled> {
+        let req = CommitQuotaRequest {
+            hold_id: hold.to_owned(),
+            actual_tokens: tokens,
+            queue_wait: queue_wait.and_then(|d| prost_types::Duration::try_from(d).ok()),
+        };
         settled(self.0.clone().commit_quota(traced(req)).await.map(|_| ()))
     }
 
-    async fn release(&self, hold: &str) -> Result<Settled> {
-        let req = ReleaseQuotaRequest { hold_id: hold.to_owned() };
+    async fn release(
+        &self,
+        hold: &str,
+        why: Release,
+        queue_wait: Option<std::time::Duration>,
+    ) -> Result<Settled> {
+        use skillup_proto::subscribe::v1::ReleaseReason;
+        let reason = match why {
+            Release::Failed => ReleaseReason::Failed,
+            Release::Cancelled => ReleaseReason::Cancelled,
+            Release::Unsaid => ReleaseReason::Unspecified,
+        };
+        let req = ReleaseQuotaRequest {
+            hold_id: hold.to_owned(),
+            reason: reason as i32,
+            queue_wait: queue_wait.and_then(|d| prost_types::Duration::try_from(d).ok()),
+        };
         settled(self.0.clone().release_quota(traced(req)).await.map(|_| ()))
     }
 }

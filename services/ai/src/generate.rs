@@ -79,12 +79,12 @@ impl Generator {
                 self.keep(p, ended(id, delivery, label, &answer, Some(&hold))).await;
                 tokio::spawn(async move {
                     this.remember_at(&key, label, &kept).await;
-                    this.commit(&hold, tokens).await;
+                    this.commit(&hold, tokens, None).await;
                 });
                 Ok(completion(&id, served.label, answer, false))
             }
             Err(e) => {
-                self.release(&hold).await;
+                self.release(&hold, crate::ports::Release::after(&e)).await;
                 Err(e.into())
             }
         }

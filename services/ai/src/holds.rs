@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Result,
-    ports::{Entitlement, HoldAsk, Settled},
+    ports::{Entitlement, HoldAsk, Release, Settled},
 };
 
 use crate::generator::*;
@@ -33,10 +33,16 @@ impl Generator {
 
     /// Settles a hold by what was used; retried, since the answer was already produced (a
     /// hold left unsettled lapses back to the user after its TTL — under-charging, never over).
-    /// `false`: not settled, worth trying again later.
-    pub(crate) async fn commit(&self, hold_id: &str, tokens: u64) -> bool {
+    /// `false`: not settled, worth trying again later. `queue_wait`: queued work's 202 →
+    /// start (the plans' service levels measure it).
+    pub(crate) async fn commit(
+        &self,
+        hold_id: &str,
+        tokens: u64,
+        queue_wait: Option<Duration>,
+    ) -> bool {
         for attempt in 0..3u32 {
-            match self.inner.quota.commit(hold_id, tokens).await {
+            match self.inner.quota.commit(hold_id, tokens, queue_wait).await {
                 Ok(Settled::Now) => return true,
                 Ok(Settled::Already) => {
                     // Settled another way already (released by a cancel): nothing to charge.
@@ -61,10 +67,20 @@ impl Generator {
         false
     }
 
-    /// Gives a hold back (the generation failed or was cancelled).
-    pub(crate) async fn release(&self, hold_id: &str) -> bool {
+    /// Gives a hold back (the generation failed or was cancelled: `why`).
+    pub(crate) async fn release(&self, hold_id: &str, why: Release) -> bool {
+        self.release_after(hold_id, why, None).await
+    }
+
+    /// [`Self::release`] of queued work that waited `queue_wait` to start.
+    pub(crate) async fn release_after(
+        &self,
+        hold_id: &str,
+        why: Release,
+        queue_wait: Option<Duration>,
+    ) -> bool {
         for attempt in 0..3u32 {
-            match self.inner.quota.release(hold_id).await {
+            match self.inner.quota.release(hold_id, why, queue_wait).await {
                 Ok(Settled::Now | Settled::Already) => return true,
                 Ok(Settled::Gone) | Err(_) => {
                     tracing::warn!(hold = hold_id, "releasing the hold failed");

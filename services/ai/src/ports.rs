@@ -39,6 +39,28 @@ pub enum Settled {
     Gone,
 }
 
+/// Why a hold goes back (the plans' service levels count the platform's failures).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// The platform could not generate it (every provider refused, it could not be queued).
+    Failed,
+    /// Its owner cancelled it.
+    Cancelled,
+    /// Neither: its work goes on under another hold, was never the generation's own, or the
+    /// provider refused its content (the asker's doing, not the platform's).
+    Unsaid,
+}
+
+impl Release {
+    /// How a generation the provider chain could not answer counts.
+    pub fn after(e: &crate::providers::ProviderError) -> Self {
+        match e {
+            crate::providers::ProviderError::ContentPolicy(_) => Release::Unsaid,
+            _ => Release::Failed,
+        }
+    }
+}
+
 /// Whether the caller's plan includes a function, and if not why.
 #[derive(Clone, Debug)]
 pub enum Entitlement {
@@ -54,10 +76,20 @@ pub enum Entitlement {
 pub trait Quota: Send + Sync + 'static {
     async fn entitlement(&self, user: Uuid, function: &str) -> Result<Entitlement>;
     async fn reserve(&self, ask: &HoldAsk) -> Result<Hold>;
+    /// One attempt; the caller retries an error. `queue_wait`: queued work's 202 → start.
+    async fn commit(
+        &self,
+        hold: &str,
+        tokens: u64,
+        queue_wait: Option<std::time::Duration>,
+    ) -> Result<Settled>;
     /// One attempt; the caller retries an error.
-    async fn commit(&self, hold: &str, tokens: u64) -> Result<Settled>;
-    /// One attempt; the caller retries an error.
-    async fn release(&self, hold: &str) -> Result<Settled>;
+    async fn release(
+        &self,
+        hold: &str,
+        why: Release,
+        queue_wait: Option<std::time::Duration>,
+    ) -> Result<Settled>;
 }
 
 /// What to build a prompt from.

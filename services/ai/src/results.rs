@@ -85,7 +85,7 @@ impl Generator {
             };
         }
         let (hold, _) = self.reserve(p, tokens, key, SYNC_HOLD_TTL).await?;
-        self.commit(&hold, tokens).await;
+        self.commit(&hold, tokens, None).await;
         Ok(())
     }
 }

@@ -78,7 +78,7 @@ impl Generator {
         let (served, first, mut rest) = match opened {
             Ok(s) => s,
             Err(e) => {
-                self.release(&hold).await;
+                self.release(&hold, crate::ports::Release::after(&e)).await;
                 return Err(e.into());
             }
         };
@@ -168,7 +168,7 @@ impl Generator {
                 }
             } else if let Some(e) = failure {
                 // Settled before the error: a client sees the end only after the charge.
-                this.commit(&hold, produced.total() as u64).await;
+                this.commit(&hold, produced.total() as u64, None).await;
                 if let Some((key, fingerprint)) = &claim {
                     this.settle_claim(key, fingerprint, None).await;
                 }
@@ -185,7 +185,7 @@ impl Generator {
                 let _ = tx.send(Ok(StreamEvent::Finished { usage: produced, finish_reason })).await;
                 this.remember(&p, served.label, &answer).await;
             }
-            this.commit(&hold, produced.total() as u64).await;
+            this.commit(&hold, produced.total() as u64, None).await;
         }));
         Ok(ReceiverStream::new(rx))
     }

@@ -93,7 +93,7 @@ impl Generator {
                 return same_task(&t, &p).then(|| Task::from(&t)).ok_or_else(key_reused);
             }
             Err(e) => {
-                self.release(&hold).await;
+                self.release(&hold, crate::ports::Release::Failed).await;
                 return Err(e.into());
             }
         };
@@ -112,7 +112,7 @@ impl Generator {
             tracing::error!(task = %task_id, error = %e, "queueing failed; the task is failed and its hold released");
             let failed = "the task could not be queued; nothing was charged";
             let _ = self.inner.tasks.fail_unqueued(task_id, failed).await;
-            self.release(&hold).await;
+            self.release(&hold, crate::ports::Release::Failed).await;
             return Err(AiError::Unavailable(format!("queue: {e}")));
         }
         metrics::counter!("ai_tasks_queued_total").increment(1);
@@ -275,7 +275,7 @@ impl Generator {
         if !cancelled {
             return Err(AiError::Conflict(crate::texts::about("already", t.status)));
         }
-        self.release(&t.hold_id.to_string()).await;
+        self.release(&t.hold_id.to_string(), crate::ports::Release::Cancelled).await;
         self.cache_task(&t).await;
         if let Err(e) = crate::events::cancelled(&self.inner.bus, user, id).await {
             // The worker also re-reads the row before storing a result: it cannot complete it.

@@ -207,19 +207,19 @@ impl Worker {
             // A crash after the result was stored: finish settling, publish again (the event
             // id is fixed, so consumers act once).
             Status::Completed => {
-                if !g.commit(&hold, (t.input_tokens + t.output_tokens).max(0) as u64).await {
+                if !g.commit(&hold, (t.input_tokens + t.output_tokens).max(0) as u64, None).await {
                     return Err(crate::error::AiError::Unavailable("commit".into()));
                 }
                 self.announce(&t).await?;
                 return Ok(Step::Ack(Handled::AlreadyDone));
             }
             Status::Failed => {
-                g.release(&hold).await;
+                g.release(&hold, crate::ports::Release::Failed).await;
                 self.announce(&t).await?;
                 return Ok(Step::Ack(Handled::AlreadyDone));
             }
             Status::Cancelled => {
-                g.release(&hold).await;
+                g.release(&hold, crate::ports::Release::Cancelled).await;
                 return Ok(Step::Ack(Handled::Cancelled));
             }
             Status::Queued | Status::Running => {}
@@ -232,6 +232,9 @@ impl Worker {
             tracing::info!(task = %id, "another worker holds this task; duplicate delivery acked");
             return Ok(Step::Ack(Handled::Skipped));
         }
+        // From its 202 to this run's start (retries count as waiting): the plan's service
+        // level measures it.
+        let waited = (Utc::now() - t.created_at).to_std().ok();
         let messages: Vec<ChatMessage> = serde_json::from_str(&t.messages).unwrap_or_default();
         let cancel = CancellationToken::new();
         self.running.lock().expect("running").insert(id, cancel.clone());
@@ -277,7 +280,7 @@ impl Worker {
                     return Ok(Step::Ack(Handled::Cancelled));
                 }
                 let done = self.reload(id).await?;
-                if !g.commit(&hold, answer.usage.total() as u64).await {
+                if !g.commit(&hold, answer.usage.total() as u64, waited).await {
                     return Err(crate::error::AiError::Unavailable("commit".into()));
                 }
                 g.cache_task(&done).await;
@@ -300,7 +303,7 @@ impl Worker {
                 }
                 self.unclaim(id, &claim, Status::Failed, Some(e.user_reason())).await?;
                 let failed = self.reload(id).await?;
-                g.release(&hold).await;
+                g.release_after(&hold, crate::ports::Release::after(&e), waited).await;
                 g.cache_task(&failed).await;
                 self.announce(&failed).await?;
                 metrics::counter!("ai_tasks_total", "outcome" => "failed").increment(1);

@@ -5,8 +5,10 @@ generation-completed = Your { $function } about «{ $topic }» is ready
 generation-failed = Your { $function } about «{ $topic }» could not be written
 payment-succeeded = { $what ->
     [refund] { $amount } went back to your card
+    [credit] { $amount } credited: your plan missed its service level
    *[payment] Payment of { $amount } went through
 }
+    .credit = Your plan did not keep the service level it promises for a month; this credit is on your balance.
 payment-failed = { $what ->
     [refund] The refund of { $amount } to your card failed; the money is back on your balance
    *[payment] Payment of { $amount } was refused

@@ -5,8 +5,10 @@ generation-completed = Текст «{ $topic }» готов
 generation-failed = Не удалось написать текст «{ $topic }»
 payment-succeeded = { $what ->
     [refund] { $amount } возвращено на карту
+    [credit] { $amount } начислено: тариф не выдержал обещанный уровень сервиса
    *[payment] Платёж на { $amount } прошёл
 }
+    .credit = Ваш тариф не выдержал обещанный уровень сервиса за месяц; компенсация уже на балансе.
 payment-failed = { $what ->
     [refund] Возврат { $amount } на карту не прошёл; деньги снова на балансе
    *[payment] Платёж на { $amount } отклонён

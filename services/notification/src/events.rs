@@ -112,9 +112,18 @@ pub fn describe(
                 })
                 .unwrap_or_default();
             data.insert("amount".into(), money.clone());
-            // Money back to the card reads as a refund, not as a payment.
+            // Money back to the card reads as a refund, a service credit as a credit, not as a
+            // payment.
             let refund = t.kind == paypb::TransactionKind::RefundToCard as i32;
-            data.insert("what".into(), if refund { "refund" } else { "payment" }.into());
+            let credit = t.kind == paypb::TransactionKind::ServiceCredit as i32;
+            let what = if refund {
+                "refund"
+            } else if credit {
+                "credit"
+            } else {
+                "payment"
+            };
+            data.insert("what".into(), what.into());
             let body = if ok { t.description.clone() } else { t.failure_reason.clone() };
             Some((
                 if ok {
@@ -123,6 +132,9 @@ pub fn describe(
                     NotificationKind::PaymentFailed
                 },
                 match (ok, refund) {
+                    (true, false) if credit => {
+                        format!("{money} credited: your plan missed its service level")
+                    }
                     (true, false) => format!("Payment of {money} went through"),
                     (false, false) => format!("Payment of {money} was refused"),
                     (true, true) => format!("{money} went back to your card"),
@@ -367,5 +379,46 @@ impl Notifier {
     /// The address emails to `user` go to, if one is on file.
     pub async fn contact(&self, user: Uuid) -> Result<Option<String>> {
         Ok(self.store.contact(user).await?.map(|c| c.email))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn described(t: paypb::Transaction) -> (NotificationKind, String, BTreeMap<String, String>) {
+        let bytes = skillup_kit::events::envelope(
+            "e-1",
+            "u-1",
+            &paypb::PaymentSucceeded { transaction: Some(t) },
+        );
+        let (env, _) = skillup_kit::events::decode::<paypb::PaymentSucceeded>(&bytes).unwrap();
+        let (kind, title, _, data) = describe(&env).unwrap();
+        (kind, title, data)
+    }
+
+    #[test]
+    fn a_service_credit_reads_as_a_credit_not_as_a_payment() {
+        let money =
+            skillup_proto::common::v1::Money { amount_minor: 7_900, currency: "RUB".into() };
+        let credit = paypb::Transaction {
+            kind: paypb::TransactionKind::ServiceCredit as i32,
+            amount: Some(money.clone()),
+            ..Default::default()
+        };
+        let (kind, title, data) = described(credit);
+        assert_eq!(kind, NotificationKind::PaymentSucceeded);
+        assert_eq!(title, "79.00 RUB credited: your plan missed its service level");
+        assert_eq!(data["what"], "credit");
+        let top_up = paypb::Transaction {
+            kind: paypb::TransactionKind::TopUp as i32,
+            amount: Some(money),
+            ..Default::default()
+        };
+        let (_, title, data) = described(top_up);
+        assert_eq!(
+            (title.as_str(), data["what"].as_str()),
+            ("Payment of 79.00 RUB went through", "payment")
+        );
     }
 }

@@ -35,6 +35,9 @@ pub fn localize(mut n: Notification, locale: Locale) -> Notification {
         let body = if n.data.contains_key("until") { "until" } else { "body" };
         n.body = MESSAGES.text(locale, &format!("{key}.{body}"), Some(&fa));
     }
+    if n.data.get("what").map(String::as_str) == Some("credit") {
+        n.body = MESSAGES.text(locale, &format!("{key}.credit"), Some(&fa));
+    }
     n
 }
 
@@ -94,6 +97,13 @@ mod tests {
                 .title
                 .starts_with("The refund of 5.00 USD to your card failed")
         );
+        let credit = note(
+            NotificationKind::PaymentSucceeded,
+            &[("amount", "79.00 RUB"), ("what", "credit")],
+        );
+        let ru = localize(credit, Locale::Ru);
+        assert!(ru.title.starts_with("79.00 RUB начислено"), "{}", ru.title);
+        assert!(ru.body.starts_with("Ваш тариф не выдержал"), "{}", ru.body);
         let paid = note(NotificationKind::PaymentSucceeded, &[("amount", "5.00 USD")]);
         assert_eq!(localize(paid, Locale::En).title, "Payment of 5.00 USD went through");
         let old = note(NotificationKind::PaymentSucceeded, &[("transaction_id", "x")]);

@@ -215,6 +215,9 @@ pub enum TransactionKind {
     /// Money returned to the card it was paid in with (pending until the provider confirms).
     #[sea_orm(string_value = "refund_to_card")]
     RefundToCard,
+    /// Money the platform credits by its own rules (a plan's missed service level).
+    #[sea_orm(string_value = "service_credit")]
+    ServiceCredit,
 }
 
 impl TransactionKind {
@@ -229,6 +232,7 @@ impl TransactionKind {
             // reused key, not a second adjustment.
             TransactionKind::AdjustmentCredit | TransactionKind::AdjustmentDebit => 4,
             TransactionKind::RefundToCard => 6,
+            TransactionKind::ServiceCredit => 7,
         }
     }
 }

@@ -40,6 +40,7 @@ fn kind_pb(k: Kind) -> pb::TransactionKind {
         Kind::AdjustmentCredit => pb::TransactionKind::AdjustmentCredit,
         Kind::AdjustmentDebit => pb::TransactionKind::AdjustmentDebit,
         Kind::RefundToCard => pb::TransactionKind::RefundToCard,
+        Kind::ServiceCredit => pb::TransactionKind::ServiceCredit,
     }
 }
 

@@ -160,6 +160,49 @@ impl Ledger {
         self.apply(m).await
     }
 
+    /// A credit the platform issues by its own rules (a plan that missed its service level),
+    /// in the selling currency, once per key.
+    pub async fn service_credit(
+        &self,
+        user: Uuid,
+        amount: MinorUnits,
+        currency: Currency,
+        key: IdempotencyKey,
+        description: &str,
+    ) -> Result<Outcome> {
+        let (amount, currency, key) = (amount.get(), currency.to_string(), key.as_str().to_owned());
+        self.check_selling("amount.currency", &currency)?;
+        let description = domain::description(description)?;
+        if description.is_empty() {
+            return Err(PaymentError::Invalid(
+                "description",
+                skillup_kit::invalid::required("description"),
+            ));
+        }
+        let m = Movement {
+            kind: Kind::ServiceCredit,
+            user_id: user,
+            amount,
+            currency: currency.clone(),
+            from: system_account("service-credits", &currency, user),
+            to: wallet(user, &currency),
+            hash: hash(&[
+                "credit",
+                &user.to_string(),
+                &amount.to_string(),
+                &currency,
+                &description,
+            ]),
+            key,
+            description,
+            refund_of: None,
+            audit: None,
+            settles: None,
+            hold: None,
+        };
+        self.apply(m).await
+    }
+
     /// An operator's adjustment: credits (`amount` > 0) or debits (< 0) a wallet, never below
     /// zero, with the reason in the ledger and its audit entry in the same transaction.
     pub async fn adjust(

@@ -64,6 +64,7 @@ async fn main() {
                         .commit_quota(pb::CommitQuotaRequest {
                             hold_id: h.into_inner().hold_id,
                             actual_tokens: 80,
+                            queue_wait: None,
                         })
                         .await
                         .is_ok(),

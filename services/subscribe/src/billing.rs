@@ -17,4 +17,14 @@ pub trait Billing: Send + Sync {
         key: &str,
         description: &str,
     ) -> Result<()>;
+
+    /// Credits `amount` once per `key` (a plan's missed service level), with its reason.
+    async fn credit(
+        &self,
+        user: Uuid,
+        amount: i64,
+        currency: &str,
+        key: &str,
+        description: &str,
+    ) -> Result<()>;
 }

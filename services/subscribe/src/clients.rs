@@ -62,4 +62,28 @@ impl Billing for PaymentBilling {
             },
         }
     }
+
+    async fn credit(
+        &self,
+        user: Uuid,
+        amount: i64,
+        currency: &str,
+        key: &str,
+        description: &str,
+    ) -> Result<()> {
+        use skillup_proto::payment::v1::{
+            IssueCreditRequest, payment_service_client::PaymentServiceClient,
+        };
+        let mut client = PaymentServiceClient::new(self.channel.clone());
+        let mut req = tonic::Request::new(IssueCreditRequest {
+            user_id: user.to_string(),
+            amount: Some(Money { amount_minor: amount, currency: currency.to_owned() }),
+            idempotency_key: key.to_owned(),
+            description: description.to_owned(),
+        });
+        req.set_timeout(Duration::from_secs(10));
+        client.issue_credit(req).await.map(drop).map_err(|s| {
+            SubscribeError::Unavailable(format!("payment: {} {}", s.code(), s.message()))
+        })
+    }
 }

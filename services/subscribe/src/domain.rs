@@ -29,6 +29,46 @@ pub struct Plan {
     pub priority: u32,
     /// No longer sold.
     pub archived: bool,
+    pub service_level: ServiceLevel,
+}
+
+/// What a plan promises each calendar month (UTC); a zero field promises nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceLevel {
+    /// 95 % of queued generations start within this many ms of their 202.
+    pub queue_start_p95_ms: u32,
+    /// At least this share of generations succeed, basis points.
+    pub availability_bp: u32,
+    /// A missed month's credit, percent of the price.
+    pub credit_percent: u32,
+}
+
+impl ServiceLevel {
+    /// Promises anything.
+    pub fn promises(&self) -> bool {
+        self.queue_start_p95_ms > 0 || self.availability_bp > 0
+    }
+}
+
+/// One plan's service in one month, as measured.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceRecord {
+    pub plan: String,
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    /// Generations counted: succeeded, or failed by the platform.
+    pub generations: u64,
+    pub failed: u64,
+    /// 10_000 when nothing was counted.
+    pub availability_bp: u32,
+    /// Queued generations that started.
+    pub queued: u64,
+    /// Nearest-rank 95th percentile of their 202 → start, ms; 0 when none.
+    pub queue_start_p95_ms: u64,
+    pub promised: ServiceLevel,
+    pub met: bool,
+    pub closed: bool,
+    pub credits: u32,
 }
 
 /// A period's quota and what was used and is held of it.

@@ -11,11 +11,12 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        DenyReason, Entitlement, FunctionUsage, Money, Plan, QuotaHold, Subscription, Usage,
-        UsageHistory,
+        DenyReason, Entitlement, FunctionUsage, Money, Plan, QuotaHold, ServiceLevel,
+        ServiceRecord, Subscription, Usage, UsageHistory,
     },
     error::SubscribeError,
     events::status_pb,
+    holds::Release,
     subscriptions::Subscriptions,
 };
 
@@ -38,8 +39,42 @@ impl From<Plan> for pb::Plan {
             rate_limit_tier: p.rate_limit_tier,
             priority: p.priority,
             archived: p.archived,
+            service_level: Some(p.service_level.into()),
         }
     }
+}
+
+impl From<ServiceLevel> for pb::ServiceLevel {
+    fn from(l: ServiceLevel) -> Self {
+        pb::ServiceLevel {
+            queue_start_p95_ms: l.queue_start_p95_ms,
+            availability_bp: l.availability_bp,
+            credit_percent: l.credit_percent,
+        }
+    }
+}
+
+impl From<ServiceRecord> for pb::ServiceRecord {
+    fn from(r: ServiceRecord) -> Self {
+        pb::ServiceRecord {
+            plan: r.plan,
+            month: r.month,
+            generations: r.generations,
+            failed: r.failed,
+            availability_bp: r.availability_bp,
+            queued: r.queued,
+            queue_start_p95_ms: u32::try_from(r.queue_start_p95_ms).unwrap_or(u32::MAX),
+            promised: Some(r.promised.into()),
+            met: r.met,
+            closed: r.closed,
+            credits: r.credits,
+        }
+    }
+}
+
+/// A wait as the contract carries it (`None`: unset, or not a wait).
+fn wait_of(d: Option<prost_types::Duration>) -> Option<std::time::Duration> {
+    d.and_then(|d| std::time::Duration::try_from(d).ok())
 }
 
 /// A plan as an operator sent it (its code from `id`; `archived` left to ArchivePlan).
@@ -57,7 +92,15 @@ fn plan_row(p: pb::Plan) -> crate::store::entities::plan::Model {
         rate_limit_tier: p.rate_limit_tier,
         priority: i32::try_from(p.priority).unwrap_or(i32::MAX),
         archived: false,
+        sla_queue_p95_ms: p.service_level.map_or(0, |l| clamp_i32(l.queue_start_p95_ms)),
+        sla_availability_bp: p.service_level.map_or(0, |l| clamp_i32(l.availability_bp)),
+        sla_credit_percent: p.service_level.map_or(0, |l| clamp_i32(l.credit_percent)),
     }
+}
+
+/// A number the plan's checks then bound (beyond `i32`: out of bounds).
+fn clamp_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 fn plan_pb(p: &crate::store::entities::plan::Model) -> pb::Plan {
@@ -340,13 +383,42 @@ impl pb::subscription_service_server::SubscriptionService for SubscribeGrpc {
         req: Request<pb::CommitQuotaRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.subs.commit(&r.hold_id, r.actual_tokens).await?.into()))
+        let usage = self.subs.commit(&r.hold_id, r.actual_tokens, wait_of(r.queue_wait));
+        Ok(Response::new(usage.await?.into()))
     }
 
     async fn release_quota(
         &self,
         req: Request<pb::ReleaseQuotaRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
-        Ok(Response::new(self.subs.release(&req.into_inner().hold_id).await?.into()))
+        let r = req.into_inner();
+        let reason = match r.reason() {
+            pb::ReleaseReason::Failed => Some(Release::Failed),
+            pb::ReleaseReason::Cancelled => Some(Release::Cancelled),
+            pb::ReleaseReason::Unspecified => None,
+        };
+        let usage = self.subs.release(&r.hold_id, reason, wait_of(r.queue_wait));
+        Ok(Response::new(usage.await?.into()))
+    }
+
+    async fn list_service_records(
+        &self,
+        req: Request<pb::ListServiceRecordsRequest>,
+    ) -> Result<Response<pb::ListServiceRecordsResponse>, Status> {
+        let months = match req.into_inner().months {
+            0 => 3,
+            n if n > 24 => {
+                return Err(SubscribeError::Invalid(
+                    "months",
+                    skillup_kit::invalid::between("months", 1, 24),
+                )
+                .into());
+            }
+            n => n,
+        };
+        let records = self.subs.service_records(months, chrono::Utc::now()).await?;
+        Ok(Response::new(pb::ListServiceRecordsResponse {
+            records: records.into_iter().map(Into::into).collect(),
+        }))
     }
 }

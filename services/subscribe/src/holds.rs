@@ -15,7 +15,7 @@ use crate::{
     error::{Result, SubscribeError},
     store::{
         entities::hold,
-        quota::{Ask, Assumed, Settled, Taken},
+        quota::{Ask, Assumed, Ending, Settled, Taken},
     },
 };
 use skillup_kit::fluent_args;
@@ -23,6 +23,7 @@ use skillup_kit::fluent_args;
 /// The subscription a reserve assumes, as the quota statements check it.
 pub(crate) fn assumed(cur: &Current) -> Assumed {
     Assumed {
+        plan_id: cur.plan.id.clone(),
         paid_plan: cur
             .sub
             .as_ref()
@@ -40,6 +41,20 @@ pub const MAX_HOLD_SECS: u32 = 86_400;
 
 /// A hold's life when the caller does not say.
 pub const DEFAULT_HOLD_SECS: u32 = 3_600;
+
+/// Why a hold goes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// The platform could not generate it.
+    Failed,
+    /// Its owner cancelled it.
+    Cancelled,
+}
+
+/// A wait as whole milliseconds (at most a day's worth are kept; beyond is a day).
+fn waited_ms(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(86_400_000))
+}
 
 pub(crate) fn hold_uuid(id: &str) -> Result<Uuid> {
     Uuid::parse_str(id)
@@ -218,9 +233,15 @@ impl Subscriptions {
         self.quota.hold(id).await?.ok_or_else(|| SubscribeError::NotFound(format!("no hold {id}")))
     }
 
-    pub(crate) async fn settle_retrying(&self, id: Uuid, to: &str, actual: i64) -> Result<Settled> {
+    pub(crate) async fn settle_retrying(
+        &self,
+        id: Uuid,
+        to: &str,
+        actual: i64,
+        ending: Ending,
+    ) -> Result<Settled> {
         for attempt in 0..50u64 {
-            match self.quota.settle(id, to, actual).await {
+            match self.quota.settle(id, to, actual, ending).await {
                 Ok(done) => return Ok(done),
                 Err(e) if busy(&e) => {
                     tokio::time::sleep(Duration::from_millis(2 + Ord::min(attempt * 3, 50))).await
@@ -231,13 +252,20 @@ impl Subscriptions {
         Err(SubscribeError::Unavailable("quota store stayed busy".into()))
     }
 
-    /// Charges `actual` tokens (at most what was held) and one generation. The hold is read
-    /// only when it did not move: unknown (404), or settled already — by a commit (the same
-    /// answer again) or otherwise (409).
-    pub async fn commit(&self, hold_id: &str, actual: u64) -> Result<Usage> {
+    /// Charges `actual` tokens (at most what was held) and one generation; queued work says
+    /// how long it waited to start (`queue_wait`). The hold is read only when it did not move:
+    /// unknown (404), or settled already — by a commit (the same answer again) or otherwise
+    /// (409).
+    pub async fn commit(
+        &self,
+        hold_id: &str,
+        actual: u64,
+        queue_wait: Option<Duration>,
+    ) -> Result<Usage> {
         let id = hold_uuid(hold_id)?;
         let actual = i64::try_from(actual).unwrap_or(i64::MAX);
-        let settled = self.settle_retrying(id, "committed", actual).await?;
+        let ending = Ending { outcome: Some("completed"), queue_wait_ms: waited_ms(queue_wait) };
+        let settled = self.settle_retrying(id, "committed", actual, ending).await?;
         if let Settled::Yes(Some(row)) = &settled {
             let cur = self.current(row.user_id).await?;
             if cur.period_start == row.period_start {
@@ -251,9 +279,21 @@ impl Subscriptions {
         self.usage(h.user_id).await
     }
 
-    pub async fn release(&self, hold_id: &str) -> Result<Usage> {
+    /// Gives a hold back: its generation failed (by the platform: counted against the plan's
+    /// availability) or was cancelled, or the caller does not say (`None`: not counted).
+    pub async fn release(
+        &self,
+        hold_id: &str,
+        reason: Option<Release>,
+        queue_wait: Option<Duration>,
+    ) -> Result<Usage> {
         let id = hold_uuid(hold_id)?;
-        let settled = self.settle_retrying(id, "released", 0).await?;
+        let outcome = reason.map(|r| match r {
+            Release::Failed => "failed",
+            Release::Cancelled => "cancelled",
+        });
+        let ending = Ending { outcome, queue_wait_ms: waited_ms(queue_wait) };
+        let settled = self.settle_retrying(id, "released", 0, ending).await?;
         if let Settled::Yes(Some(row)) = &settled {
             return self.usage(row.user_id).await;
         }
@@ -268,7 +308,7 @@ impl Subscriptions {
     pub async fn expire_due(&self, user: Option<Uuid>) -> Result<usize> {
         let mut n = 0;
         for h in self.quota.lapsed(user, 500).await? {
-            if self.settle_retrying(h.id, "expired", 0).await? != Settled::No {
+            if self.settle_retrying(h.id, "expired", 0, Ending::default()).await? != Settled::No {
                 n += 1;
             }
         }

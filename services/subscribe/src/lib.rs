@@ -21,6 +21,7 @@ pub mod history;
 pub mod holds;
 pub mod plans;
 pub mod selling;
+pub mod service_levels;
 pub mod store;
 pub mod subscriptions;
 pub mod texts;
@@ -93,6 +94,13 @@ pub async fn build(
             }
             if let Err(e) = job.renew_due().await {
                 tracing::warn!(error = %e, "renewals failed");
+            }
+            let now = chrono::Utc::now();
+            if let Err(e) = job.close_due(now).await {
+                tracing::warn!(error = %e, "closing the month's service levels failed");
+            }
+            if let Err(e) = job.report_service_levels(now).await {
+                tracing::warn!(error = %e, "measuring the service levels failed");
             }
         }
     });

@@ -91,6 +91,24 @@ pub fn validate(mut p: plan::Model, selling: &str) -> Result<plan::Model> {
     if !(0..=9).contains(&p.priority) {
         return Err(bad("plan.priority", between("plan.priority", 0, 9)));
     }
+    if !(0..=86_400_000).contains(&p.sla_queue_p95_ms) {
+        return Err(bad(
+            "plan.service_level.queue_start_p95_ms",
+            between("plan.service_level.queue_start_p95_ms", 0, 86_400_000),
+        ));
+    }
+    if !(0..=10_000).contains(&p.sla_availability_bp) {
+        return Err(bad(
+            "plan.service_level.availability_bp",
+            between("plan.service_level.availability_bp", 0, 10_000),
+        ));
+    }
+    if !(0..=100).contains(&p.sla_credit_percent) {
+        return Err(bad(
+            "plan.service_level.credit_percent",
+            between("plan.service_level.credit_percent", 0, 100),
+        ));
+    }
     if p.id == FREE && p.price_minor != 0 {
         return Err(bad("plan.price.amount_minor", text("plan-free-stays", None)));
     }

@@ -13,7 +13,7 @@ use skillup_kit::audit::Actor;
 use crate::{
     domain::Plan,
     error::Result,
-    store::entities::plan,
+    store::{entities::plan, migration::DEFAULT_SERVICE_LEVELS},
     subscriptions::{FREE, Subscriptions},
 };
 
@@ -58,6 +58,10 @@ pub fn default_plans(selling: &str) -> Vec<plan::Model> {
                     (default_price(id, FALLBACK_CURRENCY).unwrap_or_default(), FALLBACK_CURRENCY)
                 }
             };
+            let (p95, availability, credit) = DEFAULT_SERVICE_LEVELS
+                .iter()
+                .find(|l| l.0 == id)
+                .map_or((0, 0, 0), |&(_, p, a, c)| (p, a, c));
             plan::Model {
                 id: id.into(),
                 title: title.into(),
@@ -70,6 +74,9 @@ pub fn default_plans(selling: &str) -> Vec<plan::Model> {
                 rate_limit_tier: id.into(),
                 priority,
                 archived: false,
+                sla_queue_p95_ms: p95,
+                sla_availability_bp: availability,
+                sla_credit_percent: credit,
             }
         })
         .collect()
@@ -163,6 +170,9 @@ mod tests {
             rate_limit_tier: id.into(),
             priority: 1,
             archived: false,
+            sla_queue_p95_ms: 0,
+            sla_availability_bp: 0,
+            sla_credit_percent: 0,
         }
     }
 

@@ -1,7 +1,10 @@
 //! Plans and subscriptions: the service's state, the plans (kept in memory a minute), a user's
 //! current plan and period (cached, and on PostgreSQL the rows this replica last saw), usage.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use sea_orm::{DatabaseConnection, DbBackend};
@@ -10,11 +13,12 @@ use uuid::Uuid;
 
 use crate::{
     billing::Billing,
-    domain::{Plan, Subscription, SubscriptionStatus as Status, Usage},
+    domain::{Plan, ServiceRecord, Subscription, SubscriptionStatus as Status, Usage},
     error::{Result, SubscribeError},
     store::{
         entities::{plan, subscription, usage},
         quota::QuotaStore,
+        service::ServiceStore,
         subscriptions::SubscriptionStore,
     },
 };
@@ -37,6 +41,12 @@ pub struct Subscriptions {
     pub(crate) subs: SubscriptionStore,
     /// The currency plans are sold in (see [`crate::selling`]).
     pub(crate) selling: String,
+    pub(crate) service: ServiceStore,
+    /// The service records as last listed, by how many months: when, and what.
+    pub(crate) live:
+        Arc<Mutex<std::collections::HashMap<u32, (std::time::Instant, Vec<ServiceRecord>)>>>,
+    /// The last month this replica closed (`YYYY-MM`).
+    pub(crate) closed_through: Arc<Mutex<Option<String>>>,
 }
 
 /// PostgreSQL: the subscription rows this replica's reserves last saw, used without asking the
@@ -158,7 +168,22 @@ impl Subscriptions {
         let (quota, subs) = (QuotaStore::new(db.clone()), SubscriptionStore::new(db.clone()));
         let (plans, known) = (Arc::default(), Arc::default());
         let selling = DEFAULT_CURRENCY.to_owned();
-        Self { db, cache, billing, plans, known, outbox, quota, subs, selling }
+        let service = ServiceStore::new(db.clone());
+        let (live, closed_through) = (Arc::default(), Arc::default());
+        Self {
+            db,
+            cache,
+            billing,
+            plans,
+            known,
+            outbox,
+            quota,
+            subs,
+            selling,
+            service,
+            live,
+            closed_through,
+        }
     }
 
     /// Sells in `currency` (ISO 4217) instead of [`DEFAULT_CURRENCY`].

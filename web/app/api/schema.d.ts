@@ -1327,6 +1327,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/subscriptions/service-levels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Public: each plan's service level as measured — this month so far and the months before
+         * @description Public: each plan's service level as measured — this month so far and the months before
+         *     (closed: their record is final, and a paid plan that missed its promise credited its
+         *     subscribers), newest first.
+         */
+        get: operations["SubscriptionService_ListServiceRecords"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/subscriptions/usage/history": {
         parameters: {
             query?: never;
@@ -2228,7 +2250,7 @@ export interface components {
              * @description What it is.
              * @enum {string|null}
              */
-            kind?: "TRANSACTION_KIND_UNSPECIFIED" | "TRANSACTION_KIND_TOP_UP" | "TRANSACTION_KIND_CHARGE" | "TRANSACTION_KIND_REFUND" | "TRANSACTION_KIND_ADJUSTMENT_CREDIT" | "TRANSACTION_KIND_ADJUSTMENT_DEBIT" | "TRANSACTION_KIND_REFUND_TO_CARD" | null;
+            kind?: "TRANSACTION_KIND_UNSPECIFIED" | "TRANSACTION_KIND_TOP_UP" | "TRANSACTION_KIND_CHARGE" | "TRANSACTION_KIND_REFUND" | "TRANSACTION_KIND_ADJUSTMENT_CREDIT" | "TRANSACTION_KIND_ADJUSTMENT_DEBIT" | "TRANSACTION_KIND_REFUND_TO_CARD" | "TRANSACTION_KIND_SERVICE_CREDIT" | null;
             /** @description For refunds, the charge refunded; else empty. */
             refunded_transaction_id?: string | null;
             /**
@@ -2362,6 +2384,10 @@ export interface components {
              */
             plans?: components["schemas"]["skillup.subscribe.v1.Plan"][] | null;
         };
+        "skillup.subscribe.v1.ListServiceRecordsResponse": {
+            /** @description Per month (newest first), per plan (cheapest first); plans without a promise left out. */
+            records?: components["schemas"]["skillup.subscribe.v1.ServiceRecord"][] | null;
+        };
         /** @description One period's settled usage. */
         "skillup.subscribe.v1.PeriodUsage": {
             /** @description By function, most tokens first. */
@@ -2416,6 +2442,8 @@ export interface components {
             priority?: number | null;
             /** @description Rate-limit tier code used by the edge, e.g. "free"; at most 32 characters. */
             rate_limit_tier?: string | null;
+            /** @description What the plan promises (all zero: nothing). */
+            service_level?: components["schemas"]["skillup.subscribe.v1.ServiceLevel"] | null;
             /** @description Display title; at most 120 characters. */
             title?: string | null;
             /**
@@ -2435,6 +2463,75 @@ export interface components {
             plan_id?: string | null;
             /** @description Why, for the audit log; at most 500 characters; may be empty. */
             reason?: string | null;
+        };
+        /**
+         * @description A plan's service level: what it promises each calendar month (UTC), measured over the
+         *     generations of its subscribers; a zero field promises nothing. When a paid plan misses a
+         *     promise in a month, each subscriber who generated on it that month is credited
+         *     `credit_percent` of its price, once.
+         */
+        "skillup.subscribe.v1.ServiceLevel": {
+            /**
+             * Format: int64
+             * @description At least this share of generations succeed, in basis points (9_950 = 99.50 %); at most
+             *     10_000. Generations the platform failed (every provider refused, the queue lost them, a
+             *     hold lapsed unsettled) count against it; ones their owners cancelled do not.
+             */
+            availability_bp?: number | null;
+            /**
+             * Format: int64
+             * @description The credit for a missed month, in percent of the plan's price; at most 100.
+             */
+            credit_percent?: number | null;
+            /**
+             * Format: int64
+             * @description 95 % of queued generations start (a worker takes them) within this many milliseconds of
+             *     their 202; at most 86_400_000.
+             */
+            queue_start_p95_ms?: number | null;
+        };
+        /** @description One plan's service in one month, as measured. */
+        "skillup.subscribe.v1.ServiceRecord": {
+            /**
+             * Format: int64
+             * @description Succeeded share in basis points (10_000 when nothing was counted).
+             */
+            availability_bp?: number | null;
+            /** @description The month is over and this record final. */
+            closed?: boolean | null;
+            /**
+             * Format: int64
+             * @description Subscribers credited for this month.
+             */
+            credits?: number | null;
+            /**
+             * Format: uint64
+             * @description Of them, failed by the platform.
+             */
+            failed?: string | null;
+            /**
+             * Format: uint64
+             * @description Generations counted (succeeded or failed by the platform).
+             */
+            generations?: string | null;
+            /** @description Every promise kept (so far, for the current month). */
+            met?: boolean | null;
+            /** @description The month, "YYYY-MM" (UTC). */
+            month?: string | null;
+            /** @description Plan code. */
+            plan?: string | null;
+            /** @description What the plan promised for the month (a closed month: as it was when it closed). */
+            promised?: components["schemas"]["skillup.subscribe.v1.ServiceLevel"] | null;
+            /**
+             * Format: int64
+             * @description 95th percentile (nearest rank) of their 202 → start times, ms; 0 when none.
+             */
+            queue_start_p95_ms?: number | null;
+            /**
+             * Format: uint64
+             * @description Queued generations that started.
+             */
+            queued?: string | null;
         };
         "skillup.subscribe.v1.SubscribeRequest": {
             /** @description Client key making the charge idempotent; 1..=128 characters; empty = user + plan + period. */
@@ -8013,6 +8110,65 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["skillup.subscribe.v1.ListPlansResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    SubscriptionService_ListServiceRecords: {
+        parameters: {
+            query?: {
+                /** @description Months to list, the current one included; 1..=24, default 3. */
+                months?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.subscribe.v1.ListServiceRecordsResponse"];
                 };
             };
             /** @description bad input: malformed JSON, a wrong type, a missing required field */

@@ -71,3 +71,15 @@ export function formatRelative(locale: string, iso: string | null | undefined, n
   if (abs < 86400) return rtf.format(Math.round(secs / 3600), 'hour')
   return rtf.format(Math.round(secs / 86400), 'day')
 }
+
+/** A wait as a person reads it: whole minutes as minutes, else seconds (`1 min`, `15 s`). */
+export function formatWait(locale: string, ms: number | string | null | undefined): string {
+  const n = Number(ms ?? 0)
+  if (n >= 60_000 && n % 60_000 === 0) return numberFormat(locale, { style: 'unit', unit: 'minute', unitDisplay: 'short' }).format(n / 60_000)
+  return numberFormat(locale, { style: 'unit', unit: 'second', unitDisplay: 'short', maximumFractionDigits: 1 }).format(n / 1000)
+}
+
+/** Basis points as a share (`9950` → `99.5%`). */
+export function formatShare(locale: string, bp: number | string | null | undefined): string {
+  return numberFormat(locale, { style: 'percent', maximumFractionDigits: 2 }).format(Number(bp ?? 0) / 10_000)
+}

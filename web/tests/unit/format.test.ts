@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { formatMoney, toMajor, toMinor } from '~/utils/format'
+import { formatMoney, formatShare, formatWait, toMajor, toMinor } from '~/utils/format'
 import { fileNameOf } from '~/composables/useExport'
 
 describe('money and names', () => {
@@ -13,6 +13,15 @@ describe('money and names', () => {
     expect(toMinor('en', 'USD', 12.5)).toBe(1250)
     expect(toMajor('en', { currency: 'RUB', amount_minor: '79000' })).toBe(790)
     expect(toMajor('en', { currency: 'JPY', amount_minor: 500 })).toBe(500)
+  })
+
+  it('words service levels: waits and shares', () => {
+    expect(formatWait('en', 60_000)).toBe('1 min')
+    expect(formatWait('en', 15_000)).toBe('15 sec')
+    expect(formatWait('ru', 15_000)).toBe('15 с')
+    expect(formatWait('en', 1_500)).toBe('1.5 sec')
+    expect(formatShare('en', 9_950)).toBe('99.5%')
+    expect(formatShare('ru', 9_900).replace(/\s/g, ' ')).toBe('99 %')
   })
 
   it('reads the download name the server gives, Cyrillic included', () => {

@@ -172,13 +172,18 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
         req: Request<pb::ChargeRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
         let r = req.into_inner();
-        let user = Uuid::parse_str(&r.user_id)
-            .map_err(|_| PaymentError::Invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
-        let money = r.amount.unwrap_or_default();
-        let amount = MinorUnits::parse("amount.amount_minor", money.amount_minor)?;
-        let currency = Currency::parse("amount.currency", &money.currency)?;
-        let key = IdempotencyKey::parse(&r.idempotency_key)?;
+        let (user, amount, currency, key) = movement(&r.user_id, r.amount, &r.idempotency_key)?;
         Ok(answer(self.ledger.charge(user, amount, currency, key, &r.description).await?))
+    }
+
+    async fn issue_credit(
+        &self,
+        req: Request<pb::IssueCreditRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let r = req.into_inner();
+        let (user, amount, currency, key) = movement(&r.user_id, r.amount, &r.idempotency_key)?;
+        let credit = self.ledger.service_credit(user, amount, currency, key, &r.description);
+        Ok(answer(credit.await?))
     }
 
     async fn refund(
@@ -219,4 +224,18 @@ impl pb::payment_service_server::PaymentService for PaymentGrpc {
             ledger.export_user(user, &sink).await
         })
     }
+}
+
+/// The parts of an internal movement's request (a charge, a credit), checked.
+fn movement(
+    user_id: &str,
+    amount: Option<skillup_proto::common::v1::Money>,
+    key: &str,
+) -> Result<(Uuid, MinorUnits, Currency, IdempotencyKey), PaymentError> {
+    let user = Uuid::parse_str(user_id)
+        .map_err(|_| PaymentError::Invalid("user_id", skillup_kit::invalid::uuid("user_id")))?;
+    let money = amount.unwrap_or_default();
+    let amount = MinorUnits::parse("amount.amount_minor", money.amount_minor)?;
+    let currency = Currency::parse("amount.currency", &money.currency)?;
+    Ok((user, amount, currency, IdempotencyKey::parse(key)?))
 }

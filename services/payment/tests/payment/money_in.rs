@@ -61,3 +61,32 @@ async fn a_webhook_is_judged_by_the_address_the_edge_vouched_for() {
     let inside = client.handle_provider_webhook(call("185.71.76.9")).await.unwrap_err();
     assert_eq!(code_of(&inside), ErrorCode::InvalidArgument, "{inside:?}");
 }
+
+/// Issue 21's service credits (subscribe issues them when a plan misses its service level):
+/// in the selling currency only, with a reason, once per key — a repeat answers the first
+/// entry, another amount under the key is refused — and in the ledger as what they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_credit_is_issued_once_in_the_selling_currency() {
+    let mut h = harness(Kind::Real).await;
+    let user = Uuid::now_v7();
+    let credit = |minor: i64, currency: &str, description: &str| pb::IssueCreditRequest {
+        user_id: user.to_string(),
+        amount: Some(Money { amount_minor: minor, currency: currency.into() }),
+        idempotency_key: "sla:basic:2026-11:x".into(),
+        description: description.into(),
+    };
+    let why = "service credit: the Basic plan missed its service level in 2026-11";
+    let euro = h.client.issue_credit(credit(7_900, "EUR", why)).await.unwrap_err();
+    assert_eq!(code_of(&euro), ErrorCode::InvalidArgument);
+    let silent = h.client.issue_credit(credit(7_900, "RUB", " ")).await.unwrap_err();
+    assert_eq!(code_of(&silent), ErrorCode::InvalidArgument, "a credit says why");
+    let first = h.client.issue_credit(credit(7_900, "RUB", why)).await.unwrap().into_inner();
+    assert_eq!(first.kind(), pb::TransactionKind::ServiceCredit);
+    assert_eq!(first.description, why);
+    let again = h.client.issue_credit(credit(7_900, "RUB", why)).await.unwrap().into_inner();
+    assert_eq!(again.id, first.id, "the same credit");
+    let other = h.client.issue_credit(credit(8_000, "RUB", why)).await.unwrap_err();
+    assert_eq!(code_of(&other), ErrorCode::IdempotencyKeyReused);
+    assert_eq!(balance(&mut h, user).await, 7_900);
+    assert_eq!(h.ledger.audit().await.unwrap(), Vec::<String>::new());
+}

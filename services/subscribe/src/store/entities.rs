@@ -25,6 +25,15 @@ pub mod plan {
         /// No longer sold: not listed, not subscribable, not renewed.
         #[serde(default)]
         pub archived: bool,
+        /// Promised 95th percentile of a queued generation's 202 → start, ms (0: none).
+        #[serde(default)]
+        pub sla_queue_p95_ms: i32,
+        /// Promised monthly availability of generation, basis points (0: none).
+        #[serde(default)]
+        pub sla_availability_bp: i32,
+        /// A missed month's credit, percent of the price.
+        #[serde(default)]
+        pub sla_credit_percent: i32,
     }
 
     impl From<&Model> for crate::domain::Plan {
@@ -40,6 +49,17 @@ pub mod plan {
                 rate_limit_tier: p.rate_limit_tier.clone(),
                 priority: p.priority.max(0) as u32,
                 archived: p.archived,
+                service_level: crate::domain::ServiceLevel::from(p),
+            }
+        }
+    }
+
+    impl From<&Model> for crate::domain::ServiceLevel {
+        fn from(p: &Model) -> Self {
+            crate::domain::ServiceLevel {
+                queue_start_p95_ms: p.sla_queue_p95_ms.max(0) as u32,
+                availability_bp: p.sla_availability_bp.max(0) as u32,
+                credit_percent: p.sla_credit_percent.max(0) as u32,
             }
         }
     }
@@ -124,6 +144,47 @@ pub mod hold {
         pub created_at: DateTimeUtc,
         /// The function it was taken for.
         pub function_id: String,
+        /// The plan its user was on when it was taken (`""`: taken before plans were kept).
+        pub plan_id: String,
+        /// How the generation ended, as its caller said: `completed`, `failed` (by the
+        /// platform), `cancelled` (by its owner); `None`: not said (or still held).
+        pub outcome: Option<String>,
+        /// Queued work: its 202 → start, ms.
+        pub queue_wait_ms: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// One plan's service level in one closed month: measured, compared with its promise, and
+/// the subscribers credited when it was missed.
+pub mod service_record {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subscribe_service_records")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub plan_id: String,
+        /// `YYYY-MM` (UTC).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub month: String,
+        pub generations: i64,
+        pub failed: i64,
+        pub queued: i64,
+        pub queue_p95_ms: i64,
+        pub availability_bp: i32,
+        /// The plan's row when the month closed (its promise and price), as JSON.
+        pub terms: String,
+        pub met: bool,
+        /// Subscribers credited.
+        pub credits: i32,
+        /// Every credit issued (a replica that died mid-way leaves it false for the next).
+        pub credits_done: bool,
+        pub closed_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

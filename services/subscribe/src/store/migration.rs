@@ -4,6 +4,12 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+/// The default plans' service levels (given by m0007 and to the plans seeded at start):
+/// (plan, queued work's p95 start in ms, availability in basis points, credit in percent of
+/// the price when a month misses either).
+pub const DEFAULT_SERVICE_LEVELS: &[(&str, i32, i32, i32)] =
+    &[("basic", 60_000, 9_900, 10), ("premium", 15_000, 9_950, 25)];
+
 skillup_kit::migrator!(
     Migrator,
     "subscribe_migrations",
@@ -13,7 +19,8 @@ skillup_kit::migrator!(
         M0003PlanChanges,
         M0004StatusNames,
         M0005HoldFunctions,
-        M0006PlanTerms
+        M0006PlanTerms,
+        M0007ServiceLevels
     ]
 );
 
@@ -213,5 +220,99 @@ impl MigrationTrait for M0006PlanTerms {
         .await?;
         m.alter_table(Table::alter().table("subscribe_plans").drop_column("archived").to_owned())
             .await
+    }
+}
+
+/// Plans promise a service level (queued work's start, availability, the credit when missed);
+/// holds keep the plan they were taken on, how their generation ended and how long queued
+/// work waited; each closed month's record per plan. The default paid plans get their
+/// promises.
+struct M0007ServiceLevels;
+
+skillup_kit::migration_name!(M0007ServiceLevels, "m0007_service_levels");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007ServiceLevels {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for c in ["sla_queue_p95_ms", "sla_availability_bp", "sla_credit_percent"] {
+            m.alter_table(
+                Table::alter()
+                    .table("subscribe_plans")
+                    .add_column(integer(c).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        let hold_columns = [
+            string_len("plan_id", 32).default("").to_owned(),
+            string_len_null("outcome", 16),
+            big_integer_null("queue_wait_ms"),
+        ];
+        for mut c in hold_columns {
+            m.alter_table(Table::alter().table("subscribe_holds").add_column(&mut c).to_owned())
+                .await?;
+        }
+        m.create_index(
+            Index::create()
+                .name("subscribe_holds_plan_created")
+                .table("subscribe_holds")
+                .col("plan_id")
+                .col("created_at")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("subscribe_service_records")
+                .if_not_exists()
+                .col(string_len("plan_id", 32))
+                .col(string_len("month", 7))
+                .col(big_integer("generations"))
+                .col(big_integer("failed"))
+                .col(big_integer("queued"))
+                .col(big_integer("queue_p95_ms"))
+                .col(integer("availability_bp"))
+                .col(text("terms"))
+                .col(boolean("met"))
+                .col(integer("credits"))
+                .col(boolean("credits_done"))
+                .col(timestamp_with_time_zone("closed_at"))
+                .primary_key(Index::create().col("plan_id").col("month"))
+                .to_owned(),
+        )
+        .await?;
+        // The default paid plans' promises (a plan an operator already gave one keeps it).
+        for (id, p95, availability, credit) in DEFAULT_SERVICE_LEVELS.iter().copied() {
+            let update = Query::update()
+                .table("subscribe_plans")
+                .values([
+                    (Alias::new("sla_queue_p95_ms"), p95.into()),
+                    (Alias::new("sla_availability_bp"), availability.into()),
+                    (Alias::new("sla_credit_percent"), credit.into()),
+                ])
+                .and_where(Expr::col("id").eq(id))
+                .and_where(Expr::col("sla_queue_p95_ms").eq(0))
+                .and_where(Expr::col("sla_availability_bp").eq(0))
+                .to_owned();
+            m.get_connection().execute(&update).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("subscribe_service_records").to_owned()).await?;
+        m.drop_index(
+            Index::drop().name("subscribe_holds_plan_created").table("subscribe_holds").to_owned(),
+        )
+        .await?;
+        for c in ["plan_id", "outcome", "queue_wait_ms"] {
+            m.alter_table(Table::alter().table("subscribe_holds").drop_column(c).to_owned())
+                .await?;
+        }
+        for c in ["sla_queue_p95_ms", "sla_availability_bp", "sla_credit_percent"] {
+            m.alter_table(Table::alter().table("subscribe_plans").drop_column(c).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

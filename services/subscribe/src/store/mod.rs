@@ -3,6 +3,7 @@
 pub mod entities;
 pub mod migration;
 pub mod quota;
+pub mod service;
 pub mod subscriptions;
 
 /// The table `subscription.changed` events wait in until the broker has them.

@@ -1,7 +1,8 @@
 //! Quota in the tables: holds taken only through a conditional update of the period's usage
 //! row (`used + held + asked <= quota`) and settled exactly once — on PostgreSQL each in one
 //! statement, elsewhere in one transaction. Every statement on `subscribe_usage` and
-//! `subscribe_holds` is here.
+//! `subscribe_holds` is here, but the service-level measurements read from holds
+//! (`service.rs`).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -32,9 +33,20 @@ pub enum Settled {
     Yes(Option<usage::Model>),
 }
 
+/// How a settled hold's generation ended, for the plans' service levels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ending {
+    /// `completed`, `failed` (by the platform), `cancelled` (by its owner); `None`: not said.
+    pub outcome: Option<&'static str>,
+    /// Queued work: its 202 → start, ms.
+    pub queue_wait_ms: Option<i64>,
+}
+
 /// The subscription a reserve assumes: checked against the table by PostgreSQL's statement.
 #[derive(Debug, Clone)]
 pub struct Assumed {
+    /// The plan in force (kept on the hold, for its service level).
+    pub plan_id: String,
     /// The active paid plan (`None`: the free plan, no active subscription).
     pub paid_plan: Option<String>,
     pub period_start: DateTime<Utc>,
@@ -185,6 +197,9 @@ impl QuotaStore {
             expires_at: now + chrono::Duration::seconds(i64::from(ttl)),
             created_at: now,
             function_id: function.to_owned(),
+            plan_id: cur.plan_id.clone(),
+            outcome: None,
+            queue_wait_ms: None,
         };
         for attempt in 0..2 {
             if self.db.get_database_backend() == DbBackend::Postgres {
@@ -284,8 +299,8 @@ impl QuotaStore {
             ), held AS (
                 INSERT INTO subscribe_holds
                     (id, user_id, period_start, tokens, status, actual_tokens, idempotency,
-                     expires_at, created_at, function_id)
-                SELECT $6, $2, $3, $1, 'held', 0, $7, $8, $9, $13 FROM taken
+                     expires_at, created_at, function_id, plan_id)
+                SELECT $6, $2, $3, $1, 'held', 0, $7, $8, $9, $13, $14 FROM taken
             )
             SELECT fresh.ok AS fresh, taken.*
               FROM fresh CROSS JOIN async_commit LEFT JOIN taken ON true"#;
@@ -306,6 +321,7 @@ impl QuotaStore {
                 cur.period_end.into(),
                 Status::Active.as_str().into(),
                 h.function_id.clone().into(),
+                h.plan_id.clone().into(),
             ],
         );
         let res = self
@@ -345,9 +361,15 @@ impl QuotaStore {
     /// Ends a hold: `commit` charges `actual` tokens (at most what was held) and one
     /// generation; otherwise (`release`, `expire`) everything goes back. Exactly once: the
     /// status moves from `held` by a conditional update.
-    pub async fn settle(&self, id: Uuid, to: &str, actual: i64) -> Result<Settled, DbErr> {
+    pub async fn settle(
+        &self,
+        id: Uuid,
+        to: &str,
+        actual: i64,
+        ending: Ending,
+    ) -> Result<Settled, DbErr> {
         if self.db.get_database_backend() == DbBackend::Postgres {
-            return self.settle_in_one_statement(id, to, actual).await;
+            return self.settle_in_one_statement(id, to, actual, ending).await;
         }
         let txn = self.db.begin().await?;
         let Some(h) = hold::Entity::find_by_id(id).one(&txn).await? else {
@@ -358,6 +380,8 @@ impl QuotaStore {
         let moved = hold::Entity::update_many()
             .col_expr(hold::Column::Status, Expr::value(to))
             .col_expr(hold::Column::ActualTokens, Expr::value(actual))
+            .col_expr(hold::Column::Outcome, Expr::value(ending.outcome))
+            .col_expr(hold::Column::QueueWaitMs, Expr::value(ending.queue_wait_ms))
             .filter(hold::Column::Id.eq(h.id))
             .filter(hold::Column::Status.eq("held"))
             .exec(&txn)
@@ -393,10 +417,12 @@ impl QuotaStore {
         id: Uuid,
         to: &str,
         actual: i64,
+        ending: Ending,
     ) -> Result<Settled, DbErr> {
         const SQL: &str = r#"
             WITH moved AS (
-                UPDATE subscribe_holds SET status = $1, actual_tokens = LEAST($2, tokens)
+                UPDATE subscribe_holds SET status = $1, actual_tokens = LEAST($2, tokens),
+                       outcome = $5, queue_wait_ms = $6
                  WHERE id = $3 AND status = 'held'
                 RETURNING user_id, period_start, tokens, actual_tokens
             ), used AS (
@@ -414,7 +440,14 @@ impl QuotaStore {
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
             SQL,
-            [to.into(), actual.into(), id.into(), i32::from(to == "committed").into()],
+            [
+                to.into(),
+                actual.into(),
+                id.into(),
+                i32::from(to == "committed").into(),
+                ending.outcome.into(),
+                ending.queue_wait_ms.into(),
+            ],
         );
         let res = self
             .db
