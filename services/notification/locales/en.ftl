@@ -22,6 +22,8 @@ digest =
         [one] { $count } of your generations has finished
        *[other] { $count } of your generations have finished
     }
+    .mixed = { $count } updates from SkillUp
     .hello = Hello,
+    .receipt = Receipt: transaction { $id }, { $date } (UTC)
     .read = Read them in SkillUp: { $link }
     .off = You can turn these emails off in your notification preferences.

@@ -23,6 +23,12 @@ digest =
         [few] Готовы { $count } генерации
        *[many] Готовы { $count } генераций
     }
+    .mixed = { $count ->
+        [one] { $count } новость от SkillUp
+        [few] { $count } новости от SkillUp
+       *[many] { $count } новостей от SkillUp
+    }
     .hello = Здравствуйте!
+    .receipt = Чек: операция { $id }, { $date } (UTC)
     .read = Прочитать их в SkillUp: { $link }
     .off = Эти письма можно отключить в настройках уведомлений.

@@ -1,5 +1,6 @@
-//! The email digest: what finished since the last one, one email per user per run, claimed so
-//! that no two replicas send it.
+//! The email digest: what finished and what money moved (with its receipt) since the last one,
+//! each by its preference, one email per user per run, claimed so that no two replicas send
+//! it.
 
 use skillup_kit::{fluent_args, i18n::Locale, mailer::Email};
 
@@ -12,7 +13,8 @@ use crate::{
 
 use crate::notifier::*;
 
-/// One email for one finished task; a digest for several — in the reader's language.
+/// One email for one notification; a digest for several — in the reader's language. A
+/// payment's lines carry its receipt (the ledger entry and when).
 pub(crate) fn digest(to: &str, locale: Locale, items: &[item::Model], public_url: &str) -> Email {
     let items: Vec<Notification> =
         items.iter().map(|n| localize(Notification::from(n), locale)).collect();
@@ -20,7 +22,12 @@ pub(crate) fn digest(to: &str, locale: Locale, items: &[item::Model], public_url
         [one] => one.title.clone(),
         many => {
             let args = fluent_args![("count", many.len())];
-            MESSAGES.text(locale, "digest.subject", Some(&args))
+            let mixed = many.iter().any(|n| about_money(n.kind));
+            MESSAGES.text(
+                locale,
+                if mixed { "digest.mixed" } else { "digest.subject" },
+                Some(&args),
+            )
         }
     };
     let mut body = format!("{}\n\n", MESSAGES.text(locale, "digest.hello", None));
@@ -29,6 +36,13 @@ pub(crate) fn digest(to: &str, locale: Locale, items: &[item::Model], public_url
         let excerpt = clip(&n.body, 200);
         if !excerpt.is_empty() {
             body.push_str(&format!("  {excerpt}\n"));
+        }
+        if about_money(n.kind)
+            && let Some(id) = n.data.get("transaction_id")
+        {
+            let date = n.created_at.format("%Y-%m-%d %H:%M").to_string();
+            let args = fluent_args![("id", id.as_str()), ("date", date)];
+            body.push_str(&format!("  {}\n", MESSAGES.text(locale, "digest.receipt", Some(&args))));
         }
     }
     let link = format!("{}/api/generate", public_url.trim_end_matches('/'));
@@ -51,14 +65,25 @@ impl Notifier {
             let upto = items.last().map_or(c.emailed_seq, |n| n.seq);
             let claimed =
                 self.store.claim_digest(c.user_id, &DIGESTED, c.emailed_seq, upto).await?;
-            if !claimed
-                || items.is_empty()
-                || !self.preferences(c.user_id).await?.email_on_generation
-            {
+            if !claimed || items.is_empty() {
+                continue;
+            }
+            // Each kind by its preference (claimed either way: not sent later).
+            let prefs = self.preferences(c.user_id).await?;
+            let items: Vec<item::Model> = items
+                .into_iter()
+                .filter(|n| {
+                    if about_money(n.kind) {
+                        prefs.email_on_payment
+                    } else {
+                        prefs.email_on_generation
+                    }
+                })
+                .collect();
+            if items.is_empty() {
                 continue;
             }
             // The language chosen for emails, else the account's.
-            let prefs = self.preferences(c.user_id).await?;
             let locale = Locale::parse(&prefs.locale)
                 .or_else(|| Locale::parse(prefs.locale.split('-').next().unwrap_or("")))
                 .unwrap_or_else(|| Locale::or_default(&c.locale));

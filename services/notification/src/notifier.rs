@@ -76,9 +76,19 @@ impl Notifier {
     }
 }
 
-/// The notifications the digest emails.
-pub(crate) const DIGESTED: [NotificationKind; 2] =
-    [NotificationKind::GenerationCompleted, NotificationKind::GenerationFailed];
+/// The notifications the digest emails: finished generations (`email_on_generation`) and
+/// money moved — each with its receipt (`email_on_payment`).
+pub(crate) const DIGESTED: [NotificationKind; 4] = [
+    NotificationKind::GenerationCompleted,
+    NotificationKind::GenerationFailed,
+    NotificationKind::PaymentSucceeded,
+    NotificationKind::PaymentFailed,
+];
+
+/// A notification about money (emailed with its receipt, by `email_on_payment`).
+pub(crate) fn about_money(kind: NotificationKind) -> bool {
+    matches!(kind, NotificationKind::PaymentSucceeded | NotificationKind::PaymentFailed)
+}
 
 /// A notification with its sequence number, as live subscribers get it.
 #[derive(Clone, Debug)]

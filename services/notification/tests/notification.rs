@@ -61,6 +61,11 @@ async fn harness(kind: Kind, replicas: usize) -> Harness {
     Harness { key, t, replicas: out, notifiers, outbox, _shutdown: shutdown }
 }
 
+#[path = "notification/receipts.rs"]
+mod receipts;
+
+use receipts::*;
+
 skillup_testkit::both_adapters!(
     a_completion_reaches_an_open_stream_once_even_when_redelivered,
     a_reconnecting_client_gets_what_it_missed_in_order,
@@ -68,6 +73,7 @@ skillup_testkit::both_adapters!(
     lists_unread_counts_read_marks_and_preferences,
     a_burst_of_finished_tasks_sends_one_digest_email,
     people_read_notifications_and_emails_in_their_language_until_they_are_deleted,
+    a_payment_is_emailed_with_its_receipt_by_its_own_preference,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
