@@ -43,8 +43,7 @@ pub struct Subscriptions {
     pub(crate) selling: String,
     pub(crate) service: ServiceStore,
     /// The service records as last listed, by how many months: when, and what.
-    pub(crate) live:
-        Arc<Mutex<std::collections::HashMap<u32, (std::time::Instant, Vec<ServiceRecord>)>>>,
+    pub(crate) live: Arc<Mutex<LiveRecords>>,
     /// The last month this replica closed (`YYYY-MM`).
     pub(crate) closed_through: Arc<Mutex<Option<String>>>,
 }
@@ -64,6 +63,10 @@ pub(crate) type KnownRows = Arc<
 pub(crate) const KNOWN_TTL: Duration = Duration::from_secs(60);
 
 pub(crate) const KNOWN_MAX: usize = 100_000;
+
+/// Service records as last listed, by how many months they cover: when, and what.
+pub(crate) type LiveRecords =
+    std::collections::HashMap<u32, (std::time::Instant, Vec<ServiceRecord>)>;
 
 /// The plans as last read, and when.
 pub(crate) type PlanCache =
