@@ -284,7 +284,8 @@ impl Notifier {
             let row = item::Model {
                 id: Uuid::now_v7(),
                 user_id: user,
-                seq: self.newest_seq(user).await? + 1,
+                // Taken from the user's counter in the insert's transaction.
+                seq: 0,
                 kind,
                 title: title.clone(),
                 body: body.clone(),
@@ -303,14 +304,16 @@ impl Notifier {
                     }
                     return Ok(Some(n));
                 }
-                // This very event is stored already (a redelivery): the stored one. Otherwise
-                // another event took this sequence number: the next.
+                // This very event is stored already (a redelivery): the stored one. (Another
+                // replica storing it at this moment: its row shows once that one commits.)
                 Err(e) if skillup_kit::db::is_unique_violation(&e) => {
                     let existing = self.store.by_event(&env.id).await?;
                     if existing.is_some() {
                         metrics::counter!("notifications_duplicate_events_total").increment(1);
                         return Ok(existing);
                     }
+                    tokio::time::sleep(std::time::Duration::from_millis(Ord::min(attempt, 20)))
+                        .await;
                 }
                 Err(e) if skillup_kit::db::is_busy(&e) => {
                     tokio::time::sleep(std::time::Duration::from_millis(Ord::min(attempt, 20)))
@@ -319,7 +322,7 @@ impl Notifier {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(NotificationError::Unavailable("notification sequence stayed contended".into()))
+        Err(NotificationError::Unavailable("storing the notification stayed contended".into()))
     }
 
     pub(crate) async fn on_fanout(&self, d: Delivery) {

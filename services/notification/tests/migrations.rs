@@ -56,4 +56,20 @@ async fn notification_kinds_stored_as_numbers_become_names(kind: Kind) {
         let row = item::Entity::find_by_id(*id).one(db).await.unwrap().expect("kept");
         assert_eq!(row.kind, want);
     }
+    // m0005 filled the user's counter from what was stored: the next notification is 6th.
+    let store = skillup_notification::store::NotificationStore::new(db.clone());
+    let next = item::Model {
+        id: Uuid::now_v7(),
+        user_id: user,
+        seq: 0,
+        kind: NotificationKind::GenerationCompleted,
+        title: "t".into(),
+        body: "b".into(),
+        data: "{}".into(),
+        event_id: "after-m0005".into(),
+        created_at: Utc::now(),
+        read_at: None,
+    };
+    let (stored, _) = store.insert(next, false).await.unwrap();
+    assert_eq!(stored.seq, 6);
 }

@@ -63,8 +63,11 @@ async fn harness(kind: Kind, replicas: usize) -> Harness {
 
 #[path = "notification/receipts.rs"]
 mod receipts;
+#[path = "notification/sequence.rs"]
+mod sequence;
 
 use receipts::*;
+use sequence::*;
 
 skillup_testkit::both_adapters!(
     a_completion_reaches_an_open_stream_once_even_when_redelivered,
@@ -74,6 +77,7 @@ skillup_testkit::both_adapters!(
     a_burst_of_finished_tasks_sends_one_digest_email,
     people_read_notifications_and_emails_in_their_language_until_they_are_deleted,
     a_payment_is_emailed_with_its_receipt_by_its_own_preference,
+    a_burst_on_two_replicas_numbers_each_event_once_without_gaps,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {

@@ -10,7 +10,7 @@ use sea_orm_migration::{prelude::*, schema::*};
 skillup_kit::migrator!(
     Migrator,
     "notification_migrations",
-    [M0001Init, M0002Contacts, M0003KindNames, M0004ContactLocale]
+    [M0001Init, M0002Contacts, M0003KindNames, M0004ContactLocale, M0005Sequences]
 );
 
 struct M0001Init;
@@ -153,6 +153,63 @@ impl MigrationTrait for M0004ContactLocale {
         )
         .await
     }
+}
+
+/// Each user's last notification sequence number, taken by an upsert in the transaction that
+/// stores the notification: a burst for one user waits on the row's lock instead of racing for
+/// the newest number and retrying. Filled from the notifications stored before.
+struct M0005Sequences;
+
+skillup_kit::migration_name!(M0005Sequences, "m0005_sequences");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005Sequences {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("notification_sequences")
+                .if_not_exists()
+                .col(uuid("user_id").primary_key())
+                .col(big_integer("last"))
+                .to_owned(),
+        )
+        .await?;
+        let existing = Query::select()
+            .column("user_id")
+            .expr(Expr::col("seq").max())
+            .from("notification_items")
+            .group_by_col("user_id")
+            .to_owned();
+        let fill = Query::insert()
+            .into_table("notification_sequences")
+            .columns(["user_id", "last"])
+            .select_from(existing)
+            .map_err(|e| DbErr::Migration(e.to_string()))?
+            .to_owned();
+        m.get_connection().execute(&fill).await.map(drop)
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("notification_sequences").to_owned()).await
+    }
+}
+
+/// A user's last notification sequence number.
+pub mod sequence {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_sequences")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: Uuid,
+        pub last: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
 }
 
 pub mod contact {

@@ -4,13 +4,13 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, Query},
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 use uuid::Uuid;
 
-use super::{contact, item, prefs};
+use super::{contact, item, prefs, sequence};
 use crate::domain::NotificationKind;
 
 #[derive(Clone)]
@@ -121,18 +121,45 @@ impl NotificationStore {
             .map(drop)
     }
 
-    /// Stores a notification and, when the digest emails it (`digested`), marks its user's
-    /// contact pending — together, so a digest claiming the contact sees both or neither. A
-    /// unique violation: the event is stored already, or its sequence number was taken.
-    /// Stores a notification; a `digested` one flags its user's contact for the next digest.
-    /// Also says whether such a contact was missing (a user never heard of).
+    /// Stores a notification under its user's next sequence number and, when the digest emails
+    /// it (`digested`), marks the user's contact pending — all in one transaction, so a digest
+    /// claiming the contact sees both or neither, and numbers commit in order (the user's
+    /// counter row stays locked until the commit; a rolled-back insert gives its number back).
+    /// A unique violation: the event is stored already. Also says whether the contact was
+    /// missing (a user never heard of).
     pub async fn insert(
         &self,
-        row: item::Model,
+        mut row: item::Model,
         digested: bool,
     ) -> Result<(item::Model, bool), DbErr> {
         let user = row.user_id;
         let txn = self.db.begin().await?;
+        let next = Query::insert()
+            .into_table(sequence::Entity)
+            .columns([sequence::Column::UserId, sequence::Column::Last])
+            .values_panic([user.into(), 1i64.into()])
+            .on_conflict(
+                OnConflict::column(sequence::Column::UserId)
+                    .value(
+                        sequence::Column::Last,
+                        Expr::col((sequence::Entity, sequence::Column::Last)).add(1),
+                    )
+                    .to_owned(),
+            )
+            .returning_col(sequence::Column::Last)
+            .to_owned();
+        let taken = match txn.query_one(&next).await {
+            Ok(Some(r)) => r.try_get::<i64>("", "last")?,
+            Ok(None) => {
+                txn.rollback().await?;
+                return Err(DbErr::Custom("the sequence upsert returned nothing".into()));
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                return Err(e);
+            }
+        };
+        row.seq = taken;
         let n = match item::ActiveModel::from(row).insert(&txn).await {
             Ok(n) => n,
             Err(e) => {
@@ -199,6 +226,10 @@ impl NotificationStore {
         item::Entity::delete_many().filter(item::Column::UserId.eq(user)).exec(&txn).await?;
         prefs::Entity::delete_many().filter(prefs::Column::UserId.eq(user)).exec(&txn).await?;
         contact::Entity::delete_many().filter(contact::Column::UserId.eq(user)).exec(&txn).await?;
+        sequence::Entity::delete_many()
+            .filter(sequence::Column::UserId.eq(user))
+            .exec(&txn)
+            .await?;
         txn.commit().await
     }
 
