@@ -61,6 +61,8 @@ test('a new person goes through the whole product', async ({ page }) => {
   await page.getByRole('button', { name: 'Subscribe' }).first().click()
   await expect(page.getByTestId('current-plan')).toContainText('Basic')
   await expect(page.getByTestId('balance')).toHaveText('₽210.00')
+  const month = new Intl.DateTimeFormat('en', { month: 'long', year: 'numeric', timeZone: 'UTC' }).format(new Date())
+  await expect(page.getByRole('cell', { name: `Charge — Basic, ${month}` })).toBeVisible()
   await nav(page, 'Generate')
   await page.getByRole('radio', { name: /Lesson plan/ }).check()
   await expect(page.getByTestId('locked')).toHaveCount(0)

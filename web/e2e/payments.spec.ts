@@ -17,8 +17,8 @@ async function axe(page: Page, what: string) {
 }
 
 const words = {
-  en: { billing: 'Plans & billing', amount: 'Amount', topUp: 'Top up', pay: 'Pay ₽12.50', decline: 'Simulate a declined card', paid: 'Payment received: ₽12.50 is on your balance.', canceled: 'The payment of ₽12.50 was canceled; nothing was charged.', balance: '₽12.50', zero: '₽0.00', canceledRow: 'Canceled', paidRow: 'Paid', continuePayment: 'Continue payment', cancel: 'Cancel and go back', promise: 'Queued work starts within 1 min (95%)', levels: 'Service levels', noneYet: 'no generations yet' },
-  ru: { billing: 'Тарифы и оплата', amount: 'Сумма', topUp: 'Пополнить', pay: /^Оплатить 12,50\s₽$/, decline: 'Сымитировать отказ карты', paid: /^Оплата получена: 12,50\s₽ зачислено на баланс\.$/, canceled: /^Оплата 12,50\s₽ отменена; деньги не списаны\.$/, balance: /^12,50\s₽$/, zero: /^0,00\s₽$/, canceledRow: 'Отменено', paidRow: 'Оплачено', continuePayment: 'Продолжить оплату', cancel: 'Отменить и вернуться', promise: 'Задачи из очереди стартуют за 1 мин (95 %)', levels: 'Уровень сервиса', noneYet: 'генераций пока нет' },
+  en: { billing: 'Plans & billing', amount: 'Amount', topUp: 'Top up', pay: 'Pay ₽12.50', decline: 'Simulate a declined card', paid: 'Payment received: ₽12.50 is on your balance.', canceled: 'The payment of ₽12.50 was canceled; nothing was charged.', balance: '₽12.50', zero: '₽0.00', canceledRow: 'Canceled', paidRow: 'Paid', continuePayment: 'Continue payment', cancel: 'Cancel and go back', promise: 'Queued work starts within 1 min (95%)', levels: 'Service levels', noneYet: 'no generations yet', ledger: 'Top-up — test payment (sandbox)' },
+  ru: { billing: 'Тарифы и оплата', amount: 'Сумма', topUp: 'Пополнить', pay: /^Оплатить 12,50\s₽$/, decline: 'Сымитировать отказ карты', paid: /^Оплата получена: 12,50\s₽ зачислено на баланс\.$/, canceled: /^Оплата 12,50\s₽ отменена; деньги не списаны\.$/, balance: /^12,50\s₽$/, zero: /^0,00\s₽$/, canceledRow: 'Отменено', paidRow: 'Оплачено', continuePayment: 'Продолжить оплату', cancel: 'Отменить и вернуться', promise: 'Задачи из очереди стартуют за 1 мин (95 %)', levels: 'Уровень сервиса', noneYet: 'генераций пока нет', ledger: 'Пополнение — тестовая оплата (песочница)' },
 } as const
 
 for (const locale of ['en', 'ru'] as const) {
@@ -55,6 +55,8 @@ for (const locale of ['en', 'ru'] as const) {
         await expect(page).toHaveURL(/\/billing$/)
         await expect(page.getByTestId('my-checkout').first()).toContainText(w.paidRow)
 
+        // The ledger's line in the reader's language.
+        await expect(page.getByRole('cell', { name: w.ledger })).toBeVisible()
         // What the plans promise, and how each is doing this month (nobody generated yet).
         await expect(page.getByTestId('promise').first()).toHaveText(w.promise)
         await expect(page.getByRole('heading', { name: w.levels })).toBeVisible()
