@@ -103,10 +103,26 @@ async fn per_ip_budget_holds(s: &crate::edge_support::Stack, url: &str, rate: u3
     let first_answered = seen.iter().map(|(_, a, _)| *a).min().unwrap();
     let last_ok_sent = seen.iter().filter(|(_, _, ok)| *ok).map(|(t, _, _)| *t).max().unwrap();
     let last_ok_answered = seen.iter().filter(|(_, _, ok)| *ok).map(|(_, a, _)| *a).max().unwrap();
-    let shortest = last_ok_sent.saturating_sub(first_answered).as_secs_f64();
+    // The bucket starts full, so until its burst is spent a pause loses what refills: the
+    // shortest window counts from the moment `burst` answers were in (every one of those first
+    // decisions was let through), not from the first.
+    let mut answers: Vec<Duration> = seen.iter().map(|(_, a, _)| *a).collect();
+    answers.sort();
+    let burst_spent = answers[(burst as usize).min(answers.len()) - 1].max(first_answered);
+    let shortest = last_ok_sent.saturating_sub(burst_spent).as_secs_f64();
     let longest = (last_ok_answered - first_sent).as_secs_f64();
+    // A bucket refills only up to its burst: when the edge decides nothing for longer than
+    // burst/rate (a machine busy elsewhere stalls it, or no request is at it), what comes back
+    // beyond the burst is lost. Such stretches show as requests waiting longer than that for
+    // their answer, or as moments with no request out at all; the lower bound gives them up.
+    let refill = Duration::from_secs_f64(f64::from(burst) / f64::from(rate));
+    let waited: Vec<(Duration, Duration)> =
+        seen.iter().map(|(t, a, _)| (*t + refill, *a)).filter(|(t, a)| t < a).collect();
+    let out: Vec<(Duration, Duration)> = seen.iter().map(|(t, a, _)| (*t, *a)).collect();
+    let span = (burst_spent, last_ok_sent.max(burst_spent));
+    let stalled = covered(&waited, span) + (span.1 - span.0).as_secs_f64() - covered(&out, span);
     let (low, high) = (
-        f64::from(burst) + f64::from(rate) * shortest - 1.0,
+        f64::from(burst) + f64::from(rate) * (shortest - stalled).max(0.0) - 1.0,
         f64::from(burst) + f64::from(rate) * longest + 1.0,
     );
     assert!(
@@ -115,8 +131,27 @@ async fn per_ip_budget_holds(s: &crate::edge_support::Stack, url: &str, rate: u3
     );
     // How wide the range was (a few requests when the machine is idle).
     eprintln!(
-        "per-IP budget: {ok} let through, {limited} limited; allowed range {low:.1}..={high:.1}"
+        "per-IP budget: {ok} let through, {limited} limited; allowed range {low:.1}..={high:.1} (stalled {stalled:.3} s)"
     );
+}
+
+/// Seconds of `span` that the `intervals` cover (their union).
+fn covered(intervals: &[(Duration, Duration)], span: (Duration, Duration)) -> f64 {
+    let mut parts: Vec<(Duration, Duration)> = intervals
+        .iter()
+        .map(|(a, b)| ((*a).max(span.0), (*b).min(span.1)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    parts.sort();
+    let (mut total, mut end) = (Duration::ZERO, span.0);
+    for (a, b) in parts {
+        let a = a.max(end);
+        if b > a {
+            total += b - a;
+            end = b;
+        }
+    }
+    total.as_secs_f64()
 }
 
 #[test]
