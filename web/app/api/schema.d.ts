@@ -3129,7 +3129,7 @@ export interface operations {
         };
         responses: {
             /** @description success */
-            200: {
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4031,7 +4031,7 @@ export interface operations {
         };
         responses: {
             /** @description success */
-            200: {
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7349,7 +7349,7 @@ export interface operations {
         };
         responses: {
             /** @description success */
-            200: {
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7589,7 +7589,7 @@ export interface operations {
         };
         responses: {
             /** @description success */
-            200: {
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
