@@ -371,6 +371,13 @@ async fn keys(command: KeysCommand, config: &Settings) -> anyhow::Result<()> {
                 if existed { "kept" } else { "generated now" },
                 skillup_kit::identity::public_key_path(&path).display()
             ));
+            let vapid = config.notification.vapid_key_path(&dir);
+            let (_, made) = skillup_notification::push::VapidKey::ensure(&vapid)?;
+            say(&format!(
+                "Web Push (VAPID) key {} ({})",
+                vapid.display(),
+                if made { "generated now" } else { "kept" }
+            ));
             let mesh = dir.join("mesh");
             let report = skillup_kit::mesh::issue::init(&mesh, &dns_suffixes, false)?;
             say(&format!(

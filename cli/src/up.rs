@@ -57,6 +57,12 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     ));
     let mesh = components::mesh_tls(&settings, "edge", &shutdown)?;
 
+    // Web Push: the VAPID key made on first start; pushes may go to a push service on this
+    // machine (development).
+    let vapid = settings.notification.vapid_key_path(&settings.keys_dir());
+    skillup_notification::push::VapidKey::ensure(&vapid).context("preparing the VAPID key")?;
+    settings.notification.push_allow_loopback = true;
+
     // The gRPC listener first: services that call each other (subscribe → payment) and the
     // edge need its address, and `--grpc-addr 127.0.0.1:0` picks one only when bound.
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)

@@ -23,6 +23,8 @@ use skillup_testkit as testing;
 mod account;
 #[path = "e2e/payments.rs"]
 mod payments;
+#[path = "e2e/push.rs"]
+mod push;
 
 async fn ok(res: reqwest::Response, want: u16) -> Value {
     let status = res.status().as_u16();
@@ -348,6 +350,12 @@ impl Drop for Up {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flow_against_skillup_up() {
+    let (up, base) = start_up().await;
+    seed_flow(&base, &up.dir.join("outbox")).await;
+}
+
+/// `skillup up` on free ports in a fresh data directory, ready; its base URL.
+async fn start_up() -> (Up, String) {
     let dir = std::env::temp_dir().join(format!("skillup-e2e-{}", testing::unique()));
     let key = SigningKey::from_pem(testing::TEST_RSA_PRIVATE_PEM).unwrap();
     KeyStore::new(dir.join("keys")).store(&key, true).unwrap();
@@ -374,7 +382,7 @@ async fn the_seed_flow_against_skillup_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "`skillup up` never got ready");
-    seed_flow(&base, &up.dir.join("outbox")).await;
+    (up, base)
 }
 
 /// Registers `account` and confirms its address from the email.

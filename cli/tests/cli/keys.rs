@@ -16,9 +16,23 @@ pub(super) fn keys_init_creates_what_is_missing_and_keeps_the_rest() {
     assert!(first.contains(&format!("signing key {kid} (kept)")), "{first}");
     assert!(first.contains("identity.key (generated now;"), "{first}");
     let identity = std::fs::read(keys.join("identity.key")).unwrap();
+    // Web Push's VAPID key: owner-only, a P-256 key the notification service loads.
+    assert!(first.contains("vapid.key (generated now)"), "{first}");
+    let vapid = std::fs::read(keys.join("vapid.key")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(keys.join("vapid.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only its owner reads it");
+    }
+    let loaded = skillup_notification::push::VapidKey::load(&keys.join("vapid.key")).unwrap();
     let second = init();
     assert!(second.contains("identity.key (kept;"), "{second}");
     assert_eq!(std::fs::read(keys.join("identity.key")).unwrap(), identity, "never replaced");
+    assert!(second.contains("vapid.key (kept)"), "{second}");
+    assert_eq!(std::fs::read(keys.join("vapid.key")).unwrap(), vapid, "never replaced");
+    let again = skillup_notification::push::VapidKey::load(&keys.join("vapid.key")).unwrap();
+    assert_eq!(loaded.public_key(), again.public_key());
 
     // An operator's assertion for grpcurl, signed with that key.
     let out = skillup()

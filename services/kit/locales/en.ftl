@@ -24,6 +24,9 @@ field-not-yours = `{ $field }` is not one of yours
 field-currency-only = `{ $field }` must be { $currency }: payments here are taken only in { $currency }
 field-return-url = `{ $field }` must be a path of this site (such as /billing) or an address on it
 field-email = `{ $field }` must be an email address
+field-push-endpoint = `{ $field }` must be the https address of a push service on the public internet
+field-push-key = `{ $field }` is not a browser's push key (base64url)
+field-not-found = There is no such { $what }
 
 # Administration (every service's admin calls).
 admin-required = This call is for administrators: sign in with an account that has the admin scope (operators: send an assertion from `skillup admin assertion`).

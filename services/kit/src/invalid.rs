@@ -98,6 +98,21 @@ pub fn email(field: &str) -> String {
     said("field-email", fluent_args![("field", field)])
 }
 
+/// Not a push service's address this platform calls (https on a public address).
+pub fn push_endpoint(field: &str) -> String {
+    said("field-push-endpoint", fluent_args![("field", field)])
+}
+
+/// Not a browser's push key or secret.
+pub fn push_key(field: &str) -> String {
+    said("field-push-key", fluent_args![("field", field)])
+}
+
+/// Nothing of the caller's by that id; `what` names it (`push subscription`).
+pub fn not_found(what: &str) -> String {
+    said("field-not-found", fluent_args![("what", what)])
+}
+
 /// Not a BCP 47 language tag.
 pub fn language(field: &str) -> String {
     said("field-language", fluent_args![("field", field)])

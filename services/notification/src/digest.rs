@@ -84,9 +84,7 @@ impl Notifier {
                 continue;
             }
             // The language chosen for emails, else the account's.
-            let locale = Locale::parse(&prefs.locale)
-                .or_else(|| Locale::parse(prefs.locale.split('-').next().unwrap_or("")))
-                .unwrap_or_else(|| Locale::or_default(&c.locale));
+            let locale = reader_locale(&prefs.locale, &c.locale);
             let email = digest(&c.email, locale, &items, &self.public_url);
             if let Err(e) = self.mailer.send(email).await {
                 tracing::warn!(error = %e, "digest email failed; it is retried next run");

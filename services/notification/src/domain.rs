@@ -37,6 +37,27 @@ pub struct Notification {
     pub read_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A browser that receives a user's notifications by Web Push.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushDevice {
+    pub id: uuid::Uuid,
+    pub endpoint: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A browser's push subscription as it hands it in (`PushSubscription.toJSON()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushSubscriptionInput {
+    pub endpoint: String,
+    /// base64url of the browser's P-256 public key.
+    pub p256dh: String,
+    /// base64url of its 16-byte authentication secret.
+    pub auth: String,
+    /// When it lapses, milliseconds since the epoch.
+    pub expiration_ms: Option<i64>,
+}
+
 /// What a user wants emailed, and in which language.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Preferences {

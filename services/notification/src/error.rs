@@ -10,6 +10,13 @@ pub type Result<T, E = NotificationError> = std::result::Result<T, E>;
 pub enum NotificationError {
     #[error("{1}")]
     Invalid(&'static str, String),
+    /// Nothing of the caller's by that id (the message names what, in the caller's language).
+    #[error("{0}")]
+    NotFound(String),
+    /// Web Push is not set up on this deployment (no VAPID key): 404, as a feature that is
+    /// not there.
+    #[error("push notifications are not set up on this platform")]
+    PushOff,
     #[error("notifications are unavailable right now, retry later")]
     Unavailable(String),
 }
@@ -25,6 +32,8 @@ impl From<NotificationError> for Status {
         let msg = e.to_string();
         match e {
             NotificationError::Invalid(field, m) => invalid_field(field, m),
+            NotificationError::NotFound(_) => status(ErrorCode::NotFound, msg),
+            NotificationError::PushOff => status(ErrorCode::NotFound, msg),
             NotificationError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "notification dependency failed");
                 status(ErrorCode::Unavailable, msg)

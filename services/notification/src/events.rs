@@ -24,7 +24,9 @@ use uuid::Uuid;
 use crate::{
     error::{NotificationError, Result},
     store::item,
+    texts,
 };
+use skillup_kit::i18n::Locale;
 
 use crate::notifier::*;
 
@@ -258,6 +260,18 @@ impl Notifier {
                     let _ = d.retry("fan-out failed", None).await;
                     return;
                 }
+                // Pushed before the event is settled: a crash meanwhile redelivers it, and
+                // the push goes again (its topic replaces the first). The consumer's prefetch
+                // bounds the pushes in flight, so a slow push service slows intake instead of
+                // piling up work.
+                if self.pusher.is_some() {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.push(&n).await;
+                        let _ = d.ack().await;
+                    });
+                    return;
+                }
                 let _ = d.ack().await;
             }
             Ok(None) => {
@@ -323,6 +337,20 @@ impl Notifier {
             }
         }
         Err(NotificationError::Unavailable("storing the notification stayed contended".into()))
+    }
+
+    /// Pushes a stored notification to its user's browsers, in their language.
+    pub(crate) async fn push(&self, n: &item::Model) {
+        let Some(pusher) = &self.pusher else { return };
+        let locale = match self.locale_of(n.user_id).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "the reader's language is unknown; pushing in English");
+                Locale::En
+            }
+        };
+        let worded = texts::localize(Notification::from(n), locale);
+        pusher.deliver(n.user_id, &worded).await;
     }
 
     pub(crate) async fn on_fanout(&self, d: Delivery) {

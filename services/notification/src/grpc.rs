@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Notification, NotificationKind, Preferences},
+    domain::{Notification, NotificationKind, Preferences, PushDevice, PushSubscriptionInput},
     notifier::Notifier,
     texts,
 };
@@ -84,6 +84,29 @@ impl From<pb::Preferences> for Preferences {
             email_on_generation: p.email_on_generation,
             email_on_payment: p.email_on_payment,
             locale: p.locale,
+        }
+    }
+}
+
+impl From<PushDevice> for pb::PushDevice {
+    fn from(d: PushDevice) -> Self {
+        pb::PushDevice {
+            id: d.id.to_string(),
+            endpoint: d.endpoint,
+            created_at: Some(ts(d.created_at)),
+            last_delivered_at: d.last_delivered_at.map(ts),
+        }
+    }
+}
+
+impl From<pb::PushSubscription> for PushSubscriptionInput {
+    fn from(s: pb::PushSubscription) -> Self {
+        let keys = s.keys.unwrap_or_default();
+        PushSubscriptionInput {
+            endpoint: s.endpoint,
+            p256dh: keys.p256dh,
+            auth: keys.auth,
+            expiration_ms: s.expiration_time,
         }
     }
 }
@@ -179,6 +202,43 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let user = caller(&req)?;
         let p = self.notifier.set_preferences(user, req.into_inner().into()).await?;
         Ok(Response::new(p.into()))
+    }
+
+    async fn get_push_key(
+        &self,
+        _req: Request<pb::GetPushKeyRequest>,
+    ) -> Result<Response<pb::PushKey>, Status> {
+        let key = self.notifier.pusher()?.public_key().to_owned();
+        Ok(Response::new(pb::PushKey { public_key: key }))
+    }
+
+    async fn add_push_subscription(
+        &self,
+        req: Request<pb::PushSubscription>,
+    ) -> Result<Response<pb::PushDevice>, Status> {
+        let user = caller(&req)?;
+        let device = self.notifier.pusher()?.add(user, req.into_inner().into()).await?;
+        Ok(Response::new(device.into()))
+    }
+
+    async fn list_push_subscriptions(
+        &self,
+        req: Request<pb::ListPushSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListPushSubscriptionsResponse>, Status> {
+        let user = caller(&req)?;
+        let devices = self.notifier.pusher()?.devices(user).await?;
+        Ok(Response::new(pb::ListPushSubscriptionsResponse {
+            devices: devices.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn delete_push_subscription(
+        &self,
+        req: Request<pb::DeletePushSubscriptionRequest>,
+    ) -> Result<Response<pb::DeletePushSubscriptionResponse>, Status> {
+        let user = caller(&req)?;
+        self.notifier.pusher()?.remove(user, &req.get_ref().id).await?;
+        Ok(Response::new(pb::DeletePushSubscriptionResponse {}))
     }
 
     type ExportUserDataStream = skillup_kit::grpc::ExportStream;

@@ -17,6 +17,7 @@ pub mod inbox;
 pub mod live;
 pub mod notifier;
 pub mod ports;
+pub mod push;
 pub mod store;
 pub mod texts;
 pub mod user_data;
@@ -92,9 +93,25 @@ impl Component for NotificationGrpc {
         let every = Duration::from_secs(config.digest_secs.max(1));
         let public_url = &ctx.deployment.public_url;
         let auth = clients::GrpcDirectory::new(ctx.channel("auth")?);
-        let notifier =
+        let mut notifier =
             Notifier::new(ctx.infra.db.clone(), ctx.infra.bus.clone(), mailer, public_url)
                 .with_directory(std::sync::Arc::new(auth));
+        let key_file = config.vapid_key_path(&ctx.deployment.keys_dir);
+        if key_file.exists() {
+            let key = push::VapidKey::load(&key_file)
+                .map_err(|e| skillup_kit::Error::Keys(e.to_string()))
+                .map_err(BuildError::infrastructure(Self::NAME, "the VAPID key"))?;
+            notifier = notifier.with_push(push::PushSettings {
+                key,
+                subject: config.subject(&ctx.config.mail.from),
+                reach: push::Reach { loopback: config.push_allow_loopback },
+            });
+        } else {
+            tracing::warn!(
+                file = %key_file.display(),
+                "no VAPID key: Web Push is off (`skillup keys init` writes one)"
+            );
+        }
         start(ctx.infra, notifier, every, ctx.shutdown.clone()).await
     }
 }

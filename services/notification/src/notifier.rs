@@ -14,10 +14,12 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::{
-    error::Result,
+    error::{NotificationError, Result},
     ports::Directory,
+    push::{PushSettings, Pusher},
     store::{NotificationStore, item},
 };
+use skillup_kit::i18n::Locale;
 
 /// The fan-out id: the notification id and its sequence number (`{id}/{seq}`), so replicas
 /// order it without another read.
@@ -36,6 +38,8 @@ pub struct Notifier {
     pub(crate) live: Arc<Mutex<HashMap<Uuid, broadcast::Sender<Live>>>>,
     /// Asked for the contact of a user never heard of (`None`: nobody to ask).
     pub(crate) directory: Option<Arc<dyn Directory>>,
+    /// Web Push (`None`: not set up — no VAPID key).
+    pub(crate) pusher: Option<Pusher>,
 }
 
 pub(crate) fn clip(s: &str, n: usize) -> String {
@@ -51,7 +55,33 @@ impl Notifier {
     ) -> Self {
         let store = NotificationStore::new(db);
         let public_url = public_url.into();
-        Self { store, bus, mailer, public_url, live: Default::default(), directory: None }
+        Self {
+            store,
+            bus,
+            mailer,
+            public_url,
+            live: Default::default(),
+            directory: None,
+            pusher: None,
+        }
+    }
+
+    /// Pushes notifications to the browsers users subscribe (see [`crate::push`]).
+    pub fn with_push(mut self, settings: PushSettings) -> Self {
+        self.pusher = Some(Pusher::new(self.store.db().clone(), settings, &self.public_url));
+        self
+    }
+
+    /// The push client, when push is set up.
+    pub fn pusher(&self) -> Result<&Pusher> {
+        self.pusher.as_ref().ok_or(NotificationError::PushOff)
+    }
+
+    /// The language `user` reads in: the one chosen for notifications, else the account's.
+    pub(crate) async fn locale_of(&self, user: Uuid) -> Result<Locale> {
+        let prefs = self.preferences(user).await?;
+        let account = self.store.contact(user).await?.map(|c| c.locale).unwrap_or_default();
+        Ok(reader_locale(&prefs.locale, &account))
     }
 
     /// Asks `directory` for the contact of users it has not heard of.
@@ -74,6 +104,13 @@ impl Notifier {
     ) -> Result<Vec<item::Model>> {
         Ok(self.store.after(user, after, upto, MAX_BACKLOG).await?)
     }
+}
+
+/// The language chosen for notifications (`ru`, `ru-RU`), else the account's.
+pub(crate) fn reader_locale(chosen: &str, account: &str) -> Locale {
+    Locale::parse(chosen)
+        .or_else(|| Locale::parse(chosen.split('-').next().unwrap_or("")))
+        .unwrap_or_else(|| Locale::or_default(account))
 }
 
 /// The notifications the digest emails: finished generations (`email_on_generation`) and

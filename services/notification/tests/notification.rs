@@ -31,6 +31,15 @@ struct Harness {
 }
 
 async fn harness(kind: Kind, replicas: usize) -> Harness {
+    harness_with(kind, replicas, None).await
+}
+
+/// [`harness`] whose replicas push with `push`.
+async fn harness_with(
+    kind: Kind,
+    replicas: usize,
+    push: Option<skillup_notification::push::PushSettings>,
+) -> Harness {
     let t = kind.infra().await;
     let key = Arc::new(IdentityKey::random());
     let shutdown = Shutdown::new();
@@ -42,10 +51,18 @@ async fn harness(kind: Kind, replicas: usize) -> Harness {
     );
     for _ in 0..replicas {
         // The digest job runs only when a test calls it.
-        let svc = skillup_notification::build(
-            &t.infra,
+        let mut notifier = skillup_notification::Notifier::new(
+            t.infra.db.clone(),
+            t.infra.bus.clone(),
             Arc::new(outbox.clone()),
             "https://skillup.test",
+        );
+        if let Some(p) = &push {
+            notifier = notifier.with_push(p.clone());
+        }
+        let svc = skillup_notification::start(
+            &t.infra,
+            notifier,
             Duration::from_secs(3600),
             shutdown.clone(),
         )
@@ -61,11 +78,14 @@ async fn harness(kind: Kind, replicas: usize) -> Harness {
     Harness { key, t, replicas: out, notifiers, outbox, _shutdown: shutdown }
 }
 
+#[path = "notification/push.rs"]
+mod push;
 #[path = "notification/receipts.rs"]
 mod receipts;
 #[path = "notification/sequence.rs"]
 mod sequence;
 
+use push::*;
 use receipts::*;
 use sequence::*;
 
@@ -78,6 +98,10 @@ skillup_testkit::both_adapters!(
     people_read_notifications_and_emails_in_their_language_until_they_are_deleted,
     a_payment_is_emailed_with_its_receipt_by_its_own_preference,
     a_burst_on_two_replicas_numbers_each_event_once_without_gaps,
+    a_finished_task_is_pushed_to_every_device_in_the_readers_language,
+    gone_devices_are_deleted_and_busy_push_services_are_tried_again,
+    devices_are_checked_listed_replaced_bounded_and_deleted,
+    without_a_vapid_key_push_is_off,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -87,10 +111,11 @@ fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
     req
 }
 
-/// Publishes `generation.completed` for a task of `user` under event id `event`.
-async fn completed(h: &Harness, user: Uuid, event: &str, topic: &str) {
+/// Publishes `generation.completed` for a task of `user` under event id `event`; the task's id.
+async fn completed(h: &Harness, user: Uuid, event: &str, topic: &str) -> Uuid {
+    let id = Uuid::now_v7();
     let task = aipb::Task {
-        id: Uuid::now_v7().to_string(),
+        id: id.to_string(),
         status: aipb::TaskStatus::Completed as i32,
         topic: topic.into(),
         function: "lesson_plan".into(),
@@ -105,6 +130,7 @@ async fn completed(h: &Harness, user: Uuid, event: &str, topic: &str) {
     )
     .await
     .unwrap();
+    id
 }
 
 async fn stream(

@@ -1044,6 +1044,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/notifications/push/key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The Web Push application server key (VAPID, RFC 8292) a browser subscribes with:
+         * @description The Web Push application server key (VAPID, RFC 8292) a browser subscribes with:
+         *     `pushManager.subscribe({applicationServerKey: key})`.
+         */
+        get: operations["NotificationService_GetPushKey"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/notifications/push/subscriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 🔒 The caller's devices that receive push notifications.
+         * @description 🔒 The caller's devices that receive push notifications.
+         */
+        get: operations["NotificationService_ListPushSubscriptions"];
+        put?: never;
+        /**
+         * 🔒 Adds a browser's push subscription (its `PushSubscription.toJSON()`) for the caller; the
+         * @description 🔒 Adds a browser's push subscription (its `PushSubscription.toJSON()`) for the caller; the
+         *     same endpoint again replaces its keys. HTTP 201. An endpoint must be https on a public
+         *     address (a development platform also takes http on loopback); a user keeps at most 20
+         *     devices (the longest unused goes first).
+         */
+        post: operations["NotificationService_AddPushSubscription"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/notifications/push/subscriptions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * 🔒 Stops pushing to one of the caller's devices. HTTP 204; NOT_FOUND for an unknown id.
+         * @description 🔒 Stops pushing to one of the caller's devices. HTTP 204; NOT_FOUND for an unknown id.
+         */
+        delete: operations["NotificationService_DeletePushSubscription"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/notifications/read": {
         parameters: {
             query?: never;
@@ -2015,6 +2083,7 @@ export interface components {
             /** @description Opaque cursor for the next page; empty when this was the last page. */
             next_page_token?: string | null;
         };
+        "skillup.notification.v1.DeletePushSubscriptionResponse": Record<string, never>;
         "skillup.notification.v1.ListNotificationsResponse": {
             /** @description Newest first. */
             notifications?: components["schemas"]["skillup.notification.v1.Notification"][] | null;
@@ -2025,6 +2094,10 @@ export interface components {
              * @description Unread count, all pages.
              */
             unread_count?: number | null;
+        };
+        "skillup.notification.v1.ListPushSubscriptionsResponse": {
+            /** @description Newest first. */
+            devices?: components["schemas"]["skillup.notification.v1.PushDevice"][] | null;
         };
         "skillup.notification.v1.MarkReadRequest": {
             /** @description Mark every notification read. */
@@ -2075,6 +2148,49 @@ export interface components {
             email_on_payment?: boolean | null;
             /** @description Locale for emails, BCP 47; empty means "en". */
             locale?: string | null;
+        };
+        /** @description A device that receives push notifications. */
+        "skillup.notification.v1.PushDevice": {
+            /**
+             * Format: date-time
+             * @description When it was added (or last replaced).
+             */
+            created_at?: string | null;
+            /** @description The push endpoint (the browser matches its own subscription by it). */
+            endpoint?: string | null;
+            /** @description Id, for deleting it. */
+            id?: string | null;
+            /**
+             * Format: date-time
+             * @description When a push last reached its push service; unset before the first.
+             */
+            last_delivered_at?: string | null;
+        };
+        /** @description The application server's public key. */
+        "skillup.notification.v1.PushKey": {
+            /**
+             * @description The uncompressed P-256 point, base64url without padding (87 characters): the
+             *     `applicationServerKey` of `pushManager.subscribe`.
+             */
+            public_key?: string | null;
+        };
+        /** @description A browser's push subscription, as `PushSubscription.toJSON()` writes it. */
+        "skillup.notification.v1.PushSubscription": {
+            /** @description The push service's URL for this browser (https; at most 2,048 characters). */
+            endpoint?: string | null;
+            /**
+             * Format: int64
+             * @description When the browser lets it lapse, milliseconds since the epoch; unset when it does not say.
+             */
+            expiration_time?: string | null;
+            /** @description The browser's keys for message encryption (RFC 8291). */
+            keys?: components["schemas"]["skillup.notification.v1.PushSubscriptionKeys"] | null;
+        };
+        "skillup.notification.v1.PushSubscriptionKeys": {
+            /** @description The authentication secret, base64url (16 bytes decoded). */
+            auth?: string | null;
+            /** @description The browser's P-256 public key, base64url (65 bytes decoded). */
+            p256dh?: string | null;
         };
         /** @description A user's balance in one currency. */
         "skillup.payment.v1.Balance": {
@@ -6987,6 +7103,288 @@ export interface operations {
                 };
             };
             /** @description inactive account or missing scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    NotificationService_GetPushKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.notification.v1.PushKey"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    NotificationService_ListPushSubscriptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.notification.v1.ListPushSubscriptionsResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    NotificationService_AddPushSubscription: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["skillup.notification.v1.PushSubscription"];
+            };
+        };
+        responses: {
+            /** @description success */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.notification.v1.PushDevice"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    NotificationService_DeletePushSubscription: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done, no content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description missing, invalid, expired or revoked access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description inactive account, missing scope, or an API key (this route needs a signed-in session) */
             403: {
                 headers: {
                     [name: string]: unknown;

@@ -2,6 +2,7 @@
 //! the event id) and their delivery preferences.
 
 pub mod notifications;
+pub mod push;
 
 pub use notifications::NotificationStore;
 
@@ -10,7 +11,14 @@ use sea_orm_migration::{prelude::*, schema::*};
 skillup_kit::migrator!(
     Migrator,
     "notification_migrations",
-    [M0001Init, M0002Contacts, M0003KindNames, M0004ContactLocale, M0005Sequences]
+    [
+        M0001Init,
+        M0002Contacts,
+        M0003KindNames,
+        M0004ContactLocale,
+        M0005Sequences,
+        M0006PushSubscriptions
+    ]
 );
 
 struct M0001Init;
@@ -192,6 +200,74 @@ impl MigrationTrait for M0005Sequences {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table("notification_sequences").to_owned()).await
     }
+}
+
+/// The browsers that receive each user's notifications by Web Push: one row per push endpoint
+/// (unique: the same browser subscribing again, or for another account, replaces its row).
+struct M0006PushSubscriptions;
+
+skillup_kit::migration_name!(M0006PushSubscriptions, "m0006_push_subscriptions");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006PushSubscriptions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("notification_push_subscriptions")
+                .if_not_exists()
+                .col(uuid("id").primary_key())
+                .col(uuid("user_id"))
+                .col(string_len("endpoint", 2_048).unique_key())
+                .col(string_len("p256dh", 128))
+                .col(string_len("auth", 64))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone_null("expires_at"))
+                .col(timestamp_with_time_zone_null("last_delivered_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("notification_push_subscriptions_user")
+                .table("notification_push_subscriptions")
+                .col("user_id")
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("notification_push_subscriptions").to_owned()).await
+    }
+}
+
+/// A browser's push subscription.
+pub mod push_subscription {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_push_subscriptions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        /// The push service's URL for the browser (checked: see `push::endpoint`).
+        pub endpoint: String,
+        /// The browser's P-256 public key, base64url.
+        pub p256dh: String,
+        /// The browser's authentication secret, base64url.
+        pub auth: String,
+        pub created_at: DateTimeUtc,
+        /// When the browser said it lapses.
+        pub expires_at: Option<DateTimeUtc>,
+        pub last_delivered_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
 }
 
 /// A user's last notification sequence number.

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{contact, item, prefs, sequence};
+use super::{contact, item, prefs, push_subscription, sequence};
 use crate::domain::NotificationKind;
 
 #[derive(Clone)]
@@ -21,6 +21,10 @@ pub struct NotificationStore {
 impl NotificationStore {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// The user's newest sequence number (0 before the first notification).
@@ -220,7 +224,7 @@ impl NotificationStore {
         .map(drop)
     }
 
-    /// Everything of a deleted user: notifications, preferences, contact.
+    /// Everything of a deleted user: notifications, preferences, contact, push devices.
     pub async fn forget_user(&self, user: Uuid) -> Result<(), DbErr> {
         let txn = self.db.begin().await?;
         item::Entity::delete_many().filter(item::Column::UserId.eq(user)).exec(&txn).await?;
@@ -228,6 +232,10 @@ impl NotificationStore {
         contact::Entity::delete_many().filter(contact::Column::UserId.eq(user)).exec(&txn).await?;
         sequence::Entity::delete_many()
             .filter(sequence::Column::UserId.eq(user))
+            .exec(&txn)
+            .await?;
+        push_subscription::Entity::delete_many()
+            .filter(push_subscription::Column::UserId.eq(user))
             .exec(&txn)
             .await?;
         txn.commit().await

@@ -4,6 +4,7 @@
 //! request shapes as the provider does, deduplicates by idempotency key, can be told to fail
 //! or stall, and has a hosted page a person (or a test) pays on.
 
+pub mod push;
 pub mod stripe;
 pub mod yookassa;
 
