@@ -30,7 +30,9 @@ export async function mailedLink(to: string, path: string): Promise<string> {
     for (const file of mails) {
       const text = readFileSync(file, 'utf8')
       if (!text.includes(`To: ${to}`)) continue
-      const m = new RegExp(`https?://[^\\s]+${path.replace(/[?]/g, '\\?')}[^\\s]+`).exec(text)
+      // Links a person reads: in the text, not the headers (List-Unsubscribe is a client's).
+      const body = text.slice(text.indexOf('\r\n\r\n'))
+      const m = new RegExp(`https?://[^\\s]+${path.replace(/[?]/g, '\\?')}[^\\s]+`).exec(body)
       if (m) return new URL(m[0]).pathname + new URL(m[0]).search
     }
     await new Promise((r) => setTimeout(r, 100))

@@ -3,7 +3,7 @@
 // over after decrypting) becomes a notification with the pushed title, text and page — in
 // Chromium, against a real `skillup up`. The server's side (VAPID, encryption, retries) is
 // tested against a push service stand-in in services/notification/tests.
-import { test, expect, signUp } from './fixtures'
+import { test, expect, mailedLink, signUp } from './fixtures'
 
 test('a pushed message is shown by the service worker, and the platform gives its key', async ({ page, context, baseURL }) => {
   await context.grantPermissions(['notifications'], { origin: baseURL })
@@ -20,17 +20,21 @@ test('a pushed message is shown by the service worker, and the platform gives it
   expect(scope).toBe(new URL('/', baseURL).href)
 
   const cdp = await context.newCDPSession(page)
-  const registration = new Promise<string>((resolve) => {
-    cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
-      const mine = registrations.find((r) => r.scopeURL === scope && !r.isDeleted)
-      if (mine) resolve(mine.registrationId)
-    })
+  // Every registration of this origin the browser reports (tests before this one may leave
+  // theirs in other contexts): the message goes to each live one; only this page's shows it.
+  const registrations = new Map<string, boolean>()
+  cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations: all }) => {
+    for (const r of all) if (r.scopeURL === scope) registrations.set(r.registrationId, !r.isDeleted)
   })
   await cdp.send('ServiceWorker.enable')
-  const registrationId = await registration
+  await expect.poll(() => [...registrations.values()].some(Boolean)).toBe(true)
   const origin = new URL(baseURL!).origin
-  const deliver = (payload: object) =>
-    cdp.send('ServiceWorker.deliverPushMessage', { origin, registrationId, data: JSON.stringify(payload) })
+  const deliver = async (payload: object) => {
+    for (const [registrationId, live] of registrations) {
+      if (!live) continue
+      await cdp.send('ServiceWorker.deliverPushMessage', { origin, registrationId, data: JSON.stringify(payload) }).catch(() => {})
+    }
+  }
 
   await deliver({ title: 'Your lesson plan about «Tides» is ready', body: 'Start with a question.', url: 'http://elsewhere.example/library/t1', tag: 'task1', kind: 'generation_completed', id: 'n1' })
   const shown = () =>
@@ -47,4 +51,47 @@ test('a pushed message is shown by the service worker, and the platform gives it
     'Payment of 790.00 RUB went through',
     'Your lesson plan about «Tides» could not be written',
   ])
+})
+
+test('each event is chosen per channel, and an email’s unsubscribe link stops its emails without signing in', async ({ page, browser }) => {
+  const email = await signUp(page)
+  await page.goto('/notifications')
+  const row = (name: string) => page.getByRole('row', { name: new RegExp(name) })
+  await expect(row('A queued generation is ready').getByRole('combobox', { name: 'Email: A queued generation is ready' })).toHaveValue('DELIVERY_IMMEDIATE')
+  await page.getByRole('combobox', { name: 'Email: A queued generation is ready' }).selectOption('DELIVERY_DIGEST')
+  await page.getByRole('combobox', { name: 'Push: A payment was refused' }).selectOption('DELIVERY_OFF')
+  await page.getByRole('button', { name: 'Save' }).click()
+  await expect(page.getByText('Saved')).toBeVisible()
+  await page.reload()
+  await expect(page.getByRole('combobox', { name: 'Email: A queued generation is ready' })).toHaveValue('DELIVERY_DIGEST')
+  await expect(page.getByRole('combobox', { name: 'Push: A payment was refused' })).toHaveValue('DELIVERY_OFF')
+  await expect(page.getByRole('combobox', { name: 'Email: Payment received or refunded' })).toHaveValue('DELIVERY_IMMEDIATE')
+
+  // Money in: emailed at once, with its unsubscribe link.
+  await page.goto('/billing')
+  await page.getByLabel('Amount').fill('12.50')
+  await page.getByRole('button', { name: 'Top up' }).click()
+  await page.getByRole('button', { name: 'Pay ₽12.50' }).click()
+  await expect(page.getByTestId('balance')).toHaveText('₽12.50')
+  const link = await mailedLink(email, '/unsubscribe?token=')
+  expect(link).toContain('event=NOTIFICATION_EVENT_PAYMENT_RECEIVED')
+
+  // Opened where nobody is signed in: one click, and that event's emails stop.
+  const stranger = await browser.newPage({ baseURL: page.url() })
+  await stranger.goto(link)
+  await expect(stranger.getByRole('heading', { name: 'Stop these emails' })).toBeVisible()
+  await expect(stranger.getByText('No more emails about “Payment received or refunded” will be sent to this address.')).toBeVisible()
+  await stranger.getByRole('button', { name: 'Unsubscribe' }).click()
+  await expect(stranger.locator('p[role=status]')).toHaveText('Done: no more emails about “Payment received or refunded”.')
+  await stranger.close()
+  // A forged link names nobody.
+  const forged = await browser.newPage({ baseURL: page.url() })
+  await forged.goto(link.replace(/token=[^&]+/, 'token=00000000000000000000000000000000.nope'))
+  await forged.getByRole('button', { name: 'Unsubscribe' }).click()
+  await expect(forged.getByRole('alert')).toBeVisible()
+  await forged.close()
+
+  await page.goto('/notifications')
+  await expect(page.getByRole('combobox', { name: 'Email: Payment received or refunded' })).toHaveValue('DELIVERY_OFF')
+  await expect(page.getByRole('combobox', { name: 'Email: A queued generation is ready' })).toHaveValue('DELIVERY_DIGEST')
 })

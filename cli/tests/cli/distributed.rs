@@ -224,8 +224,10 @@ pub(super) async fn generation_through_the_edge(
     let mut verify_token = String::new();
     for entry in std::fs::read_dir(dir.join("outbox")).unwrap() {
         let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        if body.contains("To: grace@example.com") {
-            verify_token = body.split("token=").nth(1).unwrap().chars().take(43).collect();
+        if body.contains("To: grace@example.com")
+            && let Some(token) = crate::common::account_token(&body)
+        {
+            verify_token = token;
         }
     }
     let res = rest

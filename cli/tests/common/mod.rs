@@ -25,13 +25,23 @@ pub fn mailed_token(outbox: &std::path::Path, email: &str) -> String {
     for _ in 0..100 {
         for entry in std::fs::read_dir(outbox).into_iter().flatten() {
             let body = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
-            if body.contains(&format!("To: {email}")) && body.contains("token=") {
-                return body.split("token=").nth(1).unwrap().chars().take(43).collect();
+            if body.contains(&format!("To: {email}"))
+                && let Some(token) = account_token(&body)
+            {
+                return token;
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     panic!("no verification email to {email} in {}", outbox.display());
+}
+
+/// The token of an account letter's link (verification, reset): not a notification's
+/// unsubscribe link, which carries a `token=` too.
+pub fn account_token(mail: &str) -> Option<String> {
+    mail.match_indices("token=")
+        .find(|(at, _)| !mail[..*at].ends_with("unsubscribe?"))
+        .map(|(at, _)| mail[at + "token=".len()..].chars().take(43).collect())
 }
 
 /// A port free now, for a child process to bind later. Chosen below the kernel's ephemeral

@@ -73,6 +73,46 @@ async fn a_browser_subscribed_through_the_edge_is_pushed_a_finished_generation()
         m.payload
     );
 
+    // No console was open: the finished generation was emailed too, with a one-click
+    // unsubscribe a mail client posts as RFC 8058 says — a form body, no sign-in.
+    let mailer = skillup_kit::mailer::OutboxMailer::new(&outbox, "x");
+    let mut one_click = None;
+    for _ in 0..300 {
+        one_click = mailer
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.to == email && m.subject.contains("tides"))
+            .and_then(|m| m.unsubscribe);
+        if one_click.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let one_click =
+        one_click.expect("an email about the finished generation, with List-Unsubscribe");
+    let local = one_click.replacen(&format!("{base}/"), "/", 1);
+    assert!(local.starts_with("/api/notifications/unsubscribe?token="), "{one_click}");
+    let res = rest
+        .post(&one_click)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    ok(res, 200).await;
+    let res = rest.get(format!("{base}/api/notifications/preferences")).bearer_auth(&token).send();
+    let prefs = ok(res.await.unwrap(), 200).await;
+    let completed = prefs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "NOTIFICATION_EVENT_GENERATION_COMPLETED")
+        .cloned()
+        .unwrap();
+    assert_eq!(completed["email"], "DELIVERY_OFF", "{prefs}");
+    assert_eq!(completed["push"], "DELIVERY_IMMEDIATE", "{prefs}");
+
     // Off again: the device goes.
     let res = rest.get(&subscriptions).bearer_auth(&token).send().await.unwrap();
     let listed = ok(res, 200).await;

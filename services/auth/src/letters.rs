@@ -41,6 +41,8 @@ pub(crate) fn letter(user: &user::Model, key: &str, mut args: FluentArgs<'_>) ->
         to: user.email.clone(),
         subject: MESSAGES.text(locale, &format!("{key}.subject"), Some(&args)),
         body: format!("{}\n", MESSAGES.text(locale, &format!("{key}.body"), Some(&args))),
+        // Account letters (verification, reset, security) are not a list to leave.
+        unsubscribe: None,
     }
 }
 

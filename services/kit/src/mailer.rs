@@ -10,12 +10,24 @@ use async_trait::async_trait;
 use crate::{Error, Result};
 
 /// One outgoing email.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Email {
     pub to: String,
     pub subject: String,
     /// Plain-text body.
     pub body: String,
+    /// The one-click unsubscribe URL (RFC 8058): sent as `List-Unsubscribe: <url>` with
+    /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, which mail clients show as an
+    /// "Unsubscribe" button that posts to it.
+    pub unsubscribe: Option<String>,
+}
+
+/// The `List-Unsubscribe` and `List-Unsubscribe-Post` values for an unsubscribe URL.
+fn unsubscribe_headers(url: &str) -> [(&'static str, String); 2] {
+    [
+        ("List-Unsubscribe", format!("<{url}>")),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".to_owned()),
+    ]
 }
 
 #[async_trait]
@@ -65,20 +77,35 @@ fn parse(text: &str) -> Result<Email> {
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
             .unwrap_or_default()
     };
-    Ok(Email { to: header("To:"), subject: header("Subject:"), body: body.replace("\r\n", "\n") })
+    let unsubscribe = header("List-Unsubscribe:");
+    Ok(Email {
+        to: header("To:"),
+        subject: header("Subject:"),
+        body: body.replace("\r\n", "\n"),
+        unsubscribe: unsubscribe
+            .strip_prefix('<')
+            .and_then(|u| u.strip_suffix('>'))
+            .map(str::to_owned),
+    })
 }
 
 #[async_trait]
 impl Mailer for OutboxMailer {
     async fn send(&self, email: Email) -> Result<()> {
         // Header injection: no CR/LF inside header values.
-        if [&email.to, &email.subject].iter().any(|v| v.contains(['\r', '\n'])) {
+        let unsubscribe = email.unsubscribe.clone().unwrap_or_default();
+        if [&email.to, &email.subject, &unsubscribe].iter().any(|v| v.contains(['\r', '\n'])) {
             return Err(Error::Io(std::io::Error::other("line break in an email header")));
         }
         crate::files::private_dir(&self.dir)?;
         let id = uuid::Uuid::now_v7();
+        let lists: String = email
+            .unsubscribe
+            .as_deref()
+            .map(|u| unsubscribe_headers(u).iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect())
+            .unwrap_or_default();
         let text = format!(
-            "Message-ID: <{id}@skillup>\r\nFrom: {}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
+            "Message-ID: <{id}@skillup>\r\nFrom: {}\r\nTo: {}\r\nSubject: {}\r\n{lists}Content-Type: text/plain; charset=utf-8\r\n\r\n{}",
             self.from,
             email.to,
             email.subject,
@@ -134,11 +161,19 @@ impl Mailer for SmtpMailer {
             .to
             .parse()
             .map_err(|e| Error::Io(std::io::Error::other(format!("recipient: {e}"))))?;
-        let message = lettre::Message::builder()
+        let mut builder = lettre::Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(email.subject)
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .header(lettre::message::header::ContentType::TEXT_PLAIN);
+        if let Some(url) = &email.unsubscribe {
+            for (name, value) in unsubscribe_headers(url) {
+                let name = lettre::message::header::HeaderName::new_from_ascii_str(name);
+                builder =
+                    builder.raw_header(lettre::message::header::HeaderValue::new(name, value));
+            }
+        }
+        let message = builder
             .body(email.body)
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         self.transport
@@ -170,18 +205,30 @@ mod tests {
     async fn outbox_round_trip_and_header_injection() {
         let dir = std::env::temp_dir().join(format!("skillup-outbox-{}", uuid::Uuid::new_v4()));
         let m = OutboxMailer::new(&dir, "SkillUp <a@b>");
-        m.send(Email { to: "x@y.z".into(), subject: "Hi".into(), body: "line 1\nline 2".into() })
-            .await
-            .unwrap();
-        m.send(Email { to: "x@y.z".into(), subject: "Second".into(), body: "b".into() })
-            .await
-            .unwrap();
+        let mail = |subject: &str, body: &str| Email {
+            to: "x@y.z".into(),
+            subject: subject.into(),
+            body: body.into(),
+            ..Default::default()
+        };
+        m.send(mail("Hi", "line 1\nline 2")).await.unwrap();
+        let leave = "https://skillup.test/api/notifications/unsubscribe?token=a.b&event=E";
+        m.send(Email { unsubscribe: Some(leave.into()), ..mail("Second", "b") }).await.unwrap();
         let all = m.read_all().unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].subject, "Hi");
         assert_eq!(all[0].body, "line 1\nline 2");
-        let bad =
-            Email { to: "x@y.z\r\nBcc: evil@x".into(), subject: "s".into(), body: String::new() };
+        assert_eq!(all[0].unsubscribe, None);
+        assert_eq!(all[1].unsubscribe.as_deref(), Some(leave), "List-Unsubscribe reads back");
+        let text = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .find(|t| t.contains("Subject: Second"))
+            .unwrap();
+        assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{text}");
+        let bad = Email { to: "x@y.z\r\nBcc: evil@x".into(), ..mail("s", "") };
+        assert!(m.send(bad).await.is_err());
+        let bad = Email { unsubscribe: Some("https://a\r\nBcc: evil@x".into()), ..mail("s", "") };
         assert!(m.send(bad).await.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }

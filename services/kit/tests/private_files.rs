@@ -44,6 +44,7 @@ async fn mail_and_database_files_are_private_and_links_never_logged() {
         to: "x@y.z".into(),
         subject: "Confirm your email".into(),
         body: format!("open http://127.0.0.1:8080/verify-email?token={token}\nor send {token}"),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -76,6 +76,7 @@ async fn sends_through_smtp_and_reports_refusals() {
             to: "ada@example.com".into(),
             subject: "Confirm your email".into(),
             body: "token=abc\n.leading dot".into(),
+            unsubscribe: Some("https://skillup.test/api/notifications/unsubscribe?token=t".into()),
         })
         .await
         .expect("accepted by the server");
@@ -84,9 +85,21 @@ async fn sends_through_smtp_and_reports_refusals() {
     assert!(data.contains("Subject: Confirm your email"), "{data}");
     assert!(data.contains("token=abc"), "{data}");
     assert!(data.contains("..leading dot"), "dot-stuffed on the wire: {data}");
+    assert!(
+        data.contains(
+            "List-Unsubscribe: <https://skillup.test/api/notifications/unsubscribe?token=t>"
+        ),
+        "{data}"
+    );
+    assert!(data.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{data}");
 
     let err = mailer
-        .send(Email { to: "nobody@example.com".into(), subject: "x".into(), body: "y".into() })
+        .send(Email {
+            to: "nobody@example.com".into(),
+            subject: "x".into(),
+            body: "y".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(err.to_string().contains("550") || err.to_string().contains("no such user"), "{err}");

@@ -26,4 +26,4 @@ digest =
     .hello = Hello,
     .receipt = Receipt: transaction { $id }, { $date } (UTC)
     .read = Read them in SkillUp: { $link }
-    .off = You can turn these emails off in your notification preferences.
+    .off = Stop these emails: { $link } (or choose which ones come, and when, in your notification preferences).

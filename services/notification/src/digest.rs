@@ -5,7 +5,7 @@
 use skillup_kit::{fluent_args, i18n::Locale, mailer::Email};
 
 use crate::{
-    domain::Notification,
+    domain::{Delivery, Event, Notification},
     error::Result,
     store::item,
     texts::{MESSAGES, localize},
@@ -13,9 +13,24 @@ use crate::{
 
 use crate::notifier::*;
 
+/// An email's unsubscribe links.
+#[derive(Debug, Clone)]
+pub struct Unsubscribe {
+    /// The one-click POST (`List-Unsubscribe`).
+    pub one_click: String,
+    /// The console's page (the link in the text).
+    pub page: String,
+}
+
 /// One email for one notification; a digest for several — in the reader's language. A
 /// payment's lines carry its receipt (the ledger entry and when).
-pub(crate) fn digest(to: &str, locale: Locale, items: &[item::Model], public_url: &str) -> Email {
+pub(crate) fn digest(
+    to: &str,
+    locale: Locale,
+    items: &[item::Model],
+    public_url: &str,
+    unsubscribe: Option<&Unsubscribe>,
+) -> Email {
     let items: Vec<Notification> =
         items.iter().map(|n| localize(Notification::from(n), locale)).collect();
     let subject = match &items[..] {
@@ -45,11 +60,19 @@ pub(crate) fn digest(to: &str, locale: Locale, items: &[item::Model], public_url
             body.push_str(&format!("  {}\n", MESSAGES.text(locale, "digest.receipt", Some(&args))));
         }
     }
-    let link = format!("{}/api/generate", public_url.trim_end_matches('/'));
+    let link = format!("{}/notifications", public_url.trim_end_matches('/'));
     let read = MESSAGES.text(locale, "digest.read", Some(&fluent_args![("link", link)]));
-    let off = MESSAGES.text(locale, "digest.off", None);
-    body.push_str(&format!("\n{read}\n\n{off}\n"));
-    Email { to: to.to_owned(), subject, body }
+    body.push_str(&format!("\n{read}\n"));
+    if let Some(u) = unsubscribe {
+        let args = fluent_args![("link", u.page.as_str())];
+        body.push_str(&format!("\n{}\n", MESSAGES.text(locale, "digest.off", Some(&args))));
+    }
+    Email {
+        to: to.to_owned(),
+        subject,
+        body,
+        unsubscribe: unsubscribe.map(|u| u.one_click.clone()),
+    }
 }
 
 impl Notifier {
@@ -68,26 +91,31 @@ impl Notifier {
             if !claimed || items.is_empty() {
                 continue;
             }
-            // Each kind by its preference (claimed either way: not sent later).
+            // The events the person wants in the digest (the rest are emailed at once, or
+            // not at all), each not emailed already — taken one by one, so an email goes once.
             let prefs = self.preferences(c.user_id).await?;
-            let items: Vec<item::Model> = items
-                .into_iter()
-                .filter(|n| {
-                    if about_money(n.kind) {
-                        prefs.email_on_payment
-                    } else {
-                        prefs.email_on_generation
-                    }
-                })
-                .collect();
-            if items.is_empty() {
+            let mut chosen = Vec::new();
+            for n in items {
+                let event = Event::of(n.kind, &Notification::from(&n).data);
+                if prefs.channels(event).email == Delivery::Digest
+                    && self.store.claim_mail(n.id).await?
+                {
+                    chosen.push(n);
+                }
+            }
+            if chosen.is_empty() {
                 continue;
             }
             // The language chosen for emails, else the account's.
             let locale = reader_locale(&prefs.locale, &c.locale);
-            let email = digest(&c.email, locale, &items, &self.public_url);
+            let events: Vec<Event> =
+                chosen.iter().map(|n| Event::of(n.kind, &Notification::from(n).data)).collect();
+            let all_one = events.windows(2).all(|w| w[0] == w[1]);
+            let link = self.unsubscribe_link(c.user_id, all_one.then(|| events[0])).await?;
+            let email = digest(&c.email, locale, &chosen, &self.public_url, link.as_ref());
             if let Err(e) = self.mailer.send(email).await {
                 tracing::warn!(error = %e, "digest email failed; it is retried next run");
+                self.store.unclaim_mail(chosen.iter().map(|n| n.id).collect()).await?;
                 self.store.unclaim_digest(c.user_id, c.emailed_seq, upto).await?;
                 continue;
             }

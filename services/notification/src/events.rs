@@ -24,9 +24,7 @@ use uuid::Uuid;
 use crate::{
     error::{NotificationError, Result},
     store::item,
-    texts,
 };
-use skillup_kit::i18n::Locale;
 
 use crate::notifier::*;
 
@@ -260,19 +258,23 @@ impl Notifier {
                     let _ = d.retry("fan-out failed", None).await;
                     return;
                 }
-                // Pushed before the event is settled: a crash meanwhile redelivers it, and
-                // the push goes again (its topic replaces the first). The consumer's prefetch
-                // bounds the pushes in flight, so a slow push service slows intake instead of
-                // piling up work.
-                if self.pusher.is_some() {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        this.push(&n).await;
-                        let _ = d.ack().await;
-                    });
-                    return;
-                }
-                let _ = d.ack().await;
+                // Pushed and emailed before the event is settled: a crash meanwhile
+                // redelivers it, and the push goes again (its topic replaces the first) while
+                // the email does not (its mail state says it went). The consumer's prefetch
+                // bounds the deliveries in flight, so a slow push service or mail server slows
+                // intake instead of piling up work.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    match this.deliver(&n).await {
+                        Ok(()) => {
+                            let _ = d.ack().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "delivering a notification failed; retrying");
+                            let _ = d.retry(&e.to_string(), None).await;
+                        }
+                    }
+                });
             }
             Ok(None) => {
                 let _ = d.ack().await;
@@ -307,6 +309,7 @@ impl Notifier {
                 event_id: env.id.clone(),
                 created_at: Utc::now(),
                 read_at: None,
+                mail_state: 0,
             };
             // The row and the digest's flag together (see `send_digests`); the next digest
             // emails it when the user has an address on file.
@@ -337,20 +340,6 @@ impl Notifier {
             }
         }
         Err(NotificationError::Unavailable("storing the notification stayed contended".into()))
-    }
-
-    /// Pushes a stored notification to its user's browsers, in their language.
-    pub(crate) async fn push(&self, n: &item::Model) {
-        let Some(pusher) = &self.pusher else { return };
-        let locale = match self.locale_of(n.user_id).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "the reader's language is unknown; pushing in English");
-                Locale::En
-            }
-        };
-        let worded = texts::localize(Notification::from(n), locale);
-        pusher.deliver(n.user_id, &worded).await;
     }
 
     pub(crate) async fn on_fanout(&self, d: Delivery) {

@@ -11,7 +11,11 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Notification, NotificationKind, Preferences, PushDevice, PushSubscriptionInput},
+    domain::{
+        Channels, Delivery, Event, GENERATION_EVENTS, MONEY_EVENTS, Notification, NotificationKind,
+        Preferences, PushDevice, PushSubscriptionInput,
+    },
+    error::NotificationError,
     notifier::Notifier,
     texts,
 };
@@ -68,24 +72,91 @@ impl TryFrom<pb::Notification> for Notification {
     }
 }
 
+fn event_pb(e: Event) -> pb::NotificationEvent {
+    match e {
+        Event::GenerationCompleted => pb::NotificationEvent::GenerationCompleted,
+        Event::GenerationFailed => pb::NotificationEvent::GenerationFailed,
+        Event::PaymentReceived => pb::NotificationEvent::PaymentReceived,
+        Event::PaymentFailed => pb::NotificationEvent::PaymentFailed,
+        Event::Subscription => pb::NotificationEvent::Subscription,
+        Event::ServiceCredit => pb::NotificationEvent::ServiceCredit,
+    }
+}
+
+fn event_of(e: i32) -> Option<Event> {
+    Some(match pb::NotificationEvent::try_from(e).ok()? {
+        pb::NotificationEvent::GenerationCompleted => Event::GenerationCompleted,
+        pb::NotificationEvent::GenerationFailed => Event::GenerationFailed,
+        pb::NotificationEvent::PaymentReceived => Event::PaymentReceived,
+        pb::NotificationEvent::PaymentFailed => Event::PaymentFailed,
+        pb::NotificationEvent::Subscription => Event::Subscription,
+        pb::NotificationEvent::ServiceCredit => Event::ServiceCredit,
+        pb::NotificationEvent::Unspecified => return None,
+    })
+}
+
+fn delivery_pb(d: Delivery) -> pb::Delivery {
+    match d {
+        Delivery::Immediate => pb::Delivery::Immediate,
+        Delivery::Digest => pb::Delivery::Digest,
+        Delivery::Off => pb::Delivery::Off,
+    }
+}
+
+/// A channel's choice; unset keeps `current`.
+fn delivery_of(d: i32, current: Delivery) -> Delivery {
+    match pb::Delivery::try_from(d) {
+        Ok(pb::Delivery::Immediate) => Delivery::Immediate,
+        Ok(pb::Delivery::Digest) => Delivery::Digest,
+        Ok(pb::Delivery::Off) => Delivery::Off,
+        _ => current,
+    }
+}
+
 impl From<Preferences> for pb::Preferences {
     fn from(p: Preferences) -> Self {
         pb::Preferences {
-            email_on_generation: p.email_on_generation,
-            email_on_payment: p.email_on_payment,
+            email_on_generation: p.emails_any(&GENERATION_EVENTS),
+            email_on_payment: p.emails_any(&MONEY_EVENTS),
+            events: Event::ALL
+                .into_iter()
+                .map(|e| {
+                    let c = p.channels(e);
+                    pb::EventPreference {
+                        event: event_pb(e) as i32,
+                        email: delivery_pb(c.email) as i32,
+                        push: delivery_pb(c.push) as i32,
+                    }
+                })
+                .collect(),
             locale: p.locale,
         }
     }
 }
 
-impl From<pb::Preferences> for Preferences {
-    fn from(p: pb::Preferences) -> Self {
-        Preferences {
-            email_on_generation: p.email_on_generation,
-            email_on_payment: p.email_on_payment,
-            locale: p.locale,
-        }
-    }
+/// An update's changes (each event's unset channel keeps `current`'s), or the refused field.
+fn changes_of(
+    events: &[pb::EventPreference],
+    current: &Preferences,
+) -> Result<Vec<(Event, Channels)>, Status> {
+    events
+        .iter()
+        .map(|e| {
+            let event = event_of(e.event).ok_or_else(|| {
+                NotificationError::Invalid(
+                    "events.event",
+                    skillup_kit::invalid::required("events.event"),
+                )
+            })?;
+            let now = current.channels(event);
+            let channels = Channels {
+                email: delivery_of(e.email, now.email),
+                push: delivery_of(e.push, now.push),
+            };
+            Ok((event, channels))
+        })
+        .collect::<Result<_, NotificationError>>()
+        .map_err(Status::from)
 }
 
 impl From<PushDevice> for pb::PushDevice {
@@ -200,7 +271,12 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         req: Request<pb::Preferences>,
     ) -> Result<Response<pb::Preferences>, Status> {
         let user = caller(&req)?;
-        let p = self.notifier.set_preferences(user, req.into_inner().into()).await?;
+        let r = req.into_inner();
+        let current = self.notifier.preferences(user).await?;
+        let changes = changes_of(&r.events, &current)?;
+        // An older client, which knows only the two switches.
+        let switches = r.events.is_empty().then_some((r.email_on_generation, r.email_on_payment));
+        let p = self.notifier.set_preferences(user, &r.locale, changes, switches).await?;
         Ok(Response::new(p.into()))
     }
 
@@ -239,6 +315,16 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let user = caller(&req)?;
         self.notifier.pusher()?.remove(user, &req.get_ref().id).await?;
         Ok(Response::new(pb::DeletePushSubscriptionResponse {}))
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        let r = req.get_ref();
+        let event = event_of(r.event);
+        let p = self.notifier.unsubscribe(&r.token, event).await?;
+        Ok(Response::new(pb::UnsubscribeResponse { preferences: Some(p.into()) }))
     }
 
     type ExportUserDataStream = skillup_kit::grpc::ExportStream;

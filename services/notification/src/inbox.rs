@@ -2,8 +2,12 @@
 
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
 use crate::{
-    domain::Preferences,
+    domain::{
+        Channels, DEFAULT_CHANNELS, Delivery, Event, GENERATION_EVENTS, MONEY_EVENTS, Preferences,
+    },
     error::{NotificationError, Result},
     store::prefs,
 };
@@ -64,29 +68,89 @@ impl Notifier {
     pub async fn preferences(&self, user: Uuid) -> Result<Preferences> {
         Ok(match self.store.prefs(user).await? {
             Some(p) => Preferences {
-                email_on_generation: p.email_on_generation,
-                email_on_payment: p.email_on_payment,
                 locale: p.locale,
+                events: p.events.as_deref().map(choices_from_json).unwrap_or_default(),
             },
             None => Preferences::default(),
         })
     }
 
-    pub async fn set_preferences(&self, user: Uuid, p: Preferences) -> Result<Preferences> {
-        let locale = p.locale.trim().to_owned();
+    /// Changes the person's preferences: the language, and the channels of the events in
+    /// `changes` (the others keep theirs). An older client's switches (`switches`: email on
+    /// generation, on payment — when it sends no events) turn those events' emails off, or
+    /// back on at once.
+    pub async fn set_preferences(
+        &self,
+        user: Uuid,
+        locale: &str,
+        changes: Vec<(Event, Channels)>,
+        switches: Option<(bool, bool)>,
+    ) -> Result<Preferences> {
+        let locale = locale.trim().to_owned();
         if locale.len() > 16 || !locale.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(NotificationError::Invalid(
                 "locale",
                 skillup_kit::invalid::language("locale"),
             ));
         }
+        if changes.iter().any(|(_, c)| c.push == Delivery::Digest) {
+            return Err(NotificationError::Invalid(
+                "events.push",
+                skillup_kit::invalid::one_of("events.push", &["IMMEDIATE", "OFF"]),
+            ));
+        }
+        let mut prefs = self.preferences(user).await?;
+        prefs.locale = locale;
+        for (event, channels) in changes {
+            prefs.events.insert(event, channels);
+        }
+        if let Some((generation, money)) = switches {
+            for (events, on) in [(&GENERATION_EVENTS[..], generation), (&MONEY_EVENTS[..], money)] {
+                for e in events {
+                    let mut c = prefs.channels(*e);
+                    c.email = match (on, c.email) {
+                        (false, _) => Delivery::Off,
+                        (true, Delivery::Off) => Delivery::Immediate,
+                        (true, kept) => kept,
+                    };
+                    prefs.events.insert(*e, c);
+                }
+            }
+        }
         let row = prefs::Model {
             user_id: user,
-            email_on_generation: p.email_on_generation,
-            email_on_payment: p.email_on_payment,
-            locale,
+            email_on_generation: prefs.emails_any(&GENERATION_EVENTS),
+            email_on_payment: prefs.emails_any(&MONEY_EVENTS),
+            locale: prefs.locale.clone(),
+            events: Some(choices_to_json(&prefs.events)),
         };
         self.store.set_prefs(row).await?;
-        self.preferences(user).await
+        Ok(prefs)
     }
+}
+
+/// The stored choices (unknown names, from a newer version, are skipped).
+fn choices_from_json(text: &str) -> BTreeMap<Event, Channels> {
+    let raw: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_str(text).unwrap_or_default();
+    raw.into_iter()
+        .filter_map(|(event, c)| {
+            let event = Event::parse(&event)?;
+            let pick =
+                |k: &str, d: Delivery| c.get(k).and_then(|v| Delivery::parse(v)).unwrap_or(d);
+            let channels = Channels {
+                email: pick("email", DEFAULT_CHANNELS.email),
+                push: pick("push", DEFAULT_CHANNELS.push),
+            };
+            Some((event, channels))
+        })
+        .collect()
+}
+
+fn choices_to_json(events: &BTreeMap<Event, Channels>) -> String {
+    let raw: BTreeMap<&str, BTreeMap<&str, &str>> = events
+        .iter()
+        .map(|(e, c)| (e.name(), [("email", c.email.name()), ("push", c.push.name())].into()))
+        .collect();
+    serde_json::to_string(&raw).expect("choices serialize")
 }

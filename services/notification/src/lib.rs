@@ -8,6 +8,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod deliver;
 pub mod digest;
 pub mod domain;
 pub mod error;
@@ -61,9 +62,23 @@ pub async fn start(
 ) -> Result<NotificationGrpc, BuildError> {
     const NAME: &str = <NotificationGrpc as Component>::NAME;
     migrate(&infra.db).await.map_err(BuildError::migrations(NAME))?;
+    let mut notifier = notifier;
+    notifier.presence.get_or_insert_with(|| infra.cache.clone());
     let consumers =
         notifier.consumers().await.map_err(BuildError::infrastructure(NAME, "consumers"))?;
     tokio::spawn(notifier.clone().run(consumers, shutdown.clone()));
+    // Open consoles, said again before their note lapses.
+    let present = notifier.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(deliver::PRESENCE_TTL / 3) => {}
+                _ = stop.wait() => return,
+            }
+            present.refresh_presence().await;
+        }
+    });
     let job = notifier.clone();
     tokio::spawn(async move {
         loop {

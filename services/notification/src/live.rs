@@ -92,6 +92,8 @@ impl Notifier {
             map.entry(user).or_insert_with(|| broadcast::channel(64).0).subscribe()
         };
         metrics::gauge!("notification_streams").increment(1.0);
+        // A console is open: a finished generation shows here, not by email.
+        self.note_present(user).await;
         let mut state = Subscriber {
             live,
             notifier: self.clone(),

@@ -40,6 +40,8 @@ pub struct Notifier {
     pub(crate) directory: Option<Arc<dyn Directory>>,
     /// Web Push (`None`: not set up — no VAPID key).
     pub(crate) pusher: Option<Pusher>,
+    /// Where replicas note who has a console open (`None`: nobody does, as far as known).
+    pub(crate) presence: Option<skillup_kit::cache::SharedCache>,
 }
 
 pub(crate) fn clip(s: &str, n: usize) -> String {
@@ -63,6 +65,7 @@ impl Notifier {
             live: Default::default(),
             directory: None,
             pusher: None,
+            presence: None,
         }
     }
 
@@ -75,13 +78,6 @@ impl Notifier {
     /// The push client, when push is set up.
     pub fn pusher(&self) -> Result<&Pusher> {
         self.pusher.as_ref().ok_or(NotificationError::PushOff)
-    }
-
-    /// The language `user` reads in: the one chosen for notifications, else the account's.
-    pub(crate) async fn locale_of(&self, user: Uuid) -> Result<Locale> {
-        let prefs = self.preferences(user).await?;
-        let account = self.store.contact(user).await?.map(|c| c.locale).unwrap_or_default();
-        Ok(reader_locale(&prefs.locale, &account))
     }
 
     /// Asks `directory` for the contact of users it has not heard of.
@@ -113,16 +109,17 @@ pub(crate) fn reader_locale(chosen: &str, account: &str) -> Locale {
         .unwrap_or_else(|| Locale::or_default(account))
 }
 
-/// The notifications the digest emails: finished generations (`email_on_generation`) and
-/// money moved — each with its receipt (`email_on_payment`).
-pub(crate) const DIGESTED: [NotificationKind; 4] = [
+/// The notifications an email can be about (at once or in the digest, by the person's
+/// choice for each event): all of them.
+pub(crate) const DIGESTED: [NotificationKind; 5] = [
     NotificationKind::GenerationCompleted,
     NotificationKind::GenerationFailed,
     NotificationKind::PaymentSucceeded,
     NotificationKind::PaymentFailed,
+    NotificationKind::SubscriptionChanged,
 ];
 
-/// A notification about money (emailed with its receipt, by `email_on_payment`).
+/// A notification about money (emailed with its receipt).
 pub(crate) fn about_money(kind: NotificationKind) -> bool {
     matches!(kind, NotificationKind::PaymentSucceeded | NotificationKind::PaymentFailed)
 }

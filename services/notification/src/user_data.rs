@@ -34,9 +34,12 @@ struct Item {
 
 #[derive(Serialize)]
 struct Prefs {
-    email_on_generation: bool,
-    email_on_payment: bool,
     locale: String,
+    /// Each event's channels: `{"email": "immediate|digest|off", "push": "immediate|off"}`.
+    events: std::collections::BTreeMap<
+        &'static str,
+        std::collections::BTreeMap<&'static str, &'static str>,
+    >,
 }
 
 #[derive(Serialize)]
@@ -73,11 +76,14 @@ impl Notifier {
         }
         list.finish().await.map_err(abandoned)?;
         let p = self.preferences(user).await?;
-        let prefs = Prefs {
-            email_on_generation: p.email_on_generation,
-            email_on_payment: p.email_on_payment,
-            locale: p.locale,
-        };
+        let events = crate::domain::Event::ALL
+            .into_iter()
+            .map(|e| {
+                let c = p.channels(e);
+                (e.name(), [("email", c.email.name()), ("push", c.push.name())].into())
+            })
+            .collect();
+        let prefs = Prefs { locale: p.locale, events };
         sink.json("notification-preferences.json", &prefs).await.map_err(abandoned)?;
         let contact =
             (self.store.contact(user).await?).map(|c| Contact { email: c.email, locale: c.locale });

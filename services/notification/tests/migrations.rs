@@ -69,6 +69,7 @@ async fn notification_kinds_stored_as_numbers_become_names(kind: Kind) {
         event_id: "after-m0005".into(),
         created_at: Utc::now(),
         read_at: None,
+        mail_state: 0,
     };
     let (stored, _) = store.insert(next, false).await.unwrap();
     assert_eq!(stored.seq, 6);

@@ -78,6 +78,8 @@ async fn harness_with(
     Harness { key, t, replicas: out, notifiers, outbox, _shutdown: shutdown }
 }
 
+#[path = "notification/choices.rs"]
+mod choices;
 #[path = "notification/push.rs"]
 mod push;
 #[path = "notification/receipts.rs"]
@@ -85,6 +87,7 @@ mod receipts;
 #[path = "notification/sequence.rs"]
 mod sequence;
 
+use choices::*;
 use push::*;
 use receipts::*;
 use sequence::*;
@@ -102,6 +105,9 @@ skillup_testkit::both_adapters!(
     gone_devices_are_deleted_and_busy_push_services_are_tried_again,
     devices_are_checked_listed_replaced_bounded_and_deleted,
     without_a_vapid_key_push_is_off,
+    every_event_reaches_each_channel_as_chosen,
+    an_emails_unsubscribe_link_stops_that_events_emails,
+    a_finished_generation_is_not_emailed_while_a_console_shows_it,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {
@@ -301,15 +307,83 @@ async fn lists_unread_counts_read_marks_and_preferences(kind: Kind) {
         .unwrap()
         .into_inner();
     assert!(p.email_on_generation && p.email_on_payment, "email on by default");
-    let want =
-        pb::Preferences { email_on_generation: false, email_on_payment: true, locale: "ru".into() };
+    assert_eq!(p.events.len(), 6, "every event, defaults included");
+    let immediate = pb::Delivery::Immediate as i32;
+    assert!(p.events.iter().all(|e| e.email == immediate && e.push == immediate), "{p:?}");
+    // An older client's switches: generation emails off, the rest as they were.
+    let want = pb::Preferences {
+        email_on_generation: false,
+        email_on_payment: true,
+        locale: "ru".into(),
+        events: vec![],
+    };
     let got = c.update_preferences(as_user(&h, user, want.clone())).await.unwrap().into_inner();
-    assert_eq!(got, want);
+    assert_eq!(
+        (got.email_on_generation, got.email_on_payment, got.locale.as_str()),
+        (false, true, "ru")
+    );
+    let email_of = |p: &pb::Preferences, e: pb::NotificationEvent| {
+        p.events.iter().find(|x| x.event == e as i32).map(|x| (x.email, x.push)).unwrap()
+    };
+    let off = pb::Delivery::Off as i32;
+    assert_eq!(email_of(&got, pb::NotificationEvent::GenerationFailed), (off, immediate));
+    assert_eq!(email_of(&got, pb::NotificationEvent::PaymentReceived), (immediate, immediate));
+    // One event's channel changed; every other choice kept.
+    let one = pb::Preferences {
+        locale: "ru".into(),
+        events: vec![pb::EventPreference {
+            event: pb::NotificationEvent::PaymentReceived as i32,
+            email: pb::Delivery::Digest as i32,
+            push: 0,
+        }],
+        ..Default::default()
+    };
+    let got = c.update_preferences(as_user(&h, user, one.clone())).await.unwrap().into_inner();
+    let digest = pb::Delivery::Digest as i32;
+    assert_eq!(email_of(&got, pb::NotificationEvent::PaymentReceived), (digest, immediate));
+    assert_eq!(email_of(&got, pb::NotificationEvent::GenerationFailed), (off, immediate));
+    let read = c.get_preferences(as_user(&h, user, pb::GetPreferencesRequest {})).await;
+    assert_eq!(read.unwrap().into_inner(), got, "as stored");
+    // Refused: a digest of pushes, an event left unnamed, a language that is not one.
+    let mut bad = one.clone();
+    bad.events[0].push = digest;
+    let e = c.update_preferences(as_user(&h, user, bad)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let mut bad = one.clone();
+    bad.events[0].event = 0;
+    let e = c.update_preferences(as_user(&h, user, bad)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let bad = pb::Preferences { locale: "<script>".into(), ..want };
     assert_eq!(
         c.update_preferences(as_user(&h, user, bad)).await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
+}
+
+/// Sets how `event` is emailed to `user` (push as it was).
+async fn choose(h: &Harness, user: Uuid, event: pb::NotificationEvent, email: pb::Delivery) {
+    let mut c = h.replicas[0].0.clone();
+    let p = pb::Preferences {
+        events: vec![pb::EventPreference { event: event as i32, email: email as i32, push: 0 }],
+        ..Default::default()
+    };
+    c.update_preferences(as_user(h, user, p)).await.unwrap();
+}
+
+/// The emails to `to`, once there are `n` (and a moment more, to see no more come).
+async fn mails_to(h: &Harness, to: &str, n: usize) -> Vec<skillup_kit::mailer::Email> {
+    let of =
+        || -> Vec<_> { h.outbox.read_all().unwrap().into_iter().filter(|m| m.to == to).collect() };
+    for _ in 0..400 {
+        if of().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = of();
+    assert_eq!(got.len(), n, "{:?}", got.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    got
 }
 
 async fn registered(h: &Harness, user: Uuid, email: &str) {
@@ -344,6 +418,7 @@ async fn a_burst_of_finished_tasks_sends_one_digest_email(kind: Kind) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(h.notifiers[0].contact(user).await.unwrap().as_deref(), Some("ada@example.com"));
+    choose(&h, user, pb::NotificationEvent::GenerationCompleted, pb::Delivery::Digest).await;
     for i in 0..5 {
         completed(&h, user, &format!("d-{i}"), &format!("burst {i}")).await;
     }
@@ -371,6 +446,7 @@ async fn a_burst_of_finished_tasks_sends_one_digest_email(kind: Kind) {
         email_on_generation: false,
         email_on_payment: true,
         locale: String::new(),
+        events: vec![],
     };
     c.update_preferences(as_user(&h, user, off)).await.unwrap();
     completed(&h, user, "d-6", "quiet").await;
@@ -392,6 +468,7 @@ async fn people_read_notifications_and_emails_in_their_language_until_they_are_d
     let bus = &h.t.infra.bus;
     let reg = authpb::UserRegistered { user: Some(account("ivan@example.com", "ru")) };
     skillup_kit::events::publish(bus, &user.to_string(), &reg).await.unwrap();
+    choose(&h, user, pb::NotificationEvent::GenerationCompleted, pb::Delivery::Digest).await;
     for i in 0..3 {
         completed(&h, user, &format!("ru-{user}-{i}"), &format!("тема {i}")).await;
     }
@@ -408,7 +485,17 @@ async fn people_read_notifications_and_emails_in_their_language_until_they_are_d
     let mail = mails.iter().find(|m| m.to == "ivan@example.com").expect("a digest");
     assert_eq!(mail.subject, "Готовы 3 генерации");
     assert!(mail.body.starts_with("Здравствуйте!\n\n• Текст «тема 0» готов"), "{}", mail.body);
-    assert!(mail.body.contains("Эти письма можно отключить"), "{}", mail.body);
+    assert!(
+        mail.body.contains("Отписаться от этих писем: https://skillup.test/unsubscribe?token="),
+        "{}",
+        mail.body
+    );
+    assert!(
+        mail.unsubscribe
+            .as_deref()
+            .unwrap()
+            .starts_with("https://skillup.test/api/notifications/unsubscribe?token=")
+    );
 
     // The list speaks the reader's language, whatever the email's.
     let in_lang = |locale: &str| {

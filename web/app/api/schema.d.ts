@@ -1132,6 +1132,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/notifications/unsubscribe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stops emails from an email's unsubscribe link, without signing in: the one-click POST of
+         * @description Stops emails from an email's unsubscribe link, without signing in: the one-click POST of
+         *     RFC 8058 (`List-Unsubscribe-Post`) a mail client sends, and the console's page the link in
+         *     the email's text opens. The token names the person; a wrong one is NOT_FOUND.
+         */
+        post: operations["NotificationService_Unsubscribe"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/notifications/ws": {
         parameters: {
             query?: never;
@@ -2084,6 +2106,24 @@ export interface components {
             next_page_token?: string | null;
         };
         "skillup.notification.v1.DeletePushSubscriptionResponse": Record<string, never>;
+        /** @description One event's channels. */
+        "skillup.notification.v1.EventPreference": {
+            /**
+             * @description Defaults: immediate for every event.
+             * @enum {string|null}
+             */
+            email?: "DELIVERY_UNSPECIFIED" | "DELIVERY_IMMEDIATE" | "DELIVERY_DIGEST" | "DELIVERY_OFF" | null;
+            /**
+             * @description The event these channels are for.
+             * @enum {string|null}
+             */
+            event?: "NOTIFICATION_EVENT_UNSPECIFIED" | "NOTIFICATION_EVENT_GENERATION_COMPLETED" | "NOTIFICATION_EVENT_GENERATION_FAILED" | "NOTIFICATION_EVENT_PAYMENT_RECEIVED" | "NOTIFICATION_EVENT_PAYMENT_FAILED" | "NOTIFICATION_EVENT_SUBSCRIPTION" | "NOTIFICATION_EVENT_SERVICE_CREDIT" | null;
+            /**
+             * @description IMMEDIATE or OFF (push has no digest). Defaults: immediate for every event.
+             * @enum {string|null}
+             */
+            push?: "DELIVERY_UNSPECIFIED" | "DELIVERY_IMMEDIATE" | "DELIVERY_DIGEST" | "DELIVERY_OFF" | null;
+        };
         "skillup.notification.v1.ListNotificationsResponse": {
             /** @description Newest first. */
             notifications?: components["schemas"]["skillup.notification.v1.Notification"][] | null;
@@ -2142,11 +2182,19 @@ export interface components {
         };
         /** @description Delivery preferences. */
         "skillup.notification.v1.Preferences": {
-            /** @description Email when a queued generation completes or fails (default true). */
+            /**
+             * @description Email when a queued generation completes or fails (at once or in the digest, as `events`
+             *     say); false turns those emails off. Kept for older clients: `events` says it per event.
+             */
             email_on_generation?: boolean | null;
-            /** @description Email for payments (default true). */
+            /** @description Email for payments, renewals and credits; false turns them off. Kept for older clients. */
             email_on_payment?: boolean | null;
-            /** @description Locale for emails, BCP 47; empty means "en". */
+            /**
+             * @description How each event reaches the person, by email and by push. An update lists the events it
+             *     changes (the others keep theirs); an answer lists every event, defaults included.
+             */
+            events?: components["schemas"]["skillup.notification.v1.EventPreference"][] | null;
+            /** @description Locale for emails, BCP 47; empty means the account's. */
             locale?: string | null;
         };
         /** @description A device that receives push notifications. */
@@ -2191,6 +2239,10 @@ export interface components {
             auth?: string | null;
             /** @description The browser's P-256 public key, base64url (65 bytes decoded). */
             p256dh?: string | null;
+        };
+        "skillup.notification.v1.UnsubscribeResponse": {
+            /** @description The preferences now. */
+            preferences?: components["schemas"]["skillup.notification.v1.Preferences"] | null;
         };
         /** @description A user's balance in one currency. */
         "skillup.payment.v1.Balance": {
@@ -7464,6 +7516,71 @@ export interface operations {
             };
             /** @description inactive account or missing scope */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description a service is unavailable; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description any other failure, same shape */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    NotificationService_Unsubscribe: {
+        parameters: {
+            query: {
+                /** @description The event whose emails stop; unset: every email. */
+                event?: "NOTIFICATION_EVENT_UNSPECIFIED" | "NOTIFICATION_EVENT_GENERATION_COMPLETED" | "NOTIFICATION_EVENT_GENERATION_FAILED" | "NOTIFICATION_EVENT_PAYMENT_RECEIVED" | "NOTIFICATION_EVENT_PAYMENT_FAILED" | "NOTIFICATION_EVENT_SUBSCRIPTION" | "NOTIFICATION_EVENT_SERVICE_CREDIT";
+                /** @description The token of the email's unsubscribe link (`List-Unsubscribe`). */
+                token: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "*/*": string;
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["skillup.notification.v1.UnsubscribeResponse"];
+                };
+            };
+            /** @description bad input: malformed JSON, a wrong type, a missing required field */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -125,9 +125,11 @@ impl reqwest::dns::Resolve for Resolver {
 }
 
 /// Whether `host` resolves only to addresses `reach` allows: `Some(false)` when it resolves
-/// to some it does not; `None` when it cannot be resolved now (judged at delivery).
+/// to some it does not; `None` when it cannot be resolved now, within 2 s (judged at delivery).
 pub async fn resolves_within(reach: Reach, host: &str) -> Option<bool> {
-    let found = tokio::net::lookup_host((host, 443)).await.ok()?;
+    // A resolver that does not answer soon is judged at delivery, not waited for here.
+    let lookup = tokio::net::lookup_host((host, 443));
+    let found = tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await.ok()?.ok()?;
     let ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
     (!ips.is_empty()).then(|| ips.iter().all(|ip| reach.allows(*ip)))
 }

@@ -17,7 +17,8 @@ skillup_kit::migrator!(
         M0003KindNames,
         M0004ContactLocale,
         M0005Sequences,
-        M0006PushSubscriptions
+        M0006PushSubscriptions,
+        M0007EventChoices
     ]
 );
 
@@ -242,6 +243,44 @@ impl MigrationTrait for M0006PushSubscriptions {
     }
 }
 
+/// Per-event delivery choices (`notification_prefs.events`, JSON of the choices made), each
+/// notification's email state (`notification_items.mail_state`: 0 not emailed yet, 1 emailed
+/// — claimed by the conditional update that flips it, so an email goes once whoever sends it),
+/// and the secret of each person's unsubscribe links (`notification_contacts.unsubscribe_key`).
+struct M0007EventChoices;
+
+skillup_kit::migration_name!(M0007EventChoices, "m0007_event_choices");
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007EventChoices {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let mut events = text_null("events");
+        m.alter_table(
+            Table::alter().table("notification_prefs").add_column(&mut events).to_owned(),
+        )
+        .await?;
+        let mut state = small_integer("mail_state").default(0).to_owned();
+        m.alter_table(Table::alter().table("notification_items").add_column(&mut state).to_owned())
+            .await?;
+        let mut key = string_len_null("unsubscribe_key", 64);
+        m.alter_table(Table::alter().table("notification_contacts").add_column(&mut key).to_owned())
+            .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("notification_prefs").drop_column("events").to_owned())
+            .await?;
+        m.alter_table(
+            Table::alter().table("notification_items").drop_column("mail_state").to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter().table("notification_contacts").drop_column("unsubscribe_key").to_owned(),
+        )
+        .await
+    }
+}
+
 /// A browser's push subscription.
 pub mod push_subscription {
     use sea_orm::entity::prelude::*;
@@ -303,6 +342,8 @@ pub mod contact {
         pub mail_pending: bool,
         /// `en` or `ru`: the account's language.
         pub locale: String,
+        /// The secret in the person's unsubscribe links (made with the first email).
+        pub unsubscribe_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -334,6 +375,8 @@ pub mod item {
         pub event_id: String,
         pub created_at: DateTimeUtc,
         pub read_at: Option<DateTimeUtc>,
+        /// 0: not emailed; 1: emailed (or taken by the email being sent).
+        pub mail_state: i16,
     }
 
     impl From<&Model> for crate::domain::Notification {
@@ -368,6 +411,8 @@ pub mod prefs {
         pub email_on_generation: bool,
         pub email_on_payment: bool,
         pub locale: String,
+        /// JSON: `{"<event>": {"email": "immediate|digest|off", "push": "immediate|off"}}`.
+        pub events: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -117,6 +117,7 @@ impl NotificationStore {
                         prefs::Column::EmailOnGeneration,
                         prefs::Column::EmailOnPayment,
                         prefs::Column::Locale,
+                        prefs::Column::Events,
                     ])
                     .to_owned(),
             )
@@ -184,6 +185,40 @@ impl NotificationStore {
         Ok((n, unknown))
     }
 
+    /// Takes notification `id` for an email: true for the one caller that flips it from not
+    /// emailed.
+    pub async fn claim_mail(&self, id: Uuid) -> Result<bool, DbErr> {
+        let n = item::Entity::update_many()
+            .col_expr(item::Column::MailState, Expr::value(1i16))
+            .filter(item::Column::Id.eq(id))
+            .filter(item::Column::MailState.eq(0i16))
+            .exec(&self.db)
+            .await?;
+        Ok(n.rows_affected == 1)
+    }
+
+    /// Hands notifications back (their email could not be sent).
+    pub async fn unclaim_mail(&self, ids: Vec<Uuid>) -> Result<(), DbErr> {
+        item::Entity::update_many()
+            .col_expr(item::Column::MailState, Expr::value(0i16))
+            .filter(item::Column::Id.is_in(ids))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    /// The secret of the person's unsubscribe links, made now (`fresh`) if they have none
+    /// (`None`: no contact on file).
+    pub async fn unsubscribe_key(&self, user: Uuid, fresh: &str) -> Result<Option<String>, DbErr> {
+        contact::Entity::update_many()
+            .col_expr(contact::Column::UnsubscribeKey, Expr::value(fresh))
+            .filter(contact::Column::UserId.eq(user))
+            .filter(contact::Column::UnsubscribeKey.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(self.contact(user).await?.and_then(|c| c.unsubscribe_key))
+    }
+
     /// The notification stored for bus event `event_id`.
     pub async fn by_event(&self, event_id: &str) -> Result<Option<item::Model>, DbErr> {
         item::Entity::find().filter(item::Column::EventId.eq(event_id)).one(&self.db).await
@@ -198,6 +233,7 @@ impl NotificationStore {
             emailed_seq: Set(0),
             mail_pending: Set(true),
             locale: Set(locale.to_owned()),
+            unsubscribe_key: Set(None),
         })
         .on_conflict_do_nothing_on([contact::Column::UserId])
         .exec(&self.db)
@@ -213,6 +249,7 @@ impl NotificationStore {
             emailed_seq: Set(0),
             mail_pending: Set(true),
             locale: Set(locale.to_owned()),
+            unsubscribe_key: Set(None),
         })
         .on_conflict(
             sea_orm::sea_query::OnConflict::column(contact::Column::UserId)

@@ -50,8 +50,7 @@ pub async fn a_finished_task_is_pushed_to_every_device_in_the_readers_language(k
     let h = harness_with(kind, 2, Some(settings(true))).await;
     let user = Uuid::now_v7();
     let mut c = h.replicas[1].0.clone();
-    let ru =
-        pb::Preferences { email_on_generation: true, email_on_payment: true, locale: "ru".into() };
+    let ru = pb::Preferences { locale: "ru".into(), ..Default::default() };
     c.update_preferences(as_user(&h, user, ru)).await.unwrap();
     let (phone, laptop) = (push.browser(), push.browser());
     for b in [&phone, &laptop] {
