@@ -46,9 +46,9 @@ test('a pushed message is shown by the service worker, and the platform gives it
 
   // A newer state of the same task replaces it; another task's stands beside it.
   await deliver({ title: 'Your lesson plan about «Tides» could not be written', body: '', url: '/library/t1', tag: 'task1', kind: 'generation_failed', id: 'n2' })
-  await deliver({ title: 'Payment of 790.00 RUB went through', body: '', url: '/billing', tag: 'pay1', kind: 'payment_succeeded', id: 'n3' })
+  await deliver({ title: 'Payment of ₽790.00 went through', body: '', url: '/billing', tag: 'pay1', kind: 'payment_succeeded', id: 'n3' })
   await expect.poll(async () => (await shown()).map((n) => n.title).sort()).toEqual([
-    'Payment of 790.00 RUB went through',
+    'Payment of ₽790.00 went through',
     'Your lesson plan about «Tides» could not be written',
   ])
 })

@@ -112,6 +112,11 @@ pub fn describe(
                 })
                 .unwrap_or_default();
             data.insert("amount".into(), money.clone());
+            // Its parts, for wording it in each reader's format (`texts::money`).
+            if let Some(m) = &t.amount {
+                data.insert("amount_minor".into(), m.amount_minor.to_string());
+                data.insert("currency".into(), m.currency.clone());
+            }
             // Money back to the card reads as a refund, a service credit as a credit, not as a
             // payment.
             let refund = t.kind == paypb::TransactionKind::RefundToCard as i32;

@@ -30,6 +30,12 @@ pub fn localize(mut n: Notification, locale: Locale) -> Notification {
     for (k, v) in &n.data {
         fa.set(k.as_str(), v.as_str());
     }
+    // Money in the reader's format (rows stored before keep their `12.50 RUB`).
+    if let (Some(minor), Some(currency)) =
+        (n.data.get("amount_minor").and_then(|m| m.parse::<i64>().ok()), n.data.get("currency"))
+    {
+        fa.set("amount", money(minor, currency, locale));
+    }
     n.title = MESSAGES.text(locale, key, Some(&fa));
     if n.kind == NotificationKind::SubscriptionChanged {
         let body = if n.data.contains_key("until") { "until" } else { "body" };
@@ -39,6 +45,37 @@ pub fn localize(mut n: Notification, locale: Locale) -> Notification {
         n.body = MESSAGES.text(locale, &format!("{key}.credit"), Some(&fa));
     }
     n
+}
+
+/// An amount as a reader of `locale` writes it, with the currency's narrow sign as the
+/// console's `Intl.NumberFormat` does: `₽1,234.50` / `1 234,50 ₽` (no-break spaces), `$9.90` /
+/// `9,90 $`; a currency without a sign keeps its code (`12.50 CHF`, `12,50 CHF`).
+pub fn money(minor: i64, currency: &str, locale: Locale) -> String {
+    let sign = match currency {
+        "RUB" => Some("₽"),
+        "USD" => Some("$"),
+        "EUR" => Some("€"),
+        _ => None,
+    };
+    let (group, point) = match locale {
+        Locale::En => (",", "."),
+        Locale::Ru => ("\u{a0}", ","),
+    };
+    let units = (minor.abs() / 100).to_string();
+    let mut grouped = String::new();
+    for (i, d) in units.chars().enumerate() {
+        if i > 0 && (units.len() - i).is_multiple_of(3) {
+            grouped.push_str(group);
+        }
+        grouped.push(d);
+    }
+    let number = format!("{grouped}{point}{:02}", minor.abs() % 100);
+    let minus = if minor < 0 { "-" } else { "" };
+    match (locale, sign) {
+        (Locale::En, Some(s)) => format!("{minus}{s}{number}"),
+        (Locale::Ru, Some(s)) => format!("{minus}{number}\u{a0}{s}"),
+        (_, None) => format!("{minus}{number}\u{a0}{currency}"),
+    }
 }
 
 #[cfg(test)]
@@ -55,6 +92,27 @@ mod tests {
             created_at: chrono::Utc::now(),
             read_at: None,
         }
+    }
+
+    #[test]
+    fn money_is_written_as_its_reader_writes_it() {
+        assert_eq!(money(79_000, "RUB", Locale::En), "₽790.00");
+        assert_eq!(money(79_000, "RUB", Locale::Ru), "790,00\u{a0}₽");
+        assert_eq!(money(123_456_789, "RUB", Locale::En), "₽1,234,567.89");
+        assert_eq!(money(123_456_789, "RUB", Locale::Ru), "1\u{a0}234\u{a0}567,89\u{a0}₽");
+        assert_eq!(money(990, "USD", Locale::En), "$9.90");
+        assert_eq!(money(5, "EUR", Locale::Ru), "0,05\u{a0}€");
+        assert_eq!(money(-1_250, "USD", Locale::En), "-$12.50");
+        assert_eq!(money(1_250, "CHF", Locale::En), "12.50\u{a0}CHF");
+        let paid = note(
+            NotificationKind::PaymentSucceeded,
+            &[("amount", "790.00 RUB"), ("amount_minor", "79000"), ("currency", "RUB")],
+        );
+        assert_eq!(localize(paid.clone(), Locale::En).title, "Payment of ₽790.00 went through");
+        assert!(localize(paid, Locale::Ru).title.contains("790,00\u{a0}₽"));
+        // Stored before the amount's parts were kept: as stored.
+        let old = note(NotificationKind::PaymentSucceeded, &[("amount", "790.00 RUB")]);
+        assert_eq!(localize(old, Locale::En).title, "Payment of 790.00 RUB went through");
     }
 
     #[test]

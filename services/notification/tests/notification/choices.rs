@@ -112,7 +112,7 @@ pub async fn every_event_reaches_each_channel_as_chosen(kind: Kind) {
     subjects.sort();
     assert_eq!(
         subjects,
-        ["Payment of 10.00 RUB was refused", "Your lesson plan about «done topic» is ready"]
+        ["Payment of ₽10.00 was refused", "Your lesson plan about «done topic» is ready"]
     );
     // Pushed: the failed generation and both payments.
     let got = push.wait_for(&browser, 3, Duration::from_secs(20)).await;
@@ -125,8 +125,8 @@ pub async fn every_event_reaches_each_channel_as_chosen(kind: Kind) {
     assert_eq!(h.notifiers[1].send_digests().await.unwrap(), 1);
     let mails = mails_to(&h, "cy@example.com", 3).await;
     let digest = mails.iter().find(|m| m.subject == "2 updates from SkillUp").expect("a digest");
-    assert!(digest.body.contains("Payment of 790.00 RUB went through"), "{}", digest.body);
-    assert!(digest.body.contains("79.00 RUB credited"), "{}", digest.body);
+    assert!(digest.body.contains("Payment of ₽790.00 went through"), "{}", digest.body);
+    assert!(digest.body.contains("₽79.00 credited"), "{}", digest.body);
     assert!(digest.body.contains("Receipt: transaction"), "{}", digest.body);
     for absent in ["premium", "failed topic", "done topic", "refused"] {
         assert!(!digest.body.contains(absent), "{absent}: {}", digest.body);

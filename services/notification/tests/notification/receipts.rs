@@ -49,7 +49,7 @@ pub(crate) async fn a_payment_is_emailed_with_its_receipt_by_its_own_preference(
     let mails = mails_to(&h, "bea@example.com", 1).await;
     let (a, b) = tokio::join!(h.notifiers[0].send_digests(), h.notifiers[1].send_digests());
     assert_eq!(a.unwrap() + b.unwrap(), 0, "emailed once");
-    assert_eq!(mails[0].subject, "Payment of 790.00 RUB went through");
+    assert_eq!(mails[0].subject, "Payment of ₽790.00 went through");
     assert!(mails[0].body.contains("Receipt: transaction 0193-tx-1, "), "{}", mails[0].body);
     assert!(mails[0].body.contains("top-up (yookassa)"), "{}", mails[0].body);
     assert!(!mails[0].body.contains("not emailed"), "generation emails are off");
