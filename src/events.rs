@@ -43,7 +43,10 @@ catalogue! {
     ai::GenerationCompleted => "generation.completed",
     ai::GenerationFailed => "generation.failed",
     ai::GenerationCancelled => "generation.cancelled",
+    // One notification per message: what replicas of releases before batching fan out
+    // (still taken during a rolling upgrade).
     notification::Notification => "notification.created",
+    notification::NotificationsStored => "notification.stored",
     common::AuditEntry => "audit.recorded",
 }
 
@@ -71,6 +74,6 @@ mod tests {
             let (entity, fact) = kind.split_once('.').unwrap();
             assert!(!entity.is_empty() && !fact.is_empty() && !fact.contains('.'), "{kind}");
         }
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 16);
     }
 }

@@ -4,7 +4,8 @@
 //! The edge retries UNAVAILABLE where repeating is safe, so no request may fail; the load
 //! client retries only what the edge itself cannot answer (the edge's own restart: refused or
 //! closed connections), as a gRPC client's retry policy would. Tasks submitted while the worker
-//! is down complete once it is back.
+//! is down complete once it is back. And the notification service SIGKILLed in the middle of a
+//! burst of events loses none of them.
 
 mod common;
 
@@ -281,4 +282,179 @@ async fn the_identity_key_rotates_under_load_with_no_failed_request() {
     }
     assert_eq!(keys(&["list"]).trim(), format!("{new}  (signing)"));
     load.finish(&mesh, "identity key rotation in three rollouts").await;
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The notification socket through the edge, after `after_id` as a reconnecting console
+/// opens it; `None` while the edge cannot open it.
+async fn notifications_socket(base: &str, token: &str, after_id: &str) -> Option<Ws> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url =
+        format!("{}/api/notifications/ws?after_id={after_id}", base.replacen("http", "ws", 1));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", format!("skillup.v1, bearer.{token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.ok().map(|(ws, _)| ws)
+}
+
+/// Issue 22: every event the bus confirmed reaches the person — on their open socket (which
+/// reconnects after the last id it saw, as the console does) and in their list — although the
+/// notification service is SIGKILLed in the middle of the burst and started again: stored once
+/// each, none lost, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_killed_mid_burst_lose_no_event() {
+    use futures::{SinkExt, StreamExt};
+    use skillup_kit::bus::{AmqpBus, SharedBus};
+    use skillup_proto::ai::v1 as aipb;
+    use tokio_tungstenite::tungstenite::Message;
+
+    const EVENTS: usize = 1_500;
+    let mut mesh = Mesh::start(&[
+        ("SKILLUP_EDGE__RATE__IP_PER_SEC", "0"),
+        ("SKILLUP_EDGE__RATE__AUTH_PER_MIN", "0"),
+    ])
+    .await;
+    let base = mesh.edge();
+    let token = mesh.user("burst@example.com").await;
+    let rest = reqwest::Client::new();
+    let me =
+        json(rest.get(format!("{base}/api/auth/me")).bearer_auth(&token).send().await.unwrap())
+            .await;
+    let user = me["id"].as_str().unwrap().to_owned();
+    let bus: SharedBus = Arc::new(
+        AmqpBus::connect(
+            &skillup_testkit::amqp_url(),
+            mesh.setting("SKILLUP_BUS__EXCHANGE").unwrap(),
+            mesh.setting("SKILLUP_BUS__QUEUE_PREFIX").unwrap(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
+    );
+    let mut ws = notifications_socket(&base, &token, "").await.expect("the socket opens");
+    // The edge opens the subscription behind the socket after the handshake: one event seen on
+    // it says the subscription is in place (a subscription without `after_id` sends only what
+    // is stored after it).
+    let first = aipb::GenerationCompleted {
+        task: Some(aipb::Task {
+            id: "warm-up".into(),
+            function: "quiz".into(),
+            ..Default::default()
+        }),
+    };
+    let mut warm_ups = 0;
+    let mut last_id = loop {
+        warm_ups += 1;
+        let id = format!("warm-up-{warm_ups}");
+        skillup_kit::events::publish_with_id(&bus, &id, &user, &first).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                break serde_json::from_str::<Value>(&t).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            }
+            Ok(Some(Ok(_))) | Err(_) => continue,
+            Ok(other) => panic!("the socket closed: {other:?}"),
+        }
+    };
+
+    // The burst, 500 a second: every publish confirmed by the broker.
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (bus, user, confirmed) = (bus.clone(), user.clone(), confirmed.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(2));
+            let mut publishes = Vec::with_capacity(EVENTS);
+            for i in 0..EVENTS {
+                tick.tick().await;
+                let (bus, user, confirmed) = (bus.clone(), user.clone(), confirmed.clone());
+                publishes.push(tokio::spawn(async move {
+                    let task = aipb::Task {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        status: aipb::TaskStatus::Completed as i32,
+                        topic: format!("burst {i}"),
+                        function: "quiz".into(),
+                        ..Default::default()
+                    };
+                    let event = aipb::GenerationCompleted { task: Some(task) };
+                    skillup_kit::events::publish_with_id(&bus, &format!("kill-{i}"), &user, &event)
+                        .await
+                        .expect("the broker confirms");
+                    confirmed.fetch_add(1, Ordering::Relaxed);
+                }));
+            }
+            for p in publishes {
+                p.await.unwrap();
+            }
+        })
+    };
+
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let (mut reconnects, mut killed_at) = (0u32, None);
+    // Until every one has arrived, or nothing has for 20 s.
+    let mut progress = Instant::now();
+    while seen.len() < EVENTS && progress.elapsed() < Duration::from_secs(20) {
+        if killed_at.is_none() && seen.len() >= EVENTS / 4 {
+            killed_at = Some(seen.len());
+            eprintln!(
+                "killing notification: {} confirmed, {} on the socket",
+                confirmed.load(Ordering::Relaxed),
+                seen.len()
+            );
+            mesh.kill("notification").await;
+            mesh.start_again("notification").await;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                let title = v["title"].as_str().unwrap().to_owned();
+                *seen.entry(title).or_default() += 1;
+                progress = Instant::now();
+                last_id = v["id"].as_str().unwrap().to_owned();
+            }
+            Ok(Some(Ok(Message::Ping(p)))) => {
+                let _ = ws.send(Message::Pong(p)).await;
+            }
+            Ok(Some(Ok(_))) => {}
+            // Closed (the service went away under the edge), broken, or silent: open again
+            // after the last one seen.
+            other => loop {
+                eprintln!("socket: {other:?} after {} seen; opening it again", seen.len());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(again) = notifications_socket(&base, &token, &last_id).await {
+                    ws = again;
+                    reconnects += 1;
+                    break;
+                }
+            },
+        }
+    }
+    publisher.await.unwrap();
+    let list = json(
+        rest.get(format!("{base}/api/notifications")).bearer_auth(&token).send().await.unwrap(),
+    )
+    .await;
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "on the socket twice: {twice:?}");
+    let want: std::collections::BTreeSet<String> =
+        (0..EVENTS).map(|i| format!("Your quiz about «burst {i}» is ready")).collect();
+    let missing: Vec<_> = want.iter().filter(|t| !seen.contains_key(*t)).collect();
+    assert!(
+        missing.is_empty(),
+        "never on the socket (killed after {killed_at:?}; {} in the list): {missing:?}",
+        list["unread_count"]
+    );
+    assert_eq!(seen.len(), EVENTS);
+    assert_eq!(list["unread_count"], json!(EVENTS + warm_ups), "stored once each (and the first)");
+    eprintln!(
+        "fault notification-sigkill: published {} (confirmed), on the socket {}, in the list {}, \
+         lost 0, duplicated 0; killed after {} had arrived, the socket reopened {reconnects}×",
+        confirmed.load(Ordering::Relaxed),
+        seen.len(),
+        list["unread_count"],
+        killed_at.unwrap_or(0)
+    );
 }

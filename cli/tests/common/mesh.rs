@@ -152,6 +152,13 @@ impl Mesh {
         tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
     }
 
+    /// SIGKILL: no drain, no goodbye — as a node dying or the OOM killer.
+    pub async fn kill(&mut self, component: &'static str) {
+        let mut child = self.procs.remove(component).unwrap();
+        child.kill().unwrap();
+        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    }
+
     /// A rolling restart of one replica: stop it (drain included), start it again, wait ready.
     pub async fn restart(&mut self, component: &'static str) -> Duration {
         let started = Instant::now();

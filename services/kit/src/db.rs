@@ -198,6 +198,11 @@ pub fn is_busy(e: &sea_orm::DbErr) -> bool {
     e.to_string().contains("database is locked")
 }
 
+/// PostgreSQL broke a lock cycle by failing this transaction (`40P01`); trying again works.
+pub fn is_deadlock(e: &sea_orm::DbErr) -> bool {
+    e.to_string().contains("deadlock detected")
+}
+
 /// A unique index refused the row (a concurrent duplicate got there first).
 pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
     matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))

@@ -1,9 +1,11 @@
 //! Notification benchmark driver (issue #7), run by `scripts/bench-notify` against a running
 //! `skillup up` on RabbitMQ: opens `--idle` WebSockets through the edge for one account and
 //! reads the server's RSS before and after (memory per idle connection), then publishes
-//! `generation.completed` events for a second account at `--rate` per second straight onto
-//! the bus and times each from its publish to its arrival on that account's open socket.
-//! Prints one JSON line.
+//! `generation.completed` events for `--users` other accounts at each `--rate` per second
+//! (several: `--rate 1000,2000,5000`, one after the other on the same sockets) straight onto
+//! the bus and times each from its publish to its arrival on its account's open socket; after
+//! each rate, waits for the rest to drain and counts what never arrived. Prints one JSON line
+//! per rate.
 
 #![allow(clippy::print_stdout)] // the report is this tool's output
 
@@ -33,8 +35,9 @@ struct Args {
     exchange: String,
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
-    #[arg(long, default_value_t = 1_000)]
-    rate: u32,
+    /// Events per second; a comma-separated list runs each in turn.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    rate: Vec<u32>,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Accounts the events are spread over (each with one open socket).
@@ -142,46 +145,58 @@ async fn main() {
             .await
             .expect("amqp"),
     );
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(a.rate)));
-    let end = Instant::now() + Duration::from_secs(a.seconds);
-    let mut sent = 0u64;
-    let mut pubs = Vec::new();
-    while Instant::now() < end {
-        tick.tick().await;
-        sent += 1;
-        let (bus, user) = (bus.clone(), users[sent as usize % users.len()].clone());
-        pubs.push(tokio::spawn(async move {
-            let task = aipb::Task {
-                id: uuid::Uuid::now_v7().to_string(),
-                status: aipb::TaskStatus::Completed as i32,
-                topic: "bench".into(),
-                function: "quiz".into(),
-                text: now_micros().to_string(),
-                ..Default::default()
-            };
-            let event = aipb::GenerationCompleted { task: Some(task) };
-            skillup_kit::events::publish(&bus, &user, &event).await.is_ok()
-        }));
+    for &rate in &a.rate {
+        latencies.lock().expect("lat").clear();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        let end = Instant::now() + Duration::from_secs(a.seconds);
+        let mut sent = 0u64;
+        let mut pubs = Vec::new();
+        while Instant::now() < end {
+            tick.tick().await;
+            sent += 1;
+            let (bus, user) = (bus.clone(), users[sent as usize % users.len()].clone());
+            pubs.push(tokio::spawn(async move {
+                let task = aipb::Task {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    status: aipb::TaskStatus::Completed as i32,
+                    topic: "bench".into(),
+                    function: "quiz".into(),
+                    text: now_micros().to_string(),
+                    ..Default::default()
+                };
+                let event = aipb::GenerationCompleted { task: Some(task) };
+                skillup_kit::events::publish(&bus, &user, &event).await.is_ok()
+            }));
+        }
+        let published = futures::future::join_all(pubs)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        // Drained: what has not arrived within 5 s of the last publish is undelivered.
+        let drained = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < drained && latencies.lock().expect("lat").len() < published {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut l = latencies.lock().expect("lat").clone();
+        l.sort_unstable();
+        let pct = |p: f64| {
+            l.get(((l.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        println!(
+            "{{\"idle_connections\":{},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"bytes_per_idle_connection\":{per_conn:.0},\"events_sent\":{sent},\"events_published\":{published},\"events_delivered\":{},\"undelivered\":{},\"rate\":{rate},\"accounts\":{},\"latency_p50_ms\":{:.2},\"latency_p99_ms\":{:.2}}}",
+            idle.len(),
+            l.len(),
+            published.saturating_sub(l.len()),
+            a.users,
+            pct(0.5),
+            pct(0.99)
+        );
+        // Quiet between rates.
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let published =
-        futures::future::join_all(pubs).await.into_iter().filter(|r| matches!(r, Ok(true))).count();
-    tokio::time::sleep(Duration::from_secs(3)).await;
     for r in readers {
         r.abort();
     }
-    let mut l = latencies.lock().expect("lat").clone();
-    l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0) as f64 / 1000.0
-    };
-    println!(
-        "{{\"idle_connections\":{},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"bytes_per_idle_connection\":{per_conn:.0},\"events_sent\":{sent},\"events_published\":{published},\"events_delivered\":{},\"rate\":{},\"accounts\":{},\"latency_p50_ms\":{:.2},\"latency_p99_ms\":{:.2}}}",
-        idle.len(),
-        l.len(),
-        a.rate,
-        a.users,
-        pct(0.5),
-        pct(0.99)
-    );
     drop(idle);
 }

@@ -9,7 +9,10 @@
 //! posts to (RFC 8058), and the console's page in its text; both name the person by a secret
 //! of theirs (`unsubscribe_key`) and the event whose emails stop.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use uuid::Uuid;
@@ -18,7 +21,7 @@ use crate::{
     digest::{Unsubscribe, digest},
     domain::{Delivery, Event, Notification, Preferences},
     error::{NotificationError, Result},
-    store::item,
+    store::{contact, item, push_subscription},
     texts,
 };
 
@@ -32,28 +35,83 @@ fn presence_key(user: Uuid) -> String {
     format!("notification:live:{}", user.simple())
 }
 
+/// What delivering a batch reads once for all its people.
+struct Reads {
+    prefs: HashMap<Uuid, Preferences>,
+    contacts: HashMap<Uuid, contact::Model>,
+    devices: HashMap<Uuid, Vec<push_subscription::Model>>,
+    present: HashMap<Uuid, bool>,
+}
+
 impl Notifier {
-    /// Pushes and emails `n` as its person chose. `Err`: the email could not go now (the event
-    /// is tried again; the push is not repeated unless the event is redelivered).
-    pub(crate) async fn deliver(&self, n: &item::Model) -> Result<()> {
-        let prefs = self.preferences(n.user_id).await?;
+    /// Pushes and emails each of `ns` as its person chose; one outcome per notification, in
+    /// order. The batch's preferences, contacts, devices and open consoles are read once for
+    /// all of it. `Err`: that email could not go now (its event is tried again; the push is not
+    /// repeated unless the event is redelivered).
+    pub(crate) async fn deliver_all(&self, ns: &[item::Model]) -> Vec<Result<()>> {
+        match self.reads(ns).await {
+            Ok(reads) => {
+                futures::future::join_all(ns.iter().map(|n| self.deliver_one(n, &reads))).await
+            }
+            Err(e) => {
+                let why = e.to_string();
+                ns.iter().map(|_| Err(NotificationError::Unavailable(why.clone()))).collect()
+            }
+        }
+    }
+
+    async fn reads(&self, ns: &[item::Model]) -> Result<Reads> {
+        let users: Vec<Uuid> =
+            ns.iter().map(|n| n.user_id).collect::<BTreeSet<_>>().into_iter().collect();
+        let (prefs, contacts) =
+            tokio::try_join!(self.store.prefs_of(&users), self.store.contacts_of(&users))?;
+        let prefs: HashMap<Uuid, Preferences> =
+            prefs.into_iter().map(|p| (p.user_id, Preferences::from(p))).collect();
+        let contacts: HashMap<Uuid, contact::Model> =
+            contacts.into_iter().map(|c| (c.user_id, c)).collect();
+        let devices = match &self.pusher {
+            Some(pusher) => pusher.devices_of(&users).await,
+            None => HashMap::new(),
+        };
+        // Asked only for those a generation's email waits on: one read per such person.
+        let waiting: BTreeSet<Uuid> = ns
+            .iter()
+            .filter(|n| {
+                let prefs = prefs.get(&n.user_id).cloned().unwrap_or_default();
+                let event = Event::of(n.kind, &Notification::from(*n).data);
+                event.about_generation()
+                    && prefs.channels(event).email == Delivery::Immediate
+                    && contacts.contains_key(&n.user_id)
+            })
+            .map(|n| n.user_id)
+            .collect();
+        let present = futures::future::join_all(
+            waiting.into_iter().map(|u| async move { (u, self.present(u).await) }),
+        )
+        .await
+        .into_iter()
+        .collect();
+        Ok(Reads { prefs, contacts, devices, present })
+    }
+
+    async fn deliver_one(&self, n: &item::Model, reads: &Reads) -> Result<()> {
+        let prefs = reads.prefs.get(&n.user_id).cloned().unwrap_or_default();
         let notification = Notification::from(n);
         let event = Event::of(n.kind, &notification.data);
         let channels = prefs.channels(event);
-        let contact = self.store.contact(n.user_id).await?;
-        let locale = reader_locale(
-            &prefs.locale,
-            contact.as_ref().map(|c| c.locale.as_str()).unwrap_or_default(),
-        );
+        let contact = reads.contacts.get(&n.user_id);
+        let locale =
+            reader_locale(&prefs.locale, contact.map(|c| c.locale.as_str()).unwrap_or_default());
         if channels.push == Delivery::Immediate
             && let Some(pusher) = &self.pusher
+            && let Some(devices) = reads.devices.get(&n.user_id)
         {
-            pusher.deliver(n.user_id, &texts::localize(notification, locale)).await;
+            pusher.deliver_to(devices, &texts::localize(notification, locale)).await;
         }
         if channels.email != Delivery::Immediate {
             return Ok(());
         }
-        if event.about_generation() && self.present(n.user_id).await {
+        if event.about_generation() && reads.present.get(&n.user_id).copied().unwrap_or(false) {
             tracing::debug!(user = %n.user_id, "a console is open: no email");
             return Ok(());
         }

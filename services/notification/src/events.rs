@@ -2,7 +2,7 @@
 //! never notifies twice), then a fan-out event every replica receives, so a user connected to
 //! any replica gets it live.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use prost::Message as _;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{NotificationError, Result},
-    store::item,
+    store::{item, notifications::Stored},
 };
 
 use crate::notifier::*;
@@ -38,11 +38,44 @@ pub const SOURCES: [&str; 5] = [
     subpb::SubscriptionChanged::KIND,
 ];
 
-/// Producer events unsettled at once (the consumer's prefetch).
-pub(crate) const EVENTS_IN_FLIGHT: usize = 64;
+/// A person's own events: their contact follows them, and goes with them.
+const PEOPLE: [&str; 3] = [UserRegistered::KIND, UserUpdated::KIND, UserDeleted::KIND];
+
+/// The notification an event means, not yet numbered; `None` for an event that concerns no
+/// user (or that cannot be read).
+fn row_of(bytes: &[u8]) -> Option<item::Model> {
+    let Ok(env) = EventEnvelope::decode(bytes) else {
+        tracing::warn!("undecodable event dropped");
+        return None;
+    };
+    let (kind, title, body, data) = describe(&env)?;
+    let user = Uuid::parse_str(&env.user_id).ok()?;
+    Some(item::Model {
+        id: Uuid::now_v7(),
+        user_id: user,
+        // Taken from the user's counter in the insert's transaction.
+        seq: 0,
+        kind,
+        title,
+        body,
+        data: serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
+        event_id: env.id,
+        created_at: Utc::now(),
+        read_at: None,
+        mail_state: 0,
+    })
+}
+
+/// Producer events unsettled at once (the consumer's prefetch): the bound on the work in
+/// flight — stored, fanned out, being pushed or emailed. When pushes or emails are slow, intake
+/// waits (back-pressure) instead of a queue growing in memory.
+pub(crate) const EVENTS_IN_FLIGHT: usize = 512;
 
 /// Workers storing events, each for the users that hash to it.
-pub(crate) const PARTITIONS: usize = 16;
+pub(crate) const PARTITIONS: usize = 8;
+
+/// Most events a worker stores in one transaction and fans out in one message.
+pub(crate) const BATCH: usize = 128;
 
 pub(crate) fn partition(user: &str) -> usize {
     use std::hash::{Hash, Hasher};
@@ -177,8 +210,7 @@ impl Notifier {
     /// Subscribes to the producers' events (one queue shared by the replicas) and to the
     /// fan-out (a queue per replica).
     pub async fn consumers(&self) -> skillup_kit::Result<Consumers> {
-        let people = [UserRegistered::KIND, UserUpdated::KIND, UserDeleted::KIND];
-        let patterns: Vec<&str> = SOURCES.iter().copied().chain(people).collect();
+        let patterns: Vec<&str> = SOURCES.iter().copied().chain(PEOPLE).collect();
         let events = self
             .bus
             .subscribe(&SubscriptionSpec::new("notification", &patterns), EVENTS_IN_FLIGHT as u16)
@@ -186,175 +218,260 @@ impl Notifier {
         let fanout = self
             .bus
             .subscribe(
-                &SubscriptionSpec::new("notification-live", &[pb::Notification::KIND])
-                    .per_instance(),
+                &SubscriptionSpec::new(
+                    "notification-live",
+                    &[pb::NotificationsStored::KIND, pb::Notification::KIND],
+                )
+                .per_instance(),
                 256,
             )
             .await?;
         Ok(Consumers { events, fanout })
     }
 
-    /// Consumes until `shutdown`. Producer events are handled by [`PARTITIONS`] workers, each
-    /// event by the worker its user hashes to: one user's events are stored in the order they
-    /// arrive, different users' in parallel. Fan-out deliveries are handed over as they come.
-    pub async fn run(self, mut c: Consumers, shutdown: Shutdown) {
+    /// Consumes until `shutdown`. Producer events go to [`PARTITIONS`] workers, each event to
+    /// the worker its user hashes to; a worker takes what has arrived (up to [`BATCH`]) and
+    /// stores it in one transaction, fans it out in one message and hands it to delivery — one
+    /// user's events in the order they arrive, different users' in parallel. The fan-out is
+    /// consumed on its own task: live subscribers never wait behind storing.
+    pub async fn run(self, c: Consumers, shutdown: Shutdown) {
+        let Consumers { mut events, mut fanout } = c;
+        let live = {
+            let (this, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        d = fanout.next() => match d {
+                            Some(d) => this.on_fanout(d).await,
+                            None => return,
+                        },
+                        _ = shutdown.wait() => return,
+                    }
+                }
+            })
+        };
         let mut lanes = Vec::with_capacity(PARTITIONS);
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..PARTITIONS {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(EVENTS_IN_FLIGHT);
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(BATCH);
             let this = self.clone();
             workers.spawn(async move {
-                while let Some(d) = rx.recv().await {
-                    this.on_event(d).await;
+                let mut batch = Vec::with_capacity(BATCH);
+                while rx.recv_many(&mut batch, BATCH).await > 0 {
+                    this.on_events(std::mem::take(&mut batch)).await;
                 }
             });
             lanes.push(tx);
         }
         loop {
             tokio::select! {
-            d = c.events.next() => match d {
-                Some(d) => {
-                    let lane = EventEnvelope::decode(d.message.payload.as_ref())
-                        .map(|e| partition(&e.user_id))
-                        .unwrap_or(0);
-                    if lanes[lane].send(d).await.is_err() {
-                        return;
+                d = events.next() => match d {
+                    Some(d) => {
+                        let lane = EventEnvelope::decode(d.message.payload.as_ref())
+                            .map(|e| partition(&e.user_id))
+                            .unwrap_or(0);
+                        if lanes[lane].send(d).await.is_err() {
+                            break;
+                        }
                     }
+                    None => break,
+                },
+                _ = shutdown.wait() => break,
+            }
+        }
+        live.abort();
+    }
+
+    /// One worker's batch, in order: runs of producer events stored together, a person's own
+    /// events (registered, updated, deleted) applied one by one between them.
+    pub(crate) async fn on_events(&self, batch: Vec<Delivery>) {
+        let mut run = Vec::new();
+        for d in batch {
+            let person = EventEnvelope::decode(d.message.payload.as_ref())
+                .is_ok_and(|e| PEOPLE.contains(&e.r#type.as_str()));
+            if person {
+                if !run.is_empty() {
+                    self.on_notifications(std::mem::take(&mut run)).await;
                 }
-                None => return},
-            d = c.fanout.next() => match d {
-                Some(d) => self.on_fanout(d).await,
-                None => return},
-            _ = shutdown.wait() => return}
+                self.on_person(d).await;
+            } else {
+                run.push(d);
+            }
+        }
+        if !run.is_empty() {
+            self.on_notifications(run).await;
         }
     }
 
-    pub(crate) async fn on_event(&self, d: Delivery) {
+    /// A person's own event: their contact, or forgetting them.
+    async fn on_person(&self, d: Delivery) {
         use skillup_kit::events::decode;
         let body = &d.message.payload;
-        // The person's own events: their contact, or forgetting them.
-        let person = if let Some((_, reg)) = decode::<UserRegistered>(body) {
-            Some(self.remember_contact(&reg).await)
+        let done = if let Some((_, reg)) = decode::<UserRegistered>(body) {
+            self.remember_contact(&reg).await
         } else if let Some((_, up)) = decode::<UserUpdated>(body) {
-            Some(self.update_contact(&up).await)
+            self.update_contact(&up).await
         } else if let Some((_, del)) = decode::<UserDeleted>(body) {
-            Some(self.forget_user(&del.user_id).await)
+            self.forget_user(&del.user_id).await
         } else {
-            None
+            Ok(())
         };
-        if let Some(done) = person {
-            let _ = match done {
-                Ok(()) => d.ack().await,
-                Err(e) => d.retry(&e.to_string(), None).await.map(drop),
-            };
+        let _ = match done {
+            Ok(()) => d.ack().await,
+            Err(e) => d.retry(&e.to_string(), None).await.map(drop),
+        };
+    }
+
+    /// Producer events: stored together, fanned out in one message, then pushed and emailed;
+    /// each event settled once its own deliveries are done. Until then it counts against the
+    /// consumer's prefetch: a crash meanwhile redelivers it, and the push goes again (its topic
+    /// replaces the first) while the email does not (its mail state says it went).
+    pub(crate) async fn on_notifications(&self, batch: Vec<Delivery>) {
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        for d in batch {
+            match row_of(&d.message.payload) {
+                Some(row) => {
+                    waiting.push((row.event_id.clone(), d));
+                    rows.push(row);
+                }
+                None => {
+                    let _ = d.ack().await;
+                }
+            }
+        }
+        if rows.is_empty() {
             return;
         }
-        match self.record(&d.message.payload).await {
-            Ok(Some(n)) => {
-                let user = n.user_id;
-                let pbn = pb::Notification::from(Notification::from(&n));
-                // Fanned out even for a duplicate: a crash between storing and fanning out
-                // must not leave live subscribers without it (they drop repeats by id).
-                let (id, user) = (fanout_id(&n), user.to_string());
-                if let Err(e) =
-                    skillup_kit::events::publish_with_id(&self.bus, &id, &user, &pbn).await
-                {
-                    tracing::warn!(error = %e, "fan-out failed; retrying the event");
-                    let _ = d.retry("fan-out failed", None).await;
-                    return;
-                }
-                // Pushed and emailed before the event is settled: a crash meanwhile
-                // redelivers it, and the push goes again (its topic replaces the first) while
-                // the email does not (its mail state says it went). The consumer's prefetch
-                // bounds the deliveries in flight, so a slow push service or mail server slows
-                // intake instead of piling up work.
-                let this = self.clone();
-                tokio::spawn(async move {
-                    match this.deliver(&n).await {
-                        Ok(()) => {
-                            let _ = d.ack().await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "delivering a notification failed; retrying");
-                            let _ = d.retry(&e.to_string(), None).await;
-                        }
-                    }
-                });
-            }
-            Ok(None) => {
-                let _ = d.ack().await;
-            }
+        let stored = match self.store_rows(rows).await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "storing a notification failed; retrying");
-                let _ = d.retry(&e.to_string(), None).await;
+                tracing::warn!(error = %e, events = waiting.len(), "storing notifications failed; retrying");
+                for (_, d) in waiting {
+                    let _ = d.retry(&e.to_string(), None).await;
+                }
+                return;
             }
+        };
+        // Fanned out even when stored before: a crash between storing and fanning out must not
+        // leave live subscribers without it (they drop repeats by sequence number).
+        let all: Vec<item::Model> = stored.new.into_iter().chain(stored.existing).collect();
+        if let Err(e) = self.fan_out(&all).await {
+            tracing::warn!(error = %e, "fan-out failed; retrying the events");
+            for (_, d) in waiting {
+                let _ = d.retry("fan-out failed", None).await;
+            }
+            return;
         }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcomes = this.deliver_all(&all).await;
+            let by_event: HashMap<&str, &Result<()>> =
+                all.iter().map(|n| n.event_id.as_str()).zip(outcomes.iter()).collect();
+            for (event, d) in waiting {
+                match by_event.get(event.as_str()) {
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "delivering a notification failed; retrying");
+                        let _ = d.retry(&e.to_string(), None).await;
+                    }
+                    _ => {
+                        let _ = d.ack().await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// One message to every replica with the batch's notifications.
+    async fn fan_out(&self, rows: &[item::Model]) -> skillup_kit::Result<()> {
+        let batch = pb::NotificationsStored {
+            notifications: rows
+                .iter()
+                .map(|n| pb::StoredNotification {
+                    user_id: n.user_id.to_string(),
+                    seq: n.seq,
+                    notification: Some(Notification::from(n).into()),
+                })
+                .collect(),
+        };
+        skillup_kit::events::publish(&self.bus, "", &batch).await.map(drop)
     }
 
     /// Stores the notification an event means (once per event id); the stored row, new or
     /// already there, or `None` when the event concerns no user.
     pub async fn record(&self, bytes: &[u8]) -> Result<Option<item::Model>> {
-        let Ok(env) = EventEnvelope::decode(bytes) else {
-            tracing::warn!("undecodable event dropped");
-            return Ok(None);
-        };
-        let Some((kind, title, body, data)) = describe(&env) else { return Ok(None) };
-        let Ok(user) = Uuid::parse_str(&env.user_id) else { return Ok(None) };
-        let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
+        let Some(row) = row_of(bytes) else { return Ok(None) };
+        let stored = self.store_rows(vec![row]).await?;
+        Ok(stored.new.into_iter().chain(stored.existing).next())
+    }
+
+    /// Stores `rows` in one transaction (see [`crate::store::NotificationStore::insert_batch`]),
+    /// trying again while another replica stores one of the same events at this moment.
+    pub(crate) async fn store_rows(&self, rows: Vec<item::Model>) -> Result<Stored> {
+        let flagged: Vec<(item::Model, bool)> = rows
+            .into_iter()
+            .map(|r| {
+                let d = DIGESTED.contains(&r.kind);
+                (r, d)
+            })
+            .collect();
         for attempt in 0..100u64 {
-            let row = item::Model {
-                id: Uuid::now_v7(),
-                user_id: user,
-                // Taken from the user's counter in the insert's transaction.
-                seq: 0,
-                kind,
-                title: title.clone(),
-                body: body.clone(),
-                data: data.clone(),
-                event_id: env.id.clone(),
-                created_at: Utc::now(),
-                read_at: None,
-                mail_state: 0,
-            };
-            // The row and the digest's flag together (see `send_digests`); the next digest
-            // emails it when the user has an address on file.
-            match self.store.insert(row, DIGESTED.contains(&kind)).await {
-                Ok((n, unknown)) => {
-                    metrics::counter!("notifications_created_total").increment(1);
-                    if unknown {
-                        self.learn_contact(user).await;
+            match self.store.insert_batch(flagged.clone()).await {
+                Ok(stored) => {
+                    metrics::counter!("notifications_created_total")
+                        .increment(stored.new.len() as u64);
+                    metrics::counter!("notifications_duplicate_events_total")
+                        .increment(stored.existing.len() as u64);
+                    for user in &stored.unknown_contacts {
+                        self.learn_contact(*user).await;
                     }
-                    return Ok(Some(n));
+                    return Ok(stored);
                 }
-                // This very event is stored already (a redelivery): the stored one. (Another
-                // replica storing it at this moment: its row shows once that one commits.)
-                Err(e) if skillup_kit::db::is_unique_violation(&e) => {
-                    let existing = self.store.by_event(&env.id).await?;
-                    if existing.is_some() {
-                        metrics::counter!("notifications_duplicate_events_total").increment(1);
-                        return Ok(existing);
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(Ord::min(attempt, 20)))
-                        .await;
-                }
-                Err(e) if skillup_kit::db::is_busy(&e) => {
+                // Another replica is storing one of these events (its row shows once it
+                // commits), or SQLite is busy, or two batches met the other way round.
+                Err(e)
+                    if skillup_kit::db::is_unique_violation(&e)
+                        || skillup_kit::db::is_busy(&e)
+                        || skillup_kit::db::is_deadlock(&e) =>
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(Ord::min(attempt, 20)))
                         .await;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(NotificationError::Unavailable("storing the notification stayed contended".into()))
+        Err(NotificationError::Unavailable("storing notifications stayed contended".into()))
     }
 
+    /// Hands a fanned-out batch to this replica's live subscribers (one lock for the batch).
+    /// Also takes the one-notification fan-out of replicas of an older release.
     pub(crate) async fn on_fanout(&self, d: Delivery) {
-        if let Some((env, n)) = skillup_kit::events::decode::<pb::Notification>(&d.message.payload)
+        use skillup_kit::events::decode;
+        let body = &d.message.payload;
+        let mut live = Vec::new();
+        if let Some((_, batch)) = decode::<pb::NotificationsStored>(body) {
+            for s in batch.notifications {
+                if let Ok(user) = Uuid::parse_str(&s.user_id)
+                    && let Some(n) = s.notification
+                    && let Ok(n) = Notification::try_from(n)
+                {
+                    live.push((user, Live { seq: s.seq, notification: n }));
+                }
+            }
+        } else if let Some((env, n)) = decode::<pb::Notification>(body)
             && let Ok(n) = Notification::try_from(n)
             && let Ok(user) = Uuid::parse_str(&env.user_id)
             && let Some(seq) = env.id.rsplit_once('/').and_then(|(_, s)| s.parse::<i64>().ok())
-            && let Some(tx) = self.live.lock().expect("live").get(&user)
         {
-            let _ = tx.send(Live { seq, notification: n });
+            live.push((user, Live { seq, notification: n }));
+        }
+        if !live.is_empty() {
+            let subscribers = self.live.lock().expect("live");
+            for (user, n) in live {
+                if let Some(tx) = subscribers.get(&user) {
+                    let _ = tx.send(n);
+                }
+            }
         }
         let _ = d.ack().await;
     }

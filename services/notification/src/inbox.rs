@@ -66,13 +66,7 @@ impl Notifier {
     }
 
     pub async fn preferences(&self, user: Uuid) -> Result<Preferences> {
-        Ok(match self.store.prefs(user).await? {
-            Some(p) => Preferences {
-                locale: p.locale,
-                events: p.events.as_deref().map(choices_from_json).unwrap_or_default(),
-            },
-            None => Preferences::default(),
-        })
+        Ok(self.store.prefs(user).await?.map(Preferences::from).unwrap_or_default())
     }
 
     /// Changes the person's preferences: the language, and the channels of the events in
@@ -126,6 +120,16 @@ impl Notifier {
         };
         self.store.set_prefs(row).await?;
         Ok(prefs)
+    }
+}
+
+/// The stored preferences: the choices made, defaults for the rest.
+impl From<prefs::Model> for Preferences {
+    fn from(p: prefs::Model) -> Self {
+        Preferences {
+            locale: p.locale,
+            events: p.events.as_deref().map(choices_from_json).unwrap_or_default(),
+        }
     }
 }
 

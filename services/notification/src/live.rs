@@ -13,20 +13,26 @@ use crate::notifier::*;
 pub type LiveStream = std::pin::Pin<Box<dyn futures::Stream<Item = Notification> + Send>>;
 
 /// One subscriber: its live receiver, where it is in the user's sequence, and what it still
-/// has to send from the store. Dropping it (the client left) forgets the user's channel on
-/// this replica when nobody else listens.
+/// has to send from the store. While `behind`, the store has more after `last` than was sent:
+/// it is read a page at a time as the client takes it (a client back after a long time gets
+/// everything it missed, in order, without holding it all in memory). Dropping it (the client
+/// left) forgets the user's channel on this replica when nobody else listens.
 pub(crate) struct Subscriber {
     live: broadcast::Receiver<Live>,
     notifier: Notifier,
     user: Uuid,
     last: i64,
+    behind: bool,
     pending: std::collections::VecDeque<Notification>,
 }
 
 impl Subscriber {
-    /// Queues the stored notifications after `last` (up to `upto`), advancing `last`.
-    pub(crate) async fn catch_up(&mut self, upto: Option<i64>) -> Result<()> {
-        for n in self.notifier.after(self.user, self.last, upto).await? {
+    /// Queues the next page of stored notifications after `last`, advancing `last`; a short
+    /// page means caught up.
+    pub(crate) async fn read_page(&mut self) -> Result<()> {
+        let page = self.notifier.after(self.user, self.last).await?;
+        self.behind = page.len() as u64 == PAGE;
+        for n in page {
             self.last = n.seq;
             self.pending.push_back(Notification::from(&n));
         }
@@ -39,25 +45,27 @@ impl Subscriber {
             if let Some(n) = self.pending.pop_front() {
                 return Some(n);
             }
+            if self.behind {
+                if self.read_page().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
             match self.live.recv().await {
                 Ok(Live { seq, notification }) => {
                     if seq <= self.last {
                         continue; // sent already (from the store, or a repeat)
                     }
-                    // A gap: another replica's notification whose fan-out is still on its
-                    // way; it is stored already, so it goes first, from the store.
-                    if seq > self.last + 1 && self.catch_up(Some(seq - 1)).await.is_err() {
-                        return None;
+                    if seq == self.last + 1 {
+                        self.last = seq;
+                        return Some(notification);
                     }
-                    self.last = seq;
-                    self.pending.push_back(notification);
+                    // A gap: another replica's notification whose fan-out is still on its way.
+                    // Everything up to this one is stored already: it all goes from the store.
+                    self.behind = true;
                 }
                 // Too slow for the live feed: catch up from the store.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if self.catch_up(None).await.is_err() {
-                        return None;
-                    }
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
@@ -99,12 +107,13 @@ impl Notifier {
             notifier: self.clone(),
             user,
             last: 0,
+            behind: false,
             pending: std::collections::VecDeque::new(),
         };
         match after_seq {
             Some(s) => {
                 state.last = s;
-                state.catch_up(None).await?;
+                state.read_page().await?;
             }
             None => state.last = self.newest_seq(user).await?,
         }

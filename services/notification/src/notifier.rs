@@ -21,12 +21,6 @@ use crate::{
 };
 use skillup_kit::i18n::Locale;
 
-/// The fan-out id: the notification id and its sequence number (`{id}/{seq}`), so replicas
-/// order it without another read.
-pub(crate) fn fanout_id(n: &item::Model) -> String {
-    format!("{}/{}", n.id, n.seq)
-}
-
 #[derive(Clone)]
 pub struct Notifier {
     pub(crate) store: NotificationStore,
@@ -91,14 +85,9 @@ impl Notifier {
         Ok(self.store.newest_seq(user).await?)
     }
 
-    /// Stored notifications with sequence numbers in `(after, upto]`, in order.
-    pub(crate) async fn after(
-        &self,
-        user: Uuid,
-        after: i64,
-        upto: Option<i64>,
-    ) -> Result<Vec<item::Model>> {
-        Ok(self.store.after(user, after, upto, MAX_BACKLOG).await?)
+    /// Stored notifications with sequence numbers after `after`, in order, at most a [`PAGE`].
+    pub(crate) async fn after(&self, user: Uuid, after: i64) -> Result<Vec<item::Model>> {
+        Ok(self.store.after(user, after, PAGE).await?)
     }
 }
 
@@ -131,5 +120,6 @@ pub(crate) struct Live {
     pub(crate) notification: Notification,
 }
 
-/// Most notifications a reconnecting client is sent from the backlog.
-pub(crate) const MAX_BACKLOG: u64 = 500;
+/// Most notifications a live stream reads from the store at once (a reconnecting client's
+/// backlog, a gap, a subscriber that lagged), page after page until it has caught up.
+pub(crate) const PAGE: u64 = 500;

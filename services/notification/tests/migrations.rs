@@ -71,6 +71,6 @@ async fn notification_kinds_stored_as_numbers_become_names(kind: Kind) {
         read_at: None,
         mail_state: 0,
     };
-    let (stored, _) = store.insert(next, false).await.unwrap();
-    assert_eq!(stored.seq, 6);
+    let stored = store.insert_batch(vec![(next, false)]).await.unwrap();
+    assert_eq!(stored.new[0].seq, 6);
 }

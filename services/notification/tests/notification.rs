@@ -78,6 +78,8 @@ async fn harness_with(
     Harness { key, t, replicas: out, notifiers, outbox, _shutdown: shutdown }
 }
 
+#[path = "notification/batches.rs"]
+mod batches;
 #[path = "notification/choices.rs"]
 mod choices;
 #[path = "notification/push.rs"]
@@ -87,6 +89,7 @@ mod receipts;
 #[path = "notification/sequence.rs"]
 mod sequence;
 
+use batches::*;
 use choices::*;
 use push::*;
 use receipts::*;
@@ -108,6 +111,9 @@ skillup_testkit::both_adapters!(
     every_event_reaches_each_channel_as_chosen,
     an_emails_unsubscribe_link_stops_that_events_emails,
     a_finished_generation_is_not_emailed_while_a_console_shows_it,
+    a_batch_numbers_each_users_events_in_order_and_skips_what_is_stored,
+    a_burst_for_many_people_reaches_every_open_stream_once_in_order,
+    a_client_back_after_more_than_a_page_gets_everything_it_missed_in_order,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {

@@ -12,7 +12,7 @@
 pub mod endpoint;
 pub mod vapid;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
@@ -185,13 +185,42 @@ impl Pusher {
     /// Pushes `n` (worded for its reader already) to every device of `user`, at once; what
     /// became of each. Never fails: each device's trouble is its own.
     pub async fn deliver(&self, user: Uuid, n: &Notification) -> Vec<Outcome> {
-        let devices = match self.store.of_user(user).await {
-            Ok(d) => d,
+        match self.store.of_user(user).await {
+            Ok(devices) => self.deliver_to(&devices, n).await,
             Err(e) => {
                 tracing::warn!(error = %e, %user, "the push devices could not be read");
-                return Vec::new();
+                Vec::new()
             }
-        };
+        }
+    }
+
+    /// The devices of each of `users` who has any, read at once (none when they cannot be
+    /// read: the push is skipped, the rest of the delivery goes on).
+    pub(crate) async fn devices_of(
+        &self,
+        users: &[Uuid],
+    ) -> HashMap<Uuid, Vec<push_subscription::Model>> {
+        match self.store.of_users(users).await {
+            Ok(devices) => {
+                let mut by_user: HashMap<Uuid, Vec<push_subscription::Model>> = HashMap::new();
+                for d in devices {
+                    by_user.entry(d.user_id).or_default().push(d);
+                }
+                by_user
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the push devices could not be read");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// [`Pusher::deliver`] to devices already read.
+    pub(crate) async fn deliver_to(
+        &self,
+        devices: &[push_subscription::Model],
+        n: &Notification,
+    ) -> Vec<Outcome> {
         if devices.is_empty() {
             return Vec::new();
         }

@@ -2,16 +2,29 @@
 //! notifications in sequence), `notification_contacts` (where the digest goes, and what it
 //! covered) and `notification_prefs`.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, ExprTrait, OnConflict, Query},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Alias, Expr, ExprTrait, OnConflict, Query},
 };
 use uuid::Uuid;
 
 use super::{contact, item, prefs, push_subscription, sequence};
 use crate::domain::NotificationKind;
+
+/// What [`NotificationStore::insert_batch`] did.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Stored now, numbered, in the order given.
+    pub new: Vec<item::Model>,
+    /// Stored before (redelivered events), as stored.
+    pub existing: Vec<item::Model>,
+    /// Users with something to email but no contact on file.
+    pub unknown_contacts: Vec<Uuid>,
+}
 
 #[derive(Clone)]
 pub struct NotificationStore {
@@ -40,22 +53,21 @@ impl NotificationStore {
             .unwrap_or(0))
     }
 
-    /// The user's notifications with sequence numbers in `(after, upto]`, in order, at most
+    /// The user's notifications with sequence numbers after `after`, in order, at most
     /// `limit`.
     pub async fn after(
         &self,
         user: Uuid,
         after: i64,
-        upto: Option<i64>,
         limit: u64,
     ) -> Result<Vec<item::Model>, DbErr> {
-        let mut q = item::Entity::find()
+        item::Entity::find()
             .filter(item::Column::UserId.eq(user))
-            .filter(item::Column::Seq.gt(after));
-        if let Some(u) = upto {
-            q = q.filter(item::Column::Seq.lte(u));
-        }
-        q.order_by_asc(item::Column::Seq).limit(limit).all(&self.db).await
+            .filter(item::Column::Seq.gt(after))
+            .order_by_asc(item::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
     }
 
     /// The sequence number of the user's notification `id` (`None`: not one of theirs).
@@ -126,63 +138,115 @@ impl NotificationStore {
             .map(drop)
     }
 
-    /// Stores a notification under its user's next sequence number and, when the digest emails
-    /// it (`digested`), marks the user's contact pending — all in one transaction, so a digest
-    /// claiming the contact sees both or neither, and numbers commit in order (the user's
-    /// counter row stays locked until the commit; a rolled-back insert gives its number back).
-    /// A unique violation: the event is stored already. Also says whether the contact was
-    /// missing (a user never heard of).
-    pub async fn insert(
-        &self,
-        mut row: item::Model,
-        digested: bool,
-    ) -> Result<(item::Model, bool), DbErr> {
-        let user = row.user_id;
+    /// Stores a batch of notifications in one transaction: each under its user's next sequence
+    /// number, in the order given (one upsert numbers every user of the batch, users taken in
+    /// id order so concurrent batches lock their counters in one order), with one multi-row
+    /// insert, and the contacts of those `digested` marked pending in one statement — so a digest
+    /// claiming a contact sees a notification and its flag together or neither. Events stored
+    /// already (a redelivery), and repeats inside the batch, are not stored again: they come back
+    /// as [`Stored::existing`]. A unique violation means another replica is storing one of these
+    /// events at this moment: the caller tries again and then finds it stored.
+    pub async fn insert_batch(&self, rows: Vec<(item::Model, bool)>) -> Result<Stored, DbErr> {
         let txn = self.db.begin().await?;
-        let next = Query::insert()
-            .into_table(sequence::Entity)
+        match Self::insert_batch_in(&txn, rows).await {
+            Ok(stored) => {
+                txn.commit().await?;
+                Ok(stored)
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn insert_batch_in(
+        txn: &sea_orm::DatabaseTransaction,
+        rows: Vec<(item::Model, bool)>,
+    ) -> Result<Stored, DbErr> {
+        let events: Vec<String> = rows.iter().map(|(r, _)| r.event_id.clone()).collect();
+        let existing =
+            item::Entity::find().filter(item::Column::EventId.is_in(events)).all(txn).await?;
+        let mut seen: HashSet<String> = existing.iter().map(|r| r.event_id.clone()).collect();
+        let fresh: Vec<(item::Model, bool)> =
+            rows.into_iter().filter(|(r, _)| seen.insert(r.event_id.clone())).collect();
+        if fresh.is_empty() {
+            return Ok(Stored { new: Vec::new(), existing, unknown_contacts: Vec::new() });
+        }
+        let mut counts = BTreeMap::<Uuid, i64>::new();
+        for (r, _) in &fresh {
+            *counts.entry(r.user_id).or_default() += 1;
+        }
+        let mut next = Query::insert();
+        next.into_table(sequence::Entity)
             .columns([sequence::Column::UserId, sequence::Column::Last])
-            .values_panic([user.into(), 1i64.into()])
             .on_conflict(
                 OnConflict::column(sequence::Column::UserId)
                     .value(
                         sequence::Column::Last,
-                        Expr::col((sequence::Entity, sequence::Column::Last)).add(1),
+                        Expr::col((sequence::Entity, sequence::Column::Last))
+                            .add(Expr::col((Alias::new("excluded"), sequence::Column::Last))),
                     )
                     .to_owned(),
             )
-            .returning_col(sequence::Column::Last)
-            .to_owned();
-        let taken = match txn.query_one(&next).await {
-            Ok(Some(r)) => r.try_get::<i64>("", "last")?,
-            Ok(None) => {
-                txn.rollback().await?;
-                return Err(DbErr::Custom("the sequence upsert returned nothing".into()));
-            }
-            Err(e) => {
-                txn.rollback().await?;
-                return Err(e);
-            }
-        };
-        row.seq = taken;
-        let n = match item::ActiveModel::from(row).insert(&txn).await {
-            Ok(n) => n,
-            Err(e) => {
-                txn.rollback().await?;
-                return Err(e);
-            }
-        };
-        let mut unknown = false;
-        if digested {
-            let flagged = contact::Entity::update_many()
-                .col_expr(contact::Column::MailPending, Expr::value(true))
-                .filter(contact::Column::UserId.eq(user))
-                .exec(&txn)
-                .await?;
-            unknown = flagged.rows_affected == 0;
+            .returning(
+                Query::returning().columns([sequence::Column::UserId, sequence::Column::Last]),
+            );
+        for (user, k) in &counts {
+            next.values_panic([(*user).into(), (*k).into()]);
         }
-        txn.commit().await?;
-        Ok((n, unknown))
+        // Each user's numbers run up to the counter's new value: `last - k + 1 ..= last`.
+        let mut first = HashMap::<Uuid, i64>::new();
+        for r in txn.query_all(&next).await? {
+            let user: Uuid = r.try_get("", "user_id")?;
+            let last: i64 = r.try_get("", "last")?;
+            first.insert(user, last - counts.get(&user).copied().unwrap_or(1) + 1);
+        }
+        let mut new = Vec::with_capacity(fresh.len());
+        let mut flagged = BTreeSet::new();
+        for (mut r, digested) in fresh {
+            let seq = first
+                .get_mut(&r.user_id)
+                .ok_or_else(|| DbErr::Custom("the sequence upsert did not number a user".into()))?;
+            r.seq = *seq;
+            *seq += 1;
+            if digested {
+                flagged.insert(r.user_id);
+            }
+            new.push(r);
+        }
+        item::Entity::insert_many(new.iter().cloned().map(item::ActiveModel::from))
+            .exec_without_returning(txn)
+            .await?;
+        let mut unknown_contacts = Vec::new();
+        if !flagged.is_empty() {
+            let found: HashSet<Uuid> = contact::Entity::update_many()
+                .col_expr(contact::Column::MailPending, Expr::value(true))
+                .filter(contact::Column::UserId.is_in(flagged.iter().copied()))
+                .exec_with_returning(txn)
+                .await?
+                .into_iter()
+                .map(|c| c.user_id)
+                .collect();
+            unknown_contacts = flagged.into_iter().filter(|u| !found.contains(u)).collect();
+        }
+        Ok(Stored { new, existing, unknown_contacts })
+    }
+
+    /// The preferences of each of `users` who has chosen any.
+    pub async fn prefs_of(&self, users: &[Uuid]) -> Result<Vec<prefs::Model>, DbErr> {
+        prefs::Entity::find()
+            .filter(prefs::Column::UserId.is_in(users.iter().copied()))
+            .all(&self.db)
+            .await
+    }
+
+    /// The contact of each of `users` on file.
+    pub async fn contacts_of(&self, users: &[Uuid]) -> Result<Vec<contact::Model>, DbErr> {
+        contact::Entity::find()
+            .filter(contact::Column::UserId.is_in(users.iter().copied()))
+            .all(&self.db)
+            .await
     }
 
     /// Takes notification `id` for an email: true for the one caller that flips it from not
@@ -217,11 +281,6 @@ impl NotificationStore {
             .exec(&self.db)
             .await?;
         Ok(self.contact(user).await?.and_then(|c| c.unsubscribe_key))
-    }
-
-    /// The notification stored for bus event `event_id`.
-    pub async fn by_event(&self, event_id: &str) -> Result<Option<item::Model>, DbErr> {
-        item::Entity::find().filter(item::Column::EventId.eq(event_id)).one(&self.db).await
     }
 
     /// Keeps the user's address (first one wins), pending: events of the user may be stored

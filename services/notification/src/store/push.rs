@@ -55,6 +55,14 @@ impl PushStore {
             .await
     }
 
+    /// The subscriptions of each of `users`.
+    pub async fn of_users(&self, users: &[Uuid]) -> Result<Vec<row::Model>, DbErr> {
+        row::Entity::find()
+            .filter(row::Column::UserId.is_in(users.iter().copied()))
+            .all(&self.db)
+            .await
+    }
+
     /// Deletes the user's subscription `id`; whether there was one.
     pub async fn delete(&self, user: Uuid, id: Uuid) -> Result<bool, DbErr> {
         let n = row::Entity::delete_many()

@@ -7,19 +7,24 @@ use skillup_notification::store::item;
 
 use super::*;
 
+/// A finished quiz about `topic`.
+pub(crate) fn quiz_ready(topic: &str) -> aipb::GenerationCompleted {
+    let task = aipb::Task {
+        id: Uuid::now_v7().to_string(),
+        status: aipb::TaskStatus::Completed as i32,
+        topic: topic.into(),
+        function: "quiz".into(),
+        ..Default::default()
+    };
+    aipb::GenerationCompleted { task: Some(task) }
+}
+
 pub(crate) async fn a_burst_on_two_replicas_numbers_each_event_once_without_gaps(kind: Kind) {
     let h = harness(kind, 2).await;
     let user = Uuid::now_v7();
     let events: Vec<Vec<u8>> = (0..60)
         .map(|i| {
-            let task = aipb::Task {
-                id: Uuid::now_v7().to_string(),
-                status: aipb::TaskStatus::Completed as i32,
-                topic: format!("burst {i}"),
-                function: "quiz".into(),
-                ..Default::default()
-            };
-            let ev = aipb::GenerationCompleted { task: Some(task) };
+            let ev = quiz_ready(&format!("burst {i}"));
             skillup_kit::events::envelope(&format!("seq-{i}"), &user.to_string(), &ev)
         })
         .collect();
