@@ -232,7 +232,8 @@ def rewrite(c, by_name, db_url, scope):
         env["SKILLUP_EDGE__OPS_ADDR"] = f"127.0.0.1:{c.ops}"
     # The other components, by the names the files use.
     def host(m):
-        other = by_name.get(m.group(2))
+        # `auth-grpc` is auth's headless Service: the same pods.
+        other = by_name.get(m.group(2)) or by_name.get(m.group(2).removesuffix("-grpc"))
         return f"{m.group(1)}://127.0.0.1:{other.grpc}" if other else m.group(0)
     for k, v in env.items():
         env[k] = re.sub(r"(https?)://([a-z][a-z0-9-]*)(?:\.[a-z0-9.-]+)?:50051", host, v)

@@ -109,7 +109,8 @@ pub async fn serve(component: Component, settings: Settings) -> anyhow::Result<(
             Duration::from_millis(config.shutdown.drain_ms),
             Duration::from_millis(config.shutdown.grace_ms),
         )
-        .limits(config.grpc.max_concurrent_rpcs, Duration::from_millis(config.grpc.rpc_timeout_ms));
+        .limits(config.grpc.max_concurrent_rpcs, Duration::from_millis(config.grpc.rpc_timeout_ms))
+        .max_connection_age(Duration::from_millis(config.grpc.max_connection_age_ms));
     // The worker's run: awaited before the process exits, so SIGTERM lets the tasks in hand
     // finish (within the grace) instead of cutting them off to be paid for twice elsewhere.
     let mut worker_run = None;

@@ -132,6 +132,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
             Duration::from_millis(config.shutdown.grace_ms),
         )
         .limits(config.grpc.max_concurrent_rpcs, Duration::from_millis(config.grpc.rpc_timeout_ms))
+        .max_connection_age(Duration::from_millis(config.grpc.max_connection_age_ms))
         .bind_to(listener)
         .await
         .context("starting gRPC")?;

@@ -11,11 +11,12 @@ use skillup_kit::config::{BreakerConfig, Needs, Section, invalid};
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// gRPC address of each service by its short name (`auth`, `prompt`, `subscribe`,
-    /// `payment`, `ai`, `notification`), e.g. `http://auth:50051`.
+    /// `payment`, `ai`, `notification`), e.g. `http://auth-grpc:50051`, or several separated
+    /// by commas: calls are balanced over every address they resolve to.
     pub upstreams: std::collections::BTreeMap<String, String>,
     /// Address of any service not in `upstreams`; unset = this process's `grpc_addr`.
     pub upstream_default: Option<String>,
-    /// HTTP/2 connections to each upstream (calls are spread over them).
+    /// HTTP/2 connections to each replica of an upstream (calls are spread over them).
     pub upstream_connections: u32,
     /// Under `skillup up`, call the services of the same process in-process (no socket, no
     /// HTTP/2 framing; the same contracts and server layers) rather than over loopback.

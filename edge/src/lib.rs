@@ -146,7 +146,9 @@ impl Edge {
             .unwrap_or_else(|| format!("http://{}", parts.config.grpc_addr));
         // In-process calls are the edge's as its certificate's are across processes.
         let local = parts.local.filter(|_| cfg.in_process).map(|l| l.as_component("edge"));
-        let upstreams = Upstreams::new(&cfg, default_url, names, local, parts.mesh.clone())?;
+        let resolve_every = Duration::from_millis(parts.config.grpc.resolve_interval_ms);
+        let upstreams =
+            Upstreams::new(&cfg, default_url, names, local, parts.mesh.clone(), resolve_every)?;
         let auth = upstreams.get("auth").expect("auth upstream is always configured");
         let authn = Authenticator::new(
             auth,

@@ -19,7 +19,7 @@ use tonic::{
 
 use skillup_kit::{
     breaker::Breaker,
-    grpc::{BoxError, LocalChannel, ServiceChannel},
+    grpc::{BalanceSettings, Balanced, BoxError, LocalChannel, ServiceChannel},
 };
 
 /// Passes encoded messages through untouched.
@@ -73,14 +73,16 @@ impl Decoder for RawDecoder {
     }
 }
 
-/// One upstream service: a few HTTP/2 connections (one connection's lock and flow control
-/// become the bottleneck under many concurrent calls) and one breaker.
+/// One upstream service: its replicas balanced call by call, a few HTTP/2 connections to each
+/// (one connection's lock and flow control become the bottleneck under many concurrent calls;
+/// see `skillup_kit::grpc::balance`), and one breaker, which counts failures only while at
+/// most one replica is in — a bad replica is the balancer's to eject, not a reason to stop
+/// calling the others.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub url: String,
-    channels: Vec<ServiceChannel>,
-    next: std::sync::atomic::AtomicUsize,
+    channel: ServiceChannel,
     pub breaker: Breaker,
     retry: RetryConfig,
 }
@@ -102,17 +104,17 @@ impl Upstreams {
         names: impl IntoIterator<Item = String>,
         local: Option<LocalChannel>,
         mesh: Option<Arc<skillup_kit::mesh::MeshTls>>,
+        resolve_every: Duration,
     ) -> Result<Self, String> {
         let mut by_name = HashMap::new();
         for name in names {
             let up = match (cfg.upstreams.get(&name), &local) {
-                (None, Some(local)) => Upstream::new(
-                    &name,
-                    "in-process",
-                    vec![ServiceChannel::from(local.clone())],
-                    cfg,
-                ),
-                (url, _) => Self::connect(&name, url.unwrap_or(&default_url), cfg, &mesh)?,
+                (None, Some(local)) => {
+                    Upstream::new(&name, "in-process", ServiceChannel::from(local.clone()), cfg)
+                }
+                (url, _) => {
+                    Self::connect(&name, url.unwrap_or(&default_url), cfg, &mesh, resolve_every)?
+                }
             };
             by_name.insert(name, Arc::new(up));
         }
@@ -124,20 +126,22 @@ impl Upstreams {
         url: &str,
         cfg: &EdgeConfig,
         mesh: &Option<Arc<skillup_kit::mesh::MeshTls>>,
+        resolve_every: Duration,
     ) -> Result<Upstream, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("upstream {name}: bad address {url}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let channels = (0..cfg.upstream_connections.max(1))
-            .map(|_| {
-                let connector = skillup_kit::mesh::MeshConnector::new(mesh.clone());
-                ServiceChannel::Network(endpoint.connect_with_connector_lazy(connector))
-            })
-            .collect();
-        Ok(Upstream::new(name, url, channels, cfg))
+        let settings = BalanceSettings {
+            resolve_every,
+            connections_per_backend: cfg.upstream_connections.max(1) as usize,
+            endpoint: |e: Endpoint| {
+                e.connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_timeout(Duration::from_secs(10))
+            },
+            mesh: mesh.clone(),
+        };
+        let channel = Balanced::new(name, url, settings)
+            .map_err(|e| format!("upstream {name}: bad address {url}: {e}"))?;
+        Ok(Upstream::new(name, url, channel.into(), cfg))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
@@ -191,21 +195,19 @@ fn deadline<T>(
 }
 
 impl Upstream {
-    fn new(name: &str, url: &str, channels: Vec<ServiceChannel>, cfg: &EdgeConfig) -> Self {
+    fn new(name: &str, url: &str, channel: ServiceChannel, cfg: &EdgeConfig) -> Self {
         Upstream {
             name: name.to_owned(),
             url: url.to_owned(),
-            channels,
-            next: Default::default(),
+            channel,
             breaker: Breaker::new(format!("upstream:{name}"), cfg.breaker.clone()),
             retry: cfg.retry.clone(),
         }
     }
 
-    /// The next connection, round robin.
+    /// The channel calls go on.
     pub fn channel(&self) -> ServiceChannel {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.channels[i % self.channels.len()].clone()
+        self.channel.clone()
     }
 
     /// A unary call. The deadline is enforced here too, in case the upstream ignores it.
@@ -306,7 +308,15 @@ impl Upstream {
             attempt += 1;
             backoff = (backoff * 2).min(Duration::from_millis(self.retry.max_backoff_ms.max(1)));
         };
-        permit.record(!res.as_ref().is_err_and(|s| is_failure(s.code())));
+        let failed = res.as_ref().is_err_and(|s| is_failure(s.code()));
+        if failed && self.channel.replicas_in() > 1 {
+            // With other replicas in, one replica's failures are the balancer's to act on: it
+            // ejects that one (see `skillup_kit::grpc::balance`). The breaker counts failures
+            // once at most one is left — trouble of the whole upstream, not of a replica.
+            drop(permit);
+        } else {
+            permit.record(!failed);
+        }
         res.map_err(CallError::Status)
     }
 }
@@ -360,24 +370,10 @@ fn broken_transport(status: &Status) -> bool {
     false
 }
 
-/// The connection was refused, or the server refused the stream (HTTP/2 REFUSED_STREAM, sent
-/// for streams it will not process, as after GOAWAY): the request was not processed.
+/// The call was not processed: refused connection, REFUSED_STREAM, or a stream past the
+/// server's graceful GOAWAY (see `skillup_kit::grpc::balance::never_sent`).
 fn never_sent(status: &Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        if let Some(h2) = e.downcast_ref::<h2::Error>()
-            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    skillup_kit::grpc::balance::never_sent(status)
 }
 
 /// The codes that say the upstream is in trouble (a caller's mistake is a healthy answer).

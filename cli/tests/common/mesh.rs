@@ -24,14 +24,23 @@ const SERVICES: [&str; 6] = ["auth", "prompt", "subscribe", "payment", "ai", "no
 pub struct Mesh {
     pub dir: PathBuf,
     env: Vec<(String, String)>,
-    ports: BTreeMap<&'static str, (u16, u16)>,
-    procs: BTreeMap<&'static str, Child>,
+    /// gRPC and HTTP port of each process: a component by its name, its further replicas as
+    /// `auth#2`, `auth#3`, ….
+    ports: BTreeMap<String, (u16, u16)>,
+    procs: BTreeMap<String, Child>,
     _db: testing::TestDb,
 }
 
 impl Mesh {
     /// A fresh database, prefixes and keys; `extra` settings for every process.
     pub async fn start(extra: &[(&str, &str)]) -> Mesh {
+        Self::start_scaled(extra, &[]).await
+    }
+
+    /// [`Mesh::start`] with `n` replicas of some components (`("auth", 3)`: `auth`, `auth#2`,
+    /// `auth#3`), each its own process on its own ports; every caller gets the list of all of
+    /// them as the component's address, as a headless Service's name resolves to every pod.
+    pub async fn start_scaled(extra: &[(&str, &str)], scale: &[(&'static str, usize)]) -> Mesh {
         let db = testing::TestDb::postgres().await;
         let dir = std::env::temp_dir().join(format!("skillup-mesh-{}", testing::unique()));
         let keys = dir.join("keys");
@@ -39,8 +48,15 @@ impl Mesh {
         KeyStore::new(&keys).store(&key, true).unwrap();
         IdentityKey::load(&skillup_kit::identity::default_key_path(&keys), true).unwrap();
         skillup_kit::mesh::issue::init(&keys.join("mesh"), &[], false).unwrap();
-        let ports: BTreeMap<_, _> =
-            COMPONENTS.iter().map(|c| (*c, (free_port(), free_port()))).collect();
+        let names: Vec<String> = COMPONENTS
+            .iter()
+            .flat_map(|c| {
+                let n = scale.iter().find(|(s, _)| s == c).map_or(1, |(_, n)| *n);
+                (1..=n).map(move |i| if i == 1 { c.to_string() } else { format!("{c}#{i}") })
+            })
+            .collect();
+        let ports: BTreeMap<String, _> =
+            names.iter().map(|c| (c.clone(), (free_port(), free_port()))).collect();
         let unique = testing::unique();
         let mut env: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), db.url.clone()),
@@ -55,20 +71,22 @@ impl Mesh {
             ("SKILLUP_SHUTDOWN__GRACE_MS".into(), "10000".into()),
         ];
         for s in SERVICES {
-            env.push((
-                format!("SKILLUP_EDGE__UPSTREAMS__{}", s.to_uppercase()),
-                format!("http://127.0.0.1:{}", ports[s].0),
-            ));
+            let all: Vec<String> = names
+                .iter()
+                .filter(|n| n.split('#').next() == Some(s))
+                .map(|n| format!("http://127.0.0.1:{}", ports[n].0))
+                .collect();
+            env.push((format!("SKILLUP_EDGE__UPSTREAMS__{}", s.to_uppercase()), all.join(",")));
         }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut mesh = Mesh { dir, env, ports, procs: BTreeMap::new(), _db: db };
-        for c in COMPONENTS {
+        for c in &names {
             mesh.spawn(c);
             mesh.wait_ready(c).await;
         }
         // Each is still running: a component that could not bind its port exits at once, and
         // another process answering on that port must not pass for it.
-        for c in COMPONENTS {
+        for c in &names {
             if let Some(status) = mesh.procs.get_mut(c).unwrap().try_wait().unwrap() {
                 panic!("{c} exited ({status}): {}", mesh.log(c));
             }
@@ -96,12 +114,23 @@ impl Mesh {
         format!("http://127.0.0.1:{}", self.ports["edge"].1)
     }
 
-    fn spawn(&mut self, component: &'static str) {
-        let (grpc, http) = self.ports[component];
+    /// A process's HTTP (operations) base URL: `/metrics`, `/readyz`.
+    pub fn ops(&self, process: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[process].1)
+    }
+
+    /// A process's id (to signal it).
+    pub fn pid(&self, process: &str) -> u32 {
+        self.procs[process].id()
+    }
+
+    fn spawn(&mut self, process: &str) {
+        let (grpc, http) = self.ports[process];
+        let component = process.split('#').next().unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{component}.log")))
+            .open(self.dir.join(format!("{process}.log")))
             .unwrap();
         let mut cmd = skillup();
         if component != "edge" {
@@ -122,11 +151,11 @@ impl Mesh {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.procs.insert(component, child);
+        self.procs.insert(process.to_owned(), child);
     }
 
     /// Waits until the component's /readyz answers 200 (at most 30 s).
-    pub async fn wait_ready(&mut self, component: &'static str) {
+    pub async fn wait_ready(&mut self, component: &str) {
         let url = format!("http://127.0.0.1:{}/readyz", self.ports[component].1);
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -145,7 +174,7 @@ impl Mesh {
     }
 
     /// SIGTERM, and the exit status once it has drained and stopped.
-    pub async fn stop(&mut self, component: &'static str) -> std::process::ExitStatus {
+    pub async fn stop(&mut self, component: &str) -> std::process::ExitStatus {
         let mut child = self.procs.remove(component).unwrap();
         let pid = child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -153,14 +182,14 @@ impl Mesh {
     }
 
     /// SIGKILL: no drain, no goodbye — as a node dying or the OOM killer.
-    pub async fn kill(&mut self, component: &'static str) {
+    pub async fn kill(&mut self, component: &str) {
         let mut child = self.procs.remove(component).unwrap();
         child.kill().unwrap();
         tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     }
 
     /// A rolling restart of one replica: stop it (drain included), start it again, wait ready.
-    pub async fn restart(&mut self, component: &'static str) -> Duration {
+    pub async fn restart(&mut self, component: &str) -> Duration {
         let started = Instant::now();
         let status = self.stop(component).await;
         assert!(
@@ -204,7 +233,7 @@ impl Mesh {
     }
 
     /// Starts a component stopped with [`Mesh::stop`] and waits until it is ready.
-    pub async fn start_again(&mut self, component: &'static str) {
+    pub async fn start_again(&mut self, component: &str) {
         self.spawn(component);
         self.wait_ready(component).await;
     }

@@ -119,7 +119,8 @@ impl<'a> Context<'a> {
     /// How this component reaches service `name`: in-process when it runs here too, else over
     /// gRPC at its address (connected lazily).
     pub fn channel(&self, name: &'static str) -> Result<ServiceChannel, BuildError> {
-        channel(self.deployment, self.local, self.component, name)
+        let every = Duration::from_millis(self.config.grpc.resolve_interval_ms);
+        channel(self.deployment, self.local, self.component, name, every)
     }
 }
 
@@ -128,6 +129,7 @@ fn channel(
     local: Option<&LocalSlot>,
     caller: Option<&'static str>,
     name: &'static str,
+    resolve_every: Duration,
 ) -> Result<ServiceChannel, BuildError> {
     if let Some(slot) = local
         && !deployment.upstreams.contains_key(name)
@@ -137,15 +139,20 @@ fn channel(
             None => slot.clone(),
         }));
     }
-    let endpoint = tonic::transport::Endpoint::from_shared(deployment.service_url(name).to_owned())
-        .map_err(|e| BuildError::config(name, format!("the {name} service's address: {e}")))?;
-    Ok(ServiceChannel::Network(
-        endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_with_connector_lazy(crate::mesh::MeshConnector::new(deployment.mesh.clone())),
-    ))
+    // Every replica behind the address (see `grpc::balance`).
+    let settings = crate::grpc::BalanceSettings {
+        resolve_every,
+        connections_per_backend: 1,
+        endpoint: |e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+        },
+        mesh: deployment.mesh.clone(),
+    };
+    crate::grpc::Balanced::new(name, deployment.service_url(name), settings)
+        .map(ServiceChannel::Balanced)
+        .map_err(|e| BuildError::config(name, format!("the {name} service's address: {e}")))
 }
 
 /// A component: its name, and how it is built.
@@ -166,6 +173,8 @@ pub trait Component: Sized {
 mod tests {
     use super::*;
 
+    const EVERY: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn services_of_this_process_are_reached_in_process_unless_sent_elsewhere() {
         let mut deployment = Deployment {
@@ -177,17 +186,17 @@ mod tests {
             currency: "RUB".into(),
         };
         let slot = LocalSlot::new();
-        let here = channel(&deployment, Some(&slot), None, "payment").unwrap();
+        let here = channel(&deployment, Some(&slot), None, "payment", EVERY).unwrap();
         assert!(matches!(here, ServiceChannel::InProcess(_)));
-        let there = channel(&deployment, None, None, "payment").unwrap();
-        assert!(matches!(there, ServiceChannel::Network(_)));
+        let there = channel(&deployment, None, None, "payment", EVERY).unwrap();
+        assert!(matches!(there, ServiceChannel::Balanced(_)));
         assert_eq!(deployment.service_url("payment"), "http://127.0.0.1:50051");
         deployment.upstreams.insert("payment".into(), "http://payment:50051".into());
         assert_eq!(deployment.service_url("payment"), "http://payment:50051");
-        let away = channel(&deployment, Some(&slot), None, "payment").unwrap();
-        assert!(matches!(away, ServiceChannel::Network(_)), "an upstream setting wins");
+        let away = channel(&deployment, Some(&slot), None, "payment", EVERY).unwrap();
+        assert!(matches!(away, ServiceChannel::Balanced(_)), "an upstream setting wins");
         deployment.upstreams.insert("prompt".into(), "not a url at all".into());
-        let Err(e) = channel(&deployment, None, None, "prompt") else {
+        let Err(e) = channel(&deployment, None, None, "prompt", EVERY) else {
             panic!("a bad address is refused")
         };
         assert!(matches!(e, BuildError::Config { component: "prompt", .. }), "{e}");

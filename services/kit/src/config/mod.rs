@@ -98,7 +98,12 @@ impl Default for Config {
                 publish_timeout_ms: 10_000,
             },
             shutdown: ShutdownConfig { drain_ms: 2_000, grace_ms: 30_000 },
-            grpc: GrpcConfig { max_concurrent_rpcs: 1_024, rpc_timeout_ms: 300_000 },
+            grpc: GrpcConfig {
+                max_concurrent_rpcs: 1_024,
+                rpc_timeout_ms: 300_000,
+                max_connection_age_ms: 300_000,
+                resolve_interval_ms: 5_000,
+            },
             readiness_interval_ms: 2_000,
             mail: MailConfig {
                 from: "SkillUp <no-reply@skillup.local>".into(),

@@ -28,6 +28,14 @@ pub struct GrpcConfig {
     /// The server's own deadline for one call, milliseconds (a caller's shorter
     /// `grpc-timeout` still wins).
     pub rpc_timeout_ms: u64,
+    /// A server ends each connection this old (±10 %, milliseconds) with a graceful GOAWAY:
+    /// calls on it finish, the client connects again — and, if it cannot re-resolve, lands
+    /// wherever kube-proxy sends it now, so new replicas get their share. 0 = never.
+    pub max_connection_age_ms: u64,
+    /// How often a client resolves another service's address again to find every replica
+    /// (a headless Service's DNS name; also at once when a connection is refused), and the
+    /// longest an ejected replica stays out. Milliseconds.
+    pub resolve_interval_ms: u64,
 }
 
 /// Shutdown timings (`SKILLUP_SHUTDOWN__…`).

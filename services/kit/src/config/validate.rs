@@ -50,6 +50,20 @@ impl Config {
                 "must be at least 1000",
             ));
         }
+        if self.grpc.max_connection_age_ms != 0 && self.grpc.max_connection_age_ms < 1_000 {
+            return Err(bad(
+                "grpc.max_connection_age_ms",
+                "SKILLUP_GRPC__MAX_CONNECTION_AGE_MS",
+                "must be 0 (never) or at least 1000",
+            ));
+        }
+        if self.grpc.resolve_interval_ms < 100 {
+            return Err(bad(
+                "grpc.resolve_interval_ms",
+                "SKILLUP_GRPC__RESOLVE_INTERVAL_MS",
+                "must be at least 100",
+            ));
+        }
         if self.db_max_connections < 2 {
             return Err(bad(
                 "db_max_connections",

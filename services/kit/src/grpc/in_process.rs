@@ -226,7 +226,28 @@ impl LocalSlot {
 #[derive(Clone)]
 pub enum ServiceChannel {
     Network(tonic::transport::Channel),
+    /// Every replica of the service (see [`super::balance`]).
+    Balanced(super::Balanced),
     InProcess(LocalSlot),
+}
+
+impl ServiceChannel {
+    /// Replicas taking calls now: those a balanced channel has not ejected; 1 otherwise.
+    pub fn replicas_in(&self) -> usize {
+        match self {
+            Self::Balanced(b) => {
+                let (known, ejected) = b.backends();
+                known.saturating_sub(ejected)
+            }
+            _ => 1,
+        }
+    }
+}
+
+impl From<super::Balanced> for ServiceChannel {
+    fn from(c: super::Balanced) -> Self {
+        Self::Balanced(c)
+    }
 }
 
 impl From<tonic::transport::Channel> for ServiceChannel {
@@ -246,6 +267,7 @@ impl std::fmt::Debug for ServiceChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Network(c) => c.fmt(f),
+            Self::Balanced(c) => c.fmt(f),
             Self::InProcess(_) => f.write_str("InProcess"),
         }
     }
@@ -269,6 +291,7 @@ impl Service<Request<Body>> for ServiceChannel {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
         match self {
             Self::Network(c) => c.poll_ready(cx).map_err(Into::into),
+            Self::Balanced(c) => c.poll_ready(cx),
             // Readiness is checked on the call itself (`oneshot`), on a clone of the slot's
             // channel: the slot is shared, so it cannot be held ready here.
             Self::InProcess(_) => Poll::Ready(Ok(())),
@@ -279,6 +302,7 @@ impl Service<Request<Body>> for ServiceChannel {
         use futures::{FutureExt, TryFutureExt};
         match self {
             Self::Network(c) => c.call(req).map_err(Into::into as fn(_) -> _).left_future(),
+            Self::Balanced(c) => c.call(req).right_future(),
             Self::InProcess(slot) => {
                 let local = slot.get();
                 let timeout = grpc_timeout(req.headers());
