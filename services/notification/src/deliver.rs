@@ -49,9 +49,21 @@ impl Notifier {
     /// all of it. `Err`: that email could not go now (its event is tried again; the push is not
     /// repeated unless the event is redelivered).
     pub(crate) async fn deliver_all(&self, ns: &[item::Model]) -> Vec<Result<()>> {
-        match self.reads(ns).await {
+        // Each notification's message and event, made once for the reads and the delivery.
+        let made: Vec<(Notification, Event)> = ns
+            .iter()
+            .map(|n| {
+                let notification = Notification::from(n);
+                let event = Event::of(n.kind, &notification.data);
+                (notification, event)
+            })
+            .collect();
+        match self.reads(ns, &made).await {
             Ok(reads) => {
-                futures::future::join_all(ns.iter().map(|n| self.deliver_one(n, &reads))).await
+                let one = ns.iter().zip(made).map(|(n, (notification, event))| {
+                    self.deliver_one(n, notification, event, &reads)
+                });
+                futures::future::join_all(one).await
             }
             Err(e) => {
                 let why = e.to_string();
@@ -60,7 +72,7 @@ impl Notifier {
         }
     }
 
-    async fn reads(&self, ns: &[item::Model]) -> Result<Reads> {
+    async fn reads(&self, ns: &[item::Model], made: &[(Notification, Event)]) -> Result<Reads> {
         let users: Vec<Uuid> =
             ns.iter().map(|n| n.user_id).collect::<BTreeSet<_>>().into_iter().collect();
         let (prefs, contacts) =
@@ -74,16 +86,17 @@ impl Notifier {
             None => HashMap::new(),
         };
         // Asked only for those a generation's email waits on: one read per such person.
+        let none = Preferences::default();
         let waiting: BTreeSet<Uuid> = ns
             .iter()
-            .filter(|n| {
-                let prefs = prefs.get(&n.user_id).cloned().unwrap_or_default();
-                let event = Event::of(n.kind, &Notification::from(*n).data);
+            .zip(made)
+            .filter(|(n, (_, event))| {
+                let prefs = prefs.get(&n.user_id).unwrap_or(&none);
                 event.about_generation()
-                    && prefs.channels(event).email == Delivery::Immediate
+                    && prefs.channels(*event).email == Delivery::Immediate
                     && contacts.contains_key(&n.user_id)
             })
-            .map(|n| n.user_id)
+            .map(|(n, _)| n.user_id)
             .collect();
         let present = futures::future::join_all(
             waiting.into_iter().map(|u| async move { (u, self.present(u).await) }),
@@ -94,10 +107,15 @@ impl Notifier {
         Ok(Reads { prefs, contacts, devices, present })
     }
 
-    async fn deliver_one(&self, n: &item::Model, reads: &Reads) -> Result<()> {
-        let prefs = reads.prefs.get(&n.user_id).cloned().unwrap_or_default();
-        let notification = Notification::from(n);
-        let event = Event::of(n.kind, &notification.data);
+    async fn deliver_one(
+        &self,
+        n: &item::Model,
+        notification: Notification,
+        event: Event,
+        reads: &Reads,
+    ) -> Result<()> {
+        let none = Preferences::default();
+        let prefs = reads.prefs.get(&n.user_id).unwrap_or(&none);
         let channels = prefs.channels(event);
         let contact = reads.contacts.get(&n.user_id);
         let locale =

@@ -416,7 +416,7 @@ impl Notifier {
             })
             .collect();
         for attempt in 0..100u64 {
-            match self.store.insert_batch(flagged.clone()).await {
+            match self.store.insert_batch(&flagged).await {
                 Ok(stored) => {
                     metrics::counter!("notifications_created_total")
                         .increment(stored.new.len() as u64);

@@ -71,6 +71,6 @@ async fn notification_kinds_stored_as_numbers_become_names(kind: Kind) {
         read_at: None,
         mail_state: 0,
     };
-    let stored = store.insert_batch(vec![(next, false)]).await.unwrap();
+    let stored = store.insert_batch(&[(next, false)]).await.unwrap();
     assert_eq!(stored.new[0].seq, 6);
 }

@@ -146,7 +146,7 @@ impl NotificationStore {
     /// already (a redelivery), and repeats inside the batch, are not stored again: they come back
     /// as [`Stored::existing`]. A unique violation means another replica is storing one of these
     /// events at this moment: the caller tries again and then finds it stored.
-    pub async fn insert_batch(&self, rows: Vec<(item::Model, bool)>) -> Result<Stored, DbErr> {
+    pub async fn insert_batch(&self, rows: &[(item::Model, bool)]) -> Result<Stored, DbErr> {
         let txn = self.db.begin().await?;
         match Self::insert_batch_in(&txn, rows).await {
             Ok(stored) => {
@@ -162,14 +162,14 @@ impl NotificationStore {
 
     async fn insert_batch_in(
         txn: &sea_orm::DatabaseTransaction,
-        rows: Vec<(item::Model, bool)>,
+        rows: &[(item::Model, bool)],
     ) -> Result<Stored, DbErr> {
         let events: Vec<String> = rows.iter().map(|(r, _)| r.event_id.clone()).collect();
         let existing =
             item::Entity::find().filter(item::Column::EventId.is_in(events)).all(txn).await?;
         let mut seen: HashSet<String> = existing.iter().map(|r| r.event_id.clone()).collect();
-        let fresh: Vec<(item::Model, bool)> =
-            rows.into_iter().filter(|(r, _)| seen.insert(r.event_id.clone())).collect();
+        let fresh: Vec<&(item::Model, bool)> =
+            rows.iter().filter(|(r, _)| seen.insert(r.event_id.clone())).collect();
         if fresh.is_empty() {
             return Ok(Stored { new: Vec::new(), existing, unknown_contacts: Vec::new() });
         }
@@ -204,13 +204,14 @@ impl NotificationStore {
         }
         let mut new = Vec::with_capacity(fresh.len());
         let mut flagged = BTreeSet::new();
-        for (mut r, digested) in fresh {
+        for (r, digested) in fresh {
+            let mut r = r.clone();
             let seq = first
                 .get_mut(&r.user_id)
                 .ok_or_else(|| DbErr::Custom("the sequence upsert did not number a user".into()))?;
             r.seq = *seq;
             *seq += 1;
-            if digested {
+            if *digested {
                 flagged.insert(r.user_id);
             }
             new.push(r);

@@ -37,14 +37,14 @@ pub(crate) async fn a_batch_numbers_each_users_events_in_order_and_skips_what_is
     let store = NotificationStore::new(t.infra.db.clone());
     let (known, stranger) = (Uuid::now_v7(), Uuid::now_v7());
     store.add_contact(known, "known@example.com", "en").await.unwrap();
-    let first = store.insert_batch(vec![(row(known, "b-1"), true)]).await.unwrap();
+    let first = store.insert_batch(&[(row(known, "b-1"), true)]).await.unwrap();
     assert_eq!(first.new.iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
 
     // Interleaved users, an event stored before, the same event twice in the batch.
     let batch = ["b-2", "b-3", "b-1", "b-4", "b-3", "b-5"];
     let owners = [stranger, known, known, stranger, known, known];
-    let rows = batch.iter().zip(owners).map(|(e, u)| (row(u, e), true)).collect();
-    let stored = store.insert_batch(rows).await.unwrap();
+    let rows: Vec<_> = batch.iter().zip(owners).map(|(e, u)| (row(u, e), true)).collect();
+    let stored = store.insert_batch(&rows).await.unwrap();
     let numbered: Vec<(&str, Uuid, i64)> =
         stored.new.iter().map(|r| (r.event_id.as_str(), r.user_id, r.seq)).collect();
     assert_eq!(
@@ -57,11 +57,11 @@ pub(crate) async fn a_batch_numbers_each_users_events_in_order_and_skips_what_is
     assert_eq!(stored.unknown_contacts, [stranger], "the user with no address on file");
 
     // All of it again: nothing new, no number spent; the next one follows on.
-    let again = batch.iter().zip(owners).map(|(e, u)| (row(u, e), true)).collect();
-    let stored = store.insert_batch(again).await.unwrap();
+    let again: Vec<_> = batch.iter().zip(owners).map(|(e, u)| (row(u, e), true)).collect();
+    let stored = store.insert_batch(&again).await.unwrap();
     assert!(stored.new.is_empty());
     assert_eq!(stored.existing.len(), 5);
-    let next = store.insert_batch(vec![(row(known, "b-6"), false)]).await.unwrap();
+    let next = store.insert_batch(&[(row(known, "b-6"), false)]).await.unwrap();
     assert_eq!(next.new[0].seq, 4);
 }
 
@@ -170,8 +170,8 @@ pub(crate) async fn a_client_back_after_more_than_a_page_gets_everything_it_miss
     let h = harness(kind, 1).await;
     let user = Uuid::now_v7();
     let store = NotificationStore::new(h.t.infra.db.clone());
-    let rows = (0..=MISSED).map(|i| (row(user, &format!("away-{i}")), false)).collect();
-    let stored = store.insert_batch(rows).await.unwrap();
+    let rows: Vec<_> = (0..=MISSED).map(|i| (row(user, &format!("away-{i}")), false)).collect();
+    let stored = store.insert_batch(&rows).await.unwrap();
     let seen = stored.new[0].id.to_string();
     let mut s = stream(&h, 0, user, &seen).await;
     // Arriving while the backlog is read: after it, once.
