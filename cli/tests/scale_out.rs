@@ -192,3 +192,91 @@ async fn calls_spread_over_every_auth_replica_and_survive_them_coming_and_going(
     assert!(routed[&a3] >= 990, "the one left took the load: {routed:?}");
     let _ = a2;
 }
+
+/// `n` generations (numbered from `from`), four at a time; the failures.
+async fn generations(
+    rest: reqwest::Client,
+    base: String,
+    token: String,
+    from: usize,
+    n: usize,
+) -> Vec<String> {
+    use futures::StreamExt;
+    futures::stream::iter(from..from + n)
+        .map(|i| {
+            let req = rest
+                .post(format!("{base}/api/generate"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"topic": format!("spread {i}"), "function": "quiz"}));
+            async move {
+                let res = req.send().await.map_err(|e| e.to_string())?;
+                match res.status().as_u16() {
+                    200 => Ok(()),
+                    s => Err(format!("{s} {}", res.text().await.unwrap_or_default())),
+                }
+            }
+        })
+        .buffer_unordered(4)
+        .filter_map(|r: Result<(), String>| async move { r.err() })
+        .collect()
+        .await
+}
+
+/// One service-to-service path: ai holds and settles quota at subscribe for every generation.
+/// With two subscribe replicas those calls spread evenly, and one stopped with SIGTERM in the
+/// middle of the generations costs none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_calls_from_ai_spread_over_every_subscribe_replica_and_survive_one_stopping() {
+    let mut mesh = Mesh::start_scaled(
+        &[
+            ("SKILLUP_GRPC__RESOLVE_INTERVAL_MS", "1000"),
+            ("SKILLUP_EDGE__RATE__IP_PER_SEC", "0"),
+            ("SKILLUP_EDGE__RATE__AUTH_PER_MIN", "0"),
+            ("SKILLUP_EDGE__RATE__GENERATE_PER_MIN__BASIC", "100000"),
+        ],
+        &[("subscribe", 2)],
+    )
+    .await;
+    let (ai, base) = (mesh.ops("ai"), mesh.edge());
+    let token = mesh.user("quota-spread@example.com").await;
+    let rest = reqwest::Client::new();
+    let res = rest
+        .post(format!("{base}/api/payments/top-up"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "scale-top-up")
+        .json(&serde_json::json!({"amount_minor": 100000, "currency": "RUB"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let res = rest
+        .post(format!("{base}/api/subscriptions"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"plan": "basic"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+
+    let run =
+        |from: usize, n: usize| generations(rest.clone(), base.clone(), token.clone(), from, n);
+    let before = per_backend(&ai, "subscribe").await;
+    let failed = run(0, 100).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let both = delta(&before, &per_backend(&ai, "subscribe").await);
+    eprintln!("ai → subscribe, two replicas, 100 generations: {both:?}");
+    assert_even(&both, 2, "ai → subscribe");
+
+    let before = per_backend(&ai, "subscribe").await;
+    let generations = tokio::spawn(run(100, 120));
+    while delta(&before, &per_backend(&ai, "subscribe").await).values().sum::<u64>() < 40 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(mesh.stop("subscribe#2").await.success(), "{}", mesh.log("subscribe#2"));
+    let failed = generations.await.unwrap();
+    let after = delta(&before, &per_backend(&ai, "subscribe").await);
+    eprintln!(
+        "subscribe#2 stopped with SIGTERM during 120 generations: {after:?}; failed {failed:?}"
+    );
+    assert!(failed.is_empty(), "generations failed while a subscribe replica stopped: {failed:?}");
+}

@@ -9,13 +9,11 @@
 
 #![allow(clippy::print_stdout)] // the report is this tool's output
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use skillup_kit::{
-    Readiness, Shutdown,
-    grpc::GrpcServer,
-    mesh::{self, MeshConnector, MeshFiles, MeshTls, Peer},
-};
+use skillup_kit::mesh::{self, MeshConnector, MeshTls, Peer};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -42,20 +40,8 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let calls: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    skillup_kit::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("skillup-mesh-bench-{}", std::process::id()));
-    mesh::issue::init(&dir, &[], false).expect("a mesh");
-    let tls = |c: &str| MeshTls::load(MeshFiles::in_dir(&dir, c)).expect("a certificate");
-    let server = GrpcServer::builder()
-        .mesh_tls(tls("payment"))
-        .readiness(Readiness::new(), Duration::from_millis(50))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = server.local_addr();
-    let stop = Shutdown::new();
-    tokio::spawn(server.run(stop.clone()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bench = common::Bench::start("mesh-bench").await;
+    let (addr, tls) = (bench.addr, |c: &str| bench.tls(c));
     let channel = |t: Option<std::sync::Arc<MeshTls>>| {
         tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
@@ -92,6 +78,5 @@ async fn main() {
         std::hint::black_box(mesh::authorize(std::hint::black_box(path), Some(&peer))).unwrap();
     }
     println!("caller_check_ns,{:.1}", start.elapsed().as_nanos() as f64 / f64::from(n));
-    stop.trigger();
-    let _ = std::fs::remove_dir_all(dir);
+    bench.stop();
 }

@@ -44,7 +44,6 @@ use tonic::{body::Body, transport::Endpoint};
 use tower::{
     Service, ServiceExt,
     balance::p2c::Balance,
-    buffer::Buffer,
     discover::Change,
     load::{CompleteOnResponse, PendingRequests},
     util::BoxService,
@@ -59,8 +58,9 @@ pub const EJECT_AFTER: u32 = 5;
 pub const EJECT_BASE: Duration = Duration::from_secs(1);
 /// How often a call that never reached a backend is sent to another.
 const RESEND: usize = 3;
-/// Calls waiting for a backend to be picked, past which callers wait to queue.
-const QUEUE: usize = 4_096;
+/// How often a call waiting for a ready backend looks again by itself (the balancer wakes
+/// only the last caller that found none; the others would wait on it otherwise).
+const REPOLL: Duration = Duration::from_millis(5);
 
 /// How a [`Balanced`] channel finds and connects its backends.
 #[derive(Clone)]
@@ -80,7 +80,9 @@ pub struct BalanceSettings {
 /// cheap; the clones share backends. Resolution runs while a clone lives.
 #[derive(Clone)]
 pub struct Balanced {
-    queue: Buffer<Request<Body>, BoxFuture<'static, Result<Response<Body>, BoxError>>>,
+    /// The balancer, picked from in the caller's own task under a lock held for the pick
+    /// only (a queue and a worker task in front of it cost a task hop per call).
+    balance: Arc<Mutex<Picker>>,
     shared: Arc<Shared>,
 }
 
@@ -231,8 +233,8 @@ impl Balanced {
         let discover = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
             .map(|change| Ok::<_, std::convert::Infallible>(with_load(change)));
         let balance = Balance::new(discover);
-        let queue = Buffer::new(BoxService::new(balance.map_err(BoxError::from)), QUEUE);
-        Ok(Self { queue, shared })
+        let balance = Arc::new(Mutex::new(BoxService::new(balance.map_err(BoxError::from))));
+        Ok(Self { balance, shared })
     }
 
     /// Backends known now, and how many of them are ejected.
@@ -242,6 +244,35 @@ impl Balanced {
 }
 
 type Loaded = PendingRequests<Backend, CompleteOnResponse>;
+
+type Picker = BoxService<Request<Body>, Response<Body>, BoxError>;
+
+/// Waits for a ready backend and starts the call on it; the answer is awaited outside the lock.
+async fn pick(
+    balance: &Mutex<Picker>,
+    req: Request<Body>,
+) -> Result<BoxFuture<'static, Result<Response<Body>, BoxError>>, BoxError> {
+    let mut req = Some(req);
+    let mut again = Box::pin(tokio::time::sleep(REPOLL));
+    std::future::poll_fn(|cx| {
+        let mut b = balance.lock().unwrap_or_else(|e| e.into_inner());
+        match b.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                let req = req.take().expect("picked once");
+                Poll::Ready(Ok(b.call(req)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                drop(b);
+                while again.as_mut().poll(cx).is_ready() {
+                    again.as_mut().reset(tokio::time::Instant::now() + REPOLL);
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
 
 fn with_load(change: Change<(SocketAddr, usize), Backend>) -> Change<(SocketAddr, usize), Loaded> {
     match change {
@@ -263,7 +294,7 @@ impl Service<Request<Body>> for Balanced {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let mut queue = self.queue.clone();
+        let balance = self.balance.clone();
         async move {
             let (parts, body) = req.into_parts();
             let body = body.collect().await.map_err(BoxError::from)?.to_bytes();
@@ -273,7 +304,7 @@ impl Service<Request<Body>> for Balanced {
                     parts.clone(),
                     Body::new(http_body_util::Full::new(body.clone())),
                 );
-                let res = queue.ready().await?.call(req).await;
+                let res = pick(&balance, req).await?.await;
                 sent += 1;
                 match res {
                     Err(e) if sent < RESEND && never_sent(&*e) => {
