@@ -254,7 +254,9 @@ async fn a_hung_replica_is_routed_around_after_a_few_deadlines() {
     let first = load(&channel, 1_000, 8, deadline).await;
     let during = delta(&before, &counts(&[&a, &b, &c]));
     // Once ejected (five deadlines in a row), it is back a second later (its health check
-    // passes: only its calls hang), and out again at its first failure, for longer.
+    // passes: only its calls hang), and out again at its first failure, for longer: each
+    // return costs at most the calls sent to it before that failure (the 8 in flight), and
+    // this phase sees at most two returns.
     let before = counts(&[&a, &b, &c]);
     let then = load(&channel, 600, 8, deadline).await;
     let after = delta(&before, &counts(&[&a, &b, &c]));
@@ -276,8 +278,8 @@ async fn a_hung_replica_is_routed_around_after_a_few_deadlines() {
         "the hung replica is found out within a few deadlines: {} failed",
         first.len()
     );
-    assert!(then.len() <= 8, "routed around: {} failed", then.len());
-    assert!(after[&b.addr] <= 8, "b is out: {after:?}");
+    assert!(then.len() <= 16, "routed around: {} failed", then.len());
+    assert!(after[&b.addr] <= 16, "b is out: {after:?}");
     b.who.hang.store(false, Ordering::SeqCst);
     for r in [a, b, c] {
         r.shutdown.trigger();
