@@ -271,7 +271,13 @@ def run_platform(name, containers, work):
                     waiting.remove(c)
             if waiting and time.time() > deadline:
                 names = ", ".join(c.name for c in waiting)
-                fail(f"{name}: not ready within {READY_SECS} s: {names}")
+                said = []
+                for c in waiting:
+                    # Why it is not ready: its last health answer and the end of its log.
+                    health = subprocess.run([BIN, "health", "--timeout-ms", "1000"], env=c.env_run, capture_output=True, text=True)
+                    c.log.seek(0)
+                    said.append(f"--- {c.name}: health: {(health.stdout + health.stderr).strip()[-1500:]}\n{c.log.read()[-3000:]}")
+                fail(f"{name}: not ready within {READY_SECS} s: {names}\n" + "\n".join(said))
             time.sleep(0.5)
         print(f"{name}: {', '.join(c.name for c in servers)} ready with the files' environment and mounts")
     finally:
