@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import time
 import uuid
 
 import yaml
+
+from free_port import free_ports
 
 BIN = os.path.abspath(sys.argv[1])
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,10 +47,14 @@ def fail(msg):
     sys.exit(f"deploy-run: {msg}")
 
 
+GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (see free_port.py), never one already given."""
+    port = free_ports(1, GIVEN)[0]
+    GIVEN.add(port)
+    return port
 
 
 def image_env():

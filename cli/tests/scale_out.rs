@@ -1,9 +1,10 @@
 //! Scale-out on the split mesh (issue 25): three replicas of auth, each its own `skillup serve
-//! auth` on its own port, one address list naming all of them (as a headless Service's name
-//! resolves to every ready pod). Under a steady load through the edge: calls spread evenly,
-//! a replica started mid-run gets its share within the resolve interval, one stopped with
-//! SIGTERM costs no request, one that hangs (SIGSTOP) is routed around. Per-replica counts are
-//! the edge's `grpc_client_calls_total{service, backend}` and are printed.
+//! auth` on its own loopback address, and one name, `auth.mesh.test`, that the system resolver
+//! answers with every replica running (as a headless Service's name with every ready pod; see
+//! `Mesh::start_scaled`). Under a steady load through the edge: calls spread evenly, a replica
+//! started mid-run gets its share within the resolve interval, one stopped with SIGTERM costs
+//! no request, one that hangs (SIGSTOP) is routed around. Per-replica counts are the edge's
+//! `grpc_client_calls_total{service, backend}` and are printed.
 
 mod common;
 
@@ -141,7 +142,7 @@ async fn calls_spread_over_every_auth_replica_and_survive_them_coming_and_going(
     let before = per_backend(&edge, "auth").await;
     answered(&tally, 1_500).await;
     let two = delta(&before, &per_backend(&edge, "auth").await);
-    eprintln!("two replicas up, the third's address refusing: {two:?}");
+    eprintln!("two replicas up, the third stopped (out of DNS): {two:?}");
     assert_eq!(two.get(&a3).copied().unwrap_or(0), 0);
     assert_even(&two, 2, "two replicas");
 

@@ -2,7 +2,7 @@
 //! RabbitMQ, on loopback ports — the way Kubernetes runs SkillUp — with the offline provider.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -24,11 +24,44 @@ const SERVICES: [&str; 6] = ["auth", "prompt", "subscribe", "payment", "ai", "no
 pub struct Mesh {
     pub dir: PathBuf,
     env: Vec<(String, String)>,
-    /// gRPC and HTTP port of each process: a component by its name, its further replicas as
-    /// `auth#2`, `auth#3`, ….
-    ports: BTreeMap<String, (u16, u16)>,
+    /// Where each process listens: a component by its name, its further replicas as `auth#2`,
+    /// `auth#3`, ….
+    places: BTreeMap<String, Place>,
+    /// Replicated components' processes in their name's DNS answer now (see [`Mesh::start_scaled`]).
+    in_dns: BTreeSet<String>,
     procs: BTreeMap<String, Child>,
     _db: testing::TestDb,
+}
+
+/// A process's loopback address, gRPC and HTTP port. The replicas of one component share its
+/// ports, each on an address of its own (127.0.0.2, 127.0.0.3, …), as pods share their
+/// container port.
+#[derive(Clone)]
+struct Place {
+    ip: String,
+    grpc: u16,
+    http: u16,
+}
+
+/// The name every replica of a replicated component answers to, as a headless Service's.
+fn dns_name(component: &str) -> String {
+    format!("{component}.mesh.test")
+}
+
+/// nss_wrapper, which lets a process resolve names from a hosts file of its own: the test's
+/// DNS, with several addresses for one name and answers that change while processes run.
+fn nss_wrapper() -> String {
+    for dir in ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"]
+    {
+        let lib = format!("{dir}/libnss_wrapper.so");
+        if std::path::Path::new(&lib).exists() {
+            return lib;
+        }
+    }
+    panic!(
+        "the scale-out tests resolve a name to several replicas through nss_wrapper, which is \
+         not installed: apt-get install -y libnss-wrapper (scripts/test installs it)"
+    )
 }
 
 impl Mesh {
@@ -38,8 +71,11 @@ impl Mesh {
     }
 
     /// [`Mesh::start`] with `n` replicas of some components (`("auth", 3)`: `auth`, `auth#2`,
-    /// `auth#3`), each its own process on its own ports; every caller gets the list of all of
-    /// them as the component's address, as a headless Service's name resolves to every pod.
+    /// `auth#3`), each its own process on its own loopback address. Every caller knows the
+    /// component by one name (`auth.mesh.test`) that the system resolver answers with the
+    /// address of every replica running — a headless Service's name in Kubernetes, which lists
+    /// ready pods: a replica stopped leaves the answer, one started joins it once ready. (The
+    /// names come from a hosts file through nss_wrapper, preloaded into every process.)
     pub async fn start_scaled(extra: &[(&str, &str)], scale: &[(&'static str, usize)]) -> Mesh {
         let db = testing::TestDb::postgres().await;
         let dir = std::env::temp_dir().join(format!("skillup-mesh-{}", testing::unique()));
@@ -55,8 +91,22 @@ impl Mesh {
                 (1..=n).map(move |i| if i == 1 { c.to_string() } else { format!("{c}#{i}") })
             })
             .collect();
-        let ports: BTreeMap<String, _> =
-            names.iter().map(|c| (c.clone(), (free_port(), free_port()))).collect();
+        let mut places: BTreeMap<String, Place> = BTreeMap::new();
+        for name in &names {
+            let (component, replica) = match name.split_once('#') {
+                Some((c, i)) => (c, i.parse::<u8>().unwrap()),
+                None => (name.as_str(), 1),
+            };
+            let place = if scale.iter().any(|(s, n)| *s == component && *n > 1) {
+                let first = places.get(component).cloned();
+                let (grpc, http) =
+                    first.map_or_else(|| (free_port(), free_port()), |p| (p.grpc, p.http));
+                Place { ip: format!("127.0.0.{}", replica + 1), grpc, http }
+            } else {
+                Place { ip: "127.0.0.1".into(), grpc: free_port(), http: free_port() }
+            };
+            places.insert(name.clone(), place);
+        }
         let unique = testing::unique();
         let mut env: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), db.url.clone()),
@@ -71,18 +121,27 @@ impl Mesh {
             ("SKILLUP_SHUTDOWN__GRACE_MS".into(), "10000".into()),
         ];
         for s in SERVICES {
-            let all: Vec<String> = names
-                .iter()
-                .filter(|n| n.split('#').next() == Some(s))
-                .map(|n| format!("http://127.0.0.1:{}", ports[n].0))
-                .collect();
-            env.push((format!("SKILLUP_EDGE__UPSTREAMS__{}", s.to_uppercase()), all.join(",")));
+            let place = &places[s];
+            let url = if places.contains_key(&format!("{s}#2")) {
+                format!("http://{}:{}", dns_name(s), place.grpc)
+            } else {
+                format!("http://{}:{}", place.ip, place.grpc)
+            };
+            env.push((format!("SKILLUP_EDGE__UPSTREAMS__{}", s.to_uppercase()), url));
+        }
+        if !scale.is_empty() {
+            std::fs::create_dir_all(&dir).unwrap();
+            env.push(("LD_PRELOAD".into(), nss_wrapper()));
+            env.push(("NSS_WRAPPER_HOSTS".into(), dir.join("hosts").display().to_string()));
         }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut mesh = Mesh { dir, env, ports, procs: BTreeMap::new(), _db: db };
+        let mut mesh =
+            Mesh { dir, env, places, in_dns: BTreeSet::new(), procs: BTreeMap::new(), _db: db };
+        mesh.write_hosts();
         for c in &names {
             mesh.spawn(c);
             mesh.wait_ready(c).await;
+            mesh.in_dns(c, true);
         }
         // Each is still running: a component that could not bind its port exits at once, and
         // another process answering on that port must not pass for it.
@@ -104,19 +163,45 @@ impl Mesh {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
-    /// A component's gRPC address (`host:port`).
-    pub fn grpc(&self, component: &str) -> String {
-        format!("127.0.0.1:{}", self.ports[component].0)
+    /// A process's gRPC address (`ip:port`).
+    pub fn grpc(&self, process: &str) -> String {
+        let p = &self.places[process];
+        format!("{}:{}", p.ip, p.grpc)
     }
 
     /// The edge's base URL.
     pub fn edge(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports["edge"].1)
+        self.ops("edge")
     }
 
     /// A process's HTTP (operations) base URL: `/metrics`, `/readyz`.
     pub fn ops(&self, process: &str) -> String {
-        format!("http://127.0.0.1:{}", self.ports[process].1)
+        let p = &self.places[process];
+        format!("http://{}:{}", p.ip, p.http)
+    }
+
+    /// Puts a replica into its component's DNS answer, or takes it out.
+    fn in_dns(&mut self, process: &str, is: bool) {
+        let changed =
+            if is { self.in_dns.insert(process.to_owned()) } else { self.in_dns.remove(process) };
+        if changed {
+            self.write_hosts();
+        }
+    }
+
+    /// The hosts file the processes resolve from, replaced whole (a reader never sees half).
+    fn write_hosts(&self) {
+        let mut text = String::new();
+        for process in &self.in_dns {
+            let component = process.split('#').next().unwrap();
+            if self.places.contains_key(&format!("{component}#2")) {
+                text.push_str(&format!("{} {}\n", self.places[process].ip, dns_name(component)));
+            }
+        }
+        let (tmp, hosts) = (self.dir.join("hosts.new"), self.dir.join("hosts"));
+        if std::fs::write(&tmp, text).is_ok() {
+            std::fs::rename(tmp, hosts).unwrap();
+        }
     }
 
     /// A process's id (to signal it).
@@ -125,7 +210,7 @@ impl Mesh {
     }
 
     fn spawn(&mut self, process: &str) {
-        let (grpc, http) = self.ports[process];
+        let Place { ip, grpc, http } = self.places[process].clone();
         let component = process.split('#').next().unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -139,9 +224,9 @@ impl Mesh {
         }
         let child = cmd
             .args(["serve", component, "--grpc-addr"])
-            .arg(format!("127.0.0.1:{grpc}"))
+            .arg(format!("{ip}:{grpc}"))
             .arg("--http-addr")
-            .arg(format!("127.0.0.1:{http}"))
+            .arg(format!("{ip}:{http}"))
             .arg("--data-dir")
             .arg(&self.dir)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -156,7 +241,7 @@ impl Mesh {
 
     /// Waits until the component's /readyz answers 200 (at most 30 s).
     pub async fn wait_ready(&mut self, component: &str) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.ports[component].1);
+        let url = format!("{}/readyz", self.ops(component));
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -175,6 +260,9 @@ impl Mesh {
 
     /// SIGTERM, and the exit status once it has drained and stopped.
     pub async fn stop(&mut self, component: &str) -> std::process::ExitStatus {
+        // Terminating, it leaves its Service's answer (Kubernetes takes a terminating pod out
+        // of the endpoints as it is signalled).
+        self.in_dns(component, false);
         let mut child = self.procs.remove(component).unwrap();
         let pid = child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -183,6 +271,7 @@ impl Mesh {
 
     /// SIGKILL: no drain, no goodbye — as a node dying or the OOM killer.
     pub async fn kill(&mut self, component: &str) {
+        self.in_dns(component, false);
         let mut child = self.procs.remove(component).unwrap();
         child.kill().unwrap();
         tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
@@ -199,6 +288,7 @@ impl Mesh {
         );
         self.spawn(component);
         self.wait_ready(component).await;
+        self.in_dns(component, true);
         started.elapsed()
     }
 
@@ -236,6 +326,7 @@ impl Mesh {
     pub async fn start_again(&mut self, component: &str) {
         self.spawn(component);
         self.wait_ready(component).await;
+        self.in_dns(component, true);
     }
 
     pub fn log(&self, component: &str) -> String {
