@@ -44,27 +44,4 @@ pub fn account_token(mail: &str) -> Option<String> {
         .map(|(at, _)| mail[at + "token=".len()..].chars().take(43).collect())
 }
 
-/// A port free now, for a child process to bind later. Chosen below the kernel's ephemeral
-/// range (32768–60999 by default): a port the kernel hands out (`bind(0)`) is also what it hands
-/// to outgoing connections, so one of those could take it before the child binds.
-pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    // Never the same port twice in one test process: a port is only checked free here, and
-    // bound later by the process it is handed to — a Mesh takes sixteen at once, and two of
-    // them alike (about one Mesh in a hundred) left one component answering on another's
-    // address (the e2e takeout test once registered against auth's ops port: 404).
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        let port = 20_000 + (h.finish() % 12_000) as u16;
-        if GIVEN.lock().unwrap().contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            GIVEN.lock().unwrap().insert(port);
-            return port;
-        }
-    }
-}
+pub use skillup_testkit::free_port;

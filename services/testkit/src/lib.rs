@@ -38,6 +38,31 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// A loopback port free now, for a server (a child process, a replica) to bind later. Chosen below the kernel's ephemeral
+/// range (32768–60999 by default): a port the kernel hands out (`bind(0)`) is also what it hands
+/// to outgoing connections, so one of those could take it before the child binds.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    // Never the same port twice in one test process: a port is only checked free here, and
+    // bound later by the process it is handed to — a Mesh takes sixteen at once, and two of
+    // them alike (about one Mesh in a hundred) left one component answering on another's
+    // address (the e2e takeout test once registered against auth's ops port: 404).
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if GIVEN.lock().unwrap().contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            GIVEN.lock().unwrap().insert(port);
+            return port;
+        }
+    }
+}
+
 /// A short unique name part.
 pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()

@@ -14,7 +14,9 @@
 //!   errors, UNAVAILABLE, DEADLINE_EXCEEDED, calls cut off at their deadline — a hung replica)
 //!   eject it, for a second times the ejections in a row, at most the resolve interval; never
 //!   the last one in. Back after a health check says it serves (no caller's call is spent on a
-//!   replica still down or hung); then one failure before a success ejects it again.
+//!   replica still down or hung); then one call at a time until one succeeds (slow start), and
+//!   one failure before a success ejects it again. A connection the server closes gracefully
+//!   (ageing it out) counts against nobody.
 //!   One bad replica is routed around instead of opening the caller's breaker.
 //! - **A call that certainly never reached a backend** (refused connection, HTTP/2
 //!   REFUSED_STREAM, a stream past a graceful GOAWAY) is sent again to another — safe for any
@@ -27,13 +29,12 @@ use std::{
     collections::{BTreeSet, HashMap},
     future::Future,
     net::{IpAddr, SocketAddr},
-    pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
@@ -49,7 +50,11 @@ use tower::{
     util::BoxService,
 };
 
-use super::in_process::{BoxError, grpc_timeout};
+use super::in_process::BoxError;
+
+mod backend;
+
+use backend::{Backend, BackendState};
 
 /// Failures in a row that eject a backend (Envoy's `consecutive_5xx` default).
 pub const EJECT_AFTER: u32 = 5;
@@ -127,90 +132,6 @@ struct Shared {
     /// Backends known, and how many of them are ejected now.
     backends: AtomicUsize,
     ejected: AtomicUsize,
-}
-
-/// What the connections to one address share: its failures and ejection.
-struct BackendState {
-    addr: SocketAddr,
-    failures: AtomicU32,
-    ejections: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
-    /// Its channel failed for good: the next resolution replaces it.
-    dead: AtomicBool,
-    /// Back from an ejection, not yet answered well: no call goes to it until a health check
-    /// (`probe`, running) says it serves.
-    probation: AtomicBool,
-    probe: AtomicBool,
-    calls: metrics::Counter,
-    ejected_total: metrics::Counter,
-}
-
-impl BackendState {
-    fn new(addr: SocketAddr, calls: metrics::Counter, ejected_total: metrics::Counter) -> Self {
-        BackendState {
-            addr,
-            failures: AtomicU32::new(0),
-            ejections: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
-            dead: AtomicBool::new(false),
-            probation: AtomicBool::new(false),
-            probe: AtomicBool::new(false),
-            calls,
-            ejected_total,
-        }
-    }
-
-    fn ejected_until(&self) -> Option<Instant> {
-        *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes it back in (once, whoever sees the ejection over first), on probation: calls go
-    /// to it once a health check passes (a failed check ejects it again, for longer), and
-    /// until one of them succeeds one failure does too.
-    fn readmit(&self, shared: &Shared) {
-        if self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
-            shared.ejected.fetch_sub(1, Ordering::AcqRel);
-            self.probation.store(true, Ordering::Release);
-        }
-    }
-
-    fn succeeded(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        self.ejections.store(0, Ordering::Relaxed);
-        self.probation.store(false, Ordering::Release);
-    }
-
-    fn failed(&self, shared: &Shared) {
-        // Back from an ejection, one failure before a success sends it out again.
-        if self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= EJECT_AFTER
-            || self.ejections.load(Ordering::Acquire) > 0
-        {
-            self.eject(shared);
-        }
-    }
-
-    /// Out for a while — unless it is the last one in, or out already.
-    fn eject(&self, shared: &Shared) {
-        let mut until = self.ejected_until.lock().unwrap_or_else(|e| e.into_inner());
-        if until.is_some() {
-            return;
-        }
-        let known = shared.backends.load(Ordering::Acquire);
-        if shared
-            .ejected
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| (e + 1 < known).then_some(e + 1))
-            .is_err()
-        {
-            return;
-        }
-        let times = self.ejections.fetch_add(1, Ordering::AcqRel) + 1;
-        let period = (EJECT_BASE * times).min(shared.resolve_every.max(EJECT_BASE));
-        *until = Some(Instant::now() + period);
-        self.failures.store(0, Ordering::Relaxed);
-        self.probation.store(false, Ordering::Release);
-        self.ejected_total.increment(1);
-        tracing::info!(service = %shared.service, backend = %self.addr, ms = period.as_millis() as u64, "backend ejected");
-    }
 }
 
 impl Balanced {
@@ -323,27 +244,31 @@ impl Service<Request<Body>> for Balanced {
 /// or the connection closed while the request still waited to be written (hyper's
 /// "canceled: connection closed", which hyper's own pooled client sends again too).
 pub fn never_sent(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
-            && hyper.is_canceled()
-        {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        if let Some(h2) = e.downcast_ref::<h2::Error>()
-            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)))
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    refused(e)
+        || causes(e).any(|e| {
+            e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled)
+                || e.downcast_ref::<h2::Error>().is_some_and(|h2| {
+                    h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                        || (h2.is_go_away()
+                            && h2.is_remote()
+                            && h2.reason() == Some(h2::Reason::NO_ERROR))
+                })
+        })
+}
+
+/// The connection was refused: nothing listens at the backend's address.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    causes(e).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// `e` and its sources, outermost first.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
 }
 
 /// Resolves the targets every `resolve_every` (and when asked) and tells the balancer what
@@ -414,8 +339,7 @@ async fn discover(
                 let channel = endpoint.connect_with_connector_lazy(
                     crate::mesh::MeshConnector::new(settings.mesh.clone()),
                 );
-                let backend =
-                    Backend { channel, state: state.clone(), shared: shared.clone(), sleep: None };
+                let backend = Backend::new(channel, state.clone(), shared.clone());
                 if tx.send(Change::Insert((addr, i), backend)).await.is_err() {
                     return;
                 }
@@ -447,153 +371,6 @@ async fn resolve(t: &Target) -> std::io::Result<Vec<SocketAddr>> {
     found.sort();
     found.dedup();
     Ok(found)
-}
-
-/// One connection to one backend, ready unless its backend is ejected or on probation.
-struct Backend {
-    channel: tonic::transport::Channel,
-    state: Arc<BackendState>,
-    shared: Arc<Shared>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-/// How long a probation health check may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Asks the backend's health service whether it serves (gRPC health, the whole server): no
-/// caller's call is spent finding out whether a replica is back.
-async fn probe(channel: tonic::transport::Channel, state: Arc<BackendState>, shared: Arc<Shared>) {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
-    req.set_timeout(PROBE_TIMEOUT);
-    let mut client = HealthClient::new(channel);
-    let check = client.check(req);
-    let serving = matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, check).await,
-        Ok(Ok(r)) if r.get_ref().status() == ServingStatus::Serving
-    );
-    if serving {
-        state.probation.store(false, Ordering::Release);
-    } else {
-        state.eject(&shared);
-        // Not ejected (the last one in): take calls again rather than none.
-        if state.ejected_until().is_none() {
-            state.probation.store(false, Ordering::Release);
-        }
-    }
-    state.probe.store(false, Ordering::Release);
-}
-
-impl Backend {
-    /// Waits until `until` (and is polled again then).
-    fn wait(&mut self, cx: &mut Context<'_>, until: Instant) -> Poll<()> {
-        let until = tokio::time::Instant::from_std(until);
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-        if sleep.deadline() != until {
-            sleep.as_mut().reset(until);
-        }
-        sleep.as_mut().poll(cx)
-    }
-}
-
-impl Service<Request<Body>> for Backend {
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        loop {
-            if let Some(until) = self.state.ejected_until() {
-                if Instant::now() < until {
-                    if self.wait(cx, until).is_pending() {
-                        return Poll::Pending;
-                    }
-                    continue;
-                }
-                self.state.readmit(&self.shared);
-            }
-            if !self.state.probation.load(Ordering::Acquire) {
-                break;
-            }
-            // On probation: a health check decides (one per backend); look again shortly.
-            if !self.state.probe.swap(true, Ordering::AcqRel) {
-                tokio::spawn(probe(self.channel.clone(), self.state.clone(), self.shared.clone()));
-            }
-            if self.wait(cx, Instant::now() + Duration::from_millis(10)).is_pending() {
-                return Poll::Pending;
-            }
-        }
-        self.sleep = None;
-        match self.channel.poll_ready(cx) {
-            Poll::Ready(Err(e)) => {
-                // The channel is gone for good (it never is but by a bug): the balancer drops
-                // it, and the next resolution makes a new one.
-                self.state.dead.store(true, Ordering::Release);
-                self.shared.resolve_now.notify_one();
-                Poll::Ready(Err(e.into()))
-            }
-            other => other.map_err(Into::into),
-        }
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        self.state.calls.increment(1);
-        let outcome = Outcome {
-            state: self.state.clone(),
-            shared: self.shared.clone(),
-            started: Instant::now(),
-            deadline: grpc_timeout(req.headers()),
-            settled: false,
-        };
-        let call = self.channel.call(req);
-        async move {
-            let mut outcome = outcome;
-            let res = call.await.map_err(BoxError::from);
-            outcome.settle(&res);
-            res
-        }
-        .boxed()
-    }
-}
-
-/// What a call says about its backend; a call dropped at its deadline (the caller gave up on a
-/// backend that does not answer) counts as a failure.
-struct Outcome {
-    state: Arc<BackendState>,
-    shared: Arc<Shared>,
-    started: Instant,
-    deadline: Option<Duration>,
-    settled: bool,
-}
-
-impl Outcome {
-    fn settle(&mut self, res: &Result<Response<Body>, BoxError>) {
-        self.settled = true;
-        match res {
-            // UNAVAILABLE or DEADLINE_EXCEEDED in the headers: a server refusing calls
-            // (draining, over its limit) or too slow to answer in time.
-            Ok(r) if r.headers().get("grpc-status").is_some_and(|s| s == "14" || s == "4") => {
-                self.state.failed(&self.shared)
-            }
-            Ok(_) => self.state.succeeded(),
-            Err(e) if never_sent(&**e) => {
-                self.state.eject(&self.shared);
-                self.shared.resolve_now.notify_one();
-            }
-            Err(_) => self.state.failed(&self.shared),
-        }
-    }
-}
-
-impl Drop for Outcome {
-    fn drop(&mut self) {
-        if !self.settled && self.deadline.is_some_and(|d| self.started.elapsed() >= d.mul_f64(0.9))
-        {
-            self.state.failed(&self.shared);
-        }
-    }
 }
 
 #[cfg(test)]
