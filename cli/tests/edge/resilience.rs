@@ -7,7 +7,8 @@ use super::*;
 #[test]
 pub(super) fn the_per_ip_budget_is_exact() {
     mt().block_on(async {
-        let (rate, burst) = (200u32, 20u32);
+        // Low enough that eight clients exhaust it even on a machine busy elsewhere.
+        let (rate, burst) = (50u32, 10u32);
         let s = stack(Kind::Embedded, |c| {
             c.edge.rate.ip_per_sec = rate;
             c.edge.rate.ip_burst = burst;
@@ -120,38 +121,45 @@ async fn per_ip_budget_holds(s: &crate::edge_support::Stack, url: &str, rate: u3
         seen.iter().map(|(t, a, _)| (*t + refill, *a)).filter(|(t, a)| t < a).collect();
     let out: Vec<(Duration, Duration)> = seen.iter().map(|(t, a, _)| (*t, *a)).collect();
     let span = (burst_spent, last_ok_sent.max(burst_spent));
-    let stalled = covered(&waited, span) + (span.1 - span.0).as_secs_f64() - covered(&out, span);
+    let (waiting, stretches) = covered(&waited, span);
+    let stalled = waiting + (span.1 - span.0).as_secs_f64() - covered(&out, span).0;
+    // A stall starts with the bucket not quite empty (up to one token back since the last
+    // decision), so each stalled stretch may lose up to one token more than its length says:
+    // the clean-clone CI once saw 518 let through against a bound of 518.x.
     let (low, high) = (
-        f64::from(burst) + f64::from(rate) * (shortest - stalled).max(0.0) - 1.0,
+        f64::from(burst) + f64::from(rate) * (shortest - stalled).max(0.0) - 1.0 - stretches as f64,
         f64::from(burst) + f64::from(rate) * longest + 1.0,
     );
     assert!(
         (low..=high).contains(&f64::from(ok)),
-        "allowed {ok}; the budget allows {low:.0}..={high:.0} ({limited} limited)"
+        "allowed {ok}; the budget allows {low:.1}..={high:.1} ({limited} limited; stalled {stalled:.3} s in {stretches})"
     );
     // How wide the range was (a few requests when the machine is idle).
     eprintln!(
-        "per-IP budget: {ok} let through, {limited} limited; allowed range {low:.1}..={high:.1} (stalled {stalled:.3} s)"
+        "per-IP budget: {ok} let through, {limited} limited; allowed range {low:.1}..={high:.1} (stalled {stalled:.3} s in {stretches})"
     );
 }
 
-/// Seconds of `span` that the `intervals` cover (their union).
-fn covered(intervals: &[(Duration, Duration)], span: (Duration, Duration)) -> f64 {
+/// Seconds of `span` that the `intervals` cover (their union), and in how many separate stretches.
+fn covered(intervals: &[(Duration, Duration)], span: (Duration, Duration)) -> (f64, usize) {
     let mut parts: Vec<(Duration, Duration)> = intervals
         .iter()
         .map(|(a, b)| ((*a).max(span.0), (*b).min(span.1)))
         .filter(|(a, b)| a < b)
         .collect();
     parts.sort();
-    let (mut total, mut end) = (Duration::ZERO, span.0);
+    let (mut total, mut end, mut stretches) = (Duration::ZERO, span.0, 0);
     for (a, b) in parts {
+        if stretches == 0 || a > end {
+            stretches += 1;
+        }
         let a = a.max(end);
         if b > a {
             total += b - a;
             end = b;
         }
     }
-    total.as_secs_f64()
+    (total.as_secs_f64(), stretches)
 }
 
 #[test]
