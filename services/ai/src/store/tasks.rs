@@ -55,7 +55,12 @@ impl Tasks {
         let indexer = Arc::new(tokio::sync::Notify::new());
         let tasks = Self { db, cache, writer, indexer };
         if tasks.db.get_database_backend() == DatabaseBackend::Postgres {
-            tokio::spawn(index_while_used(tasks.db.clone(), Arc::downgrade(&tasks.indexer)));
+            let db = tasks.db.clone();
+            let index = move || {
+                let db = db.clone();
+                async move { index_pending(&db).await }
+            };
+            tokio::spawn(index_while_used(index, Arc::downgrade(&tasks.indexer), INDEX_LINGER));
         }
         tasks
     }
@@ -431,9 +436,17 @@ const INDEX_LINGER: Duration = Duration::from_millis(100);
 
 /// The search indexer of a [`Tasks`]: fills vectors when woken (a document filed or changed)
 /// and every second (rows another process left), until the `Tasks` is gone.
-async fn index_while_used(db: DatabaseConnection, wake: std::sync::Weak<tokio::sync::Notify>) {
+/// `index` is one [`index_pending`] pass; `linger`, [`INDEX_LINGER`].
+async fn index_while_used<F, Fut>(
+    mut index: F,
+    wake: std::sync::Weak<tokio::sync::Notify>,
+    linger: Duration,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, DbErr>>,
+{
     loop {
-        match index_pending(&db).await {
+        match index().await {
             Ok(n) if n == INDEX_BATCH => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "documents not indexed for search yet"),
@@ -441,7 +454,7 @@ async fn index_while_used(db: DatabaseConnection, wake: std::sync::Weak<tokio::s
         let Some(wake) = wake.upgrade() else { return };
         if tokio::time::timeout(Duration::from_secs(1), wake.notified()).await.is_ok() {
             drop(wake);
-            tokio::time::sleep(INDEX_LINGER).await;
+            tokio::time::sleep(linger).await;
         }
     }
 }
@@ -460,7 +473,48 @@ pub(crate) fn fts5_words(query: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::fts5_words;
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicU32, Ordering},
+        },
+        time::Duration,
+    };
+
+    use super::{fts5_words, index_while_used};
+
+    #[tokio::test]
+    async fn filings_spread_over_a_burst_are_indexed_by_few_passes() {
+        let linger = Duration::from_millis(500);
+        let passes = Arc::new(AtomicU32::new(0));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let counted = passes.clone();
+        let index = move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok(1) }
+        };
+        let indexer = tokio::spawn(index_while_used(index, Arc::downgrade(&wake), linger));
+        // Twenty filings 10 ms apart: without the linger, a pass for nearly each.
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let during = passes.load(Ordering::SeqCst);
+        // The pass at start, then at most one pass per linger the burst lasted (however much
+        // longer than 200 ms a busy machine made it).
+        let bound = 2 + (started.elapsed().as_millis() / linger.as_millis()) as u32;
+        assert!(during <= bound, "{during} passes during a burst of 20 filings (bound {bound})");
+        // The filings all get their pass once the linger is over.
+        let before = passes.load(Ordering::SeqCst);
+        tokio::time::sleep(linger * 3).await;
+        assert!(passes.load(Ordering::SeqCst) > before, "the burst's filings were indexed");
+        drop(wake);
+        tokio::time::timeout(Duration::from_secs(10), indexer)
+            .await
+            .expect("the indexer ends with its Tasks")
+            .unwrap();
+    }
 
     #[test]
     fn fts5_queries_are_quoted_words() {
