@@ -184,6 +184,13 @@ skillup_testkit::both_adapters!(
     a_deleted_users_library_and_cached_answers_are_forgotten,
 );
 
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn filings_commit_without_the_wal_flush_queued_tasks_with_it() {
+        super::filings_commit_without_the_wal_flush_queued_tasks_with_it().await
+    }
+}
+
 fn identity(h: &Harness, user: Uuid, verified: bool) -> String {
     let id = Caller {
         user_id: user.to_string(),

@@ -201,7 +201,7 @@ pub(super) async fn api_keys_and_prompt_text_stay_out_of_the_logs() {
 
 pub(super) async fn task_rows_are_written_in_batches_each_with_its_own_outcome(kind: Kind) {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-    use skillup_ai::store::{TaskWriter, task};
+    use skillup_ai::store::{Flush, TaskWriter, task};
     let t = kind.infra().await;
     skillup_ai::migrate(&t.infra.db).await.unwrap();
     let user = Uuid::now_v7();
@@ -212,11 +212,13 @@ pub(super) async fn task_rows_are_written_in_batches_each_with_its_own_outcome(k
     // One writer, so rows sent together must share statements.
     let writer = Arc::new(TaskWriter::start(t.infra.db.clone(), 1));
     let dup = Some(format!("{user}:same-key"));
-    writer.insert(row(dup.clone())).await.unwrap();
+    writer.insert(row(dup.clone()), Flush::Wait).await.unwrap();
+    // Queued tasks and filings mixed: a batch with any queued task waits for the flush.
     let calls: Vec<_> = (0..43)
         .map(|i| {
             let (writer, r) = (writer.clone(), row(if i % 15 == 7 { dup.clone() } else { None }));
-            tokio::spawn(async move { writer.insert(r).await })
+            let flush = if i % 2 == 0 { Flush::Behind } else { Flush::Wait };
+            tokio::spawn(async move { writer.insert(r, flush).await })
         })
         .collect();
     let mut ok = 0;
@@ -283,4 +285,32 @@ pub(super) async fn services_that_are_restarting_are_asked_again(kind: Kind) {
     let mut h = h;
     let u = settled_usage(&mut h, user).await;
     assert_eq!(u.generations_used, 1, "charged once");
+}
+
+/// Filings (generations answered already) commit without waiting for the WAL flush, queued
+/// tasks (whose 202 promises them) wait for it: each statement sets it for its own transaction,
+/// and its rows are there once it returns.
+pub(super) async fn filings_commit_without_the_wal_flush_queued_tasks_with_it() {
+    use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement, TransactionTrait};
+    use skillup_ai::store::{Flush, task, writer::insert_statement};
+    let t = Kind::Real.infra().await;
+    let db = &t.infra.db;
+    skillup_ai::migrate(db).await.unwrap();
+    let row =
+        || task::Model::queued(Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), chrono::Utc::now());
+    let setting =
+        Statement::from_string(DbBackend::Postgres, "SELECT current_setting('synchronous_commit')");
+    for (flush, expected) in [(Flush::Behind, "off"), (Flush::Wait, "on")] {
+        let tx = db.begin().await.unwrap();
+        let rows = vec![row().into(), row().into()];
+        tx.execute_raw(insert_statement(rows, flush)).await.unwrap();
+        let now = tx.query_one_raw(setting.clone()).await.unwrap().unwrap();
+        let now: String = now.try_get_by_index(0).unwrap();
+        assert_eq!(now, expected, "{flush:?}: the transaction's commit");
+        tx.rollback().await.unwrap();
+    }
+    let filed = row();
+    db.execute_raw(insert_statement(vec![filed.clone().into()], Flush::Behind)).await.unwrap();
+    let read = task::Entity::find_by_id(filed.id).one(db).await.unwrap();
+    assert_eq!(read.map(|r| r.id), Some(filed.id), "a filing is read back once its insert returns");
 }

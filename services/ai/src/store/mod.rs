@@ -9,7 +9,7 @@ pub mod tasks;
 pub mod writer;
 
 pub use tasks::Tasks;
-pub use writer::TaskWriter;
+pub use writer::{Flush, TaskWriter};
 
 use sea_orm_migration::{prelude::*, schema::*};
 

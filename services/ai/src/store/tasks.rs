@@ -12,7 +12,7 @@ use sea_orm::{
 use skillup_kit::cache::SharedCache;
 use uuid::Uuid;
 
-use super::{TaskWriter, task};
+use super::{Flush, TaskWriter, task};
 use crate::domain::{DocumentEdit, LibraryQuery, Task, TaskStatus as Status};
 
 /// Finished tasks kept for fast polling: the owner's id (16 bytes), then the task as JSON.
@@ -77,13 +77,14 @@ impl Tasks {
 
     /// Inserts a new task; returns when it is committed.
     pub async fn insert(&self, row: task::Model) -> Result<(), DbErr> {
-        self.writer.insert(row).await
+        self.writer.insert(row, Flush::Wait).await
     }
 
     /// Files a generation its owner was answered already (inline or streamed); returns when it
-    /// is committed, its search vector left to the indexer.
+    /// is committed (its WAL flush left behind, see [`Flush::Behind`]), its search vector left
+    /// to the indexer.
     pub async fn file(&self, row: task::Model) -> Result<(), DbErr> {
-        self.writer.insert(row).await?;
+        self.writer.insert(row, Flush::Behind).await?;
         self.changed();
         Ok(())
     }
