@@ -356,6 +356,9 @@ impl Notifier {
         // Fanned out even when stored before: a crash between storing and fanning out must not
         // leave live subscribers without it (they drop repeats by sequence number).
         let all: Vec<item::Model> = stored.new.into_iter().chain(stored.existing).collect();
+        // This replica's open streams get the batch at once; the fan-out carries it to the
+        // others' (and back here, where each stream drops it as a repeat by its number).
+        self.to_live(all.iter().map(|n| (n.user_id, n.seq, n)), Notification::from);
         if let Err(e) = self.fan_out(&all).await {
             tracing::warn!(error = %e, "fan-out failed; retrying the events");
             for (_, d) in waiting {
@@ -455,7 +458,7 @@ impl Notifier {
                     && let Some(n) = s.notification
                     && let Ok(n) = Notification::try_from(n)
                 {
-                    live.push((user, Live { seq: s.seq, notification: n }));
+                    live.push((user, s.seq, n));
                 }
             }
         } else if let Some((env, n)) = decode::<pb::Notification>(body)
@@ -463,17 +466,28 @@ impl Notifier {
             && let Ok(user) = Uuid::parse_str(&env.user_id)
             && let Some(seq) = env.id.rsplit_once('/').and_then(|(_, s)| s.parse::<i64>().ok())
         {
-            live.push((user, Live { seq, notification: n }));
+            live.push((user, seq, n));
         }
-        if !live.is_empty() {
-            let subscribers = self.live.lock().expect("live");
-            for (user, n) in live {
-                if let Some(tx) = subscribers.get(&user) {
-                    let _ = tx.send(n);
-                }
+        self.to_live(live, |n| n);
+        let _ = d.ack().await;
+    }
+
+    /// Hands notifications (user, number, what becomes the notification) to this replica's
+    /// open streams of their users, under one lock; only those with a stream are made.
+    fn to_live<T>(
+        &self,
+        live: impl IntoIterator<Item = (Uuid, i64, T)>,
+        notification: impl Fn(T) -> Notification,
+    ) {
+        let subscribers = self.live.lock().expect("live");
+        if subscribers.is_empty() {
+            return;
+        }
+        for (user, seq, it) in live {
+            if let Some(tx) = subscribers.get(&user) {
+                let _ = tx.send(Live { seq, notification: notification(it) });
             }
         }
-        let _ = d.ack().await;
     }
 
     pub(crate) async fn remember_contact(

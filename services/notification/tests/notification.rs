@@ -41,6 +41,17 @@ async fn harness_with(
     push: Option<skillup_notification::push::PushSettings>,
 ) -> Harness {
     let t = kind.infra().await;
+    let bus = t.infra.bus.clone();
+    harness_on(t, bus, replicas, push).await
+}
+
+/// [`harness_with`] on `t` whose replicas publish and consume through `bus`.
+async fn harness_on(
+    t: TestInfra,
+    bus: skillup_kit::bus::SharedBus,
+    replicas: usize,
+    push: Option<skillup_notification::push::PushSettings>,
+) -> Harness {
     let key = Arc::new(IdentityKey::random());
     let shutdown = Shutdown::new();
     let mut out = Vec::new();
@@ -53,7 +64,7 @@ async fn harness_with(
         // The digest job runs only when a test calls it.
         let mut notifier = skillup_notification::Notifier::new(
             t.infra.db.clone(),
-            t.infra.bus.clone(),
+            bus.clone(),
             Arc::new(outbox.clone()),
             "https://skillup.test",
         );
@@ -114,6 +125,7 @@ skillup_testkit::both_adapters!(
     a_batch_numbers_each_users_events_in_order_and_skips_what_is_stored,
     a_burst_for_many_people_reaches_every_open_stream_once_in_order,
     a_client_back_after_more_than_a_page_gets_everything_it_missed_in_order,
+    a_replica_hands_what_it_stored_to_its_own_streams_at_once,
 );
 
 fn as_user<T>(h: &Harness, user: Uuid, msg: T) -> Request<T> {

@@ -182,3 +182,64 @@ pub(crate) async fn a_client_back_after_more_than_a_page_gets_everything_it_miss
     assert_eq!(next(&mut s).await.title, "Your lesson plan about «live» is ready");
     nothing_more(&mut s).await;
 }
+
+/// A bus whose fan-out never arrives (a broker hop that is slow, or lost): what a replica
+/// stored reaches its own streams without it.
+#[derive(Debug)]
+struct NoFanOut(skillup_kit::bus::SharedBus);
+
+#[async_trait::async_trait]
+impl skillup_kit::bus::Bus for NoFanOut {
+    async fn declare_queue(&self, spec: &skillup_kit::bus::QueueSpec) -> skillup_kit::Result<()> {
+        self.0.declare_queue(spec).await
+    }
+    async fn enqueue(
+        &self,
+        queue: &str,
+        msg: skillup_kit::bus::Message,
+    ) -> skillup_kit::Result<()> {
+        self.0.enqueue(queue, msg).await
+    }
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: u16,
+    ) -> skillup_kit::Result<skillup_kit::bus::Consumer> {
+        self.0.consume(queue, prefetch).await
+    }
+    async fn publish(&self, key: &str, msg: skillup_kit::bus::Message) -> skillup_kit::Result<()> {
+        if key == <pb::NotificationsStored as skillup_proto::events::Event>::KIND {
+            return Ok(());
+        }
+        self.0.publish(key, msg).await
+    }
+    async fn subscribe(
+        &self,
+        spec: &skillup_kit::bus::SubscriptionSpec,
+        prefetch: u16,
+    ) -> skillup_kit::Result<skillup_kit::bus::Consumer> {
+        self.0.subscribe(spec, prefetch).await
+    }
+    async fn depth(&self, queue: &str) -> skillup_kit::Result<u64> {
+        self.0.depth(queue).await
+    }
+    async fn ping(&self) -> skillup_kit::Result<()> {
+        self.0.ping().await
+    }
+}
+
+pub(crate) async fn a_replica_hands_what_it_stored_to_its_own_streams_at_once(kind: Kind) {
+    let t = kind.infra().await;
+    let bus = Arc::new(NoFanOut(t.infra.bus.clone()));
+    let h = harness_on(t, bus, 1, None).await;
+    let user = Uuid::now_v7();
+    let mut s = stream(&h, 0, user, "").await;
+    for i in 0..3 {
+        completed(&h, user, &format!("local-{user}-{i}"), &format!("topic {i}")).await;
+    }
+    for i in 0..3 {
+        let n = next(&mut s).await;
+        assert_eq!(n.data.get("topic").map(String::as_str), Some(format!("topic {i}").as_str()));
+    }
+    nothing_more(&mut s).await;
+}
